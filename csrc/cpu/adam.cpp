@@ -1,0 +1,22 @@
+// CPU entry point for Adam and AdamW: picks the compile-time variant, then runs the shared driver.
+#include "genesis/cpu.h"
+#include "update_driver.h"
+
+namespace genesis::cpu {
+
+namespace {
+template <bool kDecoupled>
+void adam_variant(const char* op, const AdamOptions& o, DType dtype, TensorSlots* tensors,
+                  int64_t count) {
+  if (o.amsgrad) return dispatch_update<AdamRule<kDecoupled, true>>(op, o, dtype, tensors, count);
+  dispatch_update<AdamRule<kDecoupled, false>>(op, o, dtype, tensors, count);
+}
+}  // namespace
+
+void adam_step(const AdamOptions& o, bool decoupled, DType dtype, TensorSlots* tensors,
+               int64_t count) {
+  if (decoupled) return adam_variant<true>("AdamW step", o, dtype, tensors, count);
+  adam_variant<false>("Adam step", o, dtype, tensors, count);
+}
+
+}  // namespace genesis::cpu

@@ -1,0 +1,85 @@
+// CPU global norm, scaling and clamping over many buffers (clip_grad_norm_ / clip_grad_value_).
+#include <vector>
+
+#include "flat_partition.h"
+#include "genesis/cpu.h"
+#include "genesis/rules/norm.h"
+
+namespace genesis::cpu {
+
+namespace {
+
+// Elements per reduction block. Blocks are fixed by position, not by thread, and their partials
+// are combined in block order: that is what makes the norm bit-identical for any thread count.
+constexpr int64_t kNormBlock = 1 << 16;
+// Independent accumulators per block. Written out explicitly (rather than left to the
+// vectorizer) so the summation order, and therefore the result, never depends on compiler flags.
+constexpr int kLanes = 8;
+
+template <typename Op, typename S>
+double reduce_range(const Op& op, const S* GENESIS_RESTRICT x, int64_t begin, int64_t end) {
+  double lane[kLanes] = {};
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] = op.combine(lane[l], op.contribution(load<double>(x[i + l])));
+  for (int l = 0; i < end; ++i, ++l) lane[l] = op.combine(lane[l], op.contribution(load<double>(x[i])));
+  double acc = lane[0];
+  for (int l = 1; l < kLanes; ++l) acc = op.combine(acc, lane[l]);
+  return acc;
+}
+
+template <typename Op, typename S>
+double norm_of(const Op& op, const Buffer* buffers, int64_t count) {
+  const FlatIndex index(count, [&](int64_t t) { return buffers[t].numel; });
+  const int64_t blocks = (index.total() + kNormBlock - 1) / kNormBlock;
+  std::vector<double> partial(blocks, 0.0);
+#pragma omp parallel for schedule(static) if (index.total() >= kParallelThreshold)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double acc = 0.0;
+    index.for_each_piece(b * kNormBlock, (b + 1) * kNormBlock, [&](int64_t t, int64_t lo, int64_t hi) {
+      acc = op.combine(acc, reduce_range(op, static_cast<const S*>(buffers[t].data), lo, hi));
+    });
+    partial[b] = acc;
+  }
+  double total = 0.0;
+  for (double p : partial) total = op.combine(total, p);
+  return op.finish(total);
+}
+
+// Applies fn(x) -> x to every element of every buffer, in one parallel region.
+template <typename S, typename Fn>
+void transform_all(const Buffer* buffers, int64_t count, Fn fn) {
+  const FlatIndex index(count, [&](int64_t t) { return buffers[t].numel; });
+  index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
+    S* GENESIS_RESTRICT x = static_cast<S*>(buffers[t].data);
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) store(x[i], fn(load<MathType<S>>(x[i])));
+  });
+}
+
+}  // namespace
+
+double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count) {
+  return dispatch_float_dtype(dtype, "global norm", [&](auto tag) {
+    using S = decltype(tag);
+    return dispatch_norm(norm_type, [&](auto op) { return norm_of<decltype(op), S>(op, buffers, count); });
+  });
+}
+
+void scale(double factor, DType dtype, const Buffer* buffers, int64_t count) {
+  dispatch_float_dtype(dtype, "clip scale", [&](auto tag) {
+    using S = decltype(tag);
+    const MathType<S> f = static_cast<MathType<S>>(factor);
+    transform_all<S>(buffers, count, [f](MathType<S> x) { return x * f; });
+  });
+}
+
+void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count) {
+  dispatch_float_dtype(dtype, "clip value", [&](auto tag) {
+    using S = decltype(tag);
+    const MathType<S> c = static_cast<MathType<S>>(limit);
+    transform_all<S>(buffers, count, [c](MathType<S> x) { return clamp_symmetric(x, c); });
+  });
+}
+
+}  // namespace genesis::cpu

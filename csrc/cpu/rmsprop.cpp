@@ -1,0 +1,22 @@
+// CPU entry point for RMSprop: picks the compile-time variant, then runs the shared driver.
+#include "genesis/cpu.h"
+#include "update_driver.h"
+
+namespace genesis::cpu {
+
+namespace {
+template <bool kCentered>
+void rmsprop_variant(const RmspropOptions& o, DType dtype, TensorSlots* tensors, int64_t count) {
+  const char* op = "RMSprop step";
+  if (o.momentum > 0.0)
+    return dispatch_update<RmspropRule<kCentered, true>>(op, o, dtype, tensors, count);
+  dispatch_update<RmspropRule<kCentered, false>>(op, o, dtype, tensors, count);
+}
+}  // namespace
+
+void rmsprop_step(const RmspropOptions& o, DType dtype, TensorSlots* tensors, int64_t count) {
+  if (o.centered) return rmsprop_variant<true>(o, dtype, tensors, count);
+  rmsprop_variant<false>(o, dtype, tensors, count);
+}
+
+}  // namespace genesis::cpu

@@ -1,0 +1,14 @@
+// CPU entry point for SGD: picks the compile-time variant, then runs the shared driver.
+#include "genesis/cpu.h"
+#include "update_driver.h"
+
+namespace genesis::cpu {
+
+void sgd_step(const SgdOptions& o, DType dtype, TensorSlots* tensors, int64_t count) {
+  const char* op = "SGD step";
+  if (o.momentum == 0.0) return dispatch_update<SgdRule<false, false>>(op, o, dtype, tensors, count);
+  if (o.nesterov) return dispatch_update<SgdRule<true, true>>(op, o, dtype, tensors, count);
+  dispatch_update<SgdRule<true, false>>(op, o, dtype, tensors, count);
+}
+
+}  // namespace genesis::cpu

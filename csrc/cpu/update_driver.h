@@ -1,0 +1,71 @@
+// The CPU driver shared by every update rule: per-tensor scalars once on the host, then one
+// parallel region whose inner loop loads a register tile, calls Rule::apply, and stores.
+#pragma once
+
+#include <array>
+#include <vector>
+
+#include "flat_partition.h"
+#include "genesis/dtype.h"
+#include "genesis/tensor_slots.h"
+
+namespace genesis::cpu {
+
+// Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
+// pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
+template <typename Rule, typename P, typename S, typename T>
+void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& c, int64_t begin,
+                  int64_t end) {
+  constexpr int K = Rule::kStates;
+  P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
+  const P* GENESIS_RESTRICT grad = static_cast<const P*>(t.grad);
+  S* GENESIS_RESTRICT s0 = static_cast<S*>(t.state[0]);
+  S* GENESIS_RESTRICT s1 = static_cast<S*>(t.state[1]);
+  S* GENESIS_RESTRICT s2 = static_cast<S*>(t.state[2]);
+  S* const slots[3] = {s0, s1, s2};
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    T p = load<T>(param[i]);
+    std::array<T, K> s;
+    for (int k = 0; k < K; ++k) s[k] = load<T>(slots[k][i]);
+    Rule::apply(p, load<T>(grad[i]), s, c);
+    store(param[i], p);
+    for (int k = 0; k < K; ++k) store(slots[k][i], s[k]);
+  }
+}
+
+// One step of Rule over `count` tensors whose parameters are stored as P and state as S.
+template <typename Rule, typename P, typename S>
+void run_update(const typename Rule::Options& options, TensorSlots* tensors, int64_t count) {
+  using T = MathType<P>;
+  using Coeffs = typename Rule::template Coeffs<T>;
+  // Per-tensor scalars. Tensors of a group almost always share their step count, so the
+  // bias corrections (two pow() calls) are recomputed only when it changes.
+  std::vector<Coeffs> coeffs(count);
+  float last_step = -1.0f;
+  bool last_fresh = false;
+  for (int64_t t = 0; t < count; ++t) {
+    TensorSlots& ts = tensors[t];
+    if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
+    const bool same = t > 0 && ts.fresh == last_fresh && (!ts.step || *ts.step == last_step);
+    coeffs[t] = same ? coeffs[t - 1] : Rule::template coeffs<T>(options, ts);
+    last_step = ts.step ? *ts.step : -1.0f;
+    last_fresh = ts.fresh;
+  }
+  const FlatIndex index(count, [&](int64_t t) { return tensors[t].numel; });
+  index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
+    update_range<Rule, P, S, T>(tensors[t], coeffs[t], begin, end);
+  });
+}
+
+// Runs Rule for the parameter dtype; state is kept in the parameter's own dtype.
+template <typename Rule>
+void dispatch_update(const char* op, const typename Rule::Options& options, DType dtype,
+                     TensorSlots* tensors, int64_t count) {
+  dispatch_float_dtype(dtype, op, [&](auto tag) {
+    using P = decltype(tag);
+    run_update<Rule, P, P>(options, tensors, count);
+  });
+}
+
+}  // namespace genesis::cpu

@@ -1,0 +1,27 @@
+"""genesis: compiled, fused optimizers for deep-learning training.
+
+``genesis.optim`` mirrors ``torch.optim`` (SGD, Adam, AdamW, RMSprop, lr_scheduler) and updates
+whole parameter groups in one call into a C++ core; ``genesis.nn.utils`` clips gradients;
+``genesis.save`` / ``genesis.load`` write and read safe checkpoints.
+"""
+
+from . import _C, nn, optim
+from .serialization import CheckpointError, load, save
+
+__version__ = "0.1.0"
+
+
+def get_num_threads():
+    """Threads the CPU core uses (OpenMP's setting; OMP_NUM_THREADS works)."""
+    return _C.get_num_threads()
+
+
+def set_num_threads(n):
+    """Set the number of threads the CPU core uses."""
+    if int(n) < 1:
+        raise ValueError(f"number of threads must be at least 1, got {n}")
+    _C.set_num_threads(int(n))
+
+
+__all__ = ["optim", "nn", "save", "load", "CheckpointError", "get_num_threads",
+           "set_num_threads", "__version__"]

@@ -1,0 +1,150 @@
+"""Array interop: what a parameter is, and how its memory reaches the compiled core.
+
+Two kinds of parameter are understood (SPEC section 2):
+- a ``torch.Tensor`` (typically ``torch.nn.Parameter``), whose gradient is ``.grad``;
+- a ``genesis.nn.Parameter``, holding a NumPy array in ``.data`` (any other CPU DLPack array is
+  wrapped as a NumPy view of the same memory when the Parameter is built).
+
+torch is optional: it is looked up in ``sys.modules`` and only used when the user already
+imported it, so ``import genesis`` works with NumPy alone.
+"""
+
+import sys
+
+import numpy as np
+
+from . import _C
+
+# The compiled core's dtype codes (include/genesis/dtype.h, enum DType).
+FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
+# What the CPU core can update today.
+SUPPORTED_CODES = (FLOAT32, FLOAT64)
+
+_NUMPY_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float64): FLOAT64}
+_torch_codes = None  # torch dtype -> code, filled on first use (see _torch)
+
+
+def torch_module():
+    """torch if the user has imported it, else None (genesis never imports torch itself)."""
+    return sys.modules.get("torch")
+
+
+def _torch():
+    global _torch_codes
+    torch = torch_module()
+    if torch is not None and _torch_codes is None:
+        dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+        _C.register_torch(torch.Tensor, dtypes)
+        _torch_codes = {d: code for code, d in enumerate(dtypes)}
+    return torch
+
+
+def is_torch(x):
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def is_parameter(x):
+    """True for anything an optimizer accepts as a parameter."""
+    from .nn.parameter import Parameter
+
+    return isinstance(x, Parameter) or is_torch(x)
+
+
+def array_of(param):
+    """The array holding a parameter's values (a torch tensor is its own array)."""
+    return param if is_torch(param) else param.data
+
+
+def dtype_code(arr):
+    """The core's dtype code of an array, or None for a dtype genesis does not handle."""
+    if is_torch(arr):
+        return _torch_codes.get(arr.dtype)
+    return _NUMPY_CODES.get(arr.dtype)
+
+
+def data_ptr(arr):
+    return arr.data_ptr() if is_torch(arr) else arr.ctypes.data
+
+
+def numel(arr):
+    return arr.numel() if is_torch(arr) else arr.size
+
+
+def is_contiguous(arr):
+    return arr.is_contiguous() if is_torch(arr) else arr.flags.c_contiguous
+
+
+def device_of(arr):
+    return str(arr.device) if is_torch(arr) else "cpu"
+
+
+def check_param(param, where):
+    """Raise TypeError/ValueError if the core cannot update this parameter in place."""
+    if not is_parameter(param):
+        raise TypeError(
+            "optimizer can only optimize torch Tensors or genesis.nn.Parameter objects, "
+            f"but {where} is {type(param).__name__}")
+    arr = array_of(param)
+    code = dtype_code(arr)
+    if code not in SUPPORTED_CODES:
+        raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32 and float64")
+    if device_of(arr) != "cpu":
+        raise ValueError(f"{where} is on device {device_of(arr)}; this genesis build updates CPU "
+                         "parameters only")
+    if not is_contiguous(arr):
+        raise ValueError(f"{where} is not contiguous; genesis updates contiguous parameters only "
+                         "(call .contiguous() before building the optimizer)")
+    if not is_torch(arr) and not arr.flags.writeable:
+        raise ValueError(f"{where} is a read-only array and cannot be updated in place")
+
+
+def check_grad(param, grad, where):
+    """Raise TypeError/ValueError if `grad` cannot be used as the gradient of `param`."""
+    arr = array_of(param)
+    if is_torch(arr) != is_torch(grad) or not (is_torch(grad) or isinstance(grad, np.ndarray)):
+        raise TypeError(f"the gradient of {where} is a {type(grad).__name__}, but the parameter "
+                        f"is a {type(arr).__name__}")
+    if dtype_code(grad) != dtype_code(arr):
+        raise TypeError(f"the gradient of {where} has dtype {grad.dtype}, but the parameter has "
+                        f"dtype {arr.dtype}")
+    if tuple(grad.shape) != tuple(arr.shape):
+        raise ValueError(f"the gradient of {where} has shape {tuple(grad.shape)}, but the "
+                         f"parameter has shape {tuple(arr.shape)}")
+    if device_of(grad) != device_of(arr):
+        raise ValueError(f"the gradient of {where} is on {device_of(grad)}, but the parameter is "
+                         f"on {device_of(arr)}")
+    if not is_contiguous(grad):
+        raise ValueError(f"the gradient of {where} is not contiguous")
+
+
+def zeros_like(arr):
+    """A zero-filled, contiguous state array of the parameter's library, device and dtype."""
+    if is_torch(arr):
+        return _torch().zeros_like(arr, memory_format=_torch().contiguous_format)
+    return np.zeros_like(arr, order="C")
+
+
+def new_step(arr, value=0.0):
+    """A step counter: a 0-dim float32 array of the parameter's library, on the CPU (torch's
+    layout). The core increments it in place, so it stays a live view of the count."""
+    if is_torch(arr):
+        return _torch().tensor(float(value), dtype=_torch().float32)
+    return np.array(value, dtype=np.float32)
+
+
+def copy_into_like(value, arr, keep_dtype=False):
+    """A new array of `arr`'s library, device and dtype (or value's dtype if keep_dtype) holding
+    `value`, which may be a torch tensor, a NumPy array or a number."""
+    if is_torch(arr):
+        torch = _torch()
+        src = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        dtype = src.dtype if keep_dtype else arr.dtype
+        return src.detach().to(device=arr.device, dtype=dtype, copy=True).contiguous()
+    src = value.detach().cpu().numpy() if is_torch(value) else np.asarray(value)
+    return np.array(src, dtype=src.dtype if keep_dtype else arr.dtype, order="C", copy=True)
+
+
+def to_float(x):
+    """A Python float from a number, a 0-dim array or a 0-dim tensor."""
+    return float(x.item()) if hasattr(x, "item") else float(x)

@@ -1,0 +1,77 @@
+"""Gradient clipping over many tensors at once (SPEC section 5), on the compiled core."""
+
+import math
+
+import numpy as np
+
+from ... import _C
+from ... import _interop
+
+
+def _grads(parameters):
+    """The parameters' gradients (those that have one) and whether the parameters are torch
+    tensors. A single parameter is accepted as well as an iterable."""
+    if _interop.is_parameter(parameters):
+        parameters = [parameters]
+    parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return grads, bool(parameters) and _interop.is_torch(parameters[0])
+
+
+def _buffers(grads):
+    for i, g in enumerate(grads):
+        if _interop.device_of(g) != "cpu":
+            raise ValueError(f"gradient {i} is on {_interop.device_of(g)}; this genesis build clips "
+                             "CPU gradients only")
+        if _interop.dtype_code(g) not in _interop.SUPPORTED_CODES:
+            raise TypeError(f"gradient {i} has dtype {g.dtype}; genesis supports float32 and float64")
+        if not _interop.is_contiguous(g):
+            raise ValueError(f"gradient {i} is not contiguous")
+    return _C.BufferList(grads)
+
+
+def _as_scalar(value, grads, torch_params):
+    """The norm as the parameters' library returns it: a 0-dim torch tensor (of the gradients'
+    dtype) for torch parameters, a NumPy float64 otherwise (SPEC section 5)."""
+    if not torch_params:
+        return np.float64(value)
+    torch = _interop.torch_module()
+    if not grads:
+        return torch.tensor(value)
+    return torch.tensor(value, dtype=grads[0].dtype, device=grads[0].device)
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """Scale all gradients together so that their joint norm is at most ``max_norm``.
+
+    The norm is taken over all gradients as if they were concatenated into one vector (norm
+    types 1, 2, any p > 0, and ``inf``). Gradients are multiplied by
+    ``min(max_norm / (total + 1e-6), 1)``. Returns the total norm before clipping. ``foreach``
+    is accepted for torch compatibility; genesis always processes all tensors in one call.
+    """
+    max_norm = float(max_norm)
+    norm_type = float(norm_type)
+    if not (norm_type > 0):
+        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type}")
+    grads, torch_params = _grads(parameters)
+    if not grads:
+        return _as_scalar(0.0, grads, torch_params)
+    buffers = _buffers(grads)
+    total = buffers.norm(norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "
+            "it cannot be clipped. To disable this error and scale the gradients by the non-finite "
+            "norm anyway, set `error_if_nonfinite=False`")
+    coef = max_norm / (total + 1e-6)
+    if not coef >= 1.0:  # NaN scales too, making every gradient NaN as in torch
+        buffers.scale(coef)
+    return _as_scalar(total, grads, torch_params)
+
+
+def clip_grad_value_(parameters, clip_value, foreach=None):
+    """Clamp every gradient element to ``[-clip_value, clip_value]`` in place."""
+    clip_value = float(clip_value)
+    grads, _ = _grads(parameters)
+    if grads:
+        _buffers(grads).clamp(clip_value)

@@ -1,0 +1,55 @@
+"""Adam and AdamW (with AMSGrad) on the compiled core."""
+
+from ._validation import _value, check_betas, check_non_negative
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam's update (SPEC section 4).
+
+    ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g^2``; with amsgrad ``v_max = max(v_max, v)``
+    replaces v below; ``p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)``. Weight decay
+    is added to the gradient, or, with ``decoupled_weight_decay=True`` (AdamW), applied to the
+    parameter as ``p *= 1 - lr*wd``. State: ``step``, ``exp_avg``, ``exp_avg_sq`` and
+    ``max_exp_avg_sq`` (amsgrad only).
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, foreach=foreach, capturable=capturable,
+                        differentiable=differentiable, fused=fused,
+                        decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        self._check_common(group)
+        check_non_negative(group, "lr", "learning rate")
+        check_non_negative(group, "eps", "epsilon value")
+        check_betas(group)
+        check_non_negative(group, "weight_decay", "weight_decay value")
+
+    def _state_names(self, group):
+        if group["amsgrad"]:
+            return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+        return ("exp_avg", "exp_avg_sq")
+
+    def _run(self, plan, group):
+        beta1, beta2 = group["betas"]
+        plan.adam(_value(group["lr"]), _value(beta1), _value(beta2), _value(group["eps"]),
+                  _value(group["weight_decay"]), bool(group["amsgrad"]), bool(group["maximize"]),
+                  bool(group["decoupled_weight_decay"]))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01): ``p *= 1 - lr*wd`` before the Adam
+    update, the gradient itself is not changed."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)

@@ -1,0 +1,403 @@
+"""The Optimizer base class: param groups, lazily created state, state_dict, and the per-step
+hand-off of whole groups to the compiled core (SPEC section 3)."""
+
+import contextlib
+import math
+from itertools import chain
+
+from .. import _C
+from .. import _interop
+
+
+class _RequiredParameter:
+    """Marks a hyperparameter that has no default (SGD's lr)."""
+
+    def __repr__(self):
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+
+class _ParamState(dict):
+    """One parameter's state. A write through it (replacing an array) tells the optimizer that
+    the pointers it cached for the core are stale. In-place changes to the arrays need no
+    notice: the pointers stay valid. See NOTE: [group plan] in csrc/python/bindings.cpp."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner, *args):
+        super().__init__(*args)
+        self._owner = owner
+
+    def _changed(method):
+        def wrapper(self, *args, **kwargs):
+            result = method(self, *args, **kwargs)
+            self._owner._state_changed()
+            return result
+
+        wrapper.__name__ = method.__name__
+        return wrapper
+
+    __setitem__ = _changed(dict.__setitem__)
+    __delitem__ = _changed(dict.__delitem__)
+    clear = _changed(dict.clear)
+    pop = _changed(dict.pop)
+    popitem = _changed(dict.popitem)
+    setdefault = _changed(dict.setdefault)
+    update = _changed(dict.update)
+    del _changed
+
+
+class _OptimizerState(dict):
+    """``optimizer.state``: parameter -> its state dict, created empty on first access as in
+    torch (a defaultdict(dict))."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner):
+        super().__init__()
+        self._owner = owner
+
+    def __missing__(self, param):
+        state = _ParamState(self._owner)
+        dict.__setitem__(self, param, state)
+        return state
+
+    def __setitem__(self, param, value):
+        dict.__setitem__(self, param, _ParamState(self._owner, value))
+        self._owner._state_changed()
+
+    def __delitem__(self, param):
+        dict.__delitem__(self, param)
+        self._owner._state_changed()
+
+
+class _CachedPlan:
+    """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
+
+    __slots__ = ("plan", "params", "layout", "version")
+
+    def __init__(self, params, layout, version):
+        self.plan = _C.GroupPlan(list(params))
+        self.params = params
+        self.layout = layout
+        self.version = version
+
+
+@contextlib.contextmanager
+def _grad_enabled():
+    torch = _interop.torch_module()
+    if torch is None:
+        yield
+    else:
+        with torch.enable_grad():
+            yield
+
+
+def _where(group_index, param_index):
+    return f"parameter {param_index} of param group {group_index}"
+
+
+class Optimizer:
+    """Base class of the genesis optimizers, with torch.optim.Optimizer's interface.
+
+    A subclass declares its state for a group (``_state_names``), whether it counts steps
+    (``_counts_steps``), how to validate a group's hyperparameters (``_check_group``) and how to
+    call the core (``_run``). Everything else, including state_dict compatibility with torch,
+    lives here.
+    """
+
+    _counts_steps = True
+
+    def __init__(self, params, defaults):
+        self.defaults = defaults
+        self._version = 0
+        self._plans = []
+        self._state = _OptimizerState(self)
+        self.param_groups = []
+        if _interop.is_parameter(params):
+            raise TypeError("params argument given to the optimizer should be an iterable of "
+                            f"Tensors or dicts, but got {type(params).__name__}")
+        if isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but "
+                            "the ordering of tensors in sets will change between runs. Please use a "
+                            "list instead.")
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for group in param_groups:
+            self.add_param_group(group)
+
+    # ----------------------------------------------------------------------------- state
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        state = _OptimizerState(self)
+        for param, entries in value.items():
+            dict.__setitem__(state, param, _ParamState(self, entries))
+        self._state = state
+        self._state_changed()
+
+    def _state_changed(self):
+        self._version += 1
+
+    # ------------------------------------------------------------------------ param groups
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own hyperparameters (missing ones take the
+        optimizer's defaults). Validated like the constructor."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group["params"]
+        if _interop.is_parameter(params):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but "
+                            "the ordering of tensors in sets will change between runs. Please use a "
+                            "list instead.")
+        params = list(params)
+        group_index = len(self.param_groups)
+        for i, p in enumerate(params):
+            _interop.check_param(p, _where(group_index, i))
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError("parameter group didn't specify a value of required optimization "
+                                 f"parameter {name}")
+            group.setdefault(name, default)
+        self._check_group(group)
+        # A parameter listed twice would be updated twice, concurrently: refuse it.
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("optimizer contains a parameter group with duplicate parameters")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        group["params"] = params
+        self.param_groups.append(group)
+
+    def _check_group(self, group):
+        """Raise ValueError for invalid hyperparameters. Overridden by each optimizer."""
+
+    @staticmethod
+    def _check_common(group):
+        """Options every genesis optimizer shares with torch's signature."""
+        if group.get("differentiable"):
+            raise ValueError("genesis optimizers do not support differentiable=True")
+        if group.get("capturable"):
+            raise ValueError("capturable=True needs CUDA parameters; this genesis build updates CPU "
+                             "parameters only")
+
+    # ------------------------------------------------------------------------------- step
+    def zero_grad(self, set_to_none=True):
+        """Clear the gradients: set them to None (default) or zero them in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                elif _interop.is_torch(grad):
+                    if grad.grad_fn is not None:
+                        grad.detach_()
+                    else:
+                        grad.requires_grad_(False)
+                    grad.zero_()
+                else:
+                    grad.fill(0)
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient. If ``closure`` is given it is
+        called first (with gradients enabled) and its return value is returned."""
+        loss = None
+        if closure is not None:
+            with _grad_enabled():
+                loss = closure()
+        plans = self._prepare()
+        for plan, group in zip(plans, self.param_groups):
+            self._run(plan, group)
+        return loss
+
+    def _state_names(self, group):
+        """Names of the per-element state arrays for this group, in the core's slot order."""
+        raise NotImplementedError
+
+    def _run(self, plan, group):
+        """Call the core's update for one gathered group."""
+        raise NotImplementedError
+
+    def _prepare(self):
+        """Gather every group's gradients before any update runs, so that a bad gradient anywhere
+        raises before any parameter or state is touched."""
+        groups = self.param_groups
+        if len(self._plans) != len(groups):
+            self._plans = [None] * len(groups)
+        plans, pending = [], []
+        for gi, group in enumerate(groups):
+            params = tuple(group["params"])
+            layout = self._state_names(group)
+            cached = self._plans[gi]
+            if (cached is None or cached.version != self._version or cached.layout != layout
+                    or cached.params != params):
+                cached = self._plans[gi] = _CachedPlan(params, layout, self._version)
+            missing = cached.plan.gather()
+            if missing:
+                pending.append((gi, group, cached, missing))
+            plans.append(cached.plan)
+        if pending:
+            self._admit_all(pending)
+        return plans
+
+    def _admit_all(self, pending):
+        # Validate everything first, then create state: a failure leaves nothing changed.
+        for gi, group, cached, missing in pending:
+            for i in missing:
+                p = group["params"][i]
+                where = _where(gi, i)
+                _interop.check_param(p, where)
+                _interop.check_grad(p, p.grad, where)
+                self._check_state(p, cached.layout, where)
+        for gi, group, cached, missing in pending:
+            for i in missing:
+                self._admit(cached.plan, group["params"][i], i, cached.layout)
+            if cached.plan.gather():
+                raise RuntimeError(f"genesis internal error: param group {gi} could not be prepared")
+
+    def _check_state(self, param, names, where):
+        """Existing state must match the parameter (it may have been loaded or replaced)."""
+        if param not in self._state:
+            return
+        arr = _interop.array_of(param)
+        state = self._state[param]
+        for name in names:
+            value = state.get(name)
+            if value is None:
+                continue
+            if (_interop.is_torch(value) != _interop.is_torch(arr)
+                    or tuple(value.shape) != tuple(arr.shape)
+                    or _interop.dtype_code(value) != _interop.dtype_code(arr)
+                    or _interop.device_of(value) != _interop.device_of(arr)
+                    or not _interop.is_contiguous(value)):
+                raise ValueError(f"state '{name}' of {where} does not match the parameter "
+                                 "(library, shape, dtype, device and contiguity must be equal)")
+        step = state.get("step")
+        if self._counts_steps and step is not None and not _is_step_counter(step, arr):
+            raise ValueError(f"state 'step' of {where} must be a 0-dim float32 CPU array")
+
+    def _admit(self, plan, param, index, names):
+        """Create missing state for a parameter (internal writes: no staleness notice) and hand
+        its pointers to the plan."""
+        arr = _interop.array_of(param)
+        state = self._state[param]
+        fresh = False
+        for name in names:
+            if state.get(name) is None:
+                dict.__setitem__(state, name, _interop.zeros_like(arr))
+                fresh = True
+        step_ptr = 0
+        if self._counts_steps:
+            if "step" not in state:
+                dict.__setitem__(state, "step", _interop.new_step(arr))
+            step_ptr = _interop.data_ptr(state["step"])
+        plan.admit(index, _interop.data_ptr(arr), _interop.numel(arr), _interop.dtype_code(arr),
+                   [_interop.data_ptr(state[n]) for n in names], step_ptr, fresh)
+
+    # ------------------------------------------------------------------------- state_dict
+    def state_dict(self):
+        """``{"state": {index: {name: value}}, "param_groups": [...]}`` in torch's layout.
+        Arrays are the live state (no copy); ``step`` is a 0-dim float32 tensor for torch
+        parameters (a copy, so that an optimizer loading it cannot alias this one's counter)
+        and a Python float for NumPy parameters."""
+        index_of, groups = {}, []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            for p in group["params"]:
+                index_of.setdefault(id(p), len(index_of))
+            packed["params"] = [index_of[id(p)] for p in group["params"]]
+            groups.append(packed)
+        state = {}
+        for p, entries in self._state.items():
+            if id(p) not in index_of:
+                continue
+            state[index_of[id(p)]] = {
+                k: (_export_step(v) if k == "step" else v) for k, v in entries.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Load state saved by ``state_dict()`` (of genesis or torch). Everything is validated
+        and converted first; the optimizer changes only if all of it succeeds. State arrays are
+        copied onto each parameter's device and cast to its dtype; ``step`` stays a count."""
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)):
+            raise ValueError("loaded state dict contains a parameter group that doesn't match the "
+                             "size of optimizer's group")
+        param_of = dict(zip(chain.from_iterable(s["params"] for s in saved_groups),
+                            chain.from_iterable(g["params"] for g in self.param_groups)))
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            new_group = {k: v for k, v in saved.items() if k != "params"}
+            for name, default in self.defaults.items():
+                if default is not required:
+                    new_group.setdefault(name, default)
+            new_group["params"] = group["params"]
+            self._check_group(new_group)
+            new_groups.append(new_group)
+        new_state = {}
+        for key, entries in state_dict["state"].items():
+            if key not in param_of:
+                continue
+            param = param_of[key]
+            new_state[param] = self._import_state(param, entries, key)
+        self.param_groups = new_groups
+        self.state = new_state
+
+    def _import_state(self, param, entries, key):
+        if not isinstance(entries, dict):
+            raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
+        arr = _interop.array_of(param)
+        out = {}
+        for name, value in entries.items():
+            if name == "step":
+                step = _interop.to_float(value)
+                if not (math.isfinite(step) and step >= 0):
+                    raise ValueError(f"state 'step' of parameter {key} must be a non-negative count, got {step}")
+                out[name] = _interop.new_step(arr, step)
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                out[name] = value
+            else:
+                if tuple(value.shape) != tuple(arr.shape):
+                    raise ValueError(f"state '{name}' of parameter {key} has shape {tuple(value.shape)}, "
+                                     f"but the parameter has shape {tuple(arr.shape)}")
+                out[name] = _interop.copy_into_like(value, arr)
+        return out
+
+    def __repr__(self):
+        lines = [self.__class__.__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines.extend(f"    {key}: {group[key]}" for key in sorted(group) if key != "params")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _is_step_counter(step, arr):
+    if _interop.is_torch(arr):
+        torch = _interop.torch_module()
+        return (isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32
+                and step.device.type == "cpu")
+    return getattr(step, "shape", None) == () and getattr(step, "dtype", None) == "float32" and hasattr(step, "ctypes")
+
+
+def _export_step(step):
+    if _interop.is_torch(step):
+        return step.clone()
+    return float(step)

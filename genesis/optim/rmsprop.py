@@ -1,0 +1,43 @@
+"""RMSprop (centered, with momentum) on the compiled core."""
+
+from ._validation import _value, check_non_negative
+from .optimizer import Optimizer
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop's update (SPEC section 4).
+
+    ``v = alpha*v + (1-alpha)*g^2``; centered: ``ga = alpha*ga + (1-alpha)*g`` and
+    ``avg = sqrt(v - ga^2) + eps``, else ``avg = sqrt(v) + eps``; with momentum
+    ``b = momentum*b + g/avg; p -= lr*b``, else ``p -= lr*g/avg``. State: ``step``,
+    ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (momentum > 0).
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        self._check_common(group)
+        check_non_negative(group, "lr", "learning rate")
+        check_non_negative(group, "eps", "epsilon value")
+        check_non_negative(group, "momentum", "momentum value")
+        check_non_negative(group, "weight_decay", "weight_decay value")
+        check_non_negative(group, "alpha", "alpha value")
+
+    def _state_names(self, group):
+        names = ("square_avg",)
+        if group["centered"]:
+            names += ("grad_avg",)
+        if group["momentum"] > 0:
+            names += ("momentum_buffer",)
+        return names
+
+    def _run(self, plan, group):
+        plan.rmsprop(_value(group["lr"]), _value(group["alpha"]), _value(group["eps"]),
+                     _value(group["weight_decay"]), _value(group["momentum"]),
+                     bool(group["centered"]), bool(group["maximize"]))

@@ -1,0 +1,70 @@
+// Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019), with AMSGrad: torch.optim.Adam/AdamW.
+#pragma once
+
+#include <cmath>
+
+#include "genesis/macros.h"
+#include "genesis/tensor_slots.h"
+
+namespace genesis {
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool amsgrad = false;
+  bool maximize = false;
+};
+
+// Per-tensor scalars in the math type. The bias corrections depend on the tensor's step t and
+// are computed once per step in double on the host (torch does the same in Python floats).
+template <typename T> struct AdamCoeffs {
+  T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
+  T decay;            // 1 - lr * wd (AdamW's decoupled decay factor)
+  T step_size;        // lr / (1 - beta1^t)
+  T bc2_sqrt;         // sqrt(1 - beta2^t)
+  bool maximize;
+};
+
+// kDecoupled: AdamW (decay the weights directly) versus Adam (L2 term added to the gradient).
+// kAmsgrad: keep v_max = max(v_max, v_t) as a third state and normalise by it.
+template <bool kDecoupled, bool kAmsgrad> struct AdamRule {
+  static constexpr int kStates = kAmsgrad ? 3 : 2;
+  static constexpr bool kCountsSteps = true;
+  using Options = AdamOptions;
+  template <typename T> using Coeffs = AdamCoeffs<T>;
+
+  template <typename T> static AdamCoeffs<T> coeffs(const AdamOptions& o, const TensorSlots& t) {
+    const double step = *t.step;
+    return {T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(o.eps), T(o.weight_decay),
+            T(1.0 - o.lr * o.weight_decay), T(o.lr / (1.0 - std::pow(o.beta1, step))),
+            T(std::sqrt(1.0 - std::pow(o.beta2, step))), o.maximize};
+  }
+
+  // m_t = lerp(m_{t-1}, g_t, 1 - beta1)                 (torch's lerp form, same rounding)
+  // v_t = beta2 * v_{t-1} + (1 - beta2) * g_t^2
+  // p_t = p_{t-1} - (lr / bc1) * m_t / (sqrt(v_t) / sqrt(bc2) + eps)
+  template <typename T, typename State>
+  GENESIS_HD static void apply(T& p, T g, State& s, const AdamCoeffs<T>& c) {
+    if (c.maximize) g = -g;
+    if constexpr (kDecoupled) {
+      p = p * c.decay;
+    } else {
+      if (c.weight_decay != T(0)) g = g + c.weight_decay * p;
+    }
+    T m = s[0] + c.one_minus_beta1 * (g - s[0]);
+    T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
+    s[0] = m;
+    s[1] = v;
+    if constexpr (kAmsgrad) {
+      v = s[2] > v ? s[2] : v;
+      s[2] = v;
+    }
+    T denom = std::sqrt(v) / c.bc2_sqrt + c.eps;
+    p = p + (-c.step_size) * (m / denom);
+  }
+};
+
+}  // namespace genesis

@@ -1,0 +1,54 @@
+// SGD with momentum, dampening, Nesterov and L2 weight decay: torch.optim.SGD's update.
+#pragma once
+
+#include "genesis/macros.h"
+#include "genesis/tensor_slots.h"
+
+namespace genesis {
+
+struct SgdOptions {
+  double lr = 0.0;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  bool maximize = false;
+};
+
+// Per-tensor scalars in the math type T, computed once per step on the host.
+template <typename T> struct SgdCoeffs {
+  T lr, weight_decay, momentum;
+  // b_t = keep * b_{t-1} + take * g_t; on a fresh buffer keep = 0, take = 1 so that b_1 = g_1.
+  T keep, take;
+  bool maximize;
+};
+
+// kMomentum and kNesterov select the variant at compile time: without momentum there is no
+// buffer to read or write, which halves the memory traffic of plain SGD.
+template <bool kMomentum, bool kNesterov> struct SgdRule {
+  static constexpr int kStates = kMomentum ? 1 : 0;
+  static constexpr bool kCountsSteps = false;
+  using Options = SgdOptions;
+  template <typename T> using Coeffs = SgdCoeffs<T>;
+
+  template <typename T> static SgdCoeffs<T> coeffs(const SgdOptions& o, const TensorSlots& t) {
+    return {T(o.lr), T(o.weight_decay), T(o.momentum), T(t.fresh ? 0.0 : o.momentum),
+            T(t.fresh ? 1.0 : 1.0 - o.dampening), o.maximize};
+  }
+
+  // g_t += wd * p;  b_t = mu * b_{t-1} + (1 - dampening) * g_t;
+  // p -= lr * (g_t + mu * b_t) with Nesterov, else p -= lr * b_t.
+  template <typename T, typename State>
+  GENESIS_HD static void apply(T& p, T g, State& s, const SgdCoeffs<T>& c) {
+    if (c.maximize) g = -g;
+    if (c.weight_decay != T(0)) g = g + c.weight_decay * p;
+    if constexpr (kMomentum) {
+      T b = c.keep * s[0] + c.take * g;
+      s[0] = b;
+      g = kNesterov ? g + c.momentum * b : b;
+    }
+    p = p + (-c.lr) * g;
+  }
+};
+
+}  // namespace genesis

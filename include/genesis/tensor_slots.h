@@ -1,0 +1,37 @@
+// How one tensor reaches an update rule: raw pointers to its parameter, gradient and state.
+#pragma once
+
+#include <cstdint>
+
+namespace genesis {
+
+// The most state arrays any rule keeps per element (Adam with amsgrad: m, v, v_max).
+constexpr int kMaxStates = 3;
+
+// One parameter tensor of a step, as plain pointers: no framework types, so the same struct
+// serves the Python bindings, the C++ API and (later) the CUDA launcher. Every array holds
+// `numel` contiguous elements; `param` and `grad` share the parameter dtype, `state` arrays the
+// state dtype. A rule reads only as many state slots as it declares (Rule::kStates).
+struct TensorSlots {
+  void* param = nullptr;
+  const void* grad = nullptr;
+  void* state[kMaxStates] = {nullptr, nullptr, nullptr};
+  int64_t numel = 0;
+  // Step counter of this tensor (float32, as torch stores it), for rules that count steps.
+  float* step = nullptr;
+  // True on the first step after the state was allocated: SGD's momentum buffer starts as the
+  // gradient itself rather than decaying from zero.
+  bool fresh = false;
+};
+
+}  // namespace genesis
+
+namespace genesis {
+
+// A contiguous array of `numel` elements: what the clip reductions read and rescale.
+struct Buffer {
+  void* data = nullptr;
+  int64_t numel = 0;
+};
+
+}  // namespace genesis
