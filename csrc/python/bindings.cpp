@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "genesis/cpu.h"
+#include "genesis/validate.h"
 
 namespace py = pybind11;
 
@@ -264,23 +265,44 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
 
+  // Hyperparameters cross as the core's own option structs, validated by the same checks the
+  // C++ API uses (include/genesis/validate.h); std::invalid_argument arrives as ValueError.
+  py::class_<SgdOptions>(m, "SgdOptions")
+      .def(py::init([](double lr, double momentum, double dampening, double weight_decay,
+                       bool nesterov, bool maximize) {
+             return SgdOptions{lr, momentum, dampening, weight_decay, nesterov, maximize};
+           }),
+           py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
+           py::arg("weight_decay"), py::arg("nesterov"), py::arg("maximize"));
+  py::class_<AdamOptions>(m, "AdamOptions")
+      .def(py::init([](double lr, double beta1, double beta2, double eps, double weight_decay,
+                       bool amsgrad, bool maximize) {
+             return AdamOptions{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
+           }),
+           py::kw_only(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+           py::arg("weight_decay"), py::arg("amsgrad"), py::arg("maximize"));
+  py::class_<RmspropOptions>(m, "RmspropOptions")
+      .def(py::init([](double lr, double alpha, double eps, double weight_decay, double momentum,
+                       bool centered, bool maximize) {
+             return RmspropOptions{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+           }),
+           py::kw_only(), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
+           py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"), py::arg("maximize"));
+  m.def("validate", py::overload_cast<const SgdOptions&>(&validate));
+  m.def("validate", py::overload_cast<const AdamOptions&>(&validate));
+  m.def("validate", py::overload_cast<const RmspropOptions&>(&validate));
+
   py::class_<GroupPlan>(m, "GroupPlan")
       .def(py::init<py::list>())
       .def("admit", &GroupPlan::admit)
       .def("gather", &GroupPlan::gather)
-      .def("sgd", [](GroupPlan& plan, double lr, double momentum, double dampening, double wd,
-                     bool nesterov, bool maximize) {
-        const SgdOptions o{lr, momentum, dampening, wd, nesterov, maximize};
+      .def("sgd", [](GroupPlan& plan, const SgdOptions& o) {
         plan.run([&](DType d, TensorSlots* t, int64_t n) { cpu::sgd_step(o, d, t, n); });
       })
-      .def("adam", [](GroupPlan& plan, double lr, double beta1, double beta2, double eps, double wd,
-                      bool amsgrad, bool maximize, bool decoupled) {
-        const AdamOptions o{lr, beta1, beta2, eps, wd, amsgrad, maximize};
+      .def("adam", [](GroupPlan& plan, const AdamOptions& o, bool decoupled) {
         plan.run([&](DType d, TensorSlots* t, int64_t n) { cpu::adam_step(o, decoupled, d, t, n); });
       })
-      .def("rmsprop", [](GroupPlan& plan, double lr, double alpha, double eps, double wd,
-                         double momentum, bool centered, bool maximize) {
-        const RmspropOptions o{lr, alpha, eps, wd, momentum, centered, maximize};
+      .def("rmsprop", [](GroupPlan& plan, const RmspropOptions& o) {
         plan.run([&](DType d, TensorSlots* t, int64_t n) { cpu::rmsprop_step(o, d, t, n); });
       });
 

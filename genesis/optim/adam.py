@@ -1,7 +1,7 @@
 """Adam and AdamW (with AMSGrad) on the compiled core."""
 
-from ._validation import _value, check_betas, check_non_negative
-from .optimizer import Optimizer
+from .. import _C
+from .optimizer import Optimizer, as_float
 
 
 class Adam(Optimizer):
@@ -23,12 +23,14 @@ class Adam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
-    def _check_group(self, group):
-        self._check_common(group)
-        check_non_negative(group, "lr", "learning rate")
-        check_non_negative(group, "eps", "epsilon value")
-        check_betas(group)
-        check_non_negative(group, "weight_decay", "weight_decay value")
+    def _options(self, group):
+        betas = group["betas"]
+        if len(betas) != 2:
+            raise ValueError(f"Invalid betas: {betas} (expected a pair)")
+        return _C.AdamOptions(lr=as_float(group["lr"]), beta1=as_float(betas[0]),
+                              beta2=as_float(betas[1]), eps=as_float(group["eps"]),
+                              weight_decay=as_float(group["weight_decay"]),
+                              amsgrad=bool(group["amsgrad"]), maximize=bool(group["maximize"]))
 
     def _state_names(self, group):
         if group["amsgrad"]:
@@ -36,10 +38,7 @@ class Adam(Optimizer):
         return ("exp_avg", "exp_avg_sq")
 
     def _run(self, plan, group):
-        beta1, beta2 = group["betas"]
-        plan.adam(_value(group["lr"]), _value(beta1), _value(beta2), _value(group["eps"]),
-                  _value(group["weight_decay"]), bool(group["amsgrad"]), bool(group["maximize"]),
-                  bool(group["decoupled_weight_decay"]))
+        plan.adam(self._options(group), bool(group["decoupled_weight_decay"]))
 
 
 class AdamW(Adam):

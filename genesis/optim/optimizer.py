@@ -95,6 +95,11 @@ def _grad_enabled():
             yield
 
 
+def as_float(x):
+    """A hyperparameter as a Python float (it may be a 0-dim tensor, as torch allows)."""
+    return float(x.item()) if hasattr(x, "item") else float(x)
+
+
 def _where(group_index, param_index):
     return f"parameter {param_index} of param group {group_index}"
 
@@ -181,16 +186,14 @@ class Optimizer:
         self.param_groups.append(group)
 
     def _check_group(self, group):
-        """Raise ValueError for invalid hyperparameters. Overridden by each optimizer."""
-
-    @staticmethod
-    def _check_common(group):
-        """Options every genesis optimizer shares with torch's signature."""
+        """Raise ValueError for invalid hyperparameters (the core's checks, shared with the C++
+        API) or for torch options genesis does not implement."""
         if group.get("differentiable"):
             raise ValueError("genesis optimizers do not support differentiable=True")
         if group.get("capturable"):
             raise ValueError("capturable=True needs CUDA parameters; this genesis build updates CPU "
                              "parameters only")
+        _C.validate(self._options(group))
 
     # ------------------------------------------------------------------------------- step
     def zero_grad(self, set_to_none=True):
@@ -222,6 +225,10 @@ class Optimizer:
         for plan, group in zip(plans, self.param_groups):
             self._run(plan, group)
         return loss
+
+    def _options(self, group):
+        """The core's option struct for a group's hyperparameters."""
+        raise NotImplementedError
 
     def _state_names(self, group):
         """Names of the per-element state arrays for this group, in the core's slot order."""

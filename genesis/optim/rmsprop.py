@@ -1,7 +1,7 @@
 """RMSprop (centered, with momentum) on the compiled core."""
 
-from ._validation import _value, check_non_negative
-from .optimizer import Optimizer
+from .. import _C
+from .optimizer import Optimizer, as_float
 
 
 class RMSprop(Optimizer):
@@ -21,13 +21,12 @@ class RMSprop(Optimizer):
                         maximize=maximize, differentiable=differentiable)
         super().__init__(params, defaults)
 
-    def _check_group(self, group):
-        self._check_common(group)
-        check_non_negative(group, "lr", "learning rate")
-        check_non_negative(group, "eps", "epsilon value")
-        check_non_negative(group, "momentum", "momentum value")
-        check_non_negative(group, "weight_decay", "weight_decay value")
-        check_non_negative(group, "alpha", "alpha value")
+    def _options(self, group):
+        return _C.RmspropOptions(lr=as_float(group["lr"]), alpha=as_float(group["alpha"]),
+                                 eps=as_float(group["eps"]),
+                                 weight_decay=as_float(group["weight_decay"]),
+                                 momentum=as_float(group["momentum"]),
+                                 centered=bool(group["centered"]), maximize=bool(group["maximize"]))
 
     def _state_names(self, group):
         names = ("square_avg",)
@@ -38,6 +37,4 @@ class RMSprop(Optimizer):
         return names
 
     def _run(self, plan, group):
-        plan.rmsprop(_value(group["lr"]), _value(group["alpha"]), _value(group["eps"]),
-                     _value(group["weight_decay"]), _value(group["momentum"]),
-                     bool(group["centered"]), bool(group["maximize"]))
+        plan.rmsprop(self._options(group))

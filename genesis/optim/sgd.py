@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 
-from ._validation import _value, check_non_negative
-from .optimizer import Optimizer, required
+from .. import _C
+from .optimizer import Optimizer, as_float, required
 
 
 class SGD(Optimizer):
@@ -22,19 +22,14 @@ class SGD(Optimizer):
                         differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
-    def _check_group(self, group):
-        self._check_common(group)
-        check_non_negative(group, "lr", "learning rate")
-        check_non_negative(group, "momentum", "momentum value")
-        check_non_negative(group, "weight_decay", "weight_decay value")
-        if not 0.0 <= _value(group["dampening"]):
-            raise ValueError(f"Invalid dampening value: {group['dampening']}")
-        if group["nesterov"] and (_value(group["momentum"]) <= 0 or _value(group["dampening"]) != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    def _options(self, group):
+        return _C.SgdOptions(lr=as_float(group["lr"]), momentum=as_float(group["momentum"]),
+                             dampening=as_float(group["dampening"]),
+                             weight_decay=as_float(group["weight_decay"]),
+                             nesterov=bool(group["nesterov"]), maximize=bool(group["maximize"]))
 
     def _state_names(self, group):
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
     def _run(self, plan, group):
-        plan.sgd(_value(group["lr"]), _value(group["momentum"]), _value(group["dampening"]),
-                 _value(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]))
+        plan.sgd(self._options(group))
