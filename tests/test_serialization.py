@@ -1,0 +1,661 @@
+"""genesis.save / genesis.load (SPEC section 7, docs/checkpoint-format.md)."""
+
+import collections
+import io
+import json
+import math
+import os
+import pickle
+import random
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import genesis
+
+MAGIC = b"\x93GENESIS"
+PREAMBLE = struct.Struct("<8sIIQ")  # magic, version, header CRC32, header length
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def roundtrip(obj, **load_kwargs):
+    stream = io.BytesIO()
+    genesis.save(obj, stream)
+    stream.seek(0)
+    return genesis.load(stream, **load_kwargs)
+
+
+def to_bytes(obj):
+    stream = io.BytesIO()
+    genesis.save(obj, stream)
+    return stream.getvalue()
+
+
+def load_bytes(blob, **load_kwargs):
+    return genesis.load(io.BytesIO(blob), **load_kwargs)
+
+
+def float_bits(x):
+    return struct.pack("<d", x)
+
+
+def tensor_bits(t):
+    """Raw bytes of a tensor (any dtype, including bfloat16) in C order."""
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return t.numpy().tobytes()
+
+
+def assert_identical(expected, actual):
+    """Same types all the way down, same dict key order, arrays bit-identical."""
+    assert type(actual) is type(expected), (type(expected), type(actual))
+    if isinstance(expected, dict):
+        assert [(type(k), k) for k in actual] == [(type(k), k) for k in expected]
+        for key in expected:
+            assert_identical(expected[key], actual[key])
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected)
+        for e, a in zip(expected, actual):
+            assert_identical(e, a)
+    elif isinstance(expected, (np.ndarray, np.generic)):
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape
+        assert actual.tobytes() == expected.tobytes()
+    elif isinstance(expected, torch.Tensor):
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape
+        assert actual.device == expected.device
+        assert tensor_bits(actual) == tensor_bits(expected)
+    elif isinstance(expected, float):
+        assert float_bits(actual) == float_bits(expected)
+    else:
+        assert actual == expected
+
+
+def split_checkpoint(blob):
+    """(header dict, data section + checksum table) of a checkpoint, per the documented layout."""
+    magic, version, crc, header_nbytes = PREAMBLE.unpack_from(blob)
+    assert (magic, version) == (MAGIC, 1)
+    header = blob[PREAMBLE.size:PREAMBLE.size + header_nbytes]
+    assert zlib.crc32(header) == crc
+    data_start = -(-(PREAMBLE.size + header_nbytes) // 64) * 64
+    return json.loads(header), blob[data_start:]
+
+
+def build_checkpoint(header, rest, version=1):
+    """A checkpoint with the given header (a dict, or raw bytes) and data section + checksums,
+    with a correct header checksum: what a crafted (not merely corrupted) file looks like."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    blob = PREAMBLE.pack(MAGIC, version, zlib.crc32(raw), len(raw)) + raw
+    return blob + bytes(-len(blob) % 64) + rest
+
+
+def rng_bytes(rng, nbytes):
+    return rng.integers(0, 256, size=nbytes, dtype=np.uint8).tobytes()
+
+
+def small_checkpoint():
+    """A few hundred bytes that exercise every part of the format."""
+    return to_bytes({
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.arange(3, dtype=torch.bfloat16)}},
+        "np": np.array([1.5, -0.0], dtype=np.float32),
+        "mask": np.array([True, False]),
+        "groups": [{"lr": 0.1, "betas": (0.9, 0.999), "name": None}],
+    })
+
+
+# --------------------------------------------------------------------------- round trips
+
+NAN_PAYLOADS = [0x7FF8000000000000, 0xFFF8000000000000, 0x7FF8000000000123, 0x7FF0000000000001]
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -1, 2**63, -(2**64) - 1, 2**100_000, 0.0, -0.0, 1.5, 5e-324, 1.7976931348623157e308,
+    math.inf, -math.inf, *[struct.unpack("<d", struct.pack("<Q", bits))[0] for bits in NAN_PAYLOADS],
+    "", "plain", "héllo ✓ 😀", "\ud800 lone surrogate", "nul\x00byte",
+], ids=lambda value: type(value).__name__)  # repr() refuses ints this large
+def test_python_scalars_round_trip_exactly(value):
+    assert_identical(value, roundtrip(value))
+    assert_identical([value], roundtrip([value]))
+
+
+def test_containers_keep_their_types_keys_and_order():
+    obj = {
+        "b": 1, "a": 2, 7: "int key", "7": "str key", -3: None, 2.5: "float key", None: "none key",
+        True: "bool key", 2**80: "big int key",
+        "nested": [(), [], {}, ((1,), [2.0]), {"x": (None, [True])}],
+    }
+    assert_identical(obj, roundtrip(obj))
+
+
+def test_container_subclasses_come_back_as_their_base_type():
+    Point = collections.namedtuple("Point", "x y")
+    loaded = roundtrip([collections.OrderedDict(a=1), Point(1, 2), collections.defaultdict(list, b=[3])])
+    assert_identical([{"a": 1}, (1, 2), {"b": [3]}], loaded)
+
+
+NUMPY_DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                "float16", "float32", "float64"]
+SHAPES = [(), (0,), (3, 0, 2), (7,), (4, 5)]
+
+
+def random_numpy(rng, dtype, shape):
+    """Random bit patterns (so float arrays contain NaN payloads, -0.0, inf, subnormals)."""
+    dtype = np.dtype(dtype)
+    if dtype == bool:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    count = math.prod(shape)
+    return np.frombuffer(rng_bytes(rng, count * dtype.itemsize), dtype=dtype).reshape(shape).copy()
+
+
+@pytest.mark.parametrize("dtype", NUMPY_DTYPES)
+def test_numpy_arrays_round_trip_bit_exactly(dtype):
+    rng = np.random.default_rng(0)
+    arrays = [random_numpy(rng, dtype, shape) for shape in SHAPES]
+    assert_identical(arrays, roundtrip(arrays))
+
+
+def test_float_specials_in_arrays_are_bit_exact():
+    bits = np.array([*NAN_PAYLOADS, 0x8000000000000000, 0x7FF0000000000000, 1], dtype=np.uint64)
+    array = bits.view(np.float64)
+    assert roundtrip(array).view(np.uint64).tolist() == bits.tolist()
+
+
+def test_numpy_scalars_keep_their_numpy_type():
+    values = [np.float32(1.5), np.float64(-0.0), np.float16(2), np.int64(-3), np.uint8(200), np.bool_(True)]
+    assert_identical(values, roundtrip(values))
+
+
+TORCH_DTYPES = [torch.bool, torch.int8, torch.uint8, torch.int16, torch.uint16, torch.int32, torch.uint32,
+                torch.int64, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", TORCH_DTYPES, ids=str)
+def test_torch_tensors_round_trip_bit_exactly(dtype):
+    rng = np.random.default_rng(1)
+    tensors = []
+    for shape in SHAPES:
+        if dtype == torch.bool:
+            tensors.append(torch.from_numpy(random_numpy(rng, bool, shape)))
+        else:
+            bits = random_numpy(rng, f"u{dtype.itemsize}", shape)
+            tensors.append(torch.from_numpy(bits).view(dtype))
+    assert_identical(tensors, roundtrip(tensors))
+
+
+def test_parameters_save_their_data_only():
+    param = torch.nn.Parameter(torch.randn(3))
+    loaded = roundtrip(param)
+    assert type(loaded) is torch.Tensor and not loaded.requires_grad
+    assert tensor_bits(loaded) == tensor_bits(param)
+
+
+def test_non_contiguous_and_big_endian_inputs_are_saved_contiguous():
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    numpy_inputs = [base.T, base[::-1, ::2], base[:, 1], base.astype(">f4"), np.broadcast_to(base[0], (3, 6))]
+    tbase = torch.arange(24, dtype=torch.bfloat16).reshape(4, 6)
+    torch_inputs = [tbase.t(), tbase[:, ::2], tbase[0].expand(3, 6)]
+    loaded = roundtrip(numpy_inputs + torch_inputs)
+    for original, result in zip(numpy_inputs, loaded):
+        assert result.flags.c_contiguous and result.dtype == np.float32
+        np.testing.assert_array_equal(result, original)
+    for original, result in zip(torch_inputs, loaded[len(numpy_inputs):]):
+        assert result.is_contiguous() and result.dtype == torch.bfloat16
+        assert torch.equal(result, original)
+
+
+class ArrayInterfaceOnly:
+    def __init__(self, array):
+        self.__array_interface__ = array.__array_interface__
+        self._keepalive = array
+
+
+class DLPackOnly:
+    def __init__(self, array):
+        self._array = array
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+
+@pytest.mark.parametrize("wrapper", [ArrayInterfaceOnly, DLPackOnly])
+def test_other_array_libraries_come_back_as_numpy(wrapper):
+    array = np.arange(6, dtype=np.int16).reshape(2, 3)
+    loaded = roundtrip({"x": wrapper(array)})
+    assert_identical({"x": array}, loaded)
+
+
+def test_torch_optimizer_state_dict_round_trips_with_types():
+    state_dict = {
+        "state": {
+            0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(5)},
+            1: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3, dtype=torch.bfloat16)},
+        },
+        "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8, "foreach": None, "params": [0, 1]}],
+    }
+    loaded = roundtrip(state_dict)
+    assert_identical(state_dict, loaded)
+    assert loaded["state"][0]["step"].dim() == 0
+
+
+def test_numpy_optimizer_state_dict_round_trips_with_types():
+    state_dict = {
+        "state": {0: {"step": 3.0, "exp_avg": np.random.default_rng(2).random(5)},
+                  1: {"step": 3.0, "exp_avg": np.zeros((2, 2), np.float16)}},
+        "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0, 1]}],
+    }
+    assert_identical(state_dict, roundtrip(state_dict))
+
+
+def make_params(library):
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in [(4, 3), (5,)]]
+    if library == "torch":
+        return [torch.nn.Parameter(torch.from_numpy(a)) for a in arrays]
+    return [genesis.nn.Parameter(a) for a in arrays]
+
+
+@pytest.mark.parametrize("make_optimizer, library", [
+    (genesis.optim.AdamW, "torch"), (genesis.optim.AdamW, "numpy"), (torch.optim.AdamW, "torch"),
+], ids=["genesis-torch", "genesis-numpy", "torch.optim"])
+def test_resuming_from_a_checkpoint_gives_the_same_bits(tmp_path, make_optimizer, library):
+    def run(params, optimizer, seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(3):
+            for p in params:
+                grad = rng.standard_normal(tuple(p.data.shape)).astype(np.float32)
+                p.grad = torch.from_numpy(grad) if library == "torch" else grad
+            optimizer.step()
+
+    straight = make_params(library)
+    straight_opt = make_optimizer(straight, lr=0.01)
+    run(straight, straight_opt, seed=10)
+    run(straight, straight_opt, seed=11)
+
+    first = make_params(library)
+    first_opt = make_optimizer(first, lr=0.01)
+    run(first, first_opt, seed=10)
+    genesis.save({"params": [p.data for p in first], "optimizer": first_opt.state_dict()}, tmp_path / "ckpt")
+
+    checkpoint = genesis.load(tmp_path / "ckpt")
+    resumed = make_params(library)
+    for p, saved in zip(resumed, checkpoint["params"]):
+        p.data[...] = saved
+    resumed_opt = make_optimizer(resumed, lr=0.01)
+    resumed_opt.load_state_dict(checkpoint["optimizer"])
+    run(resumed, resumed_opt, seed=11)
+
+    for a, b in zip(straight, resumed):
+        assert np.asarray(a.data).tobytes() == np.asarray(b.data).tobytes()
+
+
+# ------------------------------------------------------------------------ files and paths
+
+
+def test_paths_and_file_objects(tmp_path):
+    obj = {"x": np.arange(4.0), "t": torch.ones(2)}
+    genesis.save(obj, str(tmp_path / "a.ckpt"))
+    assert_identical(obj, genesis.load(str(tmp_path / "a.ckpt")))
+    genesis.save(obj, tmp_path / "b.ckpt")
+    assert_identical(obj, genesis.load(tmp_path / "b.ckpt"))
+    with open(tmp_path / "c.ckpt", "wb") as f:
+        genesis.save(obj, f)
+    with open(tmp_path / "c.ckpt", "rb") as f:
+        assert_identical(obj, genesis.load(f))
+    contents = {(tmp_path / name).read_bytes() for name in ["a.ckpt", "b.ckpt", "c.ckpt"]}
+    assert len(contents) == 1
+
+
+def test_checkpoint_can_follow_other_data_in_a_stream():
+    stream = io.BytesIO()
+    stream.write(b"prefix!")
+    genesis.save({"x": np.arange(3)}, stream)
+    stream.seek(7)
+    assert_identical({"x": np.arange(3)}, genesis.load(stream))
+
+
+def test_layout_matches_the_documentation():
+    a = np.arange(5, dtype=np.float32)
+    b = torch.tensor([1.0, -2.0], dtype=torch.bfloat16)
+    blob = to_bytes({"a": a, "b": b, "e": np.zeros((0, 2))})
+    header, rest = split_checkpoint(blob)
+    data_start = len(blob) - len(rest)
+    assert data_start % 64 == 0
+    assert all(byte == 0 for byte in blob[PREAMBLE.size + PREAMBLE.unpack_from(blob)[3]:data_start])
+    assert header["root"] == {"dict": [["a", {"array": 0}], ["b", {"array": 1}], ["e", {"array": 2}]]}
+    assert header["buffers"] == [
+        {"type": "numpy.ndarray", "dtype": "float32", "shape": [5], "offset": 0, "nbytes": 20},
+        {"type": "torch.Tensor", "dtype": "bfloat16", "shape": [2], "device": "cpu",
+         "offset": 64, "nbytes": 4},
+        {"type": "numpy.ndarray", "dtype": "float64", "shape": [0, 2], "offset": 128, "nbytes": 0},
+    ]
+    payloads = [a.tobytes(), tensor_bits(b), b""]
+    for entry, payload in zip(header["buffers"], payloads):
+        assert rest[entry["offset"]:entry["offset"] + entry["nbytes"]] == payload
+    assert rest[20:64] == bytes(44) and rest[68:128] == bytes(60)
+    assert rest[128:] == struct.pack("<3I", *(zlib.crc32(p) for p in payloads))
+
+
+def test_scalar_encoding_matches_the_documentation():
+    header, _ = split_checkpoint(to_bytes([1.0, -31, True, None, "s", (), 2**70]))
+    assert header == {"buffers": [], "root": {"list": [
+        {"float": "3ff0000000000000"}, {"int": "-0x1f"}, True, None, "s", {"tuple": []}, {"int": hex(2**70)},
+    ]}}
+
+
+def test_large_arrays_are_written_and_read_without_extra_copies(tmp_path):
+    array = np.random.default_rng(4).random(4 * 2**20)  # 32 MiB
+    path = tmp_path / "big.ckpt"
+    tracemalloc.start()
+    try:
+        genesis.save({"big": array}, path)
+        _, save_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        loaded = genesis.load(path)
+        _, load_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert save_peak < 2**20
+    assert array.nbytes <= load_peak < array.nbytes + 2**20
+    assert os.path.getsize(path) < array.nbytes + 512
+    assert loaded["big"].tobytes() == array.tobytes()
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+def checkpoint_with_device(device):
+    """A saved CPU tensor whose header claims it was on `device`."""
+    header, rest = split_checkpoint(to_bytes({"t": torch.arange(3.0)}))
+    header["buffers"][0]["device"] = device
+    return build_checkpoint(header, rest)
+
+
+needs_no_cuda7 = pytest.mark.skipif(torch.cuda.device_count() > 7, reason="needs cuda:7 to be absent")
+
+
+@needs_no_cuda7
+def test_a_saved_device_that_does_not_exist_loads_on_cpu():
+    loaded = load_bytes(checkpoint_with_device("cuda:7"))["t"]
+    assert loaded.device == torch.device("cpu")
+    assert torch.equal(loaded, torch.arange(3.0))
+    assert load_bytes(checkpoint_with_device("xla:0"))["t"].device == torch.device("cpu")
+
+
+@needs_no_cuda7
+@pytest.mark.parametrize("map_location", [
+    "cpu", torch.device("cpu"), {"cuda:7": "cpu"}, {"cuda:3": "cuda:0"},  # the last leaves cuda:7 unmapped
+])
+def test_map_location_selects_the_device(map_location):
+    loaded = load_bytes(checkpoint_with_device("cuda:7"), map_location=map_location)["t"]
+    assert loaded.device == torch.device("cpu")
+    assert torch.equal(loaded, torch.arange(3.0))
+
+
+@pytest.mark.parametrize("map_location", ["meta", torch.device("meta"), {"cpu": "meta"}])
+def test_map_location_overrides_an_existing_saved_device(map_location):
+    # "meta" exists on every machine, so this checks the override without needing a GPU.
+    loaded = roundtrip({"t": torch.ones(2), "s": torch.tensor(1.0)}, map_location=map_location)
+    assert [t.device.type for t in loaded.values()] == ["meta", "meta"]
+    assert [t.shape for t in loaded.values()] == [(2,), ()]
+
+
+def test_map_location_does_not_touch_numpy_arrays():
+    assert_identical({"a": np.arange(3)}, roundtrip({"a": np.arange(3)}, map_location="meta"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors_load_on_cuda_or_on_cpu_with_map_location():
+    tensors = {"f": torch.randn(5, device="cuda"), "h": torch.randn(3, device="cuda", dtype=torch.bfloat16)}
+    blob = to_bytes(tensors)
+    assert_identical(tensors, load_bytes(blob))
+    on_cpu = load_bytes(blob, map_location="cpu")
+    assert all(t.device.type == "cpu" for t in on_cpu.values())
+    assert all(tensor_bits(on_cpu[k]) == tensor_bits(tensors[k]) for k in tensors)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_every_truncation_is_rejected():
+    blob = small_checkpoint()
+    for length in range(len(blob)):
+        with pytest.raises(genesis.CheckpointError, match="truncated|too short"):
+            load_bytes(blob[:length])
+
+
+def test_trailing_bytes_are_rejected():
+    with pytest.raises(genesis.CheckpointError, match="unexpected bytes"):
+        load_bytes(small_checkpoint() + b"\x00")
+
+
+def test_every_single_byte_corruption_is_detected():
+    blob = small_checkpoint()
+    rng = random.Random(5)
+    for position in range(len(blob)):
+        corrupted = bytearray(blob)
+        corrupted[position] ^= rng.randrange(1, 256)
+        with pytest.raises(genesis.CheckpointError):
+            load_bytes(bytes(corrupted))
+
+
+def test_random_multi_byte_corruption_is_detected():
+    blob = small_checkpoint()
+    rng = random.Random(6)
+    for _ in range(300):
+        corrupted = bytearray(blob)
+        for position in rng.sample(range(len(blob)), rng.randrange(2, 9)):
+            corrupted[position] ^= rng.randrange(1, 256)
+        with pytest.raises(genesis.CheckpointError):
+            load_bytes(bytes(corrupted))
+
+
+def test_crafted_headers_either_load_or_raise_checkpoint_error():
+    """Corruption with a recomputed header checksum reaches the header validator itself."""
+    header, rest = split_checkpoint(small_checkpoint())
+    text = json.dumps(header).encode()
+    rng = random.Random(7)
+    rejected = 0
+    for _ in range(500):
+        mutated = bytearray(text)
+        for position in rng.sample(range(len(text)), rng.randrange(1, 4)):
+            mutated[position] = rng.choice(b'{}[]",:0123456789-x.aeflnrstu \\\x80')
+        try:
+            load_bytes(build_checkpoint(bytes(mutated), rest))
+        except genesis.CheckpointError:
+            rejected += 1
+    assert rejected > 400
+
+
+def test_wrong_magic_is_rejected():
+    blob = bytearray(small_checkpoint())
+    blob[1:8] = b"NUMPY!!"
+    with pytest.raises(genesis.CheckpointError, match="not a genesis checkpoint"):
+        load_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("version, message", [(2, "version 2 .*newer genesis"), (0, "version 0")])
+def test_unknown_versions_are_refused(version, message):
+    header, rest = split_checkpoint(small_checkpoint())
+    with pytest.raises(genesis.CheckpointError, match=message):
+        load_bytes(build_checkpoint(header, rest, version=version))
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def test_pickles_are_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"state": Exploit(marker)})
+    torch_file = tmp_path / "torch.pt"
+    torch.save({"state": Exploit(marker)}, torch_file)
+    for blob in [payload, torch_file.read_bytes()]:
+        with pytest.raises(genesis.CheckpointError, match="never unpickles"):
+            load_bytes(blob)
+    assert not marker.exists()
+    pickle.loads(payload)  # the payload is live: plain unpickling runs it
+    assert marker.read_text() == "pwned"
+
+
+def test_absurd_declared_sizes_fail_fast_without_allocating():
+    header, rest = split_checkpoint(to_bytes({"t": np.zeros(2, np.float32)}))
+    entry = header["buffers"][0]
+    four_tebibytes = dict(entry, shape=[2**30, 2**10], nbytes=2**42)
+    beyond_any_memory = dict(entry, shape=[2**40, 2**40], nbytes=2**82)
+    empty_but_overflowing = dict(entry, shape=[0, 2**62, 2**62], nbytes=0)
+    header_too_long = bytearray(to_bytes([1]))
+    header_too_long[16:24] = struct.pack("<Q", 2**64 - 1)
+    cases = [
+        (build_checkpoint(dict(header, buffers=[four_tebibytes]), rest), "truncated"),
+        (build_checkpoint(dict(header, buffers=[beyond_any_memory]), rest), "too large"),
+        (build_checkpoint(dict(header, buffers=[empty_but_overflowing]), rest), "too large"),
+        (bytes(header_too_long), "truncated"),
+    ]
+    tracemalloc.start()
+    try:
+        for blob, message in cases:
+            with pytest.raises(genesis.CheckpointError, match=message):
+                load_bytes(blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def replace_in_header(blob, old, new):
+    header, rest = split_checkpoint(blob)
+    text = json.dumps(header)
+    assert old in text
+    return build_checkpoint(text.replace(old, new, 1).encode(), rest)
+
+
+TWO_ARRAYS = to_bytes({"a": np.arange(2), "b": np.array([True])})
+MALFORMED = {
+    "not json": (build_checkpoint(b"{nope", b""), "not valid JSON"),
+    "not utf-8": (build_checkpoint(b'"\xff"', b""), "not valid JSON"),
+    "deep json": (build_checkpoint(b"[" * 100_000 + b"]" * 100_000, b""), "not valid JSON"),
+    "top level list": (build_checkpoint(b"[]", b""), "exactly the keys"),
+    "unknown tag": (replace_in_header(to_bytes([1]), '"list"', '"set"'), "unknown value tag"),
+    "bad int": (replace_in_header(to_bytes(1), '"0x1"', '"1e3"'), "malformed int"),
+    "bad float": (replace_in_header(to_bytes(1.0), '"3ff0000000000000"', '"nan"'), "malformed float"),
+    "json number": (replace_in_header(to_bytes([None]), "null", "1"), "malformed value"),
+    "list key": (replace_in_header(to_bytes({"k": 1}), '["k"', '[[]'), "key"),
+    "duplicate key": (replace_in_header(to_bytes({"k": 1, "j": 2}), '"j"', '"k"'), "duplicate dict key"),
+    "too deep": (build_checkpoint({"buffers": [], "root": json.loads('{"list": [' * 101 + "]}" * 101)}, b""),
+                 "nested more than 100"),
+    "buffer reused": (replace_in_header(TWO_ARRAYS, '{"array": 1}', '{"array": 0}'), "expected 1"),
+    "buffer out of range": (build_checkpoint({"buffers": [], "root": {"array": 0}}, b""), "lists only 0"),
+    "buffer unused": (replace_in_header(TWO_ARRAYS, '{"array": 1}', "null"), "structure uses 1"),
+    "unknown buffer type": (replace_in_header(TWO_ARRAYS, "numpy.ndarray", "pickle"), "unknown type"),
+    "extra field": (replace_in_header(TWO_ARRAYS, '"offset"', '"exec": 1, "offset"'), "fields"),
+    "bad dtype": (replace_in_header(TWO_ARRAYS, '"int64"', '"object"'), "unsupported dtype"),
+    "numpy bfloat16": (replace_in_header(TWO_ARRAYS, '"bool"', '"bfloat16"'), "unsupported dtype"),
+    "negative dim": (replace_in_header(TWO_ARRAYS, '"shape": [2]', '"shape": [-2]'), "non-negative"),
+    "bool dim": (replace_in_header(TWO_ARRAYS, '"shape": [2]', '"shape": [true]'), "non-negative"),
+    "wrong nbytes": (replace_in_header(TWO_ARRAYS, '"nbytes": 16', '"nbytes": 15'), "nbytes 15"),
+    "wrong offset": (replace_in_header(TWO_ARRAYS, '"offset": 64', '"offset": 16'), "offset 16"),
+    "bad device": (replace_in_header(to_bytes(torch.ones(1)), '"cpu"', '"banana"'), "invalid device"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_headers_are_rejected_clearly(name):
+    blob, message = MALFORMED[name]
+    with pytest.raises(genesis.CheckpointError, match=message):
+        load_bytes(blob)
+
+
+def test_bool_buffers_must_hold_only_zero_and_one():
+    header, rest = split_checkpoint(to_bytes(np.array([True, False])))
+    bad = bytes([1, 2]) + rest[2:-4] + struct.pack("<I", zlib.crc32(bytes([1, 2])))
+    with pytest.raises(genesis.CheckpointError, match="other than 0 and 1"):
+        load_bytes(build_checkpoint(header, bad))
+
+
+def test_errors_name_the_file(tmp_path):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(small_checkpoint()[:-1])
+    with pytest.raises(genesis.CheckpointError, match=f"^{re.escape(str(path))}: checkpoint is truncated"):
+        genesis.load(path)
+
+
+def test_checkpoint_error_is_a_value_error():
+    assert issubclass(genesis.CheckpointError, ValueError)
+
+
+@pytest.mark.parametrize("value, message", [
+    ({1, 2}, "unsupported type set"),
+    (b"bytes", "unsupported type bytes"),
+    (1j, "unsupported type complex"),
+    (object(), "unsupported type object"),
+    ({(1, 2): 3}, "dict key"),
+    (np.zeros(2, np.complex64), "unsupported NumPy dtype complex64"),
+    (np.array(["text"]), "unsupported NumPy dtype"),
+    (torch.zeros(2, dtype=torch.complex64), "unsupported torch tensor"),
+    (torch.zeros(2).to_sparse(), "unsupported torch tensor"),
+])
+def test_unsupported_values_raise_type_error_and_leave_the_file_alone(tmp_path, value, message):
+    path = tmp_path / "existing.ckpt"
+    path.write_bytes(b"previous checkpoint")
+    with pytest.raises(TypeError, match=message):
+        genesis.save({"ok": 1, "bad": [value]}, path)
+    assert path.read_bytes() == b"previous checkpoint"
+
+
+def test_error_paths_point_at_the_bad_value():
+    with pytest.raises(TypeError, match=r"obj\['state'\]\[0\]\['buf'\]\[1\]"):
+        genesis.save({"state": {0: {"buf": [1, {2}]}}}, io.BytesIO())
+
+
+def nested_lists(depth):
+    value = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_nesting_limit_and_self_containing_containers():
+    assert_identical(nested_lists(100), roundtrip(nested_lists(100)))
+    with pytest.raises(ValueError, match="nested more than 100"):
+        genesis.save(nested_lists(101), io.BytesIO())
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="contains itself"):
+        genesis.save(loop, io.BytesIO())
+
+
+def test_genesis_saves_and_loads_numpy_without_importing_torch(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import genesis
+        genesis.save({{"a": np.arange(3), "step": 1.0}}, {str(tmp_path / "np.ckpt")!r})
+        loaded = genesis.load({str(tmp_path / "np.ckpt")!r})
+        assert loaded["a"].tolist() == [0, 1, 2] and loaded["step"] == 1.0
+        assert "torch" not in sys.modules, "torch was imported"
+        tensor = genesis.load({str(tmp_path / "torch.ckpt")!r})["t"]
+        assert type(tensor).__module__ == "torch", type(tensor)
+        print("ok")
+    """)
+    genesis.save({"t": torch.ones(2)}, tmp_path / "torch.ckpt")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
