@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "genesis/clip.h"
 #include "genesis/cpu.h"
 #include "genesis/validate.h"
 
@@ -214,7 +215,7 @@ class GroupPlan {
   std::vector<bool*> fresh_;
 };
 
-// Gradients for the clip functions, grouped by dtype.
+// Gradients for the clip functions, described once (see NOTE: [fast array description]).
 class BufferList {
  public:
   explicit BufferList(py::sequence arrays) {
@@ -224,30 +225,37 @@ class BufferList {
       if (!describe(a.ptr(), info))
         throw py::type_error("gradient " + std::to_string(i) +
                              " is not a contiguous CPU float32/float64 NumPy array or torch tensor");
-      buckets_[static_cast<int>(info.dtype)].push_back({info.data, info.numel});
+      buffers_.push_back({info.data, info.numel, info.dtype});
     }
+  }
+
+  // The dtype torch gives the total norm: the gradients' common dtype, promoted as torch
+  // promotes (float64 wins; 16-bit types of two kinds meet at float32).
+  int result_dtype() const {
+    if (buffers_.empty()) return static_cast<int>(DType::Float32);
+    DType d = buffers_[0].dtype;
+    for (const TypedBuffer& b : buffers_) {
+      if (b.dtype == d) continue;
+      d = (b.dtype == DType::Float64 || d == DType::Float64) ? DType::Float64 : DType::Float32;
+    }
+    return static_cast<int>(d);
   }
 
   double norm(double norm_type) const {
     py::gil_scoped_release release;
-    std::vector<double> per_dtype;
-    for (int d = 0; d < 4; ++d)
-      if (!buckets_[d].empty())
-        per_dtype.push_back(cpu::global_norm(norm_type, static_cast<DType>(d), buckets_[d].data(), buckets_[d].size()));
-    if (per_dtype.size() == 1) return per_dtype[0];
-    // The norm of the per-dtype norms is the norm of everything (true for every p-norm and max).
-    const Buffer all{per_dtype.data(), static_cast<int64_t>(per_dtype.size())};
-    return cpu::global_norm(norm_type, DType::Float64, &all, 1);
+    return total_norm(buffers_, norm_type);
   }
-
-  template <typename Fn> void for_each_dtype(Fn&& fn) const {
+  void scale(double factor) const {
     py::gil_scoped_release release;
-    for (int d = 0; d < 4; ++d)
-      if (!buckets_[d].empty()) fn(static_cast<DType>(d), buckets_[d].data(), static_cast<int64_t>(buckets_[d].size()));
+    scale_all(buffers_, factor);
+  }
+  void clamp(double limit) const {
+    py::gil_scoped_release release;
+    clamp_all(buffers_, limit);
   }
 
  private:
-  std::array<std::vector<Buffer>, 4> buckets_;
+  std::vector<TypedBuffer> buffers_;
 };
 
 }  // namespace
@@ -308,11 +316,8 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<BufferList>(m, "BufferList")
       .def(py::init<py::sequence>())
+      .def("result_dtype", &BufferList::result_dtype)
       .def("norm", &BufferList::norm)
-      .def("scale", [](const BufferList& b, double factor) {
-        b.for_each_dtype([&](DType d, const Buffer* x, int64_t n) { cpu::scale(factor, d, x, n); });
-      })
-      .def("clamp", [](const BufferList& b, double limit) {
-        b.for_each_dtype([&](DType d, const Buffer* x, int64_t n) { cpu::clamp(limit, d, x, n); });
-      });
+      .def("scale", &BufferList::scale)
+      .def("clamp", &BufferList::clamp);
 }

@@ -2,7 +2,7 @@
 // torch.optim's). Each throws std::invalid_argument naming the value.
 #pragma once
 
-#include <sstream>
+#include <charconv>
 #include <stdexcept>
 #include <string>
 
@@ -13,11 +13,18 @@
 namespace genesis {
 
 namespace detail {
+// The shortest text that reads back as `value`, written the way Python's repr writes floats
+// (so messages match what a Python user typed: 1.0, -0.123456789, nan).
+inline std::string float_repr(double value) {
+  char buf[32];
+  const auto end = std::to_chars(buf, buf + sizeof buf, value).ptr;
+  std::string s(buf, end);
+  if (s.find_first_of(".eni") == std::string::npos) s += ".0";
+  return s;
+}
+
 inline void require(bool ok, const char* what, double value) {
-  if (ok) return;
-  std::ostringstream msg;
-  msg << "Invalid " << what << ": " << value;
-  throw std::invalid_argument(msg.str());
+  if (!ok) throw std::invalid_argument(std::string("Invalid ") + what + ": " + float_repr(value));
 }
 // `0 <= x` is false for NaN, so every check below also rejects NaN.
 inline void require_non_negative(const char* what, double value) { require(0.0 <= value, what, value); }

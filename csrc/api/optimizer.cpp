@@ -1,0 +1,315 @@
+// The C++ API optimizers: state ownership and checkpoints around the same CPU core that the
+// Python extension calls.
+#include "genesis/optim.h"
+
+#include <array>
+#include <cstring>
+#include <stdexcept>
+#include <unordered_set>
+
+#include "genesis/cpu.h"
+#include "genesis/validate.h"
+
+namespace genesis {
+
+namespace {
+
+using checkpoint::CheckpointError;
+using checkpoint::Value;
+
+std::string where(size_t group, size_t index) {
+  return "parameter " + std::to_string(index) + " of param group " + std::to_string(group);
+}
+
+// Copies `count` elements from a saved array into state memory of dtype `to`, converting
+// float32 <-> float64 as torch's load_state_dict casts state to the parameter's dtype.
+void copy_cast(const checkpoint::Array& src, DType to, unsigned char* dst) {
+  const int64_t n = src.numel();
+  if (src.dtype == to) {
+    std::memcpy(dst, src.bytes.data(), src.bytes.size());
+    return;
+  }
+  dispatch_float_dtype(src.dtype, "checkpoint load", [&](auto from_tag) {
+    using From = decltype(from_tag);
+    const From* in = reinterpret_cast<const From*>(src.bytes.data());
+    dispatch_float_dtype(to, "checkpoint load", [&](auto to_tag) {
+      using To = decltype(to_tag);
+      To* out = reinterpret_cast<To*>(dst);
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<To>(in[i]);
+    });
+  });
+}
+
+// Reads an option: a number (or bool) under `key`, else the current value.
+double number_or(const Value& group, const char* key, double current) {
+  const Value* v = group.find(std::string(key));
+  return v ? v->as_number(std::string("param group option '") + key + "'") : current;
+}
+bool flag_or(const Value& group, const char* key, bool current) {
+  return number_or(group, key, current ? 1.0 : 0.0) != 0.0;
+}
+void put(Value& group, const char* key, double v) { group.set(Value::of(std::string(key)), Value::of(v)); }
+void put_flag(Value& group, const char* key, bool v) { group.set(Value::of(std::string(key)), Value::of(v)); }
+
+}  // namespace
+
+// --- Optimizer<Options> --------------------------------------------------------------------
+
+template <typename O> void Optimizer<O>::init(std::vector<Group> groups) {
+  if (groups.empty()) throw std::invalid_argument("optimizer got an empty parameter list");
+  for (Group& g : groups) add_param_group(std::move(g));
+}
+
+template <typename O> void Optimizer<O>::add_param_group(Group group) {
+  validate(group.options);
+  std::unordered_set<const void*> seen;
+  for (const Group& g : groups_)
+    for (const ParamView& p : g.params) seen.insert(p.data);
+  const size_t gi = groups_.size();
+  for (size_t i = 0; i < group.params.size(); ++i) {
+    const ParamView& p = group.params[i];
+    if (p.dtype != DType::Float32 && p.dtype != DType::Float64)
+      throw std::invalid_argument(where(gi, i) + " has dtype " + dtype_name(p.dtype) +
+                                  "; genesis supports float32 and float64");
+    if (p.device != Device::CPU)
+      throw std::invalid_argument(where(gi, i) + " is on CUDA; this genesis build updates CPU parameters only");
+    if (p.numel < 0 || (p.numel > 0 && !p.data))
+      throw std::invalid_argument(where(gi, i) + " has no data or a negative size");
+    if (p.numel > 0 && !seen.insert(p.data).second)
+      throw std::invalid_argument(where(gi, i) + " appears more than once in the optimizer");
+  }
+  state_.emplace_back(group.params.size());
+  groups_.push_back(std::move(group));
+}
+
+template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_t g, size_t i) {
+  State& s = state_[g][i];
+  const ParamView& p = groups_[g].params[i];
+  const std::vector<std::string> names = state_names(groups_[g].options);
+  if (s.exists && s.names == names) return s;
+  // Create the arrays these options need, keeping any that already exist by name (so turning
+  // on amsgrad mid-run adds max_exp_avg_sq and keeps the moments).
+  std::vector<std::vector<unsigned char>> arrays;
+  for (const std::string& name : names) {
+    std::vector<unsigned char> a;
+    for (size_t k = 0; k < s.names.size(); ++k)
+      if (s.names[k] == name) a = std::move(s.arrays[k]);
+    if (a.empty()) {
+      a.assign(static_cast<size_t>(p.numel) * dtype_size(p.dtype), 0);
+      s.fresh = true;
+    }
+    arrays.push_back(std::move(a));
+  }
+  s.names = names;
+  s.arrays = std::move(arrays);
+  s.exists = true;
+  return s;
+}
+
+template <typename O> void Optimizer<O>::step() {
+  // Options may have been edited since the last step: check them all before touching anything.
+  for (const Group& g : groups_) validate(g.options);
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const Group& group = groups_[gi];
+    std::array<std::vector<TensorSlots>, 4> buckets;
+    std::vector<State*> used;
+    for (size_t i = 0; i < group.params.size(); ++i) {
+      const ParamView& p = group.params[i];
+      if (!p.grad) continue;
+      State& s = state_of(gi, i);
+      TensorSlots t;
+      t.param = p.data;
+      t.grad = p.grad;
+      t.numel = p.numel;
+      for (size_t k = 0; k < s.arrays.size(); ++k) t.state[k] = s.arrays[k].data();
+      t.step = counts_steps() ? &s.step : nullptr;
+      t.fresh = s.fresh;
+      buckets[static_cast<int>(p.dtype)].push_back(t);
+      used.push_back(&s);
+    }
+    for (int d = 0; d < 4; ++d)
+      if (!buckets[d].empty()) run(group.options, static_cast<DType>(d), buckets[d].data(), buckets[d].size());
+    for (State* s : used) s->fresh = false;
+  }
+}
+
+template <typename O> void Optimizer<O>::zero_grad() {
+  for (const Group& g : groups_)
+    for (const ParamView& p : g.params)
+      if (p.grad) std::memset(p.grad, 0, static_cast<size_t>(p.numel) * dtype_size(p.dtype));
+}
+
+template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
+  checkpoint::Document doc;
+  Value state = Value::dict(), groups = Value::list();
+  int64_t index = 0;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    Value group = Value::dict();
+    write_options(groups_[gi].options, group);
+    Value params = Value::list();
+    for (size_t i = 0; i < groups_[gi].params.size(); ++i, ++index) {
+      params.items.push_back(Value::of(index));
+      const State& s = state_[gi][i];
+      if (!s.exists) continue;
+      const ParamView& p = groups_[gi].params[i];
+      Value entry = Value::dict();
+      if (counts_steps()) entry.set(Value::of(std::string("step")), Value::of(double(s.step)));
+      for (size_t k = 0; k < s.names.size(); ++k) {
+        entry.set(Value::of(s.names[k]), Value::array_ref(static_cast<int64_t>(doc.arrays.size())));
+        doc.arrays.push_back({p.dtype, {p.numel}, s.arrays[k]});
+      }
+      state.set(Value::of(index), std::move(entry));
+    }
+    group.set(Value::of(std::string("params")), std::move(params));
+    groups.items.push_back(std::move(group));
+  }
+  doc.root = Value::dict();
+  doc.root.set(Value::of(std::string("state")), std::move(state));
+  doc.root.set(Value::of(std::string("param_groups")), std::move(groups));
+  return doc;
+}
+
+template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Document& doc) {
+  const Value* saved_state = doc.root.find(std::string("state"));
+  const Value* saved_groups = doc.root.find(std::string("param_groups"));
+  if (doc.root.kind != Value::Kind::Dict || !saved_state || !saved_groups ||
+      saved_state->kind != Value::Kind::Dict || saved_groups->kind != Value::Kind::List)
+    throw CheckpointError("state dict must be a dict with 'state' and 'param_groups'");
+  if (saved_groups->items.size() != groups_.size())
+    throw std::invalid_argument("loaded state dict has a different number of parameter groups");
+  // Build the new options and state on the side; commit only when everything is valid.
+  std::vector<O> options;
+  std::vector<std::vector<State>> state(groups_.size());
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const Value& saved = saved_groups->items[gi];
+    const Value* params = saved.find(std::string("params"));
+    if (saved.kind != Value::Kind::Dict || !params || params->items.size() != groups_[gi].params.size())
+      throw std::invalid_argument("loaded state dict contains a parameter group that doesn't match the size of optimizer's group");
+    options.push_back(read_options(saved, groups_[gi].options));
+    validate(options.back());
+    state[gi].resize(groups_[gi].params.size());
+    for (size_t i = 0; i < params->items.size(); ++i) {
+      const Value& key = params->items[i];
+      const Value* entry = key.kind == Value::Kind::Int ? saved_state->find(key.integer) : nullptr;
+      if (!entry) continue;
+      if (entry->kind != Value::Kind::Dict)
+        throw CheckpointError("state of " + where(gi, i) + " must be a dict");
+      const ParamView& p = groups_[gi].params[i];
+      State& s = state[gi][i];
+      s.exists = true;
+      for (size_t k = 0; k < entry->keys.size(); ++k) {
+        const Value& name = entry->keys[k];
+        const Value& v = entry->items[k];
+        if (name.kind != Value::Kind::String) throw CheckpointError("state names must be strings");
+        const checkpoint::Array* array = v.kind == Value::Kind::Array ? &doc.arrays.at(v.array) : nullptr;
+        if (name.text == "step") {
+          // A Python checkpoint of torch parameters stores the step as a 0-dim tensor.
+          if (array && array->numel() != 1) throw CheckpointError("state 'step' must be a single number");
+          double step = 0.0;
+          if (array) copy_cast(*array, DType::Float64, reinterpret_cast<unsigned char*>(&step));
+          s.step = static_cast<float>(array ? step : v.as_number("state 'step'"));
+          if (!(s.step >= 0)) throw CheckpointError("state 'step' of " + where(gi, i) + " must be a non-negative count");
+          continue;
+        }
+        if (!array) throw CheckpointError("state '" + name.text + "' of " + where(gi, i) + " must be an array");
+        if (array->numel() != p.numel)
+          throw std::invalid_argument("state '" + name.text + "' of " + where(gi, i) + " has " +
+                                      std::to_string(array->numel()) + " elements, the parameter " +
+                                      std::to_string(p.numel));
+        s.names.push_back(name.text);
+        s.arrays.emplace_back(static_cast<size_t>(p.numel) * dtype_size(p.dtype));
+        copy_cast(*array, p.dtype, s.arrays.back().data());
+      }
+    }
+  }
+  for (size_t gi = 0; gi < groups_.size(); ++gi) groups_[gi].options = options[gi];
+  state_ = std::move(state);
+}
+
+template class Optimizer<SgdOptions>;
+template class Optimizer<AdamOptions>;
+template class Optimizer<RmspropOptions>;
+
+// --- SGD -------------------------------------------------------------------------------------
+
+std::vector<std::string> SGD::state_names(const SgdOptions& o) const {
+  if (o.momentum == 0.0) return {};
+  return {"momentum_buffer"};
+}
+void SGD::run(const SgdOptions& o, DType d, TensorSlots* t, int64_t n) const { cpu::sgd_step(o, d, t, n); }
+void SGD::write_options(const SgdOptions& o, Value& g) const {
+  put(g, "lr", o.lr);
+  put(g, "momentum", o.momentum);
+  put(g, "dampening", o.dampening);
+  put(g, "weight_decay", o.weight_decay);
+  put_flag(g, "nesterov", o.nesterov);
+  put_flag(g, "maximize", o.maximize);
+}
+SgdOptions SGD::read_options(const Value& g, const SgdOptions& c) const {
+  return {number_or(g, "lr", c.lr), number_or(g, "momentum", c.momentum),
+          number_or(g, "dampening", c.dampening), number_or(g, "weight_decay", c.weight_decay),
+          flag_or(g, "nesterov", c.nesterov), flag_or(g, "maximize", c.maximize)};
+}
+
+// --- Adam / AdamW ----------------------------------------------------------------------------
+
+std::vector<std::string> Adam::state_names(const AdamOptions& o) const {
+  if (o.amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  return {"exp_avg", "exp_avg_sq"};
+}
+void Adam::run(const AdamOptions& o, DType d, TensorSlots* t, int64_t n) const {
+  cpu::adam_step(o, decoupled_, d, t, n);
+}
+void Adam::write_options(const AdamOptions& o, Value& g) const {
+  put(g, "lr", o.lr);
+  Value betas = Value::list(Value::Kind::Tuple);
+  betas.items = {Value::of(o.beta1), Value::of(o.beta2)};
+  g.set(Value::of(std::string("betas")), std::move(betas));
+  put(g, "eps", o.eps);
+  put(g, "weight_decay", o.weight_decay);
+  put_flag(g, "amsgrad", o.amsgrad);
+  put_flag(g, "maximize", o.maximize);
+  put_flag(g, "decoupled_weight_decay", decoupled_);
+}
+AdamOptions Adam::read_options(const Value& g, const AdamOptions& c) const {
+  AdamOptions o = c;
+  if (const Value* betas = g.find(std::string("betas"))) {
+    if (betas->items.size() != 2) throw CheckpointError("param group option 'betas' must be a pair");
+    o.beta1 = betas->items[0].as_number("betas[0]");
+    o.beta2 = betas->items[1].as_number("betas[1]");
+  }
+  o.lr = number_or(g, "lr", c.lr);
+  o.eps = number_or(g, "eps", c.eps);
+  o.weight_decay = number_or(g, "weight_decay", c.weight_decay);
+  o.amsgrad = flag_or(g, "amsgrad", c.amsgrad);
+  o.maximize = flag_or(g, "maximize", c.maximize);
+  return o;
+}
+
+// --- RMSprop ---------------------------------------------------------------------------------
+
+std::vector<std::string> RMSprop::state_names(const RmspropOptions& o) const {
+  std::vector<std::string> names = {"square_avg"};
+  if (o.centered) names.push_back("grad_avg");
+  if (o.momentum > 0.0) names.push_back("momentum_buffer");
+  return names;
+}
+void RMSprop::run(const RmspropOptions& o, DType d, TensorSlots* t, int64_t n) const {
+  cpu::rmsprop_step(o, d, t, n);
+}
+void RMSprop::write_options(const RmspropOptions& o, Value& g) const {
+  put(g, "lr", o.lr);
+  put(g, "alpha", o.alpha);
+  put(g, "eps", o.eps);
+  put(g, "weight_decay", o.weight_decay);
+  put(g, "momentum", o.momentum);
+  put_flag(g, "centered", o.centered);
+  put_flag(g, "maximize", o.maximize);
+}
+RmspropOptions RMSprop::read_options(const Value& g, const RmspropOptions& c) const {
+  return {number_or(g, "lr", c.lr), number_or(g, "alpha", c.alpha), number_or(g, "eps", c.eps),
+          number_or(g, "weight_decay", c.weight_decay), number_or(g, "momentum", c.momentum),
+          flag_or(g, "centered", c.centered), flag_or(g, "maximize", c.maximize)};
+}
+
+}  // namespace genesis

@@ -1,0 +1,37 @@
+// Gradient clipping: the same reductions behind genesis.nn.utils and the C++ API.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "genesis/dtype.h"
+
+namespace genesis {
+
+struct ParamView;
+
+// A contiguous gradient of any supported dtype.
+struct TypedBuffer {
+  void* data = nullptr;
+  int64_t numel = 0;
+  DType dtype = DType::Float32;
+};
+
+// The norm (norm_type 1, 2, any p > 0, or INFINITY) of all buffers taken together, as if they
+// were one vector. Deterministic: the same inputs give the same bits for any thread count.
+double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type);
+// x *= factor and x = clamp(x, -limit, limit) over every element of every buffer.
+void scale_all(const std::vector<TypedBuffer>& buffers, double factor);
+void clamp_all(const std::vector<TypedBuffer>& buffers, double limit);
+
+// C++ API. Scales every gradient by min(max_norm / (total + 1e-6), 1), where total is the norm
+// of all gradients together; parameters with a null grad are ignored. Returns the total norm
+// before clipping. With error_if_nonfinite, a NaN or infinite total throws std::domain_error
+// and leaves the gradients unchanged.
+double clip_grad_norm(const std::vector<ParamView>& params, double max_norm, double norm_type = 2.0,
+                      bool error_if_nonfinite = false);
+
+// C++ API. Clamps every gradient element to [-clip_value, clip_value].
+void clip_grad_value(const std::vector<ParamView>& params, double clip_value);
+
+}  // namespace genesis

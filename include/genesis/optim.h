@@ -1,0 +1,150 @@
+// The C++ API: genesis optimizers for C++ training programs, no Python involved.
+//
+//   genesis::ParamView w{weights, weight_grads, n, genesis::DType::Float32};
+//   genesis::AdamW opt({w}, {/*lr=*/1e-3});
+//   opt.step();                                  // same rule and numbers as genesis.optim.AdamW
+//   opt.param_groups()[0].options.lr = 5e-4;     // schedules edit options between steps
+//   opt.save("opt.gckpt");                       // loads in Python with genesis.load, and back
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "genesis/checkpoint.h"
+#include "genesis/dtype.h"
+#include "genesis/rules/adam.h"
+#include "genesis/rules/rmsprop.h"
+#include "genesis/rules/sgd.h"
+#include "genesis/tensor_slots.h"
+
+namespace genesis {
+
+enum class Device : int8_t { CPU = 0, CUDA = 1 };
+
+// A parameter: memory the caller owns. `data` is updated in place; `grad` (same dtype and
+// size) is read; a null grad means "no gradient this step" and the parameter is skipped.
+struct ParamView {
+  void* data = nullptr;
+  void* grad = nullptr;
+  int64_t numel = 0;
+  DType dtype = DType::Float32;
+  Device device = Device::CPU;
+};
+
+template <typename Options> struct ParamGroup {
+  std::vector<ParamView> params;
+  Options options;
+};
+
+// Shared machinery: param groups, lazily created state, step, and state save/restore in the
+// checkpoint format of genesis.save (the same layout as the Python optimizer's state_dict).
+// Errors throw std::invalid_argument (bad options or parameters) or
+// checkpoint::CheckpointError (a bad checkpoint); a failed load leaves the optimizer unchanged.
+template <typename Options> class Optimizer {
+ public:
+  using Group = ParamGroup<Options>;
+  virtual ~Optimizer() = default;
+
+  void step();
+  // Zeroes every gradient buffer (C++ gradients are caller-owned memory, never freed here).
+  void zero_grad();
+  void add_param_group(Group group);
+  std::vector<Group>& param_groups() { return groups_; }
+  const std::vector<Group>& param_groups() const { return groups_; }
+
+  checkpoint::Document state_dict() const;
+  void load_state_dict(const checkpoint::Document& doc);
+  void save(const std::string& path) const { checkpoint::save_file(state_dict(), path); }
+  void load(const std::string& path) { load_state_dict(checkpoint::load_file(path)); }
+
+ protected:
+  Optimizer() = default;
+  void init(std::vector<Group> groups);
+  // The single group of the (params, options) constructors; an empty list is an error there,
+  // as it is for torch.optim.
+  static std::vector<Group> one_group(std::vector<ParamView> params, const Options& options) {
+    if (params.empty()) throw std::invalid_argument("optimizer got an empty parameter list");
+    return {Group{std::move(params), options}};
+  }
+  // Names of the per-element state arrays for these options, in the rule's slot order.
+  virtual std::vector<std::string> state_names(const Options& o) const = 0;
+  virtual bool counts_steps() const { return true; }
+  virtual void run(const Options& o, DType dtype, TensorSlots* tensors, int64_t count) const = 0;
+  // Options <-> the param group entries of a state_dict.
+  virtual void write_options(const Options& o, checkpoint::Value& group) const = 0;
+  virtual Options read_options(const checkpoint::Value& group, const Options& current) const = 0;
+
+ private:
+  struct State {
+    bool exists = false;
+    bool fresh = false;
+    float step = 0.0f;
+    std::vector<std::string> names;
+    std::vector<std::vector<unsigned char>> arrays;
+  };
+  State& state_of(size_t group, size_t index);
+
+  std::vector<Group> groups_;
+  std::vector<std::vector<State>> state_;  // parallel to groups_[g].params
+};
+
+class SGD : public Optimizer<SgdOptions> {
+ public:
+  SGD(std::vector<Group> groups) { init(std::move(groups)); }
+  SGD(std::vector<ParamView> params, SgdOptions options) { init(one_group(std::move(params), options)); }
+
+ protected:
+  std::vector<std::string> state_names(const SgdOptions& o) const override;
+  bool counts_steps() const override { return false; }
+  void run(const SgdOptions& o, DType d, TensorSlots* t, int64_t n) const override;
+  void write_options(const SgdOptions& o, checkpoint::Value& group) const override;
+  SgdOptions read_options(const checkpoint::Value& group, const SgdOptions& current) const override;
+};
+
+// Adam; AdamW is the same class with decoupled weight decay (as torch.optim.AdamW is
+// Adam(decoupled_weight_decay=True)).
+class Adam : public Optimizer<AdamOptions> {
+ public:
+  Adam(std::vector<Group> groups, bool decoupled = false) : decoupled_(decoupled) { init(std::move(groups)); }
+  Adam(std::vector<ParamView> params, AdamOptions options, bool decoupled = false)
+      : decoupled_(decoupled) { init(one_group(std::move(params), options)); }
+
+ protected:
+  std::vector<std::string> state_names(const AdamOptions& o) const override;
+  void run(const AdamOptions& o, DType d, TensorSlots* t, int64_t n) const override;
+  void write_options(const AdamOptions& o, checkpoint::Value& group) const override;
+  AdamOptions read_options(const checkpoint::Value& group, const AdamOptions& current) const override;
+
+ private:
+  bool decoupled_;
+};
+
+// AdamW's default weight decay is 0.01 (torch's); pass options to choose another.
+inline AdamOptions adamw_defaults() {
+  AdamOptions o;
+  o.weight_decay = 0.01;
+  return o;
+}
+
+class AdamW : public Adam {
+ public:
+  AdamW(std::vector<Group> groups) : Adam(std::move(groups), true) {}
+  AdamW(std::vector<ParamView> params, AdamOptions options = adamw_defaults())
+      : Adam(std::move(params), options, true) {}
+};
+
+class RMSprop : public Optimizer<RmspropOptions> {
+ public:
+  RMSprop(std::vector<Group> groups) { init(std::move(groups)); }
+  RMSprop(std::vector<ParamView> params, RmspropOptions options) { init(one_group(std::move(params), options)); }
+
+ protected:
+  std::vector<std::string> state_names(const RmspropOptions& o) const override;
+  void run(const RmspropOptions& o, DType d, TensorSlots* t, int64_t n) const override;
+  void write_options(const RmspropOptions& o, checkpoint::Value& group) const override;
+  RmspropOptions read_options(const checkpoint::Value& group, const RmspropOptions& current) const override;
+};
+
+}  // namespace genesis
