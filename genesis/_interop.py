@@ -63,6 +63,12 @@ def dtype_code(arr):
     return _NUMPY_CODES.get(arr.dtype)
 
 
+def torch_dtype(code):
+    """The torch dtype of a core dtype code."""
+    _torch()
+    return next(d for d, c in _torch_codes.items() if c == code)
+
+
 def data_ptr(arr):
     return arr.data_ptr() if is_torch(arr) else arr.ctypes.data
 

@@ -76,11 +76,11 @@ class _OptimizerState(dict):
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "params", "layout", "version")
+    __slots__ = ("plan", "param_ids", "layout", "version")
 
-    def __init__(self, params, layout, version):
-        self.plan = _C.GroupPlan(list(params))
-        self.params = params
+    def __init__(self, params, param_ids, layout, version):
+        self.plan = _C.GroupPlan(list(params))  # holds the parameters, so their ids stay unique
+        self.param_ids = param_ids
         self.layout = layout
         self.version = version
 
@@ -246,12 +246,13 @@ class Optimizer:
             self._plans = [None] * len(groups)
         plans, pending = [], []
         for gi, group in enumerate(groups):
-            params = tuple(group["params"])
+            params = group["params"]
+            param_ids = tuple(map(id, params))
             layout = self._state_names(group)
             cached = self._plans[gi]
             if (cached is None or cached.version != self._version or cached.layout != layout
-                    or cached.params != params):
-                cached = self._plans[gi] = _CachedPlan(params, layout, self._version)
+                    or cached.param_ids != param_ids):
+                cached = self._plans[gi] = _CachedPlan(params, param_ids, layout, self._version)
             missing = cached.plan.gather()
             if missing:
                 pending.append((gi, group, cached, missing))
@@ -298,21 +299,23 @@ class Optimizer:
 
     def _admit(self, plan, param, index, names):
         """Create missing state for a parameter (internal writes: no staleness notice) and hand
-        its pointers to the plan."""
+        its pointers to the plan. A stateless rule (SGD without momentum) gets no state entry at
+        all, as in torch."""
         arr = _interop.array_of(param)
-        state = self._state[param]
-        fresh = False
-        for name in names:
-            if state.get(name) is None:
-                dict.__setitem__(state, name, _interop.zeros_like(arr))
-                fresh = True
-        step_ptr = 0
-        if self._counts_steps:
-            if "step" not in state:
-                dict.__setitem__(state, "step", _interop.new_step(arr))
-            step_ptr = _interop.data_ptr(state["step"])
+        state_ptrs, step_ptr, fresh = [], 0, False
+        if names or self._counts_steps:
+            state = self._state[param]
+            for name in names:
+                if state.get(name) is None:
+                    dict.__setitem__(state, name, _interop.zeros_like(arr))
+                    fresh = True
+            state_ptrs = [_interop.data_ptr(state[n]) for n in names]
+            if self._counts_steps:
+                if "step" not in state:
+                    dict.__setitem__(state, "step", _interop.new_step(arr))
+                step_ptr = _interop.data_ptr(state["step"])
         plan.admit(index, _interop.data_ptr(arr), _interop.numel(arr), _interop.dtype_code(arr),
-                   [_interop.data_ptr(state[n]) for n in names], step_ptr, fresh)
+                   state_ptrs, step_ptr, fresh)
 
     # ------------------------------------------------------------------------- state_dict
     def state_dict(self):
@@ -388,12 +391,11 @@ class Optimizer:
         return out
 
     def __repr__(self):
-        lines = [self.__class__.__name__ + " ("]
+        text = self.__class__.__name__ + " ("
         for i, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {i}")
-            lines.extend(f"    {key}: {group[key]}" for key in sorted(group) if key != "params")
-        lines.append(")")
-        return "\n".join(lines)
+            text += f"\nParameter Group {i}\n"
+            text += "".join(f"    {key}: {group[key]}\n" for key in sorted(group) if key != "params")
+        return text + ")"
 
 
 def _is_step_counter(step, arr):

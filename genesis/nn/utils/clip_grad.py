@@ -19,26 +19,36 @@ def _grads(parameters):
 
 
 def _buffers(grads):
-    for i, g in enumerate(grads):
-        if _interop.device_of(g) != "cpu":
-            raise ValueError(f"gradient {i} is on {_interop.device_of(g)}; this genesis build clips "
-                             "CPU gradients only")
-        if _interop.dtype_code(g) not in _interop.SUPPORTED_CODES:
-            raise TypeError(f"gradient {i} has dtype {g.dtype}; genesis supports float32 and float64")
-        if not _interop.is_contiguous(g):
-            raise ValueError(f"gradient {i} is not contiguous")
-    return _C.BufferList(grads)
+    """The core's view of the gradients. The core checks them all in one pass; only when it
+    refuses one does Python look again, to say precisely what is wrong."""
+    try:
+        return _C.BufferList(grads)
+    except TypeError:
+        for i, g in enumerate(grads):
+            if not (_interop.is_torch(g) or isinstance(g, np.ndarray)):
+                raise TypeError(f"gradient {i} is a {type(g).__name__}; expected a torch tensor "
+                                "or a NumPy array") from None
+            if _interop.device_of(g) != "cpu":
+                raise ValueError(f"gradient {i} is on {_interop.device_of(g)}; this genesis build "
+                                 "clips CPU gradients only") from None
+            if _interop.dtype_code(g) not in _interop.SUPPORTED_CODES:
+                raise TypeError(f"gradient {i} has dtype {g.dtype}; genesis supports float32 and "
+                                "float64") from None
+            if not _interop.is_contiguous(g):
+                raise ValueError(f"gradient {i} is not contiguous") from None
+        raise
 
 
-def _as_scalar(value, grads, torch_params):
-    """The norm as the parameters' library returns it: a 0-dim torch tensor (of the gradients'
-    dtype) for torch parameters, a NumPy float64 otherwise (SPEC section 5)."""
+def _as_scalar(value, buffers, grads, torch_params):
+    """The norm as the parameters' library returns it: a 0-dim torch tensor (of the dtype torch
+    would give it) for torch parameters, a NumPy float64 otherwise (SPEC section 5)."""
     if not torch_params:
         return np.float64(value)
     torch = _interop.torch_module()
     if not grads:
         return torch.tensor(value)
-    return torch.tensor(value, dtype=grads[0].dtype, device=grads[0].device)
+    return torch.tensor(value, dtype=_interop.torch_dtype(buffers.result_dtype()),
+                        device=grads[0].device)
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -51,11 +61,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """
     max_norm = float(max_norm)
     norm_type = float(norm_type)
-    if not (norm_type > 0):
+    if not norm_type > 0:
         raise ValueError(f"norm_type must be a positive number or inf, got {norm_type}")
     grads, torch_params = _grads(parameters)
     if not grads:
-        return _as_scalar(0.0, grads, torch_params)
+        return _as_scalar(0.0, None, grads, torch_params)
     buffers = _buffers(grads)
     total = buffers.norm(norm_type)
     if error_if_nonfinite and not math.isfinite(total):
@@ -66,7 +76,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # NaN scales too, making every gradient NaN as in torch
         buffers.scale(coef)
-    return _as_scalar(total, grads, torch_params)
+    return _as_scalar(total, buffers, grads, torch_params)
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
