@@ -1,0 +1,369 @@
+"""CPU benchmark: genesis vs torch.optim (for-loop, foreach, fused) and clip_grad_norm_.
+
+What is measured (SPEC section 10, the performance contract):
+  * ms/step: median of N timed steps after warm-up (time.perf_counter around each step);
+  * achieved GB/s = (bytes each update must move per parameter) x (parameters) / time;
+  * % of the machine's read-modify-write (RMW) memory bandwidth, measured in the same run;
+  * speed ratio to torch's fused implementation (or foreach where torch has no fused one);
+    "2.00x" means twice as fast as that baseline.
+
+Workloads (float32; sizes shrink ~100x with --quick):
+  large   ~50M parameters in 50 tensors   - memory-bandwidth bound
+  medium  2000 tensors x 1000 elements    - many tensors, mostly in cache
+  small   2000 tensors x 10 elements      - pure per-tensor overhead
+
+Every implementation runs with the same thread count (torch.set_num_threads and
+genesis.set_num_threads). Before anything is timed, genesis is checked against torch's
+for-loop reference from identical inputs, so a fast but wrong kernel fails loudly instead of
+being timed.
+
+Usage:
+  python bench/bench_cpu.py                 # full run (a few minutes; use a quiet machine)
+  python bench/bench_cpu.py --quick         # smoke run, < 30 s, numbers not meaningful
+  python bench/bench_cpu.py --markdown      # tables as Markdown, for bench/RESULTS.md
+  python bench/bench_cpu.py --threads 8 --workloads large --ops AdamW clip_grad_norm_
+"""
+
+import argparse
+import datetime
+import gc
+import os
+import sys
+
+import torch
+
+import genesis
+
+try:  # run as a script (python bench/bench_cpu.py) or as a module (python -m bench.bench_cpu)
+    import _common as common
+except ImportError:
+    from bench import _common as common
+
+
+# -------------------------------------------------------------------------- configuration
+# (name, number of tensors, elements per tensor), full size and --quick size.
+WORKLOADS = {
+    "large": ((50, 1_000_000), (50, 10_000)),
+    "medium": ((2000, 1000), (200, 100)),
+    "small": ((2000, 10), (200, 10)),
+}
+
+# The optimizers benchmarked. Bytes per parameter count only the streams a perfect fused update
+# must move in steady state (fp32, 4 bytes each); the achieved GB/s uses these numbers, so an
+# implementation that moves more (e.g. torch foreach writing temporaries) shows lower GB/s.
+OPTIMIZERS = {
+    "AdamW": dict(
+        torch_cls=torch.optim.AdamW, genesis_cls=genesis.optim.AdamW,
+        kwargs=dict(lr=1e-3, weight_decay=1e-2),
+        bytes=28, streams="read p,g,m,v; write p,m,v"),
+    "SGD": dict(
+        torch_cls=torch.optim.SGD, genesis_cls=genesis.optim.SGD,
+        kwargs=dict(lr=1e-3, momentum=0.9),
+        bytes=20, streams="read p,g,buf; write p,buf"),
+    "RMSprop": dict(
+        torch_cls=torch.optim.RMSprop, genesis_cls=genesis.optim.RMSprop,
+        kwargs=dict(lr=1e-3),
+        bytes=20, streams="read p,g,v; write p,v"),
+}
+
+# clip_grad_norm_ reads every gradient once for the norm, then reads and writes it to scale:
+# 12 bytes per parameter. If the norm is already under max_norm genesis skips the scale (4 bytes
+# per parameter), while torch always multiplies; a tiny max_norm makes both do the full work.
+CLIP_MAX_NORM = 1e-3
+CLIP_BYTES = 12
+CLIP_STREAMS = "read g (norm), read+write g (scale)"
+
+ALL_OPS = list(OPTIMIZERS) + ["clip_grad_norm_"]
+
+# Correctness check before timing.
+CHECK_STEPS = 3
+RTOL, ATOL = 1e-5, 1e-6
+
+
+# ---------------------------------------------------------------------------- test data
+def make_data(n_tensors, numel, seed=0):
+    """Master copies of parameters and gradients (random normal, float32). Every
+    implementation starts from clones of these, so all of them do identical work."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(numel, generator=gen) for _ in range(n_tensors)]
+    grads = [torch.randn(numel, generator=gen) for _ in range(n_tensors)]
+    return params, grads
+
+
+def fresh_params(master_params, master_grads):
+    """New nn.Parameters cloned from the masters, with cloned gradients attached. Gradients are
+    set once and stay fixed across steps (optimizers never modify them)."""
+    params = []
+    for p, g in zip(master_params, master_grads):
+        q = torch.nn.Parameter(p.clone())
+        q.grad = g.clone()
+        params.append(q)
+    return params
+
+
+def torch_has_fused(cls):
+    """Whether this torch build has a fused CPU implementation of ``cls`` (SGD, Adam, AdamW
+    since torch 2.4; RMSprop has none)."""
+    try:
+        p = torch.nn.Parameter(torch.zeros(4))
+        p.grad = torch.ones(4)
+        cls([p], lr=1e-3, fused=True).step()
+        return True
+    except (TypeError, RuntimeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- implementations
+def optimizer_impls(spec):
+    """[(label, factory)]: factory(params) returns the function to time (one step)."""
+    tcls, gcls, kw = spec["torch_cls"], spec["genesis_cls"], spec["kwargs"]
+    impls = [
+        ("torch for-loop", lambda ps: tcls(ps, foreach=False, **kw).step),
+        ("torch foreach", lambda ps: tcls(ps, foreach=True, **kw).step),
+    ]
+    if torch_has_fused(tcls):
+        impls.append(("torch fused", lambda ps: tcls(ps, fused=True, **kw).step))
+    impls.append(("genesis", lambda ps: gcls(ps, **kw).step))
+    return impls
+
+
+def clip_impls():
+    clip = torch.nn.utils.clip_grad_norm_
+    gclip = genesis.nn.utils.clip_grad_norm_
+    return [
+        ("torch for-loop", lambda ps: lambda: clip(ps, CLIP_MAX_NORM, foreach=False)),
+        ("torch foreach", lambda ps: lambda: clip(ps, CLIP_MAX_NORM, foreach=True)),
+        ("genesis", lambda ps: lambda: gclip(ps, CLIP_MAX_NORM)),
+    ]
+
+
+# ---------------------------------------------------------------------------- correctness
+def max_abs_diff(a, b):
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def assert_close(what, got, want, atol=ATOL):
+    for i, (x, y) in enumerate(zip(got, want)):
+        if not torch.allclose(x, y, rtol=RTOL, atol=atol):
+            diff = float((x - y).abs().max())
+            raise AssertionError(f"{what}: genesis differs from torch in tensor {i} "
+                                 f"(max abs diff {diff:.3g}, rtol {RTOL}, atol {atol}); "
+                                 "refusing to benchmark a wrong kernel")
+
+
+def _buffers(opt, params):
+    """Each parameter's state tensors (moments, momentum buffer), without the step count."""
+    return [{k: v.detach().clone() for k, v in opt.state[p].items() if k != "step"}
+            for p in params]
+
+
+def check_optimizer(op, spec, master_params, master_grads):
+    """A few steps of torch (for-loop reference) and genesis from identical inputs; parameters
+    and state buffers must agree. The buffers matter: a wrong moment barely moves the
+    parameters in 3 steps but would be caught there. Done one after the other so only one
+    optimizer's state is alive at a time (the large workload is 200 MB per tensor stream)."""
+    kw = spec["kwargs"]
+    ref = fresh_params(master_params, master_grads)
+    opt = spec["torch_cls"](ref, foreach=False, **kw)
+    for _ in range(CHECK_STEPS):
+        opt.step()
+    want, want_state = [p.detach() for p in ref], _buffers(opt, ref)
+    del opt, ref
+    got = fresh_params(master_params, master_grads)
+    opt = spec["genesis_cls"](got, **kw)
+    for _ in range(CHECK_STEPS):
+        opt.step()
+    got, got_state = [p.detach() for p in got], _buffers(opt, got)
+    del opt
+    assert_close(op, got, want)
+    for name in want_state[0]:
+        if name not in got_state[0]:
+            raise AssertionError(f"{op}: genesis has no state {name!r} (torch has)")
+        # State values are not O(1) like the parameters (v ~ 1e-3 g^2): relative comparison.
+        assert_close(f"{op} state {name!r}", [s[name] for s in got_state],
+                     [s[name] for s in want_state], atol=0.0)
+    return max_abs_diff(got, want)
+
+
+def check_clip(master_params, master_grads):
+    """torch and genesis clip_grad_norm_ from identical gradients: same norm, same gradients,
+    and the norm exceeds max_norm so the scale (the 8 of the 12 bytes) really happens."""
+    ref = fresh_params(master_params, master_grads)
+    want_norm = torch.nn.utils.clip_grad_norm_(ref, CLIP_MAX_NORM, foreach=False)
+    want = [p.grad for p in ref]
+    got_params = fresh_params(master_params, master_grads)
+    got_norm = genesis.nn.utils.clip_grad_norm_(got_params, CLIP_MAX_NORM)
+    got = [p.grad for p in got_params]
+    if not float(want_norm) > CLIP_MAX_NORM:
+        raise AssertionError("clip benchmark would not scale: raise the gradients or lower "
+                             "CLIP_MAX_NORM")
+    if not torch.allclose(torch.as_tensor(got_norm, dtype=torch.float64),
+                          torch.as_tensor(want_norm, dtype=torch.float64), rtol=RTOL, atol=0):
+        raise AssertionError(f"clip_grad_norm_: genesis norm {float(got_norm)!r} != torch "
+                             f"{float(want_norm)!r}; refusing to benchmark a wrong kernel")
+    # Clipped gradients are tiny (norm 1e-3 in total), so an absolute tolerance would accept
+    # anything: compare relatively only.
+    assert_close("clip_grad_norm_", got, want, atol=0.0)
+    return max_abs_diff(got, want)
+
+
+# -------------------------------------------------------------------------------- running
+def run_impl(factory, master_params, master_grads, timing, restore_grads=False):
+    """Time one implementation on fresh clones; returns the median seconds per step and the
+    number of timed steps. Everything it allocated is freed before returning so that the next
+    implementation starts from the same memory state."""
+    params = fresh_params(master_params, master_grads)
+    step = factory(params)
+    before_each = None
+    if restore_grads:
+        # clip_grad_norm_ scales the gradients in place; after one call the norm is at
+        # max_norm and later calls would skip the scale (genesis) or multiply by 1 (torch).
+        # Restoring the original gradients (untimed) before each call makes every timed call
+        # do the same full work, like the fixed gradients of the optimizer benchmarks.
+        grads = [p.grad for p in params]
+        before_each = lambda: torch._foreach_copy_(grads, master_grads)  # noqa: E731
+    times = common.time_steps(step, before_each=before_each, **timing)
+    del step, params, before_each
+    gc.collect()
+    return common.median(times), len(times)
+
+
+def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
+    n_params = n_tensors * numel
+    master_params, master_grads = make_data(n_tensors, numel)
+    for op in ops:
+        if op == "clip_grad_norm_":
+            impls, nbytes, streams = clip_impls(), CLIP_BYTES, CLIP_STREAMS
+            diff = check_clip(master_params, master_grads)
+        else:
+            spec = OPTIMIZERS[op]
+            impls, nbytes, streams = optimizer_impls(spec), spec["bytes"], spec["streams"]
+            diff = check_optimizer(op, spec, master_params, master_grads)
+
+        results = []
+        for label, factory in impls:
+            sec, steps = run_impl(factory, master_params, master_grads, timing,
+                                  restore_grads=(op == "clip_grad_norm_"))
+            results.append((label, sec, steps))
+
+        labels = [r[0] for r in results]
+        baseline = "torch fused" if "torch fused" in labels else "torch foreach"
+        base_sec = results[labels.index(baseline)][1]
+        rows = []
+        for label, sec, steps in results:
+            gbs = nbytes * n_params / sec / 1e9
+            rows.append([label, f"{sec * 1e3:.3f}", f"{gbs:.2f}", f"{100 * gbs / rmw_gbs:.1f}%",
+                         f"{base_sec / sec:.2f}x", str(steps)])
+        headers = ["implementation", "ms/step", "GB/s", "% of RMW BW", f"vs {baseline}", "steps"]
+
+        title = f"{op} - {name}: {n_tensors} tensors x {numel:,} = {n_params:,} params"
+        checked = "1 call" if op == "clip_grad_norm_" else f"{CHECK_STEPS} steps"
+        details = (f"{nbytes} B/param ({streams}); checked against torch for-loop after "
+                   f"{checked}: max abs diff {diff:.2g}")
+        if markdown:
+            print(f"\n#### {title}\n\n{details}\n")
+        else:
+            print(f"\n{title}\n  {details}")
+        print(common.format_table(headers, rows, markdown))
+        sys.stdout.flush()
+    del master_params, master_grads
+    gc.collect()
+
+
+# ----------------------------------------------------------------------------------- main
+def genesis_scale(x):
+    """genesis' in-place multiply over one tensor (the scale step of its clip_grad_norm_),
+    for the RMW probe; None if the private core entry point is not there."""
+    try:
+        # genesis registers torch's tensor type with its core lazily, on the first torch tensor
+        # it sees through the public API; do that here, since BufferList is called directly.
+        genesis._interop.is_torch(x)
+        buffers = genesis._C.BufferList([x])
+    except (AttributeError, TypeError):
+        return None
+    return lambda: buffers.scale(1.0000001)
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads for torch and genesis (default: os.cpu_count())")
+    ap.add_argument("--quick", action="store_true",
+                    help="~100x smaller sizes and fewer repetitions: a smoke run, not a measurement")
+    ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    ap.add_argument("--ops", nargs="+", choices=ALL_OPS, default=ALL_OPS)
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="timed seconds per implementation (default 2, quick 0.05)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5, quick 2)")
+    ap.add_argument("--min-steps", type=int, default=None,
+                    help="minimum timed steps (default 10, quick 3)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="maximum timed steps (default 1000, quick 50)")
+    return ap.parse_args()
+
+
+def main():
+    args = parse_args()
+    quick = args.quick
+    timing = dict(
+        warmup=args.warmup if args.warmup is not None else (2 if quick else 5),
+        seconds=args.seconds if args.seconds is not None else (0.05 if quick else 2.0),
+        min_steps=args.min_steps if args.min_steps is not None else (3 if quick else 10),
+        max_steps=args.max_steps if args.max_steps is not None else (50 if quick else 1000),
+    )
+
+    torch.set_num_threads(args.threads)
+    genesis.set_num_threads(args.threads)
+
+    # RMW probe array: at least 4x the last-level cache and at least 256 MiB, so it measures DRAM.
+    llc = common.last_level_cache_bytes()
+    rmw_bytes = max(256 << 20, 4 * (llc or 0))
+    if quick:
+        rmw_bytes //= 100
+    rmw = common.rmw_bandwidth(torch, rmw_bytes, reps=3 if quick else 10,
+                               genesis_scale=genesis_scale)
+    # The reference is the best any simple in-place kernel achieved: an honest upper bound on
+    # what an optimizer step, itself a read-modify-write stream, can reach.
+    rmw_name, rmw_gbs = max(rmw.items(), key=lambda kv: kv[1])
+
+    info = [
+        ("date", datetime.datetime.now().isoformat(timespec="seconds")),
+        ("CPU", common.cpu_model()),
+        ("logical CPUs / physical cores", f"{os.cpu_count()} / {common.physical_cores() or '?'}"),
+        ("last-level cache", common.fmt_bytes(llc)),
+        ("memory", common.fmt_bytes(common.total_memory_bytes())),
+        ("threads (torch and genesis)",
+         f"{args.threads} (torch reports {torch.get_num_threads()}, "
+         f"genesis {genesis.get_num_threads()})"),
+        ("python / torch / genesis", f"{sys.version.split()[0]} / {torch.__version__} / "
+                                     f"{genesis.__version__}"),
+        ("timing", f"median of timed steps (~{timing['seconds']} s per implementation, "
+                   f"{timing['min_steps']}-{timing['max_steps']} steps) after "
+                   f"{timing['warmup']} warm-up steps"),
+        ("RMW bandwidth probe", f"{common.fmt_bytes(rmw_bytes)} float32 array, best of reps: "
+         + ", ".join(f"{k} {v:.2f} GB/s" for k, v in rmw.items())),
+        ("RMW bandwidth (reference)", f"{rmw_gbs:.2f} GB/s ({rmw_name})"),
+    ]
+    if quick:
+        info.append(("NOTE", "--quick: tiny sizes, data in cache; numbers are not meaningful"))
+
+    if args.markdown:
+        print("### genesis CPU benchmark\n")
+        for k, v in info:
+            print(f"- **{k}**: {v}")
+    else:
+        print("genesis CPU benchmark")
+        width = max(len(k) for k, _ in info)
+        for k, v in info:
+            print(f"  {k.ljust(width)}  {v}")
+    sys.stdout.flush()
+
+    for name in args.workloads:
+        full, small = WORKLOADS[name]
+        n_tensors, numel = small if quick else full
+        bench_workload(name, n_tensors, numel, args.ops, timing, rmw_gbs, args.markdown)
+
+
+if __name__ == "__main__":
+    main()
