@@ -41,7 +41,8 @@ def _torch_params(dtype, seed=0, norm_type=2.0):
 
 
 def _tol(dtype):
-    return dict(rtol=1e-5, atol=1e-7) if dtype in (torch.float32, np.float32) else dict(rtol=1e-12, atol=1e-15)
+    single = dtype is np.float32 or (torch is not None and dtype == torch.float32)
+    return dict(rtol=1e-5, atol=1e-7) if single else dict(rtol=1e-12, atol=1e-15)
 
 
 def _grads_of(ps):

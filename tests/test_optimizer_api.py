@@ -678,3 +678,45 @@ def test_repr_like_torch(name):
     groups = lambda: [{"params": [a]}, {"params": [b], "lr": 0.5}]  # noqa: E731
     assert repr(getattr(genesis.optim, name)(groups(), **hp)) == \
         repr(getattr(torch.optim, name)(groups(), **hp))
+
+
+# ================================================================================ copying
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("name", NAMES)
+def test_optimizer_can_be_copied_after_steps(name, how):
+    """Like torch.optim (which defines __getstate__/__setstate__), an optimizer that has
+    stepped can be deep-copied or pickled; the copy owns copies of the parameters and state and
+    continues exactly like the original."""
+    import pickle
+
+    opt, params, rng = _trained(name)
+    clone = copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
+    cparams = [p for g in clone.param_groups for p in g["params"]]
+    assert all(c is not p for c, p in zip(cparams, params))
+    for _ in range(2):
+        for p, c in zip(params, cparams):
+            p.grad = rng.normal(0, 1, p.data.shape)
+            c.grad = p.grad.copy()
+        opt.step()
+        clone.step()
+    for p, c in zip(params, cparams):
+        np.testing.assert_array_equal(c.data, p.data)
+        assert not np.shares_memory(c.data, p.data)
+
+
+def test_assigning_a_fresh_state_resets_it():
+    """opt.state = defaultdict(dict) (a common way to reset an optimizer) starts over."""
+    import collections
+
+    opt, params, rng = _trained("Adam")
+    fresh, clones = _fresh_like("Adam", params, lr=0.01)
+    opt.state = collections.defaultdict(dict)
+    assert len(opt.state) == 0
+    for p, c in zip(params, clones):
+        c.grad = p.grad = rng.normal(0, 1, p.data.shape)
+    opt.param_groups[1]["lr"] = fresh.param_groups[1]["lr"]
+    opt.step()
+    fresh.step()
+    for p, c in zip(params, clones):
+        assert float(opt.state[p]["step"]) == 1.0
+        np.testing.assert_array_equal(c.data, p.data)

@@ -187,3 +187,36 @@ def test_reference_agrees_with_torch(name, hp):
         opt.step()
         ref.step([[g]])
     np.testing.assert_allclose(t.detach().numpy(), ref.params[0][0], rtol=1e-12, atol=1e-13)
+
+
+PARTITION_SIZES = [70001, 3, 0, 16, 40000, 1, 17, 65536]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_many_sizes_in_one_group_and_thread_counts(name):
+    """Tensors of awkward sizes in one group, enough elements for the parallel path: every
+    element matches the reference, and 1 or 2 threads give the same bits."""
+    hp = R.RICH[name]
+    rng = np.random.default_rng(99)
+    init = [rng.uniform(-1, 1, n).astype(np.float32) for n in PARTITION_SIZES]
+    grads = [[rng.normal(0, 1, n).astype(np.float32) for n in PARTITION_SIZES] for _ in range(5)]
+    threads = genesis.get_num_threads()
+    results = []
+    try:
+        for n_threads in (1, 2):
+            genesis.set_num_threads(n_threads)
+            params = [Parameter(x.copy()) for x in init]
+            opt = getattr(genesis.optim, name)(params, **hp)
+            for step_grads in grads:
+                for p, g in zip(params, step_grads):
+                    p.grad = g
+                opt.step()
+            results.append([p.data.copy() for p in params])
+    finally:
+        genesis.set_num_threads(threads)
+    ref = R.ReferenceOptimizer(name, [(init, hp)])
+    for step_grads in grads:
+        ref.step([step_grads])
+    for one, two, expected in zip(results[0], results[1], ref.params[0]):
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_allclose(one, expected, **TOL[np.float32])

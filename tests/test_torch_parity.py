@@ -251,7 +251,8 @@ def test_editing_lr_between_steps(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_add_param_group_then_step(name):
     hp = R.RICH[name]
-    mt, ot, mg, og = _pair(name, hp, torch.float64)
+    mt = MLP(torch.float64)
+    mg = copy.deepcopy(mt)
     groups_t, groups_g = mt.groups(hp["lr"]), mg.groups(hp["lr"])
     ot = getattr(torch.optim, name)([groups_t[0]], **hp)
     og = getattr(genesis.optim, name)([groups_g[0]], **hp)
@@ -405,3 +406,39 @@ def test_torch_state_dict_into_numpy_parameters(name):
         on.step()
     for a, b in zip(pt, pn):
         np.testing.assert_allclose(b.data, a.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_sgd_switching_momentum_and_flags_between_steps():
+    """SGD's momentum switched on (buffer = g on its first use), flags toggled, momentum off and
+    on again (the old buffer is reused, as torch does)."""
+    gen = torch.Generator().manual_seed(15)
+    init = torch.rand(5, 3, generator=gen, dtype=torch.float64)
+    a, b = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    ot, og = torch.optim.SGD([a], lr=0.1), genesis.optim.SGD([b], lr=0.1)
+    edits = {2: dict(momentum=0.9), 4: dict(nesterov=True, maximize=True),
+             6: dict(momentum=0.0, nesterov=False), 8: dict(momentum=0.5, dampening=0.2),
+             10: dict(weight_decay=0.05, maximize=False)}
+    for i in range(12):
+        for opt in (ot, og):
+            opt.param_groups[0].update(edits.get(i, {}))
+        g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+        a.grad, b.grad = g.clone(), g.clone()
+        ot.step()
+        og.step()
+        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    torch.testing.assert_close(og.state[b]["momentum_buffer"], ot.state[a]["momentum_buffer"],
+                               **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
+def test_toggling_maximize_and_weight_decay_between_steps(name):
+    hp = R.RICH[name]
+    mt, ot, mg, og = _pair(name, hp, torch.float64)
+    for i, (x, y) in enumerate(_data(torch.float64, 9)):
+        if i in (3, 6):
+            for o in (ot, og):
+                o.param_groups[0]["maximize"] = not o.param_groups[0]["maximize"]
+                o.param_groups[1]["weight_decay"] = 0.3 if i == 3 else 0.0
+        _train_step(mt, ot, x, y)
+        _train_step(mg, og, x, y)
+        _assert_models_close(mg, mt, TOL[torch.float64])

@@ -33,6 +33,16 @@ std::vector<TypedBuffer> grads_of(const std::vector<ParamView>& params) {
 
 }  // namespace
 
+DType norm_dtype(const std::vector<TypedBuffer>& buffers) {
+  if (buffers.empty()) return DType::Float32;
+  DType d = buffers[0].dtype;
+  for (const TypedBuffer& b : buffers) {
+    if (b.dtype == d) continue;
+    d = (b.dtype == DType::Float64 || d == DType::Float64) ? DType::Float64 : DType::Float32;
+  }
+  return d;
+}
+
 double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type) {
   if (!(norm_type > 0)) throw std::invalid_argument("norm_type must be positive or infinity, got " + std::to_string(norm_type));
   const auto buckets = by_dtype(buffers);

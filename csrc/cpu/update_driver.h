@@ -2,7 +2,6 @@
 // parallel region whose inner loop loads a register tile, calls Rule::apply, and stores.
 #pragma once
 
-#include <array>
 #include <vector>
 
 #include "flat_partition.h"
@@ -14,23 +13,28 @@ namespace genesis::cpu {
 // Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
 // pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
 template <typename Rule, typename P, typename S, typename T>
-void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& c, int64_t begin,
-                  int64_t end) {
+void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs,
+                  int64_t begin, int64_t end) {
+  // A local copy: the compiler then knows no store in the loop can change a coefficient.
+  const typename Rule::template Coeffs<T> c = coeffs;
   constexpr int K = Rule::kStates;
   P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
   const P* GENESIS_RESTRICT grad = static_cast<const P*>(t.grad);
   S* GENESIS_RESTRICT s0 = static_cast<S*>(t.state[0]);
   S* GENESIS_RESTRICT s1 = static_cast<S*>(t.state[1]);
   S* GENESIS_RESTRICT s2 = static_cast<S*>(t.state[2]);
-  S* const slots[3] = {s0, s1, s2};
-#pragma omp simd
+  // No `omp simd` here on purpose: it privatizes the StateRegs temporary per lane, and GCC then
+  // refuses the loop (a "scatter store"). The restrict pointers are all it needs to vectorize.
   for (int64_t i = begin; i < end; ++i) {
     T p = load<T>(param[i]);
-    std::array<T, K> s;
-    for (int k = 0; k < K; ++k) s[k] = load<T>(slots[k][i]);
-    Rule::apply(p, load<T>(grad[i]), s, c);
+    T v0 = K > 0 ? load<T>(s0[i]) : T(0);
+    T v1 = K > 1 ? load<T>(s1[i]) : T(0);
+    T v2 = K > 2 ? load<T>(s2[i]) : T(0);
+    Rule::apply(p, load<T>(grad[i]), StateRegs<T>{v0, v1, v2}, c);
     store(param[i], p);
-    for (int k = 0; k < K; ++k) store(slots[k][i], s[k]);
+    if constexpr (K > 0) store(s0[i], v0);
+    if constexpr (K > 1) store(s1[i], v1);
+    if constexpr (K > 2) store(s2[i], v2);
   }
 }
 

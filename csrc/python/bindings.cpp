@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "genesis/clip.h"
@@ -26,20 +27,54 @@ namespace {
 // through a few cheap attribute calls. Anything unexpected is not an error here: it is sent
 // back to Python, whose slow path validates fully and raises the precise, named error.
 
-// Interned attribute names, created once and never freed (they live as long as the module).
 PyObject* intern(const char* s) { return PyUnicode_InternFromString(s); }
-PyObject* const kGrad = intern("grad");
-PyObject* const kData = intern("data");
-PyObject* const kDataPtr = intern("data_ptr");
-PyObject* const kNumel = intern("numel");
-PyObject* const kIsContiguous = intern("is_contiguous");
-PyObject* const kDType = intern("dtype");
-PyObject* const kIsCpu = intern("is_cpu");
+
+// One attribute (kind Get) or no-argument method (kind Call) of torch tensors. Looking a name
+// up through the type, as `x.name` does, costs more than the call itself; so once torch is
+// registered, objects whose type resolves the name to torch's own descriptor (every Tensor and
+// Parameter that does not override it) call that descriptor directly. Anything else takes the
+// ordinary Python path. Failures return null with the Python error cleared.
+struct Member {
+  enum Kind { Get, Call };
+  Member(const char* n, Kind k) : name(intern(n)), kind(k) {}
+
+  void resolve(PyTypeObject* type) { descr = _PyType_Lookup(type, name); }
+
+  py::object operator()(PyObject* obj) const {
+    PyObject* r;
+    if (descr && _PyType_Lookup(Py_TYPE(obj), name) == descr)
+      r = kind == Call ? PyObject_Vectorcall(descr, &obj, 1, nullptr)
+                       : Py_TYPE(descr)->tp_descr_get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
+    else
+      r = kind == Call ? PyObject_CallMethodNoArgs(obj, name) : PyObject_GetAttr(obj, name);
+    if (!r) PyErr_Clear();
+    return py::reinterpret_steal<py::object>(r);
+  }
+
+  PyObject* name;  // interned once, never freed: lives as long as the module
+  Kind kind;
+  PyObject* descr = nullptr;  // borrowed from torch's type, which outlives every call
+};
+
+Member grad_of("grad", Member::Get);
+Member data_of("data", Member::Get);
+Member data_ptr_of("data_ptr", Member::Call);
+Member numel_of("numel", Member::Call);
+Member is_contiguous("is_contiguous", Member::Call);
+Member dtype_of("dtype", Member::Get);
+Member is_cpu("is_cpu", Member::Get);
 
 // torch's Tensor type and dtype objects, registered by genesis/_interop.py the first time a
 // torch tensor is seen, so torch stays an optional dependency.
 PyTypeObject* torch_tensor_type = nullptr;
 std::array<PyObject*, 4> torch_dtypes = {nullptr, nullptr, nullptr, nullptr};
+
+void register_torch(py::object tensor_type, py::sequence dtypes) {
+  torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
+  for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
+  for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &dtype_of, &is_cpu})
+    m->resolve(torch_tensor_type);
+}
 
 struct ArrayInfo {
   void* data = nullptr;
@@ -53,19 +88,6 @@ bool numpy_dtype(int type_num, DType& out) {
     case py::detail::npy_api::NPY_DOUBLE_: out = DType::Float64; return true;
     default: return false;
   }
-}
-
-// Result of calling a no-argument method; null (with the Python error cleared) on failure.
-py::object call_method(PyObject* obj, PyObject* name) {
-  PyObject* r = PyObject_CallMethodNoArgs(obj, name);
-  if (!r) PyErr_Clear();
-  return py::reinterpret_steal<py::object>(r);
-}
-
-py::object get_attr(PyObject* obj, PyObject* name) {
-  PyObject* r = PyObject_GetAttr(obj, name);
-  if (!r) PyErr_Clear();
-  return py::reinterpret_steal<py::object>(r);
 }
 
 // Describes a contiguous NumPy array of a supported dtype from its C struct.
@@ -90,14 +112,14 @@ bool is_torch_tensor(PyObject* obj) {
 // asked: a gradient's device is guaranteed by torch to be its parameter's.
 bool describe_torch(PyObject* obj, ArrayInfo& out, bool check_cpu) {
   if (!is_torch_tensor(obj)) return false;
-  if (check_cpu && get_attr(obj, kIsCpu).ptr() != Py_True) return false;
-  if (call_method(obj, kIsContiguous).ptr() != Py_True) return false;
-  const py::object dtype = get_attr(obj, kDType);
+  if (check_cpu && is_cpu(obj).ptr() != Py_True) return false;
+  if (is_contiguous(obj).ptr() != Py_True) return false;
+  const py::object dtype = dtype_of(obj);
   int code = 0;
   while (code < 4 && torch_dtypes[code] != dtype.ptr()) ++code;
   if (code == 4) return false;
-  const py::object ptr = call_method(obj, kDataPtr);
-  const py::object numel = call_method(obj, kNumel);
+  const py::object ptr = data_ptr_of(obj);
+  const py::object numel = numel_of(obj);
   if (!ptr || !numel) return false;
   out.dtype = static_cast<DType>(code);
   out.data = PyLong_AsVoidPtr(ptr.ptr());
@@ -118,23 +140,29 @@ bool same_shape(PyObject* a, PyObject* b) {
 }
 
 // Describes this step's gradient of a parameter and checks it against the parameter as it is
-// now. For torch, the parameter's data pointer is enough: torch guarantees that a gradient's
-// shape, dtype and device match its parameter, so a gradient that agrees with the cached numel
-// and dtype belongs to the parameter we cached (a parameter whose data was swapped has a new
-// pointer, or a gradient of another size). A genesis.nn.Parameter's gradient is a plain
-// attribute nobody checked, so its shape is compared with the parameter's in full.
-bool describe_grad(PyObject* param, PyObject* grad, bool torch, void*& param_ptr, ArrayInfo& g) {
+// now, as cheaply as safety allows (every call here is ~40 ns and there is one per tensor per
+// step). For torch, torch itself guarantees that a gradient's shape, dtype and device match its
+// parameter, so what is left to check is that the parameter's data was not swapped (its data
+// pointer), that the gradient covers the cached element count (a parameter resized in place
+// keeps its pointer), and that it is contiguous. A genesis.nn.Parameter's gradient is a plain
+// attribute nobody checked, so everything is compared, from NumPy's C struct.
+bool describe_grad(PyObject* param, PyObject* grad, bool torch, const ArrayInfo& cached, ArrayInfo& g) {
   if (torch) {
-    const py::object ptr = call_method(param, kDataPtr);
-    param_ptr = ptr ? PyLong_AsVoidPtr(ptr.ptr()) : nullptr;
-    return describe_torch(grad, g, /*check_cpu=*/false);
+    if (!is_torch_tensor(grad)) return false;
+    const py::object param_ptr = data_ptr_of(param);
+    if (!param_ptr || PyLong_AsVoidPtr(param_ptr.ptr()) != cached.data) return false;
+    if (is_contiguous(grad).ptr() != Py_True) return false;
+    const py::object ptr = data_ptr_of(grad);
+    const py::object numel = numel_of(grad);
+    if (!ptr || !numel) return false;
+    g = {PyLong_AsVoidPtr(ptr.ptr()), PyLong_AsLongLong(numel.ptr()), cached.dtype};
+    return g.numel == cached.numel;
   }
   ArrayInfo p;
-  const py::object data = get_attr(param, kData);
-  if (!data || !describe_ndarray(data.ptr(), p) || !describe_ndarray(grad, g) || !same_shape(data.ptr(), grad))
-    return false;
-  param_ptr = p.data;
-  return true;
+  const py::object data = data_of(param);
+  return data && describe_ndarray(data.ptr(), p) && describe_ndarray(grad, g) &&
+         same_shape(data.ptr(), grad) && p.data == cached.data && p.numel == cached.numel &&
+         p.dtype == cached.dtype && g.dtype == cached.dtype;
 }
 
 // NOTE: [group plan]
@@ -166,19 +194,22 @@ class GroupPlan {
     e.slots.fresh = fresh;
   }
 
-  // Collects this step's gradients. Returns the indices Python must admit before the step can
-  // run (empty when the plan is ready); parameters without a gradient are skipped.
-  std::vector<size_t> gather() {
+  // Collects this step's gradients of `params` (the group's list, which must still hold the
+  // parameters the plan was built for, in order; None if it does not: rebuild the plan).
+  // Returns the indices Python must admit before the step can run (empty when the plan is
+  // ready); parameters without a gradient are skipped.
+  std::optional<std::vector<size_t>> gather(py::list params) {
+    if (py::len(params) != entries_.size()) return std::nullopt;
     for (auto& bucket : buckets_) bucket.clear();
+    fresh_.clear();
     std::vector<size_t> pending;
     for (size_t i = 0; i < entries_.size(); ++i) {
       Entry& e = entries_[i];
-      const py::object grad = get_attr(e.param.ptr(), kGrad);
+      if (PyList_GET_ITEM(params.ptr(), i) != e.param.ptr()) return std::nullopt;
+      const py::object grad = grad_of(e.param.ptr());
       if (!grad || grad.is_none()) continue;
       ArrayInfo g;
-      void* param_ptr = nullptr;
-      if (!e.ready || !describe_grad(e.param.ptr(), grad.ptr(), e.torch, param_ptr, g) ||
-          param_ptr != e.info.data || g.numel != e.info.numel || g.dtype != e.info.dtype) {
+      if (!e.ready || !describe_grad(e.param.ptr(), grad.ptr(), e.torch, e.info, g)) {
         e.ready = false;
         pending.push_back(i);
         continue;
@@ -187,7 +218,6 @@ class GroupPlan {
       buckets_[static_cast<int>(e.info.dtype)].push_back(e.slots);
       fresh_.push_back(&e.slots.fresh);
     }
-    if (!pending.empty()) fresh_.clear();
     return pending;
   }
 
@@ -229,17 +259,7 @@ class BufferList {
     }
   }
 
-  // The dtype torch gives the total norm: the gradients' common dtype, promoted as torch
-  // promotes (float64 wins; 16-bit types of two kinds meet at float32).
-  int result_dtype() const {
-    if (buffers_.empty()) return static_cast<int>(DType::Float32);
-    DType d = buffers_[0].dtype;
-    for (const TypedBuffer& b : buffers_) {
-      if (b.dtype == d) continue;
-      d = (b.dtype == DType::Float64 || d == DType::Float64) ? DType::Float64 : DType::Float32;
-    }
-    return static_cast<int>(d);
-  }
+  int result_dtype() const { return static_cast<int>(norm_dtype(buffers_)); }
 
   double norm(double norm_type) const {
     py::gil_scoped_release release;
@@ -265,10 +285,7 @@ PYBIND11_MODULE(_C, m) {
   using namespace genesis;
   m.doc() = "genesis compiled core (private; the public C++ API is include/genesis/)";
 
-  m.def("register_torch", [](py::object tensor_type, py::sequence dtypes) {
-    torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
-    for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
-  }, "Registers torch.Tensor and torch's float32/float64/float16/bfloat16 dtypes (in DType order).");
+  m.def("register_torch", &register_torch, "Registers torch.Tensor and torch's float32/float64/float16/bfloat16 dtypes (in DType order).");
 
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);

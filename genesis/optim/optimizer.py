@@ -76,11 +76,10 @@ class _OptimizerState(dict):
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "param_ids", "layout", "version")
+    __slots__ = ("plan", "layout", "version")
 
-    def __init__(self, params, param_ids, layout, version):
-        self.plan = _C.GroupPlan(list(params))  # holds the parameters, so their ids stay unique
-        self.param_ids = param_ids
+    def __init__(self, params, layout, version):
+        self.plan = _C.GroupPlan(params)
         self.layout = layout
         self.version = version
 
@@ -151,6 +150,19 @@ class Optimizer:
 
     def _state_changed(self):
         self._version += 1
+
+    # Pickling and copy.deepcopy (as torch optimizers allow): the compiled plans hold raw
+    # pointers, so they are left out and rebuilt on the next step.
+    def __getstate__(self):
+        return {"defaults": self.defaults, "param_groups": self.param_groups,
+                "state": {p: dict(s) for p, s in self._state.items()}}
+
+    def __setstate__(self, saved):
+        self.defaults = saved["defaults"]
+        self.param_groups = saved["param_groups"]
+        self._version = 0
+        self._plans = []
+        self.state = saved["state"]
 
     # ------------------------------------------------------------------------ param groups
     def add_param_group(self, param_group):
@@ -247,13 +259,14 @@ class Optimizer:
         plans, pending = [], []
         for gi, group in enumerate(groups):
             params = group["params"]
-            param_ids = tuple(map(id, params))
             layout = self._state_names(group)
             cached = self._plans[gi]
-            if (cached is None or cached.version != self._version or cached.layout != layout
-                    or cached.param_ids != param_ids):
-                cached = self._plans[gi] = _CachedPlan(params, param_ids, layout, self._version)
-            missing = cached.plan.gather()
+            missing = None
+            if cached is not None and cached.version == self._version and cached.layout == layout:
+                missing = cached.plan.gather(params)  # None: the group's parameters changed
+            if missing is None:
+                cached = self._plans[gi] = _CachedPlan(params, layout, self._version)
+                missing = cached.plan.gather(params)
             if missing:
                 pending.append((gi, group, cached, missing))
             plans.append(cached.plan)
@@ -273,7 +286,7 @@ class Optimizer:
         for gi, group, cached, missing in pending:
             for i in missing:
                 self._admit(cached.plan, group["params"][i], i, cached.layout)
-            if cached.plan.gather():
+            if cached.plan.gather(group["params"]):
                 raise RuntimeError(f"genesis internal error: param group {gi} could not be prepared")
 
     def _check_state(self, param, names, where):

@@ -17,8 +17,13 @@ struct TypedBuffer {
   DType dtype = DType::Float32;
 };
 
+// The dtype of the total norm of these buffers, as torch promotes it: their common dtype;
+// float64 if any is float64; float32 for any other mix.
+DType norm_dtype(const std::vector<TypedBuffer>& buffers);
+
 // The norm (norm_type 1, 2, any p > 0, or INFINITY) of all buffers taken together, as if they
-// were one vector. Deterministic: the same inputs give the same bits for any thread count.
+// were one vector, accumulated and returned in double. Deterministic: the same inputs give the
+// same bits for any thread count.
 double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type);
 // x *= factor and x = clamp(x, -limit, limit) over every element of every buffer.
 void scale_all(const std::vector<TypedBuffer>& buffers, double factor);

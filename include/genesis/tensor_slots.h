@@ -35,3 +35,19 @@ struct Buffer {
 };
 
 }  // namespace genesis
+
+#include "genesis/macros.h"
+
+namespace genesis {
+
+// The state values of one element, as a rule sees them: references to three registers, indexed
+// with compile-time constants. Not an array: an array would live in memory, and the CPU
+// vectorizer treats its stores as scatters and gives up; these references stay registers.
+template <typename T> struct StateRegs {
+  T& s0;
+  T& s1;
+  T& s2;
+  GENESIS_HD T& operator[](int k) const { return k == 0 ? s0 : (k == 1 ? s1 : s2); }
+};
+
+}  // namespace genesis

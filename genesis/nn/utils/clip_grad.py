@@ -40,8 +40,9 @@ def _buffers(grads):
 
 
 def _as_scalar(value, buffers, grads, torch_params):
-    """The norm as the parameters' library returns it: a 0-dim torch tensor (of the dtype torch
-    would give it) for torch parameters, a NumPy float64 otherwise (SPEC section 5)."""
+    """The norm as the parameters' library returns it (SPEC section 5): for torch parameters a
+    0-dim tensor of the dtype torch gives it, so float32 gradients get a float32 norm (inf if it
+    overflows float32, as in torch); a NumPy float64 otherwise (the double-precision norm)."""
     if not torch_params:
         return np.float64(value)
     torch = _interop.torch_module()
@@ -67,7 +68,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not grads:
         return _as_scalar(0.0, None, grads, torch_params)
     buffers = _buffers(grads)
-    total = buffers.norm(norm_type)
+    result = _as_scalar(buffers.norm(norm_type), buffers, grads, torch_params)
+    # Clip by the norm as returned, so the decision and the scale agree with what the caller sees.
+    total = float(result)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "
@@ -76,7 +79,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # NaN scales too, making every gradient NaN as in torch
         buffers.scale(coef)
-    return _as_scalar(total, buffers, grads, torch_params)
+    return result
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):

@@ -25,7 +25,7 @@ template <typename T> struct AdamCoeffs {
   T decay;            // 1 - lr * wd (AdamW's decoupled decay factor)
   T step_size;        // lr / (1 - beta1^t)
   T bc2_sqrt;         // sqrt(1 - beta2^t)
-  bool maximize;
+  T sign;  // -1 to maximize (negating g is exact), else 1
 };
 
 // kDecoupled: AdamW (decay the weights directly) versus Adam (L2 term added to the gradient).
@@ -40,15 +40,15 @@ template <bool kDecoupled, bool kAmsgrad> struct AdamRule {
     const double step = *t.step;
     return {T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(o.eps), T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay), T(o.lr / (1.0 - std::pow(o.beta1, step))),
-            T(std::sqrt(1.0 - std::pow(o.beta2, step))), o.maximize};
+            T(std::sqrt(1.0 - std::pow(o.beta2, step))), T(o.maximize ? -1.0 : 1.0)};
   }
 
   // m_t = lerp(m_{t-1}, g_t, 1 - beta1)                 (torch's lerp form, same rounding)
   // v_t = beta2 * v_{t-1} + (1 - beta2) * g_t^2
   // p_t = p_{t-1} - (lr / bc1) * m_t / (sqrt(v_t) / sqrt(bc2) + eps)
-  template <typename T, typename State>
-  GENESIS_HD static void apply(T& p, T g, State& s, const AdamCoeffs<T>& c) {
-    if (c.maximize) g = -g;
+  template <typename T>
+  GENESIS_HD static void apply(T& p, T g, const StateRegs<T>& s, const AdamCoeffs<T>& c) {
+    g = c.sign * g;
     if constexpr (kDecoupled) {
       p = p * c.decay;
     } else {

@@ -20,7 +20,7 @@ struct RmspropOptions {
 
 template <typename T> struct RmspropCoeffs {
   T lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
-  bool maximize;
+  T sign;  // -1 to maximize (negating g is exact), else 1
 };
 
 // State slots: 0 = square_avg (v), then grad_avg (centered), then momentum_buffer (momentum).
@@ -34,16 +34,16 @@ template <bool kCentered, bool kMomentum> struct RmspropRule {
 
   template <typename T> static RmspropCoeffs<T> coeffs(const RmspropOptions& o, const TensorSlots&) {
     return {T(o.lr), T(o.alpha), T(1.0 - o.alpha), T(o.eps), T(o.weight_decay), T(o.momentum),
-            o.maximize};
+            T(o.maximize ? -1.0 : 1.0)};
   }
 
   // v_t = alpha * v_{t-1} + (1 - alpha) * g_t^2
   // centered: ga_t = lerp(ga_{t-1}, g_t, 1 - alpha), denom = sqrt(v_t - ga_t^2) + eps
   // else denom = sqrt(v_t) + eps
   // momentum: b_t = mu * b_{t-1} + g_t / denom, p -= lr * b_t;  else p -= lr * g_t / denom
-  template <typename T, typename State>
-  GENESIS_HD static void apply(T& p, T g, State& s, const RmspropCoeffs<T>& c) {
-    if (c.maximize) g = -g;
+  template <typename T>
+  GENESIS_HD static void apply(T& p, T g, const StateRegs<T>& s, const RmspropCoeffs<T>& c) {
+    g = c.sign * g;
     if (c.weight_decay != T(0)) g = g + c.weight_decay * p;
     T v = s[0] * c.alpha + c.one_minus_alpha * g * g;
     s[0] = v;

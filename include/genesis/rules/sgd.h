@@ -20,7 +20,7 @@ template <typename T> struct SgdCoeffs {
   T lr, weight_decay, momentum;
   // b_t = keep * b_{t-1} + take * g_t; on a fresh buffer keep = 0, take = 1 so that b_1 = g_1.
   T keep, take;
-  bool maximize;
+  T sign;  // -1 to maximize (negating g is exact), else 1
 };
 
 // kMomentum and kNesterov select the variant at compile time: without momentum there is no
@@ -33,14 +33,14 @@ template <bool kMomentum, bool kNesterov> struct SgdRule {
 
   template <typename T> static SgdCoeffs<T> coeffs(const SgdOptions& o, const TensorSlots& t) {
     return {T(o.lr), T(o.weight_decay), T(o.momentum), T(t.fresh ? 0.0 : o.momentum),
-            T(t.fresh ? 1.0 : 1.0 - o.dampening), o.maximize};
+            T(t.fresh ? 1.0 : 1.0 - o.dampening), T(o.maximize ? -1.0 : 1.0)};
   }
 
   // g_t += wd * p;  b_t = mu * b_{t-1} + (1 - dampening) * g_t;
   // p -= lr * (g_t + mu * b_t) with Nesterov, else p -= lr * b_t.
-  template <typename T, typename State>
-  GENESIS_HD static void apply(T& p, T g, State& s, const SgdCoeffs<T>& c) {
-    if (c.maximize) g = -g;
+  template <typename T>
+  GENESIS_HD static void apply(T& p, T g, const StateRegs<T>& s, const SgdCoeffs<T>& c) {
+    g = c.sign * g;
     if (c.weight_decay != T(0)) g = g + c.weight_decay * p;
     if constexpr (kMomentum) {
       T b = c.keep * s[0] + c.take * g;
