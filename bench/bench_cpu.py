@@ -142,12 +142,12 @@ def max_abs_diff(a, b):
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
-def assert_close(what, got, want, atol=ATOL):
+def assert_close(what, got, want, atol=ATOL, rtol=RTOL):
     for i, (x, y) in enumerate(zip(got, want)):
-        if not torch.allclose(x, y, rtol=RTOL, atol=atol):
+        if not torch.allclose(x, y, rtol=rtol, atol=atol):
             diff = float((x - y).abs().max())
             raise AssertionError(f"{what}: genesis differs from torch in tensor {i} "
-                                 f"(max abs diff {diff:.3g}, rtol {RTOL}, atol {atol}); "
+                                 f"(max abs diff {diff:.3g}, rtol {rtol}, atol {atol}); "
                                  "refusing to benchmark a wrong kernel")
 
 
@@ -198,12 +198,14 @@ def check_clip(master_params, master_grads):
         raise AssertionError("clip benchmark would not scale: raise the gradients or lower "
                              "CLIP_MAX_NORM")
     if not torch.allclose(torch.as_tensor(got_norm, dtype=torch.float64),
-                          torch.as_tensor(want_norm, dtype=torch.float64), rtol=RTOL, atol=0):
+                          torch.as_tensor(want_norm, dtype=torch.float64), rtol=1e-4, atol=0):
         raise AssertionError(f"clip_grad_norm_: genesis norm {float(got_norm)!r} != torch "
                              f"{float(want_norm)!r}; refusing to benchmark a wrong kernel")
     # Clipped gradients are tiny (norm 1e-3 in total), so an absolute tolerance would accept
-    # anything: compare relatively only.
-    assert_close("clip_grad_norm_", got, want, atol=0.0)
+    # anything: compare relatively only. torch accumulates the norm of 50M float32 values in
+    # float32 and genesis in float64; the two norms (hence the scales) differ by up to ~2e-5
+    # relative, so the gradients are compared at 1e-4.
+    assert_close("clip_grad_norm_", got, want, atol=0.0, rtol=1e-4)
     return max_abs_diff(got, want)
 
 
