@@ -17,10 +17,14 @@ from . import _C
 
 # The compiled core's dtype codes (include/genesis/dtype.h, enum DType).
 FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
-# What the CPU core can update today.
-SUPPORTED_CODES = (FLOAT32, FLOAT64)
+SUPPORTED_CODES = (FLOAT32, FLOAT64, FLOAT16, BFLOAT16)
+CODE_NAMES = {FLOAT32: "float32", FLOAT64: "float64", FLOAT16: "float16", BFLOAT16: "bfloat16"}
+NAME_CODES = {name: code for code, name in CODE_NAMES.items()}
 
-_NUMPY_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float64): FLOAT64}
+# NumPy has no bfloat16: NumPy parameters may be float16, float32 or float64.
+_NUMPY_CODES = {np.dtype(np.float16): FLOAT16, np.dtype(np.float32): FLOAT32,
+                np.dtype(np.float64): FLOAT64}
+_NUMPY_OF_CODE = {code: dtype for dtype, code in _NUMPY_CODES.items()}
 _torch_codes = None  # torch dtype -> code, filled on first use (see _torch)
 
 
@@ -94,7 +98,8 @@ def check_param(param, where):
     arr = array_of(param)
     code = dtype_code(arr)
     if code not in SUPPORTED_CODES:
-        raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32 and float64")
+        raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
+                        "float16 and bfloat16")
     if device_of(arr) != "cpu":
         raise ValueError(f"{where} is on device {device_of(arr)}; this genesis build updates CPU "
                          "parameters only")
@@ -124,11 +129,33 @@ def check_grad(param, grad, where):
         raise ValueError(f"the gradient of {where} is not contiguous")
 
 
-def zeros_like(arr):
-    """A zero-filled, contiguous state array of the parameter's library, device and dtype."""
+def dtype_code_of_name(name):
+    """The core's code of a dtype given as a name, a NumPy dtype or a torch dtype."""
+    if isinstance(name, str):
+        code = NAME_CODES.get(name)
+    else:
+        torch = _torch()
+        if torch is not None and isinstance(name, torch.dtype):
+            code = _torch_codes.get(name)
+        else:
+            try:
+                code = _NUMPY_CODES.get(np.dtype(name))
+            except TypeError:
+                code = None
+    if code is None:
+        raise TypeError(f"unsupported state dtype {name!r}; use float32, float64 or bfloat16")
+    return code
+
+
+def zeros_like(arr, code=None):
+    """A zero-filled, contiguous array of the parameter's library, device and shape, of the
+    parameter's dtype or of the dtype `code`."""
     if is_torch(arr):
-        return _torch().zeros_like(arr, memory_format=_torch().contiguous_format)
-    return np.zeros_like(arr, order="C")
+        dtype = arr.dtype if code is None else torch_dtype(code)
+        return _torch().zeros(arr.shape, dtype=dtype, device=arr.device)
+    if code == BFLOAT16:
+        raise TypeError("NumPy has no bfloat16: bfloat16 state needs torch parameters")
+    return np.zeros(arr.shape, dtype=arr.dtype if code is None else _NUMPY_OF_CODE[code])
 
 
 def new_step(arr, value=0.0):
@@ -139,16 +166,19 @@ def new_step(arr, value=0.0):
     return np.array(value, dtype=np.float32)
 
 
-def copy_into_like(value, arr, keep_dtype=False):
-    """A new array of `arr`'s library, device and dtype (or value's dtype if keep_dtype) holding
-    `value`, which may be a torch tensor, a NumPy array or a number."""
+def copy_into_like(value, arr, code):
+    """A new contiguous array of `arr`'s library, device and shape, of dtype `code`, holding
+    `value` (a torch tensor, a NumPy array or a number) cast to that dtype."""
     if is_torch(arr):
         torch = _torch()
         src = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-        dtype = src.dtype if keep_dtype else arr.dtype
-        return src.detach().to(device=arr.device, dtype=dtype, copy=True).contiguous()
-    src = value.detach().cpu().numpy() if is_torch(value) else np.asarray(value)
-    return np.array(src, dtype=src.dtype if keep_dtype else arr.dtype, order="C", copy=True)
+        out = src.detach().to(device=arr.device, dtype=torch_dtype(code), copy=True)
+        return out.reshape(arr.shape).contiguous()
+    if is_torch(value):
+        if value.dtype == _torch().bfloat16:  # NumPy cannot hold it: widen first
+            value = value.float()
+        value = value.detach().cpu().numpy()
+    return np.array(np.asarray(value).reshape(arr.shape), dtype=_NUMPY_OF_CODE[code], order="C")
 
 
 def to_float(x):

@@ -14,8 +14,8 @@ namespace genesis {
 namespace {
 
 // The core works on one dtype per call: split the buffers by dtype, keeping their order.
-std::array<std::vector<Buffer>, 4> by_dtype(const std::vector<TypedBuffer>& buffers) {
-  std::array<std::vector<Buffer>, 4> out;
+std::array<std::vector<Buffer>, kNumDTypes> by_dtype(const std::vector<TypedBuffer>& buffers) {
+  std::array<std::vector<Buffer>, kNumDTypes> out;
   for (const TypedBuffer& b : buffers) out[static_cast<int>(b.dtype)].push_back({b.data, b.numel});
   return out;
 }
@@ -47,7 +47,7 @@ double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type) {
   if (!(norm_type > 0)) throw std::invalid_argument("norm_type must be positive or infinity, got " + std::to_string(norm_type));
   const auto buckets = by_dtype(buffers);
   std::vector<double> per_dtype;
-  for (int d = 0; d < 4; ++d)
+  for (int d = 0; d < kNumDTypes; ++d)
     if (!buckets[d].empty())
       per_dtype.push_back(cpu::global_norm(norm_type, static_cast<DType>(d), buckets[d].data(), buckets[d].size()));
   if (per_dtype.size() <= 1) return per_dtype.empty() ? 0.0 : per_dtype[0];
@@ -56,15 +56,27 @@ double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type) {
   return cpu::global_norm(norm_type, DType::Float64, &all, 1);
 }
 
-void scale_all(const std::vector<TypedBuffer>& buffers, double factor) {
+void scale_all(const std::vector<TypedBuffer>& buffers, double factor) { unscale_all(buffers, factor); }
+
+bool unscale_all(const std::vector<TypedBuffer>& buffers, double factor) {
   const auto buckets = by_dtype(buffers);
-  for (int d = 0; d < 4; ++d)
-    if (!buckets[d].empty()) cpu::scale(factor, static_cast<DType>(d), buckets[d].data(), buckets[d].size());
+  bool nonfinite = false;
+  for (int d = 0; d < kNumDTypes; ++d)
+    if (!buckets[d].empty()) nonfinite |= cpu::unscale(factor, static_cast<DType>(d), buckets[d].data(), buckets[d].size());
+  return nonfinite;
+}
+
+bool any_nonfinite(const std::vector<TypedBuffer>& buffers) {
+  const auto buckets = by_dtype(buffers);
+  bool nonfinite = false;
+  for (int d = 0; d < kNumDTypes; ++d)
+    if (!buckets[d].empty()) nonfinite |= cpu::has_nonfinite(static_cast<DType>(d), buckets[d].data(), buckets[d].size());
+  return nonfinite;
 }
 
 void clamp_all(const std::vector<TypedBuffer>& buffers, double limit) {
   const auto buckets = by_dtype(buffers);
-  for (int d = 0; d < 4; ++d)
+  for (int d = 0; d < kNumDTypes; ++d)
     if (!buckets[d].empty()) cpu::clamp(limit, static_cast<DType>(d), buckets[d].data(), buckets[d].size());
 }
 

@@ -29,15 +29,20 @@ void copy_cast(const checkpoint::Array& src, DType to, unsigned char* dst) {
     std::memcpy(dst, src.bytes.data(), src.bytes.size());
     return;
   }
-  dispatch_float_dtype(src.dtype, "checkpoint load", [&](auto from_tag) {
+  dispatch_dtype(src.dtype, "checkpoint load", [&](auto from_tag) {
     using From = decltype(from_tag);
     const From* in = reinterpret_cast<const From*>(src.bytes.data());
-    dispatch_float_dtype(to, "checkpoint load", [&](auto to_tag) {
+    dispatch_dtype(to, "checkpoint load", [&](auto to_tag) {
       using To = decltype(to_tag);
       To* out = reinterpret_cast<To*>(dst);
-      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<To>(in[i]);
+      for (int64_t i = 0; i < n; ++i) store(out[i], load<double>(in[i]));
     });
   });
+}
+
+// State of 16-bit parameters is kept in float32 (SPEC section 8's default policy).
+DType state_dtype_for(DType param) {
+  return param == DType::Float16 || param == DType::BFloat16 ? DType::Float32 : param;
 }
 
 // Reads an option: a number (or bool) under `key`, else the current value.
@@ -68,9 +73,6 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
   const size_t gi = groups_.size();
   for (size_t i = 0; i < group.params.size(); ++i) {
     const ParamView& p = group.params[i];
-    if (p.dtype != DType::Float32 && p.dtype != DType::Float64)
-      throw std::invalid_argument(where(gi, i) + " has dtype " + dtype_name(p.dtype) +
-                                  "; genesis supports float32 and float64");
     if (p.device != Device::CPU)
       throw std::invalid_argument(where(gi, i) + " is on CUDA; this genesis build updates CPU parameters only");
     if (p.numel < 0 || (p.numel > 0 && !p.data))
@@ -95,7 +97,7 @@ template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_
     for (size_t k = 0; k < s.names.size(); ++k)
       if (s.names[k] == name) a = std::move(s.arrays[k]);
     if (a.empty()) {
-      a.assign(static_cast<size_t>(p.numel) * dtype_size(p.dtype), 0);
+      a.assign(static_cast<size_t>(p.numel) * dtype_size(state_dtype_for(p.dtype)), 0);
       s.fresh = true;
     }
     arrays.push_back(std::move(a));
@@ -111,7 +113,7 @@ template <typename O> void Optimizer<O>::step() {
   for (const Group& g : groups_) validate(g.options);
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Group& group = groups_[gi];
-    std::array<std::vector<TensorSlots>, 4> buckets;
+    std::array<std::vector<TensorSlots>, kNumDTypes> buckets;
     std::vector<State*> used;
     for (size_t i = 0; i < group.params.size(); ++i) {
       const ParamView& p = group.params[i];
@@ -127,8 +129,13 @@ template <typename O> void Optimizer<O>::step() {
       buckets[static_cast<int>(p.dtype)].push_back(t);
       used.push_back(&s);
     }
-    for (int d = 0; d < 4; ++d)
-      if (!buckets[d].empty()) run(group.options, static_cast<DType>(d), buckets[d].data(), buckets[d].size());
+    for (int d = 0; d < kNumDTypes; ++d) {
+      if (buckets[d].empty()) continue;
+      StepConfig config;
+      config.param_dtype = static_cast<DType>(d);
+      config.state_dtype = state_dtype_for(config.param_dtype);
+      run(group.options, config, buckets[d].data(), buckets[d].size());
+    }
     for (State* s : used) s->fresh = false;
   }
 }
@@ -156,7 +163,7 @@ template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
       if (counts_steps()) entry.set(Value::of(std::string("step")), Value::of(double(s.step)));
       for (size_t k = 0; k < s.names.size(); ++k) {
         entry.set(Value::of(s.names[k]), Value::array_ref(static_cast<int64_t>(doc.arrays.size())));
-        doc.arrays.push_back({p.dtype, {p.numel}, s.arrays[k]});
+        doc.arrays.push_back({state_dtype_for(p.dtype), {p.numel}, s.arrays[k]});
       }
       state.set(Value::of(index), std::move(entry));
     }
@@ -217,8 +224,9 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
                                       std::to_string(array->numel()) + " elements, the parameter " +
                                       std::to_string(p.numel));
         s.names.push_back(name.text);
-        s.arrays.emplace_back(static_cast<size_t>(p.numel) * dtype_size(p.dtype));
-        copy_cast(*array, p.dtype, s.arrays.back().data());
+        const DType state_dtype = state_dtype_for(p.dtype);
+        s.arrays.emplace_back(static_cast<size_t>(p.numel) * dtype_size(state_dtype));
+        copy_cast(*array, state_dtype, s.arrays.back().data());
       }
     }
   }
@@ -236,7 +244,9 @@ std::vector<std::string> SGD::state_names(const SgdOptions& o) const {
   if (o.momentum == 0.0) return {};
   return {"momentum_buffer"};
 }
-void SGD::run(const SgdOptions& o, DType d, TensorSlots* t, int64_t n) const { cpu::sgd_step(o, d, t, n); }
+void SGD::run(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
+  cpu::sgd_step(o, c, t, n);
+}
 void SGD::write_options(const SgdOptions& o, Value& g) const {
   put(g, "lr", o.lr);
   put(g, "momentum", o.momentum);
@@ -257,8 +267,8 @@ std::vector<std::string> Adam::state_names(const AdamOptions& o) const {
   if (o.amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
   return {"exp_avg", "exp_avg_sq"};
 }
-void Adam::run(const AdamOptions& o, DType d, TensorSlots* t, int64_t n) const {
-  cpu::adam_step(o, decoupled_, d, t, n);
+void Adam::run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
+  cpu::adam_step(o, decoupled_, c, t, n);
 }
 void Adam::write_options(const AdamOptions& o, Value& g) const {
   put(g, "lr", o.lr);
@@ -294,8 +304,8 @@ std::vector<std::string> RMSprop::state_names(const RmspropOptions& o) const {
   if (o.momentum > 0.0) names.push_back("momentum_buffer");
   return names;
 }
-void RMSprop::run(const RmspropOptions& o, DType d, TensorSlots* t, int64_t n) const {
-  cpu::rmsprop_step(o, d, t, n);
+void RMSprop::run(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
+  cpu::rmsprop_step(o, c, t, n);
 }
 void RMSprop::write_options(const RmspropOptions& o, Value& g) const {
   put(g, "lr", o.lr);

@@ -6,17 +6,17 @@ namespace genesis::cpu {
 
 namespace {
 template <bool kDecoupled>
-void adam_variant(const char* op, const AdamOptions& o, DType dtype, TensorSlots* tensors,
-                  int64_t count) {
-  if (o.amsgrad) return dispatch_update<AdamRule<kDecoupled, true>>(op, o, dtype, tensors, count);
-  dispatch_update<AdamRule<kDecoupled, false>>(op, o, dtype, tensors, count);
+void adam_variant(const char* op, const AdamOptions& o, const StepConfig& config,
+                  TensorSlots* tensors, int64_t count) {
+  if (o.amsgrad) return dispatch_update<AdamRule<kDecoupled, true>>(op, o, config, tensors, count);
+  dispatch_update<AdamRule<kDecoupled, false>>(op, o, config, tensors, count);
 }
 }  // namespace
 
-void adam_step(const AdamOptions& o, bool decoupled, DType dtype, TensorSlots* tensors,
+void adam_step(const AdamOptions& o, bool decoupled, const StepConfig& config, TensorSlots* tensors,
                int64_t count) {
-  if (decoupled) return adam_variant<true>("AdamW step", o, dtype, tensors, count);
-  adam_variant<false>("Adam step", o, dtype, tensors, count);
+  if (decoupled) return adam_variant<true>("AdamW step", o, config, tensors, count);
+  adam_variant<false>("Adam step", o, config, tensors, count);
 }
 
 }  // namespace genesis::cpu

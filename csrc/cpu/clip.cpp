@@ -1,4 +1,5 @@
 // CPU global norm, scaling and clamping over many buffers (clip_grad_norm_ / clip_grad_value_).
+#include <atomic>
 #include <vector>
 
 #include "flat_partition.h"
@@ -46,39 +47,55 @@ double norm_of(const Op& op, const Buffer* buffers, int64_t count) {
   return op.finish(total);
 }
 
-// Applies fn(x) -> x to every element of every buffer, in one parallel region.
-template <typename S, typename Fn>
-void transform_all(const Buffer* buffers, int64_t count, Fn fn) {
+// Applies fn to every element of every buffer in one parallel region, storing the result when
+// kWrite. Returns true if any result is inf or NaN: GradScaler's check rides along for free.
+template <typename S, bool kWrite, typename Fn>
+bool transform_all(const Buffer* buffers, int64_t count, Fn fn) {
+  using M = MathType<S>;
+  std::atomic<bool> nonfinite{false};
   const FlatIndex index(count, [&](int64_t t) { return buffers[t].numel; });
   index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
     S* GENESIS_RESTRICT x = static_cast<S*>(buffers[t].data);
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) store(x[i], fn(load<MathType<S>>(x[i])));
+    unsigned bad = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      const M y = fn(load<M>(x[i]));
+      if constexpr (kWrite) store(x[i], y);
+      bad |= !(y - y == M(0));  // inf - inf and NaN - NaN are NaN
+    }
+    if (bad) nonfinite.store(true, std::memory_order_relaxed);
   });
+  return nonfinite.load();
 }
 
 }  // namespace
 
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count) {
-  return dispatch_float_dtype(dtype, "global norm", [&](auto tag) {
+  return dispatch_dtype(dtype, "global norm", [&](auto tag) {
     using S = decltype(tag);
     return dispatch_norm(norm_type, [&](auto op) { return norm_of<decltype(op), S>(op, buffers, count); });
   });
 }
 
-void scale(double factor, DType dtype, const Buffer* buffers, int64_t count) {
-  dispatch_float_dtype(dtype, "clip scale", [&](auto tag) {
+bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count) {
+  return dispatch_dtype(dtype, "scale", [&](auto tag) {
     using S = decltype(tag);
     const MathType<S> f = static_cast<MathType<S>>(factor);
-    transform_all<S>(buffers, count, [f](MathType<S> x) { return x * f; });
+    return transform_all<S, true>(buffers, count, [f](MathType<S> x) { return x * f; });
+  });
+}
+
+bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count) {
+  return dispatch_dtype(dtype, "finite check", [&](auto tag) {
+    using S = decltype(tag);
+    return transform_all<S, false>(buffers, count, [](MathType<S> x) { return x; });
   });
 }
 
 void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count) {
-  dispatch_float_dtype(dtype, "clip value", [&](auto tag) {
+  dispatch_dtype(dtype, "clip value", [&](auto tag) {
     using S = decltype(tag);
     const MathType<S> c = static_cast<MathType<S>>(limit);
-    transform_all<S>(buffers, count, [c](MathType<S> x) { return clamp_symmetric(x, c); });
+    transform_all<S, true>(buffers, count, [c](MathType<S> x) { return clamp_symmetric(x, c); });
   });
 }
 

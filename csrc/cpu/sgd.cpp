@@ -4,11 +4,11 @@
 
 namespace genesis::cpu {
 
-void sgd_step(const SgdOptions& o, DType dtype, TensorSlots* tensors, int64_t count) {
+void sgd_step(const SgdOptions& o, const StepConfig& config, TensorSlots* tensors, int64_t count) {
   const char* op = "SGD step";
-  if (o.momentum == 0.0) return dispatch_update<SgdRule<false, false>>(op, o, dtype, tensors, count);
-  if (o.nesterov) return dispatch_update<SgdRule<true, true>>(op, o, dtype, tensors, count);
-  dispatch_update<SgdRule<true, false>>(op, o, dtype, tensors, count);
+  if (o.momentum == 0.0) return dispatch_update<SgdRule<false, false>>(op, o, config, tensors, count);
+  if (o.nesterov) return dispatch_update<SgdRule<true, true>>(op, o, config, tensors, count);
+  dispatch_update<SgdRule<true, false>>(op, o, config, tensors, count);
 }
 
 }  // namespace genesis::cpu

@@ -2,36 +2,49 @@
 // parallel region whose inner loop loads a register tile, calls Rule::apply, and stores.
 #pragma once
 
+#include <stdexcept>
+#include <type_traits>
+#include <string>
 #include <vector>
 
 #include "flat_partition.h"
-#include "genesis/dtype.h"
-#include "genesis/tensor_slots.h"
+#include "genesis/cpu.h"
+#include "genesis/random.h"
 
 namespace genesis::cpu {
 
+// How a loop stores the parameter: rounded to nearest, through a float32 master copy, or
+// (bfloat16 only) rounded stochastically.
+enum class ParamStore { Nearest, Master, Stochastic };
+
 // Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
 // pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
-template <typename Rule, typename P, typename S, typename T>
-void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs,
-                  int64_t begin, int64_t end) {
+template <typename Rule, typename P, typename S, ParamStore kStore, typename T>
+void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, T grad_scale,
+                  uint32_t rng_key, int64_t begin, int64_t end) {
   // A local copy: the compiler then knows no store in the loop can change a coefficient.
   const typename Rule::template Coeffs<T> c = coeffs;
   constexpr int K = Rule::kStates;
   P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
   const P* GENESIS_RESTRICT grad = static_cast<const P*>(t.grad);
+  float* GENESIS_RESTRICT master = t.master;
   S* GENESIS_RESTRICT s0 = static_cast<S*>(t.state[0]);
   S* GENESIS_RESTRICT s1 = static_cast<S*>(t.state[1]);
   S* GENESIS_RESTRICT s2 = static_cast<S*>(t.state[2]);
   // No `omp simd` here on purpose: it privatizes the StateRegs temporary per lane, and GCC then
   // refuses the loop (a "scatter store"). The restrict pointers are all it needs to vectorize.
   for (int64_t i = begin; i < end; ++i) {
-    T p = load<T>(param[i]);
+    T p = kStore == ParamStore::Master ? T(master[i]) : load<T>(param[i]);
     T v0 = K > 0 ? load<T>(s0[i]) : T(0);
     T v1 = K > 1 ? load<T>(s1[i]) : T(0);
     T v2 = K > 2 ? load<T>(s2[i]) : T(0);
-    Rule::apply(p, load<T>(grad[i]), StateRegs<T>{v0, v1, v2}, c);
-    store(param[i], p);
+    Rule::apply(p, load<T>(grad[i]) * grad_scale, StateRegs<T>{v0, v1, v2}, c);
+    if constexpr (kStore == ParamStore::Master) master[i] = static_cast<float>(p);
+    if constexpr (kStore == ParamStore::Stochastic) {
+      param[i].bits = float_to_bfloat16_stochastic(static_cast<float>(p), random_bits(rng_key, uint64_t(i)));
+    } else {
+      store(param[i], p);
+    }
     if constexpr (K > 0) store(s0[i], v0);
     if constexpr (K > 1) store(s1[i], v1);
     if constexpr (K > 2) store(s2[i], v2);
@@ -39,8 +52,9 @@ void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>&
 }
 
 // One step of Rule over `count` tensors whose parameters are stored as P and state as S.
-template <typename Rule, typename P, typename S>
-void run_update(const typename Rule::Options& options, TensorSlots* tensors, int64_t count) {
+template <typename Rule, typename P, typename S, ParamStore kStore>
+void run_update(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors,
+                int64_t count) {
   using T = MathType<P>;
   using Coeffs = typename Rule::template Coeffs<T>;
   // Per-tensor scalars. Tensors of a group almost always share their step count, so the
@@ -56,19 +70,44 @@ void run_update(const typename Rule::Options& options, TensorSlots* tensors, int
     last_step = ts.step ? *ts.step : -1.0f;
     last_fresh = ts.fresh;
   }
+  const T grad_scale = config.grad_scale ? T(*config.grad_scale) : T(1);
   const FlatIndex index(count, [&](int64_t t) { return tensors[t].numel; });
   index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
-    update_range<Rule, P, S, T>(tensors[t], coeffs[t], begin, end);
+    const uint32_t key = kStore == ParamStore::Stochastic
+                             ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
+    update_range<Rule, P, S, kStore, T>(tensors[t], coeffs[t], grad_scale, key, begin, end);
   });
 }
 
-// Runs Rule for the parameter dtype; state is kept in the parameter's own dtype.
+// Runs Rule for the storage the config describes. A step whose found_inf flag is set changes
+// nothing, step counters included (GradScaler skips it).
 template <typename Rule>
-void dispatch_update(const char* op, const typename Rule::Options& options, DType dtype,
+void dispatch_update(const char* op, const typename Rule::Options& options, const StepConfig& config,
                      TensorSlots* tensors, int64_t count) {
-  dispatch_float_dtype(dtype, op, [&](auto tag) {
-    using P = decltype(tag);
-    run_update<Rule, P, P>(options, tensors, count);
+  if (config.found_inf && *config.found_inf != 0.0f) return;
+  if (!supported_storage(config.param_dtype, config.state_dtype))
+    throw std::invalid_argument(std::string(op) + ": state dtype " + dtype_name(config.state_dtype) +
+                                " is not supported for " + dtype_name(config.param_dtype) + " parameters");
+  const bool half_param = config.param_dtype == DType::Float16 || config.param_dtype == DType::BFloat16;
+  if (config.master_weights && !half_param)
+    throw std::invalid_argument(std::string(op) + ": master weights are for float16/bfloat16 parameters");
+  if (config.stochastic_rounding && (config.param_dtype != DType::BFloat16 || config.master_weights))
+    throw std::invalid_argument(std::string(op) + ": stochastic rounding is for bfloat16 parameters without master weights");
+  dispatch_dtype(config.param_dtype, op, [&](auto param_tag) {
+    using P = decltype(param_tag);
+    dispatch_dtype(config.state_dtype, op, [&](auto state_tag) {
+      using S = decltype(state_tag);
+      // Only the supported pairs are instantiated: the others were refused above.
+      if constexpr (supported_storage(dtype_of<P>(), dtype_of<S>())) {
+        if constexpr (std::is_same_v<P, Half> || std::is_same_v<P, BFloat16>) {
+          if (config.master_weights) return run_update<Rule, P, S, ParamStore::Master>(options, config, tensors, count);
+        }
+        if constexpr (std::is_same_v<P, BFloat16>) {
+          if (config.stochastic_rounding) return run_update<Rule, P, S, ParamStore::Stochastic>(options, config, tensors, count);
+        }
+        run_update<Rule, P, S, ParamStore::Nearest>(options, config, tensors, count);
+      }
+    });
   });
 }
 

@@ -82,10 +82,13 @@ struct ArrayInfo {
   DType dtype = DType::Float32;
 };
 
+constexpr int kNumpyHalf = 23;  // NPY_HALF (pybind11's npy_api does not name it)
+
 bool numpy_dtype(int type_num, DType& out) {
   switch (type_num) {
     case py::detail::npy_api::NPY_FLOAT_: out = DType::Float32; return true;
     case py::detail::npy_api::NPY_DOUBLE_: out = DType::Float64; return true;
+    case kNumpyHalf: out = DType::Float16; return true;
     default: return false;
   }
 }
@@ -116,8 +119,8 @@ bool describe_torch(PyObject* obj, ArrayInfo& out, bool check_cpu) {
   if (is_contiguous(obj).ptr() != Py_True) return false;
   const py::object dtype = dtype_of(obj);
   int code = 0;
-  while (code < 4 && torch_dtypes[code] != dtype.ptr()) ++code;
-  if (code == 4) return false;
+  while (code < kNumDTypes && torch_dtypes[code] != dtype.ptr()) ++code;
+  if (code == kNumDTypes) return false;
   const py::object ptr = data_ptr_of(obj);
   const py::object numel = numel_of(obj);
   if (!ptr || !numel) return false;
@@ -165,6 +168,15 @@ bool describe_grad(PyObject* param, PyObject* grad, bool torch, const ArrayInfo&
          p.dtype == cached.dtype && g.dtype == cached.dtype;
 }
 
+// The per-step mixed-precision inputs Python hands to an update (GradScaler's 1/scale and the
+// stochastic rounding stream). The defaults leave an update unchanged.
+struct StepControl {
+  float grad_scale = 1.0f;
+  bool stochastic_rounding = false;
+  uint64_t seed = 0;
+  uint64_t counter = 0;
+};
+
 // NOTE: [group plan]
 // A GroupPlan caches, for one param group, everything that does not change between steps: the
 // pointers of each parameter and of its state. gather() then only has to fetch this step's
@@ -180,18 +192,23 @@ class GroupPlan {
     }
   }
 
-  // Records a parameter whose state Python has validated and allocated.
+  // Records a parameter whose state Python has validated and allocated: its data, its state
+  // arrays (all of state_dtype), its step counter and float32 master copy (0 when absent), and
+  // its id within the optimizer (keys its stochastic rounding stream).
   void admit(size_t i, uintptr_t param_ptr, int64_t numel, int dtype, std::vector<uintptr_t> state,
-             uintptr_t step, bool fresh) {
+             int state_dtype, uintptr_t step, uintptr_t master, bool fresh, uint64_t id) {
     Entry& e = entries_.at(i);
     e.ready = true;
     e.info = {reinterpret_cast<void*>(param_ptr), numel, static_cast<DType>(dtype)};
+    e.state_dtype = static_cast<DType>(state_dtype);
     for (int k = 0; k < kMaxStates; ++k)
       e.slots.state[k] = k < static_cast<int>(state.size()) ? reinterpret_cast<void*>(state[k]) : nullptr;
     e.slots.param = e.info.data;
     e.slots.numel = numel;
     e.slots.step = reinterpret_cast<float*>(step);
+    e.slots.master = reinterpret_cast<float*>(master);
     e.slots.fresh = fresh;
+    e.slots.id = id;
   }
 
   // Collects this step's gradients of `params` (the group's list, which must still hold the
@@ -215,33 +232,50 @@ class GroupPlan {
         continue;
       }
       e.slots.grad = g.data;
-      buckets_[static_cast<int>(e.info.dtype)].push_back(e.slots);
+      buckets_[bucket_of(e.info.dtype, e.state_dtype, e.slots.master != nullptr)].push_back(e.slots);
       fresh_.push_back(&e.slots.fresh);
     }
     return pending;
   }
 
-  // Runs one rule over the gathered tensors, one core call per dtype, without the GIL.
-  template <typename Step> void run(Step&& step) {
+  // Runs one rule over the gathered tensors, one core call per storage kind (parameter dtype,
+  // state dtype, master weights or not), without the GIL.
+  template <typename Step> void run(const StepControl& control, Step&& step) {
     {
       py::gil_scoped_release release;
-      for (int d = 0; d < static_cast<int>(buckets_.size()); ++d)
-        if (!buckets_[d].empty()) step(static_cast<DType>(d), buckets_[d].data(), static_cast<int64_t>(buckets_[d].size()));
+      for (int b = 0; b < kBuckets; ++b) {
+        if (buckets_[b].empty()) continue;
+        StepConfig config;
+        config.param_dtype = static_cast<DType>(b / (2 * kNumDTypes));
+        config.state_dtype = static_cast<DType>(b / 2 % kNumDTypes);
+        config.master_weights = b % 2 == 1;
+        config.grad_scale = &control.grad_scale;
+        config.stochastic_rounding = control.stochastic_rounding;
+        config.seed = control.seed;
+        config.counter = control.counter;
+        step(config, buckets_[b].data(), static_cast<int64_t>(buckets_[b].size()));
+      }
     }
     for (bool* f : fresh_) *f = false;
     fresh_.clear();
   }
 
  private:
+  static constexpr int kBuckets = kNumDTypes * kNumDTypes * 2;
+  static int bucket_of(DType param, DType state, bool master) {
+    return (static_cast<int>(param) * kNumDTypes + static_cast<int>(state)) * 2 + int(master);
+  }
+
   struct Entry {
     py::object param;
     bool torch = false;  // a torch tensor, else a genesis.nn.Parameter
     bool ready = false;
     ArrayInfo info;
+    DType state_dtype = DType::Float32;
     TensorSlots slots;
   };
   std::vector<Entry> entries_;
-  std::array<std::vector<TensorSlots>, 4> buckets_;
+  std::array<std::vector<TensorSlots>, kBuckets> buckets_;
   std::vector<bool*> fresh_;
 };
 
@@ -254,7 +288,7 @@ class BufferList {
       ArrayInfo info;
       if (!describe(a.ptr(), info))
         throw py::type_error("gradient " + std::to_string(i) +
-                             " is not a contiguous CPU float32/float64 NumPy array or torch tensor");
+                             " is not a contiguous CPU floating-point NumPy array or torch tensor");
       buffers_.push_back({info.data, info.numel, info.dtype});
     }
   }
@@ -273,6 +307,14 @@ class BufferList {
     py::gil_scoped_release release;
     clamp_all(buffers_, limit);
   }
+  bool unscale(double factor) const {
+    py::gil_scoped_release release;
+    return unscale_all(buffers_, factor);
+  }
+  bool has_nonfinite() const {
+    py::gil_scoped_release release;
+    return any_nonfinite(buffers_);
+  }
 
  private:
   std::vector<TypedBuffer> buffers_;
@@ -287,6 +329,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("register_torch", &register_torch, "Registers torch.Tensor and torch's float32/float64/float16/bfloat16 dtypes (in DType order).");
 
+  m.def("supported_storage", [](int param, int state) {
+    return supported_storage(static_cast<DType>(param), static_cast<DType>(state));
+  });
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
 
@@ -317,18 +362,25 @@ PYBIND11_MODULE(_C, m) {
   m.def("validate", py::overload_cast<const AdamOptions&>(&validate));
   m.def("validate", py::overload_cast<const RmspropOptions&>(&validate));
 
+  py::class_<StepControl>(m, "StepControl")
+      .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter) {
+             return StepControl{grad_scale, stochastic_rounding, seed, counter};
+           }),
+           py::kw_only(), py::arg("grad_scale") = 1.0f, py::arg("stochastic_rounding") = false,
+           py::arg("seed") = 0, py::arg("counter") = 0);
+
   py::class_<GroupPlan>(m, "GroupPlan")
       .def(py::init<py::list>())
       .def("admit", &GroupPlan::admit)
       .def("gather", &GroupPlan::gather)
-      .def("sgd", [](GroupPlan& plan, const SgdOptions& o) {
-        plan.run([&](DType d, TensorSlots* t, int64_t n) { cpu::sgd_step(o, d, t, n); });
+      .def("sgd", [](GroupPlan& plan, const SgdOptions& o, const StepControl& control) {
+        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); });
       })
-      .def("adam", [](GroupPlan& plan, const AdamOptions& o, bool decoupled) {
-        plan.run([&](DType d, TensorSlots* t, int64_t n) { cpu::adam_step(o, decoupled, d, t, n); });
+      .def("adam", [](GroupPlan& plan, const AdamOptions& o, bool decoupled, const StepControl& control) {
+        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::adam_step(o, decoupled, c, t, n); });
       })
-      .def("rmsprop", [](GroupPlan& plan, const RmspropOptions& o) {
-        plan.run([&](DType d, TensorSlots* t, int64_t n) { cpu::rmsprop_step(o, d, t, n); });
+      .def("rmsprop", [](GroupPlan& plan, const RmspropOptions& o, const StepControl& control) {
+        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::rmsprop_step(o, c, t, n); });
       });
 
   py::class_<BufferList>(m, "BufferList")
@@ -336,5 +388,7 @@ PYBIND11_MODULE(_C, m) {
       .def("result_dtype", &BufferList::result_dtype)
       .def("norm", &BufferList::norm)
       .def("scale", &BufferList::scale)
-      .def("clamp", &BufferList::clamp);
+      .def("clamp", &BufferList::clamp)
+      .def("unscale", &BufferList::unscale)
+      .def("has_nonfinite", &BufferList::has_nonfinite);
 }

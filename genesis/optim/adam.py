@@ -1,7 +1,7 @@
 """Adam and AdamW (with AMSGrad) on the compiled core."""
 
 from .. import _C
-from .optimizer import Optimizer, as_float
+from .optimizer import Optimizer, as_float, precision_defaults
 
 
 class Adam(Optimizer):
@@ -16,11 +16,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False):
+                 differentiable=False, fused=None, decoupled_weight_decay=False, **precision):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused,
-                        decoupled_weight_decay=decoupled_weight_decay)
+                        decoupled_weight_decay=decoupled_weight_decay,
+                        **precision_defaults(precision))
         super().__init__(params, defaults)
 
     def _options(self, group):
@@ -37,8 +38,8 @@ class Adam(Optimizer):
             return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
         return ("exp_avg", "exp_avg_sq")
 
-    def _run(self, plan, group):
-        plan.adam(self._options(group), bool(group["decoupled_weight_decay"]))
+    def _run(self, plan, group, control):
+        plan.adam(self._options(group), bool(group["decoupled_weight_decay"]), control)
 
 
 class AdamW(Adam):
@@ -47,8 +48,8 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None):
+                 differentiable=False, fused=None, **precision):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, **precision)

@@ -3,7 +3,9 @@ hand-off of whole groups to the compiled core (SPEC section 3)."""
 
 import contextlib
 import math
-from itertools import chain
+from itertools import accumulate, chain
+
+import numpy as np
 
 from .. import _C
 from .. import _interop
@@ -97,6 +99,23 @@ def _grad_enabled():
 def as_float(x):
     """A hyperparameter as a Python float (it may be a 0-dim tensor, as torch allows)."""
     return float(x.item()) if hasattr(x, "item") else float(x)
+
+
+# Mixed-precision options (SPEC section 8). They join a group's hyperparameters only when the
+# user sets them, so plain use keeps torch's exact param_group layout.
+PRECISION_OPTIONS = ("master_weights", "state_dtype", "stochastic_rounding", "seed")
+_HALF_CODES = (_interop.FLOAT16, _interop.BFLOAT16)
+
+
+def precision_defaults(options):
+    """Validate the mixed-precision keyword arguments of an optimizer's constructor."""
+    unknown = set(options) - set(PRECISION_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    return dict(options)
+
+
+_PLAIN_STEP = _C.StepControl()
 
 
 def _where(group_index, param_index):
@@ -206,6 +225,38 @@ class Optimizer:
             raise ValueError("capturable=True needs CUDA parameters; this genesis build updates CPU "
                              "parameters only")
         _C.validate(self._options(group))
+        if group.get("state_dtype") is not None:
+            _interop.dtype_code_of_name(group["state_dtype"])
+
+    def _storage(self, group, arr):
+        """(state dtype code, master weights?) for a parameter of this group: float32 state
+        for 16-bit parameters unless the group asks for another state_dtype; a float32
+        master copy only for 16-bit parameters of groups with master_weights."""
+        code = _interop.dtype_code(arr)
+        wanted = group.get("state_dtype")
+        if wanted is None:
+            state = _interop.FLOAT32 if code in _HALF_CODES else code
+        else:
+            state = _interop.dtype_code_of_name(wanted)
+        if not _C.supported_storage(code, state):
+            raise ValueError(f"state_dtype {_interop.CODE_NAMES[state]} is not supported for "
+                             f"{_interop.CODE_NAMES[code]} parameters")
+        return state, bool(group.get("master_weights")) and code in _HALF_CODES
+
+    def _control(self, group, grad_scale):
+        """The step's mixed-precision inputs for the core: GradScaler's 1/scale, and the
+        stochastic rounding stream (its counter advances every step and is kept in the group,
+        so a resumed run draws the same bits)."""
+        rounding = bool(group.get("stochastic_rounding"))
+        if grad_scale is None and not rounding:
+            return _PLAIN_STEP
+        counter = 0
+        if rounding:
+            counter = group.get("stochastic_rounding_step", 0)
+            group["stochastic_rounding_step"] = counter + 1
+        inv_scale = 1.0 if grad_scale is None else 1.0 / as_float(grad_scale)
+        return _C.StepControl(grad_scale=inv_scale, stochastic_rounding=rounding,
+                              seed=int(group.get("seed", 0)), counter=counter)
 
     # ------------------------------------------------------------------------------- step
     def zero_grad(self, set_to_none=True):
@@ -226,6 +277,11 @@ class Optimizer:
                 else:
                     grad.fill(0)
 
+    # GradScaler protocol (torch.amp's too): before step() a scaler may set `grad_scale` (the
+    # loss scale, to divide the gradients by inside the fused update) and `found_inf` (non-zero:
+    # skip the step, changing nothing).
+    _step_supports_amp_scaling = True
+
     def step(self, closure=None):
         """One update of every parameter that has a gradient. If ``closure`` is given it is
         called first (with gradients enabled) and its return value is returned."""
@@ -233,9 +289,13 @@ class Optimizer:
         if closure is not None:
             with _grad_enabled():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and as_float(found_inf) != 0.0:
+            return loss
+        grad_scale = getattr(self, "grad_scale", None)
         plans = self._prepare()
         for plan, group in zip(plans, self.param_groups):
-            self._run(plan, group)
+            self._run(plan, group, self._control(group, grad_scale))
         return loss
 
     def _options(self, group):
@@ -246,8 +306,8 @@ class Optimizer:
         """Names of the per-element state arrays for this group, in the core's slot order."""
         raise NotImplementedError
 
-    def _run(self, plan, group):
-        """Call the core's update for one gathered group."""
+    def _run(self, plan, group, control):
+        """Call the core's update for one gathered group with the step's _C.StepControl."""
         raise NotImplementedError
 
     def _prepare(self):
@@ -259,7 +319,8 @@ class Optimizer:
         plans, pending = [], []
         for gi, group in enumerate(groups):
             params = group["params"]
-            layout = self._state_names(group)
+            layout = (self._state_names(group), group.get("state_dtype"),
+                      bool(group.get("master_weights")))
             cached = self._plans[gi]
             missing = None
             if cached is not None and cached.version == self._version and cached.layout == layout:
@@ -282,53 +343,70 @@ class Optimizer:
                 where = _where(gi, i)
                 _interop.check_param(p, where)
                 _interop.check_grad(p, p.grad, where)
-                self._check_state(p, cached.layout, where)
+                self._check_state(p, group, where)
+        first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
         for gi, group, cached, missing in pending:
             for i in missing:
-                self._admit(cached.plan, group["params"][i], i, cached.layout)
+                self._admit(cached.plan, group, i, first_index[gi] + i)
+        for gi, group, cached, missing in pending:
             if cached.plan.gather(group["params"]):
                 raise RuntimeError(f"genesis internal error: param group {gi} could not be prepared")
 
-    def _check_state(self, param, names, where):
-        """Existing state must match the parameter (it may have been loaded or replaced)."""
+    def _check_state(self, param, group, where):
+        """Existing state must match the parameter (it may have been loaded or replaced): same
+        library, shape, device and contiguity, of the state dtype (master_param: float32)."""
         if param not in self._state:
             return
         arr = _interop.array_of(param)
+        state_code, master = self._storage(group, arr)
         state = self._state[param]
-        for name in names:
+        expected = {name: state_code for name in self._state_names(group)}
+        if master:
+            expected["master_param"] = _interop.FLOAT32
+        for name, code in expected.items():
             value = state.get(name)
             if value is None:
                 continue
             if (_interop.is_torch(value) != _interop.is_torch(arr)
                     or tuple(value.shape) != tuple(arr.shape)
-                    or _interop.dtype_code(value) != _interop.dtype_code(arr)
+                    or _interop.dtype_code(value) != code
                     or _interop.device_of(value) != _interop.device_of(arr)
                     or not _interop.is_contiguous(value)):
-                raise ValueError(f"state '{name}' of {where} does not match the parameter "
-                                 "(library, shape, dtype, device and contiguity must be equal)")
+                raise ValueError(f"state '{name}' of {where} does not match the parameter (library, "
+                                 f"shape, device and contiguity must be equal, dtype "
+                                 f"{_interop.CODE_NAMES[code]})")
         step = state.get("step")
         if self._counts_steps and step is not None and not _is_step_counter(step, arr):
             raise ValueError(f"state 'step' of {where} must be a 0-dim float32 CPU array")
 
-    def _admit(self, plan, param, index, names):
-        """Create missing state for a parameter (internal writes: no staleness notice) and hand
-        its pointers to the plan. A stateless rule (SGD without momentum) gets no state entry at
-        all, as in torch."""
+    def _admit(self, plan, group, index, uid):
+        """Create missing state for parameter `index` of `group` (internal writes: no staleness
+        notice) and hand its pointers to the plan. A stateless rule (SGD without momentum)
+        gets no state entry at all, as in torch. `uid` numbers the parameter within the
+        optimizer: it keys the parameter's stochastic rounding stream."""
+        param = group["params"][index]
         arr = _interop.array_of(param)
-        state_ptrs, step_ptr, fresh = [], 0, False
-        if names or self._counts_steps:
+        names = self._state_names(group)
+        state_code, master = self._storage(group, arr)
+        state_ptrs, step_ptr, master_ptr, fresh = [], 0, 0, False
+        if names or self._counts_steps or master:
             state = self._state[param]
             for name in names:
                 if state.get(name) is None:
-                    dict.__setitem__(state, name, _interop.zeros_like(arr))
+                    dict.__setitem__(state, name, _interop.zeros_like(arr, state_code))
                     fresh = True
             state_ptrs = [_interop.data_ptr(state[n]) for n in names]
             if self._counts_steps:
                 if "step" not in state:
                     dict.__setitem__(state, "step", _interop.new_step(arr))
                 step_ptr = _interop.data_ptr(state["step"])
+            if master:
+                if state.get("master_param") is None:
+                    dict.__setitem__(state, "master_param",
+                                     _interop.copy_into_like(arr, arr, _interop.FLOAT32))
+                master_ptr = _interop.data_ptr(state["master_param"])
         plan.admit(index, _interop.data_ptr(arr), _interop.numel(arr), _interop.dtype_code(arr),
-                   state_ptrs, step_ptr, fresh)
+                   state_ptrs, state_code, step_ptr, master_ptr, fresh, uid)
 
     # ------------------------------------------------------------------------- state_dict
     def state_dict(self):
@@ -374,19 +452,21 @@ class Optimizer:
             new_group["params"] = group["params"]
             self._check_group(new_group)
             new_groups.append(new_group)
+        group_of = {id(p): g for g in new_groups for p in g["params"]}
         new_state = {}
         for key, entries in state_dict["state"].items():
             if key not in param_of:
                 continue
             param = param_of[key]
-            new_state[param] = self._import_state(param, entries, key)
+            new_state[param] = self._import_state(param, group_of[id(param)], entries, key)
         self.param_groups = new_groups
         self.state = new_state
 
-    def _import_state(self, param, entries, key):
+    def _import_state(self, param, group, entries, key):
         if not isinstance(entries, dict):
             raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
         arr = _interop.array_of(param)
+        state_code, _ = self._storage(group, arr)
         out = {}
         for name, value in entries.items():
             if name == "step":
@@ -397,10 +477,13 @@ class Optimizer:
             elif value is None or isinstance(value, (bool, int, float, str)):
                 out[name] = value
             else:
-                if tuple(value.shape) != tuple(arr.shape):
+                # Same shape, or the same elements flattened (a C++ trainer's checkpoint).
+                size = int(np.prod(value.shape))
+                if tuple(value.shape) != tuple(arr.shape) and size != _interop.numel(arr):
                     raise ValueError(f"state '{name}' of parameter {key} has shape {tuple(value.shape)}, "
                                      f"but the parameter has shape {tuple(arr.shape)}")
-                out[name] = _interop.copy_into_like(value, arr)
+                code = _interop.FLOAT32 if name == "master_param" else state_code
+                out[name] = _interop.copy_into_like(value, arr, code)
         return out
 
     def __repr__(self):

@@ -1,7 +1,7 @@
 """RMSprop (centered, with momentum) on the compiled core."""
 
 from .. import _C
-from .optimizer import Optimizer, as_float
+from .optimizer import Optimizer, as_float, precision_defaults
 
 
 class RMSprop(Optimizer):
@@ -15,10 +15,11 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False):
+                 differentiable=False, **precision):
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable)
+                        maximize=maximize, differentiable=differentiable,
+                        **precision_defaults(precision))
         super().__init__(params, defaults)
 
     def _options(self, group):
@@ -36,5 +37,5 @@ class RMSprop(Optimizer):
             names += ("momentum_buffer",)
         return names
 
-    def _run(self, plan, group):
-        plan.rmsprop(self._options(group))
+    def _run(self, plan, group, control):
+        plan.rmsprop(self._options(group), control)

@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 
 from .. import _C
-from .optimizer import Optimizer, as_float, required
+from .optimizer import Optimizer, as_float, precision_defaults, required
 
 
 class SGD(Optimizer):
@@ -10,16 +10,18 @@ class SGD(Optimizer):
     ``g += wd * p``; with momentum ``b = g`` on the first step, then
     ``b = momentum * b + (1 - dampening) * g``; ``g = g + momentum * b`` (Nesterov) or ``b``;
     ``p -= lr * g``. ``lr`` is required. ``foreach`` and ``fused`` are accepted for torch
-    compatibility: genesis always updates a whole group in one fused call.
+    compatibility: genesis always updates a whole group in one fused call. Mixed-precision
+    options (``master_weights``, ``state_dtype``, ``stochastic_rounding``, ``seed``): see
+    ``genesis.optim.Optimizer``.
     """
 
     _counts_steps = False
 
     def __init__(self, params, lr=required, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-                 *, maximize=False, foreach=None, differentiable=False, fused=None):
+                 *, maximize=False, foreach=None, differentiable=False, fused=None, **precision):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach,
-                        differentiable=differentiable, fused=fused)
+                        differentiable=differentiable, fused=fused, **precision_defaults(precision))
         super().__init__(params, defaults)
 
     def _options(self, group):
@@ -31,5 +33,5 @@ class SGD(Optimizer):
     def _state_names(self, group):
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def _run(self, plan, group):
-        plan.sgd(self._options(group))
+    def _run(self, plan, group, control):
+        plan.sgd(self._options(group), control)

@@ -28,6 +28,9 @@ double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type);
 // x *= factor and x = clamp(x, -limit, limit) over every element of every buffer.
 void scale_all(const std::vector<TypedBuffer>& buffers, double factor);
 void clamp_all(const std::vector<TypedBuffer>& buffers, double limit);
+// GradScaler: x *= factor in place, and whether any buffer holds an inf or NaN (after scaling).
+bool unscale_all(const std::vector<TypedBuffer>& buffers, double factor);
+bool any_nonfinite(const std::vector<TypedBuffer>& buffers);
 
 // C++ API. Scales every gradient by min(max_norm / (total + 1e-6), 1), where total is the norm
 // of all gradients together; parameters with a null grad are ignored. Returns the total norm

@@ -9,22 +9,55 @@
 #include "genesis/rules/sgd.h"
 #include "genesis/tensor_slots.h"
 
+namespace genesis {
+
+// How the tensors of one update call are stored, and the mixed-precision inputs of the step.
+struct StepConfig {
+  DType param_dtype = DType::Float32;  // parameters and gradients
+  DType state_dtype = DType::Float32;  // optimizer state arrays
+  // Every tensor carries a float32 master copy (TensorSlots::master) that the rule updates.
+  bool master_weights = false;
+  // GradScaler: gradients are multiplied by *grad_scale (1/scale) as they are loaded, so no
+  // separate unscale pass is needed; if *found_inf is non-zero the call changes nothing at all.
+  const float* grad_scale = nullptr;
+  const float* found_inf = nullptr;
+  // bfloat16 parameters without master weights: round each update stochastically, drawing from
+  // a counter-based generator keyed by (seed, tensor id, counter). Same inputs, same bits.
+  bool stochastic_rounding = false;
+  uint64_t seed = 0;
+  uint64_t counter = 0;
+};
+
+// The (parameter, state) dtype pairs the core implements: float64 state with float64
+// parameters only; otherwise float32 or bfloat16 state (float16 state is refused: Adam's second
+// moment, a square, overflows and underflows it).
+constexpr bool supported_storage(DType param, DType state) {
+  if (param == DType::Float64 || state == DType::Float64) return param == state;
+  return state != DType::Float16;
+}
+
+}  // namespace genesis
+
 namespace genesis::cpu {
 
 // Each call reads every parameter, gradient and state element once and writes each parameter
 // and state element once. Rules that count steps increment *tensors[i].step first (torch
-// semantics: the bias correction of the first update uses t = 1). All tensors share `dtype`.
-void sgd_step(const SgdOptions& options, DType dtype, TensorSlots* tensors, int64_t count);
-void adam_step(const AdamOptions& options, bool decoupled, DType dtype, TensorSlots* tensors,
-               int64_t count);
-void rmsprop_step(const RmspropOptions& options, DType dtype, TensorSlots* tensors, int64_t count);
+// semantics: the bias correction of the first update uses t = 1).
+void sgd_step(const SgdOptions& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
+void adam_step(const AdamOptions& options, bool decoupled, const StepConfig& config,
+               TensorSlots* tensors, int64_t count);
+void rmsprop_step(const RmspropOptions& options, const StepConfig& config, TensorSlots* tensors,
+                  int64_t count);
 
 // The norm of the concatenation of all buffers (norm_type 1, 2, inf, or any p > 0). The result
 // is deterministic: the same inputs give the same bits for any thread count.
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count);
-// x *= factor, and x = clamp(x, -limit, limit), over every element of every buffer.
-void scale(double factor, DType dtype, const Buffer* buffers, int64_t count);
+// x = clamp(x, -limit, limit) over every element of every buffer.
 void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
+// x *= factor in place (clip_grad_norm_'s scale, GradScaler's unscale); returns true if any
+// scaled element is inf or NaN. has_nonfinite checks without writing.
+bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count);
+bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);
 
 // Threads used by every call above (OpenMP's setting, default: all cores).
 int num_threads();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "genesis/checkpoint.h"
+#include "genesis/cpu.h"
 #include "genesis/dtype.h"
 #include "genesis/rules/adam.h"
 #include "genesis/rules/rmsprop.h"
@@ -25,6 +26,7 @@ enum class Device : int8_t { CPU = 0, CUDA = 1 };
 
 // A parameter: memory the caller owns. `data` is updated in place; `grad` (same dtype and
 // size) is read; a null grad means "no gradient this step" and the parameter is skipped.
+// float16/bfloat16 parameters keep their optimizer state in float32.
 struct ParamView {
   void* data = nullptr;
   void* grad = nullptr;
@@ -71,7 +73,7 @@ template <typename Options> class Optimizer {
   // Names of the per-element state arrays for these options, in the rule's slot order.
   virtual std::vector<std::string> state_names(const Options& o) const = 0;
   virtual bool counts_steps() const { return true; }
-  virtual void run(const Options& o, DType dtype, TensorSlots* tensors, int64_t count) const = 0;
+  virtual void run(const Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count) const = 0;
   // Options <-> the param group entries of a state_dict.
   virtual void write_options(const Options& o, checkpoint::Value& group) const = 0;
   virtual Options read_options(const checkpoint::Value& group, const Options& current) const = 0;
@@ -98,7 +100,7 @@ class SGD : public Optimizer<SgdOptions> {
  protected:
   std::vector<std::string> state_names(const SgdOptions& o) const override;
   bool counts_steps() const override { return false; }
-  void run(const SgdOptions& o, DType d, TensorSlots* t, int64_t n) const override;
+  void run(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
   void write_options(const SgdOptions& o, checkpoint::Value& group) const override;
   SgdOptions read_options(const checkpoint::Value& group, const SgdOptions& current) const override;
 };
@@ -113,7 +115,7 @@ class Adam : public Optimizer<AdamOptions> {
 
  protected:
   std::vector<std::string> state_names(const AdamOptions& o) const override;
-  void run(const AdamOptions& o, DType d, TensorSlots* t, int64_t n) const override;
+  void run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
   void write_options(const AdamOptions& o, checkpoint::Value& group) const override;
   AdamOptions read_options(const checkpoint::Value& group, const AdamOptions& current) const override;
 
@@ -142,7 +144,7 @@ class RMSprop : public Optimizer<RmspropOptions> {
 
  protected:
   std::vector<std::string> state_names(const RmspropOptions& o) const override;
-  void run(const RmspropOptions& o, DType d, TensorSlots* t, int64_t n) const override;
+  void run(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
   void write_options(const RmspropOptions& o, checkpoint::Value& group) const override;
   RmspropOptions read_options(const checkpoint::Value& group, const RmspropOptions& current) const override;
 };

@@ -22,6 +22,12 @@ struct TensorSlots {
   // True on the first step after the state was allocated: SGD's momentum buffer starts as the
   // gradient itself rather than decaying from zero.
   bool fresh = false;
+  // With master weights: a float32 copy of the parameter that the rule updates; `param` then
+  // only receives the rounded result.
+  float* master = nullptr;
+  // Identifies the tensor within its optimizer: with the step counter it keys the stochastic
+  // rounding stream, so every tensor and every step draws independent bits.
+  uint64_t id = 0;
 };
 
 }  // namespace genesis

@@ -1,0 +1,38 @@
+// The counter-based generator behind stochastic rounding: a pure function of (key, index), so
+// results are reproducible, need no state, and are the same on every backend.
+#pragma once
+
+#include <cstdint>
+
+#include "genesis/macros.h"
+
+namespace genesis {
+
+// A 32-bit integer mixer (the "lowbias32" constants of Chris Wellons' hash-prospector): each
+// input bit flips each output bit with probability close to 1/2.
+GENESIS_HD uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// One key per (seed, tensor, step), computed once per tensor on the host.
+GENESIS_HD uint32_t stream_key(uint64_t seed, uint64_t tensor, uint64_t counter) {
+  uint32_t k = mix32(static_cast<uint32_t>(seed) ^ 0x9E3779B9u);
+  k = mix32(k ^ static_cast<uint32_t>(seed >> 32));
+  k = mix32(k ^ static_cast<uint32_t>(tensor));
+  k = mix32(k ^ static_cast<uint32_t>(tensor >> 32));
+  k = mix32(k ^ static_cast<uint32_t>(counter));
+  return mix32(k ^ static_cast<uint32_t>(counter >> 32));
+}
+
+// The random bits of element `index` in the stream `key`. Mixing twice keeps neighbouring
+// indices (which differ in few bits) from giving correlated draws.
+GENESIS_HD uint32_t random_bits(uint32_t key, uint64_t index) {
+  return mix32(mix32(static_cast<uint32_t>(index) ^ key) + static_cast<uint32_t>(index >> 32));
+}
+
+}  // namespace genesis
