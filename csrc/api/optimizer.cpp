@@ -73,6 +73,8 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
   const size_t gi = groups_.size();
   for (size_t i = 0; i < group.params.size(); ++i) {
     const ParamView& p = group.params[i];
+    if (static_cast<int>(p.dtype) < 0 || static_cast<int>(p.dtype) >= kNumDTypes)
+      throw std::invalid_argument(where(gi, i) + " has an unknown dtype code " + std::to_string(int(p.dtype)));
     if (p.device != Device::CPU)
       throw std::invalid_argument(where(gi, i) + " is on CUDA; this genesis build updates CPU parameters only");
     if (p.numel < 0 || (p.numel > 0 && !p.data))

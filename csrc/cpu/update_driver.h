@@ -9,13 +9,9 @@
 
 #include "flat_partition.h"
 #include "genesis/cpu.h"
-#include "genesis/random.h"
+#include "genesis/update_element.h"
 
 namespace genesis::cpu {
-
-// How a loop stores the parameter: rounded to nearest, through a float32 master copy, or
-// (bfloat16 only) rounded stochastically.
-enum class ParamStore { Nearest, Master, Stochastic };
 
 // Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
 // pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
@@ -24,31 +20,23 @@ void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>&
                   uint32_t rng_key, int64_t begin, int64_t end) {
   // A local copy: the compiler then knows no store in the loop can change a coefficient.
   const typename Rule::template Coeffs<T> c = coeffs;
-  constexpr int K = Rule::kStates;
   P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
   const P* GENESIS_RESTRICT grad = static_cast<const P*>(t.grad);
-  float* GENESIS_RESTRICT master = t.master;
-  S* GENESIS_RESTRICT s0 = static_cast<S*>(t.state[0]);
-  S* GENESIS_RESTRICT s1 = static_cast<S*>(t.state[1]);
-  S* GENESIS_RESTRICT s2 = static_cast<S*>(t.state[2]);
+  // Arrays this variant does not have are stood in for by one scratch element each (never
+  // read or written: update_element skips them at compile time).
+  constexpr int K = Rule::kStates;
+  constexpr bool kMaster = kStore == ParamStore::Master;
+  float scratch_master;
+  S scratch_state;
+  float* GENESIS_RESTRICT master = kMaster ? t.master : &scratch_master;
+  S* GENESIS_RESTRICT s0 = K > 0 ? static_cast<S*>(t.state[0]) : &scratch_state;
+  S* GENESIS_RESTRICT s1 = K > 1 ? static_cast<S*>(t.state[1]) : &scratch_state;
+  S* GENESIS_RESTRICT s2 = K > 2 ? static_cast<S*>(t.state[2]) : &scratch_state;
   // No `omp simd` here on purpose: it privatizes the StateRegs temporary per lane, and GCC then
   // refuses the loop (a "scatter store"). The restrict pointers are all it needs to vectorize.
-  for (int64_t i = begin; i < end; ++i) {
-    T p = kStore == ParamStore::Master ? T(master[i]) : load<T>(param[i]);
-    T v0 = K > 0 ? load<T>(s0[i]) : T(0);
-    T v1 = K > 1 ? load<T>(s1[i]) : T(0);
-    T v2 = K > 2 ? load<T>(s2[i]) : T(0);
-    Rule::apply(p, load<T>(grad[i]) * grad_scale, StateRegs<T>{v0, v1, v2}, c);
-    if constexpr (kStore == ParamStore::Master) master[i] = static_cast<float>(p);
-    if constexpr (kStore == ParamStore::Stochastic) {
-      param[i].bits = float_to_bfloat16_stochastic(static_cast<float>(p), random_bits(rng_key, uint64_t(i)));
-    } else {
-      store(param[i], p);
-    }
-    if constexpr (K > 0) store(s0[i], v0);
-    if constexpr (K > 1) store(s1[i], v1);
-    if constexpr (K > 2) store(s2[i], v2);
-  }
+  for (int64_t i = begin; i < end; ++i)
+    update_element<Rule, kStore, P, S, T>(param[i], grad[i], master[kMaster ? i : 0], s0[K > 0 ? i : 0],
+                                          s1[K > 1 ? i : 0], s2[K > 2 ? i : 0], i, c, grad_scale, rng_key);
 }
 
 // One step of Rule over `count` tensors whose parameters are stored as P and state as S.
@@ -66,7 +54,7 @@ void run_update(const typename Rule::Options& options, const StepConfig& config,
     TensorSlots& ts = tensors[t];
     if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
     const bool same = t > 0 && ts.fresh == last_fresh && (!ts.step || *ts.step == last_step);
-    coeffs[t] = same ? coeffs[t - 1] : Rule::template coeffs<T>(options, ts);
+    coeffs[t] = same ? coeffs[t - 1] : Rule::template coeffs<T>(options, ts.step ? *ts.step : 0.0, ts.fresh);
     last_step = ts.step ? *ts.step : -1.0f;
     last_fresh = ts.fresh;
   }

@@ -218,7 +218,7 @@ TEST(bad_options_and_parameters_throw) {
   CHECK_THROWS(std::invalid_argument, RMSprop(ps, RmspropOptions{std::nan("")}));
   CHECK_THROWS(std::invalid_argument, AdamW(std::vector<ParamView>{}));
   CHECK_THROWS(std::invalid_argument, AdamW({ps[0], ps[0]}));  // the same memory twice
-  CHECK_THROWS(std::invalid_argument, AdamW({{p.data(), g.data(), 1, DType::Float16}}));
+  CHECK_THROWS(std::invalid_argument, AdamW({{p.data(), g.data(), 1, static_cast<DType>(7)}}));
   AdamW opt(ps);
   opt.param_groups()[0].options.lr = -1;  // edited between steps: checked before any update
   CHECK_THROWS(std::invalid_argument, opt.step());
@@ -236,6 +236,32 @@ TEST(null_grads_are_skipped_and_get_no_state) {
   CHECK(state->find(int64_t(0)) != nullptr && state->find(int64_t(1)) == nullptr);
   opt.zero_grad();
   CHECK(ga[0] == 0 && ga[1] == 0);
+}
+
+TEST(bfloat16_parameters_keep_float32_state) {
+  // bf16 params and grads, float32 state: each step equals a float32 step on the widened
+  // values, rounded once to bf16 (here checked against the float32 C++ path itself).
+  const int n = 64;
+  std::vector<BFloat16> p(n), g(n);
+  std::vector<float> pf(n), gf(n);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int i = 0; i < n; ++i) p[i].bits = float_to_bfloat16(normal(rng));
+  AdamW opt({{p.data(), g.data(), n, DType::BFloat16}});
+  for (int step = 0; step < 5; ++step) {
+    for (int i = 0; i < n; ++i) {
+      g[i].bits = float_to_bfloat16(normal(rng));
+      gf[i] = bfloat16_to_float(g[i].bits);
+      pf[i] = bfloat16_to_float(p[i].bits);
+    }
+    AdamW reference({{pf.data(), gf.data(), n, DType::Float32}});
+    reference.load_state_dict(opt.state_dict());  // float32 state either way
+    opt.step();
+    reference.step();
+    for (int i = 0; i < n; ++i) CHECK(p[i].bits == float_to_bfloat16(pf[i]));
+  }
+  const checkpoint::Document doc = opt.state_dict();
+  CHECK(doc.arrays.size() == 2 && doc.arrays[0].dtype == DType::Float32);
 }
 
 TEST(clip_grad_norm_and_value) {

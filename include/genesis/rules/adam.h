@@ -36,8 +36,8 @@ template <bool kDecoupled, bool kAmsgrad> struct AdamRule {
   using Options = AdamOptions;
   template <typename T> using Coeffs = AdamCoeffs<T>;
 
-  template <typename T> static AdamCoeffs<T> coeffs(const AdamOptions& o, const TensorSlots& t) {
-    const double step = *t.step;
+  // `step` is t after this step's increment; `fresh` is unused (the moments start at zero).
+  template <typename T> GENESIS_HD static AdamCoeffs<T> coeffs(const AdamOptions& o, double step, bool) {
     return {T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(o.eps), T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay), T(o.lr / (1.0 - std::pow(o.beta1, step))),
             T(std::sqrt(1.0 - std::pow(o.beta2, step))), T(o.maximize ? -1.0 : 1.0)};

@@ -32,7 +32,7 @@ template <bool kCentered, bool kMomentum> struct RmspropRule {
   using Options = RmspropOptions;
   template <typename T> using Coeffs = RmspropCoeffs<T>;
 
-  template <typename T> static RmspropCoeffs<T> coeffs(const RmspropOptions& o, const TensorSlots&) {
+  template <typename T> GENESIS_HD static RmspropCoeffs<T> coeffs(const RmspropOptions& o, double, bool) {
     return {T(o.lr), T(o.alpha), T(1.0 - o.alpha), T(o.eps), T(o.weight_decay), T(o.momentum),
             T(o.maximize ? -1.0 : 1.0)};
   }

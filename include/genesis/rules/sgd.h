@@ -31,9 +31,10 @@ template <bool kMomentum, bool kNesterov> struct SgdRule {
   using Options = SgdOptions;
   template <typename T> using Coeffs = SgdCoeffs<T>;
 
-  template <typename T> static SgdCoeffs<T> coeffs(const SgdOptions& o, const TensorSlots& t) {
-    return {T(o.lr), T(o.weight_decay), T(o.momentum), T(t.fresh ? 0.0 : o.momentum),
-            T(t.fresh ? 1.0 : 1.0 - o.dampening), T(o.maximize ? -1.0 : 1.0)};
+  // `fresh`: the momentum buffer was just created (SGD counts no steps).
+  template <typename T> GENESIS_HD static SgdCoeffs<T> coeffs(const SgdOptions& o, double, bool fresh) {
+    return {T(o.lr), T(o.weight_decay), T(o.momentum), T(fresh ? 0.0 : o.momentum),
+            T(fresh ? 1.0 : 1.0 - o.dampening), T(o.maximize ? -1.0 : 1.0)};
   }
 
   // g_t += wd * p;  b_t = mu * b_{t-1} + (1 - dampening) * g_t;
