@@ -1,0 +1,41 @@
+// The CUDA backend: the same rules and reductions as genesis/cpu.h, as multi-tensor-apply
+// kernels. Every pointer is device memory except where noted; `stream` is a cudaStream_t (null:
+// the default stream). Nothing here synchronizes with the host.
+#pragma once
+
+#include <cstdint>
+
+#include "genesis/cpu.h"
+
+namespace genesis::cuda {
+
+// Whether this build has the CUDA backend, and how many devices the driver reports (0 without
+// a GPU or driver: the CPU path keeps working).
+bool built();
+int device_count();
+
+// One update of `count` tensors. Unlike the CPU path, TensorSlots::step points to device
+// memory: the kernels compute the bias corrections from it on the device and advance it only
+// when the step is not skipped, so StepConfig::found_inf and grad_scale (device pointers too)
+// are honoured without a host round trip, and a step can be captured in a CUDA graph.
+void sgd_step(const SgdOptions& options, const StepConfig& config, const TensorSlots* tensors,
+              int64_t count, void* stream);
+void adam_step(const AdamOptions& options, bool decoupled, const StepConfig& config,
+               const TensorSlots* tensors, int64_t count, void* stream);
+void rmsprop_step(const RmspropOptions& options, const StepConfig& config, const TensorSlots* tensors,
+                  int64_t count, void* stream);
+
+// Writes the norm of all buffers (as one vector) to *total (a device float64), in a fixed
+// reduction order: the same inputs give the same bits on every run.
+void global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double* total,
+                 void* stream);
+// clip_grad_norm_'s scale, reading the norm from the device: x *= min(max_norm/(*total+1e-6), 1).
+void clip_by_norm(double max_norm, const double* total, DType dtype, const Buffer* buffers,
+                  int64_t count, void* stream);
+void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count, void* stream);
+// GradScaler: x *= *factor (a device float) in place; sets *found_inf (device float) to 1 if a
+// result is inf or NaN. Pass factor null to only check.
+void unscale(const float* factor, DType dtype, const Buffer* buffers, int64_t count, float* found_inf,
+             void* stream);
+
+}  // namespace genesis::cuda
