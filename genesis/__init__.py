@@ -2,13 +2,21 @@
 
 ``genesis.optim`` mirrors ``torch.optim`` (SGD, Adam, AdamW, RMSprop, lr_scheduler) and updates
 whole parameter groups in one call into a C++ core; ``genesis.nn.utils`` clips gradients;
-``genesis.save`` / ``genesis.load`` write and read safe checkpoints.
+``genesis.save`` / ``genesis.load`` write and read safe checkpoints; ``genesis.amp`` and
+``genesis.autocast`` handle mixed precision.
 """
 
 from . import _C, nn, optim
 from .serialization import CheckpointError, load, save
 
 __version__ = "0.1.0"
+
+# Module flag: when True, `with genesis.autocast():` regions run under torch.autocast; when
+# False (the default) they do nothing unless asked explicitly (autocast(enabled=True)).
+enable_autocast = False
+
+from . import amp  # noqa: E402  (amp and autocast read the flag above)
+from .autocast_mode import autocast  # noqa: E402
 
 
 def get_num_threads():
@@ -23,5 +31,5 @@ def set_num_threads(n):
     _C.set_num_threads(int(n))
 
 
-__all__ = ["optim", "nn", "save", "load", "CheckpointError", "get_num_threads",
-           "set_num_threads", "__version__"]
+__all__ = ["optim", "nn", "amp", "autocast", "enable_autocast", "save", "load", "CheckpointError",
+           "get_num_threads", "set_num_threads", "__version__"]

@@ -1,8 +1,8 @@
 // CPU entry point for Adam and AdamW: picks the compile-time variant, then runs the shared driver.
-#include "genesis/cpu.h"
+#include "kernels.h"
 #include "update_driver.h"
 
-namespace genesis::cpu {
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 namespace {
 template <bool kDecoupled>
@@ -19,4 +19,4 @@ void adam_step(const AdamOptions& o, bool decoupled, const StepConfig& config, T
   adam_variant<false>("Adam step", o, config, tensors, count);
 }
 
-}  // namespace genesis::cpu
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT

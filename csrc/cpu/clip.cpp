@@ -3,10 +3,10 @@
 #include <vector>
 
 #include "flat_partition.h"
-#include "genesis/cpu.h"
+#include "kernels.h"
 #include "genesis/rules/norm.h"
 
-namespace genesis::cpu {
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 namespace {
 
@@ -99,4 +99,4 @@ void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count) {
   });
 }
 
-}  // namespace genesis::cpu
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT

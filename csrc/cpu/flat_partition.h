@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace genesis::cpu {
+// In the variant's namespace: each instruction-set build must keep its own copies of these
+// templates (the linker would otherwise fold both builds onto one, see csrc/cpu/kernels.h).
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 // Below this many elements a step is cheaper on one thread than waking the team.
 constexpr int64_t kParallelThreshold = 1 << 15;
@@ -57,4 +59,4 @@ class FlatIndex {
   std::vector<int64_t> offsets_;
 };
 
-}  // namespace genesis::cpu
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT

@@ -1,8 +1,8 @@
 // CPU entry point for RMSprop: picks the compile-time variant, then runs the shared driver.
-#include "genesis/cpu.h"
+#include "kernels.h"
 #include "update_driver.h"
 
-namespace genesis::cpu {
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 namespace {
 template <bool kCentered>
@@ -21,4 +21,4 @@ void rmsprop_step(const RmspropOptions& o, const StepConfig& config, TensorSlots
   rmsprop_variant<false>(o, config, tensors, count);
 }
 
-}  // namespace genesis::cpu
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT

@@ -1,8 +1,8 @@
 // CPU entry point for SGD: picks the compile-time variant, then runs the shared driver.
-#include "genesis/cpu.h"
+#include "kernels.h"
 #include "update_driver.h"
 
-namespace genesis::cpu {
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 void sgd_step(const SgdOptions& o, const StepConfig& config, TensorSlots* tensors, int64_t count) {
   const char* op = "SGD step";
@@ -11,4 +11,4 @@ void sgd_step(const SgdOptions& o, const StepConfig& config, TensorSlots* tensor
   dispatch_update<SgdRule<true, false>>(op, o, config, tensors, count);
 }
 
-}  // namespace genesis::cpu
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT

@@ -2,16 +2,15 @@
 // parallel region whose inner loop loads a register tile, calls Rule::apply, and stores.
 #pragma once
 
-#include <stdexcept>
-#include <type_traits>
-#include <string>
 #include <vector>
 
 #include "flat_partition.h"
 #include "genesis/cpu.h"
 #include "genesis/update_element.h"
 
-namespace genesis::cpu {
+// In the variant's namespace: each instruction-set build must keep its own copies of these
+// templates (the linker would otherwise fold both builds onto one, see csrc/cpu/kernels.h).
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 // Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
 // pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
@@ -73,30 +72,9 @@ template <typename Rule>
 void dispatch_update(const char* op, const typename Rule::Options& options, const StepConfig& config,
                      TensorSlots* tensors, int64_t count) {
   if (config.found_inf && *config.found_inf != 0.0f) return;
-  if (!supported_storage(config.param_dtype, config.state_dtype))
-    throw std::invalid_argument(std::string(op) + ": state dtype " + dtype_name(config.state_dtype) +
-                                " is not supported for " + dtype_name(config.param_dtype) + " parameters");
-  const bool half_param = config.param_dtype == DType::Float16 || config.param_dtype == DType::BFloat16;
-  if (config.master_weights && !half_param)
-    throw std::invalid_argument(std::string(op) + ": master weights are for float16/bfloat16 parameters");
-  if (config.stochastic_rounding && (config.param_dtype != DType::BFloat16 || config.master_weights))
-    throw std::invalid_argument(std::string(op) + ": stochastic rounding is for bfloat16 parameters without master weights");
-  dispatch_dtype(config.param_dtype, op, [&](auto param_tag) {
-    using P = decltype(param_tag);
-    dispatch_dtype(config.state_dtype, op, [&](auto state_tag) {
-      using S = decltype(state_tag);
-      // Only the supported pairs are instantiated: the others were refused above.
-      if constexpr (supported_storage(dtype_of<P>(), dtype_of<S>())) {
-        if constexpr (std::is_same_v<P, Half> || std::is_same_v<P, BFloat16>) {
-          if (config.master_weights) return run_update<Rule, P, S, ParamStore::Master>(options, config, tensors, count);
-        }
-        if constexpr (std::is_same_v<P, BFloat16>) {
-          if (config.stochastic_rounding) return run_update<Rule, P, S, ParamStore::Stochastic>(options, config, tensors, count);
-        }
-        run_update<Rule, P, S, ParamStore::Nearest>(options, config, tensors, count);
-      }
-    });
+  dispatch_storage(op, config, [&](auto param, auto state, auto store) {
+    run_update<Rule, decltype(param), decltype(state), decltype(store)::value>(options, config, tensors, count);
   });
 }
 
-}  // namespace genesis::cpu
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT

@@ -126,27 +126,13 @@ void launch_update(const typename Rule::Options& options, const StepConfig& conf
   }
 }
 
-// Runs Rule for the storage the config describes (the CPU backend's rules for what is valid).
+// Runs Rule for the storage the config describes (found_inf is read on the device).
 template <typename Rule>
 void dispatch_update(const char* op, const typename Rule::Options& options, const StepConfig& config,
                      const TensorSlots* tensors, int64_t count, void* stream) {
-  if (!supported_storage(config.param_dtype, config.state_dtype))
-    throw std::invalid_argument(std::string(op) + ": unsupported state dtype for these parameters");
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(config.param_dtype, op, [&](auto param_tag) {
-    using P = decltype(param_tag);
-    dispatch_dtype(config.state_dtype, op, [&](auto state_tag) {
-      using S = decltype(state_tag);
-      if constexpr (supported_storage(dtype_of<P>(), dtype_of<S>())) {
-        if constexpr (std::is_same_v<P, Half> || std::is_same_v<P, BFloat16>) {
-          if (config.master_weights) return launch_update<Rule, P, S, ParamStore::Master>(options, config, tensors, count, s);
-        }
-        if constexpr (std::is_same_v<P, BFloat16>) {
-          if (config.stochastic_rounding) return launch_update<Rule, P, S, ParamStore::Stochastic>(options, config, tensors, count, s);
-        }
-        launch_update<Rule, P, S, ParamStore::Nearest>(options, config, tensors, count, s);
-      }
-    });
+  dispatch_storage(op, config, [&](auto param, auto state, auto store) {
+    launch_update<Rule, decltype(param), decltype(state), decltype(store)::value>(
+        options, config, tensors, count, static_cast<cudaStream_t>(stream));
   });
 }
 

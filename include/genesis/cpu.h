@@ -59,6 +59,9 @@ void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
 bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count);
 bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);
 
+// The instruction-set variant the calls above run: "avx2" or "baseline".
+const char* isa();
+
 // Threads used by every call above (OpenMP's setting, default: all cores).
 int num_threads();
 void set_num_threads(int n);

@@ -4,6 +4,11 @@
 // are never touched, so callers may pass any scratch variable for them.
 #pragma once
 
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "genesis/cpu.h"
 #include "genesis/dtype.h"
 #include "genesis/random.h"
 #include "genesis/tensor_slots.h"
@@ -32,6 +37,38 @@ GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S&
   if constexpr (K > 0) store(s0, v0);
   if constexpr (K > 1) store(s1, v1);
   if constexpr (K > 2) store(s2, v2);
+}
+
+// Checks a StepConfig and calls fn(P{}, S{}, std::integral_constant<ParamStore, kStore>{}) for
+// its parameter storage P, state storage S and parameter store: the one place every backend
+// learns which combinations exist (only those are instantiated).
+template <typename Fn> void dispatch_storage(const char* op, const StepConfig& config, Fn&& fn) {
+  if (!supported_storage(config.param_dtype, config.state_dtype))
+    throw std::invalid_argument(std::string(op) + ": state dtype " + dtype_name(config.state_dtype) +
+                                " is not supported for " + dtype_name(config.param_dtype) + " parameters");
+  const bool half_param = config.param_dtype == DType::Float16 || config.param_dtype == DType::BFloat16;
+  if (config.master_weights && !half_param)
+    throw std::invalid_argument(std::string(op) + ": master weights are for float16/bfloat16 parameters");
+  if (config.stochastic_rounding && (config.param_dtype != DType::BFloat16 || config.master_weights))
+    throw std::invalid_argument(std::string(op) + ": stochastic rounding is for bfloat16 parameters without master weights");
+  using Nearest = std::integral_constant<ParamStore, ParamStore::Nearest>;
+  using Master = std::integral_constant<ParamStore, ParamStore::Master>;
+  using Stochastic = std::integral_constant<ParamStore, ParamStore::Stochastic>;
+  dispatch_dtype(config.param_dtype, op, [&](auto param_tag) {
+    using P = decltype(param_tag);
+    dispatch_dtype(config.state_dtype, op, [&](auto state_tag) {
+      using S = decltype(state_tag);
+      if constexpr (supported_storage(dtype_of<P>(), dtype_of<S>())) {
+        if constexpr (std::is_same_v<P, Half> || std::is_same_v<P, BFloat16>) {
+          if (config.master_weights) return fn(P{}, S{}, Master{});
+        }
+        if constexpr (std::is_same_v<P, BFloat16>) {
+          if (config.stochastic_rounding) return fn(P{}, S{}, Stochastic{});
+        }
+        fn(P{}, S{}, Nearest{});
+      }
+    });
+  });
 }
 
 }  // namespace genesis

@@ -29,11 +29,11 @@ def _buffers(grads):
                 raise TypeError(f"gradient {i} is a {type(g).__name__}; expected a torch tensor "
                                 "or a NumPy array") from None
             if _interop.device_of(g) != "cpu":
-                raise ValueError(f"gradient {i} is on {_interop.device_of(g)}; this genesis build "
-                                 "clips CPU gradients only") from None
+                raise ValueError(f"gradient {i} is on {_interop.device_of(g)}; genesis handles "
+                                 "CPU gradients only here") from None
             if _interop.dtype_code(g) not in _interop.SUPPORTED_CODES:
-                raise TypeError(f"gradient {i} has dtype {g.dtype}; genesis supports float32 and "
-                                "float64") from None
+                raise TypeError(f"gradient {i} has dtype {g.dtype}; genesis supports float32, "
+                                "float64, float16 and bfloat16") from None
             if not _interop.is_contiguous(g):
                 raise ValueError(f"gradient {i} is not contiguous") from None
         raise

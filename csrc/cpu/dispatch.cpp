@@ -1,0 +1,61 @@
+// Picks the CPU kernel variant once per process: AVX2+FMA+F16C where the CPU has them (the
+// 16-bit conversions and the wider vectors roughly halve the compute of the 16-bit paths),
+// the baseline build otherwise. GENESIS_CPU_ISA=baseline forces the baseline. Both variants
+// are compiled without floating-point contraction, so they give the same bits.
+#include <cstdlib>
+#include <cstring>
+
+#include "genesis/cpu.h"
+
+#define GENESIS_CPU_VARIANT baseline
+#include "kernels.h"
+#undef GENESIS_CPU_VARIANT
+#ifdef GENESIS_CPU_AVX2
+#define GENESIS_CPU_VARIANT avx2
+#include "kernels.h"
+#undef GENESIS_CPU_VARIANT
+#endif
+
+namespace genesis::cpu {
+
+namespace {
+bool use_avx2() {
+#ifdef GENESIS_CPU_AVX2
+  static const bool chosen = [] {
+    const char* forced = std::getenv("GENESIS_CPU_ISA");
+    if (forced && std::strcmp(forced, "baseline") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  }();
+  return chosen;
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+const char* isa() { return use_avx2() ? "avx2" : "baseline"; }
+
+#ifdef GENESIS_CPU_AVX2
+#define GENESIS_DISPATCH(call) return use_avx2() ? avx2::call : baseline::call
+#else
+#define GENESIS_DISPATCH(call) return baseline::call
+#endif
+
+void sgd_step(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) {
+  GENESIS_DISPATCH(sgd_step(o, c, t, n));
+}
+void adam_step(const AdamOptions& o, bool decoupled, const StepConfig& c, TensorSlots* t, int64_t n) {
+  GENESIS_DISPATCH(adam_step(o, decoupled, c, t, n));
+}
+void rmsprop_step(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) {
+  GENESIS_DISPATCH(rmsprop_step(o, c, t, n));
+}
+double global_norm(double norm_type, DType d, const Buffer* b, int64_t n) {
+  GENESIS_DISPATCH(global_norm(norm_type, d, b, n));
+}
+void clamp(double limit, DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(clamp(limit, d, b, n)); }
+bool unscale(double factor, DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(unscale(factor, d, b, n)); }
+bool has_nonfinite(DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(has_nonfinite(d, b, n)); }
+
+}  // namespace genesis::cpu

@@ -1,0 +1,22 @@
+// The CPU kernels of one instruction-set variant, in namespace genesis::cpu::GENESIS_CPU_VARIANT.
+// The same sources are compiled once per variant (baseline x86-64/any CPU, and AVX2+FMA+F16C
+// where the compiler targets x86-64); dispatch.cpp picks one at run time. No include guard on
+// purpose: dispatch.cpp includes this once per variant.
+#include "genesis/cpu.h"
+
+#ifndef GENESIS_CPU_VARIANT
+#error "GENESIS_CPU_VARIANT names the instruction-set variant being compiled"
+#endif
+
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
+
+void sgd_step(const SgdOptions& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
+void adam_step(const AdamOptions& options, bool decoupled, const StepConfig& config, TensorSlots* tensors,
+               int64_t count);
+void rmsprop_step(const RmspropOptions& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
+double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count);
+void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
+bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count);
+bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);
+
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT
