@@ -250,7 +250,10 @@ class GroupPlan {
         config.state_dtype = static_cast<DType>(b / 2 % kNumDTypes);
         config.master_weights = b % 2 == 1;
         config.grad_scale = &control.grad_scale;
-        config.stochastic_rounding = control.stochastic_rounding;
+        // Stochastic rounding applies to bfloat16 parameters without master weights; the
+        // group's other parameters round to nearest.
+        config.stochastic_rounding = control.stochastic_rounding &&
+                                     config.param_dtype == DType::BFloat16 && !config.master_weights;
         config.seed = control.seed;
         config.counter = control.counter;
         step(config, buckets_[b].data(), static_cast<int64_t>(buckets_[b].size()));

@@ -125,6 +125,22 @@ def _where(group_index, param_index):
 class Optimizer:
     """Base class of the genesis optimizers, with torch.optim.Optimizer's interface.
 
+    Mixed precision (SPEC section 8), per optimizer or per param group; these keys appear in
+    a group only when given, so plain use keeps torch's exact param_group layout:
+
+    - float16/bfloat16 parameters compute in float32 registers and round once on store; their
+      state is float32 unless ``state_dtype`` says otherwise.
+    - ``master_weights=True``: a float32 ``state["master_param"]`` is what the rule updates;
+      the 16-bit parameter receives its rounded value (no precision is lost across steps).
+    - ``state_dtype="bfloat16"`` (or ``"float32"``, or a torch/NumPy dtype): halves the state's
+      memory at the cost of ~3 significant digits in the moments; fine for the first moment,
+      noticeably noisier for Adam's second moment on long runs. float16 state is refused (a
+      squared gradient overflows or underflows it).
+    - ``stochastic_rounding=True`` (with ``seed``): bfloat16 parameters without master weights
+      round each update stochastically, from a counter-based generator keyed by (seed,
+      parameter index, ``group["stochastic_rounding_step"]``), so tiny updates accumulate in
+      expectation instead of being rounded away. The group's other parameters round to nearest.
+
     A subclass declares its state for a group (``_state_names``), whether it counts steps
     (``_counts_steps``), how to validate a group's hyperparameters (``_check_group``) and how to
     call the core (``_run``). Everything else, including state_dict compatibility with torch,
@@ -245,15 +261,12 @@ class Optimizer:
 
     def _control(self, group, grad_scale):
         """The step's mixed-precision inputs for the core: GradScaler's 1/scale, and the
-        stochastic rounding stream (its counter advances every step and is kept in the group,
-        so a resumed run draws the same bits)."""
+        stochastic rounding stream (its counter, kept in the group so that a resumed run draws
+        the same bits, advances after every step that ran: see step())."""
         rounding = bool(group.get("stochastic_rounding"))
         if grad_scale is None and not rounding:
             return _PLAIN_STEP
-        counter = 0
-        if rounding:
-            counter = group.get("stochastic_rounding_step", 0)
-            group["stochastic_rounding_step"] = counter + 1
+        counter = group.get("stochastic_rounding_step", 0) if rounding else 0
         inv_scale = 1.0 if grad_scale is None else 1.0 / as_float(grad_scale)
         return _C.StepControl(grad_scale=inv_scale, stochastic_rounding=rounding,
                               seed=int(group.get("seed", 0)), counter=counter)
@@ -296,6 +309,8 @@ class Optimizer:
         plans = self._prepare()
         for plan, group in zip(plans, self.param_groups):
             self._run(plan, group, self._control(group, grad_scale))
+            if group.get("stochastic_rounding"):
+                group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
         return loss
 
     def _options(self, group):

@@ -17,9 +17,8 @@ struct SgdOptions {
 
 // Per-tensor scalars in the math type T, computed once per step on the host.
 template <typename T> struct SgdCoeffs {
-  T lr, weight_decay, momentum;
-  // b_t = keep * b_{t-1} + take * g_t; on a fresh buffer keep = 0, take = 1 so that b_1 = g_1.
-  T keep, take;
+  T lr, weight_decay, momentum, one_minus_dampening;
+  T first;  // 1 on a fresh buffer: b_1 = g_1 exactly (torch clones the gradient), else 0
   T sign;  // -1 to maximize (negating g is exact), else 1
 };
 
@@ -33,8 +32,8 @@ template <bool kMomentum, bool kNesterov> struct SgdRule {
 
   // `fresh`: the momentum buffer was just created (SGD counts no steps).
   template <typename T> GENESIS_HD static SgdCoeffs<T> coeffs(const SgdOptions& o, double, bool fresh) {
-    return {T(o.lr), T(o.weight_decay), T(o.momentum), T(fresh ? 0.0 : o.momentum),
-            T(fresh ? 1.0 : 1.0 - o.dampening), T(o.maximize ? -1.0 : 1.0)};
+    return {T(o.lr), T(o.weight_decay), T(o.momentum), T(1.0 - o.dampening), T(fresh ? 1.0 : 0.0),
+            T(o.maximize ? -1.0 : 1.0)};
   }
 
   // g_t += wd * p;  b_t = mu * b_{t-1} + (1 - dampening) * g_t;
@@ -44,7 +43,7 @@ template <bool kMomentum, bool kNesterov> struct SgdRule {
     g = c.sign * g;
     if (c.weight_decay != T(0)) g = g + c.weight_decay * p;
     if constexpr (kMomentum) {
-      T b = c.keep * s[0] + c.take * g;
+      T b = c.first != T(0) ? g : c.momentum * s[0] + c.one_minus_dampening * g;
       s[0] = b;
       g = kNesterov ? g + c.momentum * b : b;
     }
