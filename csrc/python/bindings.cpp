@@ -335,6 +335,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("supported_storage", [](int param, int state) {
     return supported_storage(static_cast<DType>(param), static_cast<DType>(state));
   });
+  m.def("cpu_isa", &cpu::isa, "The CPU kernel variant in use: \"avx2\" or \"baseline\".");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
 
