@@ -100,9 +100,15 @@ def check_param(param, where):
     if code not in SUPPORTED_CODES:
         raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
                         "float16 and bfloat16")
-    if device_of(arr) != "cpu":
-        raise ValueError(f"{where} is on device {device_of(arr)}; this genesis build updates CPU "
-                         "parameters only")
+    device = device_of(arr)
+    if device.startswith("cuda"):
+        if not _C.cuda_built():
+            raise ValueError(f"{where} is on {device}, but this genesis was built without CUDA "
+                             "(install it where nvcc is available)")
+        if _C.cuda_device_count() == 0:
+            raise ValueError(f"{where} is on {device}, but genesis's CUDA runtime sees no GPU")
+    elif device != "cpu":
+        raise ValueError(f"{where} is on device {device}; genesis updates CPU and CUDA parameters")
     if not is_contiguous(arr):
         raise ValueError(f"{where} is not contiguous; genesis updates contiguous parameters only "
                          "(call .contiguous() before building the optimizer)")
@@ -158,11 +164,18 @@ def zeros_like(arr, code=None):
     return np.zeros(arr.shape, dtype=arr.dtype if code is None else _NUMPY_OF_CODE[code])
 
 
+def is_cuda(arr):
+    return is_torch(arr) and arr.is_cuda
+
+
 def new_step(arr, value=0.0):
     """A step counter: a 0-dim float32 array of the parameter's library, on the CPU (torch's
-    layout). The core increments it in place, so it stays a live view of the count."""
+    layout), except for CUDA parameters, whose counter lives on their device (as with torch's
+    fused optimizers) so that the kernels can advance it, or not (a skipped GradScaler step),
+    without the host. The core increments it in place, so it stays a live view of the count."""
     if is_torch(arr):
-        return _torch().tensor(float(value), dtype=_torch().float32)
+        device = arr.device if arr.is_cuda else "cpu"
+        return _torch().tensor(float(value), dtype=_torch().float32, device=device)
     return np.array(value, dtype=np.float32)
 
 

@@ -13,6 +13,14 @@
 
 #include "genesis/clip.h"
 #include "genesis/cpu.h"
+#ifdef GENESIS_WITH_CUDA
+#include "genesis/cuda.h"
+// Calls genesis::cuda::<call>; in a build without CUDA, Python never admits a CUDA tensor, so
+// reaching this is an internal error.
+#define GENESIS_CUDA_CALL(call) cuda::call
+#else
+#define GENESIS_CUDA_CALL(call) throw std::logic_error("genesis was built without CUDA")
+#endif
 #include "genesis/validate.h"
 
 namespace py = pybind11;
@@ -63,6 +71,7 @@ Member numel_of("numel", Member::Call);
 Member is_contiguous("is_contiguous", Member::Call);
 Member dtype_of("dtype", Member::Get);
 Member is_cpu("is_cpu", Member::Get);
+Member is_cuda("is_cuda", Member::Get);
 
 // torch's Tensor type and dtype objects, registered by genesis/_interop.py the first time a
 // torch tensor is seen, so torch stays an optional dependency.
@@ -72,7 +81,7 @@ std::array<PyObject*, 4> torch_dtypes = {nullptr, nullptr, nullptr, nullptr};
 void register_torch(py::object tensor_type, py::sequence dtypes) {
   torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
   for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
-  for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &dtype_of, &is_cpu})
+  for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &dtype_of, &is_cpu, &is_cuda})
     m->resolve(torch_tensor_type);
 }
 
@@ -170,11 +179,17 @@ bool describe_grad(PyObject* param, PyObject* grad, bool torch, const ArrayInfo&
 
 // The per-step mixed-precision inputs Python hands to an update (GradScaler's 1/scale and the
 // stochastic rounding stream). The defaults leave an update unchanged.
+// For CUDA parameters GradScaler's values stay on the device: grad_scale_ptr points at 1/scale
+// and found_inf_ptr at the skip flag (device floats, never read by the host), and `stream` is
+// the cudaStream_t to launch on (torch's current stream).
 struct StepControl {
   float grad_scale = 1.0f;
   bool stochastic_rounding = false;
   uint64_t seed = 0;
   uint64_t counter = 0;
+  uintptr_t grad_scale_ptr = 0;
+  uintptr_t found_inf_ptr = 0;
+  uintptr_t stream = 0;
 };
 
 // NOTE: [group plan]
@@ -196,9 +211,10 @@ class GroupPlan {
   // arrays (all of state_dtype), its step counter and float32 master copy (0 when absent), and
   // its id within the optimizer (keys its stochastic rounding stream).
   void admit(size_t i, uintptr_t param_ptr, int64_t numel, int dtype, std::vector<uintptr_t> state,
-             int state_dtype, uintptr_t step, uintptr_t master, bool fresh, uint64_t id) {
+             int state_dtype, uintptr_t step, uintptr_t master, bool fresh, uint64_t id, bool cuda) {
     Entry& e = entries_.at(i);
     e.ready = true;
+    e.cuda = cuda;
     e.info = {reinterpret_cast<void*>(param_ptr), numel, static_cast<DType>(dtype)};
     e.state_dtype = static_cast<DType>(state_dtype);
     for (int k = 0; k < kMaxStates; ++k)
@@ -232,31 +248,41 @@ class GroupPlan {
         continue;
       }
       e.slots.grad = g.data;
-      buckets_[bucket_of(e.info.dtype, e.state_dtype, e.slots.master != nullptr)].push_back(e.slots);
+      buckets_[bucket_of(e.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
       fresh_.push_back(&e.slots.fresh);
     }
     return pending;
   }
 
-  // Runs one rule over the gathered tensors, one core call per storage kind (parameter dtype,
-  // state dtype, master weights or not), without the GIL.
-  template <typename Step> void run(const StepControl& control, Step&& step) {
+  // Runs one rule over the gathered tensors, one core call per storage kind (device,
+  // parameter dtype, state dtype, master weights or not), without the GIL. cpu_step and
+  // cuda_step take (config, tensors, count) and (config, tensors, count, stream).
+  template <typename CpuStep, typename CudaStep>
+  void run(const StepControl& control, CpuStep&& cpu_step, CudaStep&& cuda_step) {
     {
       py::gil_scoped_release release;
       for (int b = 0; b < kBuckets; ++b) {
         if (buckets_[b].empty()) continue;
+        const bool cuda = b >= kBuckets / 2;
+        const int kind = b % (kBuckets / 2);
         StepConfig config;
-        config.param_dtype = static_cast<DType>(b / (2 * kNumDTypes));
-        config.state_dtype = static_cast<DType>(b / 2 % kNumDTypes);
-        config.master_weights = b % 2 == 1;
-        config.grad_scale = &control.grad_scale;
+        config.param_dtype = static_cast<DType>(kind / (2 * kNumDTypes));
+        config.state_dtype = static_cast<DType>(kind / 2 % kNumDTypes);
+        config.master_weights = kind % 2 == 1;
+        config.grad_scale = cuda ? reinterpret_cast<const float*>(control.grad_scale_ptr) : &control.grad_scale;
+        config.found_inf = cuda ? reinterpret_cast<const float*>(control.found_inf_ptr) : nullptr;
         // Stochastic rounding applies to bfloat16 parameters without master weights; the
         // group's other parameters round to nearest.
         config.stochastic_rounding = control.stochastic_rounding &&
                                      config.param_dtype == DType::BFloat16 && !config.master_weights;
         config.seed = control.seed;
         config.counter = control.counter;
-        step(config, buckets_[b].data(), static_cast<int64_t>(buckets_[b].size()));
+        const int64_t n = static_cast<int64_t>(buckets_[b].size());
+        if (cuda) {
+          cuda_step(config, buckets_[b].data(), n, reinterpret_cast<void*>(control.stream));
+        } else {
+          cpu_step(config, buckets_[b].data(), n);
+        }
       }
     }
     for (bool* f : fresh_) *f = false;
@@ -264,14 +290,16 @@ class GroupPlan {
   }
 
  private:
-  static constexpr int kBuckets = kNumDTypes * kNumDTypes * 2;
-  static int bucket_of(DType param, DType state, bool master) {
-    return (static_cast<int>(param) * kNumDTypes + static_cast<int>(state)) * 2 + int(master);
+  static constexpr int kBuckets = kNumDTypes * kNumDTypes * 2 * 2;
+  static int bucket_of(DType param, DType state, bool master, bool cuda) {
+    return ((int(cuda) * kNumDTypes + static_cast<int>(param)) * kNumDTypes + static_cast<int>(state)) * 2 +
+           int(master);
   }
 
   struct Entry {
     py::object param;
     bool torch = false;  // a torch tensor, else a genesis.nn.Parameter
+    bool cuda = false;   // on a CUDA device (torch tensors only)
     bool ready = false;
     ArrayInfo info;
     DType state_dtype = DType::Float32;
@@ -285,13 +313,16 @@ class GroupPlan {
 // Gradients for the clip functions, described once (see NOTE: [fast array description]).
 class BufferList {
  public:
-  explicit BufferList(py::sequence arrays) {
+  // All CPU arrays, or all torch tensors on one CUDA device (`cuda`: checked by Python).
+  BufferList(py::sequence arrays, bool cuda) : cuda_(cuda) {
     for (size_t i = 0; i < py::len(arrays); ++i) {
       py::object a = arrays[i];
       ArrayInfo info;
-      if (!describe(a.ptr(), info))
-        throw py::type_error("gradient " + std::to_string(i) +
-                             " is not a contiguous CPU floating-point NumPy array or torch tensor");
+      const bool ok = cuda ? describe_torch(a.ptr(), info, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True
+                           : describe(a.ptr(), info);
+      if (!ok)
+        throw py::type_error("gradient " + std::to_string(i) + " is not a contiguous floating-point " +
+                             (cuda ? "CUDA tensor" : "CPU NumPy array or torch tensor"));
       buffers_.push_back({info.data, info.numel, info.dtype});
     }
   }
@@ -306,9 +337,10 @@ class BufferList {
     py::gil_scoped_release release;
     scale_all(buffers_, factor);
   }
-  void clamp(double limit) const {
+  void clamp(double limit, uintptr_t stream) const {
     py::gil_scoped_release release;
-    clamp_all(buffers_, limit);
+    if (!cuda_) return clamp_all(buffers_, limit);
+    for_each_dtype([&](DType d, const Buffer* b, int64_t n) { GENESIS_CUDA_CALL(clamp(limit, d, b, n, as_stream(stream))); });
   }
   bool unscale(double factor) const {
     py::gil_scoped_release release;
@@ -319,7 +351,49 @@ class BufferList {
     return any_nonfinite(buffers_);
   }
 
+  // CUDA: writes the norm to the device float64 at `total`, without a host round trip. With
+  // gradients of several dtypes, `scratch` holds one float64 per dtype (their norms, whose norm
+  // is the total, as on the CPU).
+  void norm_on_device(double norm_type, uintptr_t total, uintptr_t scratch, uintptr_t stream) const {
+    py::gil_scoped_release release;
+    const int kinds = dtype_count();
+    int k = 0;
+    for_each_dtype([&](DType d, const Buffer* b, int64_t n) {
+      double* out = kinds == 1 ? reinterpret_cast<double*>(total) : reinterpret_cast<double*>(scratch) + k++;
+      GENESIS_CUDA_CALL(global_norm(norm_type, d, b, n, out, as_stream(stream)));
+    });
+    if (kinds > 1) {
+      const Buffer partial{reinterpret_cast<void*>(scratch), kinds};
+      GENESIS_CUDA_CALL(global_norm(norm_type, DType::Float64, &partial, 1, reinterpret_cast<double*>(total), as_stream(stream)));
+    }
+  }
+  // CUDA: x *= min(max_norm / (*total + 1e-6), 1) with *total read on the device.
+  void clip_on_device(double max_norm, uintptr_t total, uintptr_t stream) const {
+    py::gil_scoped_release release;
+    for_each_dtype([&](DType d, const Buffer* b, int64_t n) {
+      GENESIS_CUDA_CALL(clip_by_norm(max_norm, reinterpret_cast<const double*>(total), d, b, n, as_stream(stream)));
+    });
+  }
+
+  int dtype_count() const {
+    int kinds = 0;
+    for_each_dtype([&](DType, const Buffer*, int64_t) { ++kinds; });
+    return kinds;
+  }
+
  private:
+  static void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
+
+  template <typename Fn> void for_each_dtype(Fn&& fn) const {
+    for (int d = 0; d < kNumDTypes; ++d) {
+      std::vector<Buffer> same;
+      for (const TypedBuffer& b : buffers_)
+        if (static_cast<int>(b.dtype) == d) same.push_back({b.data, b.numel});
+      if (!same.empty()) fn(static_cast<DType>(d), same.data(), static_cast<int64_t>(same.size()));
+    }
+  }
+
+  bool cuda_;
   std::vector<TypedBuffer> buffers_;
 };
 
@@ -334,6 +408,20 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("supported_storage", [](int param, int state) {
     return supported_storage(static_cast<DType>(param), static_cast<DType>(state));
+  });
+  m.def("cuda_built", [] {
+#ifdef GENESIS_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+  m.def("cuda_device_count", [] {
+#ifdef GENESIS_WITH_CUDA
+    return cuda::device_count();
+#else
+    return 0;
+#endif
   });
   m.def("cpu_isa", &cpu::isa, "The CPU kernel variant in use: \"avx2\" or \"baseline\".");
   m.def("get_num_threads", &cpu::num_threads);
@@ -367,32 +455,40 @@ PYBIND11_MODULE(_C, m) {
   m.def("validate", py::overload_cast<const RmspropOptions&>(&validate));
 
   py::class_<StepControl>(m, "StepControl")
-      .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter) {
-             return StepControl{grad_scale, stochastic_rounding, seed, counter};
+      .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter,
+                       uintptr_t grad_scale_ptr, uintptr_t found_inf_ptr, uintptr_t stream) {
+             return StepControl{grad_scale, stochastic_rounding, seed, counter, grad_scale_ptr, found_inf_ptr, stream};
            }),
            py::kw_only(), py::arg("grad_scale") = 1.0f, py::arg("stochastic_rounding") = false,
-           py::arg("seed") = 0, py::arg("counter") = 0);
+           py::arg("seed") = 0, py::arg("counter") = 0, py::arg("grad_scale_ptr") = 0,
+           py::arg("found_inf_ptr") = 0, py::arg("stream") = 0);
 
   py::class_<GroupPlan>(m, "GroupPlan")
       .def(py::init<py::list>())
       .def("admit", &GroupPlan::admit)
       .def("gather", &GroupPlan::gather)
       .def("sgd", [](GroupPlan& plan, const SgdOptions& o, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); });
+        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); },
+                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(sgd_step(o, c, t, n, s)); });
       })
       .def("adam", [](GroupPlan& plan, const AdamOptions& o, bool decoupled, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::adam_step(o, decoupled, c, t, n); });
+        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::adam_step(o, decoupled, c, t, n); },
+                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(adam_step(o, decoupled, c, t, n, s)); });
       })
       .def("rmsprop", [](GroupPlan& plan, const RmspropOptions& o, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::rmsprop_step(o, c, t, n); });
+        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::rmsprop_step(o, c, t, n); },
+                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(rmsprop_step(o, c, t, n, s)); });
       });
 
   py::class_<BufferList>(m, "BufferList")
-      .def(py::init<py::sequence>())
+      .def(py::init<py::sequence, bool>(), py::arg("arrays"), py::arg("cuda") = false)
+      .def("norm_on_device", &BufferList::norm_on_device)
+      .def("clip_on_device", &BufferList::clip_on_device)
+      .def("dtype_count", &BufferList::dtype_count)
       .def("result_dtype", &BufferList::result_dtype)
       .def("norm", &BufferList::norm)
       .def("scale", &BufferList::scale)
-      .def("clamp", &BufferList::clamp)
+      .def("clamp", &BufferList::clamp, py::arg("limit"), py::arg("stream") = 0)
       .def("unscale", &BufferList::unscale)
       .def("has_nonfinite", &BufferList::has_nonfinite);
 }

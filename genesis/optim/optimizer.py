@@ -78,12 +78,23 @@ class _OptimizerState(dict):
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version")
+    __slots__ = ("plan", "layout", "version", "cuda_device")
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
         self.layout = layout
         self.version = version
+        self.cuda_device = cuda_device_of(params)
+
+
+def cuda_device_of(params):
+    """The CUDA device of a group's CUDA parameters (at most one, checked when the group is
+    added), or None for an all-CPU group."""
+    for p in params:
+        arr = _interop.array_of(p)
+        if _interop.is_cuda(arr):
+            return arr.device
+    return None
 
 
 @contextlib.contextmanager
@@ -153,6 +164,7 @@ class Optimizer:
         self.defaults = defaults
         self._version = 0
         self._plans = []
+        self._device_scratch = {}
         self._state = _OptimizerState(self)
         self.param_groups = []
         if _interop.is_parameter(params):
@@ -197,6 +209,7 @@ class Optimizer:
         self.param_groups = saved["param_groups"]
         self._version = 0
         self._plans = []
+        self._device_scratch = {}
         self.state = saved["state"]
 
     # ------------------------------------------------------------------------ param groups
@@ -223,6 +236,10 @@ class Optimizer:
                                  f"parameter {name}")
             group.setdefault(name, default)
         self._check_group(group)
+        cuda_devices = {str(_interop.device_of(_interop.array_of(p))) for p in params} - {"cpu"}
+        if len(cuda_devices) > 1:
+            raise ValueError("a param group holds parameters on several GPUs "
+                             f"({', '.join(sorted(cuda_devices))}); use one group per device")
         # A parameter listed twice would be updated twice, concurrently: refuse it.
         if len({id(p) for p in params}) != len(params):
             raise ValueError("optimizer contains a parameter group with duplicate parameters")
@@ -259,17 +276,31 @@ class Optimizer:
                              f"{_interop.CODE_NAMES[code]} parameters")
         return state, bool(group.get("master_weights")) and code in _HALF_CODES
 
-    def _control(self, group, grad_scale):
+    def _control(self, group, cuda, grad_scale, found_inf):
         """The step's mixed-precision inputs for the core: GradScaler's 1/scale, and the
         stochastic rounding stream (its counter, kept in the group so that a resumed run draws
         the same bits, advances after every step that ran: see step())."""
         rounding = bool(group.get("stochastic_rounding"))
-        if grad_scale is None and not rounding:
+        if grad_scale is None and not rounding and cuda is None:
             return _PLAIN_STEP
         counter = group.get("stochastic_rounding_step", 0) if rounding else 0
-        inv_scale = 1.0 if grad_scale is None else 1.0 / as_float(grad_scale)
+        device = {}
+        if cuda is not None:
+            torch = _interop.torch_module()
+            device["stream"] = torch.cuda.current_stream(cuda).cuda_stream
+            if found_inf is not None:
+                device["found_inf_ptr"] = found_inf.data_ptr()
+            if grad_scale is not None and _interop.is_cuda(grad_scale):
+                # 1/scale computed on the device (kept alive on the group until the next step,
+                # so the launch that reads it never sees freed memory).
+                group_state = self._device_scratch.setdefault(id(group), {})
+                group_state["inv_scale"] = grad_scale.double().reciprocal().float()
+                device["grad_scale_ptr"] = group_state["inv_scale"].data_ptr()
+        inv_scale = 1.0
+        if grad_scale is not None and not (cuda is not None and _interop.is_cuda(grad_scale)):
+            inv_scale = 1.0 / as_float(grad_scale)
         return _C.StepControl(grad_scale=inv_scale, stochastic_rounding=rounding,
-                              seed=int(group.get("seed", 0)), counter=counter)
+                              seed=int(group.get("seed", 0)), counter=counter, **device)
 
     # ------------------------------------------------------------------------------- step
     def zero_grad(self, set_to_none=True):
@@ -303,12 +334,13 @@ class Optimizer:
             with _grad_enabled():
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and as_float(found_inf) != 0.0:
+        # On the host the flag decides here; a CUDA flag is read by the kernels (no sync).
+        if found_inf is not None and not _interop.is_cuda(found_inf) and as_float(found_inf) != 0.0:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
-        plans = self._prepare()
-        for plan, group in zip(plans, self.param_groups):
-            self._run(plan, group, self._control(group, grad_scale))
+        self._prepare()
+        for cached, group in zip(self._plans, self.param_groups):
+            self._run(cached.plan, group, self._control(group, cached.cuda_device, grad_scale, found_inf))
             if group.get("stochastic_rounding"):
                 group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
         return loss
@@ -326,12 +358,12 @@ class Optimizer:
         raise NotImplementedError
 
     def _prepare(self):
-        """Gather every group's gradients before any update runs, so that a bad gradient anywhere
-        raises before any parameter or state is touched."""
+        """Gather every group's gradients into its cached plan (self._plans) before any update
+        runs, so that a bad gradient anywhere raises before any parameter or state is touched."""
         groups = self.param_groups
         if len(self._plans) != len(groups):
             self._plans = [None] * len(groups)
-        plans, pending = [], []
+        pending = []
         for gi, group in enumerate(groups):
             params = group["params"]
             layout = (self._state_names(group), group.get("state_dtype"),
@@ -345,10 +377,8 @@ class Optimizer:
                 missing = cached.plan.gather(params)
             if missing:
                 pending.append((gi, group, cached, missing))
-            plans.append(cached.plan)
         if pending:
             self._admit_all(pending)
-        return plans
 
     def _admit_all(self, pending):
         # Validate everything first, then create state: a failure leaves nothing changed.
@@ -363,6 +393,7 @@ class Optimizer:
         for gi, group, cached, missing in pending:
             for i in missing:
                 self._admit(cached.plan, group, i, first_index[gi] + i)
+            cached.cuda_device = cuda_device_of(group["params"])  # a parameter may have moved
         for gi, group, cached, missing in pending:
             if cached.plan.gather(group["params"]):
                 raise RuntimeError(f"genesis internal error: param group {gi} could not be prepared")
@@ -392,7 +423,8 @@ class Optimizer:
                                  f"{_interop.CODE_NAMES[code]})")
         step = state.get("step")
         if self._counts_steps and step is not None and not _is_step_counter(step, arr):
-            raise ValueError(f"state 'step' of {where} must be a 0-dim float32 CPU array")
+            raise ValueError(f"state 'step' of {where} must be a 0-dim float32 array on the CPU "
+                             "(on the parameter's device for CUDA parameters)")
 
     def _admit(self, plan, group, index, uid):
         """Create missing state for parameter `index` of `group` (internal writes: no staleness
@@ -421,7 +453,7 @@ class Optimizer:
                                      _interop.copy_into_like(arr, arr, _interop.FLOAT32))
                 master_ptr = _interop.data_ptr(state["master_param"])
         plan.admit(index, _interop.data_ptr(arr), _interop.numel(arr), _interop.dtype_code(arr),
-                   state_ptrs, state_code, step_ptr, master_ptr, fresh, uid)
+                   state_ptrs, state_code, step_ptr, master_ptr, fresh, uid, _interop.is_cuda(arr))
 
     # ------------------------------------------------------------------------- state_dict
     def state_dict(self):
@@ -512,8 +544,9 @@ class Optimizer:
 def _is_step_counter(step, arr):
     if _interop.is_torch(arr):
         torch = _interop.torch_module()
+        device = arr.device if arr.is_cuda else torch.device("cpu")
         return (isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32
-                and step.device.type == "cpu")
+                and step.device == device)
     return getattr(step, "shape", None) == () and getattr(step, "dtype", None) == "float32" and hasattr(step, "ctypes")
 
 
