@@ -112,6 +112,11 @@ class GradScaler:
     @staticmethod
     def _optimizer_grads(optimizer):
         grads, _ = _grads(chain.from_iterable(g["params"] for g in optimizer.param_groups))
+        if any(_interop.is_cuda(g) for g in grads):
+            # The scale lives on the host here; CUDA needs it on the device to avoid a sync.
+            raise ValueError("genesis.amp.GradScaler handles CPU parameters; for CUDA parameters "
+                             "use torch.amp.GradScaler('cuda'), which drives genesis optimizers "
+                             "with the unscale and the inf check on the device")
         return grads
 
     def unscale_(self, optimizer):

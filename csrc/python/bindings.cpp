@@ -330,10 +330,12 @@ class BufferList {
   int result_dtype() const { return static_cast<int>(norm_dtype(buffers_)); }
 
   double norm(double norm_type) const {
+    require_cpu();
     py::gil_scoped_release release;
     return total_norm(buffers_, norm_type);
   }
   void scale(double factor) const {
+    require_cpu();
     py::gil_scoped_release release;
     scale_all(buffers_, factor);
   }
@@ -343,10 +345,12 @@ class BufferList {
     for_each_dtype([&](DType d, const Buffer* b, int64_t n) { GENESIS_CUDA_CALL(clamp(limit, d, b, n, as_stream(stream))); });
   }
   bool unscale(double factor) const {
+    require_cpu();
     py::gil_scoped_release release;
     return unscale_all(buffers_, factor);
   }
   bool has_nonfinite() const {
+    require_cpu();
     py::gil_scoped_release release;
     return any_nonfinite(buffers_);
   }
@@ -355,6 +359,7 @@ class BufferList {
   // gradients of several dtypes, `scratch` holds one float64 per dtype (their norms, whose norm
   // is the total, as on the CPU).
   void norm_on_device(double norm_type, uintptr_t total, uintptr_t scratch, uintptr_t stream) const {
+    require_cuda();
     py::gil_scoped_release release;
     const int kinds = dtype_count();
     int k = 0;
@@ -369,6 +374,7 @@ class BufferList {
   }
   // CUDA: x *= min(max_norm / (*total + 1e-6), 1) with *total read on the device.
   void clip_on_device(double max_norm, uintptr_t total, uintptr_t stream) const {
+    require_cuda();
     py::gil_scoped_release release;
     for_each_dtype([&](DType d, const Buffer* b, int64_t n) {
       GENESIS_CUDA_CALL(clip_by_norm(max_norm, reinterpret_cast<const double*>(total), d, b, n, as_stream(stream)));
@@ -383,6 +389,13 @@ class BufferList {
 
  private:
   static void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
+  // The host loops must never be handed device pointers (and the device launches, host ones).
+  void require_cpu() const {
+    if (cuda_) throw py::type_error("this operation needs CPU gradients; these are CUDA tensors");
+  }
+  void require_cuda() const {
+    if (!cuda_) throw py::type_error("this operation needs CUDA gradients");
+  }
 
   template <typename Fn> void for_each_dtype(Fn&& fn) const {
     for (int d = 0; d < kNumDTypes; ++d) {
