@@ -15,6 +15,8 @@ The small fine-tuning rates (1e-5 .. 1e-4) move the loss only a little in a shor
 import torch
 from torch import nn
 
+from teacher_data import teacher_data
+
 import genesis.optim as optim
 
 
@@ -71,14 +73,6 @@ CONFIGS = {
 }
 
 
-def make_data(n=256, features=16, classes=4, seed=0):
-    """Gaussian inputs labelled by a fixed random linear teacher."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, features, generator=g)
-    y = (x @ torch.randn(features, classes, generator=g)).argmax(dim=1)
-    return x, y
-
-
 def train(make_optimizer, x, y, steps):
     torch.manual_seed(0)  # every configuration starts from the same weights
     model = Net()
@@ -94,7 +88,7 @@ def train(make_optimizer, x, y, steps):
 
 
 def main(steps=100):
-    x, y = make_data()
+    x, y = teacher_data(n=256)
     results = {}
     for name, make_optimizer in CONFIGS.items():
         losses = train(make_optimizer, x, y, steps)

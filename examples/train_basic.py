@@ -12,21 +12,15 @@ example needs only torch and genesis and downloads nothing.
 import torch
 from torch import nn
 
+from teacher_data import batches
+
 import genesis
 import genesis.optim as optim
 
 
-def make_data(n=512, features=16, classes=4, batch_size=32, seed=0):
-    """Gaussian inputs labelled by a fixed random linear teacher, split into batches."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, features, generator=g)
-    y = (x @ torch.randn(features, classes, generator=g)).argmax(dim=1)
-    return list(zip(x.split(batch_size), y.split(batch_size)))
-
-
 def main(epochs=5, log_every=4):
     torch.manual_seed(0)
-    train_loader = make_data()
+    train_loader = batches()
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
     optimizer = optim.Adam(model.parameters(), lr=0.001)
     criterion = nn.CrossEntropyLoss()

@@ -19,6 +19,8 @@ Gaussian inputs), so the example needs only torch and genesis and downloads noth
 import torch
 from torch import nn
 
+from teacher_data import batches
+
 import genesis
 import genesis.optim as optim
 
@@ -41,21 +43,12 @@ class TinyTransformerBlockModel(nn.Module):
         return self.head(self.norm(h))
 
 
-def make_data(n=512, features=16, classes=4, batch_size=32, seed=0):
-    """Batches ``{"input", "target"}`` of Gaussian inputs labelled by a fixed random linear
-    teacher."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, features, generator=g)
-    y = (x @ torch.randn(features, classes, generator=g)).argmax(dim=1)
-    return [{"input": xb, "target": yb} for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
-
-
 def main(steps=160, log_every=16):
     # Enable mixed precision: genesis.autocast() regions now run torch.autocast.
     genesis.enable_autocast = True
 
     torch.manual_seed(0)
-    train_loader = make_data()
+    train_loader = batches(as_dicts=True)
     model = TinyTransformerBlockModel()
     optimizer = optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     scaler = genesis.amp.GradScaler()

@@ -13,6 +13,8 @@ not empty. Deterministically generated data (nothing is downloaded).
 import torch
 from torch import nn
 
+from teacher_data import batches
+
 import genesis.optim as optim
 
 
@@ -27,18 +29,10 @@ class MLP(nn.Module):
         return self.fc2(torch.relu(self.norm(self.fc1(x))))
 
 
-def make_data(n=512, features=16, classes=4, batch_size=32, seed=0):
-    """Gaussian inputs labelled by a fixed random linear teacher, split into batches."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, features, generator=g)
-    y = (x @ torch.randn(features, classes, generator=g)).argmax(dim=1)
-    return list(zip(x.split(batch_size), y.split(batch_size)))
-
-
 def main(epochs=4, lr=1e-3):
     # The docs use lr=1e-4 (a fine-tuning rate); 1e-3 makes the short demo visibly learn.
     torch.manual_seed(0)
-    train_loader = make_data()
+    train_loader = batches()
     model = MLP()
 
     decay_params = []

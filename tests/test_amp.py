@@ -500,6 +500,7 @@ def test_train_mixed_precision_example(capsys, monkeypatch):
     """examples/train_mixed_precision.py (the docs' mixed-precision example) runs with autocast
     on, the scaler never skips, and the printed loss falls."""
     monkeypatch.setattr(genesis, "enable_autocast", False)  # restored after the example sets it
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # the example imports teacher_data.py beside it
     spec = importlib.util.spec_from_file_location("train_mixed_precision",
                                                   EXAMPLES / "train_mixed_precision.py")
     module = importlib.util.module_from_spec(spec)

@@ -8,6 +8,7 @@ import importlib.util
 import math
 import pathlib
 import re
+import sys
 import runpy
 
 import pytest
@@ -18,6 +19,10 @@ NUMBER = r"([0-9]+\.[0-9]+)"
 
 
 def load_example(name):
+    # Examples import their shared data module (teacher_data.py) as scripts do: from their
+    # own directory.
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"genesis_example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -72,7 +77,7 @@ def test_train_scheduler_lr_follows_cosine(capsys):
 
 def test_train_grad_accumulation_steps_every_fourth_batch(capsys):
     module = load_example("train_grad_accumulation")
-    batches = len(module.make_data())
+    batches = len(module.batches(batch_size=8, as_dicts=True))
     _, optimizer = module.main(epochs=2, accumulation_steps=4)
     losses = printed_losses(capsys.readouterr().out)
     assert step_count(optimizer) == 2 * batches // 4  # one update per 4 batches
