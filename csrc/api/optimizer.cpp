@@ -45,16 +45,65 @@ DType state_dtype_for(DType param) {
   return param == DType::Float16 || param == DType::BFloat16 ? DType::Float32 : param;
 }
 
-// Reads an option: a number (or bool) under `key`, else the current value.
-double number_or(const Value& group, const char* key, double current) {
-  const Value* v = group.find(std::string(key));
-  return v ? v->as_number(std::string("param group option '") + key + "'") : current;
-}
-bool flag_or(const Value& group, const char* key, bool current) {
-  return number_or(group, key, current ? 1.0 : 0.0) != 0.0;
-}
-void put(Value& group, const char* key, double v) { group.set(Value::of(std::string(key)), Value::of(v)); }
 void put_flag(Value& group, const char* key, bool v) { group.set(Value::of(std::string(key)), Value::of(v)); }
+
+// Each option of an Options struct with its state_dict key, in torch's param_group order. One
+// list per optimizer serves both directions (OptionWriter, OptionReader).
+template <typename F> void visit_options(SgdOptions& o, F&& f) {
+  f("lr", o.lr);
+  f("momentum", o.momentum);
+  f("dampening", o.dampening);
+  f("weight_decay", o.weight_decay);
+  f("nesterov", o.nesterov);
+  f("maximize", o.maximize);
+}
+template <typename F> void visit_options(AdamOptions& o, F&& f) {
+  f("lr", o.lr);
+  f("betas", o.beta1, o.beta2);
+  f("eps", o.eps);
+  f("weight_decay", o.weight_decay);
+  f("amsgrad", o.amsgrad);
+  f("maximize", o.maximize);
+}
+template <typename F> void visit_options(RmspropOptions& o, F&& f) {
+  f("lr", o.lr);
+  f("alpha", o.alpha);
+  f("eps", o.eps);
+  f("weight_decay", o.weight_decay);
+  f("momentum", o.momentum);
+  f("centered", o.centered);
+  f("maximize", o.maximize);
+}
+
+struct OptionWriter {
+  Value& group;
+  void operator()(const char* key, double v) const { group.set(Value::of(std::string(key)), Value::of(v)); }
+  void operator()(const char* key, bool v) const { put_flag(group, key, v); }
+  void operator()(const char* key, double a, double b) const {
+    Value pair = Value::list(Value::Kind::Tuple);
+    pair.items = {Value::of(a), Value::of(b)};
+    group.set(Value::of(std::string(key)), std::move(pair));
+  }
+};
+
+// Reads the options a saved group has; the others keep their current values.
+struct OptionReader {
+  const Value& group;
+  const Value* find(const char* key) const { return group.find(std::string(key)); }
+  void operator()(const char* key, double& v) const {
+    if (const Value* x = find(key)) v = x->as_number(std::string("param group option '") + key + "'");
+  }
+  void operator()(const char* key, bool& v) const {
+    if (const Value* x = find(key)) v = x->as_number(std::string("param group option '") + key + "'") != 0.0;
+  }
+  void operator()(const char* key, double& a, double& b) const {
+    const Value* x = find(key);
+    if (!x) return;
+    if (x->items.size() != 2) throw CheckpointError(std::string("param group option '") + key + "' must be a pair");
+    a = x->items[0].as_number(key);
+    b = x->items[1].as_number(key);
+  }
+};
 
 }  // namespace
 
@@ -154,7 +203,9 @@ template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
   int64_t index = 0;
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     Value group = Value::dict();
-    write_options(groups_[gi].options, group);
+    O options = groups_[gi].options;
+    visit_options(options, OptionWriter{group});
+    write_extra_options(group);
     Value params = Value::list();
     for (size_t i = 0; i < groups_[gi].params.size(); ++i, ++index) {
       params.items.push_back(Value::of(index));
@@ -194,7 +245,8 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
     const Value* params = saved.find(std::string("params"));
     if (saved.kind != Value::Kind::Dict || !params || params->items.size() != groups_[gi].params.size())
       throw std::invalid_argument("loaded state dict contains a parameter group that doesn't match the size of optimizer's group");
-    options.push_back(read_options(saved, groups_[gi].options));
+    options.push_back(groups_[gi].options);
+    visit_options(options.back(), OptionReader{saved});
     validate(options.back());
     state[gi].resize(groups_[gi].params.size());
     for (size_t i = 0; i < params->items.size(); ++i) {
@@ -249,20 +301,6 @@ std::vector<std::string> SGD::state_names(const SgdOptions& o) const {
 void SGD::run(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
   cpu::sgd_step(o, c, t, n);
 }
-void SGD::write_options(const SgdOptions& o, Value& g) const {
-  put(g, "lr", o.lr);
-  put(g, "momentum", o.momentum);
-  put(g, "dampening", o.dampening);
-  put(g, "weight_decay", o.weight_decay);
-  put_flag(g, "nesterov", o.nesterov);
-  put_flag(g, "maximize", o.maximize);
-}
-SgdOptions SGD::read_options(const Value& g, const SgdOptions& c) const {
-  return {number_or(g, "lr", c.lr), number_or(g, "momentum", c.momentum),
-          number_or(g, "dampening", c.dampening), number_or(g, "weight_decay", c.weight_decay),
-          flag_or(g, "nesterov", c.nesterov), flag_or(g, "maximize", c.maximize)};
-}
-
 // --- Adam / AdamW ----------------------------------------------------------------------------
 
 std::vector<std::string> Adam::state_names(const AdamOptions& o) const {
@@ -272,31 +310,7 @@ std::vector<std::string> Adam::state_names(const AdamOptions& o) const {
 void Adam::run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
   cpu::adam_step(o, decoupled_, c, t, n);
 }
-void Adam::write_options(const AdamOptions& o, Value& g) const {
-  put(g, "lr", o.lr);
-  Value betas = Value::list(Value::Kind::Tuple);
-  betas.items = {Value::of(o.beta1), Value::of(o.beta2)};
-  g.set(Value::of(std::string("betas")), std::move(betas));
-  put(g, "eps", o.eps);
-  put(g, "weight_decay", o.weight_decay);
-  put_flag(g, "amsgrad", o.amsgrad);
-  put_flag(g, "maximize", o.maximize);
-  put_flag(g, "decoupled_weight_decay", decoupled_);
-}
-AdamOptions Adam::read_options(const Value& g, const AdamOptions& c) const {
-  AdamOptions o = c;
-  if (const Value* betas = g.find(std::string("betas"))) {
-    if (betas->items.size() != 2) throw CheckpointError("param group option 'betas' must be a pair");
-    o.beta1 = betas->items[0].as_number("betas[0]");
-    o.beta2 = betas->items[1].as_number("betas[1]");
-  }
-  o.lr = number_or(g, "lr", c.lr);
-  o.eps = number_or(g, "eps", c.eps);
-  o.weight_decay = number_or(g, "weight_decay", c.weight_decay);
-  o.amsgrad = flag_or(g, "amsgrad", c.amsgrad);
-  o.maximize = flag_or(g, "maximize", c.maximize);
-  return o;
-}
+void Adam::write_extra_options(Value& g) const { put_flag(g, "decoupled_weight_decay", decoupled_); }
 
 // --- RMSprop ---------------------------------------------------------------------------------
 
@@ -309,19 +323,4 @@ std::vector<std::string> RMSprop::state_names(const RmspropOptions& o) const {
 void RMSprop::run(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
   cpu::rmsprop_step(o, c, t, n);
 }
-void RMSprop::write_options(const RmspropOptions& o, Value& g) const {
-  put(g, "lr", o.lr);
-  put(g, "alpha", o.alpha);
-  put(g, "eps", o.eps);
-  put(g, "weight_decay", o.weight_decay);
-  put(g, "momentum", o.momentum);
-  put_flag(g, "centered", o.centered);
-  put_flag(g, "maximize", o.maximize);
-}
-RmspropOptions RMSprop::read_options(const Value& g, const RmspropOptions& c) const {
-  return {number_or(g, "lr", c.lr), number_or(g, "alpha", c.alpha), number_or(g, "eps", c.eps),
-          number_or(g, "weight_decay", c.weight_decay), number_or(g, "momentum", c.momentum),
-          flag_or(g, "centered", c.centered), flag_or(g, "maximize", c.maximize)};
-}
-
 }  // namespace genesis

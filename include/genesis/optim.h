@@ -74,9 +74,8 @@ template <typename Options> class Optimizer {
   virtual std::vector<std::string> state_names(const Options& o) const = 0;
   virtual bool counts_steps() const { return true; }
   virtual void run(const Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count) const = 0;
-  // Options <-> the param group entries of a state_dict.
-  virtual void write_options(const Options& o, checkpoint::Value& group) const = 0;
-  virtual Options read_options(const checkpoint::Value& group, const Options& current) const = 0;
+  // Entries a param group carries in a state_dict beyond its Options fields.
+  virtual void write_extra_options(checkpoint::Value&) const {}
 
  private:
   struct State {
@@ -101,8 +100,6 @@ class SGD : public Optimizer<SgdOptions> {
   std::vector<std::string> state_names(const SgdOptions& o) const override;
   bool counts_steps() const override { return false; }
   void run(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
-  void write_options(const SgdOptions& o, checkpoint::Value& group) const override;
-  SgdOptions read_options(const checkpoint::Value& group, const SgdOptions& current) const override;
 };
 
 // Adam; AdamW is the same class with decoupled weight decay (as torch.optim.AdamW is
@@ -116,8 +113,7 @@ class Adam : public Optimizer<AdamOptions> {
  protected:
   std::vector<std::string> state_names(const AdamOptions& o) const override;
   void run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
-  void write_options(const AdamOptions& o, checkpoint::Value& group) const override;
-  AdamOptions read_options(const checkpoint::Value& group, const AdamOptions& current) const override;
+  void write_extra_options(checkpoint::Value& group) const override;
 
  private:
   bool decoupled_;
@@ -145,8 +141,6 @@ class RMSprop : public Optimizer<RmspropOptions> {
  protected:
   std::vector<std::string> state_names(const RmspropOptions& o) const override;
   void run(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
-  void write_options(const RmspropOptions& o, checkpoint::Value& group) const override;
-  RmspropOptions read_options(const checkpoint::Value& group, const RmspropOptions& current) const override;
 };
 
 }  // namespace genesis
