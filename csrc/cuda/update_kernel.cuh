@@ -99,10 +99,12 @@ __global__ void __launch_bounds__(kThreads) update_kernel(TensorTable table, typ
 
 // Advances the step counter of every tensor of a table, after all its chunks were updated,
 // unless the step was skipped. (Internal linkage: each rule's translation unit has its copy.)
-static __global__ void advance_steps(TensorTable table, const float* found_inf) {
+static __global__ void advance_steps(TensorTable table, int blocks, const float* found_inf) {
   if (found_inf && *found_inf != 0.0f) return;
+  // Entries past `blocks` are left over from the previous table: only the first chunk of each
+  // tensor listed in this one advances its counter.
   const int b = threadIdx.x;
-  if (b < kTableBlocks && table.block_chunk[b] == 0 && table.step[table.block_tensor[b]])
+  if (b < blocks && table.block_chunk[b] == 0 && table.step[table.block_tensor[b]])
     *table.step[table.block_tensor[b]] += 1.0f;
 }
 
@@ -119,8 +121,7 @@ void launch_update(const typename Rule::Options& options, const StepConfig& conf
   if (Rule::kCountsSteps) {
     // After every update launch: a tensor split over tables must read the same step in each.
     for_each_table(views.data(), count, [&](const TensorTable& table, int blocks) {
-      (void)blocks;
-      advance_steps<<<1, kTableBlocks, 0, stream>>>(table, config.found_inf);
+      advance_steps<<<1, kTableBlocks, 0, stream>>>(table, blocks, config.found_inf);
       check(cudaGetLastError(), "step launch");
     });
   }

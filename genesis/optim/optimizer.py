@@ -88,8 +88,8 @@ class _CachedPlan:
 
 
 def cuda_device_of(params):
-    """The CUDA device of a group's CUDA parameters (at most one, checked when the group is
-    added), or None for an all-CPU group."""
+    """The CUDA device of a group's parameters (one device per group, checked when the group
+    is added), or None for a CPU group."""
     for p in params:
         arr = _interop.array_of(p)
         if _interop.is_cuda(arr):
@@ -236,10 +236,11 @@ class Optimizer:
                                  f"parameter {name}")
             group.setdefault(name, default)
         self._check_group(group)
-        cuda_devices = {str(_interop.device_of(_interop.array_of(p))) for p in params} - {"cpu"}
-        if len(cuda_devices) > 1:
-            raise ValueError("a param group holds parameters on several GPUs "
-                             f"({', '.join(sorted(cuda_devices))}); use one group per device")
+        # One device per group: a step's skip flag and stream then belong to the whole group.
+        devices = {_interop.device_of(_interop.array_of(p)) for p in params}
+        if len(devices) > 1:
+            raise ValueError("a param group holds parameters on several devices "
+                             f"({', '.join(sorted(devices))}); use one group per device")
         # A parameter listed twice would be updated twice, concurrently: refuse it.
         if len({id(p) for p in params}) != len(params):
             raise ValueError("optimizer contains a parameter group with duplicate parameters")
