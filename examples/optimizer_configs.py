@@ -15,9 +15,9 @@ The small fine-tuning rates (1e-5 .. 1e-4) move the loss only a little in a shor
 import torch
 from torch import nn
 
-from teacher_data import teacher_data
-
 import genesis.optim as optim
+
+from teacher_data import teacher_data
 
 
 class Net(nn.Module):

@@ -12,10 +12,10 @@ example needs only torch and genesis and downloads nothing.
 import torch
 from torch import nn
 
-from teacher_data import batches
-
 import genesis
 import genesis.optim as optim
+
+from teacher_data import batches
 
 
 def main(epochs=5, log_every=4):

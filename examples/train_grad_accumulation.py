@@ -12,10 +12,10 @@ cleared. Small torch MLP, deterministically generated data (nothing is downloade
 import torch
 from torch import nn
 
-from teacher_data import batches
-
 import genesis
 import genesis.optim as optim
+
+from teacher_data import batches
 
 
 def main(epochs=3, accumulation_steps=4):

@@ -19,10 +19,10 @@ Gaussian inputs), so the example needs only torch and genesis and downloads noth
 import torch
 from torch import nn
 
-from teacher_data import batches
-
 import genesis
 import genesis.optim as optim
+
+from teacher_data import batches
 
 
 class TinyTransformerBlockModel(nn.Module):

@@ -13,9 +13,9 @@ not empty. Deterministically generated data (nothing is downloaded).
 import torch
 from torch import nn
 
-from teacher_data import batches
-
 import genesis.optim as optim
+
+from teacher_data import batches
 
 
 class MLP(nn.Module):

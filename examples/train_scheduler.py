@@ -12,10 +12,10 @@ deterministically generated data (nothing is downloaded).
 import torch
 from torch import nn
 
-from teacher_data import batches
-
 import genesis.optim as optim
 from genesis.optim.lr_scheduler import CosineAnnealingLR
+
+from teacher_data import batches
 
 
 def compute_loss(model, batch):
