@@ -159,3 +159,17 @@ def test_a_group_mixing_devices_is_refused():
     a.grad, b.grad = torch.ones(3, device="cuda"), torch.ones(3)
     opt.step()
     assert torch.equal(a.cpu(), b.detach())
+
+
+def test_host_grad_scale_reaches_cuda_kernels():
+    """A scale given on the host (a float) still divides CUDA gradients inside the update."""
+    scaled, plain = _params("cuda"), _params("cuda")
+    _set_grads([scaled, plain], 3)
+    for p in scaled:
+        p.grad.mul_(4.0)
+    opt, ref = genesis.optim.AdamW(scaled, lr=1e-2), genesis.optim.AdamW(plain, lr=1e-2)
+    opt.grad_scale = 4.0
+    opt.step()
+    ref.step()
+    for p, q in zip(scaled, plain):
+        torch.testing.assert_close(p, q)

@@ -256,8 +256,8 @@ class Optimizer:
         if group.get("differentiable"):
             raise ValueError("genesis optimizers do not support differentiable=True")
         if group.get("capturable"):
-            raise ValueError("capturable=True needs CUDA parameters; this genesis build updates CPU "
-                             "parameters only")
+            raise ValueError("genesis does not implement capturable=True (its CUDA steps never "
+                             "wait for the host, but the Python step is not graph-capturable)")
         _C.validate(self._options(group))
         if group.get("state_dtype") is not None:
             _interop.dtype_code_of_name(group["state_dtype"])
@@ -289,16 +289,20 @@ class Optimizer:
         if cuda is not None:
             torch = _interop.torch_module()
             device["stream"] = torch.cuda.current_stream(cuda).cuda_stream
-            if found_inf is not None:
+            if found_inf is not None and _interop.is_cuda(found_inf):  # a host flag was read in step()
                 device["found_inf_ptr"] = found_inf.data_ptr()
-            if grad_scale is not None and _interop.is_cuda(grad_scale):
-                # 1/scale computed on the device (kept alive on the group until the next step,
-                # so the launch that reads it never sees freed memory).
-                group_state = self._device_scratch.setdefault(id(group), {})
-                group_state["inv_scale"] = grad_scale.double().reciprocal().float()
-                device["grad_scale_ptr"] = group_state["inv_scale"].data_ptr()
+            if grad_scale is not None:
+                # The kernels read 1/scale from device memory: computed there from a device
+                # scale (no sync), or filled from a host one. Kept on the optimizer until the
+                # next step, so the launch that reads it never sees freed memory.
+                if _interop.is_cuda(grad_scale):
+                    inv = grad_scale.double().reciprocal().float().reshape(())
+                else:
+                    inv = torch.full((), 1.0 / as_float(grad_scale), dtype=torch.float32, device=cuda)
+                self._device_scratch[id(group)] = inv
+                device["grad_scale_ptr"] = inv.data_ptr()
         inv_scale = 1.0
-        if grad_scale is not None and not (cuda is not None and _interop.is_cuda(grad_scale)):
+        if grad_scale is not None and cuda is None:
             inv_scale = 1.0 / as_float(grad_scale)
         return _C.StepControl(grad_scale=inv_scale, stochastic_rounding=rounding,
                               seed=int(group.get("seed", 0)), counter=counter, **device)
