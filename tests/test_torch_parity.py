@@ -73,6 +73,12 @@ def _assert_models_close(a, b, tol):
         torch.testing.assert_close(pa.detach(), pb.detach(), **tol, msg=lambda m: f"{name}: {m}")
 
 
+def _twin_params(init):
+    """Two independent lists of parameters with the same initial values: torch's and genesis'."""
+    return ([torch.nn.Parameter(x.clone()) for x in init],
+            [torch.nn.Parameter(x.clone()) for x in init])
+
+
 def _pair(name, hp, dtype, seed=0):
     """(torch model, torch optimizer, genesis model, genesis optimizer), identical models."""
     mt = MLP(dtype, seed)
@@ -185,8 +191,7 @@ def test_sizes_match_torch(name, size):
     hp = R.RICH[name]
     gen = torch.Generator().manual_seed(size)
     init = [torch.rand(size, generator=gen) - 0.5, torch.rand(3, generator=gen) - 0.5]
-    pt = [torch.nn.Parameter(x.clone()) for x in init]
-    pg = [torch.nn.Parameter(x.clone()) for x in init]
+    pt, pg = _twin_params(init)
     ot = getattr(torch.optim, name)(pt, **hp)
     og = getattr(genesis.optim, name)(pg, **hp)
     for _ in range(10):
@@ -207,8 +212,7 @@ def test_model_with_2000_tensors(name):
     gen = torch.Generator().manual_seed(5)
     shapes = [(3,), (2, 2), (1,), (5, 1)]
     init = [torch.rand(shapes[i % 4], generator=gen) - 0.5 for i in range(2000)]
-    pt = [torch.nn.Parameter(x.clone()) for x in init]
-    pg = [torch.nn.Parameter(x.clone()) for x in init]
+    pt, pg = _twin_params(init)
     ot = getattr(torch.optim, name)([{"params": pt[:1000]}, {"params": pt[1000:], "lr": 0.01}], **hp)
     og = getattr(genesis.optim, name)([{"params": pg[:1000]}, {"params": pg[1000:], "lr": 0.01}], **hp)
     for _ in range(3):
@@ -313,8 +317,7 @@ def test_param_with_grad_some_steps_only():
     torch."""
     gen = torch.Generator().manual_seed(2)
     init = [torch.rand(4, generator=gen) for _ in range(2)]
-    pt = [torch.nn.Parameter(x.clone()) for x in init]
-    pg = [torch.nn.Parameter(x.clone()) for x in init]
+    pt, pg = _twin_params(init)
     ot = torch.optim.Adam(pt, lr=0.01)
     og = genesis.optim.Adam(pg, lr=0.01)
     for i in range(6):
@@ -356,8 +359,7 @@ def test_mixed_float32_float64_in_one_group(name):
     gen = torch.Generator().manual_seed(13)
     dtypes = [torch.float32, torch.float64, torch.float64, torch.float32]
     init = [torch.rand(7, generator=gen, dtype=d) - 0.5 for d in dtypes]
-    pt = [torch.nn.Parameter(x.clone()) for x in init]
-    pg = [torch.nn.Parameter(x.clone()) for x in init]
+    pt, pg = _twin_params(init)
     ot = getattr(torch.optim, name)(pt, **hp)
     og = getattr(genesis.optim, name)(pg, **hp)
     for _ in range(10):
