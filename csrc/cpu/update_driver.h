@@ -2,6 +2,7 @@
 // parallel region whose inner loop loads a register tile, calls Rule::apply, and stores.
 #pragma once
 
+#include <algorithm>
 #include <vector>
 
 #include "flat_partition.h"
@@ -33,9 +34,16 @@ void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>&
   S* GENESIS_RESTRICT s2 = K > 2 ? static_cast<S*>(t.state[2]) : &scratch_state;
   // No `omp simd` here on purpose: it privatizes the StateRegs temporary per lane, and GCC then
   // refuses the loop (a "scatter store"). The restrict pointers are all it needs to vectorize.
-  for (int64_t i = begin; i < end; ++i)
-    update_element<Rule, kStore, P, S, T>(param[i], grad[i], master[kMaster ? i : 0], s0[K > 0 ? i : 0],
-                                          s1[K > 1 ? i : 0], s2[K > 2 ? i : 0], i, c, grad_scale, rng_key);
+  // The outer loop only splits a range at multiples of 2^32 elements, where the stochastic
+  // rounding key changes (once per tensor in practice).
+  for (int64_t lo = begin; lo < end;) {
+    const int64_t hi = std::min(end, ((lo >> 32) + 1) << 32);
+    const uint32_t key = block_key(rng_key, uint64_t(lo) >> 32);
+    for (int64_t i = lo; i < hi; ++i)
+      update_element<Rule, kStore, P, S, T>(param[i], grad[i], master[kMaster ? i : 0], s0[K > 0 ? i : 0],
+                                            s1[K > 1 ? i : 0], s2[K > 2 ? i : 0], uint32_t(i), c, grad_scale, key);
+    lo = hi;
+  }
 }
 
 // One step of Rule over `count` tensors whose parameters are stored as P and state as S.

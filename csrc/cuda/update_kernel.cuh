@@ -50,7 +50,11 @@ __global__ void __launch_bounds__(kThreads) update_kernel(TensorTable table, typ
   __syncthreads();
   const Coeffs c = shared;
   const T grad_scale = config.grad_scale ? T(*config.grad_scale) : T(1);
-  const uint32_t key = kStore == ParamStore::Stochastic ? stream_key(config.seed, table.id[t], config.counter) : 0u;
+  // A chunk never straddles a multiple of 2^32 elements (2^32 is a multiple of kChunk), so one
+  // key serves the whole block.
+  const uint32_t key = kStore == ParamStore::Stochastic
+                           ? block_key(stream_key(config.seed, table.id[t], config.counter), uint64_t(begin) >> 32)
+                           : 0u;
   P* param = static_cast<P*>(table.ptr[0][t]);
   const P* grad = static_cast<const P*>(table.ptr[1][t]);
   float* master = static_cast<float*>(table.ptr[2][t]);
@@ -78,7 +82,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(TensorTable table, typ
       if constexpr (K > 2) d = *reinterpret_cast<const Pack<S>*>(s2 + i);
 #pragma unroll
       for (int k = 0; k < kVec; ++k)
-        update_element<Rule, kStore, P, S, T>(p.v[k], g.v[k], m.v[k], a.v[k], b.v[k], d.v[k], i + k, c,
+        update_element<Rule, kStore, P, S, T>(p.v[k], g.v[k], m.v[k], a.v[k], b.v[k], d.v[k], uint32_t(i + k), c,
                                               grad_scale, key);
       *reinterpret_cast<Pack<P>*>(param + i) = p;
       if constexpr (kMaster) *reinterpret_cast<Pack<float>*>(master + i) = m;
@@ -94,7 +98,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(TensorTable table, typ
     for (int64_t j = i; j < min(i + kVec, end); ++j)
       update_element<Rule, kStore, P, S, T>(param[j], grad[j], kMaster ? master[j] : scratch_master,
                                             K > 0 ? s0[j] : scratch_state, K > 1 ? s1[j] : scratch_state,
-                                            K > 2 ? s2[j] : scratch_state, j, c, grad_scale, key);
+                                            K > 2 ? s2[j] : scratch_state, uint32_t(j), c, grad_scale, key);
 }
 
 // Advances the step counter of every tensor of a table, after all its chunks were updated,

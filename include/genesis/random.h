@@ -29,10 +29,18 @@ GENESIS_HD uint32_t stream_key(uint64_t seed, uint64_t tensor, uint64_t counter)
   return mix32(k ^ static_cast<uint32_t>(counter >> 32));
 }
 
-// The random bits of element `index` in the stream `key`. Mixing twice keeps neighbouring
-// indices (which differ in few bits) from giving correlated draws.
-GENESIS_HD uint32_t random_bits(uint32_t key, uint64_t index) {
-  return mix32(mix32(static_cast<uint32_t>(index) ^ key) + static_cast<uint32_t>(index >> 32));
+// The key of the elements whose index has `high` as its upper 32 bits: the key itself for the
+// first 2^32 elements of a tensor (every tensor in practice), a remixed one beyond.
+GENESIS_HD uint32_t block_key(uint32_t key, uint64_t high) {
+  return high == 0 ? key : mix32(key ^ static_cast<uint32_t>(high));
+}
+
+// The random bits of the element whose index has `low` as its lower 32 bits, in the stream
+// `key` (already adjusted by block_key for the upper bits). Only 32-bit arithmetic, so the CPU
+// loop vectorizes. Multiplying by an odd constant (a bijection) first spreads neighbouring
+// indices, which differ in few bits, over the whole word before the full mix.
+GENESIS_HD uint32_t random_bits(uint32_t key, uint32_t low) {
+  return mix32((low * 0x9E3779B1u) ^ key);
 }
 
 }  // namespace genesis

@@ -1,7 +1,9 @@
 // One element of an update, shared by the CPU loop and the CUDA kernel: widen the stored values
 // into registers, apply the rule, round and store. Callers pass references to wherever the
 // element lives (memory on the CPU, a register tile on the GPU); arrays a variant does not use
-// are never touched, so callers may pass any scratch variable for them.
+// are never touched, so callers may pass any scratch variable for them. `index` is the lower 32
+// bits of the element's index and `rng_key` the stochastic rounding key for its upper bits
+// (random.h); both matter only with ParamStore::Stochastic.
 #pragma once
 
 #include <stdexcept>
@@ -20,7 +22,7 @@ namespace genesis {
 enum class ParamStore { Nearest, Master, Stochastic };
 
 template <typename Rule, ParamStore kStore, typename P, typename S, typename T>
-GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S& s1, S& s2, int64_t index,
+GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S& s1, S& s2, uint32_t index,
                                const typename Rule::template Coeffs<T>& c, T grad_scale, uint32_t rng_key) {
   constexpr int K = Rule::kStates;
   T p = kStore == ParamStore::Master ? T(master) : load<T>(param);
@@ -30,7 +32,7 @@ GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S&
   Rule::apply(p, load<T>(grad) * grad_scale, StateRegs<T>{v0, v1, v2}, c);
   if constexpr (kStore == ParamStore::Master) master = static_cast<float>(p);
   if constexpr (kStore == ParamStore::Stochastic) {
-    param.bits = float_to_bfloat16_stochastic(static_cast<float>(p), random_bits(rng_key, uint64_t(index)));
+    param.bits = float_to_bfloat16_stochastic(static_cast<float>(p), random_bits(rng_key, index));
   } else {
     store(param, p);
   }
