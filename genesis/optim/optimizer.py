@@ -78,13 +78,16 @@ class _OptimizerState(dict):
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version", "cuda_device")
+    __slots__ = ("plan", "layout", "version", "cuda_device", "inv_scale")
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
         self.layout = layout
         self.version = version
         self.cuda_device = cuda_device_of(params)
+        # CUDA groups: the device tensor holding 1/scale that the last step's kernels read,
+        # kept until the next step so the launch never sees freed memory.
+        self.inv_scale = None
 
 
 def cuda_device_of(params):
@@ -164,7 +167,6 @@ class Optimizer:
         self.defaults = defaults
         self._version = 0
         self._plans = []
-        self._device_scratch = {}
         self._state = _OptimizerState(self)
         self.param_groups = []
         if _interop.is_parameter(params):
@@ -209,7 +211,6 @@ class Optimizer:
         self.param_groups = saved["param_groups"]
         self._version = 0
         self._plans = []
-        self._device_scratch = {}
         self.state = saved["state"]
 
     # ------------------------------------------------------------------------ param groups
@@ -277,11 +278,12 @@ class Optimizer:
                              f"{_interop.CODE_NAMES[code]} parameters")
         return state, bool(group.get("master_weights")) and code in _HALF_CODES
 
-    def _control(self, group, cuda, grad_scale, found_inf):
+    def _control(self, group, cached, grad_scale, found_inf):
         """The step's mixed-precision inputs for the core: GradScaler's 1/scale, and the
         stochastic rounding stream (its counter, kept in the group so that a resumed run draws
         the same bits, advances after every step that ran: see step())."""
         rounding = bool(group.get("stochastic_rounding"))
+        cuda = cached.cuda_device
         if grad_scale is None and not rounding and cuda is None:
             return _PLAIN_STEP
         counter = group.get("stochastic_rounding_step", 0) if rounding else 0
@@ -293,13 +295,12 @@ class Optimizer:
                 device["found_inf_ptr"] = found_inf.data_ptr()
             if grad_scale is not None:
                 # The kernels read 1/scale from device memory: computed there from a device
-                # scale (no sync), or filled from a host one. Kept on the optimizer until the
-                # next step, so the launch that reads it never sees freed memory.
+                # scale (no sync), or filled from a host one.
                 if _interop.is_cuda(grad_scale):
                     inv = grad_scale.double().reciprocal().float().reshape(())
                 else:
                     inv = torch.full((), 1.0 / as_float(grad_scale), dtype=torch.float32, device=cuda)
-                self._device_scratch[id(group)] = inv
+                cached.inv_scale = inv
                 device["grad_scale_ptr"] = inv.data_ptr()
         inv_scale = 1.0
         if grad_scale is not None and cuda is None:
@@ -345,7 +346,7 @@ class Optimizer:
         grad_scale = getattr(self, "grad_scale", None)
         self._prepare()
         for cached, group in zip(self._plans, self.param_groups):
-            self._run(cached.plan, group, self._control(group, cached.cuda_device, grad_scale, found_inf))
+            self._run(cached.plan, group, self._control(group, cached, grad_scale, found_inf))
             if group.get("stochastic_rounding"):
                 group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
         return loss
