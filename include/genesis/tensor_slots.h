@@ -3,13 +3,15 @@
 
 #include <cstdint>
 
+#include "genesis/macros.h"
+
 namespace genesis {
 
 // The most state arrays any rule keeps per element (Adam with amsgrad: m, v, v_max).
 constexpr int kMaxStates = 3;
 
 // One parameter tensor of a step, as plain pointers: no framework types, so the same struct
-// serves the Python bindings, the C++ API and (later) the CUDA launcher. Every array holds
+// serves the Python bindings, the C++ API and the CUDA launcher. Every array holds
 // `numel` contiguous elements; `param` and `grad` share the parameter dtype, `state` arrays the
 // state dtype. A rule reads only as many state slots as it declares (Rule::kStates).
 struct TensorSlots {
@@ -17,7 +19,8 @@ struct TensorSlots {
   const void* grad = nullptr;
   void* state[kMaxStates] = {nullptr, nullptr, nullptr};
   int64_t numel = 0;
-  // Step counter of this tensor (float32, as torch stores it), for rules that count steps.
+  // Step counter of this tensor (float32, as torch stores it), for rules that count steps:
+  // host memory for the CPU backend, device memory for the CUDA one.
   float* step = nullptr;
   // True on the first step after the state was allocated: SGD's momentum buffer starts as the
   // gradient itself rather than decaying from zero.
@@ -30,9 +33,6 @@ struct TensorSlots {
   uint64_t id = 0;
 };
 
-}  // namespace genesis
-
-namespace genesis {
 
 // A contiguous array of `numel` elements: what the clip reductions read and rescale.
 struct Buffer {
@@ -40,11 +40,6 @@ struct Buffer {
   int64_t numel = 0;
 };
 
-}  // namespace genesis
-
-#include "genesis/macros.h"
-
-namespace genesis {
 
 // The state values of one element, as a rule sees them: references to three registers, indexed
 // with compile-time constants. Not an array: an array would live in memory, and the CPU
