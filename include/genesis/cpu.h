@@ -1,4 +1,5 @@
-// The CPU backend: one call updates a whole list of tensors of one dtype in one OpenMP region.
+// The CPU backend: one call updates a whole list of tensors stored alike (parameter and state
+// dtypes, master weights) in one OpenMP region. StepConfig is shared with the CUDA backend.
 #pragma once
 
 #include <cstdint>
