@@ -196,8 +196,9 @@ struct StepControl {
 // A GroupPlan caches, for one param group, everything that does not change between steps: the
 // pointers of each parameter and of its state. gather() then only has to fetch this step's
 // gradients and check that each parameter still is what was cached; the update itself is one
-// call into the core per storage kind and device. A parameter that needs attention (its state does not exist
-// yet, or anything about it changed) is reported back by index for Python to admit.
+// call into the core per storage kind and device. A parameter that needs attention (its state
+// does not exist yet, or anything about it changed) is reported back by index for Python to
+// admit.
 class GroupPlan {
  public:
   explicit GroupPlan(py::list params) : entries_(py::len(params)) {
