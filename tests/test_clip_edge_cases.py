@@ -277,3 +277,32 @@ def test_empty_parameter_list_without_torch_returns_numpy_zero():
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ------------------------------------------------------------------ CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("norm_type", [0, -1.0, -math.inf, math.nan, 2.0])
+def test_cuda_norm_types_torch_accepts(norm_type):
+    ref, ps = _norm_twins(torch.float32)
+    for group in (ref, ps):
+        for p in group:
+            p.data, p.grad = p.data.cuda(), p.grad.cuda()
+    expected = torch.nn.utils.clip_grad_norm_(ref, 0.5, norm_type=norm_type)
+    total = clip_grad_norm_(ps, 0.5, norm_type=norm_type)
+    assert total.device == expected.device and total.dtype == expected.dtype
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=0, equal_nan=True)
+    for p, r in zip(ps, ref):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-5, atol=0, equal_nan=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("clip_value", [-1.0, math.nan, 0.5])
+def test_cuda_clip_grad_value_for_any_clip_value(clip_value):
+    ref, ps = _torch_twins(torch.float32)
+    for group in (ref, ps):
+        for p in group:
+            p.data, p.grad = p.data.cuda(), p.grad.cuda()
+    torch.nn.utils.clip_grad_value_(ref, clip_value)
+    clip_grad_value_(ps, clip_value)
+    for p, r in zip(ps, ref):
+        _same_bits(p.grad.cpu(), r.grad.cpu())

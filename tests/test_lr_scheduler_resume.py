@@ -199,3 +199,37 @@ def test_construction_record_is_not_saved():
         state = RESUMED[name](glr, opt).state_dict()
         assert "_construction" not in state
         assert all("_construction" not in child for child in state.get("_schedulers", []))
+
+
+@pytest.mark.parametrize("order", ["scheduler first", "optimizer first"])
+@pytest.mark.parametrize("sched_name", ["WarmupCosine", "OneCycleLR-three-phase", "CyclicLR-triangular2", "SequentialLR"])
+def test_genesis_scheduler_on_a_torch_optimizer_resumes_in_either_order(sched_name, order):
+    """torch's optimizers replace their group dicts on load_state_dict too, so the same rule
+    holds when a genesis scheduler drives one."""
+    build = RESUMED[sched_name]
+    make_opt = OPTIMIZERS["SGD"][1]
+    ref_rows = _torch_run(build, make_opt)
+    opt = make_opt(_groups())
+    sched = build(glr, opt)
+    rows = _run(sched, opt, 0, 90)
+    opt_state, sched_state = copy.deepcopy(opt.state_dict()), pickle.dumps(sched.state_dict())
+    sched, opt = _resume(build, make_opt, opt_state, sched_state, order)
+    rows += _run(sched, opt, 90, N_STEPS)
+    _assert_same(rows, ref_rows)
+
+
+def test_nested_composite_resumes_in_either_order():
+    def build(m, o):
+        warmup = m.SequentialLR(o, [m.ConstantLR(o, 0.2, 5), m.LinearLR(o, 0.3, total_iters=10)], milestones=[5])
+        return m.ChainedScheduler([warmup, m.CosineAnnealingLR(o, T_max=N_STEPS), m.StepLR(o, 40, 0.7)])
+
+    make_opt = OPTIMIZERS["SGD"][0]
+    ref_rows = _torch_run(build, OPTIMIZERS["SGD"][1])
+    for order in ("scheduler first", "optimizer first"):
+        opt = make_opt(_groups())
+        sched = build(glr, opt)
+        rows = _run(sched, opt, 0, 3)
+        opt_state, sched_state = copy.deepcopy(opt.state_dict()), pickle.dumps(sched.state_dict())
+        sched, opt = _resume(build, make_opt, opt_state, sched_state, order)
+        rows += _run(sched, opt, 3, N_STEPS)
+        _assert_same(rows, ref_rows)

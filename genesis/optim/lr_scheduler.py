@@ -229,8 +229,9 @@ class _Construction:
     with a chainable scheduler every step, at a wrong rate).  So ``load_state_dict`` called
     before the scheduler's first step puts back every entry that construction changed and that
     still holds the value construction left, provided the groups are still the dicts that
-    construction saw: an optimizer ``load_state_dict`` after construction replaces the dicts, and
-    then the loaded values stand, as in torch.
+    construction saw: an optimizer ``load_state_dict`` after construction (genesis's and
+    torch's both build new group dicts) replaces them, and then the loaded values stand, as in
+    torch.
     """
 
     def __init__(self, optimizer) -> None:

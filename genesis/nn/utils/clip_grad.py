@@ -207,7 +207,9 @@ def _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite):
     """clip_grad_norm_ for CUDA gradients: the norm is reduced into a device float64 and the
     clip coefficient is computed from it on the device, so nothing waits for the GPU unless
     error_if_nonfinite needs the value. (Unlike the CPU path, the coefficient uses the float64
-    norm, not the norm rounded to the gradients' dtype: a difference of one rounding.)"""
+    norm, not the norm rounded to the gradients' dtype: a difference of one rounding; and a
+    total that overflows only inside torch's float32 sums, NOTE: [torch norm overflow], stays
+    finite here, as finding it would cost a host sync.)"""
     torch = _interop.torch_module()
     device, stream = grads[0].device, _stream(grads)
     if norm_type > 0:
