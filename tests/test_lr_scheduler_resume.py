@@ -56,14 +56,14 @@ def _advance(sched, step):
 
 def _run(sched, opt, start, stop):
     """Steps start..stop-1: the rates and momentum the optimizer steps with, then the
-    scheduler's get_last_lr after its step."""
+    scheduler's get_last_lr after its step (as floats: a tensor lr is filled in place)."""
     rows = []
     for step in range(start, stop):
         groups = opt.param_groups
-        rows.append(([g["lr"] for g in groups], [_momentum(g) for g in groups]))
+        rows.append(([float(g["lr"]) for g in groups], [_momentum(g) for g in groups]))
         opt.step()
         _advance(sched, step)
-        rows.append((list(sched.get_last_lr()), None))
+        rows.append(([float(lr) for lr in sched.get_last_lr()], None))
     return rows
 
 
@@ -233,3 +233,31 @@ def test_nested_composite_resumes_in_either_order():
         sched, opt = _resume(build, make_opt, opt_state, sched_state, order)
         rows += _run(sched, opt, 3, N_STEPS)
         _assert_same(rows, ref_rows)
+
+
+def test_tensor_learning_rate_keeps_its_identity_when_taken_back():
+    """A torch optimizer may hold a tensor lr: taking back construction's write fills it in
+    place, like every other write of a scheduler."""
+
+    def make_opt():
+        p = torch.nn.Parameter(torch.zeros(3))
+        p.grad = torch.ones(3)
+        return torch.optim.SGD([p], lr=torch.tensor(0.1), momentum=0.9)
+
+    build = RESUMED["WarmupCosine"]
+    ref_opt = make_opt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_rows = _run(build(tlr, ref_opt), ref_opt, 0, 40)
+    opt = make_opt()
+    sched = build(glr, opt)
+    rows = _run(sched, opt, 0, 12)
+    opt_state, sched_state = copy.deepcopy(opt.state_dict()), pickle.dumps(sched.state_dict())
+    opt = make_opt()
+    opt.load_state_dict(opt_state)
+    lr = opt.param_groups[0]["lr"]
+    sched = build(glr, opt)
+    sched.load_state_dict(pickle.loads(sched_state))
+    assert opt.param_groups[0]["lr"] is lr
+    rows += _run(sched, opt, 12, 40)
+    _assert_same(rows, ref_rows)
