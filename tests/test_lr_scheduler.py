@@ -13,7 +13,6 @@ import math
 import pickle
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -916,29 +915,33 @@ def test_step_and_state_dict_never_copy_the_optimizer(sched_name):
     assert opt.steps == N_STEPS and len(state) < 20_000
 
 
-def _best_step_time(build, n_params, repeats=5, n_steps=200):
-    best = math.inf
-    for _ in range(repeats):
-        opt = _big_plain_optimizer(n_params)
-        sched = build(glr, opt)
-        start = time.perf_counter()
-        for _ in range(n_steps):
-            sched.step()
-        best = min(best, (time.perf_counter() - start) / n_steps)
-    return best
+class _UntouchableParams(list):
+    """A group's parameter list that fails the test if a scheduler looks into it: whatever a
+    scheduler does per step must not depend on the model's size."""
+
+    def _touched(self, *args, **kwargs):
+        raise AssertionError("a scheduler step looked at the parameters")
+
+    __iter__ = __getitem__ = __len__ = __contains__ = __copy__ = __deepcopy__ = _touched
+    __reduce_ex__ = _touched
 
 
-TIMED = ["StepLR", "LambdaLR", "OneCycleLR-cos", "CyclicLR-triangular2", "SequentialLR", "ChainedScheduler"]
+TOUCH_FREE = ["StepLR", "LambdaLR", "OneCycleLR-cos", "CyclicLR-triangular2", "SequentialLR",
+              "ChainedScheduler"]
 
 
-@pytest.mark.parametrize("sched_name", TIMED)
-def test_step_overhead_is_small_and_independent_of_model_size(sched_name):
-    build = SCHEDULERS[sched_name]
+@pytest.mark.parametrize("sched_name", TOUCH_FREE)
+def test_step_never_looks_at_the_parameters(sched_name):
+    """The scheduler's per-step work is a few float operations per group, independent of the
+    model's size: it never iterates, copies or pickles a group's parameter list."""
+    opt = _PlainOptimizer(GROUP_LRS)
+    for g in opt.param_groups:
+        g["momentum"] = 0.9
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the optimizer is not stepped here
-        small = _best_step_time(build, n_params=1)
-        large = _best_step_time(build, n_params=200_000)
-    # A few float operations per group: microseconds (the bound leaves room for a busy
-    # machine).  Copying the groups would cost milliseconds with 200k parameters.
-    assert small < 50e-6 and large < 50e-6, (small, large)
-    assert large < 3 * small + 5e-6, (small, large)
+        sched = SCHEDULERS[sched_name](glr, opt)
+        for g in opt.param_groups:
+            g["params"] = _UntouchableParams()
+        _step_n(sched, 50)
+        pickle.dumps(sched.state_dict())
+    assert opt.steps == 50 and sched.last_epoch >= 50
