@@ -89,18 +89,44 @@ def device_of(arr):
     return str(arr.device) if is_torch(arr) else "cpu"
 
 
+def typename(x):
+    """The type name torch's messages use (torch.typename for tensors)."""
+    torch = _torch()
+    if torch is not None and isinstance(x, torch.Tensor):
+        return torch.typename(x)
+    return type(x).__name__
+
+
+def check_param_type(param, where, differentiable=False):
+    """What an optimizer checks when a parameter is added, as torch does: it is a parameter
+    (a torch tensor or a genesis.nn.Parameter), and a torch tensor is a leaf (or retains its
+    grad). Everything about its memory is checked when it is first stepped (it may still be on
+    the meta device, to be materialized later)."""
+    if not is_parameter(param):
+        raise TypeError("optimizer can only optimize Tensors or genesis.nn.Parameter objects, "
+                        f"but one of the params is {typename(param)}")
+    if is_torch(param) and not differentiable and not (param.is_leaf or param.retains_grad):
+        raise ValueError("can't optimize a non-leaf Tensor")
+    arr = core_view(array_of(param))
+    if dtype_code(arr) not in SUPPORTED_CODES:
+        raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
+                        "float16 and bfloat16")
+    if not is_torch(arr):  # NumPy parameters are updated in place, never through copies
+        check_param(param, where)
+
+
 def check_param(param, where):
     """Raise TypeError/ValueError if the core cannot update this parameter in place."""
     if not is_parameter(param):
         raise TypeError(
             "optimizer can only optimize torch Tensors or genesis.nn.Parameter objects, "
             f"but {where} is {type(param).__name__}")
-    arr = array_of(param)
+    arr = core_view(array_of(param))
     check_native(arr, where)
     code = dtype_code(arr)
     if code not in SUPPORTED_CODES:
         raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
-                        "float16 and bfloat16")
+                        "float16 and bfloat16 (and complex64/complex128 torch tensors)")
     device = device_of(arr)
     if device.startswith("cuda"):
         if not _C.cuda_built():
@@ -110,9 +136,9 @@ def check_param(param, where):
             raise ValueError(f"{where} is on {device}, but genesis's CUDA runtime sees no GPU")
     elif device != "cpu":
         raise ValueError(f"{where} is on device {device}; genesis updates CPU and CUDA parameters")
-    if not is_contiguous(arr):
-        raise ValueError(f"{where} is not contiguous; genesis updates contiguous parameters only "
-                         "(call .contiguous() before building the optimizer)")
+    if not is_torch(arr) and not is_contiguous(arr):
+        raise ValueError(f"{where} is not contiguous; genesis updates contiguous NumPy parameters "
+                         "only (use np.ascontiguousarray before building the optimizer)")
     if not is_torch(arr) and not arr.flags.writeable:
         raise ValueError(f"{where} is a read-only array and cannot be updated in place")
 
@@ -125,9 +151,16 @@ def check_native(arr, where):
                          "arr.astype(arr.dtype.newbyteorder('='))")
 
 
-def check_grad(param, grad, where):
-    """Raise TypeError/ValueError if `grad` cannot be used as the gradient of `param`."""
+def check_grad(param, grad, where, sparse_ok=False):
+    """Raise TypeError/ValueError if `grad` cannot be used as the gradient of `param`. torch
+    gradients may be strided (and sparse where the optimizer supports it, as torch's SGD):
+    such parameters go through a contiguous staging copy (see Optimizer._run_staged)."""
     arr = array_of(param)
+    if is_torch(grad) and grad.is_sparse:
+        if not sparse_ok:
+            raise RuntimeError(f"the gradient of {where} is sparse; this optimizer does not "
+                               "support sparse gradients (SGD and SparseAdam do)")
+        grad = grad.to_dense()
     if is_torch(arr) != is_torch(grad) or not (is_torch(grad) or isinstance(grad, np.ndarray)):
         raise TypeError(f"the gradient of {where} is a {type(grad).__name__}, but the parameter "
                         f"is a {type(arr).__name__}")
@@ -141,8 +174,26 @@ def check_grad(param, grad, where):
     if device_of(grad) != device_of(arr):
         raise ValueError(f"the gradient of {where} is on {device_of(grad)}, but the parameter is "
                          f"on {device_of(arr)}")
-    if not is_contiguous(grad):
+    if not is_torch(grad) and not is_contiguous(grad):
         raise ValueError(f"the gradient of {where} is not contiguous")
+
+
+def core_view(arr):
+    """The array the core updates for `arr`: a complex torch tensor as its real view
+    (torch.view_as_real: the same memory, two floats per element), anything else itself."""
+    if is_torch(arr) and arr.is_complex():
+        return _torch().view_as_real(arr)
+    return arr
+
+
+def needs_staging(param):
+    """A torch parameter the cached fast path cannot take as it is: complex, strided, or with a
+    strided or sparse gradient. Optimizer._run_staged updates it through contiguous copies."""
+    if not is_torch(param):
+        return False
+    grad = param.grad
+    return (param.is_complex() or not param.is_contiguous()
+            or (grad is not None and (grad.is_sparse or not grad.is_contiguous())))
 
 
 def dtype_code_of_name(name):

@@ -2,12 +2,16 @@
 torch.autocast that does nothing unless asked to."""
 
 import subprocess
+import os
 import sys
 
 import pytest
 import torch
 
 import genesis
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from no_torch import NO_TORCH_ENV  # noqa: E402
 
 
 @pytest.fixture
@@ -138,4 +142,4 @@ def test_without_torch_nothing_is_imported():
             "with genesis.autocast(enabled=True):\n"
             "    pass\n"
             "assert 'torch' not in sys.modules\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=NO_TORCH_ENV)

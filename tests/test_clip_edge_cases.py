@@ -5,6 +5,7 @@ per-gradient norm overflows, and an empty parameter list."""
 
 import math
 import subprocess
+import os
 import sys
 
 import numpy as np
@@ -13,6 +14,9 @@ import torch
 
 from genesis.nn import Parameter
 from genesis.nn.utils import clip_grad_norm_, clip_grad_value_
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from no_torch import NO_TORCH_ENV  # noqa: E402
 
 CLIPS = [
     lambda ps: clip_grad_norm_(ps, 1.0),
@@ -276,7 +280,7 @@ def test_empty_parameter_list_without_torch_returns_numpy_zero():
         "assert type(total) is np.float64 and total == 0.0, type(total)\n"
         "assert 'torch' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=NO_TORCH_ENV)
 
 
 # ------------------------------------------------------------------ CUDA

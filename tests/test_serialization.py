@@ -21,6 +21,9 @@ import torch
 
 import genesis
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from no_torch import NO_TORCH_ENV  # noqa: E402
+
 MAGIC = b"\x93GENESIS"
 PREAMBLE = struct.Struct("<8sIIQ")  # magic, version, header CRC32, header length
 
@@ -656,6 +659,7 @@ def test_genesis_saves_and_loads_numpy_without_importing_torch(tmp_path):
         print("ok")
     """)
     genesis.save({"t": torch.ones(2)}, tmp_path / "torch.ckpt")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=NO_TORCH_ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <unordered_set>
 #include <vector>
 
 #include "genesis/clip.h"
@@ -293,9 +294,13 @@ ArrayInfo describe_for_write(const py::object& array, bool cuda, const char* wha
 class GroupPlan {
  public:
   explicit GroupPlan(py::list params) : entries_(py::len(params)) {
+    std::unordered_set<PyObject*> seen;
     for (size_t i = 0; i < entries_.size(); ++i) {
       entries_[i].param = params[i];
       entries_[i].torch = is_torch_tensor(params[i].ptr());
+      // A parameter listed twice (torch only warns) is updated once: the core must never
+      // update one array twice in one parallel region.
+      entries_[i].duplicate = !seen.insert(params[i].ptr()).second;
     }
   }
 
@@ -350,6 +355,7 @@ class GroupPlan {
     for (size_t i = 0; i < entries_.size(); ++i) {
       Entry& e = entries_[i];
       if (PyList_GET_ITEM(params.ptr(), i) != e.param.ptr()) return std::nullopt;
+      if (e.duplicate || e.staged) continue;
       py::object grad = grad_of(e.param.ptr());
       if (!grad || grad.is_none()) continue;
       ArrayInfo g;
@@ -415,6 +421,13 @@ class GroupPlan {
     release();
   }
 
+  // Marks a parameter that Python updates through staging copies: gather() leaves it alone.
+  void stage(size_t i, bool staged) {
+    Entry& e = entries_.at(i);
+    e.staged = staged;
+    e.ready = false;
+  }
+
   // How many state arrays are re-checked every step (see NOTE: [pinned storage]).
   int watched() const {
     int n = 0;
@@ -437,6 +450,8 @@ class GroupPlan {
     std::vector<Held> state;  // state arrays in slot order, then the step counter, then master
     bool torch = false;  // a torch tensor, else a genesis.nn.Parameter
     bool cuda = false;   // on a CUDA device (torch tensors only)
+    bool duplicate = false;  // listed earlier in the group already
+    bool staged = false;     // updated by Python through contiguous copies (Optimizer._run_staged)
     bool ready = false;
     DType state_dtype = DType::Float32;
     TensorSlots slots;
@@ -654,6 +669,7 @@ PYBIND11_MODULE(_C, m) {
       .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("state_dtype"),
            py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"), py::arg("cuda"))
       .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
+      .def("stage", &GroupPlan::stage, py::arg("index"), py::arg("staged"))
       .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).")
       .def("sgd", [](GroupPlan& plan, const SgdOptions& o, const StepControl& control) {
         plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); },

@@ -2,14 +2,18 @@
 hand-off of whole groups to the compiled core (SPEC section 3)."""
 
 import contextlib
+import copy
 import math
 import numbers
+import warnings
 from itertools import accumulate, chain
 
 import numpy as np
 
 from .. import _C
 from .. import _interop
+from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
+from ._state import _OptimizerState, _ParamState
 
 
 class _RequiredParameter:
@@ -22,94 +26,17 @@ class _RequiredParameter:
 required = _RequiredParameter()
 
 
-class _ParamState(dict):
-    """One parameter's state. The compiled plans cache pointers to its arrays (NOTE: [group
-    plan] and NOTE: [pinned storage] in csrc/python/bindings.cpp), so it tells the optimizer
-    - when an entry is replaced (the plans are rebuilt), and
-    - when user code obtains one of its arrays, through any accessor: that code could re-point
-      the array's storage (``v.data = ...``), so the next step re-checks the state's pointers.
-    Reading an entry costs one counter increment; in-place changes to the arrays need no
-    notice at all."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner, *args):
-        super().__init__(*args)
-        self._owner = owner
-
-    def _changed(method):
-        def wrapper(self, *args, **kwargs):
-            result = method(self, *args, **kwargs)
-            self._owner._state_changed()
-            return result
-
-        wrapper.__name__ = method.__name__
-        return wrapper
-
-    def _exposes(method):
-        def wrapper(self, *args, **kwargs):
-            self._owner._state_exposed()
-            return method(self, *args, **kwargs)
-
-        wrapper.__name__ = method.__name__
-        return wrapper
-
-    __setitem__ = _changed(dict.__setitem__)
-    __delitem__ = _changed(dict.__delitem__)
-    clear = _changed(dict.clear)
-    pop = _changed(dict.pop)
-    popitem = _changed(dict.popitem)
-    setdefault = _changed(dict.setdefault)
-    update = _changed(dict.update)
-    __ior__ = _changed(dict.__ior__)
-    # Every way to read the arrays. __iter__ only yields keys, but overriding it makes
-    # dict(state) and {**state} read through __getitem__ instead of copying the raw entries.
-    __getitem__ = _exposes(dict.__getitem__)
-    get = _exposes(dict.get)
-    values = _exposes(dict.values)
-    items = _exposes(dict.items)
-    copy = _exposes(dict.copy)
-    __or__ = _exposes(dict.__or__)
-    __ror__ = _exposes(dict.__ror__)
-    __reduce_ex__ = _exposes(dict.__reduce_ex__)
-    __iter__ = dict.__iter__
-    del _changed, _exposes
-
-
-class _OptimizerState(dict):
-    """``optimizer.state``: parameter -> its state dict, created empty on first access as in
-    torch (a defaultdict(dict))."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner):
-        super().__init__()
-        self._owner = owner
-
-    def __missing__(self, param):
-        state = _ParamState(self._owner)
-        dict.__setitem__(self, param, state)
-        return state
-
-    def __setitem__(self, param, value):
-        dict.__setitem__(self, param, _ParamState(self._owner, value))
-        self._owner._state_changed()
-
-    def __delitem__(self, param):
-        dict.__delitem__(self, param)
-        self._owner._state_changed()
-
-
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale")
+    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "staged")
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
         self.layout = layout
         self.version = version
         self.exposure = None  # Optimizer._exposure when the plan last checked its state arrays
+        self.staged = set()  # indices of parameters updated through staging copies
         self.cuda_device = cuda_device_of(params)
         # CUDA groups: the device tensor holding 1/scale that the last step's kernels read,
         # kept until the next step so the launch never sees freed memory.
@@ -175,7 +102,7 @@ def _where(group_index, param_index):
     return f"parameter {param_index} of param group {group_index}"
 
 
-class Optimizer:
+class Optimizer(Base):
     """Base class of the genesis optimizers, with torch.optim.Optimizer's interface.
 
     Mixed precision (SPEC section 8), per optimizer or per param group; these keys appear in
@@ -194,6 +121,13 @@ class Optimizer:
       parameter index, ``group["stochastic_rounding_step"]``), so tiny updates accumulate in
       expectation instead of being rounded away. The group's other parameters round to nearest.
 
+    Where torch is importable this class is a ``torch.optim.Optimizer`` (see _base.py), so
+    torch's schedulers, SWALR, GradScaler and distributed helpers accept it; hooks
+    (``register_step_pre_hook`` and the rest, and torch's global optimizer hooks) run around
+    genesis steps as around torch's. Parameters may be given with names
+    (``model.named_parameters()`` or ``(name, p)`` pairs in a group); the names are kept in the
+    group's ``param_names`` and in state_dict(), as torch 2.13 does.
+
     A subclass declares its state for a group (``_state_names``), whether it counts steps
     (``_counts_steps``), how to validate a group's hyperparameters (``_check_group``) and how to
     call the core (``_run``). Everything else, including state_dict compatibility with torch,
@@ -201,17 +135,34 @@ class Optimizer:
     """
 
     _counts_steps = True
+    _supports_sparse = False  # torch sparse gradients (SGD: densified, as the numbers equal)
+    # Hyperparameters a subclass always has, whatever a loaded state_dict says (AdamW keeps
+    # decoupled weight decay when it loads an Adam state_dict, as torch's AdamW does).
+    _fixed_options = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:
+            cls.step = with_step_hooks(cls.__dict__["step"])
+
+    def _patch_step_function(self):
+        """torch's base would wrap step() in its profiler hook on every call; genesis's step
+        hooks are installed once per class instead (see _base.with_step_hooks)."""
 
     def __init__(self, params, defaults):
         self.defaults = defaults
+        init_hook_tables(self)
         self._version = 0
         self._exposure = 0
         self._plans = []
         self._state = _OptimizerState(self)
         self.param_groups = []
+        # Hyperparameters are checked before the parameters are looked at, as torch does.
+        if not any(v is required for v in defaults.values()):
+            self._check_group(dict(defaults))
         if _interop.is_parameter(params):
             raise TypeError("params argument given to the optimizer should be an iterable of "
-                            f"Tensors or dicts, but got {type(params).__name__}")
+                            f"Tensors or dicts, but got {_interop.typename(params)}")
         if isinstance(params, (set, frozenset)):
             raise TypeError("optimizer parameters need to be organized in ordered collections, but "
                             "the ordering of tensors in sets will change between runs. Please use a "
@@ -223,6 +174,7 @@ class Optimizer:
             param_groups = [{"params": param_groups}]
         for group in param_groups:
             self.add_param_group(group)
+        self._warned_capturable_if_run_uncaptured = True
 
     # ----------------------------------------------------------------------------- state
     @property
@@ -244,14 +196,21 @@ class Optimizer:
         self._exposure += 1
 
     # Pickling and copy.deepcopy (as torch optimizers allow): the compiled plans hold raw
-    # pointers, so they are left out and rebuilt on the next step.
+    # pointers, so they are left out and rebuilt on the next step. Hooks are kept, as torch does.
     def __getstate__(self):
-        return {"defaults": self.defaults, "param_groups": self.param_groups,
-                "state": {p: dict(s) for p, s in self._state.items()}}
+        state = {"defaults": self.defaults, "param_groups": self.param_groups,
+                 "state": {p: dict(s) for p, s in self._state.items()}}
+        for name in HOOK_TABLES:
+            state[name] = getattr(self, name)
+        return state
 
     def __setstate__(self, saved):
         self.defaults = saved["defaults"]
         self.param_groups = saved["param_groups"]
+        for name in HOOK_TABLES:
+            if name in saved:
+                setattr(self, name, saved[name])
+        init_hook_tables(self)
         self._version = 0
         self._exposure = 0
         self._plans = []
@@ -260,9 +219,10 @@ class Optimizer:
     # ------------------------------------------------------------------------ param groups
     def add_param_group(self, param_group):
         """Add a group of parameters with its own hyperparameters (missing ones take the
-        optimizer's defaults). Validated like the constructor."""
+        optimizer's defaults). Validated like the constructor, before anything changes; as in
+        torch, the dict given becomes the group. Parameters may be ``(name, param)`` pairs."""
         if not isinstance(param_group, dict):
-            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
         group = dict(param_group)
         params = group["params"]
         if _interop.is_parameter(params):
@@ -272,28 +232,51 @@ class Optimizer:
                             "the ordering of tensors in sets will change between runs. Please use a "
                             "list instead.")
         params = list(params)
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        params = [p[1] if isinstance(p, tuple) else p for p in params]
+        if names:
+            if len(names) != len(params):
+                raise ValueError("all optimizer params should be with/without names. Some param "
+                                 "names are missing")
+            group["param_names"] = names
         group_index = len(self.param_groups)
         for i, p in enumerate(params):
-            _interop.check_param(p, _where(group_index, i))
+            _interop.check_param_type(p, _where(group_index, i),
+                                      differentiable=bool(self.defaults.get("differentiable")))
         for name, default in self.defaults.items():
             if default is required and name not in group:
                 raise ValueError("parameter group didn't specify a value of required optimization "
                                  f"parameter {name}")
             group.setdefault(name, default)
+        for name, value in self._fixed_options.items():
+            group[name] = value
         self._check_group(group)
         # One device per group: a step's skip flag and stream then belong to the whole group.
         devices = {_interop.device_of(_interop.array_of(p)) for p in params}
+        devices.discard("meta")  # materialized later (to_empty), checked at the first step
         if len(devices) > 1:
             raise ValueError("a param group holds parameters on several devices "
                              f"({', '.join(sorted(devices))}); use one group per device")
-        # A parameter listed twice would be updated twice, concurrently: refuse it.
-        if len({id(p) for p in params}) != len(params):
-            raise ValueError("optimizer contains a parameter group with duplicate parameters")
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        if any(id(p) in seen for p in params):
+        ids = [id(p) for p in params]
+        if len(set(ids)) != len(ids):
+            # As torch; the compiled plan updates such a parameter once per step.
+            warnings.warn("optimizer contains a parameter group with duplicate parameters; "
+                          "in future, this will cause an error; "
+                          "see github.com/pytorch/pytorch/issues/40967 for more information",
+                          stacklevel=3)
+        seen = set()
+        for g in self.param_groups:
+            seen.update(id(p) for p in g["params"])
+            if ("param_names" in group) != ("param_names" in g):
+                text = "with names" if "param_names" in group else "without names"
+                raise ValueError("all optimizer param groups should be with/without names. "
+                                 f"cannot add param group {text} to the optimizer")
+        if any(i in seen for i in ids):
             raise ValueError("some parameters appear in more than one parameter group")
         group["params"] = params
-        self.param_groups.append(group)
+        param_group.clear()
+        param_group.update(group)
+        self.param_groups.append(param_group)
 
     def _check_group(self, group):
         """Raise ValueError for invalid hyperparameters (the core's checks, shared with the C++
@@ -394,8 +377,14 @@ class Optimizer:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
         self._prepare()
-        for cached, group in zip(self._plans, self.param_groups):
-            self._run(cached.plan, group, self._control(group, cached, grad_scale, found_inf))
+        first_index = None
+        for gi, (cached, group) in enumerate(zip(self._plans, self.param_groups)):
+            control = self._control(group, cached, grad_scale, found_inf)
+            self._run(cached.plan, group, control)
+            if cached.staged:
+                if first_index is None:
+                    first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
+                self._run_staged(cached, group, control, first_index[gi])
             if group.get("stochastic_rounding"):
                 group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
         return loss
@@ -450,12 +439,18 @@ class Optimizer:
                     p = group["params"][i]
                     where = _where(gi, i)
                     _interop.check_param(p, where)
-                    _interop.check_grad(p, p.grad, where)
+                    _interop.check_grad(p, p.grad, where, sparse_ok=self._supports_sparse)
                     self._check_state(p, group, where)
             first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
             for gi, group, cached, missing in pending:
                 for i in missing:
-                    self._admit(cached.plan, group, i, first_index[gi] + i)
+                    p = group["params"][i]
+                    if _interop.needs_staging(p):
+                        cached.plan.stage(i, True)
+                        cached.staged.add(i)
+                    else:
+                        self._admit(cached.plan, i, p, _interop.array_of(p), group,
+                                    first_index[gi] + i)
                 cached.cuda_device = cuda_device_of(group["params"])  # a parameter may have moved
             still = []
             for gi, group, cached, _ in pending:
@@ -476,16 +471,17 @@ class Optimizer:
         library, shape, device and contiguity, of the state dtype (master_param: float32)."""
         if param not in self._state:
             return
-        arr = _interop.array_of(param)
+        arr = _interop.core_view(_interop.array_of(param))
         state_code, master = self._storage(group, arr)
         state = self._state[param]
         expected = {name: state_code for name in self._state_names(group)}
         if master:
             expected["master_param"] = _interop.FLOAT32
         for name, code in expected.items():
-            value = state.get(name)
+            value = dict.get(state, name)
             if value is None:
                 continue
+            value = _interop.core_view(value)
             if (_interop.is_torch(value) != _interop.is_torch(arr)
                     or tuple(value.shape) != tuple(arr.shape)
                     or _interop.dtype_code(value) != code
@@ -503,47 +499,89 @@ class Optimizer:
             raise ValueError(f"state 'step' of {where} must be a 0-dim float32 array on the CPU "
                              "(on the parameter's device for CUDA parameters)")
 
-    def _admit(self, plan, group, index, uid):
-        """Create missing state for parameter `index` of `group` (internal writes: no staleness
-        notice) and hand its pointers to the plan. A stateless rule (SGD without momentum)
-        gets no state entry at all, as in torch. `uid` numbers the parameter within the
-        optimizer: it keys the parameter's stochastic rounding stream."""
-        param = group["params"][index]
-        arr = _interop.array_of(param)
+    def _admit(self, plan, index, param, arr, group, uid):
+        """Create missing state for `param` (internal writes: no staleness notice) and hand
+        its pointers to entry `index` of `plan`, with `arr` as the array the core updates (the
+        parameter's own, or a staging copy). A stateless rule (SGD without momentum) gets no
+        state entry at all, as in torch. State arrays have the parameter's shape (and, for
+        complex parameters, its complex dtype, as torch's); the core sees their real views.
+        `uid` numbers the parameter within the optimizer: it keys the parameter's stochastic
+        rounding stream."""
+        arr = _interop.core_view(arr)
         names = self._state_names(group)
         state_code, master = self._storage(group, arr)
         state_arrays, step, master_param, fresh = [], None, None, False
         if names or self._counts_steps or master:
             state = self._state[param]
             for name in names:
-                if state.get(name) is None:
-                    dict.__setitem__(state, name, _interop.zeros_like(arr, state_code))
+                if dict.get(state, name) is None:
+                    dict.__setitem__(state, name, _new_state_array(param, arr, state_code))
                     fresh = True
-            state_arrays = [state[n] for n in names]
+            state_arrays = [_interop.core_view(dict.__getitem__(state, n)) for n in names]
             if self._counts_steps:
                 if "step" not in state:
                     dict.__setitem__(state, "step", _interop.new_step(arr))
-                step = state["step"]
+                step = dict.__getitem__(state, "step")
             if master:
-                if state.get("master_param") is None:
+                if dict.get(state, "master_param") is None:
                     dict.__setitem__(state, "master_param",
                                      _interop.copy_into_like(arr, arr, _interop.FLOAT32))
-                master_param = state["master_param"]
+                master_param = dict.__getitem__(state, "master_param")
         plan.admit(index, arr, state_arrays, state_code, step, master_param, fresh, uid,
                    _interop.is_cuda(arr))
 
+    def _run_staged(self, cached, group, control, first_index):
+        """Update the group's staged parameters (complex, strided, or with a strided or sparse
+        gradient: see _interop.needs_staging) with the same rule and state: each goes through a
+        contiguous real array (the parameter's own memory where it already is one), and
+        strided ones are copied back. A few microseconds per parameter, on a path torch users
+        rarely take."""
+        torch = _interop.torch_module()
+        works, writebacks, order = [], [], []
+        for i in sorted(cached.staged):
+            p = group["params"][i]
+            if p.grad is None:
+                continue
+            view = _interop.core_view(p.detach())
+            work = view if view.is_contiguous() else view.contiguous()
+            grad = p.grad.to_dense() if p.grad.is_sparse else p.grad
+            work.grad = _interop.core_view(grad).contiguous()
+            works.append(work)
+            order.append((i, p))
+            if work is not view:
+                writebacks.append((view, work))
+            if not _interop.needs_staging(p):  # plain again: the fast path takes it next step
+                cached.plan.stage(i, False)
+                cached.staged.discard(i)
+        if not works:
+            return
+        plan = _C.GroupPlan(works)
+        for k, (i, p) in enumerate(order):
+            self._admit(plan, k, p, works[k], group, first_index + i)
+        if plan.gather(works, True):
+            raise RuntimeError("genesis internal error: staged parameters could not be prepared")
+        self._run(plan, group, control)
+        with torch.no_grad():
+            for view, work in writebacks:
+                view.copy_(work)
+
     # ------------------------------------------------------------------------- state_dict
     def state_dict(self):
-        """``{"state": {index: {name: value}}, "param_groups": [...]}`` in torch's layout.
-        Arrays are the live state (no copy); ``step`` is a 0-dim float32 tensor for torch
-        parameters (a copy, so that an optimizer loading it cannot alias this one's counter)
-        and a Python float for NumPy parameters."""
-        index_of, groups = {}, []
+        """``{"state": {index: {name: value}}, "param_groups": [...]}`` in torch's layout
+        (indices count the parameters of every group in order; ``param_names`` is kept for
+        groups built from named parameters). Arrays are the live state (no copy); ``step`` is a
+        0-dim float32 tensor for torch parameters (a copy, so that an optimizer loading it
+        cannot alias this one's counter) and a Python float for NumPy parameters. State-dict
+        pre and post hooks run as in torch."""
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        index_of, groups, start = {}, [], 0
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
-            for p in group["params"]:
-                index_of.setdefault(id(p), len(index_of))
+            for i, p in enumerate(group["params"], start):
+                index_of.setdefault(id(p), i)
             packed["params"] = [index_of[id(p)] for p in group["params"]]
+            start += len(packed["params"])
             groups.append(packed)
         state = {}
         for p, entries in self._state.items():
@@ -551,12 +589,25 @@ class Optimizer:
                 continue
             state[index_of[id(p)]] = {
                 k: (_export_step(v) if k == "step" else v) for k, v in entries.items()}
-        return {"state": state, "param_groups": groups}
+        state_dict = {"state": state, "param_groups": groups}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def load_state_dict(self, state_dict):
-        """Load state saved by ``state_dict()`` (of genesis or torch). Everything is validated
-        and converted first; the optimizer changes only if all of it succeeds. State arrays are
+        """Load state saved by ``state_dict()`` (of genesis or torch). Load-state-dict pre hooks
+        may replace what is loaded; then everything is validated and converted, and the
+        optimizer changes only if all of it succeeds; then the post hooks run. State arrays are
         copied onto each parameter's device and cast to its dtype; ``step`` stays a count."""
+        if not isinstance(state_dict, dict):
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
         saved_groups = state_dict["param_groups"]
@@ -569,10 +620,13 @@ class Optimizer:
                             chain.from_iterable(g["params"] for g in self.param_groups)))
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
-            new_group = {k: v for k, v in saved.items() if k != "params"}
+            new_group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             for name, default in self.defaults.items():
                 if default is not required:
                     new_group.setdefault(name, default)
+            new_group.update(self._fixed_options)
+            if "param_names" in group and "param_names" not in new_group:
+                new_group["param_names"] = group["param_names"]
             new_group["params"] = group["params"]
             self._check_group(new_group)
             new_groups.append(new_group)
@@ -585,6 +639,8 @@ class Optimizer:
             new_state[param] = self._import_state(param, group_of[id(param)], entries, key)
         self.param_groups = new_groups
         self.state = new_state
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
 
     def _import_state(self, param, group, entries, key):
         if not isinstance(entries, dict):
@@ -632,3 +688,17 @@ def _export_step(step):
     if _interop.is_torch(step):
         return step.clone()
     return float(step)
+
+
+# The base class's own step runs through the hooks too (subclasses' steps are wrapped by
+# Optimizer.__init_subclass__).
+Optimizer.step = with_step_hooks(Optimizer.step)
+
+
+def _new_state_array(param, arr, state_code):
+    """A zero state array for `param`, whose core array is `arr`: of the parameter's own complex
+    dtype for complex torch parameters (torch's state layout), else of the state dtype;
+    always contiguous, in the parameter's shape."""
+    if _interop.is_torch(param) and param.is_complex():
+        return _interop.torch_module().zeros(param.shape, dtype=param.dtype, device=param.device)
+    return _interop.zeros_like(arr, state_code)

@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 
 from .. import _C
-from .optimizer import Optimizer, as_float, precision_defaults, required
+from .optimizer import Optimizer, as_float, precision_defaults
 
 
 class SGD(Optimizer):
@@ -9,15 +9,16 @@ class SGD(Optimizer):
 
     ``g += wd * p``; with momentum ``b = g`` on the first step, then
     ``b = momentum * b + (1 - dampening) * g``; ``g = g + momentum * b`` (Nesterov) or ``b``;
-    ``p -= lr * g``. ``lr`` is required. ``foreach`` and ``fused`` are accepted for torch
+    ``p -= lr * g``. ``lr`` defaults to 1e-3, as in torch 2.13. ``foreach`` and ``fused`` are accepted for torch
     compatibility: genesis always updates a whole group in one fused call. Mixed-precision
     options (``master_weights``, ``state_dtype``, ``stochastic_rounding``, ``seed``): see
     ``genesis.optim.Optimizer``.
     """
 
     _counts_steps = False
+    _supports_sparse = True
 
-    def __init__(self, params, lr=required, momentum=0, dampening=0, weight_decay=0, nesterov=False,
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
                  *, maximize=False, foreach=None, differentiable=False, fused=None, **precision):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach,
