@@ -44,7 +44,10 @@ class Adam(Optimizer):
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (default 0.01): ``p *= 1 - lr*wd`` before the Adam
-    update, the gradient itself is not changed."""
+    update, the gradient itself is not changed. Loading an Adam state_dict keeps the decoupled
+    decay, as torch's AdamW does."""
+
+    _fixed_options = {"decoupled_weight_decay": True}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
