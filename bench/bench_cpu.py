@@ -21,12 +21,14 @@ Usage:
   python bench/bench_cpu.py                 # full run (a few minutes; use a quiet machine)
   python bench/bench_cpu.py --quick         # smoke run, < 30 s, numbers not meaningful
   python bench/bench_cpu.py --markdown      # tables as Markdown, for bench/RESULTS.md
+  python bench/bench_cpu.py --json out.json # also write the results as JSON (bench/plot.py)
   python bench/bench_cpu.py --threads 8 --workloads large --ops AdamW clip_grad_norm_
 """
 
 import argparse
 import datetime
 import gc
+import json
 import os
 import sys
 
@@ -231,7 +233,9 @@ def run_impl(factory, master_params, master_grads, timing, restore_grads=False):
 
 
 def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
+    """Print one table per op; return the measurements as records (dicts) for --json."""
     n_params = n_tensors * numel
+    records = []
     master_params, master_grads = make_data(n_tensors, numel)
     for op in ops:
         if op == "clip_grad_norm_":
@@ -254,6 +258,10 @@ def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
         rows = []
         for label, sec, steps in results:
             gbs = nbytes * n_params / sec / 1e9
+            records.append(dict(op=op, workload=name, n_tensors=n_tensors, numel=numel,
+                                impl=label, ms_per_step=sec * 1e3, gbs=gbs,
+                                bandwidth_fraction=gbs / rmw_gbs, speedup=base_sec / sec,
+                                baseline=baseline, steps=steps, bytes_per_param=nbytes))
             rows.append([label, f"{sec * 1e3:.3f}", f"{gbs:.2f}", f"{100 * gbs / rmw_gbs:.1f}%",
                          f"{base_sec / sec:.2f}x", str(steps)])
         headers = ["implementation", "ms/step", "GB/s", "% of RMW BW", f"vs {baseline}", "steps"]
@@ -270,6 +278,7 @@ def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
         sys.stdout.flush()
     del master_params, master_grads
     gc.collect()
+    return records
 
 
 # ----------------------------------------------------------------------------------- main
@@ -293,6 +302,7 @@ def parse_args():
     ap.add_argument("--quick", action="store_true",
                     help="~100x smaller sizes and fewer repetitions: a smoke run, not a measurement")
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     ap.add_argument("--ops", nargs="+", choices=ALL_OPS, default=ALL_OPS)
     ap.add_argument("--seconds", type=float, default=None,
@@ -361,10 +371,16 @@ def main():
             print(f"  {k.ljust(width)}  {v}")
     sys.stdout.flush()
 
+    records = []
     for name in args.workloads:
         full, small = WORKLOADS[name]
         n_tensors, numel = small if quick else full
-        bench_workload(name, n_tensors, numel, args.ops, timing, rmw_gbs, args.markdown)
+        records += bench_workload(name, n_tensors, numel, args.ops, timing, rmw_gbs,
+                                  args.markdown)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(benchmark="bench_cpu", machine=dict(info), rmw_gbs=rmw_gbs,
+                           results=records), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ whole parameter groups in one call into a C++ core; ``genesis.nn.utils`` clips g
 """
 
 from . import _C, nn, optim
+from ._config import show_config
 from .serialization import CheckpointError, load, save
 
-__version__ = "0.1.0"
+# The version is set once, in pyproject.toml, and compiled into the extension by CMake.
+__version__ = _C.__version__
 
 # Module flag: when True, `with genesis.autocast():` regions run under torch.autocast; when
 # False (the default) they do nothing unless asked explicitly (autocast(enabled=True)).
@@ -32,4 +34,4 @@ def set_num_threads(n):
 
 
 __all__ = ["optim", "nn", "amp", "autocast", "enable_autocast", "save", "load", "CheckpointError",
-           "get_num_threads", "set_num_threads", "__version__"]
+           "get_num_threads", "set_num_threads", "show_config", "__version__"]

@@ -628,6 +628,24 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
 
+  // Build facts for genesis.__version__ and genesis.show_config(); CMakeLists.txt defines them.
+  m.attr("__version__") = GENESIS_BUILD_VERSION;
+  py::dict build_info;
+  build_info["compiler"] = GENESIS_BUILD_COMPILER;
+#ifdef _OPENMP
+  build_info["openmp"] = _OPENMP;  // the OpenMP specification date, e.g. 201511 for 4.5
+#else
+  build_info["openmp"] = py::none();
+#endif
+#ifdef GENESIS_WITH_CUDA
+  build_info["cuda_runtime"] = GENESIS_BUILD_CUDA_RUNTIME;
+  build_info["cuda_architectures"] = GENESIS_BUILD_CUDA_ARCHITECTURES;
+#else
+  build_info["cuda_runtime"] = py::none();
+  build_info["cuda_architectures"] = py::none();
+#endif
+  m.attr("build_info") = build_info;
+
   // Hyperparameters cross as the core's own option structs, validated by the same checks the
   // C++ API uses (include/genesis/validate.h); std::invalid_argument arrives as ValueError.
   py::class_<SgdOptions>(m, "SgdOptions")

@@ -1,0 +1,56 @@
+"""genesis.show_config(): how this copy of genesis was built and what it runs with.
+
+The build facts (version, compiler, CUDA runtime and architectures) are compiled into the
+extension from CMakeLists.txt; the CPU kernel variant and the thread count are decided at run
+time, so they are read when asked.
+"""
+
+from . import _C
+
+# OpenMP reports its specification as the date it was published (the _OPENMP macro).
+_OPENMP_VERSIONS = {200505: "2.5", 200805: "3.0", 201107: "3.1", 201307: "4.0", 201511: "4.5",
+                    201811: "5.0", 202011: "5.1", 202111: "5.2", 202411: "6.0"}
+
+
+def config():
+    """The facts ``show_config`` prints, as a dict (for programs and bug reports).
+
+    Keys: ``version``, ``compiler``, ``cpu_kernels`` (the instruction-set variant chosen at run
+    time: ``"avx2"`` or ``"baseline"``), ``openmp`` (specification version or ``None``),
+    ``num_threads``, ``cuda_built``, ``cuda_runtime`` and ``cuda_architectures`` (``None``
+    without CUDA), ``cuda_devices`` (GPUs visible now; 0 without CUDA).
+    """
+    info = _C.build_info
+    openmp = info["openmp"]
+    return {
+        "version": _C.__version__,
+        "compiler": info["compiler"],
+        "cpu_kernels": _C.cpu_isa(),
+        "openmp": None if openmp is None else _OPENMP_VERSIONS.get(openmp, str(openmp)),
+        "num_threads": _C.get_num_threads(),
+        "cuda_built": _C.cuda_built(),
+        "cuda_runtime": info["cuda_runtime"],
+        "cuda_architectures": info["cuda_architectures"],
+        "cuda_devices": _C.cuda_device_count() if _C.cuda_built() else 0,
+    }
+
+
+def show_config():
+    """A human-readable summary of the build and run-time configuration, like
+    ``torch.__config__.show()``: returns the text (``print(genesis.show_config())``)."""
+    c = config()
+    lines = [
+        f"genesis {c['version']}",
+        f"  - C++ compiler: {c['compiler']}",
+        f"  - CPU kernels: {c['cpu_kernels']} (chosen at run time; GENESIS_CPU_ISA=baseline "
+        "forces the baseline)",
+        f"  - OpenMP: {c['openmp'] or 'not available'}, {c['num_threads']} threads "
+        "(OMP_NUM_THREADS or genesis.set_num_threads)",
+    ]
+    if c["cuda_built"]:
+        lines.append(f"  - CUDA: built, runtime {c['cuda_runtime']} (linked statically), "
+                     f"architectures {c['cuda_architectures']}, {c['cuda_devices']} device(s) "
+                     "visible")
+    else:
+        lines.append("  - CUDA: not built (CPU-only package)")
+    return "\n".join(lines) + "\n"
