@@ -23,10 +23,19 @@ def _wheel_candidates():
         yield from sorted(glob.glob(os.path.join(nvidia, "cuda_runtime", "lib", "libcudart.so.*")), reverse=True)
 
 
+def _toolkit_candidates():
+    # A toolkit install that is not on the loader's path (CUDA_HOME / CUDA_PATH, /usr/local/cuda).
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    for root in filter(None, roots):
+        for lib in ("lib64", "lib"):
+            yield from sorted(glob.glob(os.path.join(root, lib, "libcudart.so.[0-9]*")), reverse=True)
+
+
 def preload():
-    """Load the first libcudart found in an nvidia-cuda-runtime wheel on sys.path, globally,
-    so that the dynamic loader resolves _C's dependency to it. Returns its path, or None."""
-    for path in _wheel_candidates():
+    """Load the first libcudart found in an nvidia-cuda-runtime wheel on sys.path (else in a
+    CUDA toolkit), globally, so that the dynamic loader resolves _C's dependency to it. Returns
+    its path, or None."""
+    for path in list(_wheel_candidates()) + list(_toolkit_candidates()):
         try:
             ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
             return path

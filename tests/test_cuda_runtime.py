@@ -26,7 +26,17 @@ def test_wheel_folders_on_sys_path_are_candidates(tmp_path, monkeypatch):
 def test_a_broken_candidate_is_skipped(tmp_path, monkeypatch):
     _fake_wheel(tmp_path, "cu13", "libcudart.so.13")
     monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    monkeypatch.setattr(_cuda_runtime, "_toolkit_candidates", lambda: iter(()))
     assert _cuda_runtime.preload() is None
+
+
+def test_a_toolkit_named_by_cuda_home_is_a_candidate(tmp_path, monkeypatch):
+    (tmp_path / "lib64").mkdir()
+    (tmp_path / "lib64" / "libcudart.so.13").write_bytes(b"")
+    (tmp_path / "lib64" / "libcudart.so").write_bytes(b"")  # the unversioned link is not wanted
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    assert str(tmp_path / "lib64" / "libcudart.so.13") in list(_cuda_runtime._toolkit_candidates())
+    assert str(tmp_path / "lib64" / "libcudart.so") not in list(_cuda_runtime._toolkit_candidates())
 
 
 def test_missing_runtime_gets_a_hint_naming_the_extra():
