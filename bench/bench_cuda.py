@@ -4,8 +4,15 @@
 events, median), achieved GB/s with the bytes per parameter stated, ratio to torch fused and to
 the device-to-device copy bandwidth measured in the same run;
 (b) small: 200 tensors of 4096 parameters, host time per step (what the Python and launch
-overhead costs when the GPU is not the bottleneck).
-Prints the GPU model. Bytes per parameter: AdamW 28, SGD momentum 20, RMSprop 20, clip 12.
+overhead costs when the GPU is not the bottleneck);
+(c) clip_grad_norm_ against torch's foreach version;
+(d) bfloat16 parameters: genesis AdamW with float32 master weights against torch fused AdamW on
+the same bfloat16 parameters (torch keeps no master copy: it moves fewer bytes, and rounds
+every update to bfloat16).
+Prints the GPU model and a markdown section for bench/RESULTS.md (--markdown). Bytes per
+parameter: AdamW 28, SGD momentum 20, RMSprop 20, clip 12 (read twice, written once), AdamW
+bf16 with master weights 28 (read g 2, master 4, m 4, v 4; write p 2, master 4, m 4, v 4),
+torch fused AdamW bf16 14.
 """
 
 import argparse
@@ -57,8 +64,8 @@ def host_time(step, reps):
     return statistics.median(times)
 
 
-def make_params(n_tensors, numel):
-    params = [torch.nn.Parameter(torch.randn(numel, device="cuda")) for _ in range(n_tensors)]
+def make_params(n_tensors, numel, dtype=torch.float32):
+    params = [torch.nn.Parameter(torch.randn(numel, device="cuda", dtype=dtype)) for _ in range(n_tensors)]
     for p in params:
         p.grad = torch.randn_like(p)
     return params
@@ -92,8 +99,10 @@ def main():
     gpu = torch.cuda.get_device_name()
     d2d = copy_bandwidth(1 << 30)
     n = args.tensors * args.numel
-    print(f"GPU: {gpu}; torch {torch.__version__}; genesis {genesis.__version__}; "
-          f"device-to-device copy: {d2d:.0f} GB/s\n")
+    heading = "### " if args.markdown else ""
+    print(f"{heading}CUDA: {gpu}, {time.strftime('%Y-%m-%d')}\n")
+    print(f"torch {torch.__version__} (CUDA {torch.version.cuda}); genesis {genesis.__version__}; "
+          f"device-to-device copy (read + write): {d2d:.0f} GB/s; median of {args.reps} steps after 3 warm-ups\n")
     for name, (make, nbytes) in OPS.items():
         impls = ["for-loop", "foreach"] + (["fused"] if name != "RMSprop" else []) + ["genesis"]
         results = {}
@@ -126,7 +135,20 @@ def main():
                      ("genesis", lambda: genesis.nn.utils.clip_grad_norm_(params, 1e-3))]:
         clip[impl] = device_time(lambda: (restore(), fn()), args.reps) - device_time(restore, args.reps)
     print("clip_grad_norm_ (12 B/param): " + ", ".join(
-        f"{impl} {sec * 1e3:.3f} ms ({12 * n / sec / 1e9:.0f} GB/s)" for impl, sec in clip.items()))
+        f"{impl} {sec * 1e3:.3f} ms ({12 * n / sec / 1e9:.0f} GB/s)" for impl, sec in clip.items()) + "\n")
+    del params, grads
+    torch.cuda.empty_cache()
+    bf16 = {}
+    for impl, make, nbytes in [
+            ("torch fused (bf16 state, no master)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True).step, 14),
+            ("genesis (master weights)", lambda ps: genesis.optim.AdamW(ps, lr=1e-3, master_weights=True).step, 28)]:
+        params = make_params(args.tensors, args.numel, torch.bfloat16)
+        sec = device_time(make(params), args.reps)
+        bf16[impl] = sec
+        print(f"AdamW bf16 {impl}: {sec * 1e3:.3f} ms ({nbytes * n / sec / 1e9:.0f} GB/s at {nbytes} B/param, "
+              f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}% of D2D copy)")
+        del params
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,17 @@ whole parameter groups in one call into a C++ core; ``genesis.nn.utils`` clips g
 ``genesis.autocast`` handle mixed precision.
 """
 
-from . import _C, nn, optim
-from ._config import show_config
+try:
+    from . import _C
+except ImportError as error:  # a CUDA build whose runtime is not next to it: look on sys.path
+    from . import _cuda_runtime
+
+    if _cuda_runtime.preload() is None:
+        raise _cuda_runtime.import_error_hint(error) or error
+    from . import _C
+
+from . import nn, optim  # noqa: E402
+from ._config import show_config  # noqa: E402
 from .serialization import CheckpointError, load, save
 
 # The version is set once, in pyproject.toml, and compiled into the extension by CMake.

@@ -22,7 +22,9 @@ def pytest_collection_modifyitems(config, items):
     reason = None
     checked = False
     for item in items:
-        if "cuda" not in item.keywords:
+        # The marker, not item.keywords: keywords also hold directory names (a checkout in a
+        # folder named "cuda" would otherwise skip every test).
+        if item.get_closest_marker("cuda") is None:
             continue
         if not checked:
             reason, checked = _cuda_skip_reason(), True

@@ -10,27 +10,13 @@ namespace genesis::cuda {
 
 namespace {
 
-// A gradient buffer as the table launcher sees it: one array in slot 0.
-struct BufferView {
-  const Buffer* buffer;
-  int64_t numel;
-  void fill(TensorTable& table, int i) const {
-    table.ptr[0][i] = buffer->data;
-    table.numel[i] = buffer->numel;
-  }
-};
+template <typename S> struct alignas(sizeof(S) * kVec) Pack { S v[kVec]; };
 
-std::vector<BufferView> views_of(const Buffer* buffers, int64_t count) {
-  std::vector<BufferView> views;
+std::vector<BufferTensor> views_of(const Buffer* buffers, int64_t count, int elem_bytes) {
+  std::vector<BufferTensor> views;
   views.reserve(count);
-  for (int64_t t = 0; t < count; ++t) views.push_back({&buffers[t], buffers[t].numel});
+  for (int64_t t = 0; t < count; ++t) views.push_back({&buffers[t], elem_bytes});
   return views;
-}
-
-int64_t total_chunks(const Buffer* buffers, int64_t count) {
-  int64_t chunks = 0;
-  for (int64_t t = 0; t < count; ++t) chunks += (buffers[t].numel + kChunk - 1) / kChunk;
-  return chunks;
 }
 
 // Combines the kThreads values of a block in a fixed tree order (deterministic).
@@ -45,16 +31,26 @@ template <typename Op> __device__ double block_combine(const Op& op, double v) {
   return lane[0];
 }
 
-// Stage 1: block b of this table writes the partial of its chunk to partial[first + b].
+// Stage 1: block b of this table writes the partial of its chunk to partial[first + b]. Each
+// thread keeps one accumulator per lane of its packs (independent adds in flight) and combines
+// them in lane order: the geometry is fixed, so the result is too.
 template <typename Op, typename S>
-__global__ void __launch_bounds__(kThreads) norm_partials(TensorTable table, Op op, double* partial, int64_t first) {
-  const int t = table.block_tensor[blockIdx.x];
-  const int64_t begin = int64_t(table.block_chunk[blockIdx.x]) * kChunk;
-  const int64_t end = min(begin + kChunk, table.numel[t]);
-  const S* x = static_cast<const S*>(table.ptr[0][t]);
-  double acc = 0.0;
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) acc = op.combine(acc, op.contribution(load<double>(x[i])));
-  const double block = block_combine(op, acc);
+__global__ void __launch_bounds__(kThreads)
+    norm_partials(const __grid_constant__ TensorTable table, Op op, double* partial, int64_t first) {
+  const BlockRange r = block_range(table, blockIdx.x);
+  const S* x = static_cast<const S*>(table.ptr[0][r.tensor]);
+  double acc[kVec] = {0.0, 0.0, 0.0, 0.0};
+  for (int64_t i = r.begin + int64_t(threadIdx.x) * kVec; i < r.packs_end; i += int64_t(kThreads) * kVec) {
+    const Pack<S> p = *reinterpret_cast<const Pack<S>*>(x + i);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) acc[k] = op.combine(acc[k], op.contribution(load<double>(p.v[k])));
+  }
+  for (int64_t i = r.packs_end + threadIdx.x; i < r.end; i += kThreads)
+    acc[0] = op.combine(acc[0], op.contribution(load<double>(x[i])));
+  double mine = acc[0];
+#pragma unroll
+  for (int k = 1; k < kVec; ++k) mine = op.combine(mine, acc[k]);
+  const double block = block_combine(op, mine);
   if (threadIdx.x == 0) partial[first + blockIdx.x] = block;
 }
 
@@ -68,18 +64,34 @@ __global__ void __launch_bounds__(kThreads) norm_finish(Op op, const double* par
 }
 
 // Applies fn to every element of a table's chunks; raises *found_inf if a result is not finite.
+// fn.scalar() (the clip coefficient, the limit, the unscale factor) is read from the device
+// and computed once per block, then applied in the elements' math type.
 template <typename S, typename Fn>
-__global__ void __launch_bounds__(kThreads) transform(TensorTable table, Fn fn, float* found_inf) {
+__global__ void __launch_bounds__(kThreads)
+    transform(const __grid_constant__ TensorTable table, Fn fn, float* found_inf) {
   using M = MathType<S>;
-  if (!fn.active()) return;
-  const int t = table.block_tensor[blockIdx.x];
-  const int64_t begin = int64_t(table.block_chunk[blockIdx.x]) * kChunk;
-  const int64_t end = min(begin + kChunk, table.numel[t]);
-  S* x = static_cast<S*>(table.ptr[0][t]);
+  __shared__ double scalar;
+  if (threadIdx.x == 0) scalar = fn.scalar();
+  __syncthreads();
+  if (!Fn::active(scalar)) return;
+  const M s = M(scalar);
+  const BlockRange r = block_range(table, blockIdx.x);
+  S* x = static_cast<S*>(table.ptr[0][r.tensor]);
+  const bool writes = fn.writes();
   bool bad = false;
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const M y = fn(load<M>(x[i]));
-    if (fn.writes()) store(x[i], y);
+  for (int64_t i = r.begin + int64_t(threadIdx.x) * kVec; i < r.packs_end; i += int64_t(kThreads) * kVec) {
+    Pack<S> p = *reinterpret_cast<const Pack<S>*>(x + i);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const M y = Fn::apply(load<M>(p.v[k]), s);
+      store(p.v[k], y);
+      bad |= !(y - y == M(0));
+    }
+    if (writes) *reinterpret_cast<Pack<S>*>(x + i) = p;
+  }
+  for (int64_t i = r.packs_end + threadIdx.x; i < r.end; i += kThreads) {
+    const M y = Fn::apply(load<M>(x[i]), s);
+    if (writes) store(x[i], y);
     bad |= !(y - y == M(0));
   }
   if (bad && found_inf) *found_inf = 1.0f;  // every writer writes the same value
@@ -90,63 +102,68 @@ __global__ void __launch_bounds__(kThreads) transform(TensorTable table, Fn fn, 
 struct ClipByNorm {
   double max_norm;
   const double* total;
-  __device__ double coef() const { return max_norm / (*total + 1e-6); }
-  __device__ bool active() const { return !(coef() >= 1.0); }
+  __device__ double scalar() const { return max_norm / (*total + 1e-6); }
+  __device__ static bool active(double coef) { return !(coef >= 1.0); }
   __device__ bool writes() const { return true; }
-  template <typename M> __device__ M operator()(M x) const { return x * M(coef()); }
+  template <typename M> __device__ static M apply(M x, M coef) { return x * coef; }
 };
 
 struct Clamp {
   double limit;
-  __device__ bool active() const { return true; }
+  __device__ double scalar() const { return limit; }
+  __device__ static bool active(double) { return true; }
   __device__ bool writes() const { return true; }
-  template <typename M> __device__ M operator()(M x) const { return clamp_symmetric(x, M(limit)); }
+  template <typename M> __device__ static M apply(M x, M limit) { return clamp_symmetric(x, limit); }
 };
 
-// GradScaler: x * (*factor), or only the check when factor is null.
+// GradScaler: x * (*factor), or only the check when factor is null (a factor of 1 is exact).
 struct Unscale {
   const float* factor;
-  __device__ bool active() const { return true; }
+  __device__ double scalar() const { return factor ? double(*factor) : 1.0; }
+  __device__ static bool active(double) { return true; }
   __device__ bool writes() const { return factor != nullptr; }
-  template <typename M> __device__ M operator()(M x) const { return factor ? x * M(*factor) : x; }
+  template <typename M> __device__ static M apply(M x, M factor) { return x * factor; }
 };
 
 template <typename Fn>
 void transform_all(DType dtype, const Buffer* buffers, int64_t count, Fn fn, float* found_inf, void* stream,
                    const char* op) {
-  const std::vector<BufferView> views = views_of(buffers, count);
+  const DeviceGuard guard(stream, device_pointer(buffers, count));
   dispatch_dtype(dtype, op, [&](auto tag) {
     using S = decltype(tag);
-    for_each_table(views.data(), count, [&](const TensorTable& table, int blocks) {
+    const std::vector<BufferTensor> views = views_of(buffers, count, int(sizeof(S)));
+    launch_tables(build_tables(views.data(), count), op, [&](const TensorTable& table, int blocks) {
       transform<S><<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(table, fn, found_inf);
-      check(cudaGetLastError(), op);
     });
   });
 }
 
 }  // namespace
 
-void global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double* total, void* stream) {
+int64_t norm_workspace_size(const Buffer* buffers, int64_t count) {
+  int64_t chunks = 0;
+  for (int64_t t = 0; t < count; ++t) chunks += (buffers[t].numel + kChunk - 1) / kChunk;
+  return std::max<int64_t>(chunks, 1);
+}
+
+void global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double* total,
+                 double* workspace, void* stream) {
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const int64_t chunks = total_chunks(buffers, count);
-  double* partial = nullptr;
-  // Stream-ordered allocation: no device-wide synchronization, reused from the pool.
-  check(cudaMallocAsync(&partial, sizeof(double) * std::max<int64_t>(chunks, 1), s), "norm workspace");
-  const std::vector<BufferView> views = views_of(buffers, count);
+  const DeviceGuard guard(stream, total);
   dispatch_dtype(dtype, "global norm", [&](auto tag) {
     using S = decltype(tag);
+    const std::vector<BufferTensor> views = views_of(buffers, count, int(sizeof(S)));
+    const std::vector<BuiltTable> tables = build_tables(views.data(), count);
     dispatch_norm(norm_type, [&](auto op) {
       int64_t first = 0;
-      for_each_table(views.data(), count, [&](const TensorTable& table, int blocks) {
-        norm_partials<decltype(op), S><<<blocks, kThreads, 0, s>>>(table, op, partial, first);
-        check(cudaGetLastError(), "norm launch");
+      launch_tables(tables, "global norm", [&](const TensorTable& table, int blocks) {
+        norm_partials<decltype(op), S><<<blocks, kThreads, 0, s>>>(table, op, workspace, first);
         first += blocks;
       });
-      norm_finish<<<1, kThreads, 0, s>>>(op, partial, chunks, total);
-      check(cudaGetLastError(), "norm launch");
+      norm_finish<<<1, kThreads, 0, s>>>(op, workspace, first, total);
+      check(cudaGetLastError(), "global norm");
     });
   });
-  check(cudaFreeAsync(partial, s), "norm workspace");
 }
 
 void clip_by_norm(double max_norm, const double* total, DType dtype, const Buffer* buffers, int64_t count,

@@ -1,72 +1,74 @@
-// Multi-tensor apply: packs many tensors into kernel-argument tables and launches one kernel per
-// table, so a step costs a few launches, not one per tensor.
+// Multi-tensor apply on the device: the tables of table_builder.h, the device guard every entry
+// point takes, and the launch loop that says how far a failed step got.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
-#include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "table_builder.h"
 
 namespace genesis::cuda {
-
-// NOTE: [tensor tables]
-// A table is passed by value as the kernel's argument (no upload, no allocation). It lists up
-// to kTableTensors tensors with all their array pointers, and up to kTableBlocks blocks, each
-// naming a tensor and a chunk of kChunk elements of it; a tensor may span several tables.
-// The sizes keep the table under the classic 4 KB argument limit.
-constexpr int kTableTensors = 32;
-constexpr int kTableBlocks = 256;
-constexpr int64_t kChunk = 1 << 16;
-constexpr int kThreads = 512;
-constexpr int kSlots = 6;  // param, grad, master, state 0..2
-
-struct TensorTable {
-  void* ptr[kSlots][kTableTensors];
-  int64_t numel[kTableTensors];
-  float* step[kTableTensors];
-  uint64_t id[kTableTensors];
-  uint8_t fresh[kTableTensors];
-  uint8_t block_tensor[kTableBlocks];
-  int32_t block_chunk[kTableBlocks];  // int32 chunks of 2^16: tensors up to 2^47 elements
-};
 
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("genesis CUDA ") + what + ": " + cudaGetErrorString(e));
 }
 
-// Fills tables from `count` tensors and calls launch(table, blocks) for each full or final
-// table. `slots(t, ptrs)` writes tensor t's kSlots pointers.
-template <typename Tensor, typename Launch>
-void for_each_table(const Tensor* tensors, int64_t count, Launch&& launch) {
-  TensorTable table{};
-  int n_tensors = 0, n_blocks = 0;
-  for (int64_t t = 0; t < count; ++t) {
-    const Tensor& x = tensors[t];
-    if (x.numel == 0) continue;
-    x.fill(table, n_tensors);
-    const int64_t chunks = (x.numel + kChunk - 1) / kChunk;
-    for (int64_t c = 0; c < chunks; ++c) {
-      table.block_tensor[n_blocks] = static_cast<uint8_t>(n_tensors);
-      table.block_chunk[n_blocks] = static_cast<int32_t>(c);
-      ++n_blocks;
-      const bool tensor_done = c + 1 == chunks;
-      if (n_blocks == kTableBlocks || (tensor_done && n_tensors + 1 == kTableTensors)) {
-        launch(table, n_blocks);
-        n_blocks = 0;
-        // A tensor cut between tables continues at slot 0 of the next one.
-        if (!tensor_done) {
-          x.fill(table, 0);
-          n_tensors = 0;
-        } else {
-          n_tensors = -1;
-        }
-      }
+// Makes the tensors' device current for the scope, then restores the caller's. Kernels launch
+// on the current device, which is not necessarily the tensors' (a param group on cuda:1 while
+// cuda:0 is current): without this a non-default stream fails to launch and the default stream
+// runs on the wrong device. The device is the stream's when the stream is not a default one
+// (a query that is legal during graph capture), else that of `ptr`, a device array of the call
+// (none: nothing to launch on, nothing changes).
+class DeviceGuard {
+ public:
+  DeviceGuard(void* stream, const void* ptr) {
+    int device = -1;
+#if CUDART_VERSION >= 12080
+    if (stream) check(cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &device), "device of the stream");
+#endif
+    if (device < 0) {
+      if (!ptr) return;
+      cudaPointerAttributes attr{};
+      check(cudaPointerGetAttributes(&attr, ptr), "device of a tensor");
+      if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+        throw std::invalid_argument("genesis CUDA: an array passed to the CUDA backend is not device memory");
+      device = attr.device;
     }
-    ++n_tensors;
+    check(cudaGetDevice(&previous_), "current device");
+    if (previous_ == device) {
+      previous_ = -1;
+      return;
+    }
+    check(cudaSetDevice(device), "set device");
   }
-  if (n_blocks > 0) launch(table, n_blocks);
+  ~DeviceGuard() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// Launches every table through launch(table, blocks), checking each launch. If one fails, the
+// error names how many leading tensors of the call the earlier launches updated in full.
+template <typename Launch>
+void launch_tables(const std::vector<BuiltTable>& tables, const char* op, Launch&& launch) {
+  for (size_t i = 0; i < tables.size(); ++i) {
+    launch(tables[i].table, tables[i].blocks);
+    const cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) continue;
+    const int64_t done = i == 0 ? 0 : tables[i - 1].complete;
+    throw std::runtime_error(std::string("genesis CUDA ") + op + ": launch " + std::to_string(i + 1) + " of " +
+                             std::to_string(tables.size()) + " failed (" + cudaGetErrorString(e) + "); " +
+                             (done == 0 ? std::string("no tensor was updated")
+                                        : "tensors 0.." + std::to_string(done - 1) + " of this call were updated") +
+                             ", and no step counter was advanced");
+  }
 }
 
 }  // namespace genesis::cuda

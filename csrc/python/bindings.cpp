@@ -543,22 +543,37 @@ class BufferList {
     return any_nonfinite(buffers_);
   }
 
-  // CUDA: writes the norm to the device float64 at `total`, without a host round trip. With
-  // gradients of several dtypes, `scratch` holds one float64 per dtype (their norms, whose norm
-  // is the total, as on the CPU).
+  // CUDA: writes the norm to the device float64 at `total`, without a host round trip.
+  // `scratch` is device memory of scratch_size() float64s from the caller's allocator: with
+  // gradients of several dtypes it first holds one norm per dtype (whose norm is the total, as
+  // on the CPU), then the per-chunk partials of the reductions, which run one after another on
+  // the stream and so share them.
   void norm_on_device(double norm_type, uintptr_t total, uintptr_t scratch, uintptr_t stream) const {
     require_cuda();
     py::gil_scoped_release release;
     const int kinds = dtype_count();
+    double* per_dtype = reinterpret_cast<double*>(scratch);
+    double* partials = per_dtype + (kinds > 1 ? kinds : 0);
     int k = 0;
     for_each_dtype([&](DType d, const Buffer* b, int64_t n) {
-      double* out = kinds == 1 ? reinterpret_cast<double*>(total) : reinterpret_cast<double*>(scratch) + k++;
-      GENESIS_CUDA_CALL(global_norm(norm_type, d, b, n, out, as_stream(stream)));
+      double* out = kinds == 1 ? reinterpret_cast<double*>(total) : per_dtype + k++;
+      GENESIS_CUDA_CALL(global_norm(norm_type, d, b, n, out, partials, as_stream(stream)));
     });
     if (kinds > 1) {
-      const Buffer partial{reinterpret_cast<void*>(scratch), kinds};
-      GENESIS_CUDA_CALL(global_norm(norm_type, DType::Float64, &partial, 1, reinterpret_cast<double*>(total), as_stream(stream)));
+      const Buffer partial{per_dtype, kinds};
+      GENESIS_CUDA_CALL(global_norm(norm_type, DType::Float64, &partial, 1, reinterpret_cast<double*>(total),
+                                    partials, as_stream(stream)));
     }
+  }
+  int64_t scratch_size() const {
+    const int kinds = dtype_count();
+    int64_t partials = 1;
+#ifdef GENESIS_WITH_CUDA
+    for_each_dtype([&](DType, const Buffer* b, int64_t n) {
+      partials = std::max(partials, cuda::norm_workspace_size(b, n));
+    });
+#endif
+    return (kinds > 1 ? kinds : 0) + partials;
   }
   // CUDA: x *= min(max_norm / (*total + 1e-6), 1) with *total read on the device.
   void clip_on_device(double max_norm, uintptr_t total, uintptr_t stream) const {
@@ -707,6 +722,7 @@ PYBIND11_MODULE(_C, m) {
       .def("norm_on_device", &BufferList::norm_on_device)
       .def("clip_on_device", &BufferList::clip_on_device)
       .def("dtype_count", &BufferList::dtype_count)
+      .def("scratch_size", &BufferList::scratch_size)
       .def("result_dtype", &BufferList::result_dtype)
       .def("norm", &BufferList::norm)
       .def("scale", &BufferList::scale)

@@ -29,7 +29,8 @@ required = _RequiredParameter()
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "staged")
+    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "found_inf",
+                 "staged")
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
@@ -41,6 +42,7 @@ class _CachedPlan:
         # CUDA groups: the device tensor holding 1/scale that the last step's kernels read,
         # kept until the next step so the launch never sees freed memory.
         self.inv_scale = None
+        self.found_inf = None  # likewise, GradScaler's flag copied to the group's device
 
 
 def cuda_device_of(params):
@@ -257,6 +259,12 @@ class Optimizer(Base):
         if len(devices) > 1:
             raise ValueError("a param group holds parameters on several devices "
                              f"({', '.join(sorted(devices))}); use one group per device")
+        # capturable=True: step() launches only device work on torch's current stream and reads
+        # nothing back (step counters on the device, GradScaler's values too), so a CUDA graph
+        # can capture it; the learning rate is a host float, fixed in a captured graph.
+        if group.get("capturable") and "cpu" in devices:
+            raise ValueError("capturable=True needs CUDA parameters (a CUDA graph captures only "
+                             "device work)")
         ids = [id(p) for p in params]
         if len(set(ids)) != len(ids):
             # As torch; the compiled plan updates such a parameter once per step.
@@ -283,11 +291,12 @@ class Optimizer(Base):
         API) or for torch options genesis does not implement."""
         if group.get("differentiable"):
             raise ValueError("genesis optimizers do not support differentiable=True")
-        if group.get("capturable"):
-            raise ValueError("genesis does not implement capturable=True (its CUDA steps never "
-                             "wait for the host, but the Python step is not graph-capturable)")
         if "lr" in group:
             as_float(group["lr"], "lr")  # a string is a TypeError, as in torch; not converted
+        if group.get("capturable") and group.get("stochastic_rounding"):
+            raise ValueError("capturable=True cannot be combined with stochastic_rounding: the "
+                             "rounding stream advances on the host, so every replay of a captured "
+                             "step would draw the same bits")
         _C.validate(self._options(group))
         if group.get("state_dtype") is not None:
             _interop.dtype_code_of_name(group["state_dtype"])
@@ -324,12 +333,15 @@ class Optimizer(Base):
             torch = _interop.torch_module()
             device["stream"] = torch.cuda.current_stream(cuda).cuda_stream
             if found_inf is not None and _interop.is_cuda(found_inf):  # a host flag was read in step()
-                device["found_inf_ptr"] = found_inf.data_ptr()
+                # On the group's device as float32, as torch's fused optimizers do (the scaler's
+                # flag may live on another GPU); a device-to-device copy, no host sync.
+                cached.found_inf = found_inf.to(device=cuda, dtype=torch.float32).reshape(())
+                device["found_inf_ptr"] = cached.found_inf.data_ptr()
             if grad_scale is not None:
                 # The kernels read 1/scale from device memory: computed there from a device
-                # scale (no sync), or filled from a host one.
+                # scale (no sync, moved to the group's device), or filled from a host one.
                 if _interop.is_cuda(grad_scale):
-                    inv = grad_scale.double().reciprocal().float().reshape(())
+                    inv = grad_scale.to(device=cuda).double().reciprocal().float().reshape(())
                 else:
                     inv = torch.full((), 1.0 / as_float(grad_scale), dtype=torch.float32, device=cuda)
                 cached.inv_scale = inv
@@ -522,6 +534,8 @@ class Optimizer(Base):
                 if "step" not in state:
                     dict.__setitem__(state, "step", _interop.new_step(arr))
                 step = dict.__getitem__(state, "step")
+            elif names and _interop.is_cuda(arr):
+                step = self._applied_steps_counter(param, dict.__getitem__(state, names[0]), fresh)
             if master:
                 if dict.get(state, "master_param") is None:
                     dict.__setitem__(state, "master_param",
@@ -564,6 +578,21 @@ class Optimizer(Base):
         with torch.no_grad():
             for view, work in writebacks:
                 view.copy_(work)
+
+    def _applied_steps_counter(self, param, buffer, fresh):
+        """For a CUDA parameter of a rule that counts no steps (SGD): a hidden 0-dim float32
+        device counter of the steps applied since its state was created. The kernels decide
+        the first step from it (0: the momentum buffer starts as the gradient), so a first step
+        that GradScaler skips on the device leaves the next one first, which the host cannot
+        know without a sync. Kept while the state array it describes is the same one; not part
+        of the state_dict (torch's SGD has no step)."""
+        counters = self.__dict__.setdefault("_applied_steps", {})
+        entry = counters.get(param)
+        if entry is None or entry[0] is not buffer:
+            torch = _interop.torch_module()
+            counter = (torch.zeros if fresh else torch.ones)((), dtype=torch.float32, device=buffer.device)
+            entry = counters[param] = (buffer, counter)
+        return entry[1]
 
     # ------------------------------------------------------------------------- state_dict
     def state_dict(self):

@@ -1,6 +1,8 @@
 // The CUDA backend: the same rules and reductions as genesis/cpu.h, as multi-tensor-apply
 // kernels. Every pointer is device memory except where noted; `stream` is a cudaStream_t (null:
-// the default stream). Nothing here synchronizes with the host.
+// the default stream) of the device that holds the arrays: each call makes that device current
+// while it launches, whichever device the caller's thread had current. Nothing here
+// synchronizes with the host, so a call can be captured in a CUDA graph.
 #pragma once
 
 #include <cstdint>
@@ -26,9 +28,12 @@ void rmsprop_step(const RmspropOptions& options, const StepConfig& config, const
                   int64_t count, void* stream);
 
 // Writes the norm of all buffers (as one vector) to *total (a device float64), in a fixed
-// reduction order: the same inputs give the same bits on every run.
+// reduction order: the same inputs give the same bits on every run. `workspace` is device
+// scratch memory of norm_workspace_size(buffers, count) float64s, taken from the caller's
+// allocator (torch's caching allocator from Python), free again once the stream has run.
+int64_t norm_workspace_size(const Buffer* buffers, int64_t count);
 void global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double* total,
-                 void* stream);
+                 double* workspace, void* stream);
 // clip_grad_norm_'s scale, reading the norm from the device: x *= min(max_norm/(*total+1e-6), 1).
 void clip_by_norm(double max_norm, const double* total, DType dtype, const Buffer* buffers,
                   int64_t count, void* stream);

@@ -20,10 +20,13 @@ struct TensorSlots {
   void* state[kMaxStates] = {nullptr, nullptr, nullptr};
   int64_t numel = 0;
   // Step counter of this tensor (float32, as torch stores it), for rules that count steps:
-  // host memory for the CPU backend, device memory for the CUDA one.
+  // host memory for the CPU backend, device memory for the CUDA one. CUDA only, for rules that
+  // count no steps (SGD): if set, a device counter of the steps applied since the state was
+  // created, which then decides `fresh` on the device (0: fresh) and advances with each step
+  // that is not skipped, so a skipped first step leaves the next one first.
   float* step = nullptr;
   // True on the first step after the state was allocated: SGD's momentum buffer starts as the
-  // gradient itself rather than decaying from zero.
+  // gradient itself rather than decaying from zero. (CUDA: used when `step` is null.)
   bool fresh = false;
   // With master weights: a float32 copy of the parameter that the rule updates; `param` then
   // only receives the rounded result.

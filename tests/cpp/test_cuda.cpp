@@ -1,26 +1,31 @@
-// The CUDA kernels against the CPU core on the same inputs: every rule, 16-bit storage, master
-// weights, stochastic rounding, the skipped step, and the clip reductions. Exits 77 (ctest:
-// skipped) on a machine without a GPU.
+// The CUDA kernels against the CPU core on the same inputs, bit for bit: every rule, 16-bit
+// storage, master weights, stochastic rounding, empty and unaligned tensors, lists that span
+// several tables, the skipped step (SGD's first step included), and the clip reductions. Both
+// sides are compiled without floating-point contraction, so every parameter, state array,
+// master copy and step counter must be identical. Exits 77 (ctest: skipped) without a GPU.
 #include <cuda_runtime.h>
 #include <genesis/cuda.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
 
 int failures = 0;
-#define EXPECT(cond, ...)                              \
-  do {                                                 \
-    if (!(cond)) {                                     \
-      ++failures;                                      \
-      std::printf("  FAILED line %d: ", __LINE__);    \
-      std::printf(__VA_ARGS__);                        \
-      std::printf("\n");                               \
-    }                                                  \
+#define EXPECT(cond, ...)                           \
+  do {                                              \
+    if (!(cond)) {                                  \
+      ++failures;                                   \
+      std::printf("  FAILED line %d: ", __LINE__); \
+      std::printf(__VA_ARGS__);                     \
+      std::printf("\n");                            \
+    }                                               \
   } while (0)
 
 void ok(cudaError_t e) {
@@ -37,24 +42,36 @@ template <typename S> std::vector<S> random_storage(std::mt19937& rng, size_t n,
   return v;
 }
 
+std::vector<void*> allocations;
+
 template <typename T> T* to_device(const std::vector<T>& v) {
   T* d = nullptr;
   ok(cudaMalloc(&d, sizeof(T) * std::max<size_t>(v.size(), 1)));
-  ok(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice));
+  allocations.push_back(d);
+  if (!v.empty()) ok(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice));
   return d;
 }
 
 template <typename T> std::vector<T> to_host(const T* d, size_t n) {
   std::vector<T> v(n);
-  ok(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
+  if (n) ok(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
   return v;
 }
 
-template <typename T> bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(T) * a.size()) == 0;
+void free_all() {
+  ok(cudaDeviceSynchronize());
+  for (void* p : allocations) ok(cudaFree(p));
+  allocations.clear();
 }
 
-// One parameter with its state on host and device.
+// The index of the first element whose bits differ, or -1.
+template <typename T> int64_t first_difference(const T* a, const T* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (std::memcmp(a + i, b + i, sizeof(T)) != 0) return i;
+  return -1;
+}
+
+// One parameter's host arrays; the device copies hang off the GPU TensorSlots.
 template <typename P, typename S> struct Case {
   std::vector<P> p, g;
   std::vector<S> s[3];
@@ -62,26 +79,43 @@ template <typename P, typename S> struct Case {
   float step = 0.0f;
 };
 
-// Runs `steps` updates of the same tensors (sizes chosen to cross chunk and table boundaries,
-// with an unaligned view) through `cpu_step` and `gpu_step` and compares every array.
-// float32/float64 math may contract differently on the GPU (FMA), so those compare within a
-// tolerance; the bits of stored 16-bit values may differ by that one rounding as well.
-template <typename P, typename S, typename CpuStep, typename GpuStep>
-void compare(const char* label, int states, bool master, CpuStep cpu_step, GpuStep gpu_step, double rtol) {
-  const std::vector<int64_t> sizes = {1, 3, 4097, 65537, 3 * 65536 + 5, 1000};
+using Step = std::function<void(genesis::TensorSlots*, int64_t)>;
+
+struct Setup {
+  int states = 0;
+  bool master = false;
+  bool device_counter = true;  // the GPU tensors carry a device step counter
+  int steps = 3;
+};
+
+// Sizes that cross chunk boundaries, an empty tensor, an unaligned view (the last), and with
+// `many` enough small tensors to span several tables.
+std::vector<int64_t> sizes_for(bool many) {
+  std::vector<int64_t> sizes = {1, 3, 0, 4097, 65537, 3 * 65536 + 5};
+  if (many)
+    for (int i = 0; i < 300; ++i) sizes.push_back(1 + (i * 37) % 700);
+  sizes.push_back(1000);
+  return sizes;
+}
+
+// Runs `steps` updates of the same tensors through `cpu_step` and `gpu_step` and compares the
+// bits of every array and step counter.
+template <typename P, typename S>
+void compare(const char* label, const Setup& setup, const Step& cpu_step, const Step& gpu_step, bool many = false) {
+  const std::vector<int64_t> sizes = sizes_for(many);
   std::mt19937 rng(11);
   std::vector<Case<P, S>> cases(sizes.size());
   std::vector<genesis::TensorSlots> cpu(sizes.size()), gpu(sizes.size());
-  std::vector<float*> d_steps;
   for (size_t t = 0; t < sizes.size(); ++t) {
     // The last tensor is a view starting one element into its allocation: unaligned.
     const int64_t n = sizes[t], offset = t + 1 == sizes.size() ? 1 : 0;
     Case<P, S>& c = cases[t];
     c.p = random_storage<P>(rng, n + offset, 1.0f);
     c.g = random_storage<P>(rng, n + offset, 1.0f);
-    for (int k = 0; k < states; ++k) c.s[k] = std::vector<S>(n + offset, S{});
-    if (master) for (const P& x : c.p) c.master.push_back(genesis::load<float>(x));
-    if (master) c.master.insert(c.master.end(), offset, 0.0f);
+    for (int k = 0; k < setup.states; ++k) c.s[k] = std::vector<S>(n + offset, S{});
+    if (setup.master) {
+      for (const P& x : c.p) c.master.push_back(genesis::load<float>(x));
+    }
     genesis::TensorSlots& h = cpu[t];
     genesis::TensorSlots& d = gpu[t];
     h.numel = d.numel = n;
@@ -89,39 +123,50 @@ void compare(const char* label, int states, bool master, CpuStep cpu_step, GpuSt
     h.grad = c.g.data() + offset;
     d.param = to_device(c.p) + offset;
     d.grad = to_device(c.g) + offset;
-    for (int k = 0; k < states; ++k) {
+    for (int k = 0; k < setup.states; ++k) {
       h.state[k] = c.s[k].data() + offset;
       d.state[k] = to_device(c.s[k]) + offset;
     }
-    if (master) {
+    if (setup.master) {
       h.master = c.master.data() + offset;
       d.master = to_device(c.master) + offset;
     }
     h.step = &c.step;
-    d_steps.push_back(to_device(std::vector<float>{0.0f}));
-    d.step = d_steps.back();
+    if (setup.device_counter) d.step = to_device(std::vector<float>{0.0f});
     h.id = d.id = t;
     h.fresh = d.fresh = true;
   }
-  for (int step = 0; step < 3; ++step) {
+  for (int step = 0; step < setup.steps; ++step) {
     cpu_step(cpu.data(), static_cast<int64_t>(cpu.size()));
     gpu_step(gpu.data(), static_cast<int64_t>(gpu.size()));
     for (auto& h : cpu) h.fresh = false;
     for (auto& d : gpu) d.fresh = false;
   }
   ok(cudaDeviceSynchronize());
+  int reported = 0;
+  auto report = [&](const char* what, size_t t, int64_t at) {
+    if (at < 0 || reported > 5) return;
+    ++reported;
+    EXPECT(false, "%s tensor %zu (n=%lld): %s differs first at element %lld", label, t, (long long)sizes[t], what,
+           (long long)at);
+  };
   for (size_t t = 0; t < sizes.size(); ++t) {
-    const std::vector<P> dp = to_host(static_cast<P*>(gpu[t].param), sizes[t]);
-    double worst = 0;
-    for (int64_t i = 0; i < sizes[t]; ++i) {
-      const double a = genesis::load<double>(static_cast<P*>(cpu[t].param)[i]);
-      const double b = genesis::load<double>(dp[i]);
-      worst = std::max(worst, std::fabs(a - b) / (std::fabs(a) + 1e-6));
+    const int64_t n = sizes[t];
+    report("parameter", t, first_difference(static_cast<P*>(cpu[t].param), to_host(static_cast<P*>(gpu[t].param), n).data(), n));
+    for (int k = 0; k < setup.states; ++k) {
+      const std::string name = "state " + std::to_string(k);
+      report(name.c_str(), t, first_difference(static_cast<S*>(cpu[t].state[k]), to_host(static_cast<S*>(gpu[t].state[k]), n).data(), n));
     }
-    EXPECT(worst <= rtol, "%s tensor %zu (n=%lld): max relative difference %g", label, t, (long long)sizes[t], worst);
-    const float dstep = to_host(gpu[t].step, 1)[0];
-    EXPECT(dstep == *cpu[t].step, "%s tensor %zu: device step %g, host step %g", label, t, dstep, *cpu[t].step);
+    if (setup.master) report("master", t, first_difference(cpu[t].master, to_host(gpu[t].master, n).data(), n));
+    if (setup.device_counter) {
+      const float dstep = to_host(gpu[t].step, 1)[0];
+      // SGD's device counter counts applied steps, which the CPU does not track.
+      const float expected = *cpu[t].step != 0.0f ? *cpu[t].step : float(setup.steps);
+      EXPECT(dstep == expected, "%s tensor %zu (n=%lld): device step %g, expected %g", label, t,
+             (long long)sizes[t], dstep, expected);
+    }
   }
+  free_all();
 }
 
 }  // namespace
@@ -132,55 +177,93 @@ int main() {
     return 77;
   }
   using namespace genesis;
-  const double f32 = 2e-6, f16 = 1e-2;
-  AdamOptions adam;
-  adam.lr = 1e-2;
-  adam.weight_decay = 0.1;
+  const AdamOptions adam_base{1e-2, 0.9, 0.999, 1e-8, 0.1, false, false};
   for (bool amsgrad : {false, true}) {
+    AdamOptions adam = adam_base;  // each case its own options
     adam.amsgrad = amsgrad;
     StepConfig c;
-    compare<float, float>("adamw f32", amsgrad ? 3 : 2, false,
+    Setup s{amsgrad ? 3 : 2};
+    compare<float, float>(amsgrad ? "adamw f32 amsgrad" : "adamw f32", s,
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
-        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); }, f32);
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); }, /*many=*/!amsgrad);
   }
   {
+    // float64 math: the bias corrections come from pow(), which CUDA's and the C library's
+    // math round independently. Dyadic betas make every power exact, so this compares the
+    // update itself.
+    AdamOptions adam = adam_base;
+    adam.beta1 = 0.5;
+    adam.beta2 = 0.75;
     StepConfig c;
     c.param_dtype = DType::Float64;
     c.state_dtype = DType::Float64;
-    compare<double, double>("adam f64", 2, false,
+    compare<double, double>("adam f64", Setup{2},
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, false, c, t, n); },
-        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, false, c, t, n, nullptr); }, 1e-12);
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, false, c, t, n, nullptr); });
   }
   {
+    const AdamOptions adam = adam_base;
     StepConfig c;
     c.param_dtype = DType::BFloat16;
     c.master_weights = true;
-    compare<BFloat16, float>("adamw bf16 master", 2, true,
+    compare<BFloat16, float>("adamw bf16 master", Setup{2, true},
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
-        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); }, f16);
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); });
     c.master_weights = false;
+    c.stochastic_rounding = true;
+    c.seed = 7;
+    compare<BFloat16, BFloat16>("adamw bf16 stochastic", Setup{2},
+        [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); });
+    c.stochastic_rounding = false;
     c.param_dtype = DType::Float16;
     c.state_dtype = DType::BFloat16;
-    compare<Half, BFloat16>("adamw f16 bf16-state", 2, false,
+    compare<Half, BFloat16>("adamw f16 bf16-state", Setup{2},
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
-        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); }, f16);
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); });
   }
   for (bool nesterov : {false, true}) {
-    const SgdOptions sgd{0.1, 0.9, 0.0, 0.01, nesterov, false};
+    for (bool device_counter : {true, false}) {
+      const SgdOptions sgd{0.1, 0.9, 0.25, 0.01, nesterov, false};
+      StepConfig c;
+      Setup s{1};
+      s.device_counter = device_counter;  // SGD's first step decided on the device, or by the host flag
+      compare<float, float>(nesterov ? "sgd nesterov" : "sgd", s,
+          [&](TensorSlots* t, int64_t n) { cpu::sgd_step(sgd, c, t, n); },
+          [&](TensorSlots* t, int64_t n) { cuda::sgd_step(sgd, c, t, n, nullptr); });
+    }
+  }
+  {
+    const SgdOptions plain{0.1, 0.0, 0.0, 0.0, false, true};
     StepConfig c;
-    compare<float, float>("sgd", 1, false,
-        [&](TensorSlots* t, int64_t n) { cpu::sgd_step(sgd, c, t, n); },
-        [&](TensorSlots* t, int64_t n) { cuda::sgd_step(sgd, c, t, n, nullptr); }, f32);
+    Setup s{0};
+    s.device_counter = false;
+    compare<float, float>("sgd plain maximize", s,
+        [&](TensorSlots* t, int64_t n) { cpu::sgd_step(plain, c, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::sgd_step(plain, c, t, n, nullptr); });
   }
   {
     const RmspropOptions rms{0.01, 0.99, 1e-8, 0.0, 0.9, true, false};
     StepConfig c;
-    compare<float, float>("rmsprop centered momentum", 3, false,
+    compare<float, float>("rmsprop centered momentum", Setup{3},
         [&](TensorSlots* t, int64_t n) { cpu::rmsprop_step(rms, c, t, n); },
-        [&](TensorSlots* t, int64_t n) { cuda::rmsprop_step(rms, c, t, n, nullptr); }, f32);
+        [&](TensorSlots* t, int64_t n) { cuda::rmsprop_step(rms, c, t, n, nullptr); });
+  }
+  {
+    // Device-side GradScaler inputs: 1/scale read by the kernels, found_inf clear.
+    const AdamOptions adam = adam_base;
+    StepConfig cpu_config, gpu_config;
+    const float inv = 0.25f;
+    cpu_config.grad_scale = &inv;
+    gpu_config.grad_scale = to_device(std::vector<float>{inv});
+    gpu_config.found_inf = to_device(std::vector<float>{0.0f});
+    compare<float, float>("adamw device grad scale", Setup{2},
+        [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, cpu_config, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, gpu_config, t, n, nullptr); });
   }
   {
     // A skipped step (found_inf set on the device) changes nothing, step counters included.
+    const AdamOptions adam = adam_base;
     float* found = to_device(std::vector<float>{1.0f});
     StepConfig skip;
     skip.found_inf = found;
@@ -194,36 +277,84 @@ int main() {
     d.numel = 3;
     cuda::adam_step(adam, true, skip, &d, 1, nullptr);
     ok(cudaDeviceSynchronize());
-    EXPECT(same_bits(to_host(static_cast<float*>(d.param), 3), p), "skipped step changed the parameter");
+    EXPECT(to_host(static_cast<float*>(d.param), 3) == p, "skipped step changed the parameter");
     EXPECT(to_host(d.step, 1)[0] == 4.0f, "skipped step advanced the step counter");
+    free_all();
+  }
+  {
+    // SGD: a first step skipped on the device leaves the next one first (b = g, not
+    // (1 - dampening) * g), although the host cleared its flag after the skipped call.
+    const SgdOptions sgd{0.1, 0.9, 0.5, 0.0, false, false};
+    std::vector<float> p = {1, 2, 3}, g = {1, -2, 4}, b(3);
+    float cpu_step_unused = 0.0f;
+    TensorSlots h;
+    h.param = p.data();
+    h.grad = g.data();
+    h.state[0] = b.data();
+    h.numel = 3;
+    h.step = &cpu_step_unused;
+    h.fresh = true;
+    TensorSlots d = h;
+    d.param = to_device(p);
+    d.grad = to_device(g);
+    d.state[0] = to_device(b);
+    d.step = to_device(std::vector<float>{0.0f});
+    StepConfig skip, run;
+    skip.found_inf = to_device(std::vector<float>{1.0f});
+    run.found_inf = to_device(std::vector<float>{0.0f});
+    cuda::sgd_step(sgd, skip, &d, 1, nullptr);
+    d.fresh = false;
+    cuda::sgd_step(sgd, run, &d, 1, nullptr);
+    cpu::sgd_step(sgd, StepConfig{}, &h, 1);
+    ok(cudaDeviceSynchronize());
+    EXPECT(to_host(static_cast<float*>(d.param), 3) == p, "SGD after a skipped first step: parameter differs");
+    EXPECT(to_host(static_cast<float*>(d.state[0]), 3) == b, "SGD after a skipped first step: buffer differs");
+    EXPECT(to_host(d.step, 1)[0] == 1.0f, "SGD's device counter counts the applied step only");
+    free_all();
   }
   {
     // Global norm: deterministic and equal to the CPU's within double rounding; clip reads it.
     std::mt19937 rng(5);
     std::vector<float> a = random_storage<float>(rng, 200000, 1.0f), b = random_storage<float>(rng, 7, 1.0f);
     std::vector<Buffer> host = {{a.data(), (int64_t)a.size()}, {b.data(), (int64_t)b.size()}};
-    std::vector<Buffer> dev = {{to_device(a), (int64_t)a.size()}, {to_device(b), (int64_t)b.size()}};
-    double* total = nullptr;
-    ok(cudaMalloc(&total, sizeof(double)));
+    // The second buffer is unaligned: the element-wise path.
+    float* b_dev = to_device(std::vector<float>(b.size() + 1));
+    ok(cudaMemcpy(b_dev + 1, b.data(), sizeof(float) * b.size(), cudaMemcpyHostToDevice));
+    std::vector<Buffer> dev = {{to_device(a), (int64_t)a.size()}, {b_dev + 1, (int64_t)b.size()}};
+    double* total = to_device(std::vector<double>{0.0});
+    double* workspace = to_device(std::vector<double>(cuda::norm_workspace_size(dev.data(), 2)));
     for (double norm_type : {1.0, 2.0, 3.0, double(INFINITY)}) {
       const double expected = cpu::global_norm(norm_type, DType::Float32, host.data(), 2);
-      cuda::global_norm(norm_type, DType::Float32, dev.data(), 2, total, nullptr);
+      cuda::global_norm(norm_type, DType::Float32, dev.data(), 2, total, workspace, nullptr);
       const double first = to_host(total, 1)[0];
-      cuda::global_norm(norm_type, DType::Float32, dev.data(), 2, total, nullptr);
+      cuda::global_norm(norm_type, DType::Float32, dev.data(), 2, total, workspace, nullptr);
       const double second = to_host(total, 1)[0];
       EXPECT(std::fabs(first - expected) <= 1e-12 * expected, "norm %g: gpu %.17g cpu %.17g", norm_type, first, expected);
-      EXPECT(first == second, "norm %g is not deterministic", norm_type);
+      EXPECT(std::memcmp(&first, &second, sizeof(double)) == 0, "norm %g is not deterministic", norm_type);
     }
-    cuda::global_norm(2.0, DType::Float32, dev.data(), 2, total, nullptr);
+    // Clip: the same coefficient as the CPU's on the same norm, so the same bits.
+    cuda::global_norm(2.0, DType::Float32, dev.data(), 2, total, workspace, nullptr);
+    const double norm = to_host(total, 1)[0];
     cuda::clip_by_norm(1.0, total, DType::Float32, dev.data(), 2, nullptr);
-    cuda::global_norm(2.0, DType::Float32, dev.data(), 2, total, nullptr);
+    cpu::unscale(1.0 / (norm + 1e-6), DType::Float32, host.data(), 2);
+    EXPECT(first_difference(a.data(), to_host(static_cast<float*>(dev[0].data), a.size()).data(), (int64_t)a.size()) < 0,
+           "clipped gradients differ from the CPU's");
+    EXPECT(first_difference(b.data(), to_host(b_dev + 1, b.size()).data(), (int64_t)b.size()) < 0,
+           "clipped unaligned gradients differ from the CPU's");
+    cuda::global_norm(2.0, DType::Float32, dev.data(), 2, total, workspace, nullptr);
     EXPECT(std::fabs(to_host(total, 1)[0] - 1.0) < 1e-5, "clipped norm %g", to_host(total, 1)[0]);
+    cuda::clamp(0.001, DType::Float32, dev.data(), 2, nullptr);
+    cpu::clamp(0.001, DType::Float32, host.data(), 2);
+    EXPECT(first_difference(a.data(), to_host(static_cast<float*>(dev[0].data), a.size()).data(), (int64_t)a.size()) < 0,
+           "clamped gradients differ from the CPU's");
     float* found = to_device(std::vector<float>{0.0f});
     cuda::unscale(nullptr, DType::Float32, dev.data(), 2, found, nullptr);
     EXPECT(to_host(found, 1)[0] == 0.0f, "finite gradients reported non-finite");
-    ok(cudaMemcpy(static_cast<float*>(dev[1].data) + 3, &std::vector<float>{NAN}[0], sizeof(float), cudaMemcpyHostToDevice));
+    const float nan = NAN;
+    ok(cudaMemcpy(b_dev + 1 + 3, &nan, sizeof(float), cudaMemcpyHostToDevice));
     cuda::unscale(nullptr, DType::Float32, dev.data(), 2, found, nullptr);
     EXPECT(to_host(found, 1)[0] == 1.0f, "NaN gradient not found");
+    free_all();
   }
   std::printf("%d failed\n", failures);
   return failures == 0 ? 0 : 1;

@@ -214,7 +214,8 @@ def _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite):
     device, stream = grads[0].device, _stream(grads)
     if norm_type > 0:
         total = torch.empty((), dtype=torch.float64, device=device)
-        scratch = torch.empty(max(buffers.dtype_count(), 1), dtype=torch.float64, device=device)
+        # Scratch from torch's caching allocator: stream-ordered, reused, never a device-wide sync.
+        scratch = torch.empty(buffers.scratch_size(), dtype=torch.float64, device=device)
         buffers.norm_on_device(norm_type, total.data_ptr(), scratch.data_ptr(), stream)
     else:
         total = _norm_in_python(grads, norm_type)
