@@ -21,6 +21,8 @@ import json
 import math
 import os
 import re
+import secrets
+import stat
 import struct
 import sys
 import zlib
@@ -79,6 +81,8 @@ _ENTRY_FIELDS = {
 # Python values that are stored in the header itself; they are also the allowed dict keys.
 _SCALAR_TYPES = (str, bool, int, float, type(None))
 _INT_TEXT = re.compile(r"-?0x[0-9a-f]+")
+# A saved device: a type, optionally with an index (no leading zeros), as str(torch.device).
+_DEVICE = re.compile(r"[a-z][a-z0-9_]*(:(0|[1-9][0-9]*))?")
 _FLOAT_BITS = re.compile(r"[0-9a-f]{16}")
 # NumPy refuses shapes whose byte size (ignoring zero-length axes) does not fit in intp.
 _MAX_ARRAY_BYTES = 2**63 - 1
@@ -94,13 +98,21 @@ def save(obj, f):
     `obj` is a nested structure of dicts, lists and tuples holding str/int/float/bool/None,
     NumPy arrays and scalars, torch tensors and other DLPack or ``__array_interface__``
     arrays. Raises TypeError (unsupported type or dtype) or ValueError (nesting too deep)
-    before anything is written, so a failed save never truncates an existing file.
+    before anything is written.
+
+    A path is replaced atomically: the checkpoint is written to a temporary file in the same
+    folder, flushed to disk, and renamed over `f` only when complete, so a save that fails
+    part-way (an I/O error, a full disk, Ctrl-C) leaves the previous file untouched, and a
+    concurrent reader sees either the old or the new file, never a mix.
     """
     encoder = _Encoder()
     root = encoder.encode(obj, "obj", 0)
     header = json.dumps({"buffers": encoder.entries, "root": root}, separators=(",", ":"), allow_nan=False)
-    with _opened(f, "wb") as stream:
-        _write_checkpoint(stream, header.encode("ascii"), encoder)
+    header = header.encode("ascii")
+    if isinstance(f, (str, bytes, os.PathLike)):
+        _replace_file(os.fsdecode(f), lambda stream: _write_checkpoint(stream, header, encoder))
+    else:
+        _write_checkpoint(f, header, encoder)
 
 
 def load(f, map_location=None):
@@ -120,6 +132,50 @@ def load(f, map_location=None):
             if isinstance(name, str):
                 error.args = (f"{name}: {error}",)
             raise
+
+
+def _replace_file(path, write):
+    """Atomically replace the file at `path` with what `write(stream)` writes.
+
+    The data goes to a new file next to the target (same folder, hence the same file system,
+    so the final os.replace is an atomic rename), is fsync'ed, and only then replaces the
+    target. On any failure, KeyboardInterrupt included, the temporary file is removed and the
+    target is left as it was.
+    """
+    target = os.path.realpath(path)  # through a symlink: replace the file, keep the link
+    folder, name = os.path.split(target)
+    while True:
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            # Mode 0o666 filtered by the umask: the permissions open(path, "wb") would give.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with open(fd, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))  # keep an existing file's mode
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (POSIX); folders cannot be opened on Windows."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -195,6 +251,8 @@ class _Encoder:
         name = str(tensor.dtype).removeprefix("torch.")
         if tensor.layout != torch.strided or name not in _STORAGE_DTYPES:
             raise TypeError(f"cannot save {path}: unsupported torch tensor ({tensor.dtype}, {tensor.layout})")
+        if tensor.is_meta:
+            raise TypeError(f"cannot save {path}: a meta tensor has no data to save")
         entry = {"type": "torch.Tensor", "dtype": name, "shape": list(tensor.shape),
                  "device": str(tensor.device)}
         return self._add(entry, tensor, path)
@@ -338,7 +396,10 @@ class _Reader:
         if zlib.crc32(raw) != header_crc:
             raise CheckpointError("header checksum mismatch: the file is corrupted")
         try:
-            header = json.loads(raw.decode("utf-8"))
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_json_object,
+                                parse_constant=_json_constant, parse_int=_json_int)
+        except CheckpointError:
+            raise
         except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
             raise CheckpointError(f"header is not valid JSON: {error}") from None
         if not (isinstance(header, dict) and header.keys() == {"buffers", "root"}
@@ -404,26 +465,26 @@ class _Reader:
             return array
         if buffer.kind == "numpy.generic":
             return array[()]
-        return self._to_torch(array, buffer, path)
+        return self._to_torch(array, buffer)
 
-    def _to_torch(self, array, buffer, path):
+    def _to_torch(self, array, buffer):
         import torch  # only here, so that genesis works without torch installed
 
         tensor = torch.from_numpy(array)  # shares memory with `array`: no copy on the CPU
         if buffer.dtype == "bfloat16":
             tensor = tensor.view(torch.bfloat16)
-        return tensor.to(self._target_device(torch, buffer.device, path))
+        return tensor.to(self._target_device(torch, buffer.device))
 
-    def _target_device(self, torch, saved, path):
-        try:
-            saved_device = torch.device(saved)
-        except RuntimeError:
-            raise CheckpointError(f"{path}: invalid device {_preview(saved)}") from None
+    def _target_device(self, torch, saved):
         target = self._map_location
         if isinstance(target, dict):
             target = target.get(saved)  # unmapped devices behave as if map_location were None
         if target is not None:
             return torch.device(target)
+        try:
+            saved_device = torch.device(saved)
+        except RuntimeError:  # a device type this torch does not know: it does not exist here
+            return torch.device("cpu")
         return saved_device if _device_exists(torch, saved_device) else torch.device("cpu")
 
     def _skip_padding(self, target):
@@ -445,6 +506,25 @@ class _Reader:
                 raise CheckpointError(f"file ended early at byte {self._position}")
             view = view[count:]
             self._position += count
+
+
+# json.loads hooks: the header is strict RFC 8259 JSON, read by the same rules as the C++
+# reader (csrc/api/json.cpp), so that both accept exactly the same files.
+def _json_object(pairs):
+    result = dict(pairs)
+    if len(result) != len(pairs):  # json.loads would silently keep the last of equal keys
+        raise CheckpointError("header is not valid JSON: an object repeats a key")
+    return result
+
+
+def _json_constant(name):
+    raise CheckpointError(f"header is not valid JSON: {name} is not a JSON value")
+
+
+def _json_int(text):
+    # Every JSON number the format uses is a count written without a sign; "-0" would read as
+    # the count 0, so it becomes the float -0.0, which no field accepts.
+    return -0.0 if text == "-0" else int(text)
 
 
 def _parse_buffer_table(entries):
@@ -490,8 +570,8 @@ def _parse_buffer_entry(index, entry, offset):
     if type(entry["offset"]) is not int or entry["offset"] != offset:
         raise CheckpointError(f"{where}: offset {_preview(entry['offset'])}, expected {offset}")
     device = entry.get("device")
-    if kind == "torch.Tensor" and not isinstance(device, str):
-        raise CheckpointError(f"{where}: device must be a string")
+    if kind == "torch.Tensor" and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
+        raise CheckpointError(f"{where}: device must be a string such as \"cpu\" or \"cuda:0\", got {_preview(device)}")
     return _Buffer(kind, dtype, tuple(shape), device, offset, nbytes)
 
 

@@ -392,6 +392,8 @@ def test_a_saved_device_that_does_not_exist_loads_on_cpu():
     assert loaded.device == torch.device("cpu")
     assert torch.equal(loaded, torch.arange(3.0))
     assert load_bytes(checkpoint_with_device("xla:0"))["t"].device == torch.device("cpu")
+    # A device type this torch does not know is just another device that is not here.
+    assert load_bytes(checkpoint_with_device("banana:3"))["t"].device == torch.device("cpu")
 
 
 @needs_no_cuda7
@@ -572,7 +574,16 @@ MALFORMED = {
     "bool dim": (replace_in_header(TWO_ARRAYS, '"shape": [2]', '"shape": [true]'), "non-negative"),
     "wrong nbytes": (replace_in_header(TWO_ARRAYS, '"nbytes": 16', '"nbytes": 15'), "nbytes 15"),
     "wrong offset": (replace_in_header(TWO_ARRAYS, '"offset": 64', '"offset": 16'), "offset 16"),
-    "bad device": (replace_in_header(to_bytes(torch.ones(1)), '"cpu"', '"banana"'), "invalid device"),
+    "bad device": (replace_in_header(to_bytes(torch.ones(1)), '"cpu"', '"cuda:01"'), "device must be"),
+    "device not a string": (replace_in_header(to_bytes(torch.ones(1)), '"cpu"', '7'), "device must be"),
+    "repeated json key": (replace_in_header(TWO_ARRAYS, '"offset": 64', '"offset": 64, "offset": 64'),
+                          "repeats a key"),
+    "repeated top-level key": (build_checkpoint(b'{"buffers": [], "buffers": [], "root": null}', b""),
+                               "repeats a key"),
+    "NaN": (build_checkpoint(b'{"buffers": [], "root": NaN}', b""), "NaN is not a JSON value"),
+    "minus zero count": (replace_in_header(TWO_ARRAYS, '"shape": [2]', '"shape": [-0]'), "non-negative"),
+    "int and float keys equal": (replace_in_header(to_bytes({1: 1, 2: 2}), '{"int": "0x2"}',
+                                                   '{"float": "3ff0000000000000"}'), "duplicate dict key"),
 }
 
 
@@ -659,3 +670,107 @@ def test_genesis_saves_and_loads_numpy_without_importing_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------------- atomic replacement
+
+
+def run_child(script, timeout=120):
+    """Run `script` in a fresh interpreter (for cases that set process limits or could crash)."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_a_meta_tensor_is_refused_before_the_file_is_touched(tmp_path):
+    path = tmp_path / "existing.ckpt"
+    genesis.save({"x": 1}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=r"obj\['t'\]: a meta tensor has no data"):
+        genesis.save({"ok": torch.ones(2), "t": torch.ones(2, device="meta")}, path)
+    assert path.read_bytes() == before
+
+
+def test_a_save_interrupted_part_way_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "existing.ckpt"
+    genesis.save({"x": 1}, path)
+    before = path.read_bytes()
+    real_host_array = genesis.serialization._host_array
+    calls = []
+
+    def interrupted(source):  # Ctrl-C while the second array is copied to the host
+        calls.append(source)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_host_array(source)
+
+    monkeypatch.setattr(genesis.serialization, "_host_array", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        genesis.save([np.arange(100_000), np.arange(10)], path)
+    assert len(calls) == 2
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["existing.ckpt"]  # no temporary file left behind
+
+
+def test_a_full_disk_leaves_the_previous_file(tmp_path):
+    # RLIMIT_FSIZE makes writes past 1 MiB fail with EFBIG, as a full disk fails with ENOSPC.
+    pytest.importorskip("resource")
+    path = tmp_path / "existing.ckpt"
+    genesis.save({"x": np.arange(10)}, path)
+    before = path.read_bytes()
+    run_child(f"""
+        import errno, resource, signal
+        import numpy as np
+        import genesis
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        try:
+            genesis.save({{"x": np.zeros(2**20)}}, {str(path)!r})
+        except OSError as error:
+            assert error.errno == errno.EFBIG, error
+        else:
+            raise AssertionError("the save did not fail")
+    """)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["existing.ckpt"]
+
+
+def test_concurrent_readers_see_the_old_or_the_new_file_only(tmp_path):
+    path = tmp_path / "shared.ckpt"
+    done = tmp_path / "done"
+    versions = [np.full(2**19, float(i)) for i in range(2)]  # 4 MiB each: writes take a while
+    genesis.save({"v": versions[0]}, path)
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os
+        import genesis
+        loads = 0
+        while not os.path.exists({str(done)!r}):
+            value = genesis.load({str(path)!r})["v"]
+            assert value.shape == (2**19,) and value.min() == value.max() in (0.0, 1.0), value
+            loads += 1
+            if loads == 1:
+                print("reading", flush=True)
+        print(loads)
+    """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "reading\n"  # the reader is up: now overwrite under it
+        for i in range(1, 41):
+            genesis.save({"v": versions[i % 2]}, path)
+    finally:
+        done.touch()
+        out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err
+    assert int(out) > 1
+
+
+def test_saving_through_a_symlink_replaces_the_target_and_keeps_its_mode(tmp_path):
+    target = tmp_path / "real.ckpt"
+    link = tmp_path / "link.ckpt"
+    genesis.save({"x": 1}, target)
+    os.chmod(target, 0o640)
+    link.symlink_to(target)
+    genesis.save({"x": 2}, link)
+    assert link.is_symlink() and genesis.load(target) == {"x": 2}
+    assert (target.stat().st_mode & 0o777) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["link.ckpt", "real.ckpt"]

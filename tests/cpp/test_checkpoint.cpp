@@ -2,7 +2,14 @@
 #include <genesis/checkpoint.h>
 #include <genesis/optim.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <thread>
 
 #include "adamw_fixture.h"
 #include "check.h"
@@ -75,4 +82,65 @@ TEST(reads_a_checkpoint_written_by_python) {
   CHECK(o1.lr == 0.002 && o1.weight_decay == 0.0);
   const Document want = computed.opt.state_dict(), got = loaded.state_dict();
   CHECK(encode(got) == encode(want));  // same steps, same moments, same options, bit for bit
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<unsigned char> file_bytes(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<unsigned char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// A fresh empty folder under the system's temporary directory.
+fs::path scratch_folder(const char* name) {
+  const fs::path folder = fs::temp_directory_path() / (std::string("genesis_") + name + "_" + std::to_string(getpid()));
+  fs::remove_all(folder);
+  fs::create_directories(folder);
+  return folder;
+}
+
+}  // namespace
+
+TEST(save_file_replaces_atomically_and_a_failed_save_keeps_the_old_file) {
+  const fs::path folder = scratch_folder("atomic");
+  const std::string path = (folder / "state.genesis").string();
+  save_file(sample(), path);
+  CHECK(file_bytes(path) == encode(sample()));
+  chmod(path.c_str(), 0640);
+  Document bad = sample();
+  bad.arrays[1].bytes.pop_back();  // its size no longer matches its shape
+  CHECK_THROWS(std::invalid_argument, save_file(bad, path));
+  CHECK(file_bytes(path) == encode(sample()));
+  Document other = sample();
+  other.root.set(Value::of(std::string("extra")), Value::of(int64_t(1)));
+  save_file(other, path);
+  CHECK(file_bytes(path) == encode(other));
+  struct stat st;
+  CHECK(stat(path.c_str(), &st) == 0 && (st.st_mode & 0777) == 0640);  // the old file's mode
+  // Through a symlink: the target is replaced, the link stays.
+  const fs::path link = folder / "link.genesis";
+  fs::create_symlink(path, link);
+  save_file(sample(), link.string());
+  CHECK(fs::is_symlink(link) && file_bytes(path) == encode(sample()));
+  // The file and the link, and no temporary file left behind.
+  CHECK(std::distance(fs::directory_iterator(folder), fs::directory_iterator()) == 2);
+  CHECK_THROWS(std::system_error, save_file(sample(), (folder / "missing" / "x.genesis").string()));
+  fs::remove_all(folder);
+}
+
+TEST(load_file_reads_from_a_pipe) {
+  const fs::path folder = scratch_folder("pipe");
+  const std::string fifo = (folder / "fifo").string();
+  CHECK(mkfifo(fifo.c_str(), 0600) == 0);
+  const std::vector<unsigned char> bytes = encode(sample());
+  std::thread writer([&] {
+    std::ofstream out(fifo, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  });
+  const Document loaded = load_file(fifo);
+  writer.join();
+  CHECK(encode(loaded) == bytes);
+  fs::remove_all(folder);
 }
