@@ -281,9 +281,9 @@ BufferEntry parse_entry(const json::Node& e, size_t index, uint64_t offset) {
   b.nbytes = empty ? 0 : static_cast<uint64_t>(nonzero);
   uint64_t declared;
   if (!parse_count(*nbytes, declared) || declared != b.nbytes)
-    throw CheckpointError(where + ": nbytes " + nbytes->text + ", expected " + std::to_string(b.nbytes));
+    throw CheckpointError(where + ": nbytes must be " + std::to_string(b.nbytes) + " for its shape");
   if (!parse_count(*off, declared) || declared != offset)
-    throw CheckpointError(where + ": offset " + off->text + ", expected " + std::to_string(offset));
+    throw CheckpointError(where + ": offset must be " + std::to_string(offset) + " by the layout rule");
   if (torch && (device->kind != NK::String || !valid_device(device->text)))
     throw CheckpointError(where + ": device must be a string such as \"cpu\" or \"cuda:0\"");
   b.offset = offset;
@@ -309,9 +309,9 @@ class ValueReader {
       return Value::array_ref(static_cast<int64_t>(next_array_++));
     }
     if (tag != "list" && tag != "tuple" && tag != "dict")
-      throw CheckpointError("checkpoint header: unknown value tag '" + tag + "'");
+      throw CheckpointError("checkpoint header: unknown value tag " + json::quote(tag));
     if (depth >= kMaxDepth) throw CheckpointError("checkpoint header: containers are nested more than 100 levels deep");
-    if (body.kind != NK::Array) throw CheckpointError("checkpoint header: " + tag + " payload must be a JSON list");
+    if (body.kind != NK::Array) throw CheckpointError("checkpoint header: a " + tag + " payload must be a JSON list");
     if (tag != "dict") {
       Value v = Value::list(tag == "list" ? Value::Kind::List : Value::Kind::Tuple);
       for (const json::Node& item : body.items) v.items.push_back(read(item, depth + 1));

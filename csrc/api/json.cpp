@@ -109,7 +109,9 @@ class Parser {
       n.kind = Node::Kind::Number;
       n.text = number();
     } else {
-      fail(std::string("unexpected character '") + c + "'");
+      char code[8];
+      std::snprintf(code, sizeof code, "0x%02x", static_cast<unsigned char>(c));
+      fail(std::string("unexpected character ") + code);
     }
     return n;
   }

@@ -144,3 +144,30 @@ TEST(load_file_reads_from_a_pipe) {
   CHECK(encode(loaded) == bytes);
   fs::remove_all(folder);
 }
+
+// The corpus shared with the Python reader's tests (tests/data/checkpoint_corpus, made by
+// tests/data/make_checkpoint_corpus.py): the same verdict on every file.
+TEST(judges_the_shared_corpus_as_the_python_reader_does) {
+  size_t invalid = 0, valid = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(GENESIS_CHECKPOINT_CORPUS) / "invalid")) {
+    ++invalid;
+    bool rejected = false;
+    try {
+      load_file(entry.path().string());
+    } catch (const UnsupportedContent&) {
+    } catch (const CheckpointError&) {
+      rejected = true;
+    }
+    if (!rejected) check::fail(__FILE__, __LINE__, "accepted " + entry.path().string());
+  }
+  for (const auto& entry : fs::directory_iterator(fs::path(GENESIS_CHECKPOINT_CORPUS) / "valid")) {
+    ++valid;
+    try {
+      load_file(entry.path().string());
+    } catch (const UnsupportedContent&) {
+    } catch (const CheckpointError& e) {
+      check::fail(__FILE__, __LINE__, std::string("rejected a valid file: ") + e.what());
+    }
+  }
+  CHECK(invalid >= 50 && valid >= 5);
+}
