@@ -17,6 +17,7 @@ imports torch only when it meets a torch entry.
 """
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -126,7 +127,7 @@ def load(f, map_location=None):
     """
     with _opened(f, "rb") as stream:
         try:
-            return _Reader(stream, map_location).read()
+            return _Reader(_seekable(stream), map_location).read()
         except CheckpointError as error:
             name = getattr(stream, "name", None)
             if isinstance(name, str):
@@ -186,6 +187,22 @@ def _opened(f, mode):
             yield stream
     else:
         yield f
+
+
+def _seekable(stream):
+    """`stream`, or for a pipe or socket (which cannot seek) an in-memory copy of the rest of it.
+
+    The reader checks every declared size against the stream's length before allocating, so it
+    needs that length first; for a non-seekable stream the bytes actually sent are it, and the
+    memory used is bounded by them (arrays are then copied out of this buffer once).
+    """
+    seekable = getattr(stream, "seekable", None)
+    if seekable is not None and seekable():
+        return stream
+    chunks = []
+    while chunk := stream.read(1 << 20):
+        chunks.append(chunk)
+    return io.BytesIO(b"".join(chunks))
 
 
 def _align(position):

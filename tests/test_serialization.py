@@ -774,3 +774,31 @@ def test_saving_through_a_symlink_replaces_the_target_and_keeps_its_mode(tmp_pat
     assert link.is_symlink() and genesis.load(target) == {"x": 2}
     assert (target.stat().st_mode & 0o777) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["link.ckpt", "real.ckpt"]
+
+
+# ------------------------------------------------------------------------------- pipes
+
+
+def test_save_to_and_load_from_a_pipe():
+    obj = {"state": {0: {"exp_avg": torch.randn(1000)}}, "np": np.arange(300_000.0)}  # > a pipe's buffer
+    read_fd, write_fd = os.pipe()
+    with open(read_fd, "rb") as reading:
+        writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            import sys
+            import genesis
+            genesis.save(genesis.load(sys.stdin.buffer), sys.stdout.buffer)
+        """)], stdin=subprocess.PIPE, stdout=write_fd)
+        os.close(write_fd)
+        genesis.save(obj, writer.stdin)  # save writes a pipe as it comes
+        writer.stdin.close()
+        loaded = genesis.load(reading)  # load reads one: no seek
+    assert writer.wait(timeout=120) == 0
+    assert_identical(obj, loaded)
+
+
+def test_a_truncated_pipe_is_reported_as_truncated():
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, small_checkpoint()[:100])
+    os.close(write_fd)
+    with open(read_fd, "rb") as reading, pytest.raises(genesis.CheckpointError, match="truncated"):
+        genesis.load(reading)
