@@ -137,10 +137,91 @@ def test_containers_keep_their_types_keys_and_order():
     assert_identical(obj, roundtrip(obj))
 
 
-def test_container_subclasses_come_back_as_their_base_type():
-    Point = collections.namedtuple("Point", "x y")
-    loaded = roundtrip([collections.OrderedDict(a=1), Point(1, 2), collections.defaultdict(list, b=[3])])
-    assert_identical([{"a": 1}, (1, 2), {"b": [3]}], loaded)
+def test_ordered_dicts_keep_their_type_and_metadata():
+    plain = collections.OrderedDict(b=1, a=[2])
+    loaded = roundtrip({"x": plain})["x"]
+    assert_identical(plain, loaded)
+    assert not hasattr(loaded, "_metadata")
+    tagged = collections.OrderedDict(w=np.ones(2))
+    tagged._metadata = collections.OrderedDict([("", {"version": 2}), ("sub", {"version": 1})])
+    loaded = roundtrip(tagged)
+    assert_identical(tagged, loaded)
+    assert_identical(tagged._metadata, loaded._metadata)
+
+
+def test_a_model_state_dict_round_trips_with_its_types_and_versions():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    state = model.state_dict()
+    loaded = roundtrip(state)
+    assert_identical(state, loaded)
+    assert loaded._metadata == state._metadata and loaded._metadata["1"]["version"] == 2
+    # BatchNorm's _load_from_state_dict reads the saved version: it must arrive.
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    seen = []
+    original = torch.nn.BatchNorm1d._load_from_state_dict
+
+    def spy(self, state_dict, prefix, local_metadata, *args):
+        seen.append(local_metadata.get("version"))
+        return original(self, state_dict, prefix, local_metadata, *args)
+
+    torch.nn.BatchNorm1d._load_from_state_dict = spy
+    try:
+        fresh.load_state_dict(loaded)
+    finally:
+        torch.nn.BatchNorm1d._load_from_state_dict = original
+    assert seen == [2]
+
+
+def test_torch_sizes_and_parameters_keep_their_types():
+    obj = {"size": torch.Size([2, 0, 5]), "empty": torch.Size([]),
+           "p": torch.nn.Parameter(torch.randn(3)), "frozen": torch.nn.Parameter(torch.ones(2), requires_grad=False),
+           "int_p": torch.nn.Parameter(torch.arange(3), requires_grad=False)}
+    loaded = roundtrip(obj)
+    assert type(loaded["size"]) is torch.Size and loaded["size"] == obj["size"] and loaded["empty"] == ()
+    for name in ("p", "frozen", "int_p"):
+        assert type(loaded[name]) is torch.nn.Parameter
+        assert loaded[name].requires_grad == obj[name].requires_grad
+        assert tensor_bits(loaded[name]) == tensor_bits(obj[name])
+
+
+def test_genesis_parameters_keep_their_type_and_data():
+    param = genesis.nn.Parameter(np.arange(6, dtype=np.float32).reshape(2, 3))
+    param.grad = np.ones((2, 3), np.float32)
+    loaded = roundtrip([param])[0]
+    assert type(loaded) is genesis.nn.Parameter and loaded.grad is None  # a gradient is not state
+    assert_identical(param.data, loaded.data)
+
+
+def test_files_without_new_types_stay_version_1():
+    assert PREAMBLE.unpack_from(to_bytes({"a": [1, (2,)], "t": torch.ones(1)}))[1] == 1
+    assert PREAMBLE.unpack_from(to_bytes(collections.OrderedDict(a=1)))[1] == 2
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Color(int):
+    pass
+
+
+class MyTensor(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("value, message", [
+    (Point(1, 2), "namedtuple Point: genesis.load never creates classes.*x._asdict()"),
+    (collections.defaultdict(list), r"defaultdict \(a dict subclass.*save dict\(x\)"),
+    (Color(3), r"Color \(a int subclass"),
+    (torch.ones(2).as_subclass(MyTensor), "MyTensor is a torch.Tensor subclass.*as_subclass"),
+], ids=["namedtuple", "defaultdict", "int subclass", "tensor subclass"])
+def test_types_that_would_not_survive_are_refused_clearly(tmp_path, value, message):
+    with pytest.raises(TypeError, match=message):
+        genesis.save({"v": value}, tmp_path / "x.ckpt")
+    assert not (tmp_path / "x.ckpt").exists()
+    odd = collections.OrderedDict(a=1)
+    odd.note = "x"
+    with pytest.raises(TypeError, match=r"attributes \['note'\]"):
+        genesis.save(odd, tmp_path / "x.ckpt")
 
 
 NUMPY_DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
@@ -192,11 +273,11 @@ def test_torch_tensors_round_trip_bit_exactly(dtype):
     assert_identical(tensors, roundtrip(tensors))
 
 
-def test_parameters_save_their_data_only():
-    param = torch.nn.Parameter(torch.randn(3))
-    loaded = roundtrip(param)
+def test_plain_tensors_save_their_data_only():
+    tensor = torch.randn(3, requires_grad=True)
+    loaded = roundtrip(tensor)
     assert type(loaded) is torch.Tensor and not loaded.requires_grad
-    assert tensor_bits(loaded) == tensor_bits(param)
+    assert tensor_bits(loaded) == tensor_bits(tensor)
 
 
 def test_non_contiguous_and_big_endian_inputs_are_saved_contiguous():
@@ -489,7 +570,7 @@ def test_wrong_magic_is_rejected():
         load_bytes(bytes(blob))
 
 
-@pytest.mark.parametrize("version, message", [(2, "version 2 .*newer genesis"), (0, "version 0")])
+@pytest.mark.parametrize("version, message", [(3, "version 3 .*newer genesis"), (0, "version 0")])
 def test_unknown_versions_are_refused(version, message):
     header, rest = split_checkpoint(small_checkpoint())
     with pytest.raises(genesis.CheckpointError, match=message):

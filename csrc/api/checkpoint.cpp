@@ -20,7 +20,8 @@ namespace genesis::checkpoint {
 namespace {
 
 constexpr unsigned char kMagic[8] = {0x93, 'G', 'E', 'N', 'E', 'S', 'I', 'S'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 1;     // what the C++ writer writes: it uses no version-2 types
+constexpr uint32_t kMaxVersion = 2;  // version 2 adds ordered_dict, torch.Size and parameters
 constexpr size_t kPreamble = 24;
 constexpr uint64_t kAlign = 64;
 constexpr int kMaxDepth = 100;  // container nesting, as MAX_DEPTH in serialization.py
@@ -290,10 +291,13 @@ BufferEntry parse_entry(const json::Node& e, size_t index, uint64_t offset) {
   return b;
 }
 
-// Turns the header's root into a Value, with the checks of _Reader._decode in Python.
+// Turns the header's root into a Value, with the checks of _Reader._decode in Python. The
+// version-2 types map onto the nearest C++ kinds: an OrderedDict is a Dict (C++ dicts keep
+// their order), a torch.Size a Tuple of Ints, a parameter its Array; an OrderedDict's
+// _metadata has no C++ counterpart and makes the file UnsupportedContent.
 class ValueReader {
  public:
-  explicit ValueReader(size_t buffers) : buffers_(buffers) {}
+  ValueReader(const std::vector<BufferEntry>& buffers, uint64_t version) : buffers_(buffers), version_(version) {}
 
   Value read(const json::Node& n, int depth) {
     using NK = json::Node::Kind;
@@ -301,22 +305,80 @@ class ValueReader {
     if (n.kind != NK::Object || n.keys.size() != 1) throw CheckpointError("checkpoint header: malformed value");
     const std::string& tag = n.keys[0];
     const json::Node& body = n.items[0];
-    if (tag == "array") {
-      uint64_t i;
-      if (!parse_count(body, i) || i != next_array_)
-        throw CheckpointError("checkpoint header: array references must number the buffers in order, each once");
-      if (i >= buffers_) throw CheckpointError("checkpoint header: refers to a buffer the header does not list");
-      return Value::array_ref(static_cast<int64_t>(next_array_++));
-    }
-    if (tag != "list" && tag != "tuple" && tag != "dict")
+    const bool v1_tag = tag == "array" || tag == "list" || tag == "tuple" || tag == "dict";
+    const bool v2_tag = tag == "ordered_dict" || tag == "torch.Size" || tag == "torch.nn.Parameter" ||
+                        tag == "genesis.nn.Parameter";
+    if (!v1_tag && !(v2_tag && version_ >= 2))
       throw CheckpointError("checkpoint header: unknown value tag " + json::quote(tag));
+    if (tag == "array") return array(body, nullptr);
+    if (tag == "genesis.nn.Parameter") {
+      if (body.kind != NK::Object || body.keys.size() != 1 || body.keys[0] != "array")
+        throw CheckpointError("checkpoint header: genesis.nn.Parameter payload must be an array reference");
+      return array(body.items[0], "numpy.ndarray");
+    }
     if (depth >= kMaxDepth) throw CheckpointError("checkpoint header: containers are nested more than 100 levels deep");
     if (body.kind != NK::Array) throw CheckpointError("checkpoint header: a " + tag + " payload must be a JSON list");
-    if (tag != "dict") {
+    if (tag == "list" || tag == "tuple") {
       Value v = Value::list(tag == "list" ? Value::Kind::List : Value::Kind::Tuple);
       for (const json::Node& item : body.items) v.items.push_back(read(item, depth + 1));
       return v;
     }
+    if (tag == "dict") return pairs(body, depth);
+    if (tag == "torch.Size") {
+      Value v = Value::list(Value::Kind::Tuple);
+      for (const json::Node& item : body.items) {
+        if (item.kind != NK::Object || item.keys.size() != 1 || item.keys[0] != "int")
+          throw CheckpointError("checkpoint header: torch.Size payload must be a list of ints");
+        v.items.push_back(read_scalar(item));
+        if (!key_text_.empty()) throw CheckpointError("checkpoint header: torch.Size dimensions must fit in 64 bits");
+      }
+      return v;
+    }
+    if (body.items.size() != 2)
+      throw CheckpointError("checkpoint header: a " + tag + " payload must be a JSON list of two items");
+    const json::Node& first = body.items[0];
+    const json::Node& second = body.items[1];
+    if (tag == "torch.nn.Parameter") {
+      if (first.kind != NK::Object || first.keys.size() != 1 || first.keys[0] != "array" || second.kind != NK::Bool)
+        throw CheckpointError("checkpoint header: torch.nn.Parameter payload must be [array, requires_grad]");
+      uint64_t i;
+      // The dtypes C++ keeps are exactly the floating-point ones, which alone can require gradients.
+      if (second.boolean && parse_count(first.items[0], i) && i < buffers_.size() && !buffers_[i].dtype->kept)
+        throw CheckpointError("checkpoint header: only floating-point parameters can require gradients");
+      return array(first.items[0], "torch.Tensor");
+    }
+    // ordered_dict: [pairs, metadata or null]
+    if (first.kind != NK::Array) throw CheckpointError("checkpoint header: ordered_dict items must be a JSON list");
+    Value v = pairs(first, depth);
+    if (second.kind != NK::Null) {
+      read(second, depth + 1);
+      if (unsupported_.empty()) unsupported_ = "an OrderedDict's _metadata";
+    }
+    return v;
+  }
+
+  void check_all_used() const {
+    if (next_array_ != buffers_.size())
+      throw CheckpointError("checkpoint header lists " + std::to_string(buffers_.size()) + " buffers but the structure uses " +
+                            std::to_string(next_array_));
+  }
+  // Why the document cannot be represented in C++ (empty when it can).
+  const std::string& unsupported() const { return unsupported_; }
+
+ private:
+  // An array reference; `kind` is the buffer type the context requires (nullptr: any).
+  Value array(const json::Node& index, const char* kind) {
+    uint64_t i;
+    if (!parse_count(index, i) || i != next_array_)
+      throw CheckpointError("checkpoint header: array references must number the buffers in order, each once");
+    if (i >= buffers_.size()) throw CheckpointError("checkpoint header: refers to a buffer the header does not list");
+    if (kind && buffers_[i].kind != kind)
+      throw CheckpointError("checkpoint header: buffer " + std::to_string(i) + " must be a " + kind);
+    return Value::array_ref(static_cast<int64_t>(next_array_++));
+  }
+
+  Value pairs(const json::Node& body, int depth) {
+    using NK = json::Node::Kind;
     Value v = Value::dict();
     std::unordered_set<std::string> seen;
     for (const json::Node& pair : body.items) {
@@ -331,15 +393,6 @@ class ValueReader {
     return v;
   }
 
-  void check_all_used() const {
-    if (next_array_ != buffers_)
-      throw CheckpointError("checkpoint header lists " + std::to_string(buffers_) + " buffers but the structure uses " +
-                            std::to_string(next_array_));
-  }
-  // Why the document cannot be represented in C++ (empty when it can).
-  const std::string& unsupported() const { return unsupported_; }
-
- private:
   static bool is_scalar(const json::Node& n) {
     using NK = json::Node::Kind;
     return n.kind == NK::Null || n.kind == NK::Bool || n.kind == NK::String ||
@@ -381,7 +434,8 @@ class ValueReader {
     return Value::of(negative ? static_cast<int64_t>(0 - magnitude) : static_cast<int64_t>(magnitude));
   }
 
-  size_t buffers_;
+  const std::vector<BufferEntry>& buffers_;
+  const uint64_t version_;
   uint64_t next_array_ = 0;
   std::string unsupported_;
   std::string key_text_;
@@ -510,9 +564,9 @@ Document read(Source& source, uint64_t size) {
   source.read(preamble, kPreamble);
   if (std::memcmp(preamble, kMagic, 8) != 0) throw CheckpointError("not a genesis checkpoint (bad magic)");
   const uint64_t version = get_le(preamble + 8, 4);
-  if (version != kVersion)
+  if (version < 1 || version > kMaxVersion)
     throw CheckpointError("unsupported checkpoint format version " + std::to_string(version) +
-                          (version > kVersion ? " (written by a newer genesis)" : "") + "; this reader reads version 1");
+                          (version > kMaxVersion ? " (written by a newer genesis)" : "") + "; this reader reads versions 1, 2");
   const uint64_t header_len = get_le(preamble + 16, 8);
   if (header_len > size - kPreamble) throw CheckpointError("checkpoint is truncated (header runs past the end)");
   std::string header(static_cast<size_t>(header_len), '\0');
@@ -538,7 +592,7 @@ Document read(Source& source, uint64_t size) {
   if (expected != size)
     throw CheckpointError(expected > size ? "checkpoint is truncated" : "checkpoint is followed by unexpected bytes");
 
-  ValueReader values(entries.size());
+  ValueReader values(entries, version);
   Document doc;
   doc.root = values.read(*root, 0);
   values.check_all_used();

@@ -80,6 +80,18 @@ def corpus():
     one_float = struct.pack("<f", 1.0) + struct.pack("<I", zlib.crc32(struct.pack("<f", 1.0)))
     header_end = PREAMBLE.size + PREAMBLE.unpack_from(floats)[3]
 
+    import collections
+
+    import torch
+
+    import genesis
+
+    ordered = collections.OrderedDict(w=np.ones(2, np.float32))
+    ordered._metadata = collections.OrderedDict([("", {"version": 2})])
+    version_2 = saved({"od": ordered, "size": torch.Size([2, 3]), "p": torch.nn.Parameter(torch.arange(3.0)),
+                       "ip": torch.nn.Parameter(torch.arange(2), requires_grad=False),
+                       "gp": genesis.nn.Parameter(np.arange(2.0)), "plain": collections.OrderedDict(a=1)})
+
     def deep(levels):
         return '{"buffers": [], "root": ' + '{"list": [' * levels + "]}" * levels + "}"
 
@@ -173,12 +185,34 @@ def corpus():
         "array_unused": edit(two, b'{"array":1}', b"null"),
         "array_out_of_range": header_only('{"buffers": [], "root": {"array": 0}}'),
         "array_index_bool": header_only('{"buffers": [], "root": {"array": false}}'),
+        # version 2 types
+        "version_1_with_a_version_2_tag": with_byte(version_2, 8, 1),
+        "ordered_dict_one_item": edit(version_2, b'{"ordered_dict":[[["a",{"int":"0x1"}]],null]}',
+                                      b'{"ordered_dict":[[["a",{"int":"0x1"}]]]}'),
+        "ordered_dict_items_not_a_list": edit(version_2, b'{"ordered_dict":[[["a",{"int":"0x1"}]],null]}',
+                                              b'{"ordered_dict":[{},null]}'),
+        "ordered_dict_repeated_key": edit(version_2, b'[["a",{"int":"0x1"}]],null]',
+                                          b'[["a",{"int":"0x1"}],["a",null]],null]'),
+        "torch_size_float_item": edit(version_2, b'{"torch.Size":[{"int":"0x2"}', b'{"torch.Size":[{"float":"0"}'),
+        "torch_size_beyond_64_bits": edit(version_2, b'{"torch.Size":[{"int":"0x2"}',
+                                          b'{"torch.Size":[{"int":"0x10000000000000000"}'),
+        "torch_size_not_a_list": edit(version_2, b'{"torch.Size":[{"int":"0x2"},{"int":"0x3"}]}',
+                                      b'{"torch.Size":{"int":"0x2"}}'),
+        "parameter_int_requires_grad": edit(version_2, b'{"array":2},false]', b'{"array":2},true]'),
+        "parameter_requires_grad_not_bool": edit(version_2, b'{"array":2},false]', b'{"array":2},0]'),
+        "parameter_on_a_numpy_buffer": edit(version_2, b'{"type":"torch.Tensor","dtype":"float32","shape":[3],"device":"cpu"',
+                                            b'{"type":"numpy.ndarray","dtype":"float32","shape":[3]'),
+        "genesis_parameter_on_a_torch_buffer": edit(version_2, b'{"type":"numpy.ndarray","dtype":"float64","shape":[2]',
+                                                    b'{"type":"torch.Tensor","dtype":"float64","shape":[2],"device":"cpu"'),
+        "genesis_parameter_not_an_array": edit(version_2, b'{"genesis.nn.Parameter":{"array":3}}',
+                                               b'{"genesis.nn.Parameter":[{"array":3}]}'),
     }
     valid = {
         "everything": saved({"state": {0: {"step": 3.0, "m": np.arange(3, dtype=np.float32)}}, 2**70: "big key",
                              -1.5: (None, True, "h\u00e9 \ud800 \U0001f600"), "b": np.array([True]),
                              "e": np.zeros((0, 4), np.int16), "s": np.float16(2)}),
         "floats_only": floats,
+        "version_2_types": version_2,
         "nothing": nothing,
         "nested_100": header_only(deep(100)),
         "torch_tensor_on_an_absent_device": build(torch_entry.replace('"cpu"', '"cuda:7"').encode(), one_float),
