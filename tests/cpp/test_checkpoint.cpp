@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -127,6 +128,37 @@ TEST(save_file_replaces_atomically_and_a_failed_save_keeps_the_old_file) {
   // The file and the link, and no temporary file left behind.
   CHECK(std::distance(fs::directory_iterator(folder), fs::directory_iterator()) == 2);
   CHECK_THROWS(std::system_error, save_file(sample(), (folder / "missing" / "x.genesis").string()));
+  fs::remove_all(folder);
+}
+
+TEST(concurrent_readers_see_the_old_or_the_new_file_only) {
+  const fs::path folder = scratch_folder("concurrent");
+  const std::string path = (folder / "shared.genesis").string();
+  std::vector<Document> versions(2);
+  for (size_t v = 0; v < 2; ++v) {  // 4 MiB each, so that each save takes a while
+    versions[v].arrays.push_back({genesis::DType::Float32, {1 << 20}, std::vector<unsigned char>(4 << 20, (unsigned char)(v + 1))});
+    versions[v].root = Value::array_ref(0);
+  }
+  save_file(versions[0], path);
+  std::atomic<bool> done{false};
+  std::atomic<int> loads{0}, wrong{0};
+  std::thread reader([&] {
+    while (!done) {
+      try {
+        const Document d = load_file(path);
+        const unsigned char first = d.arrays.at(0).bytes.at(0);
+        if ((first != 1 && first != 2) || d.arrays[0].bytes != versions[first - 1].arrays[0].bytes) ++wrong;
+      } catch (const std::exception&) {
+        ++wrong;  // a torn or missing file
+      }
+      ++loads;
+    }
+  });
+  for (int i = 1; i <= 40; ++i) save_file(versions[i % 2], path);
+  while (loads < 2) std::this_thread::yield();
+  done = true;
+  reader.join();
+  CHECK(wrong == 0);
   fs::remove_all(folder);
 }
 
