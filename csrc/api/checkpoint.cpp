@@ -2,8 +2,6 @@
 // and a reader that applies exactly the rules of genesis.load (genesis/serialization.py).
 #include "genesis/checkpoint.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cinttypes>
 #include <cmath>
@@ -13,6 +11,7 @@
 #include <unordered_set>
 
 #include "checkpoint_stream.h"
+#include "crc32.h"
 #include "json.h"
 
 namespace genesis::checkpoint {
@@ -34,10 +33,7 @@ using U128 = unsigned __int128;
 
 uint64_t align_up(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-// zlib's CRC-32 (what Python's zlib.crc32 computes), over any length.
-uint32_t crc32_of(const unsigned char* p, size_t n, uint32_t crc = 0) {
-  return static_cast<uint32_t>(crc32_z(crc, p, n));
-}
+uint32_t crc32_of(const unsigned char* p, size_t n, uint32_t crc = 0) { return crc32(crc, p, n); }
 
 void put_le(unsigned char* out, uint64_t v, size_t bytes) {
   for (size_t i = 0; i < bytes; ++i) out[i] = static_cast<unsigned char>(v >> (8 * i));
