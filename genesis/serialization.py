@@ -158,7 +158,8 @@ def _replace_file(path, write):
     target = os.path.realpath(path)  # through a symlink: replace the file, keep the link
     folder, name = os.path.split(target)
     while True:
-        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        # name[:200]: the temporary name must fit the file system's 255-byte limit too.
+        temporary = os.path.join(folder, f".{name[:200]}.{secrets.token_hex(6)}.tmp")
         try:
             # Mode 0o666 filtered by the umask: the permissions open(path, "wb") would give.
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

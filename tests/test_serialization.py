@@ -883,3 +883,11 @@ def test_a_truncated_pipe_is_reported_as_truncated():
     os.close(write_fd)
     with open(read_fd, "rb") as reading, pytest.raises(genesis.CheckpointError, match="truncated"):
         genesis.load(reading)
+
+
+def test_bytes_paths_and_long_names_are_replaced_atomically_too(tmp_path):
+    path = tmp_path / ("n" * 250)  # the temporary name must still fit in 255 bytes
+    genesis.save({"x": 1}, os.fsencode(path))
+    genesis.save({"x": 2}, os.fsencode(path))
+    assert genesis.load(path) == {"x": 2}
+    assert os.listdir(tmp_path) == [path.name]

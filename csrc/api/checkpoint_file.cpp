@@ -108,7 +108,7 @@ void save_file(const Document& doc, const std::string& path) {
   while (raw < 0) {
     char suffix[32];
     std::snprintf(suffix, sizeof suffix, ".%08x%04x.tmp", random(), random() & 0xFFFF);
-    temporary = folder + "/." + name + suffix;
+    temporary = folder + "/." + name.substr(0, 200) + suffix;  // within the 255-byte name limit
     // Mode 0666 filtered by the umask: the permissions a plain create would give.
     raw = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (raw < 0 && errno != EEXIST) fail_errno("cannot create checkpoint " + temporary);

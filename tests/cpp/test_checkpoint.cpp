@@ -128,6 +128,9 @@ TEST(save_file_replaces_atomically_and_a_failed_save_keeps_the_old_file) {
   // The file and the link, and no temporary file left behind.
   CHECK(std::distance(fs::directory_iterator(folder), fs::directory_iterator()) == 2);
   CHECK_THROWS(std::system_error, save_file(sample(), (folder / "missing" / "x.genesis").string()));
+  const std::string long_name = (folder / std::string(250, 'n')).string();  // temporary name fits 255 bytes
+  save_file(sample(), long_name);
+  CHECK(file_bytes(long_name) == encode(sample()));
   fs::remove_all(folder);
 }
 
