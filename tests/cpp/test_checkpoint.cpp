@@ -206,3 +206,33 @@ TEST(judges_the_shared_corpus_as_the_python_reader_does) {
   }
   CHECK(invalid >= 50 && valid >= 5);
 }
+
+// The writer refuses documents that no reader would accept, before writing anything.
+TEST(encode_refuses_documents_the_readers_would_reject) {
+  Document doc;
+  doc.root = Value::of(std::string("bad \xff byte"));
+  CHECK_THROWS(std::invalid_argument, encode(doc));
+  doc.root = Value::of(std::string("h\xc3\xa9 \xed\xa0\x80"));  // UTF-8 with a lone surrogate: kept
+  CHECK(decode(encode(doc).data(), encode(doc).size()).root.text == doc.root.text);
+  Value dict = Value::dict();
+  dict.set(Value::of(int64_t(1)), Value::none());
+  dict.set(Value::of(1.0), Value::none());  // Python: 1 == 1.0, one key
+  doc.root = dict;
+  CHECK_THROWS(std::invalid_argument, encode(doc));
+  dict = Value::dict();
+  dict.set(Value::list(), Value::none());
+  doc.root = dict;
+  CHECK_THROWS(std::invalid_argument, encode(doc));
+  Value deep = Value::list();
+  for (int i = 0; i < 100; ++i) {
+    Value outer = Value::list();
+    outer.items.push_back(std::move(deep));
+    deep = std::move(outer);
+  }
+  doc.root = deep;  // 101 nested lists
+  CHECK_THROWS(std::invalid_argument, encode(doc));
+  doc.root = deep.items[0];  // 100: the limit
+  CHECK(decode(encode(doc).data(), encode(doc).size()).root.kind == Value::Kind::List);
+  doc.root = Value::array_ref(0);  // no such array
+  CHECK_THROWS(std::invalid_argument, encode(doc));
+}
