@@ -1,5 +1,5 @@
-// The checkpoint container (docs/checkpoint-format.md, version 1) for the C++ API: the writer,
-// and a reader that applies exactly the rules of genesis.load (genesis/serialization.py).
+// The checkpoint container (docs/checkpoint-format.md, versions 1 and 2) for the C++ API: the
+// writer, and a reader that applies exactly the rules of genesis.load (genesis/serialization.py).
 #include "genesis/checkpoint.h"
 
 #include <algorithm>

@@ -1,5 +1,6 @@
-// Reads and writes the genesis checkpoint container (docs/checkpoint-format.md, version 1) from
-// C++, so optimizer state saved by a C++ trainer loads in Python with genesis.load and back.
+// Reads and writes the genesis checkpoint container (docs/checkpoint-format.md; reads versions 1
+// and 2, writes 1) from C++, so optimizer state saved by a C++ trainer loads in Python with
+// genesis.load and back.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +26,8 @@ struct UnsupportedContent : CheckpointError {
   using CheckpointError::CheckpointError;
 };
 
-// A saved value: the subset of genesis.save's types that optimizer state uses.
+// A saved value: the subset of genesis.save's types that optimizer state uses. The reader maps
+// an OrderedDict to Dict, a torch.Size to a Tuple of Ints and a parameter to its Array.
 struct Value {
   enum class Kind { None, Bool, Int, Float, String, List, Tuple, Dict, Array };
   Kind kind = Kind::None;
