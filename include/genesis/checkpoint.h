@@ -82,7 +82,8 @@ Document decode(const unsigned char* data, std::size_t size);
 // it over `path`, so a failed save leaves the previous file and a concurrent reader sees either
 // the old or the new file. I/O failures throw std::system_error.
 void save_file(const Document& doc, const std::string& path);
-// Reads the file with bulk reads straight into each array (no intermediate copy of the file).
+// Reads the file in bulk, chunk by chunk into each array (no whole-file buffer); a path that
+// names a pipe is read to its end first. Open and read failures throw std::system_error.
 Document load_file(const std::string& path);
 
 }  // namespace genesis::checkpoint
