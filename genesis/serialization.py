@@ -116,7 +116,12 @@ def save(obj, f):
     A path is replaced atomically: the checkpoint is written to a temporary file in the same
     folder, flushed to disk, and renamed over `f` only when complete, so a save that fails
     part-way (an I/O error, a full disk, Ctrl-C) leaves the previous file untouched, and a
-    concurrent reader sees either the old or the new file, never a mix.
+    concurrent reader sees either the old or the new file, never a mix. A path that names a
+    named pipe or a device (``/dev/null``) is written into, not replaced.
+
+    ``OrderedDict`` (with its ``_metadata``), ``torch.Size``, ``torch.nn.Parameter`` and
+    ``genesis.nn.Parameter`` keep their types; other subclasses (named tuples, ``defaultdict``,
+    tensor subclasses) raise TypeError rather than come back as their base type.
     """
     encoder = _Encoder()
     root = encoder.encode(obj, "obj", 0)
@@ -156,6 +161,14 @@ def _replace_file(path, write):
     target is left as it was.
     """
     target = os.path.realpath(path)  # through a symlink: replace the file, keep the link
+    try:
+        special = not stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:  # a named pipe or a device such as /dev/null: write into it, never replace it
+        with open(target, "wb") as stream:
+            write(stream)
+        return
     folder, name = os.path.split(target)
     while True:
         # name[:200]: the temporary name must fit the file system's 255-byte limit too.

@@ -99,6 +99,16 @@ void fsync_folder(const std::string& folder) {
 void save_file(const Document& doc, const std::string& path) {
   const Plan p = plan(doc);  // every check before the file system is touched
   const std::string target = resolve(path);
+  struct stat existing;
+  if (::stat(target.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode)) {
+    // A named pipe or a device such as /dev/null: write into it, never replace it.
+    Fd fd(::open(target.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+    if (fd.get() < 0) fail_errno("cannot open " + target);
+    FileSink sink(fd.get(), target);
+    write(p, sink);
+    if (fd.close() != 0) fail_errno("cannot close " + target);
+    return;
+  }
   const size_t slash = target.rfind('/');
   const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : target.substr(0, slash);
   const std::string name = slash == std::string::npos ? target : target.substr(slash + 1);
@@ -117,7 +127,6 @@ void save_file(const Document& doc, const std::string& path) {
   try {
     FileSink sink(fd.get(), temporary);
     write(p, sink);
-    struct stat existing;
     if (::stat(target.c_str(), &existing) == 0 && ::fchmod(fd.get(), existing.st_mode & 07777) != 0)
       fail_errno("cannot set the mode of " + temporary);
     if (::fsync(fd.get()) != 0) fail_errno("cannot sync checkpoint " + temporary);

@@ -177,6 +177,12 @@ TEST(load_file_reads_from_a_pipe) {
   const Document loaded = load_file(fifo);
   writer.join();
   CHECK(encode(loaded) == bytes);
+  // save_file into a named pipe writes through it (there is nothing to replace atomically).
+  std::thread saver([&] { save_file(sample(), fifo); });
+  const Document again = load_file(fifo);
+  saver.join();
+  CHECK(encode(again) == bytes);
+  CHECK(fs::is_fifo(fifo));
   fs::remove_all(folder);
 }
 
