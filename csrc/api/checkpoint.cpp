@@ -25,8 +25,9 @@ constexpr size_t kPreamble = 24;
 constexpr uint64_t kAlign = 64;
 constexpr int kMaxDepth = 100;  // container nesting, as MAX_DEPTH in serialization.py
 constexpr size_t kMaxNdim = 64;
-// The deepest JSON a valid header has: a dict level costs 3 JSON levels ({"dict": [[k, v]]}).
-constexpr int kMaxJsonDepth = 3 * kMaxDepth + 8;
+// The deepest JSON a valid header has: an ordered_dict level costs 4 JSON levels
+// ({"ordered_dict": [[[k, v]], m]}), more than any other container.
+constexpr int kMaxJsonDepth = 4 * kMaxDepth + 8;
 constexpr uint64_t kMaxArrayBytes = (uint64_t(1) << 63) - 1;
 // Size arithmetic that cannot overflow (a hostile shape can multiply to any size).
 using U128 = unsigned __int128;

@@ -92,6 +92,12 @@ def corpus():
                        "ip": torch.nn.Parameter(torch.arange(2), requires_grad=False),
                        "gp": genesis.nn.Parameter(np.arange(2.0)), "plain": collections.OrderedDict(a=1)})
 
+    def nested_ordered_dicts(levels):
+        value = None
+        for _ in range(levels):
+            value = collections.OrderedDict(k=value)
+        return value
+
     def deep(levels):
         return '{"buffers": [], "root": ' + '{"list": [' * levels + "]}" * levels + "}"
 
@@ -215,6 +221,7 @@ def corpus():
         "version_2_types": version_2,
         "nothing": nothing,
         "nested_100": header_only(deep(100)),
+        "nested_100_ordered_dicts": saved(nested_ordered_dicts(100)),
         "torch_tensor_on_an_absent_device": build(torch_entry.replace('"cpu"', '"cuda:7"').encode(), one_float),
         "torch_tensor_on_an_unknown_device_type": build(torch_entry.replace('"cpu"', '"banana_2:0"').encode(),
                                                         one_float),
