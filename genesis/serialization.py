@@ -17,21 +17,31 @@ imports torch only when it meets a torch entry.
 """
 
 import contextlib
+import io
 import json
 import math
 import os
 import re
+import secrets
+import stat
 import struct
 import sys
 import zlib
-from collections import namedtuple
+from collections import OrderedDict, namedtuple
 
 import numpy as np
+
+from .nn.parameter import Parameter as _GenesisParameter
 
 __all__ = ["CheckpointError", "load", "save"]
 
 MAGIC = b"\x93GENESIS"
-FORMAT_VERSION = 1
+# Version 2 adds the value tags of _VERSION_2_TAGS. A file that uses none of them is written
+# as version 1, which every genesis reads.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+_VERSION_1_TAGS = ("array", "list", "tuple", "dict")
+_VERSION_2_TAGS = ("ordered_dict", "torch.Size", "torch.nn.Parameter", "genesis.nn.Parameter")
 # Buffers start at multiples of ALIGNMENT bytes from the checkpoint's first byte, so a
 # future reader can memory-map a checkpoint and hand out aligned arrays.
 ALIGNMENT = 64
@@ -77,8 +87,15 @@ _ENTRY_FIELDS = {
 }
 
 # Python values that are stored in the header itself; they are also the allowed dict keys.
+# Exact types: a subclass (an IntEnum, a str subclass) would come back as its base type.
 _SCALAR_TYPES = (str, bool, int, float, type(None))
+_CONTAINER_TYPES = (dict, list, tuple, OrderedDict)
+_INT64 = range(-(2**63), 2**63)
+# Dtypes that can require gradients (torch.nn.Parameter).
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _INT_TEXT = re.compile(r"-?0x[0-9a-f]+")
+# A saved device: a type, optionally with an index (no leading zeros), as str(torch.device).
+_DEVICE = re.compile(r"[a-z][a-z0-9_]*(:(0|[1-9][0-9]*))?")
 _FLOAT_BITS = re.compile(r"[0-9a-f]{16}")
 # NumPy refuses shapes whose byte size (ignoring zero-length axes) does not fit in intp.
 _MAX_ARRAY_BYTES = 2**63 - 1
@@ -94,13 +111,26 @@ def save(obj, f):
     `obj` is a nested structure of dicts, lists and tuples holding str/int/float/bool/None,
     NumPy arrays and scalars, torch tensors and other DLPack or ``__array_interface__``
     arrays. Raises TypeError (unsupported type or dtype) or ValueError (nesting too deep)
-    before anything is written, so a failed save never truncates an existing file.
+    before anything is written.
+
+    A path is replaced atomically: the checkpoint is written to a temporary file in the same
+    folder, flushed to disk, and renamed over `f` only when complete, so a save that fails
+    part-way (an I/O error, a full disk, Ctrl-C) leaves the previous file untouched, and a
+    concurrent reader sees either the old or the new file, never a mix. A path that names a
+    named pipe or a device (``/dev/null``) is written into, not replaced.
+
+    ``OrderedDict`` (with its ``_metadata``), ``torch.Size``, ``torch.nn.Parameter`` and
+    ``genesis.nn.Parameter`` keep their types; other subclasses (named tuples, ``defaultdict``,
+    tensor subclasses) raise TypeError rather than come back as their base type.
     """
     encoder = _Encoder()
     root = encoder.encode(obj, "obj", 0)
     header = json.dumps({"buffers": encoder.entries, "root": root}, separators=(",", ":"), allow_nan=False)
-    with _opened(f, "wb") as stream:
-        _write_checkpoint(stream, header.encode("ascii"), encoder)
+    header = header.encode("ascii")
+    if isinstance(f, (str, bytes, os.PathLike)):
+        _replace_file(os.fsdecode(f), lambda stream: _write_checkpoint(stream, header, encoder))
+    else:
+        _write_checkpoint(f, header, encoder)
 
 
 def load(f, map_location=None):
@@ -114,12 +144,65 @@ def load(f, map_location=None):
     """
     with _opened(f, "rb") as stream:
         try:
-            return _Reader(stream, map_location).read()
+            return _Reader(_seekable(stream), map_location).read()
         except CheckpointError as error:
             name = getattr(stream, "name", None)
             if isinstance(name, str):
                 error.args = (f"{name}: {error}",)
             raise
+
+
+def _replace_file(path, write):
+    """Atomically replace the file at `path` with what `write(stream)` writes.
+
+    The data goes to a new file next to the target (same folder, hence the same file system,
+    so the final os.replace is an atomic rename), is fsync'ed, and only then replaces the
+    target. On any failure, KeyboardInterrupt included, the temporary file is removed and the
+    target is left as it was.
+    """
+    target = os.path.realpath(path)  # through a symlink: replace the file, keep the link
+    try:
+        special = not stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:  # a named pipe or a device such as /dev/null: write into it, never replace it
+        with open(target, "wb") as stream:
+            write(stream)
+        return
+    folder, name = os.path.split(target)
+    while True:
+        # name[:200]: the temporary name must fit the file system's 255-byte limit too.
+        temporary = os.path.join(folder, f".{name[:200]}.{secrets.token_hex(6)}.tmp")
+        try:
+            # Mode 0o666 filtered by the umask: the permissions open(path, "wb") would give.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with open(fd, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))  # keep an existing file's mode
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (POSIX); folders cannot be opened on Windows."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -130,6 +213,22 @@ def _opened(f, mode):
             yield stream
     else:
         yield f
+
+
+def _seekable(stream):
+    """`stream`, or for a pipe or socket (which cannot seek) an in-memory copy of the rest of it.
+
+    The reader checks every declared size against the stream's length before allocating, so it
+    needs that length first; for a non-seekable stream the bytes actually sent are it, and the
+    memory used is bounded by them (arrays are then copied out of this buffer once).
+    """
+    seekable = getattr(stream, "seekable", None)
+    if seekable is not None and seekable():
+        return stream
+    chunks = []
+    while chunk := stream.read(1 << 20):
+        chunks.append(chunk)
+    return io.BytesIO(b"".join(chunks))
 
 
 def _align(position):
@@ -154,36 +253,67 @@ class _Encoder:
     def __init__(self):
         self.entries = []  # the header's "buffers" table
         self.sources = []  # per entry: the NumPy array or torch tensor to write
+        self.version = 1  # raised to 2 when a version-2 tag is written
         self._data_end = 0  # end of the last buffer, relative to the data section
 
     def encode(self, obj, path, depth):
+        kind = type(obj)
         # NumPy first: np.float64 is also a Python float, and keeping it NumPy keeps its type.
         if isinstance(obj, (np.ndarray, np.generic)):
-            kind = "numpy.ndarray" if isinstance(obj, np.ndarray) else "numpy.generic"
-            return self._add_numpy(np.asarray(obj), kind, path)
-        if isinstance(obj, _SCALAR_TYPES):
+            numpy_kind = "numpy.ndarray" if isinstance(obj, np.ndarray) else "numpy.generic"
+            return self._add_numpy(np.asarray(obj), numpy_kind, path)
+        if kind in _SCALAR_TYPES:
             return _encode_scalar(obj)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(obj, torch.Tensor):
+            if kind is torch.nn.Parameter:
+                return self._tagged("torch.nn.Parameter",
+                                    [self._add_torch(torch, obj.detach(), path), obj.requires_grad])
+            if kind is not torch.Tensor:
+                raise TypeError(f"cannot save {path}: {kind.__qualname__} is a torch.Tensor subclass, which"
+                                " genesis does not keep; save t.as_subclass(torch.Tensor) for its data")
             return self._add_torch(torch, obj, path)
-        if isinstance(obj, (dict, list, tuple)):
-            if depth >= MAX_DEPTH:
-                raise ValueError(
-                    f"cannot save {path}: containers are nested more than {MAX_DEPTH} levels deep"
-                    " (or a container contains itself)"
-                )
-            if isinstance(obj, dict):
-                pairs = [[_encode_key(key, path), self.encode(value, f"{path}[{_preview(key)}]", depth + 1)]
-                         for key, value in obj.items()]
-                return {"dict": pairs}
-            items = [self.encode(value, f"{path}[{i}]", depth + 1) for i, value in enumerate(obj)]
-            return {"tuple" if isinstance(obj, tuple) else "list": items}
+        if torch is not None and kind is torch.Size:
+            return self._tagged("torch.Size", [_encode_scalar(int(n)) for n in obj])
+        if kind is _GenesisParameter:  # its data only; a gradient is not state
+            return self._tagged("genesis.nn.Parameter", self._add_numpy(obj.data, "numpy.ndarray", path))
+        if kind in _CONTAINER_TYPES:
+            return self._encode_container(obj, path, depth)
+        if isinstance(obj, (*_SCALAR_TYPES, dict, list, tuple)):
+            raise TypeError(f"cannot save {path}: {_subclass_problem(obj)}")
         if hasattr(obj, "__dlpack__"):
             # device="cpu" asks the producer for a host copy when the array lives on a GPU.
             return self._add_numpy(np.from_dlpack(obj, device="cpu"), "numpy.ndarray", path)
         if hasattr(obj, "__array_interface__"):
             return self._add_numpy(np.asarray(obj), "numpy.ndarray", path)
-        raise TypeError(f"cannot save {path}: unsupported type {type(obj).__qualname__}")
+        raise TypeError(f"cannot save {path}: unsupported type {kind.__qualname__}")
+
+    def _encode_container(self, obj, path, depth):
+        if depth >= MAX_DEPTH:
+            raise ValueError(
+                f"cannot save {path}: containers are nested more than {MAX_DEPTH} levels deep"
+                " (or a container contains itself)"
+            )
+        if not isinstance(obj, dict):
+            items = [self.encode(value, f"{path}[{i}]", depth + 1) for i, value in enumerate(obj)]
+            return {"tuple" if isinstance(obj, tuple) else "list": items}
+        pairs = [[_encode_key(key, path), self.encode(value, f"{path}[{_preview(key)}]", depth + 1)]
+                 for key, value in obj.items()]
+        if type(obj) is dict:
+            return {"dict": pairs}
+        # An OrderedDict, with the `_metadata` attribute that nn.Module.state_dict() attaches
+        # (module versions, read back by load_state_dict). Other attributes would be lost.
+        extra = sorted(set(vars(obj)) - {"_metadata"})
+        if extra:
+            raise TypeError(f"cannot save {path}: an OrderedDict with attributes {extra}; genesis keeps only"
+                            " _metadata")
+        metadata = getattr(obj, "_metadata", None)
+        metadata = None if metadata is None else self.encode(metadata, f"{path}._metadata", depth + 1)
+        return self._tagged("ordered_dict", [pairs, metadata])
+
+    def _tagged(self, tag, payload):
+        self.version = 2
+        return {tag: payload}
 
     def _add_numpy(self, array, kind, path):
         name = _NUMPY_DTYPE_NAMES.get(array.dtype.newbyteorder("<"))
@@ -195,6 +325,8 @@ class _Encoder:
         name = str(tensor.dtype).removeprefix("torch.")
         if tensor.layout != torch.strided or name not in _STORAGE_DTYPES:
             raise TypeError(f"cannot save {path}: unsupported torch tensor ({tensor.dtype}, {tensor.layout})")
+        if tensor.is_meta:
+            raise TypeError(f"cannot save {path}: a meta tensor has no data to save")
         entry = {"type": "torch.Tensor", "dtype": name, "shape": list(tensor.shape),
                  "device": str(tensor.device)}
         return self._add(entry, tensor, path)
@@ -210,8 +342,19 @@ class _Encoder:
         return {"array": len(self.entries) - 1}
 
 
+def _subclass_problem(obj):
+    """Why a subclass of a saveable type is refused: its type would not survive the trip."""
+    kind = type(obj)
+    if isinstance(obj, tuple) and hasattr(kind, "_fields"):
+        return (f"namedtuple {kind.__qualname__}: genesis.load never creates classes from a file;"
+                " save tuple(x) or x._asdict()")
+    base = next(base for base in (bool, int, float, str, dict, list, tuple) if isinstance(obj, base))
+    return (f"unsupported type {kind.__qualname__} (a {base.__name__} subclass, which would load as a plain"
+            f" {base.__name__}); save {base.__name__}(x)")
+
+
 def _encode_key(key, path):
-    if not isinstance(key, _SCALAR_TYPES):
+    if type(key) not in _SCALAR_TYPES:
         raise TypeError(
             f"cannot save {path}: dict key {_preview(key)} has type {type(key).__qualname__};"
             " keys must be str, int, float, bool or None"
@@ -230,7 +373,7 @@ def _encode_scalar(value):
 
 
 def _write_checkpoint(stream, header, encoder):
-    _write_all(stream, _PREAMBLE.pack(MAGIC, FORMAT_VERSION, zlib.crc32(header), len(header)))
+    _write_all(stream, _PREAMBLE.pack(MAGIC, encoder.version, zlib.crc32(header), len(header)))
     _write_all(stream, header)
     data_start = _data_start(len(header))
     _write_all(stream, bytes(data_start - _PREAMBLE.size - len(header)))
@@ -323,12 +466,13 @@ class _Reader:
         magic, version, header_crc, header_nbytes = _PREAMBLE.unpack(self._read_exact(_PREAMBLE.size))
         if magic != MAGIC:
             raise CheckpointError(_not_a_checkpoint_message(magic))
-        if version != FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             newer = " (written by a newer genesis; upgrade to read it)" if version > FORMAT_VERSION else ""
             raise CheckpointError(
                 f"unsupported checkpoint format version {version}{newer};"
-                f" this genesis reads version {FORMAT_VERSION}"
+                f" this genesis reads versions {', '.join(map(str, _READABLE_VERSIONS))}"
             )
+        self._tags = _VERSION_1_TAGS + (_VERSION_2_TAGS if version >= 2 else ())
         if header_nbytes > size - _PREAMBLE.size:
             raise CheckpointError(
                 f"checkpoint is truncated: the header declares {header_nbytes} bytes"
@@ -338,7 +482,10 @@ class _Reader:
         if zlib.crc32(raw) != header_crc:
             raise CheckpointError("header checksum mismatch: the file is corrupted")
         try:
-            header = json.loads(raw.decode("utf-8"))
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_json_object,
+                                parse_constant=_json_constant, parse_int=_json_int)
+        except CheckpointError:
+            raise
         except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
             raise CheckpointError(f"header is not valid JSON: {error}") from None
         if not (isinstance(header, dict) and header.keys() == {"buffers", "root"}
@@ -354,10 +501,14 @@ class _Reader:
         if not (isinstance(node, dict) and len(node) == 1):
             raise CheckpointError(f"{path}: malformed value {_preview(node)}")
         [(tag, payload)] = node.items()
+        if tag not in self._tags:
+            raise CheckpointError(f"{path}: unknown value tag {_preview(tag)}")
         if tag == "array":
             return self._read_array(payload, path)
-        if tag not in ("list", "tuple", "dict"):
-            raise CheckpointError(f"{path}: unknown value tag {_preview(tag)}")
+        if tag == "genesis.nn.Parameter":
+            if not (isinstance(payload, dict) and payload.keys() == {"array"}):
+                raise CheckpointError(f"{path}: genesis.nn.Parameter payload must be an array reference")
+            return _GenesisParameter(self._read_array(payload["array"], path, "numpy.ndarray"))
         if depth >= MAX_DEPTH:
             raise CheckpointError(f"{path}: containers are nested more than {MAX_DEPTH} levels deep")
         if not isinstance(payload, list):
@@ -366,7 +517,23 @@ class _Reader:
             return [self._decode(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(payload)]
         if tag == "tuple":
             return tuple(self._decode(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(payload))
-        result = {}
+        if tag == "dict":
+            return self._decode_pairs(payload, {}, path, depth)
+        if tag == "torch.Size":
+            return self._decode_size(payload, path)
+        if len(payload) != 2:
+            raise CheckpointError(f"{path}: {tag} payload must be a JSON list of two items")
+        if tag == "torch.nn.Parameter":
+            return self._decode_parameter(payload, path)
+        pairs, metadata = payload  # ordered_dict
+        if not isinstance(pairs, list):
+            raise CheckpointError(f"{path}: ordered_dict items must be a JSON list")
+        result = self._decode_pairs(pairs, OrderedDict(), path, depth)
+        if metadata is not None:
+            result._metadata = self._decode(metadata, f"{path}._metadata", depth + 1)
+        return result
+
+    def _decode_pairs(self, payload, result, path, depth):
         for pair in payload:
             if not (isinstance(pair, list) and len(pair) == 2 and _is_scalar_node(pair[0])):
                 raise CheckpointError(
@@ -378,7 +545,30 @@ class _Reader:
             result[key] = self._decode(pair[1], f"{path}[{_preview(key)}]", depth + 1)
         return result
 
-    def _read_array(self, index, path):
+    def _decode_size(self, payload, path):
+        if not all(_is_scalar_node(n) and isinstance(n, dict) and "int" in n for n in payload):
+            raise CheckpointError(f"{path}: torch.Size payload must be a list of ints")
+        sizes = [_decode_scalar(n, path) for n in payload]
+        if not all(n in _INT64 for n in sizes):
+            raise CheckpointError(f"{path}: torch.Size dimensions must fit in 64 bits")
+        import torch
+
+        return torch.Size(sizes)
+
+    def _decode_parameter(self, payload, path):
+        array_node, requires_grad = payload
+        if not (isinstance(array_node, dict) and array_node.keys() == {"array"} and type(requires_grad) is bool):
+            raise CheckpointError(f"{path}: torch.nn.Parameter payload must be [array, requires_grad]")
+        index = array_node["array"]
+        if type(index) is int and index < len(self._buffers) and requires_grad \
+                and self._buffers[index].dtype not in _FLOAT_DTYPES:
+            raise CheckpointError(f"{path}: a {self._buffers[index].dtype} parameter cannot require gradients")
+        import torch
+
+        return torch.nn.Parameter(self._read_array(array_node["array"], path, "torch.Tensor"), requires_grad)
+
+    def _read_array(self, index, path, kind=None):
+        """The array in buffer `index`; `kind` is the buffer type the context requires."""
         expected = len(self._checksums)
         if type(index) is not int or index != expected:
             raise CheckpointError(
@@ -390,6 +580,8 @@ class _Reader:
                 f"{path}: refers to buffer {index} but the header lists only {len(self._buffers)}"
             )
         buffer = self._buffers[index]
+        if kind is not None and buffer.kind != kind:
+            raise CheckpointError(f"{path}: buffer {index} must be a {kind}, not a {buffer.kind}")
         self._skip_padding(self._data_start + buffer.offset)
         # The layout check in read() guarantees these bytes exist, so this allocation is
         # bounded by the file's real size.
@@ -404,26 +596,26 @@ class _Reader:
             return array
         if buffer.kind == "numpy.generic":
             return array[()]
-        return self._to_torch(array, buffer, path)
+        return self._to_torch(array, buffer)
 
-    def _to_torch(self, array, buffer, path):
+    def _to_torch(self, array, buffer):
         import torch  # only here, so that genesis works without torch installed
 
         tensor = torch.from_numpy(array)  # shares memory with `array`: no copy on the CPU
         if buffer.dtype == "bfloat16":
             tensor = tensor.view(torch.bfloat16)
-        return tensor.to(self._target_device(torch, buffer.device, path))
+        return tensor.to(self._target_device(torch, buffer.device))
 
-    def _target_device(self, torch, saved, path):
-        try:
-            saved_device = torch.device(saved)
-        except RuntimeError:
-            raise CheckpointError(f"{path}: invalid device {_preview(saved)}") from None
+    def _target_device(self, torch, saved):
         target = self._map_location
         if isinstance(target, dict):
             target = target.get(saved)  # unmapped devices behave as if map_location were None
         if target is not None:
             return torch.device(target)
+        try:
+            saved_device = torch.device(saved)
+        except RuntimeError:  # a device type this torch does not know: it does not exist here
+            return torch.device("cpu")
         return saved_device if _device_exists(torch, saved_device) else torch.device("cpu")
 
     def _skip_padding(self, target):
@@ -445,6 +637,25 @@ class _Reader:
                 raise CheckpointError(f"file ended early at byte {self._position}")
             view = view[count:]
             self._position += count
+
+
+# json.loads hooks: the header is strict RFC 8259 JSON, read by the same rules as the C++
+# reader (csrc/api/json.cpp), so that both accept exactly the same files.
+def _json_object(pairs):
+    result = dict(pairs)
+    if len(result) != len(pairs):  # json.loads would silently keep the last of equal keys
+        raise CheckpointError("header is not valid JSON: an object repeats a key")
+    return result
+
+
+def _json_constant(name):
+    raise CheckpointError(f"header is not valid JSON: {name} is not a JSON value")
+
+
+def _json_int(text):
+    # Every JSON number the format uses is a count written without a sign; "-0" would read as
+    # the count 0, so it becomes the float -0.0, which no field accepts.
+    return -0.0 if text == "-0" else int(text)
 
 
 def _parse_buffer_table(entries):
@@ -490,8 +701,8 @@ def _parse_buffer_entry(index, entry, offset):
     if type(entry["offset"]) is not int or entry["offset"] != offset:
         raise CheckpointError(f"{where}: offset {_preview(entry['offset'])}, expected {offset}")
     device = entry.get("device")
-    if kind == "torch.Tensor" and not isinstance(device, str):
-        raise CheckpointError(f"{where}: device must be a string")
+    if kind == "torch.Tensor" and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
+        raise CheckpointError(f"{where}: device must be a string such as \"cpu\" or \"cuda:0\", got {_preview(device)}")
     return _Buffer(kind, dtype, tuple(shape), device, offset, nbytes)
 
 

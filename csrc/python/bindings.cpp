@@ -12,6 +12,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "genesis/checkpoint.h"
 #include "genesis/clip.h"
 #include "genesis/cpu.h"
 #ifdef GENESIS_WITH_CUDA
@@ -642,6 +643,19 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_isa", &cpu::isa, "The CPU kernel variant in use: \"avx2\" or \"baseline\".");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
+  // The C++ API's checkpoint reader on a byte string, so that tests can hold it to the rules of
+  // genesis.load: ("ok", ""), ("unsupported", why) or ("invalid", why).
+  m.def("_cpp_checkpoint_verdict", [](const py::bytes& data) {
+    const std::string bytes = data;
+    try {
+      checkpoint::decode(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+      return std::make_pair(std::string("ok"), std::string());
+    } catch (const checkpoint::UnsupportedContent& e) {
+      return std::make_pair(std::string("unsupported"), std::string(e.what()));
+    } catch (const checkpoint::CheckpointError& e) {
+      return std::make_pair(std::string("invalid"), std::string(e.what()));
+    }
+  });
 
   // Build facts for genesis.__version__ and genesis.show_config(); CMakeLists.txt defines them.
   m.attr("__version__") = GENESIS_BUILD_VERSION;
