@@ -376,3 +376,24 @@ def test_cuda_matches_torch(line_search_fn):
             opt.step(closure_for(m, opt, x, y))
     assert_models_close(*models, dtype)
     assert first_state(opts[1])["d"].is_cuda
+
+
+def test_grad_scaler_protocol():
+    """A scale to divide by is refused (the step does not unscale); an inf found by the scaler
+    skips the step without calling the closure."""
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = genesis.optim.LBFGS([w])
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        return loss
+    opt.grad_scale, opt.found_inf = 8.0, 0.0
+    with pytest.raises(RuntimeError, match="unscale_"):
+        opt.step(closure)
+    opt.grad_scale, opt.found_inf = None, 1.0
+    assert opt.step(closure) is None
+    assert calls == [] and torch.equal(w, torch.ones(3)) and not opt._step_supports_amp_scaling

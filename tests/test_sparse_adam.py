@@ -285,3 +285,34 @@ def test_cuda_matches_torch():
     for model, opt in zip(models, opts):
         train(model, opt, data)
     assert_same_training(models, opts, dtype)
+
+
+def test_torch_grad_scaler_unscales_for_it():
+    """torch.amp.GradScaler unscales the sparse gradients itself (the class does not claim to
+    divide by the scale in step()) and skips the steps with an inf, exactly as for torch's."""
+    models, opts = twin(torch.float32)
+    scalers = [torch.amp.GradScaler("cpu", init_scale=1024.0) for _ in models]
+    for i, (words, tags) in enumerate(batches(8)):
+        for model, opt, scaler in zip(models, opts, scalers):
+            opt.zero_grad()
+            loss = model(words, tags).pow(2).sum() * (float("inf") if i == 3 else 1.0)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert scalers[0].get_scale() == scalers[1].get_scale() == 512.0
+    assert opts[1].state[models[1].words.weight]["step"] == 7  # the inf step was skipped
+    assert_same_training(models, opts, torch.float32)
+
+
+def test_refuses_a_scale_to_divide_by():
+    """genesis.amp.GradScaler's fused protocol passes grad_scale; this step does not divide by
+    it, so it says so instead of updating with scaled gradients."""
+    emb = torch.nn.Embedding(4, 2, sparse=True)
+    opt = genesis.optim.SparseAdam([emb.weight])
+    emb(torch.tensor([1])).sum().backward()
+    opt.grad_scale, opt.found_inf = 8.0, 0.0
+    with pytest.raises(RuntimeError, match="unscale_"):
+        opt.step()
+    opt.grad_scale, opt.found_inf = None, 1.0
+    opt.step()
+    assert len(opt.state) == 0

@@ -317,6 +317,11 @@ class LBFGS(Optimizer):
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         vectors_for(self.param_groups[0]["params"])  # one library
 
+    # GradScaler: torch's unscales the gradients itself for optimizers without this flag. The
+    # genesis one hands any genesis optimizer the scale to divide by (grad_scale) and its inf
+    # check (found_inf): this step refuses the first and honours the second (see step()).
+    _step_supports_amp_scaling = False
+
     def _check_group(self, group):
         lr = group["lr"]
         if not 0.0 <= lr:
@@ -330,6 +335,12 @@ class LBFGS(Optimizer):
         group = self.param_groups[0]
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise RuntimeError("only 'strong_wolfe' is supported")
+        if getattr(self, "grad_scale", None) is not None:
+            raise RuntimeError("LBFGS does not unscale gradients inside step(): call "
+                               "scaler.unscale_(optimizer) before scaler.step(optimizer)")
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            return None  # GradScaler found an inf/NaN gradient: skip the step
         vectors = vectors_for(group["params"])
         with vectors.no_grad():
             return self._minimize(vectors, group, closure)

@@ -48,6 +48,12 @@ class SparseAdam(Optimizer):
             _refuse_sparse_params(params)
         super().__init__(params, defaults)
 
+    # GradScaler: torch's unscales the gradients (sparse ones too) itself for optimizers without
+    # this flag. The genesis one hands any genesis optimizer the scale to divide by
+    # (grad_scale) and its inf check (found_inf): this step refuses the first and honours the
+    # second (see step()).
+    _step_supports_amp_scaling = False
+
     def _check_group(self, group):
         _check_hyperparameters(group)
 
@@ -62,6 +68,12 @@ class SparseAdam(Optimizer):
             else:
                 with torch.enable_grad():
                     loss = closure()
+        if getattr(self, "grad_scale", None) is not None:
+            raise RuntimeError("SparseAdam does not unscale gradients inside step(): call "
+                               "scaler.unscale_(optimizer) before scaler.step(optimizer)")
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            return loss  # GradScaler found an inf/NaN gradient: skip the step
         # Check every gradient before anything changes.
         work = []
         for gi, group in enumerate(self.param_groups):
