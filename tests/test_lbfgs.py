@@ -102,6 +102,20 @@ def test_line_search_zooms_like_torch(dtype):
     assert ours["func_evals"] == theirs["func_evals"] > ours["n_iter"]  # more evaluations than iterations
 
 
+def test_sparse_gradients_count_densified_like_torch():
+    models, opts = [], []
+    for cls in (torch.optim.LBFGS, genesis.optim.LBFGS):
+        torch.manual_seed(0)
+        models.append(torch.nn.Sequential(torch.nn.Embedding(10, 3, sparse=True), torch.nn.Linear(3, 1)))
+        opts.append(cls(models[-1].parameters(), lr=0.5, max_iter=5, line_search_fn="strong_wolfe"))
+    words, target = torch.tensor([1, 4, 4, 7]), torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+    for _ in range(5):
+        for model, opt in zip(models, opts):
+            opt.step(closure_for(model, opt, words, target))
+    assert models[1][0].weight.grad.is_sparse
+    assert_models_close(*models, torch.float32)
+
+
 def test_stops_at_tolerance_grad_like_torch():
     models, opts, (x, y) = run_side_by_side(torch.float64, 3, tolerance_grad=1e3)
     for opt in opts:

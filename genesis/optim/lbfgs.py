@@ -18,7 +18,10 @@ from .. import _interop
 from .optimizer import Optimizer
 
 
-class TorchVectors:
+# ----------------------------------------------------------------------------- flat vectors
+# All parameters seen as one flat vector, in two implementations with the same small
+# interface: torch tensors (CPU or CUDA) and NumPy arrays (genesis.nn.Parameter).
+class _TorchVectors:
     """Flat vectors of torch tensors."""
 
     def __init__(self, params):
@@ -85,7 +88,7 @@ class TorchVectors:
         return value.detach().to(device=like.device, dtype=like.dtype, copy=True)
 
 
-class NumpyVectors:
+class _NumpyVectors:
     """Flat vectors of NumPy arrays (genesis.nn.Parameter holds its values in ``.data``)."""
 
     def __init__(self, params):
@@ -152,13 +155,13 @@ class NumpyVectors:
         return value[()] if value.ndim == 0 else value
 
 
-def vectors_for(params):
+def _vectors_for(params):
     """The flat-vector implementation for these parameters (all of one library)."""
     kinds = {_interop.is_torch(p) for p in params}
     if len(kinds) > 1:
         raise ValueError("all parameters must be of one library: torch tensors or "
                          "genesis.nn.Parameter, not both")
-    return TorchVectors(params) if kinds == {True} else NumpyVectors(params)
+    return _TorchVectors(params) if kinds == {True} else _NumpyVectors(params)
 
 
 def _scalar(x):
@@ -276,9 +279,8 @@ def _strong_wolfe(evaluate, sqrt, d, start, t, c1=1e-4, c2=0.9, tolerance_change
 
 
 # ------------------------------------------------------------------------------- optimizer
-# The state names (torch's), all held under the first parameter.
-_VECTOR_STATE = ("d", "prev_flat_grad")
-_VECTOR_LIST_STATE = ("old_dirs", "old_stps")
+# The state entries that hold flat vectors (one or a list of them), as torch names them.
+_VECTOR_STATE = ("d", "prev_flat_grad", "old_dirs", "old_stps")
 
 
 class LBFGS(Optimizer):
@@ -315,7 +317,7 @@ class LBFGS(Optimizer):
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
-        vectors_for(self.param_groups[0]["params"])  # one library
+        _vectors_for(self.param_groups[0]["params"])  # one library
 
     # GradScaler: torch's unscales the gradients itself for optimizers without this flag. The
     # genesis one hands any genesis optimizer the scale to divide by (grad_scale) and its inf
@@ -341,7 +343,7 @@ class LBFGS(Optimizer):
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and float(found_inf) != 0.0:
             return None  # GradScaler found an inf/NaN gradient: skip the step
-        vectors = vectors_for(group["params"])
+        vectors = _vectors_for(group["params"])
         with vectors.no_grad():
             return self._minimize(vectors, group, closure)
 
@@ -488,7 +490,7 @@ class LBFGS(Optimizer):
         new_group["params"] = params
         self._check_group(new_group)
 
-        vectors = vectors_for(params)
+        vectors = _vectors_for(params)
         numel = sum(_interop.numel(_interop.array_of(p)) for p in params)
         param_of = dict(zip(saved["params"], params))
         new_state = {}
@@ -499,12 +501,7 @@ class LBFGS(Optimizer):
                 raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
             like = _interop.array_of(param_of[key])
             imported = {name: _import_value(vectors, value, like) for name, value in entries.items()}
-            for name in _VECTOR_STATE + _VECTOR_LIST_STATE:
-                value = imported.get(name)
-                for v in (value if name in _VECTOR_LIST_STATE else [value]) if value is not None else ():
-                    if tuple(v.shape) != (numel,):
-                        raise ValueError(f"state '{name}' holds a vector of shape {tuple(v.shape)}, "
-                                         f"but the parameters have {numel} elements in all")
+            _check_vector_lengths(imported, numel)
             new_state[param_of[key]] = imported
 
         self.param_groups = [new_group]
@@ -520,3 +517,13 @@ def _import_value(vectors, value, like):
     if isinstance(value, (list, tuple)):
         return [_import_value(vectors, v, like) for v in value]
     return vectors.import_value(value, like)
+
+
+def _check_vector_lengths(state, numel):
+    """A loaded state's flat vectors must have one element per element of the parameters."""
+    for name in _VECTOR_STATE:
+        value = state.get(name)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and tuple(v.shape) != (numel,):
+                raise ValueError(f"state '{name}' holds a vector of shape {tuple(v.shape)}, but the "
+                                 f"parameters have {numel} elements in all")
