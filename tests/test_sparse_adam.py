@@ -316,3 +316,16 @@ def test_refuses_a_scale_to_divide_by():
     opt.grad_scale, opt.found_inf = None, 1.0
     opt.step()
     assert len(opt.state) == 0
+
+
+def test_zero_grad_empties_numpy_pairs():
+    p = Parameter(np.ones((5, 2), np.float32))
+    opt = genesis.optim.SparseAdam([p])
+    p.grad = (np.array([1, 3]), np.ones((2, 2), np.float32))
+    opt.zero_grad(set_to_none=False)
+    indices, values = p.grad
+    assert indices.shape == (0,) and values.shape == (0, 2) and values.dtype == np.float32
+    opt.step()  # an empty gradient: counted, nothing else changes (torch's zeroed sparse grad)
+    assert opt.state[p]["step"] == 1 and (p.data == 1).all()
+    opt.zero_grad()
+    assert p.grad is None

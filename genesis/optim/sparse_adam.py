@@ -57,6 +57,20 @@ class SparseAdam(Optimizer):
     def _check_group(self, group):
         _check_hyperparameters(group)
 
+    def zero_grad(self, set_to_none=True):
+        """As Optimizer.zero_grad; a NumPy parameter's (indices, values) gradient becomes an
+        empty pair when not set to None, as a zeroed sparse tensor holds no entries."""
+        pairs = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if isinstance(p.grad, tuple):
+                    pairs.append(p)
+                    p.grad = None
+        super().zero_grad(set_to_none)
+        if not set_to_none:
+            for p in pairs:
+                p.grad = (np.zeros(0, np.int64), np.zeros((0,) + p.data.shape[1:], p.data.dtype))
+
     def step(self, closure=None):
         """Update every parameter that has a gradient; ``closure`` (optional) is called first,
         with autograd enabled, and its value returned."""
