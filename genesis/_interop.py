@@ -96,6 +96,7 @@ def check_param(param, where):
             "optimizer can only optimize torch Tensors or genesis.nn.Parameter objects, "
             f"but {where} is {type(param).__name__}")
     arr = array_of(param)
+    check_native(arr, where)
     code = dtype_code(arr)
     if code not in SUPPORTED_CODES:
         raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
@@ -116,12 +117,21 @@ def check_param(param, where):
         raise ValueError(f"{where} is a read-only array and cannot be updated in place")
 
 
+def check_native(arr, where):
+    """NumPy arrays in the other byte order than this machine's hold numbers the core would
+    misread: refuse them (``arr.astype(arr.dtype.newbyteorder('='))`` converts)."""
+    if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
+        raise ValueError(f"{where} has non-native byte order ({arr.dtype.str}); convert it with "
+                         "arr.astype(arr.dtype.newbyteorder('='))")
+
+
 def check_grad(param, grad, where):
     """Raise TypeError/ValueError if `grad` cannot be used as the gradient of `param`."""
     arr = array_of(param)
     if is_torch(arr) != is_torch(grad) or not (is_torch(grad) or isinstance(grad, np.ndarray)):
         raise TypeError(f"the gradient of {where} is a {type(grad).__name__}, but the parameter "
                         f"is a {type(arr).__name__}")
+    check_native(grad, f"the gradient of {where}")
     if dtype_code(grad) != dtype_code(arr):
         raise TypeError(f"the gradient of {where} has dtype {grad.dtype}, but the parameter has "
                         f"dtype {arr.dtype}")

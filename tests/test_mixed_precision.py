@@ -694,9 +694,12 @@ def _narrowing_inputs(dtype):
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 def test_float32_to_16bit_rounding_matches_torch(dtype):
-    """Arbitrary float32 values put into the master copy after a first step, then a step with
-    lr=0 and zero gradients: the parameter must be torch's round-to-nearest-even of the master,
-    bit for bit (NaN stays NaN). Also when the master array is replaced rather than written in
+    """Arbitrary float32 values put into the master copy after a first step, the parameter set
+    to torch's round-to-nearest-even of them, then a step with lr=0 and zero gradients. The
+    step keeps a master element only where its own rounding of it equals the parameter (NOTE:
+    [master re-seed] in update_element.h), else it re-seeds it from the parameter; so the
+    master comes back unchanged, bit for bit, exactly when genesis rounds every value as torch
+    does (NaN stays NaN). Also when the master array is replaced rather than written in
     place."""
     values = _narrowing_inputs(dtype)
     assert values.numel() > 3_000_000
@@ -707,6 +710,7 @@ def test_float32_to_16bit_rounding_matches_torch(dtype):
     master = opt.state[p]["master_param"]
     with torch.no_grad():
         master.copy_(values)
+        p.copy_(values.to(dtype))
     p.grad = torch.zeros_like(p)
     opt.step()
     assert_same_bits(opt.state[p]["master_param"], values, "lr=0 leaves the master alone")
@@ -718,7 +722,10 @@ def test_float32_to_16bit_rounding_matches_torch(dtype):
     o2 = optim.SGD([q], lr=0.0, master_weights=True)
     o2.step()
     o2.state[q]["master_param"] = chunk.clone()
+    with torch.no_grad():
+        q.copy_(chunk.to(dtype))
     o2.step()
+    assert_same_bits(o2.state[q]["master_param"], chunk, "replaced master kept")
     assert_same_bits(q, chunk.to(dtype), "replaced master", inputs=chunk)
 
 
@@ -730,10 +737,14 @@ def test_float32_to_float16_rounding_matches_numpy():
     opt = optim.SGD([p], lr=0.0, master_weights=True)
     opt.step()
     opt.state[p]["master_param"][...] = values
-    p.grad = np.zeros_like(p.data)
-    opt.step()
     with np.errstate(over="ignore", invalid="ignore"):
         want = values.astype(np.float16)
+    p.data[...] = want
+    p.grad = np.zeros_like(p.data)
+    opt.step()
+    kept = opt.state[p]["master_param"]
+    changed = np.flatnonzero((kept.view(np.uint32) != values.view(np.uint32)) & ~np.isnan(values))
+    assert changed.size == 0, [(float(values[i]), float(kept[i])) for i in changed[:8]]
     nan = np.isnan(want)
     got = p.data
     bad = np.flatnonzero((got.view(np.uint16) != want.view(np.uint16)) & ~nan)

@@ -40,21 +40,38 @@ PyObject* intern(const char* s) { return PyUnicode_InternFromString(s); }
 // One attribute (kind Get) or no-argument method (kind Call) of torch tensors. Looking a name
 // up through the type, as `x.name` does, costs more than the call itself; so once torch is
 // registered, objects whose type resolves the name to torch's own descriptor (every Tensor and
-// Parameter that does not override it) call that descriptor directly. Anything else takes the
-// ordinary Python path. Failures return null with the Python error cleared.
+// Parameter that does not override it) call that descriptor directly, and where the descriptor
+// is a plain C getter or no-argument C method, its C function itself (no argument parsing).
+// Anything else takes the ordinary Python path. Failures return null with the error cleared.
 struct Member {
   enum Kind { Get, Call };
   Member(const char* n, Kind k) : name(intern(n)), kind(k) {}
 
-  void resolve(PyTypeObject* type) { descr = _PyType_Lookup(type, name); }
+  void resolve(PyTypeObject* type) {
+    descr = _PyType_Lookup(type, name);
+    method = nullptr;
+    get_fn = nullptr;
+    if (!descr) return;
+    if (kind == Call && Py_IS_TYPE(descr, &PyMethodDescr_Type)) {
+      const PyMethodDef* def = reinterpret_cast<PyMethodDescrObject*>(descr)->d_method;
+      if (def->ml_flags == METH_NOARGS) method = def->ml_meth;
+    } else if (kind == Get && Py_IS_TYPE(descr, &PyGetSetDescr_Type)) {
+      const PyGetSetDef* def = reinterpret_cast<PyGetSetDescrObject*>(descr)->d_getset;
+      get_fn = def->get;
+      closure = def->closure;
+    }
+  }
 
   py::object operator()(PyObject* obj) const {
     PyObject* r;
-    if (descr && _PyType_Lookup(Py_TYPE(obj), name) == descr)
-      r = kind == Call ? PyObject_Vectorcall(descr, &obj, 1, nullptr)
-                       : Py_TYPE(descr)->tp_descr_get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
-    else
+    if (descr && _PyType_Lookup(Py_TYPE(obj), name) == descr) {
+      if (method) r = method(obj, nullptr);
+      else if (get_fn) r = get_fn(obj, closure);
+      else r = kind == Call ? PyObject_Vectorcall(descr, &obj, 1, nullptr)
+                            : Py_TYPE(descr)->tp_descr_get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
+    } else {
       r = kind == Call ? PyObject_CallMethodNoArgs(obj, name) : PyObject_GetAttr(obj, name);
+    }
     if (!r) PyErr_Clear();
     return py::reinterpret_steal<py::object>(r);
   }
@@ -62,6 +79,9 @@ struct Member {
   PyObject* name;  // interned once, never freed: lives as long as the module
   Kind kind;
   PyObject* descr = nullptr;  // borrowed from torch's type, which outlives every call
+  PyCFunction method = nullptr;
+  ::getter get_fn = nullptr;
+  void* closure = nullptr;
 };
 
 Member grad_of("grad", Member::Get);
@@ -102,13 +122,28 @@ bool numpy_dtype(int type_num, DType& out) {
   }
 }
 
-// Describes a contiguous NumPy array of a supported dtype from its C struct.
-bool describe_ndarray(PyObject* obj, ArrayInfo& out) {
+// NumPy's byte-order character of a dtype that is stored in the other byte order than this
+// machine's: the core reads and writes native numbers only.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+constexpr char kForeignByteOrder = '<';
+#else
+constexpr char kForeignByteOrder = '>';
+#endif
+
+// What the core needs of an array it will only read (a gradient), or also write (a
+// parameter, a state array).
+enum class Access { Read, Write };
+
+// Describes a contiguous, native-byte-order NumPy array of a supported dtype from its C struct
+// (writeable too for Access::Write).
+bool describe_ndarray(PyObject* obj, ArrayInfo& out, Access access) {
   if (!py::isinstance<py::array>(obj)) return false;
   auto* a = py::detail::array_proxy(obj);
   auto* d = py::detail::array_descriptor_proxy(a->descr);
-  if (!(a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) || !numpy_dtype(d->type_num, out.dtype))
+  if (!(a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) || d->byteorder == kForeignByteOrder ||
+      !numpy_dtype(d->type_num, out.dtype))
     return false;
+  if (access == Access::Write && !(a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)) return false;
   int64_t n = 1;
   for (int i = 0; i < a->nd; ++i) n *= a->dimensions[i];
   out.data = a->data;
@@ -120,16 +155,22 @@ bool is_torch_tensor(PyObject* obj) {
   return torch_tensor_type && PyObject_TypeCheck(obj, torch_tensor_type);
 }
 
+// The core's dtype of a torch tensor, or -1 for a dtype it does not handle.
+int torch_dtype_code(PyObject* obj) {
+  const py::object dtype = dtype_of(obj);
+  int code = 0;
+  while (code < kNumDTypes && torch_dtypes[code] != dtype.ptr()) ++code;
+  return code == kNumDTypes ? -1 : code;
+}
+
 // Describes a contiguous torch tensor of a supported dtype. The device is checked only when
 // asked: a gradient's device is guaranteed by torch to be its parameter's.
 bool describe_torch(PyObject* obj, ArrayInfo& out, bool check_cpu) {
   if (!is_torch_tensor(obj)) return false;
   if (check_cpu && is_cpu(obj).ptr() != Py_True) return false;
   if (is_contiguous(obj).ptr() != Py_True) return false;
-  const py::object dtype = dtype_of(obj);
-  int code = 0;
-  while (code < kNumDTypes && torch_dtypes[code] != dtype.ptr()) ++code;
-  if (code == kNumDTypes) return false;
+  const int code = torch_dtype_code(obj);
+  if (code < 0) return false;
   const py::object ptr = data_ptr_of(obj);
   const py::object numel = numel_of(obj);
   if (!ptr || !numel) return false;
@@ -141,40 +182,14 @@ bool describe_torch(PyObject* obj, ArrayInfo& out, bool check_cpu) {
 
 // Describes a contiguous CPU array (NumPy ndarray or torch tensor) of a supported dtype.
 // Returns false for anything else. See NOTE: [fast array description].
-bool describe(PyObject* obj, ArrayInfo& out) {
-  return describe_ndarray(obj, out) || describe_torch(obj, out, /*check_cpu=*/true);
+bool describe(PyObject* obj, ArrayInfo& out, Access access) {
+  return describe_ndarray(obj, out, access) || describe_torch(obj, out, /*check_cpu=*/true);
 }
 
 bool same_shape(PyObject* a, PyObject* b) {
   auto* x = py::detail::array_proxy(a);
   auto* y = py::detail::array_proxy(b);
   return x->nd == y->nd && std::equal(x->dimensions, x->dimensions + x->nd, y->dimensions);
-}
-
-// Describes this step's gradient of a parameter and checks it against the parameter as it is
-// now, as cheaply as safety allows (every call here is ~40 ns and there is one per tensor per
-// step). For torch, torch itself guarantees that a gradient's shape, dtype and device match its
-// parameter, so what is left to check is that the parameter's data was not swapped (its data
-// pointer), that the gradient covers the cached element count (a parameter resized in place
-// keeps its pointer), and that it is contiguous. A genesis.nn.Parameter's gradient is a plain
-// attribute nobody checked, so everything is compared, from NumPy's C struct.
-bool describe_grad(PyObject* param, PyObject* grad, bool torch, const ArrayInfo& cached, ArrayInfo& g) {
-  if (torch) {
-    if (!is_torch_tensor(grad)) return false;
-    const py::object param_ptr = data_ptr_of(param);
-    if (!param_ptr || PyLong_AsVoidPtr(param_ptr.ptr()) != cached.data) return false;
-    if (is_contiguous(grad).ptr() != Py_True) return false;
-    const py::object ptr = data_ptr_of(grad);
-    const py::object numel = numel_of(grad);
-    if (!ptr || !numel) return false;
-    g = {PyLong_AsVoidPtr(ptr.ptr()), PyLong_AsLongLong(numel.ptr()), cached.dtype};
-    return g.numel == cached.numel;
-  }
-  ArrayInfo p;
-  const py::object data = data_of(param);
-  return data && describe_ndarray(data.ptr(), p) && describe_ndarray(grad, g) &&
-         same_shape(data.ptr(), grad) && p.data == cached.data && p.numel == cached.numel &&
-         p.dtype == cached.dtype && g.dtype == cached.dtype;
 }
 
 // The per-step mixed-precision inputs Python hands to an update (GradScaler's 1/scale and the
@@ -192,40 +207,114 @@ struct StepControl {
   uintptr_t stream = 0;
 };
 
+// NOTE: [pinned storage]
+// A plan keeps raw pointers across steps, and the user may change what a pointer means at any
+// time between steps: `p.data = ...`, `model.half()`, `state["exp_avg"].data = x.clone()`
+// (the "move optimizer state to a device" recipe), `a.dtype = ...` on a NumPy array. Two rules
+// make this safe:
+// 1. Every array the kernel writes is pinned when it is admitted: for torch, the plan holds a
+//    second alias (`detach()`) of the admitted storage, so that memory stays allocated however
+//    the user's tensor is re-pointed, and no other tensor can ever be given its address. For
+//    NumPy, holding the array object is enough (its buffer cannot be swapped).
+// 2. Every step re-reads each array's data pointer and dtype (NumPy: also contiguity, byte
+//    order and writeability, from its C struct) and compares them with what was admitted.
+//    Because of (1), an equal pointer means the same memory. Anything different is sent back
+//    to Python, which validates the array as it is now and admits it again (torch then uses
+//    the user's new tensors, as torch.optim does).
+// Gradients are new objects every step: the plan holds a reference to each for the duration of
+// the step. The GIL is released during the update only when the step is large (see run()); then
+// the gradients are pinned like the rest, so another thread that drops or re-points anything
+// cannot free memory the kernel is using.
+
+// One array the kernel reads or writes besides the gradient, as admitted.
+struct Held {
+  py::object array;  // what the user sees (the parameter, or an entry of optimizer.state)
+  py::object pin;    // torch: an alias that keeps the admitted storage allocated
+  ArrayInfo info;
+
+  // Whether `array` still is the memory that was admitted (see NOTE: [pinned storage]).
+  bool unchanged(bool torch) const {
+    PyObject* obj = array.ptr();
+    if (torch) {
+      const py::object ptr = data_ptr_of(obj);
+      return ptr && PyLong_AsVoidPtr(ptr.ptr()) == info.data && torch_dtype_code(obj) == static_cast<int>(info.dtype);
+    }
+    ArrayInfo now;
+    return describe_ndarray(obj, now, Access::Write) && now.data == info.data && now.numel == info.numel &&
+           now.dtype == info.dtype;
+  }
+};
+
+// A torch tensor's pin, or None for NumPy arrays (held by Held::array already).
+py::object pin_of(const py::object& array) {
+  return is_torch_tensor(array.ptr()) ? array.attr("detach")() : py::none();
+}
+
+// Describes an array Python hands to admit(): the core will write it, so it must be a
+// contiguous, writeable array of a supported dtype on the right device. Python has validated
+// it already; this is the last line of defence against a pointer that does not mean what the
+// plan will assume.
+ArrayInfo describe_for_write(const py::object& array, bool cuda, const char* what) {
+  ArrayInfo info;
+  const bool ok = cuda ? describe_torch(array.ptr(), info, /*check_cpu=*/false) && is_cuda(array.ptr()).ptr() == Py_True
+                       : describe(array.ptr(), info, Access::Write);
+  if (!ok) throw py::value_error(std::string("genesis internal error: ") + what + " is not a writeable contiguous array");
+  return info;
+}
+
 // NOTE: [group plan]
 // A GroupPlan caches, for one param group, everything that does not change between steps: the
-// pointers of each parameter and of its state. gather() then only has to fetch this step's
-// gradients and check that each parameter still is what was cached; the update itself is one
-// call into the core per storage kind and device. A parameter that needs attention (its state
-// does not exist yet, or anything about it changed) is reported back by index for Python to
-// admit.
+// pointers of each parameter and of its state, each pinned (NOTE: [pinned storage]). gather()
+// fetches this step's gradients and re-checks that every cached array still is what was
+// admitted; the update itself is one call into the core per storage kind and device. A
+// parameter that needs attention (its state does not exist yet, or anything about it changed)
+// is reported back by index for Python to admit.
 class GroupPlan {
  public:
   explicit GroupPlan(py::list params) : entries_(py::len(params)) {
     for (size_t i = 0; i < entries_.size(); ++i) {
       entries_[i].param = params[i];
-      entries_[i].torch = is_torch_tensor(entries_[i].param.ptr());
+      entries_[i].torch = is_torch_tensor(params[i].ptr());
     }
   }
 
-  // Records a parameter whose state Python has validated and allocated: its data, its state
-  // arrays (all of state_dtype), its step counter and float32 master copy (0 when absent), and
-  // its id within the optimizer (keys its stochastic rounding stream).
-  void admit(size_t i, uintptr_t param_ptr, int64_t numel, int dtype, std::vector<uintptr_t> state,
-             int state_dtype, uintptr_t step, uintptr_t master, bool fresh, uint64_t id, bool cuda) {
+  // Records a parameter whose state Python has validated and allocated: its data array (the
+  // tensor itself, or a genesis.nn.Parameter's .data), its state arrays (all of state_dtype,
+  // in the rule's slot order), its step counter and float32 master copy (None when absent),
+  // and its id within the optimizer (keys its stochastic rounding stream).
+  void admit(size_t i, py::object data, std::vector<py::object> state, int state_dtype, py::object step,
+             py::object master, bool fresh, uint64_t id, bool cuda) {
     Entry& e = entries_.at(i);
-    e.ready = true;
-    e.cuda = cuda;
-    e.info = {reinterpret_cast<void*>(param_ptr), numel, static_cast<DType>(dtype)};
-    e.state_dtype = static_cast<DType>(state_dtype);
-    for (int k = 0; k < kMaxStates; ++k)
-      e.slots.state[k] = k < static_cast<int>(state.size()) ? reinterpret_cast<void*>(state[k]) : nullptr;
-    e.slots.param = e.info.data;
-    e.slots.numel = numel;
-    e.slots.step = reinterpret_cast<float*>(step);
-    e.slots.master = reinterpret_cast<float*>(master);
-    e.slots.fresh = fresh;
-    e.slots.id = id;
+    if (state.size() > static_cast<size_t>(kMaxStates)) throw py::value_error("genesis internal error: too many state arrays");
+    auto hold = [&](const py::object& array, const char* what) {
+      Held h{array, pin_of(array), describe_for_write(array, cuda, what)};
+      return h;
+    };
+    Entry fresh_entry;
+    fresh_entry.param = e.param;
+    fresh_entry.torch = e.torch;
+    fresh_entry.data = hold(data, "the parameter");
+    for (const py::object& s : state) {
+      fresh_entry.state.push_back(hold(s, "a state array"));
+      if (fresh_entry.state.back().info.numel != fresh_entry.data.info.numel ||
+          fresh_entry.state.back().info.dtype != static_cast<DType>(state_dtype))
+        throw py::value_error("genesis internal error: a state array does not match its parameter");
+    }
+    if (!step.is_none()) fresh_entry.state.push_back(hold(step, "the step counter"));
+    if (!master.is_none()) fresh_entry.state.push_back(hold(master, "the master copy"));
+    fresh_entry.ready = true;
+    fresh_entry.cuda = cuda;
+    fresh_entry.state_dtype = static_cast<DType>(state_dtype);
+    TensorSlots& slots = fresh_entry.slots;
+    for (size_t k = 0; k < state.size(); ++k) slots.state[k] = fresh_entry.state[k].info.data;
+    size_t next = state.size();
+    slots.param = fresh_entry.data.info.data;
+    slots.numel = fresh_entry.data.info.numel;
+    slots.step = step.is_none() ? nullptr : static_cast<float*>(fresh_entry.state[next++].info.data);
+    slots.master = master.is_none() ? nullptr : static_cast<float*>(fresh_entry.state[next++].info.data);
+    slots.fresh = fresh;
+    slots.id = id;
+    e = std::move(fresh_entry);
   }
 
   // Collects this step's gradients of `params` (the group's list, which must still hold the
@@ -234,81 +323,131 @@ class GroupPlan {
   // ready); parameters without a gradient are skipped.
   std::optional<std::vector<size_t>> gather(py::list params) {
     if (py::len(params) != entries_.size()) return std::nullopt;
-    for (auto& bucket : buckets_) bucket.clear();
-    fresh_.clear();
+    release();
     std::vector<size_t> pending;
     for (size_t i = 0; i < entries_.size(); ++i) {
       Entry& e = entries_[i];
       if (PyList_GET_ITEM(params.ptr(), i) != e.param.ptr()) return std::nullopt;
-      const py::object grad = grad_of(e.param.ptr());
+      py::object grad = grad_of(e.param.ptr());
       if (!grad || grad.is_none()) continue;
       ArrayInfo g;
-      if (!e.ready || !describe_grad(e.param.ptr(), grad.ptr(), e.torch, e.info, g)) {
+      if (!e.ready || !current(e, grad.ptr(), g)) {
         e.ready = false;
         pending.push_back(i);
         continue;
       }
       e.slots.grad = g.data;
-      buckets_[bucket_of(e.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
+      buckets_[bucket_of(e.data.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
       fresh_.push_back(&e.slots.fresh);
+      grads_.push_back(std::move(grad));
+      elements_ += g.numel;
     }
+    if (!pending.empty()) release();
     return pending;
   }
 
   // Runs one rule over the gathered tensors, one core call per storage kind (device,
-  // parameter dtype, state dtype, master weights or not), without the GIL. cpu_step and
-  // cuda_step take (config, tensors, count) and (config, tensors, count, stream).
+  // parameter dtype, state dtype, master weights or not). cpu_step and cuda_step take
+  // (config, tensors, count) and (config, tensors, count, stream).
   template <typename CpuStep, typename CudaStep>
   void run(const StepControl& control, CpuStep&& cpu_step, CudaStep&& cuda_step) {
-    {
-      py::gil_scoped_release release;
-      for (int b = 0; b < kBuckets; ++b) {
-        if (buckets_[b].empty()) continue;
-        const bool cuda = b >= kBuckets / 2;
-        const int kind = b % (kBuckets / 2);
-        StepConfig config;
-        config.param_dtype = static_cast<DType>(kind / (2 * kNumDTypes));
-        config.state_dtype = static_cast<DType>(kind / 2 % kNumDTypes);
-        config.master_weights = kind % 2 == 1;
-        config.grad_scale = cuda ? reinterpret_cast<const float*>(control.grad_scale_ptr) : &control.grad_scale;
-        config.found_inf = cuda ? reinterpret_cast<const float*>(control.found_inf_ptr) : nullptr;
-        // Stochastic rounding applies to bfloat16 parameters without master weights; the
-        // group's other parameters round to nearest.
-        config.stochastic_rounding = control.stochastic_rounding &&
-                                     config.param_dtype == DType::BFloat16 && !config.master_weights;
-        config.seed = control.seed;
-        config.counter = control.counter;
-        const int64_t n = static_cast<int64_t>(buckets_[b].size());
-        if (cuda) {
-          cuda_step(config, buckets_[b].data(), n, reinterpret_cast<void*>(control.stream));
-        } else {
-          cpu_step(config, buckets_[b].data(), n);
-        }
+    if (grads_.empty()) return;
+    // NOTE: [when the GIL is released]
+    // Another Python thread may run while the GIL is released, and may drop or re-point a
+    // gradient. Pinning every gradient costs about a microsecond each, which only pays off
+    // when the tensors are large: so the GIL is released when the gradients average at least
+    // kReleaseElements elements (the update then takes far longer than the pinning), and
+    // kept otherwise (the update is short, and no other Python code can run meanwhile).
+    std::vector<py::object> grad_pins;
+    std::optional<py::gil_scoped_release> release_gil;
+    if (elements_ >= kReleaseElements * static_cast<int64_t>(grads_.size())) {
+      grad_pins.reserve(grads_.size());
+      for (const py::object& g : grads_) grad_pins.push_back(pin_of(g));
+      release_gil.emplace();
+    }
+    for (int b = 0; b < kBuckets; ++b) {
+      if (buckets_[b].empty()) continue;
+      const bool cuda = b >= kBuckets / 2;
+      const int kind = b % (kBuckets / 2);
+      StepConfig config;
+      config.param_dtype = static_cast<DType>(kind / (2 * kNumDTypes));
+      config.state_dtype = static_cast<DType>(kind / 2 % kNumDTypes);
+      config.master_weights = kind % 2 == 1;
+      config.grad_scale = cuda ? reinterpret_cast<const float*>(control.grad_scale_ptr) : &control.grad_scale;
+      config.found_inf = cuda ? reinterpret_cast<const float*>(control.found_inf_ptr) : nullptr;
+      // Stochastic rounding applies to bfloat16 parameters without master weights; the
+      // group's other parameters round to nearest.
+      config.stochastic_rounding = control.stochastic_rounding &&
+                                   config.param_dtype == DType::BFloat16 && !config.master_weights;
+      config.seed = control.seed;
+      config.counter = control.counter;
+      const int64_t n = static_cast<int64_t>(buckets_[b].size());
+      if (cuda) {
+        cuda_step(config, buckets_[b].data(), n, reinterpret_cast<void*>(control.stream));
+      } else {
+        cpu_step(config, buckets_[b].data(), n);
       }
     }
+    release_gil.reset();
     for (bool* f : fresh_) *f = false;
-    fresh_.clear();
+    release();
   }
 
  private:
   static constexpr int kBuckets = kNumDTypes * kNumDTypes * 2 * 2;
+  static constexpr int64_t kReleaseElements = 1 << 15;
   static int bucket_of(DType param, DType state, bool master, bool cuda) {
     return ((int(cuda) * kNumDTypes + static_cast<int>(param)) * kNumDTypes + static_cast<int>(state)) * 2 +
            int(master);
   }
 
   struct Entry {
-    py::object param;
+    py::object param;  // the parameter as listed in the group
+    Held data;   // the array holding its values (torch: the tensor itself; NumPy: .data)
+    std::vector<Held> state;  // state arrays in slot order, then the step counter, then master
     bool torch = false;  // a torch tensor, else a genesis.nn.Parameter
     bool cuda = false;   // on a CUDA device (torch tensors only)
     bool ready = false;
-    ArrayInfo info;
     DType state_dtype = DType::Float32;
     TensorSlots slots;
   };
+
+  // Whether an admitted entry still is what was admitted, and this step's gradient `grad` fits
+  // it; describes the gradient into `g`. Every call here is tens of nanoseconds and there are a
+  // few per tensor per step (NOTE: [fast array description], NOTE: [pinned storage]).
+  bool current(const Entry& e, PyObject* grad, ArrayInfo& g) const {
+    for (const Held& h : e.state)
+      if (!h.unchanged(e.torch)) return false;
+    if (e.torch) {
+      // torch guarantees that a gradient's shape, dtype and device match its parameter when it
+      // is assigned; the parameter may have changed since, which data.unchanged() sees.
+      if (!e.data.unchanged(true) || !is_torch_tensor(grad) || is_contiguous(grad).ptr() != Py_True) return false;
+      const py::object ptr = data_ptr_of(grad);
+      const py::object numel = numel_of(grad);
+      if (!ptr || !numel) return false;
+      g = {PyLong_AsVoidPtr(ptr.ptr()), PyLong_AsLongLong(numel.ptr()), e.data.info.dtype};
+      return g.numel == e.data.info.numel;
+    }
+    // A genesis.nn.Parameter: its .data may have been replaced, and its gradient is a plain
+    // attribute nobody checked, so everything is compared, from NumPy's C struct.
+    const py::object data = data_of(e.param.ptr());
+    if (!data || data.ptr() != e.data.array.ptr() || !e.data.unchanged(false)) return false;
+    return describe_ndarray(grad, g, Access::Read) && same_shape(data.ptr(), grad) && g.dtype == e.data.info.dtype;
+  }
+
+  // Drops what one step gathered (the gradients' references included).
+  void release() {
+    for (auto& bucket : buckets_) bucket.clear();
+    fresh_.clear();
+    grads_.clear();
+    elements_ = 0;
+  }
+
   std::vector<Entry> entries_;
   std::array<std::vector<TensorSlots>, kBuckets> buckets_;
   std::vector<bool*> fresh_;
+  std::vector<py::object> grads_;  // this step's gradients, held until the update is done
+  int64_t elements_ = 0;
 };
 
 // Gradients for the clip functions, described once (see NOTE: [fast array description]).
@@ -320,7 +459,7 @@ class BufferList {
       py::object a = arrays[i];
       ArrayInfo info;
       const bool ok = cuda ? describe_torch(a.ptr(), info, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True
-                           : describe(a.ptr(), info);
+                           : describe(a.ptr(), info, Access::Read);
       if (!ok)
         throw py::type_error("gradient " + std::to_string(i) + " is not a contiguous floating-point " +
                              (cuda ? "CUDA tensor" : "CPU NumPy array or torch tensor"));
@@ -479,7 +618,8 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<GroupPlan>(m, "GroupPlan")
       .def(py::init<py::list>())
-      .def("admit", &GroupPlan::admit)
+      .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("state_dtype"),
+           py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"), py::arg("cuda"))
       .def("gather", &GroupPlan::gather)
       .def("sgd", [](GroupPlan& plan, const SgdOptions& o, const StepControl& control) {
         plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); },

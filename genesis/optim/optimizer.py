@@ -3,6 +3,7 @@ hand-off of whole groups to the compiled core (SPEC section 3)."""
 
 import contextlib
 import math
+import numbers
 from itertools import accumulate, chain
 
 import numpy as np
@@ -110,9 +111,20 @@ def _grad_enabled():
             yield
 
 
-def as_float(x):
-    """A hyperparameter as a Python float (it may be a 0-dim tensor, as torch allows)."""
-    return float(x.item()) if hasattr(x, "item") else float(x)
+def as_float(x, name="hyperparameter"):
+    """A hyperparameter as a Python float. Numbers and one-element tensors/arrays are accepted,
+    as torch accepts them; anything else (a string, None) is a TypeError naming it, instead of
+    being converted."""
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if hasattr(x, "item") and hasattr(x, "shape"):
+        size = int(np.prod(x.shape))
+        if size != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        value = x.item()
+        if isinstance(value, numbers.Real):
+            return float(value)
+    raise TypeError(f"{name} must be a number, got {type(x).__name__} {x!r}")
 
 
 # Mixed-precision options (SPEC section 8). They join a group's hyperparameters only when the
@@ -130,6 +142,8 @@ def precision_defaults(options):
 
 
 _PLAIN_STEP = _C.StepControl()
+# How often step() re-admits parameters that change while it prepares them (see _admit_all).
+_ADMIT_ATTEMPTS = 4
 
 
 def _where(group_index, param_index):
@@ -259,9 +273,14 @@ class Optimizer:
         if group.get("capturable"):
             raise ValueError("genesis does not implement capturable=True (its CUDA steps never "
                              "wait for the host, but the Python step is not graph-capturable)")
+        if "lr" in group:
+            as_float(group["lr"], "lr")  # a string is a TypeError, as in torch; not converted
         _C.validate(self._options(group))
         if group.get("state_dtype") is not None:
             _interop.dtype_code_of_name(group["state_dtype"])
+        seed = group.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
 
     def _storage(self, group, arr):
         """(state dtype code, master weights?) for a parameter of this group: float32 state
@@ -372,6 +391,8 @@ class Optimizer:
         pending = []
         for gi, group in enumerate(groups):
             params = group["params"]
+            if type(params) is not list:  # the user may have set a tuple (torch iterates it)
+                params = group["params"] = list(params)
             layout = (self._state_names(group), group.get("state_dtype"),
                       bool(group.get("master_weights")))
             cached = self._plans[gi]
@@ -387,22 +408,36 @@ class Optimizer:
             self._admit_all(pending)
 
     def _admit_all(self, pending):
-        # Validate everything first, then create state: a failure leaves nothing changed.
-        for gi, group, cached, missing in pending:
-            for i in missing:
-                p = group["params"][i]
-                where = _where(gi, i)
-                _interop.check_param(p, where)
-                _interop.check_grad(p, p.grad, where)
-                self._check_state(p, group, where)
-        first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
-        for gi, group, cached, missing in pending:
-            for i in missing:
-                self._admit(cached.plan, group, i, first_index[gi] + i)
-            cached.cuda_device = cuda_device_of(group["params"])  # a parameter may have moved
-        for gi, group, cached, missing in pending:
-            if cached.plan.gather(group["params"]):
-                raise RuntimeError(f"genesis internal error: param group {gi} could not be prepared")
+        """Validate, create state for and admit every pending parameter, then gather again.
+        Validation runs for all of them before any state is created: a failure leaves nothing
+        changed. Another thread may change a parameter between the admission and the gather
+        (NOTE: [pinned storage]); that is retried a few times, then reported."""
+        for _ in range(_ADMIT_ATTEMPTS):
+            for gi, group, cached, missing in pending:
+                for i in missing:
+                    p = group["params"][i]
+                    where = _where(gi, i)
+                    _interop.check_param(p, where)
+                    _interop.check_grad(p, p.grad, where)
+                    self._check_state(p, group, where)
+            first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
+            for gi, group, cached, missing in pending:
+                for i in missing:
+                    self._admit(cached.plan, group, i, first_index[gi] + i)
+                cached.cuda_device = cuda_device_of(group["params"])  # a parameter may have moved
+            still = []
+            for gi, group, cached, _ in pending:
+                missing = cached.plan.gather(group["params"])
+                if missing is None:
+                    raise RuntimeError(f"the parameter list of param group {gi} changed while "
+                                       "step() was preparing it (another thread?)")
+                if missing:
+                    still.append((gi, group, cached, missing))
+            if not still:
+                return
+            pending = still
+        raise RuntimeError(f"parameters of param group {pending[0][0]} kept changing while step() "
+                           "was preparing them (is another thread modifying them?)")
 
     def _check_state(self, param, group, where):
         """Existing state must match the parameter (it may have been loaded or replaced): same
@@ -427,6 +462,10 @@ class Optimizer:
                 raise ValueError(f"state '{name}' of {where} does not match the parameter (library, "
                                  f"shape, device and contiguity must be equal, dtype "
                                  f"{_interop.CODE_NAMES[code]})")
+            if not _interop.is_torch(value):
+                _interop.check_native(value, f"state '{name}' of {where}")
+                if not value.flags.writeable:
+                    raise ValueError(f"state '{name}' of {where} is a read-only array")
         step = state.get("step")
         if self._counts_steps and step is not None and not _is_step_counter(step, arr):
             raise ValueError(f"state 'step' of {where} must be a 0-dim float32 array on the CPU "
@@ -441,25 +480,25 @@ class Optimizer:
         arr = _interop.array_of(param)
         names = self._state_names(group)
         state_code, master = self._storage(group, arr)
-        state_ptrs, step_ptr, master_ptr, fresh = [], 0, 0, False
+        state_arrays, step, master_param, fresh = [], None, None, False
         if names or self._counts_steps or master:
             state = self._state[param]
             for name in names:
                 if state.get(name) is None:
                     dict.__setitem__(state, name, _interop.zeros_like(arr, state_code))
                     fresh = True
-            state_ptrs = [_interop.data_ptr(state[n]) for n in names]
+            state_arrays = [state[n] for n in names]
             if self._counts_steps:
                 if "step" not in state:
                     dict.__setitem__(state, "step", _interop.new_step(arr))
-                step_ptr = _interop.data_ptr(state["step"])
+                step = state["step"]
             if master:
                 if state.get("master_param") is None:
                     dict.__setitem__(state, "master_param",
                                      _interop.copy_into_like(arr, arr, _interop.FLOAT32))
-                master_ptr = _interop.data_ptr(state["master_param"])
-        plan.admit(index, _interop.data_ptr(arr), _interop.numel(arr), _interop.dtype_code(arr),
-                   state_ptrs, state_code, step_ptr, master_ptr, fresh, uid, _interop.is_cuda(arr))
+                master_param = state["master_param"]
+        plan.admit(index, arr, state_arrays, state_code, step, master_param, fresh, uid,
+                   _interop.is_cuda(arr))
 
     # ------------------------------------------------------------------------- state_dict
     def state_dict(self):
@@ -553,7 +592,8 @@ def _is_step_counter(step, arr):
         device = arr.device if arr.is_cuda else torch.device("cpu")
         return (isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32
                 and step.device == device)
-    return getattr(step, "shape", None) == () and getattr(step, "dtype", None) == "float32" and hasattr(step, "ctypes")
+    return (isinstance(step, np.ndarray) and step.shape == () and step.dtype == np.float32
+            and step.flags.writeable)
 
 
 def _export_step(step):

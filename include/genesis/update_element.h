@@ -25,7 +25,18 @@ template <typename Rule, ParamStore kStore, typename P, typename S, typename T>
 GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S& s1, S& s2, uint32_t index,
                                const typename Rule::template Coeffs<T>& c, T grad_scale, uint32_t rng_key) {
   constexpr int K = Rule::kStates;
-  T p = kStore == ParamStore::Master ? T(master) : load<T>(param);
+  T p;
+  if constexpr (kStore == ParamStore::Master) {
+    // NOTE: [master re-seed]
+    // After every step the parameter holds exactly the rounding of its master copy. An element
+    // that does not was written by the user since (model.load_state_dict, an in-place edit):
+    // the user's value wins and becomes the new master value, instead of being silently undone.
+    P rounded;
+    store(rounded, master);
+    p = rounded.bits == param.bits ? T(master) : load<T>(param);
+  } else {
+    p = load<T>(param);
+  }
   T v0 = K > 0 ? load<T>(s0) : T(0);
   T v1 = K > 1 ? load<T>(s1) : T(0);
   T v2 = K > 2 ? load<T>(s2) : T(0);

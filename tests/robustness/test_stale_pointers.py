@@ -1,0 +1,202 @@
+"""The cached fast path never trusts a pointer the user could have changed (issue: memory and
+data safety; NOTE: [pinned storage] in csrc/python/bindings.cpp).
+
+Each case runs in a child interpreter (tests/robustness/child.py): before the fix most of them
+crashed the interpreter or silently computed float32 math on float16 memory. Where torch can do
+the same thing, genesis must give torch's numbers; where torch refuses (a state dtype that no
+longer matches), genesis must give the numbers of a fresh optimizer loaded with the same state,
+bit for bit: the stale plan may not change the answer.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from child import run_case  # noqa: E402
+
+torch = pytest.importorskip("torch")
+
+# A fresh optimizer with the same state, stepped beside the one whose plan went stale.
+_TWIN = """
+import copy, torch, genesis
+
+def twin_step(params, opt, cls, **kw):
+    '''Copies of `params` (with their grads) in a new optimizer loaded with opt's state.'''
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for t, p in zip(twins, params):
+        t.grad = None if p.grad is None else p.grad.detach().clone()
+    fresh = cls(twins, **kw)
+    fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
+    fresh.step()
+    return twins, fresh
+
+def same_bits(a, b):
+    a, b = a.detach().reshape(-1), b.detach().reshape(-1)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    view = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+            torch.float64: torch.int64}[a.dtype]
+    return bool(torch.equal(a.view(view), b.view(view)))
+"""
+
+
+@pytest.mark.parametrize("n", [65536, 8])
+def test_parameter_dtype_changed_at_the_same_address(n):
+    """`p.data = p.data.double(); p.data = p.data.half()` after a step: the new float16 storage
+    may land where the float32 one was. The step must update float16 memory as float16."""
+    result = run_case(setup=_TWIN, source=f"""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn({n}))
+    opt = genesis.optim.AdamW([p], lr=1e-2)
+    p.grad = torch.randn({n})
+    opt.step()
+    p.data = p.data.double()
+    p.data = p.data.half()
+    p.grad = torch.randn({n}).half()
+    twins, _ = twin_step([p], opt, genesis.optim.AdamW, lr=1e-2)
+    opt.step()
+    report(dtype=str(p.dtype), finite=bool(torch.isfinite(p).all()), same=same_bits(p, twins[0]))
+    """)
+    assert result == {"dtype": "torch.float16", "finite": True, "same": True}
+
+
+def test_float16_view_of_float32_parameter():
+    """`p.data = p.data.view(torch.float16)[:n]` keeps the data pointer and the element count:
+    only the dtype says it is another array now."""
+    result = run_case(setup=_TWIN, source="""
+    torch.manual_seed(0)
+    n = 4096
+    p = torch.nn.Parameter(torch.randn(n) * 1e-3)
+    opt = genesis.optim.AdamW([p], lr=1e-2)
+    p.grad = torch.randn(n)
+    opt.step()
+    before = p.data_ptr()
+    p.data = p.data.view(torch.float16)[:n]
+    p.grad = torch.randn(n).half()
+    twins, _ = twin_step([p], opt, genesis.optim.AdamW, lr=1e-2)
+    opt.step()
+    report(same_ptr=p.data_ptr() == before, same=same_bits(p, twins[0]))
+    """)
+    assert result == {"same_ptr": True, "same": True}
+
+
+def test_module_double_then_half():
+    """`model.double(); model.half()` on an nn.Linear(512, 512) after a step."""
+    result = run_case(setup=_TWIN, source="""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(512, 512)
+    opt = genesis.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 512)).sum().backward()
+    opt.step()
+    model.double()
+    model.half()
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    params = list(model.parameters())
+    twins, _ = twin_step(params, opt, genesis.optim.AdamW, lr=1e-3)
+    opt.step()
+    report(same=[same_bits(p, t) for p, t in zip(params, twins)])
+    """)
+    assert result == {"same": [True, True]}
+
+
+@pytest.mark.parametrize("n", [65536, 8])
+def test_state_storage_replaced_as_torch_users_do(n):
+    """The "move optimizer state to a device" recipe, `v.data = v.data.clone()` for every state
+    tensor: torch then updates the new tensors, so must genesis (the plan used to write into the
+    freed ones). Parameters and state equal torch's after further steps."""
+    result = run_case(f"""
+    import torch, genesis
+    torch.manual_seed(0)
+    init = torch.randn({n})
+    grads = [torch.randn({n}) for _ in range(4)]
+    out = {{}}
+    for lib in ("torch", "genesis"):
+        p = torch.nn.Parameter(init.clone())
+        module = torch.optim if lib == "torch" else genesis.optim
+        opt = module.AdamW([p], lr=1e-2)
+        p.grad = grads[0].clone()
+        opt.step()
+        for v in opt.state[p].values():
+            v.data = v.data.clone()
+        for g in grads[1:]:
+            p.grad = g.clone()
+            opt.step()
+        out[lib] = (p.detach().clone(), {{k: v.clone() for k, v in opt.state[p].items()}})
+    (pt, st), (pg, sg) = out["torch"], out["genesis"]
+    report(param=bool(torch.allclose(pg, pt, rtol=1e-5, atol=1e-6)),
+           state={{k: bool(torch.allclose(sg[k], st[k], rtol=1e-5, atol=1e-6)) for k in st}})
+    """)
+    assert result == {"param": True,
+                      "state": {"step": True, "exp_avg": True, "exp_avg_sq": True}}
+
+
+def test_state_dtype_reinterpreted_in_place_is_refused():
+    """A state tensor re-pointed at a view of another dtype (same address): the step must see it
+    and refuse it (torch would fail too), changing nothing."""
+    result = run_case("""
+    import torch, genesis
+    p = torch.nn.Parameter(torch.randn(64))
+    opt = genesis.optim.Adam([p])
+    p.grad = torch.randn(64)
+    opt.step()
+    before = p.detach().clone()
+    v = opt.state[p]["exp_avg"]
+    v.data = v.data.view(torch.int32)
+    p.grad = torch.randn(64)
+    try:
+        opt.step()
+        err = None
+    except (TypeError, ValueError) as e:
+        err = type(e).__name__ + ": " + str(e)
+    report(err=err, unchanged=bool(torch.equal(p.detach(), before)))
+    """)
+    assert result["unchanged"] is True
+    assert result["err"] is not None and "exp_avg" in result["err"]
+
+
+@pytest.mark.parametrize("what", ["grad_none", "data_replaced", "state_replaced"])
+def test_other_thread_changes_the_group_during_step(what):
+    """Another thread that drops a gradient, re-points a parameter or replaces state while
+    step() runs (with the GIL released for a 64 MB parameter) must not make the kernel touch
+    freed memory. The outcome of such a race is unspecified, as in torch; the process must
+    survive, and the parameter stay finite."""
+    result = run_case(f"""
+    import threading, torch, genesis
+    n = 1 << 24
+    p = torch.nn.Parameter(torch.zeros(n))
+    opt = genesis.optim.AdamW([p], lr=1e-3)
+    stop = threading.Event()
+
+    def meddle():
+        while not stop.is_set():
+            if "{what}" == "grad_none":
+                p.grad = None
+            elif "{what}" == "data_replaced":
+                p.data = torch.zeros(n)
+            else:
+                for v in list(opt.state[p].values()):
+                    v.data = v.data.clone()
+
+    steps = 0
+    meddler = threading.Thread(target=meddle)
+    p.grad = torch.ones(n)
+    opt.step()
+    meddler.start()
+    try:
+        for _ in range(12):
+            p.grad = torch.ones(n)
+            try:
+                opt.step()
+                steps += 1
+            except (TypeError, ValueError, RuntimeError):
+                pass  # a clear error is an acceptable outcome of the race; a crash is not
+    finally:
+        stop.set()
+        meddler.join()
+    report(finite=bool(torch.isfinite(p.detach()).all()))
+    """, timeout=600)
+    assert result == {"finite": True}
