@@ -102,6 +102,23 @@ def test_line_search_zooms_like_torch(dtype):
     assert ours["func_evals"] == theirs["func_evals"] > ours["n_iter"]  # more evaluations than iterations
 
 
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_16_bit_parameters_give_torch_bits(dtype, line_search_fn):
+    """The same operations in the same order on torch tensors: the same bits, in the
+    parameters' own dtype (as torch, L-BFGS has no mixed-precision options)."""
+    x, y = (t.to(dtype) for t in data(torch.float32))
+    models = [MLP(dtype), MLP(dtype)]
+    opts = [cls(list(m.parameters()), max_iter=4, line_search_fn=line_search_fn)
+            for cls, m in zip((torch.optim.LBFGS, genesis.optim.LBFGS), models)]
+    for _ in range(5):
+        for model, opt in zip(models, opts):
+            opt.step(closure_for(model, opt, x, y))
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)
+    assert first_state(opts[1])["d"].dtype == dtype
+
+
 def test_sparse_gradients_count_densified_like_torch():
     models, opts = [], []
     for cls in (torch.optim.LBFGS, genesis.optim.LBFGS):

@@ -91,6 +91,18 @@ def test_matches_torch_on_embeddings(dtype, maximize):
     assert opt.state[model.tags.weight]["step"] == STEPS
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_16_bit_parameters_give_torch_bits(dtype):
+    """The same operations in the same order: the same bits, in the parameters' own dtype."""
+    models, opts = twin(dtype)
+    data = batches(10)
+    for model, opt in zip(models, opts):
+        train(model, opt, data)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)
+    assert opts[1].state[models[1].words.weight]["exp_avg"].dtype == dtype
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_several_sparse_dimensions_like_torch(dtype):
     """A fully sparse gradient of a 3-d parameter addresses single elements."""
