@@ -30,7 +30,7 @@ class SparseAdam(Optimizer):
 
     - torch parameters: a sparse COO tensor of the parameter's shape, such as
       ``nn.Embedding(sparse=True)`` produces (duplicate indices are summed). A dense gradient
-      raises torch's RuntimeError. CPU and CUDA.
+      raises torch's RuntimeError. CPU and CUDA (the same torch operations on either).
     - ``genesis.nn.Parameter`` (NumPy has no sparse arrays): a pair ``(indices, values)``, with
       ``indices`` an integer array of shape ``(n,)`` choosing rows of the parameter (entries
       along its first axis) and ``values`` of shape ``(n, *param.shape[1:])`` and the
