@@ -216,11 +216,18 @@ struct StepControl {
 //    second alias (`detach()`) of the admitted storage, so that memory stays allocated however
 //    the user's tensor is re-pointed, and no other tensor can ever be given its address. For
 //    NumPy, holding the array object is enough (its buffer cannot be swapped).
-// 2. Every step re-reads each array's data pointer and dtype (NumPy: also contiguity, byte
-//    order and writeability, from its C struct) and compares them with what was admitted.
-//    Because of (1), an equal pointer means the same memory. Anything different is sent back
-//    to Python, which validates the array as it is now and admits it again (torch then uses
-//    the user's new tensors, as torch.optim does).
+// 2. Before an array is used again, its data pointer and dtype (NumPy: also contiguity, byte
+//    order and writeability, from its C struct) are re-read and compared with what was
+//    admitted. Because of (1), an equal pointer means the same memory. Anything different is
+//    sent back to Python, which validates the array as it is now and admits it again (torch
+//    then uses the user's new tensors, as torch.optim does).
+//    The parameter is re-checked every step (the user holds it). A state array can only be
+//    changed by code holding a reference to it, and the only way to get one is through the
+//    optimizer (optimizer.state's accessors, state_dict()), which tells the plan so
+//    (`verify_state`): then every state array is re-checked, and the plan notes which ones are
+//    still referenced from outside (their reference count says so); those are re-checked
+//    every step until they are private again. A plain training loop thus pays nothing per
+//    step for its state, and a user who keeps a state tensor is still never trusted.
 // Gradients are new objects every step: the plan holds a reference to each for the duration of
 // the step. The GIL is released during the update only when the step is large (see run()); then
 // the gradients are pinned like the rest, so another thread that drops or re-points anything
@@ -231,6 +238,7 @@ struct Held {
   py::object array;  // what the user sees (the parameter, or an entry of optimizer.state)
   py::object pin;    // torch: an alias that keeps the admitted storage allocated
   ArrayInfo info;
+  bool watched = true;  // referenced from outside the optimizer: re-check every step
 
   // Whether `array` still is the memory that was admitted (see NOTE: [pinned storage]).
   bool unchanged(bool torch) const {
@@ -244,6 +252,19 @@ struct Held {
            now.dtype == info.dtype;
   }
 };
+
+// References to a state array that the optimizer itself holds: its entry in optimizer.state,
+// and Held::array. An array with no more than these is private: only the optimizer can reach it.
+constexpr Py_ssize_t kPrivateRefs = 2;
+
+bool is_private(PyObject* array) {
+#ifdef Py_GIL_DISABLED
+  (void)array;
+  return false;  // reference counts are not exact in free-threaded builds: always re-check
+#else
+  return Py_REFCNT(array) <= kPrivateRefs;
+#endif
+}
 
 // A torch tensor's pin, or None for NumPy arrays (held by Held::array already).
 py::object pin_of(const py::object& array) {
@@ -320,8 +341,9 @@ class GroupPlan {
   // Collects this step's gradients of `params` (the group's list, which must still hold the
   // parameters the plan was built for, in order; None if it does not: rebuild the plan).
   // Returns the indices Python must admit before the step can run (empty when the plan is
-  // ready); parameters without a gradient are skipped.
-  std::optional<std::vector<size_t>> gather(py::list params) {
+  // ready); parameters without a gradient are skipped. `verify_state`: user code may have
+  // reached the state arrays since the last step (see NOTE: [pinned storage]).
+  std::optional<std::vector<size_t>> gather(py::list params, bool verify_state) {
     if (py::len(params) != entries_.size()) return std::nullopt;
     release();
     std::vector<size_t> pending;
@@ -331,7 +353,7 @@ class GroupPlan {
       py::object grad = grad_of(e.param.ptr());
       if (!grad || grad.is_none()) continue;
       ArrayInfo g;
-      if (!e.ready || !current(e, grad.ptr(), g)) {
+      if (!e.ready || !current(e, grad.ptr(), g, verify_state)) {
         e.ready = false;
         pending.push_back(i);
         continue;
@@ -393,6 +415,14 @@ class GroupPlan {
     release();
   }
 
+  // How many state arrays are re-checked every step (see NOTE: [pinned storage]).
+  int watched() const {
+    int n = 0;
+    for (const Entry& e : entries_)
+      for (const Held& h : e.state) n += h.watched;
+    return n;
+  }
+
  private:
   static constexpr int kBuckets = kNumDTypes * kNumDTypes * 2 * 2;
   static constexpr int64_t kReleaseElements = 1 << 15;
@@ -415,9 +445,12 @@ class GroupPlan {
   // Whether an admitted entry still is what was admitted, and this step's gradient `grad` fits
   // it; describes the gradient into `g`. Every call here is tens of nanoseconds and there are a
   // few per tensor per step (NOTE: [fast array description], NOTE: [pinned storage]).
-  bool current(const Entry& e, PyObject* grad, ArrayInfo& g) const {
-    for (const Held& h : e.state)
+  bool current(Entry& e, PyObject* grad, ArrayInfo& g, bool verify_state) const {
+    for (Held& h : e.state) {
+      if (!verify_state && !h.watched) continue;
       if (!h.unchanged(e.torch)) return false;
+      h.watched = !is_private(h.array.ptr());
+    }
     if (e.torch) {
       // torch guarantees that a gradient's shape, dtype and device match its parameter when it
       // is assigned; the parameter may have changed since, which data.unchanged() sees.
@@ -620,7 +653,8 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<py::list>())
       .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("state_dtype"),
            py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"), py::arg("cuda"))
-      .def("gather", &GroupPlan::gather)
+      .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
+      .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).")
       .def("sgd", [](GroupPlan& plan, const SgdOptions& o, const StepControl& control) {
         plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); },
                  [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(sgd_step(o, c, t, n, s)); });

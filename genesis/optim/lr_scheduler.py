@@ -2,11 +2,11 @@
 
 A drop-in for ``torch.optim.lr_scheduler``: the same classes, constructor signatures,
 attributes (``last_epoch``, ``base_lrs``, ``get_last_lr()``), ``state_dict()`` /
-``load_state_dict()``, warnings and errors.  Every scheduler except
-:class:`CosineAnnealingLR` produces the same learning-rate sequence as torch's (the same
-floating-point expressions, evaluated in the same order).  :class:`CosineAnnealingLR`
-evaluates the closed form on every step instead of torch's recursive update, which drifts
-by rounding error.
+``load_state_dict()``, warnings and errors.  Every scheduler produces the same learning-rate
+sequence as torch's (the same floating-point expressions, evaluated in the same order), so
+schedulers compose in :class:`ChainedScheduler` as torch's do.  One deliberate difference:
+resuming is exact whichever of the optimizer's and the scheduler's states is restored first
+(NOTE: [resume in either order]); torch's is exact only when the scheduler is built first.
 
 A scheduler drives any optimizer object that has ``param_groups`` (a list of dicts with an
 ``"lr"`` entry, and ``"momentum"`` or ``"betas"`` for the schedulers that cycle momentum)
@@ -20,6 +20,7 @@ groups, parameters or state.
 
 from __future__ import annotations
 
+import itertools
 import math
 import types
 import warnings
@@ -195,6 +196,68 @@ def _track_optimizer_steps(optimizer) -> None:
     optimizer.step = wrapper
 
 
+def _equal(a, b) -> bool:
+    """``a == b`` as a bool; False where the comparison has no single truth value."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
+def _group_entries(optimizer) -> list:
+    """Each param group's entries except its parameters (tensor values cloned)."""
+    return [
+        {key: _snapshot(value) for key, value in group.items() if key != "params"}
+        for group in optimizer.param_groups
+    ]
+
+
+# Construction order of the schedulers, so that a composite scheduler can tell which of its
+# children was built first (see _Construction).
+_construction_order = itertools.count()
+
+
+class _Construction:
+    """What building a scheduler wrote into its optimizer's param groups, kept until the
+    scheduler first steps so that ``load_state_dict`` can take it back.
+
+    NOTE: [resume in either order] A training script resumes by building the optimizer and the
+    scheduler and loading both states, with the optimizer's state loaded either before or after
+    the scheduler is built.  Building a scheduler writes the groups (the epoch-0 rate, and for
+    OneCycleLR / CyclicLR also momentum and their bounds); when the optimizer's state was loaded
+    first, those writes replace the restored values (torch then runs the first resumed step, or
+    with a chainable scheduler every step, at a wrong rate).  So ``load_state_dict`` called
+    before the scheduler's first step puts back every entry that construction changed and that
+    still holds the value construction left, provided the groups are still the dicts that
+    construction saw: an optimizer ``load_state_dict`` after construction (genesis's and
+    torch's both build new group dicts) replaces them, and then the loaded values stand, as in
+    torch.
+    """
+
+    def __init__(self, optimizer) -> None:
+        self.order = next(_construction_order)
+        self.groups = list(optimizer.param_groups)
+        self.before = _group_entries(optimizer)
+        self.after = None
+
+    def finish(self, optimizer) -> None:
+        """Record what the groups hold once construction is over."""
+        self.after = _group_entries(optimizer)
+
+    def take_back(self, optimizer, before=None) -> None:
+        """Restore ``before`` (default: the entries this construction found) where
+        construction changed them; nothing if the optimizer's groups were replaced since."""
+        groups = optimizer.param_groups
+        if self.after is None or len(groups) != len(self.groups):
+            return
+        if any(group is not seen for group, seen in zip(groups, self.groups)):
+            return
+        for group, old, new in zip(groups, before or self.before, self.after):
+            for key, value in old.items():
+                if key in group and key in new and not _equal(value, new[key]) and _equal(group[key], new[key]):
+                    _assign(group, key, value)
+
+
 class LRScheduler:
     """Base class of the learning-rate schedulers.
 
@@ -212,20 +275,28 @@ class LRScheduler:
         last_epoch: index of the last epoch; ``-1`` starts a new schedule.  When resuming
             with a value ``>= 0``, every group must already hold ``initial_lr``.
 
-    .. warning::
-        Creating a scheduler overwrites the optimizer's learning rates.  When restoring a
-        checkpoint, create the scheduler **before** calling the optimizer's
-        ``load_state_dict`` so that the loaded learning rates survive.
+    Creating a scheduler writes the optimizer's learning rates.  When restoring a checkpoint,
+    the optimizer's ``load_state_dict`` may come before or after the scheduler is created: the
+    scheduler's ``load_state_dict``, called before its first step, takes back what creating it
+    wrote over the loaded values (NOTE: [resume in either order]).
     """
 
-    # Flags that are True only during a step (class-level defaults); they, and the optimizer,
-    # are never saved.
+    # Flags that are True only during a step (class-level defaults); they, the optimizer and
+    # the construction record are never saved.
     _get_lr_called_within_step = False
     _is_initial = False
-    _NOT_SAVED = frozenset({"optimizer", "_get_lr_called_within_step", "_is_initial"})
+    _construction = None
+    _NOT_SAVED = frozenset({"optimizer", "_get_lr_called_within_step", "_is_initial", "_construction"})
+
+    def _begin_construction(self, optimizer) -> None:
+        """Note the param groups before this scheduler writes to them (the first call counts:
+        subclasses that write before ``LRScheduler.__init__`` call it first)."""
+        if self._construction is None:
+            self._construction = _Construction(optimizer)
 
     def __init__(self, optimizer, last_epoch: int = -1) -> None:
         _require_optimizer(optimizer)
+        self._begin_construction(optimizer)
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
@@ -242,6 +313,7 @@ class LRScheduler:
         self.last_epoch = last_epoch
         _track_optimizer_steps(optimizer)
         self._initial_step()
+        self._construction.finish(optimizer)
 
     def _initial_step(self) -> None:
         """Reset the step count and take the constructor's step (``last_epoch`` += 1)."""
@@ -263,9 +335,12 @@ class LRScheduler:
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the state returned by :meth:`state_dict`.
 
-        Load the optimizer's state as well: chainable schedulers continue from the
-        optimizer's current ``group["lr"]``.
+        Load the optimizer's state as well (before or after creating the scheduler):
+        chainable schedulers continue from the optimizer's current ``group["lr"]``.
         """
+        if self._construction is not None:
+            self._construction.take_back(self.optimizer)
+            self._construction = None
         self.__dict__.update(state_dict)
 
     def get_last_lr(self) -> list:
@@ -331,6 +406,8 @@ class LRScheduler:
         for group, lr in zip(groups, values):
             _assign(group, "lr", lr)
         self._last_lr = _group_values(self.optimizer, "lr")
+        if not self._is_initial:
+            self._construction = None  # stepped: the construction's writes are history
 
 
 class _LambdaScheduler(LRScheduler):
@@ -616,12 +693,15 @@ class PolynomialLR(LRScheduler):
 class CosineAnnealingLR(LRScheduler):
     """Cosine annealing: ``eta_min + (initial_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2``.
 
-    Unlike torch, which updates the rate recursively from the previous one (accumulating
-    rounding error), genesis evaluates this closed form at every step.  The two agree to
-    within that drift.  A consequence: this scheduler sets the rate from ``initial_lr`` and
-    ``last_epoch`` alone, so it does not compose multiplicatively with another scheduler in a
-    :class:`ChainedScheduler`, and a rate changed by hand is overwritten at the next step.
-    Past ``T_max`` the cosine continues (the rate rises again), as in torch.
+    Each step updates the group's current rate as torch does, by the ratio of consecutive
+    cosine factors, ``eta_min + (lr - eta_min) * (1 + cos(pi*t/T_max)) / (1 + cos(pi*(t-1)/T_max))``
+    (adding the step's increment instead at the minimum, where the ratio is 0/0).  On its own
+    this follows the closed form above up to rounding; and because it continues from the
+    group's current rate, it composes with another scheduler in a :class:`ChainedScheduler`
+    (e.g. a LinearLR warm-up), continues from a rate changed by hand, keeps the group's
+    current rate at construction (epoch 0), and resumes exactly whichever of the optimizer and
+    the scheduler is restored first: all exactly as torch's.  ``step(epoch)`` evaluates the
+    closed form.  Past ``T_max`` the cosine continues (the rate rises again), as in torch.
 
     Args:
         optimizer: the optimizer.
@@ -637,7 +717,18 @@ class CosineAnnealingLR(LRScheduler):
 
     def get_lr(self) -> list:
         self._warn_if_get_lr_called_directly()
-        return self._get_closed_form_lr()
+        if self._is_initial:
+            return _group_values(self.optimizer, "lr")
+        t, T_max, eta_min = self.last_epoch, self.T_max, self.eta_min
+        if (t - 1 - T_max) % (2 * T_max) == 0:
+            # Leaving the minimum: the ratio below would be 0/0.
+            increment = (1 - math.cos(math.pi / T_max)) / 2
+            return [
+                group["lr"] + (base_lr - eta_min) * increment
+                for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)
+            ]
+        ratio = (1 + math.cos(math.pi * t / T_max)) / (1 + math.cos(math.pi * (t - 1) / T_max))
+        return [ratio * (group["lr"] - eta_min) + eta_min for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
         scale = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
@@ -752,6 +843,7 @@ class OneCycleLR(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         _require_optimizer(optimizer)
+        self._begin_construction(optimizer)  # before this constructor writes the groups
         self.optimizer = optimizer
 
         if total_steps is not None:
@@ -886,6 +978,7 @@ class CyclicLR(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         _require_optimizer(optimizer)
+        self._begin_construction(optimizer)  # before this constructor writes the groups
         self.optimizer = optimizer
         base_lrs = _per_group("base_lr", optimizer, base_lr)
         if last_epoch == -1:
@@ -988,6 +1081,7 @@ class SequentialLR(LRScheduler):
                 f"than the number of milestone points, but got number of schedulers {len(schedulers)} and the "
                 f"number of milestones to be equal to {len(milestones)}"
             )
+        self._begin_construction(optimizer)
         self._schedulers = schedulers
         self._milestones = milestones
         self.last_epoch = last_epoch + 1
@@ -1002,9 +1096,11 @@ class SequentialLR(LRScheduler):
         first = self._schedulers[bisect_right(self._milestones, 0)]
         first._initial_step()
         self._last_lr = first.get_last_lr()
+        self._construction.finish(optimizer)
 
     def step(self) -> None:
         """Step the scheduler that owns the next epoch (restarting it at a milestone)."""
+        self._construction = None
         self.last_epoch += 1
         idx = bisect_right(self._milestones, self.last_epoch)
         scheduler = self._schedulers[idx]
@@ -1041,13 +1137,16 @@ class ChainedScheduler(LRScheduler):
             )
         optimizer = optimizer or schedulers[0].optimizer
         _check_scheduler_list(self, optimizer, schedulers)
+        self._begin_construction(optimizer)
         self._schedulers = schedulers
         self.optimizer = optimizer
         self.last_epoch = 0
         self._last_lr = _group_values(optimizer, "lr")
+        self._construction.finish(optimizer)
 
     def step(self) -> None:
         """Step every scheduler, in order."""
+        self._construction = None
         for scheduler in self._schedulers:
             scheduler.step()
         self.last_epoch += 1
@@ -1096,13 +1195,28 @@ def _undo_initial_step(scheduler) -> None:
 
 def _state_with_children(scheduler) -> dict:
     """State of SequentialLR / ChainedScheduler: their attributes plus each child's state_dict."""
-    state = _attribute_state(scheduler, ("optimizer", "_schedulers"))
+    state = _attribute_state(scheduler, scheduler._NOT_SAVED | {"_schedulers"})
     state["_schedulers"] = [child.state_dict() for child in scheduler._schedulers]
     return state
 
 
+def _constructions(scheduler) -> list:
+    """The pending construction records of ``scheduler`` and of all the schedulers it wraps,
+    which are cleared (their writes are taken back once, by the composite)."""
+    records = [scheduler._construction] if scheduler._construction is not None else []
+    scheduler._construction = None
+    for child in getattr(scheduler, "_schedulers", ()):
+        records += _constructions(child)
+    return records
+
+
 def _load_state_with_children(scheduler, state_dict: dict) -> None:
-    """Inverse of :func:`_state_with_children`; the given dict is left unchanged."""
+    """Inverse of :func:`_state_with_children`; the given dict is left unchanged.
+
+    Before the composite's first step, what building it and its children wrote is taken back
+    (NOTE: [resume in either order]): the groups as the first-built child found them, where
+    they still hold what the composite's construction left.
+    """
     state = dict(state_dict)
     children = state.pop("_schedulers")
     if len(children) != len(scheduler._schedulers):  # checked before anything changes
@@ -1110,6 +1224,12 @@ def _load_state_with_children(scheduler, state_dict: dict) -> None:
             f"the state holds {len(children)} schedulers, this {type(scheduler).__name__} has "
             f"{len(scheduler._schedulers)}"
         )
+    own = scheduler._construction
+    records = _constructions(scheduler)
+    if own is not None:
+        first = min(records, key=lambda record: record.order)
+        if len(first.groups) == len(own.groups) and all(a is b for a, b in zip(first.groups, own.groups)):
+            own.take_back(scheduler.optimizer, before=first.before)
     scheduler.__dict__.update(state)
     for child, child_state in zip(scheduler._schedulers, children):
         child.load_state_dict(child_state)

@@ -23,9 +23,13 @@ required = _RequiredParameter()
 
 
 class _ParamState(dict):
-    """One parameter's state. A write through it (replacing an array) tells the optimizer that
-    the pointers it cached for the core are stale. In-place changes to the arrays need no
-    notice: the pointers stay valid. See NOTE: [group plan] in csrc/python/bindings.cpp."""
+    """One parameter's state. The compiled plans cache pointers to its arrays (NOTE: [group
+    plan] and NOTE: [pinned storage] in csrc/python/bindings.cpp), so it tells the optimizer
+    - when an entry is replaced (the plans are rebuilt), and
+    - when user code obtains one of its arrays, through any accessor: that code could re-point
+      the array's storage (``v.data = ...``), so the next step re-checks the state's pointers.
+    Reading an entry costs one counter increment; in-place changes to the arrays need no
+    notice at all."""
 
     __slots__ = ("_owner",)
 
@@ -42,6 +46,14 @@ class _ParamState(dict):
         wrapper.__name__ = method.__name__
         return wrapper
 
+    def _exposes(method):
+        def wrapper(self, *args, **kwargs):
+            self._owner._state_exposed()
+            return method(self, *args, **kwargs)
+
+        wrapper.__name__ = method.__name__
+        return wrapper
+
     __setitem__ = _changed(dict.__setitem__)
     __delitem__ = _changed(dict.__delitem__)
     clear = _changed(dict.clear)
@@ -49,7 +61,19 @@ class _ParamState(dict):
     popitem = _changed(dict.popitem)
     setdefault = _changed(dict.setdefault)
     update = _changed(dict.update)
-    del _changed
+    __ior__ = _changed(dict.__ior__)
+    # Every way to read the arrays. __iter__ only yields keys, but overriding it makes
+    # dict(state) and {**state} read through __getitem__ instead of copying the raw entries.
+    __getitem__ = _exposes(dict.__getitem__)
+    get = _exposes(dict.get)
+    values = _exposes(dict.values)
+    items = _exposes(dict.items)
+    copy = _exposes(dict.copy)
+    __or__ = _exposes(dict.__or__)
+    __ror__ = _exposes(dict.__ror__)
+    __reduce_ex__ = _exposes(dict.__reduce_ex__)
+    __iter__ = dict.__iter__
+    del _changed, _exposes
 
 
 class _OptimizerState(dict):
@@ -79,12 +103,13 @@ class _OptimizerState(dict):
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version", "cuda_device", "inv_scale")
+    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale")
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
         self.layout = layout
         self.version = version
+        self.exposure = None  # Optimizer._exposure when the plan last checked its state arrays
         self.cuda_device = cuda_device_of(params)
         # CUDA groups: the device tensor holding 1/scale that the last step's kernels read,
         # kept until the next step so the launch never sees freed memory.
@@ -180,6 +205,7 @@ class Optimizer:
     def __init__(self, params, defaults):
         self.defaults = defaults
         self._version = 0
+        self._exposure = 0
         self._plans = []
         self._state = _OptimizerState(self)
         self.param_groups = []
@@ -214,6 +240,9 @@ class Optimizer:
     def _state_changed(self):
         self._version += 1
 
+    def _state_exposed(self):
+        self._exposure += 1
+
     # Pickling and copy.deepcopy (as torch optimizers allow): the compiled plans hold raw
     # pointers, so they are left out and rebuilt on the next step.
     def __getstate__(self):
@@ -224,6 +253,7 @@ class Optimizer:
         self.defaults = saved["defaults"]
         self.param_groups = saved["param_groups"]
         self._version = 0
+        self._exposure = 0
         self._plans = []
         self.state = saved["state"]
 
@@ -398,10 +428,12 @@ class Optimizer:
             cached = self._plans[gi]
             missing = None
             if cached is not None and cached.version == self._version and cached.layout == layout:
-                missing = cached.plan.gather(params)  # None: the group's parameters changed
+                exposed = cached.exposure != self._exposure
+                missing = cached.plan.gather(params, exposed)  # None: the parameters changed
             if missing is None:
                 cached = self._plans[gi] = _CachedPlan(params, layout, self._version)
                 missing = cached.plan.gather(params)
+            cached.exposure = self._exposure
             if missing:
                 pending.append((gi, group, cached, missing))
         if pending:

@@ -200,3 +200,72 @@ def test_other_thread_changes_the_group_during_step(what):
     report(finite=bool(torch.isfinite(p.detach()).all()))
     """, timeout=600)
     assert result == {"finite": True}
+
+
+# Every way user code can reach a state tensor and re-point it; torch then uses the new tensors.
+_REPOINT = {
+    "values": "for v in opt.state[p].values(): v.data = v.data.clone()",
+    "items": "for _, v in opt.state[p].items(): v.data = v.data.clone()",
+    "getitem": "for k in list(opt.state[p]): opt.state[p][k].data = opt.state[p][k].data.clone()",
+    "get": "opt.state[p].get('exp_avg').data = opt.state[p].get('exp_avg').data.clone()",
+    "dict_copy": "for v in dict(opt.state[p]).values(): v.data = v.data.clone()",
+    "unpacked": "for v in {**opt.state[p]}.values(): v.data = v.data.clone()",
+    "state_dict": "for v in opt.state_dict()['state'][0].values():\n"
+                  "    v.data = v.data.clone() if v.dim() else v.data",
+    "held_since_first_step": "held.data = held.data.clone()",
+}
+
+
+@pytest.mark.parametrize("how", sorted(_REPOINT))
+def test_state_repointed_through_any_accessor(how):
+    """The plan only re-checks state arrays after user code could have reached them (NOTE:
+    [pinned storage]): whichever way the user got the tensor, genesis must use the new one."""
+    result = run_case(f"""
+    import torch, genesis
+    torch.manual_seed(0)
+    init = torch.randn(64)
+    grads = [torch.randn(64) for _ in range(5)]
+    out = {{}}
+    for lib in ("torch", "genesis"):
+        module = torch.optim if lib == "torch" else genesis.optim
+        p = torch.nn.Parameter(init.clone())
+        opt = module.Adam([p], lr=1e-2)
+        p.grad = grads[0].clone()
+        opt.step()
+        held = opt.state[p]["exp_avg"]
+        p.grad = grads[1].clone()
+        opt.step()
+        exec({_REPOINT[how]!r})
+        del held
+        for g in grads[2:]:
+            p.grad = g.clone()
+            opt.step()
+        # The re-pointed tensors are the ones that were updated.
+        out[lib] = {{k: dict.__getitem__(opt.state[p], k).clone() for k in ("exp_avg", "exp_avg_sq")}}
+        out[lib]["param"] = p.detach().clone()
+    report(**{{k: bool(torch.allclose(out["genesis"][k], out["torch"][k], rtol=1e-5, atol=1e-7))
+              for k in out["torch"]}})
+    """)
+    assert result == {"exp_avg": True, "exp_avg_sq": True, "param": True}
+
+
+def test_plain_training_loop_rechecks_no_state_per_step():
+    """The reason for the exposure rule: a loop that never reads the state pays nothing per
+    step for it, while a state tensor the user keeps is re-checked every step."""
+    import genesis
+
+    p = torch.nn.Parameter(torch.randn(8))
+    opt = genesis.optim.AdamW([p])
+    for _ in range(3):
+        p.grad = torch.randn(8)
+        opt.step()
+    plan = opt._plans[0].plan
+    assert plan.watched() == 0
+    kept = opt.state[p]["exp_avg"]
+    p.grad = torch.randn(8)
+    opt.step()
+    assert plan.watched() == 1
+    del kept
+    p.grad = torch.randn(8)
+    opt.step()
+    assert plan.watched() == 0

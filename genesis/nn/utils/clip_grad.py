@@ -10,18 +10,36 @@ from ... import _interop
 
 def _grads(parameters):
     """The parameters' gradients (those that have one) and whether the parameters are torch
-    tensors. A single parameter is accepted as well as an iterable."""
+    tensors (None when there are no parameters). A single parameter is accepted as well as an
+    iterable."""
     if _interop.is_parameter(parameters):
         parameters = [parameters]
     parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
-    return grads, bool(parameters) and _interop.is_torch(parameters[0])
+    return grads, _interop.is_torch(parameters[0]) if parameters else None
+
+
+def _check_writable_native(grads):
+    """NumPy gradients must be native-endian and writeable: the core reads the bytes as native
+    numbers (a big-endian array would give a wrong norm) and clips in place (a read-only array,
+    e.g. one over immutable ``bytes``, must not be written). Checked before anything is
+    modified; torch tensors are always native and writeable."""
+    for i, g in enumerate(grads):
+        if isinstance(g, np.ndarray):
+            if not g.dtype.isnative:
+                raise TypeError(f"gradient {i} has non-native byte order (dtype '{g.dtype.str}'); "
+                                "genesis reads native-endian arrays only: convert it, e.g. "
+                                "p.grad = p.grad.astype(p.grad.dtype.newbyteorder('='))")
+            if not g.flags.writeable:
+                raise ValueError(f"gradient {i} is a read-only array; clipping writes the "
+                                 "gradients in place")
 
 
 def _buffers(grads):
     """The core's view of the gradients: all on the CPU, or all on one GPU. The core checks
     them all in one pass; only when it refuses one does Python look again, to say precisely
     what is wrong."""
+    _check_writable_native(grads)
     cuda = _interop.is_cuda(grads[0])
     if cuda and any(g.device != grads[0].device for g in grads):
         raise ValueError("gradients are on several devices; clip each device's parameters "
@@ -47,35 +65,122 @@ def _buffers(grads):
 def _as_scalar(value, buffers, grads, torch_params):
     """The norm as the parameters' library returns it (SPEC section 5): for torch parameters a
     0-dim tensor of the dtype torch gives it, so float32 gradients get a float32 norm (inf if it
-    overflows float32, as in torch); a NumPy float64 otherwise (the double-precision norm)."""
+    overflows float32, as in torch); a NumPy float64 otherwise (the double-precision norm).
+    ``torch_params`` is None when there were no parameters at all: then the result is torch's
+    ``tensor(0.)`` if torch has been imported, else a NumPy float64."""
+    torch = _interop.torch_module()
+    if torch_params is None:
+        torch_params = torch is not None
     if not torch_params:
         return np.float64(value)
-    torch = _interop.torch_module()
     if not grads:
         return torch.tensor(value)
     return torch.tensor(value, dtype=_interop.torch_dtype(buffers.result_dtype()),
                         device=grads[0].device)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_LOG_FLOAT32_MAX = math.log(_FLOAT32_MAX)
+_FLOAT16_MAX = 65504.0  # the narrowest range of the four dtypes
+
+
+def _sum_overflows_float32(norm, count, norm_type):
+    """Whether torch's CPU kernel, which sums ``|x|**p`` in float32 for float32 and 16-bit
+    tensors (a single element is returned as it is), overflows computing this ``norm``."""
+    return count > 1 and math.isfinite(norm_type) and norm > 0 and norm_type * math.log(norm) > _LOG_FLOAT32_MAX
+
+
+def _as_torch_computes(norm, count, dtype, norm_type):
+    """The exact ``norm`` of ``count`` values of torch ``dtype`` as torch returns it."""
+    torch = _interop.torch_module()
+    if dtype != torch.float64 and _sum_overflows_float32(norm, count, norm_type):
+        return math.inf
+    return float(torch.tensor(norm, dtype=torch.float64).to(dtype))  # inf beyond the range
+
+
+def _torch_cpu_norm(buffers, grads, norm_type):
+    """The total norm of torch CPU gradients: the core's double-precision norm, except where
+    torch's own computation overflows.
+
+    NOTE: [torch norm overflow] torch takes each gradient's norm in that gradient's dtype, then
+    the norm of those norms in their promoted dtype, summing ``|x|**p`` in float32 for float32,
+    float16 and bfloat16. So a total that fits comfortably in float64 can be inf in torch: a
+    bfloat16 gradient's norm beyond bfloat16's range beside float64 gradients, or float32
+    gradients whose squares' sum passes float32's range (a norm above 1.8e19). Only a large
+    total can hide such an overflow; then (rarely) the norms are taken gradient by gradient and
+    treated as torch treats them (gradients of one dtype need no second look). The result is
+    rounded to the promoted dtype by the caller.
+    """
+    total = buffers.norm(norm_type)
+    if not (total > _FLOAT16_MAX or _sum_overflows_float32(total, 2, norm_type)):
+        return total  # the common case: too small to overflow anywhere
+    torch = _interop.torch_module()
+    narrow = {g.dtype for g in grads} - {torch.float64}
+    if not narrow:
+        return total
+    if buffers.dtype_count() == 1:
+        # One dtype: torch's total overflows exactly when this sum does (a gradient's sum
+        # cannot pass float32's range without the sum over all of them passing it too).
+        count = grads[0].numel() if len(grads) == 1 else len(grads)
+        return math.inf if _sum_overflows_float32(total, count, norm_type) else total
+    if not (total > min(torch.finfo(d).max for d in narrow) or _sum_overflows_float32(total, 2, norm_type)):
+        return total
+    norms = [_as_torch_computes(_C.BufferList([g], False).norm(norm_type), g.numel(), g.dtype, norm_type)
+             for g in grads]
+    total = _norm_of_norms(norms, norm_type)
+    promoted = _interop.torch_dtype(buffers.result_dtype())
+    if promoted != torch.float64 and _sum_overflows_float32(total, len(grads), norm_type):
+        return math.inf
+    return total
+
+
+def _norm_of_norms(norms, norm_type):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return float(np.linalg.norm(np.asarray(norms, dtype=np.float64), ord=norm_type))
+
+
+def _norm_in_python(grads, norm_type):
+    """Norm types the core does not take (0, negative, -inf, NaN), as torch computes them: each
+    gradient's norm, then the norm of those (so for 0, the number of gradients holding a
+    non-zero element). In float64; a device float64 tensor for CUDA gradients."""
+    if norm_type < 0:
+        for i, g in enumerate(grads):
+            if _interop.numel(g) == 0:
+                raise RuntimeError(f"the {norm_type} norm of gradient {i} is undefined: it is "
+                                   "empty, and that norm has no identity element")
+    if _interop.is_torch(grads[0]):
+        torch = _interop.torch_module()
+        norms = [torch.linalg.vector_norm(g, norm_type, dtype=torch.float64) for g in grads]
+        return torch.linalg.vector_norm(torch.stack(norms), norm_type)
+    norms = [_norm_of_norms(g.reshape(-1), norm_type) for g in grads]
+    return _norm_of_norms(norms, norm_type)
+
+
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale all gradients together so that their joint norm is at most ``max_norm``.
 
     The norm is taken over all gradients as if they were concatenated into one vector (norm
-    types 1, 2, any p > 0, and ``inf``). Gradients are multiplied by
-    ``min(max_norm / (total + 1e-6), 1)``. Returns the total norm before clipping. ``foreach``
-    is accepted for torch compatibility; genesis always processes all tensors in one call.
+    types 1, 2, any p > 0, and ``inf``), in double precision; the other norm types torch
+    accepts (0, negative, ``-inf``, NaN) are computed as torch does, gradient by gradient.
+    Gradients are multiplied by ``min(max_norm / (total + 1e-6), 1)``. Returns the total norm
+    before clipping. ``foreach`` is accepted for torch compatibility; genesis always processes
+    all tensors in one call.
     """
     max_norm = float(max_norm)
     norm_type = float(norm_type)
-    if not norm_type > 0:
-        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type}")
     grads, torch_params = _grads(parameters)
     if not grads:
         return _as_scalar(0.0, None, grads, torch_params)
     buffers = _buffers(grads)
     if _interop.is_cuda(grads[0]):
         return _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite)
-    result = _as_scalar(buffers.norm(norm_type), buffers, grads, torch_params)
+    if not norm_type > 0:
+        total = float(_norm_in_python(grads, norm_type))
+    elif torch_params:
+        total = _torch_cpu_norm(buffers, grads, norm_type)
+    else:
+        total = buffers.norm(norm_type)
+    result = _as_scalar(total, buffers, grads, torch_params)
     # Clip by the norm as returned, so the decision and the scale agree with what the caller sees.
     total = float(result)
     if error_if_nonfinite and not math.isfinite(total):
@@ -102,12 +207,17 @@ def _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite):
     """clip_grad_norm_ for CUDA gradients: the norm is reduced into a device float64 and the
     clip coefficient is computed from it on the device, so nothing waits for the GPU unless
     error_if_nonfinite needs the value. (Unlike the CPU path, the coefficient uses the float64
-    norm, not the norm rounded to the gradients' dtype: a difference of one rounding.)"""
+    norm, not the norm rounded to the gradients' dtype: a difference of one rounding; and a
+    total that overflows only inside torch's float32 sums, NOTE: [torch norm overflow], stays
+    finite here, as finding it would cost a host sync.)"""
     torch = _interop.torch_module()
     device, stream = grads[0].device, _stream(grads)
-    total = torch.empty((), dtype=torch.float64, device=device)
-    scratch = torch.empty(max(buffers.dtype_count(), 1), dtype=torch.float64, device=device)
-    buffers.norm_on_device(norm_type, total.data_ptr(), scratch.data_ptr(), stream)
+    if norm_type > 0:
+        total = torch.empty((), dtype=torch.float64, device=device)
+        scratch = torch.empty(max(buffers.dtype_count(), 1), dtype=torch.float64, device=device)
+        buffers.norm_on_device(norm_type, total.data_ptr(), scratch.data_ptr(), stream)
+    else:
+        total = _norm_in_python(grads, norm_type)
     if error_if_nonfinite and not bool(torch.isfinite(total)):
         raise _nonfinite_error(norm_type)
     buffers.clip_on_device(max_norm, total.data_ptr(), stream)
@@ -115,8 +225,23 @@ def _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite):
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
-    """Clamp every gradient element to ``[-clip_value, clip_value]`` in place."""
+    """Clamp every gradient element to ``[-clip_value, clip_value]`` in place.
+
+    As in torch, the bounds apply in the order ``min(max(x, -clip_value), clip_value)``: a
+    negative ``clip_value`` sets every element to ``clip_value``, a NaN one every element to
+    NaN, and NaN elements stay NaN. ``foreach`` is accepted for torch compatibility.
+    """
     clip_value = float(clip_value)
     grads, _ = _grads(parameters)
-    if grads:
-        _buffers(grads).clamp(clip_value, _stream(grads) if _interop.is_cuda(grads[0]) else 0)
+    if not grads:
+        return
+    buffers = _buffers(grads)
+    if clip_value >= 0 and math.copysign(1.0, clip_value) > 0:
+        buffers.clamp(clip_value, _stream(grads) if _interop.is_cuda(grads[0]) else 0)
+        return
+    # A negative, -0.0 or NaN bound (the core clamps the other way round): rare, done here.
+    for g in grads:
+        if _interop.is_torch(g):
+            g.clamp_(min=-clip_value, max=clip_value)
+        else:
+            np.minimum(np.maximum(g, -clip_value, out=g), clip_value, out=g)
