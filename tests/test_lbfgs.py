@@ -366,6 +366,10 @@ def test_errors_as_torch():
             opt.step()  # the closure is required
     with pytest.raises(ValueError, match="one library"):
         genesis.optim.LBFGS([w, Parameter(np.ones(2))])
+    opt = genesis.optim.LBFGS([w])
+    with pytest.raises(TypeError, match="needs a closure"):
+        opt.step(None)
+    assert len(opt.state) == 0
 
 
 def test_unknown_line_search_raises_before_anything_changes():

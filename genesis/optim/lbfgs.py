@@ -334,6 +334,9 @@ class LBFGS(Optimizer):
         starting point."""
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        if not callable(closure):
+            raise TypeError("LBFGS.step() needs a closure that recomputes the loss and the "
+                            f"gradients and returns the loss, got {type(closure).__name__}")
         group = self.param_groups[0]
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise RuntimeError("only 'strong_wolfe' is supported")
