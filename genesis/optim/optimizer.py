@@ -293,6 +293,7 @@ class Optimizer(Base):
             raise ValueError("genesis optimizers do not support differentiable=True")
         if "lr" in group:
             as_float(group["lr"], "lr")  # a string is a TypeError, as in torch; not converted
+        _check_torch_flags(group)
         if group.get("capturable") and group.get("stochastic_rounding"):
             raise ValueError("capturable=True cannot be combined with stochastic_rounding: the "
                              "rounding stream advances on the host, so every replay of a captured "
@@ -731,3 +732,25 @@ def _new_state_array(param, arr, state_code):
     if _interop.is_torch(param) and param.is_complex():
         return _interop.torch_module().zeros(param.shape, dtype=param.dtype, device=param.device)
     return _interop.zeros_like(arr, state_code)
+
+
+def _check_torch_flags(group):
+    """torch's constructor checks of its implementation flags, with its messages. genesis
+    always runs its own fused kernels, but a configuration torch refuses is refused here too, so
+    code that works with genesis works with torch."""
+    torch = _interop.torch_module()
+    is_tensor = (lambda x: isinstance(x, torch.Tensor)) if torch is not None else (lambda x: False)
+    foreach, capturable = group.get("foreach"), group.get("capturable")
+    if group.get("fused") and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if group.get("fused") and group.get("differentiable"):
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if is_tensor(group.get("lr")) and foreach and not capturable:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    betas = group.get("betas")
+    if isinstance(betas, (tuple, list)) and len(betas) == 2:
+        if is_tensor(betas[0]) != is_tensor(betas[1]):
+            raise ValueError("betas must be either both floats or both Tensors")
+        if is_tensor(betas[0]) and foreach and not capturable:
+            raise ValueError("betas[0] as a Tensor is not supported for capturable=False and "
+                             "foreach=True")

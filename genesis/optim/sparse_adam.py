@@ -136,7 +136,8 @@ class SparseAdam(Optimizer):
         denom = _sqrt(v)
         denom += eps
         m /= denom
-        m *= -(lr * math.sqrt(1 - beta2**step) / (1 - beta1**step))
+        # With a tensor lr the step size is computed in the tensor's precision, as torch does.
+        m *= -_scalar(group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step))
         _add(table, rows, m)
 
     # ------------------------------------------------------------------------- state_dict
@@ -200,7 +201,7 @@ def _check_hyperparameters(group):
 
 def _refuse_sparse_params(params):
     groups = params if params and isinstance(params[0], dict) else [{"params": params}]
-    sparse = []
+    sparse, complex_ = [], []
     for gi, group in enumerate(groups):
         members = group.get("params", []) if isinstance(group, dict) else []
         if _interop.is_parameter(members):
@@ -208,8 +209,13 @@ def _refuse_sparse_params(params):
         for i, p in enumerate(members):
             if _interop.is_torch(p) and p.is_sparse:
                 sparse.append([gi, i])
+            if _interop.is_torch(p) and p.is_complex():
+                complex_.append([gi, i])
     if sparse:
         raise ValueError(f"Sparse params at indices {sparse}: SparseAdam requires dense parameter tensors")
+    if complex_:
+        raise ValueError(f"Complex params at indices {complex_}: SparseAdam does not support complex "
+                         "parameters")
 
 
 _DENSE_ERROR = "SparseAdam does not support dense gradients, please consider Adam instead"
