@@ -7,38 +7,54 @@ gradient is not ``None``. The flag combinations every test suite runs through ar
 (``CONFIGS``), so that the reference tests and the torch parity tests cover the same cases.
 """
 
+import inspect
 import itertools
 
 import numpy as np
 
-# Every hyperparameter of each optimizer with its default (SGD's lr has none).
-DEFAULTS = {
-    "SGD": dict(lr=None, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                maximize=False),
-    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, decoupled_weight_decay=False),
-    "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                  maximize=False, decoupled_weight_decay=True),
-    "RMSprop": dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                    centered=False, maximize=False),
-}
+import genesis
+from genesis.optim._rules import OPTIONS, RuleOptimizer
 
-# The per-element state each rule keeps for a group with these hyperparameters (besides step).
+# Every optimizer of genesis.optim that runs an element-wise rule of the core, in
+# genesis.optim.__all__ order. Each needs its reference below (RULES, CONFIGS, RICH).
+NAMES = [n for n in genesis.optim.__all__
+         if isinstance(getattr(genesis.optim, n), type) and issubclass(getattr(genesis.optim, n), RuleOptimizer)]
+
+
+def schema(name):
+    """(param_group key, kind) of every hyperparameter the rule's core options take."""
+    return OPTIONS[getattr(genesis.optim, name)._rule].fields()
+
+
+def _defaults(name):
+    """The optimizer's default for every key of its rule's schema, read from its signature
+    (AdamW fixes decoupled_weight_decay, which its signature does not take). None: required."""
+    cls = getattr(genesis.optim, name)
+    sig = inspect.signature(cls.__init__).parameters
+    fixed = {"decoupled_weight_decay": True} if name == "AdamW" else {}
+    out = {}
+    for key, _ in schema(name):
+        if key in fixed:
+            out[key] = fixed[key]
+        else:
+            default = sig[key].default
+            out[key] = None if default is genesis.optim.optimizer.required else default
+    return out
+
+
+DEFAULTS = {name: _defaults(name) for name in NAMES}
+
+
 def state_names(name, hp):
-    if name == "SGD":
-        return ("momentum_buffer",) if hp["momentum"] != 0 else ()
-    if name in ("Adam", "AdamW"):
-        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hp["amsgrad"] else ())
-    names = ("square_avg",)
-    if hp["centered"]:
-        names += ("grad_avg",)
-    if hp["momentum"] > 0:
-        names += ("momentum_buffer",)
-    return names
+    """The per-element state a group with these hyperparameters keeps (besides step), as the
+    rule's schema declares it (torch's names: checked against torch by the parity tests)."""
+    keys = {key for key, _ in schema(name)}
+    options = {k: v for k, v in full_hyperparameters(name, hp).items() if k in keys}
+    return tuple(OPTIONS[getattr(genesis.optim, name)._rule](**options).state_names())
 
 
 def counts_steps(name):
-    return name != "SGD"
+    return getattr(genesis.optim, name)._counts_steps
 
 
 # ------------------------------------------------------------------------------ the rules
@@ -105,7 +121,7 @@ def full_hyperparameters(name, hp):
     out = dict(DEFAULTS[name])
     out.update(hp)
     if out["lr"] is None:
-        raise ValueError("SGD needs an lr")
+        raise ValueError(f"{name} needs an lr")
     return out
 
 

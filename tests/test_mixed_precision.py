@@ -39,7 +39,7 @@ from genesis.nn.utils import clip_grad_norm_, clip_grad_value_  # noqa: E402
 
 import reference as R  # noqa: E402
 
-NAMES = ["SGD", "Adam", "AdamW", "RMSprop"]
+NAMES = R.NAMES
 HALVES = [torch.float16, torch.bfloat16]
 HALF_IDS = ["float16", "bfloat16"]
 STEPS = 25

@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - the NumPy half of this file runs witho
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 
-NAMES = ["SGD", "Adam", "AdamW", "RMSprop"]
+NAMES = R.NAMES
 LIBS = ["numpy", pytest.param("torch", marks=needs_torch)]
 
 

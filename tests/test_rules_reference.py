@@ -22,7 +22,7 @@ STEPS = 25
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
-NAMES = ["SGD", "Adam", "AdamW", "RMSprop"]
+NAMES = R.NAMES
 
 
 def _make(name, groups):

@@ -26,7 +26,7 @@ STEPS = 30
 DTYPES = [torch.float32, torch.float64]
 DTYPE_IDS = ["float32", "float64"]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-NAMES = ["SGD", "Adam", "AdamW", "RMSprop"]
+NAMES = R.NAMES
 
 
 class MLP(torch.nn.Module):

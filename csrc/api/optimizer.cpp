@@ -47,33 +47,9 @@ DType state_dtype_for(DType param) {
 
 void put_flag(Value& group, const char* key, bool v) { group.set(Value::of(std::string(key)), Value::of(v)); }
 
-// Each option of an Options struct with its state_dict key, in torch's param_group order. One
-// list per optimizer serves both directions (OptionWriter, OptionReader).
-template <typename F> void visit_options(SgdOptions& o, F&& f) {
-  f("lr", o.lr);
-  f("momentum", o.momentum);
-  f("dampening", o.dampening);
-  f("weight_decay", o.weight_decay);
-  f("nesterov", o.nesterov);
-  f("maximize", o.maximize);
-}
-template <typename F> void visit_options(AdamOptions& o, F&& f) {
-  f("lr", o.lr);
-  f("betas", o.beta1, o.beta2);
-  f("eps", o.eps);
-  f("weight_decay", o.weight_decay);
-  f("amsgrad", o.amsgrad);
-  f("maximize", o.maximize);
-}
-template <typename F> void visit_options(RmspropOptions& o, F&& f) {
-  f("lr", o.lr);
-  f("alpha", o.alpha);
-  f("eps", o.eps);
-  f("weight_decay", o.weight_decay);
-  f("momentum", o.momentum);
-  f("centered", o.centered);
-  f("maximize", o.maximize);
-}
+// Each option of an Options struct with its state_dict key, in torch's param_group order: the
+// rule's schema (RuleSpec::fields) serves both directions (OptionWriter, OptionReader).
+template <typename O, typename F> void visit_options(O& o, F&& f) { RuleSpec<O>::fields(o, f); }
 
 struct OptionWriter {
   Value& group;
@@ -288,39 +264,8 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
   state_ = std::move(state);
 }
 
-template class Optimizer<SgdOptions>;
-template class Optimizer<AdamOptions>;
-template class Optimizer<RmspropOptions>;
+#define GENESIS_INSTANTIATE(rule, Options, Class) template class Optimizer<Options>;
+GENESIS_ELEMENTWISE_RULES(GENESIS_INSTANTIATE)
+#undef GENESIS_INSTANTIATE
 
-// --- SGD -------------------------------------------------------------------------------------
-
-std::vector<std::string> SGD::state_names(const SgdOptions& o) const {
-  if (o.momentum == 0.0) return {};
-  return {"momentum_buffer"};
-}
-void SGD::run(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
-  cpu::sgd_step(o, c, t, n);
-}
-// --- Adam / AdamW ----------------------------------------------------------------------------
-
-std::vector<std::string> Adam::state_names(const AdamOptions& o) const {
-  if (o.amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
-  return {"exp_avg", "exp_avg_sq"};
-}
-void Adam::run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
-  cpu::adam_step(o, decoupled_, c, t, n);
-}
-void Adam::write_extra_options(Value& g) const { put_flag(g, "decoupled_weight_decay", decoupled_); }
-
-// --- RMSprop ---------------------------------------------------------------------------------
-
-std::vector<std::string> RMSprop::state_names(const RmspropOptions& o) const {
-  std::vector<std::string> names = {"square_avg"};
-  if (o.centered) names.push_back("grad_avg");
-  if (o.momentum > 0.0) names.push_back("momentum_buffer");
-  return names;
-}
-void RMSprop::run(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
-  cpu::rmsprop_step(o, c, t, n);
-}
 }  // namespace genesis

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "flat_partition.h"
@@ -82,6 +83,16 @@ void dispatch_update(const char* op, const typename Rule::Options& options, cons
   if (config.found_inf && *config.found_inf != 0.0f) return;
   dispatch_storage(op, config, [&](auto param, auto state, auto store) {
     run_update<Rule, decltype(param), decltype(state), decltype(store)::value>(options, config, tensors, count);
+  });
+}
+
+// One step of the rule whose options these are: its RuleSpec picks the compile-time variant.
+template <typename Options>
+void run_rule(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
+  using Spec = RuleSpec<Options>;
+  const std::string op = std::string(Spec::name(options)) + " step";
+  Spec::select(options, [&](auto rule) {
+    dispatch_update<decltype(rule)>(op.c_str(), options, config, tensors, count);
   });
 }
 

@@ -2,6 +2,7 @@
 // calls the same Rule::apply as the CPU loop, and stores. See NOTE: [tensor tables].
 #pragma once
 
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -138,6 +139,17 @@ void dispatch_update(const char* op, const typename Rule::Options& options, cons
   dispatch_storage(op, config, [&](auto param, auto state, auto store) {
     launch_update<Rule, decltype(param), decltype(state), decltype(store)::value>(
         options, config, tensors, count, static_cast<cudaStream_t>(stream));
+  });
+}
+
+// One step of the rule whose options these are: its RuleSpec picks the compile-time variant.
+template <typename Options>
+void run_rule(const Options& options, const StepConfig& config, const TensorSlots* tensors, int64_t count,
+              void* stream) {
+  using Spec = RuleSpec<Options>;
+  const std::string op = std::string(Spec::name(options)) + " step";
+  Spec::select(options, [&](auto rule) {
+    dispatch_update<decltype(rule)>(op.c_str(), options, config, tensors, count, stream);
   });
 }
 

@@ -411,6 +411,93 @@ class BufferList {
   std::vector<TypedBuffer> buffers_;
 };
 
+// NOTE: [options by name]
+// Every rule's options cross from Python by keyword, through the rule's schema
+// (RuleSpec::fields in include/genesis/rules/<rule>.h), never by position: adding a field to
+// an options struct cannot silently shift the others. Keys are torch's param_group keys
+// ("betas" is a pair); a key the schema does not know is a TypeError, a missing one keeps the
+// struct's default.
+struct FieldReader {
+  const py::dict& kwargs;
+  size_t used = 0;
+  void operator()(const char* key, double& v) {
+    if (kwargs.contains(key)) v = py::float_(kwargs[key]), ++used;
+  }
+  void operator()(const char* key, bool& v) {
+    if (kwargs.contains(key)) v = py::bool_(kwargs[key]), ++used;
+  }
+  void operator()(const char* key, double& a, double& b) {
+    if (!kwargs.contains(key)) return;
+    const py::object pair = kwargs[key];
+    if (!py::isinstance<py::sequence>(pair) || py::len(pair) != 2)
+      throw py::value_error(std::string("Invalid ") + key + ": " + py::repr(pair).cast<std::string>() +
+                            " (expected a pair)");
+    a = py::float_(py::sequence(pair)[0]);
+    b = py::float_(py::sequence(pair)[1]);
+    ++used;
+  }
+};
+
+// The schema as Python sees it: (key, kind) with kind "float", "bool" or "pair", in order.
+struct FieldLister {
+  py::list& out;
+  void operator()(const char* key, double) const { out.append(py::make_tuple(key, "float")); }
+  void operator()(const char* key, bool) const { out.append(py::make_tuple(key, "bool")); }
+  void operator()(const char* key, double, double) const { out.append(py::make_tuple(key, "pair")); }
+};
+
+// The values of an options struct as a dict keyed like a torch param_group.
+struct FieldWriter {
+  py::dict& out;
+  void operator()(const char* key, double v) const { out[key] = v; }
+  void operator()(const char* key, bool v) const { out[key] = v; }
+  void operator()(const char* key, double a, double b) const { out[key] = py::make_tuple(a, b); }
+};
+
+template <typename O> py::dict options_dict(O o) {
+  py::dict out;
+  RuleSpec<O>::fields(o, FieldWriter{out});
+  return out;
+}
+
+// Binds one rule of include/genesis/rules/list.h: its options class (built by keyword, with
+// its schema, state names and checks) and the plan method that runs it.
+template <typename O>
+void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, const char* options_name) {
+  using Spec = RuleSpec<O>;
+  py::class_<O>(m, options_name)
+      .def(py::init([](py::kwargs kwargs) {
+        O o;
+        FieldReader reader{kwargs};
+        Spec::fields(o, reader);
+        if (reader.used != kwargs.size()) {
+          py::dict known = options_dict(O{});
+          std::string unknown;
+          for (auto item : kwargs)
+            if (!known.contains(item.first)) unknown += (unknown.empty() ? "" : ", ") + py::str(item.first).cast<std::string>();
+          throw py::type_error(std::string(Spec::name(o)) + " got unexpected option(s): " + unknown);
+        }
+        return o;
+      }))
+      .def_static("fields", [] {
+        py::list out;
+        O o;
+        Spec::fields(o, FieldLister{out});
+        return out;
+      }, "The schema: (param_group key, kind) pairs, kind \"float\", \"bool\" or \"pair\", in torch's order.")
+      .def_static("defaults", [] { return options_dict(O{}); }, "The core's default value of every option.")
+      .def_property_readonly_static("counts_steps", [](py::object) { return Spec::kCountsSteps; })
+      .def("as_dict", [](const O& o) { return options_dict(o); })
+      .def("state_names", [](const O& o) { return Spec::state_names(o); },
+           "Names of the per-element state arrays for these options, in the core's slot order.")
+      .def("name", [](const O& o) { return Spec::name(o); });
+  m.def("validate", [](const O& o) { validate(o); });
+  plan.def(rule, [](GroupPlan& p, const O& o, const StepControl& control) {
+    p.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::step(o, c, t, n); },
+          [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(step(o, c, t, n, s)); });
+  });
+}
+
 }  // namespace
 }  // namespace genesis
 
@@ -441,33 +528,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
 
-  // Hyperparameters cross as the core's own option structs, validated by the same checks the
-  // C++ API uses (include/genesis/validate.h); std::invalid_argument arrives as ValueError.
-  py::class_<SgdOptions>(m, "SgdOptions")
-      .def(py::init([](double lr, double momentum, double dampening, double weight_decay,
-                       bool nesterov, bool maximize) {
-             return SgdOptions{lr, momentum, dampening, weight_decay, nesterov, maximize};
-           }),
-           py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
-           py::arg("weight_decay"), py::arg("nesterov"), py::arg("maximize"));
-  py::class_<AdamOptions>(m, "AdamOptions")
-      .def(py::init([](double lr, double beta1, double beta2, double eps, double weight_decay,
-                       bool amsgrad, bool maximize) {
-             return AdamOptions{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
-           }),
-           py::kw_only(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-           py::arg("weight_decay"), py::arg("amsgrad"), py::arg("maximize"));
-  py::class_<RmspropOptions>(m, "RmspropOptions")
-      .def(py::init([](double lr, double alpha, double eps, double weight_decay, double momentum,
-                       bool centered, bool maximize) {
-             return RmspropOptions{lr, alpha, eps, weight_decay, momentum, centered, maximize};
-           }),
-           py::kw_only(), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-           py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"), py::arg("maximize"));
-  m.def("validate", py::overload_cast<const SgdOptions&>(&validate));
-  m.def("validate", py::overload_cast<const AdamOptions&>(&validate));
-  m.def("validate", py::overload_cast<const RmspropOptions&>(&validate));
-
   py::class_<StepControl>(m, "StepControl")
       .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter,
                        uintptr_t grad_scale_ptr, uintptr_t found_inf_ptr, uintptr_t stream) {
@@ -477,22 +537,20 @@ PYBIND11_MODULE(_C, m) {
            py::arg("seed") = 0, py::arg("counter") = 0, py::arg("grad_scale_ptr") = 0,
            py::arg("found_inf_ptr") = 0, py::arg("stream") = 0);
 
-  py::class_<GroupPlan>(m, "GroupPlan")
-      .def(py::init<py::list>())
+  py::class_<GroupPlan> plan(m, "GroupPlan");
+  plan.def(py::init<py::list>())
       .def("admit", &GroupPlan::admit)
-      .def("gather", &GroupPlan::gather)
-      .def("sgd", [](GroupPlan& plan, const SgdOptions& o, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); },
-                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(sgd_step(o, c, t, n, s)); });
-      })
-      .def("adam", [](GroupPlan& plan, const AdamOptions& o, bool decoupled, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::adam_step(o, decoupled, c, t, n); },
-                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(adam_step(o, decoupled, c, t, n, s)); });
-      })
-      .def("rmsprop", [](GroupPlan& plan, const RmspropOptions& o, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::rmsprop_step(o, c, t, n); },
-                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(rmsprop_step(o, c, t, n, s)); });
-      });
+      .def("gather", &GroupPlan::gather);
+
+  // Every element-wise rule: its options class (see NOTE: [options by name]), validate() and
+  // the plan method named after it (plan.adam(options, control)). RULES lists them in order.
+  py::list rules;
+#define GENESIS_BIND_RULE(rule, Options, Class)               \
+  bind_rule<Options>(m, plan, #rule, #Options);               \
+  rules.append(py::make_tuple(#rule, #Options));
+  GENESIS_ELEMENTWISE_RULES(GENESIS_BIND_RULE)
+#undef GENESIS_BIND_RULE
+  m.attr("RULES") = rules;
 
   py::class_<BufferList>(m, "BufferList")
       .def(py::init<py::sequence, bool>(), py::arg("arrays"), py::arg("cuda") = false)

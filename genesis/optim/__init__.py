@@ -1,9 +1,11 @@
 """genesis.optim: fused optimizers with torch.optim's interface."""
 
 from . import lr_scheduler
-from .adam import Adam, AdamW
+from ._rules import rule_classes
 from .optimizer import Optimizer
-from .rmsprop import RMSprop
-from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]
+# SGD, Adam, AdamW, RMSprop, ...: the classes of every element-wise rule of the core, each
+# defined in its module genesis/optim/<rule>.py (see _rules.py).
+globals().update(rule_classes())
+
+__all__ = ["Optimizer", *rule_classes(), "lr_scheduler"]
