@@ -88,5 +88,6 @@ def test_state_names_follow_the_schema(name):
     opt = getattr(genesis.optim, name)([p], **hp)
     p.grad = np.ones(3, dtype=np.float32)
     opt.step()
-    expected = set(R.state_names(name, hp)) | ({"step"} if R.counts_steps(name) else set())
+    expected = set(R.state_names(name, hp)) | set(R.scalar_names(name, hp))
+    expected |= {"step"} if R.counts_steps(name) else set()
     assert set(opt.state[p]) == expected

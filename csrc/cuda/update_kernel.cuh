@@ -46,7 +46,13 @@ __global__ void __launch_bounds__(kThreads) update_kernel(TensorTable table, typ
   __shared__ Coeffs shared;
   if (threadIdx.x == 0) {
     const double step = table.step[t] ? double(*table.step[t]) + 1.0 : 0.0;
-    shared = Rule::template coeffs<T>(options, step, table.fresh[t] != 0);
+    TensorScalars scalars{};
+    if constexpr (ScalarCount<Rule>::value > 0) {
+      void* state[kMaxStates];
+      for (int k = 0; k < kMaxStates; ++k) state[k] = table.ptr[3 + k][t];
+      scalars = load_scalars<Rule>(state);
+    }
+    shared = rule_coeffs<Rule, T>(options, step, table.fresh[t] != 0, scalars);
   }
   __syncthreads();
   const Coeffs c = shared;
@@ -102,15 +108,23 @@ __global__ void __launch_bounds__(kThreads) update_kernel(TensorTable table, typ
                                             K > 2 ? s2[j] : scratch_state, uint32_t(j), c, grad_scale, key);
 }
 
-// Advances the step counter of every tensor of a table, after all its chunks were updated,
-// unless the step was skipped. (Internal linkage: each rule's translation unit has its copy.)
-static __global__ void advance_steps(TensorTable table, int blocks, const float* found_inf) {
+// Advances the step counter and the per-tensor scalars (NOTE: [per-tensor scalars]) of every
+// tensor of a table, after all its chunks were updated, unless the step was skipped.
+template <typename Rule>
+__global__ void advance_steps(TensorTable table, int blocks, const float* found_inf, typename Rule::Options options) {
   if (found_inf && *found_inf != 0.0f) return;
   // Entries past `blocks` are left over from the previous table: only the first chunk of each
   // tensor listed in this one advances its counter.
   const int b = threadIdx.x;
-  if (b < blocks && table.block_chunk[b] == 0 && table.step[table.block_tensor[b]])
-    *table.step[table.block_tensor[b]] += 1.0f;
+  if (b >= blocks || table.block_chunk[b] != 0) return;
+  const int t = table.block_tensor[b];
+  float* step = table.step[t];
+  if constexpr (ScalarCount<Rule>::value > 0) {
+    void* state[kMaxStates];
+    for (int k = 0; k < kMaxStates; ++k) state[k] = table.ptr[3 + k][t];
+    advance_scalars<Rule>(options, step ? double(*step) + 1.0 : 0.0, state);
+  }
+  if (step) *step += 1.0f;
 }
 
 template <typename Rule, typename P, typename S, ParamStore kStore>
@@ -123,10 +137,10 @@ void launch_update(const typename Rule::Options& options, const StepConfig& conf
     update_kernel<Rule, P, S, kStore><<<blocks, kThreads, 0, stream>>>(table, options, config);
     check(cudaGetLastError(), "update launch");
   });
-  if (Rule::kCountsSteps) {
+  if (Rule::kCountsSteps || ScalarCount<Rule>::value > 0) {
     // After every update launch: a tensor split over tables must read the same step in each.
     for_each_table(views.data(), count, [&](const TensorTable& table, int blocks) {
-      advance_steps<<<1, kTableBlocks, 0, stream>>>(table, blocks, config.found_inf);
+      advance_steps<Rule><<<1, kTableBlocks, 0, stream>>>(table, blocks, config.found_inf, options);
       check(cudaGetLastError(), "step launch");
     });
   }

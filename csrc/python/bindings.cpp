@@ -490,6 +490,8 @@ void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, co
       .def("as_dict", [](const O& o) { return options_dict(o); })
       .def("state_names", [](const O& o) { return Spec::state_names(o); },
            "Names of the per-element state arrays for these options, in the core's slot order.")
+      .def("scalar_state", [](const O& o) { return scalar_state(o); },
+           "(name, initial value) of each per-tensor float32 scalar, in slot order after the arrays.")
       .def("name", [](const O& o) { return Spec::name(o); });
   m.def("validate", [](const O& o) { validate(o); });
   plan.def(rule, [](GroupPlan& p, const O& o, const StepControl& control) {

@@ -10,8 +10,11 @@ into the hooks of ``Optimizer``, so a rule's Python class is only its torch sign
             super().__init__(params, dict(lr=lr, ...))
 """
 
+import math
+
 from .. import _C
-from .optimizer import Optimizer, as_float
+from .. import _interop
+from .optimizer import Optimizer, _is_step_counter, as_float
 
 # rule name ("adam") -> its options class (_C.AdamOptions), in the core's order.
 OPTIONS = {rule: getattr(_C, options) for rule, options in _C.RULES}
@@ -58,6 +61,66 @@ class RuleOptimizer(Optimizer):
 
     def _run(self, plan, group, control):
         getattr(plan, self._rule)(self._options(group), control)
+
+    # NOTE: [per-tensor scalars] (include/genesis/tensor_slots.h): NAdam's mu_product, ASGD's
+    # eta and mu are 0-dim float32 arrays in a parameter's state, laid out like its step
+    # counter (on the CPU, or on the parameter's CUDA device), whose pointers follow the state
+    # arrays' in the plan. The three overrides below add them to the base class's state
+    # handling; rules without scalars go straight to the base.
+    def _scalars(self, group):
+        return self._options(group).scalar_state()
+
+    def _check_state(self, param, group, where):
+        super()._check_state(param, group, where)
+        if param not in self.state:
+            return
+        arr = _interop.array_of(param)
+        for name, _ in self._scalars(group):
+            value = self.state[param].get(name)
+            if value is not None and not _is_step_counter(value, arr):
+                raise ValueError(f"state '{name}' of {where} must be a 0-dim float32 array on the CPU "
+                                 "(on the parameter's device for CUDA parameters)")
+
+    def _admit(self, plan, group, index, uid):
+        scalars = self._scalars(group)
+        if not scalars:
+            return super()._admit(plan, group, index, uid)
+        param = group["params"][index]
+        arr = _interop.array_of(param)
+        state = self.state[param]
+        for name, initial in scalars:
+            if state.get(name) is None:
+                dict.__setitem__(state, name, _interop.new_step(arr, initial))  # internal write
+        super()._admit(_ScalarsAfterArrays(plan, [_interop.data_ptr(state[n]) for n, _ in scalars]),
+                       group, index, uid)
+
+    def _import_state(self, param, group, entries, key):
+        names = [n for n, _ in self._scalars(group)]
+        if not names or not isinstance(entries, dict):
+            return super()._import_state(param, group, entries, key)
+        out = super()._import_state(param, group, {k: v for k, v in entries.items() if k not in names}, key)
+        arr = _interop.array_of(param)
+        for name in names:
+            if name in entries:
+                value = _interop.to_float(entries[name])
+                if not math.isfinite(value):
+                    raise ValueError(f"state '{name}' of parameter {key} must be a finite number, got {value}")
+                out[name] = _interop.new_step(arr, value)
+        return out
+
+
+class _ScalarsAfterArrays:
+    """A GroupPlan seen through admit(): the per-tensor scalars' pointers are appended to the
+    state arrays' (the core reads them after Rule::kStates arrays)."""
+
+    __slots__ = ("_plan", "_pointers")
+
+    def __init__(self, plan, pointers):
+        self._plan = plan
+        self._pointers = pointers
+
+    def admit(self, index, param_ptr, numel, dtype, state, *rest):
+        self._plan.admit(index, param_ptr, numel, dtype, list(state) + self._pointers, *rest)
 
 
 def rule_classes():

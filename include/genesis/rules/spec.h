@@ -10,6 +10,8 @@
 //         // f(key, double&) / f(key, bool&) / f(key, double&, double&) for a pair, with torch's
 //         // param_group keys in torch's order
 //     static std::vector<std::string> state_names(const FooOptions&);  // per-element arrays, in slot order
+//     // optional: per-tensor float32 scalars with their initial values (NOTE: [per-tensor scalars])
+//     static std::vector<std::pair<std::string, double>> scalars(const FooOptions&);
 //     static void validate(const FooOptions&);      // throws std::invalid_argument
 //     template <typename F> static void select(const FooOptions& o, F&& f);  // f(FooRule<...>{})
 //   };
@@ -18,6 +20,8 @@
 #include <charconv>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace genesis {
@@ -46,5 +50,19 @@ inline void require_beta(int index, double value) {
   require(0.0 <= value && value < 1.0, what.c_str(), value);
 }
 }  // namespace detail
+
+// The per-tensor scalars of a rule with these options (names and initial values, in slot
+// order after its arrays); none for a rule whose RuleSpec declares no scalars().
+template <typename O, typename = void> struct HasScalars : std::false_type {};
+template <typename O>
+struct HasScalars<O, std::void_t<decltype(RuleSpec<O>::scalars(std::declval<const O&>()))>> : std::true_type {};
+template <typename O> std::vector<std::pair<std::string, double>> scalar_state(const O& o) {
+  if constexpr (HasScalars<O>::value) {
+    return RuleSpec<O>::scalars(o);
+  } else {
+    (void)o;
+    return {};
+  }
+}
 
 }  // namespace genesis
