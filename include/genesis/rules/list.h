@@ -9,6 +9,7 @@
 // CMakeLists.txt reads the X(...) lines of this file, so keep one entry per line.
 #pragma once
 
+#include "genesis/rules/adagrad.h"
 #include "genesis/rules/adam.h"
 #include "genesis/rules/rmsprop.h"
 #include "genesis/rules/sgd.h"
@@ -16,4 +17,5 @@
 #define GENESIS_ELEMENTWISE_RULES(X) \
   X(sgd, SgdOptions, SGD)            \
   X(adam, AdamOptions, Adam)         \
-  X(rmsprop, RmspropOptions, RMSprop)
+  X(rmsprop, RmspropOptions, RMSprop) \
+  X(adagrad, AdagradOptions, Adagrad)
