@@ -9,6 +9,7 @@
 // CMakeLists.txt reads the X(...) lines of this file, so keep one entry per line.
 #pragma once
 
+#include "genesis/rules/adadelta.h"
 #include "genesis/rules/adagrad.h"
 #include "genesis/rules/adam.h"
 #include "genesis/rules/rmsprop.h"
@@ -18,4 +19,5 @@
   X(sgd, SgdOptions, SGD)            \
   X(adam, AdamOptions, Adam)         \
   X(rmsprop, RmspropOptions, RMSprop) \
-  X(adagrad, AdagradOptions, Adagrad)
+  X(adagrad, AdagradOptions, Adagrad) \
+  X(adadelta, AdadeltaOptions, Adadelta)
