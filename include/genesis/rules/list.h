@@ -12,6 +12,7 @@
 #include "genesis/rules/adadelta.h"
 #include "genesis/rules/adagrad.h"
 #include "genesis/rules/adam.h"
+#include "genesis/rules/adamax.h"
 #include "genesis/rules/rmsprop.h"
 #include "genesis/rules/sgd.h"
 
@@ -20,4 +21,5 @@
   X(adam, AdamOptions, Adam)         \
   X(rmsprop, RmspropOptions, RMSprop) \
   X(adagrad, AdagradOptions, Adagrad) \
-  X(adadelta, AdadeltaOptions, Adadelta)
+  X(adadelta, AdadeltaOptions, Adadelta) \
+  X(adamax, AdamaxOptions, Adamax)
