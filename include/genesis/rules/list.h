@@ -13,6 +13,7 @@
 #include "genesis/rules/adagrad.h"
 #include "genesis/rules/adam.h"
 #include "genesis/rules/adamax.h"
+#include "genesis/rules/nadam.h"
 #include "genesis/rules/rmsprop.h"
 #include "genesis/rules/sgd.h"
 
@@ -22,4 +23,5 @@
   X(rmsprop, RmspropOptions, RMSprop) \
   X(adagrad, AdagradOptions, Adagrad) \
   X(adadelta, AdadeltaOptions, Adadelta) \
-  X(adamax, AdamaxOptions, Adamax)
+  X(adamax, AdamaxOptions, Adamax)   \
+  X(nadam, NadamOptions, NAdam)
