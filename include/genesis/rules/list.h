@@ -14,6 +14,7 @@
 #include "genesis/rules/adam.h"
 #include "genesis/rules/adamax.h"
 #include "genesis/rules/nadam.h"
+#include "genesis/rules/radam.h"
 #include "genesis/rules/rmsprop.h"
 #include "genesis/rules/sgd.h"
 
@@ -24,4 +25,5 @@
   X(adagrad, AdagradOptions, Adagrad) \
   X(adadelta, AdadeltaOptions, Adadelta) \
   X(adamax, AdamaxOptions, Adamax)   \
-  X(nadam, NadamOptions, NAdam)
+  X(nadam, NadamOptions, NAdam)      \
+  X(radam, RadamOptions, RAdam)
