@@ -13,6 +13,7 @@
 #include "genesis/rules/adagrad.h"
 #include "genesis/rules/adam.h"
 #include "genesis/rules/adamax.h"
+#include "genesis/rules/asgd.h"
 #include "genesis/rules/nadam.h"
 #include "genesis/rules/radam.h"
 #include "genesis/rules/rmsprop.h"
@@ -26,4 +27,5 @@
   X(adadelta, AdadeltaOptions, Adadelta) \
   X(adamax, AdamaxOptions, Adamax)   \
   X(nadam, NadamOptions, NAdam)      \
-  X(radam, RadamOptions, RAdam)
+  X(radam, RadamOptions, RAdam)      \
+  X(asgd, AsgdOptions, ASGD)
