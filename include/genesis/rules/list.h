@@ -17,6 +17,7 @@
 #include "genesis/rules/nadam.h"
 #include "genesis/rules/radam.h"
 #include "genesis/rules/rmsprop.h"
+#include "genesis/rules/rprop.h"
 #include "genesis/rules/sgd.h"
 
 #define GENESIS_ELEMENTWISE_RULES(X) \
@@ -28,4 +29,5 @@
   X(adamax, AdamaxOptions, Adamax)   \
   X(nadam, NadamOptions, NAdam)      \
   X(radam, RadamOptions, RAdam)      \
-  X(asgd, AsgdOptions, ASGD)
+  X(asgd, AsgdOptions, ASGD)         \
+  X(rprop, RpropOptions, Rprop)
