@@ -14,6 +14,7 @@
 #include "genesis/rules/adam.h"
 #include "genesis/rules/adamax.h"
 #include "genesis/rules/asgd.h"
+#include "genesis/rules/lion.h"
 #include "genesis/rules/nadam.h"
 #include "genesis/rules/radam.h"
 #include "genesis/rules/rmsprop.h"
@@ -30,4 +31,5 @@
   X(nadam, NadamOptions, NAdam)      \
   X(radam, RadamOptions, RAdam)      \
   X(asgd, AsgdOptions, ASGD)         \
-  X(rprop, RpropOptions, Rprop)
+  X(rprop, RpropOptions, Rprop)      \
+  X(lion, LionOptions, Lion)
