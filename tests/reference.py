@@ -7,38 +7,78 @@ gradient is not ``None``. The flag combinations every test suite runs through ar
 (``CONFIGS``), so that the reference tests and the torch parity tests cover the same cases.
 """
 
+import inspect
 import itertools
 
 import numpy as np
 
-# Every hyperparameter of each optimizer with its default (SGD's lr has none).
-DEFAULTS = {
-    "SGD": dict(lr=None, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                maximize=False),
-    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, decoupled_weight_decay=False),
-    "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                  maximize=False, decoupled_weight_decay=True),
-    "RMSprop": dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                    centered=False, maximize=False),
-}
+import genesis
+from genesis.optim._rules import OPTIONS, RuleOptimizer
 
-# The per-element state each rule keeps for a group with these hyperparameters (besides step).
+# Every optimizer of genesis.optim that runs an element-wise rule of the core, in
+# genesis.optim.__all__ order. Each needs its reference below (RULES, CONFIGS, RICH).
+NAMES = [n for n in genesis.optim.__all__
+         if isinstance(getattr(genesis.optim, n), type) and issubclass(getattr(genesis.optim, n), RuleOptimizer)]
+
+
+def schema(name):
+    """(param_group key, kind) of every hyperparameter the rule's core options take."""
+    return OPTIONS[getattr(genesis.optim, name)._rule].fields()
+
+
+def _defaults(name):
+    """The optimizer's default for every key of its rule's schema, read from its signature
+    (AdamW fixes decoupled_weight_decay, which its signature does not take). None: required."""
+    cls = getattr(genesis.optim, name)
+    sig = inspect.signature(cls.__init__).parameters
+    fixed = {"decoupled_weight_decay": True} if name == "AdamW" else {}
+    out = {}
+    for key, _ in schema(name):
+        if key in fixed:
+            out[key] = fixed[key]
+        else:
+            default = sig[key].default
+            out[key] = None if default is genesis.optim.optimizer.required else default
+    return out
+
+
+DEFAULTS = {name: _defaults(name) for name in NAMES}
+
+
 def state_names(name, hp):
-    if name == "SGD":
-        return ("momentum_buffer",) if hp["momentum"] != 0 else ()
-    if name in ("Adam", "AdamW"):
-        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hp["amsgrad"] else ())
-    names = ("square_avg",)
-    if hp["centered"]:
-        names += ("grad_avg",)
-    if hp["momentum"] > 0:
-        names += ("momentum_buffer",)
-    return names
+    """The per-element state a group with these hyperparameters keeps (besides step), as the
+    rule's schema declares it (torch's names: checked against torch by the parity tests)."""
+    return tuple(_core_options(name, hp).state_names())
+
+
+def scalar_names(name, hp):
+    """The per-tensor 0-dim float32 state (NAdam's mu_product, ASGD's eta and mu)."""
+    return tuple(n for n, _ in _core_options(name, hp).scalar_state())
+
+
+def _core_options(name, hp):
+    keys = {key for key, _ in schema(name)}
+    options = {k: v for k, v in full_hyperparameters(name, hp).items() if k in keys}
+    return OPTIONS[getattr(genesis.optim, name)._rule](**options)
 
 
 def counts_steps(name):
-    return name != "SGD"
+    return getattr(genesis.optim, name)._counts_steps
+
+
+def skip_without_torch_twin(name):
+    """Skip a test that compares with torch.optim's class of the same name where torch has
+    none (Lion: its reference follows the paper instead)."""
+    import pytest
+    import torch
+    if not hasattr(torch.optim, name):
+        pytest.skip(f"torch.optim has no {name}")
+
+
+def eager_state(name):
+    """Whether the optimizer creates every parameter's state in its constructor, as torch's
+    does for this rule (Adagrad): a parameter that never gets a gradient has state then."""
+    return getattr(getattr(genesis.optim, name), "_eager_state", False)
 
 
 # ------------------------------------------------------------------------------ the rules
@@ -97,7 +137,134 @@ def rmsprop(p, g, state, lr, alpha, eps, weight_decay, momentum, centered, maxim
     return p - lr * g / avg
 
 
-RULES = {"SGD": sgd, "Adam": adam, "AdamW": adam, "RMSprop": rmsprop}
+def adagrad(p, g, state, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):
+    g = -g if maximize else g
+    t = state.get("step", 0.0) + 1.0
+    state["step"] = t
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    s = state.get("sum", np.full_like(p, initial_accumulator_value)) + g * g
+    state["sum"] = s
+    return p - lr / (1.0 + (t - 1.0) * lr_decay) * g / (np.sqrt(s) + eps)
+
+
+def adadelta(p, g, state, lr, rho, eps, weight_decay, maximize):
+    g = -g if maximize else g
+    state["step"] = state.get("step", 0.0) + 1.0
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    v = rho * state.get("square_avg", np.zeros_like(p)) + (1.0 - rho) * g * g
+    u = state.get("acc_delta", np.zeros_like(p))
+    delta = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+    state["square_avg"] = v
+    state["acc_delta"] = rho * u + (1.0 - rho) * delta * delta
+    return p - lr * delta
+
+
+def adamax(p, g, state, lr, betas, eps, weight_decay, maximize):
+    b1, b2 = betas
+    g = -g if maximize else g
+    t = state.get("step", 0.0) + 1.0
+    state["step"] = t
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    m = b1 * state.get("exp_avg", np.zeros_like(p)) + (1.0 - b1) * g
+    u = np.maximum(b2 * state.get("exp_inf", np.zeros_like(p)), np.abs(g) + eps)
+    state["exp_avg"], state["exp_inf"] = m, u
+    return p - lr / (1.0 - b1 ** t) * m / u
+
+
+def radam(p, g, state, lr, betas, eps, weight_decay, maximize, decoupled_weight_decay):
+    b1, b2 = betas
+    g = -g if maximize else g
+    t = state.get("step", 0.0) + 1.0
+    state["step"] = t
+    if decoupled_weight_decay:
+        p = p * (1.0 - lr * weight_decay)
+    elif weight_decay != 0:
+        g = g + weight_decay * p
+    m = b1 * state.get("exp_avg", np.zeros_like(p)) + (1.0 - b1) * g
+    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1.0 - b2) * g * g
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho_t = rho_inf - 2.0 * t * b2 ** t / bc2
+    if rho_t > 5.0:
+        r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        return p - lr * m / bc1 * r * np.sqrt(bc2) / (np.sqrt(v) + eps)
+    return p - lr * m / bc1
+
+
+def rprop(p, g, state, lr, etas, step_sizes, maximize):
+    etaminus, etaplus = etas
+    g = -g if maximize else g
+    state["step"] = state.get("step", 0.0) + 1.0
+    prev = state.get("prev", np.zeros_like(p))
+    size = state.get("step_size", np.full_like(p, lr))
+    product = g * prev
+    size = np.clip(size * np.where(product > 0, etaplus, np.where(product < 0, etaminus, 1.0)),
+                   step_sizes[0], step_sizes[1])
+    g = np.where(product < 0, 0.0, g)
+    state["prev"], state["step_size"] = g, size
+    return p - np.sign(g) * size
+
+
+def nadam(p, g, state, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize):
+    b1, b2 = betas
+    g = -g if maximize else g
+    t = state.get("step", 0.0) + 1.0
+    state["step"] = t
+    if decoupled_weight_decay:
+        p = p * (1.0 - lr * weight_decay)
+    elif weight_decay != 0:
+        g = g + weight_decay * p
+    mu = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * momentum_decay))
+    # torch keeps the product as a float32 tensor: rounded at every step, as genesis does
+    product = float(np.float32(state.get("mu_product", 1.0) * np.float32(mu)))
+    state["mu_product"] = product
+    m = b1 * state.get("exp_avg", np.zeros_like(p)) + (1.0 - b1) * g
+    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1.0 - b2) * g * g
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    denom = np.sqrt(v / (1.0 - b2 ** t)) + eps
+    return (p - lr * (1.0 - mu) / (1.0 - product) * g / denom
+            - lr * mu_next / (1.0 - product * mu_next) * m / denom)
+
+
+def asgd(p, g, state, lr, lambd, alpha, t0, weight_decay, maximize):
+    g = -g if maximize else g
+    t = state.get("step", 0.0) + 1.0
+    state["step"] = t
+    eta, mu = state.get("eta", float(np.float32(lr))), state.get("mu", 1.0)
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    p = p * (1.0 - lambd * eta) - eta * g
+    ax = state.get("ax", np.zeros_like(p))
+    state["ax"] = p.copy() if mu == 1.0 else ax + mu * (p - ax)
+    # torch keeps eta and mu as float32 tensors
+    state["eta"] = float(np.float32(lr / (1.0 + lambd * lr * t) ** alpha))
+    state["mu"] = float(np.float32(1.0 / max(1.0, t - t0)))
+    return p
+
+
+def lion(p, g, state, lr, betas, weight_decay, maximize):
+    """Chen et al. 2023, Algorithm 2 (Lion), line by line."""
+    b1, b2 = betas
+    g = -g if maximize else g
+    m = state.get("exp_avg", np.zeros_like(p))
+    c = b1 * m + (1.0 - b1) * g
+    p = p - lr * (np.sign(c) + weight_decay * p)
+    state["exp_avg"] = b2 * m + (1.0 - b2) * g
+    return p
+
+
+# Rules whose step is the sign of a state-dependent quantity times a step size (no
+# magnitude): rounding the state can flip a step.
+SIGN_UPDATES = {"Lion": True, "Rprop": True}
+
+RULES = {"SGD": sgd, "Adam": adam, "AdamW": adam, "RMSprop": rmsprop, "Adagrad": adagrad,
+         "Adadelta": adadelta, "Adamax": adamax, "NAdam": nadam, "RAdam": radam, "ASGD": asgd,
+         "Rprop": rprop, "Lion": lion}
 
 
 def full_hyperparameters(name, hp):
@@ -105,7 +272,7 @@ def full_hyperparameters(name, hp):
     out = dict(DEFAULTS[name])
     out.update(hp)
     if out["lr"] is None:
-        raise ValueError("SGD needs an lr")
+        raise ValueError(f"{name} needs an lr")
     return out
 
 
@@ -167,8 +334,35 @@ def _rmsprop_configs():
     return out
 
 
-CONFIGS = {"SGD": _sgd_configs(), "Adam": _adam_configs("Adam"), "AdamW": _adam_configs("AdamW"),
-           "RMSprop": _rmsprop_configs()}
+def _flags(base, **choices):
+    """base updated with every combination of `choices` (key -> tuple of values)."""
+    keys = list(choices)
+    return [dict(base, **dict(zip(keys, values))) for values in itertools.product(*choices.values())]
+
+
+CONFIGS = {
+    "SGD": _sgd_configs(), "Adam": _adam_configs("Adam"), "AdamW": _adam_configs("AdamW"),
+    "RMSprop": _rmsprop_configs(),
+    "Adagrad": _flags(dict(lr=0.05, eps=1e-10), lr_decay=(0.0, 0.01), weight_decay=(0.0, 0.1),
+                      initial_accumulator_value=(0.0, 0.5), maximize=(False, True)),
+    "Adadelta": _flags(dict(lr=0.5, rho=0.8, eps=1e-6), weight_decay=(0.0, 0.1),
+                       maximize=(False, True)),
+    "Adamax": _flags(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6), weight_decay=(0.0, 0.1),
+                     maximize=(False, True)),
+    # betas[1] = 0.8 rectifies from step 6 on (rho_t > 5), so 20+ steps run both branches.
+    "RAdam": _flags(dict(lr=0.01, betas=(0.8, 0.8), eps=1e-6), weight_decay=(0.0, 0.1),
+                    decoupled_weight_decay=(False, True), maximize=(False, True)),
+    "NAdam": _flags(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, momentum_decay=0.05),
+                    weight_decay=(0.0, 0.1), decoupled_weight_decay=(False, True),
+                    maximize=(False, True)),
+    # t0 = 5: the average switches from copying p to averaging after step 6.
+    "ASGD": _flags(dict(lr=0.05, lambd=0.01, alpha=0.75), t0=(1e6, 5.0), weight_decay=(0.0, 0.1),
+                   maximize=(False, True)),
+    # Tight step-size bounds so that both clamps are reached within the test's steps.
+    "Rprop": _flags(dict(lr=0.01), etas=((0.5, 1.2), (0.3, 1.5)),
+                    step_sizes=((1e-6, 50.0), (0.005, 0.02)), maximize=(False, True)),
+    "Lion": _flags(dict(lr=0.01, betas=(0.8, 0.95)), weight_decay=(0.0, 0.5), maximize=(False, True)),
+}
 
 # One configuration per optimizer with every option switched on (for the heavier tests).
 RICH = {
@@ -176,6 +370,15 @@ RICH = {
     "Adam": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, amsgrad=True, weight_decay=0.1),
     "AdamW": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, amsgrad=True, weight_decay=0.1),
     "RMSprop": dict(lr=0.01, alpha=0.9, eps=1e-6, centered=True, momentum=0.5, weight_decay=0.1),
+    "Adagrad": dict(lr=0.05, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5),
+    "Adadelta": dict(lr=0.5, rho=0.8, eps=1e-6, weight_decay=0.1),
+    "Adamax": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+    "RAdam": dict(lr=0.01, betas=(0.8, 0.8), eps=1e-6, weight_decay=0.1, decoupled_weight_decay=True),
+    "Rprop": dict(lr=0.01, etas=(0.3, 1.5), step_sizes=(0.005, 0.02)),
+    "NAdam": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, momentum_decay=0.05, weight_decay=0.1,
+                  decoupled_weight_decay=True),
+    "ASGD": dict(lr=0.05, lambd=0.01, alpha=0.75, t0=5.0, weight_decay=0.1),
+    "Lion": dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.5),
 }
 
 
@@ -183,7 +386,7 @@ def config_id(hp):
     """A short readable test id for a hyperparameter dict."""
     parts = []
     for key, value in hp.items():
-        if key in ("lr", "betas", "eps", "alpha"):
+        if key in ("lr", "betas", "eps", "alpha", "rho"):
             continue
         if value is True:
             parts.append(key)
@@ -194,7 +397,7 @@ def config_id(hp):
 
 def all_cases():
     """(optimizer name, hyperparameters) for every flag combination of every optimizer."""
-    return [(name, hp) for name, configs in CONFIGS.items() for hp in configs]
+    return [(name, hp) for name in NAMES for hp in CONFIGS[name]]
 
 
 def all_case_ids():

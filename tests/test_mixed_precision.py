@@ -39,7 +39,7 @@ from genesis.nn.utils import clip_grad_norm_, clip_grad_value_  # noqa: E402
 
 import reference as R  # noqa: E402
 
-NAMES = ["SGD", "Adam", "AdamW", "RMSprop"]
+NAMES = R.NAMES
 HALVES = [torch.float16, torch.bfloat16]
 HALF_IDS = ["float16", "bfloat16"]
 STEPS = 25
@@ -120,8 +120,14 @@ def twin(params, dtype=None):
     return [torch.nn.Parameter(p.detach().to(dtype or p.dtype).clone()) for p in params]
 
 
+def per_tensor_keys(opt):
+    """step and the per-tensor scalars (NAdam's mu_product, ASGD's eta, mu): 0-dim float32
+    whatever the state dtype, as torch keeps them."""
+    return {"step", *R.scalar_names(type(opt).__name__, opt.param_groups[0])}
+
+
 def state_arrays(opt, p):
-    return {k: v for k, v in opt.state[p].items() if k != "step"}
+    return {k: v for k, v in opt.state[p].items() if k not in per_tensor_keys(opt)}
 
 
 def rich(name):
@@ -156,6 +162,7 @@ def test_parity_with_torch_float32_copy(name, hp, dtype, master):
     tests/test_torch_parity.py checks against torch.) The float32 state must follow torch's
     within float32 tolerance over the whole run.
     """
+    R.skip_without_torch_twin(name)
     gen = torch.Generator().manual_seed(1234)
     pa, pb = half_params(dtype, SHAPES_A, gen), half_params(dtype, SHAPES_B, gen)
     ta, tb = twin(pa, torch.float32), twin(pb, torch.float32)
@@ -334,8 +341,12 @@ def test_bfloat16_state_one_rounding_then_close(name):
         assert_same_bits(pb[0], mb.to(torch.bfloat16), f"step {step}: param == round(master)")
     ma, mb = oa.state[pa[0]]["master_param"], ob.state[pb[0]]["master_param"]
     drift = (mb - ma).abs()
-    assert bool((drift <= 0.1 * path + 1e-7).all()), \
-        f"max drift {float((drift / path).max()):.3g} of the path length"
+    within = drift <= 0.1 * path + 1e-7
+    if R.SIGN_UPDATES.get(name):
+        # A sign rule moves every element by a full lr: where its argument is near zero the
+        # state's rounding can flip a step's sign, so a few elements may drift further.
+        within = within.double().mean() >= 0.99
+    assert bool(within.all()), f"max drift {float((drift / path).max()):.3g} of the path length"
     da, db = ma - m0, mb - m0
     assert float((db - da).norm() / da.norm()) < 0.05
     assert ob.state[pb[0]]["master_param"].dtype == torch.float32
@@ -406,7 +417,7 @@ def test_stochastic_rounding_is_unbiased_every_optimizer(name):
     """For every rule: each stochastically rounded result is a bfloat16 neighbour of the float32
     result, and over >= 1e5 roundings (elements x steps) the mean error is 0 within 3 standard
     errors; the rounding goes up as often as the dropped fraction says."""
-    x, r = _sr_draws(name, rich(name), 4200, STEPS)
+    x, r = _sr_draws(name, rich(name), 6300, STEPS)
     err = _assert_unbiased(x, r)
     # Not a disguised round-to-nearest: some results are the farther neighbour.
     lo, hi = _bf16_neighbours(x)
@@ -771,6 +782,7 @@ def test_numpy_float16_matches_torch_float16(name):
     """genesis.nn.Parameter(float16) gets float32 NumPy state and the same bits as a float16
     torch parameter fed the same gradients (which in turn is checked against torch.optim
     above); and it stays within one ulp of torch.optim's float32 copy, rounded."""
+    R.skip_without_torch_twin(name)
     hp = rich(name)
     rng = np.random.default_rng(9)
     init = rng.standard_normal(400).astype(np.float16)
@@ -912,7 +924,7 @@ def test_state_dict_round_trip_master_and_bfloat16_state(name, via_file):
     for entries in sd["state"].values():
         assert entries["master_param"].dtype == torch.float32
         for key, value in entries.items():
-            if key == "step":
+            if key in per_tensor_keys(oa):
                 assert value.dtype == torch.float32 and value.dim() == 0
             elif key != "master_param":
                 assert value.dtype == torch.bfloat16, key

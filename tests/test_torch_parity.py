@@ -26,7 +26,10 @@ STEPS = 30
 DTYPES = [torch.float32, torch.float64]
 DTYPE_IDS = ["float32", "float64"]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-NAMES = ["SGD", "Adam", "AdamW", "RMSprop"]
+# The optimizers torch has too (Lion is checked against its paper in test_rules_reference.py).
+NAMES = [n for n in R.NAMES if hasattr(torch.optim, n)]
+CASES = [(n, hp) for n, hp in R.all_cases() if n in NAMES]
+CASE_IDS = [i for (n, _), i in zip(R.all_cases(), R.all_case_ids()) if n in NAMES]
 
 
 class MLP(torch.nn.Module):
@@ -89,7 +92,7 @@ def _pair(name, hp, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("name,hp", R.all_cases(), ids=R.all_case_ids())
+@pytest.mark.parametrize("name,hp", CASES, ids=CASE_IDS)
 def test_training_matches_torch(name, hp, dtype):
     mt, ot, mg, og = _pair(name, hp, dtype)
     tol = TOL[dtype]
@@ -101,7 +104,8 @@ def test_training_matches_torch(name, hp, dtype):
     # The frozen parameter is untouched and has no state in either; the empty one has state
     # exactly where torch has it.
     torch.testing.assert_close(mg.frozen, torch.linspace(-1, 1, 5, dtype=dtype), rtol=0, atol=0)
-    assert mg.frozen not in og.state and mt.frozen not in ot.state
+    # Adagrad creates every parameter's state in its constructor, in torch and genesis alike.
+    assert (mg.frozen in og.state) == (mt.frozen in ot.state) == R.eager_state(name)
     for pt, pg in zip(mt.parameters(), mg.parameters()):
         st, sg = ot.state.get(pt, {}), og.state.get(pg, {})
         assert set(sg) == set(st)
@@ -243,11 +247,14 @@ def test_editing_lr_between_steps(name):
                 o.param_groups[1]["lr"] = 0.2
                 o.param_groups[0]["weight_decay"] = 0.0
         frozen_group1 = [p.detach().clone() for p in og.param_groups[1]["params"]]
+        torch_group1 = [p.detach().clone() for p in ot.param_groups[1]["params"]]
         _train_step(mt, ot, x, y)
         _train_step(mg, og, x, y)
         _assert_models_close(mg, mt, TOL[torch.float64])
-        if 4 <= i < 8:
-            # lr = 0: group 1 does not move (AdamW's decay factor 1 - lr*wd is 1).
+        # lr = 0: group 1 does not move (AdamW's decay factor 1 - lr*wd is 1), exactly, where
+        # torch's does not either (Rprop's lr only seeds its step sizes).
+        torch_still = all(torch.equal(p.detach(), b) for p, b in zip(ot.param_groups[1]["params"], torch_group1))
+        if 4 <= i < 8 and torch_still:
             for before, p in zip(frozen_group1, og.param_groups[1]["params"]):
                 torch.testing.assert_close(p.detach(), before, rtol=0, atol=0)
 
@@ -271,16 +278,12 @@ def test_add_param_group_then_step(name):
         _assert_models_close(mg, mt, TOL[torch.float64])
 
 
-_REPLACED = {"SGD": "momentum_buffer", "Adam": "exp_avg", "AdamW": "exp_avg_sq",
-             "RMSprop": "square_avg"}
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_replacing_a_state_tensor_is_honoured(name):
     """opt.state[p][key] = new tensor (same shape): the next step uses the new tensor, and
     keeps updating it in place, as torch does."""
     hp = R.RICH[name]
-    key = _REPLACED[name]
+    key = R.state_names(name, hp)[-1]
     mt, ot, mg, og = _pair(name, hp, torch.float64)
     for i, (x, y) in enumerate(_data(torch.float64, 8)):
         if i == 3:
@@ -399,6 +402,8 @@ def test_torch_state_dict_into_numpy_parameters(name):
         for key, value in on.state[p].items():
             if key == "step":
                 assert isinstance(value, np.ndarray) and value.dtype == np.float32 and float(value) == 3.0
+            elif key in R.scalar_names(name, hp):
+                assert isinstance(value, np.ndarray) and value.dtype == np.float32 and value.shape == ()
             else:
                 assert isinstance(value, np.ndarray) and value.dtype == np.float64
     for _ in range(3):

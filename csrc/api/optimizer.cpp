@@ -45,35 +45,18 @@ DType state_dtype_for(DType param) {
   return param == DType::Float16 || param == DType::BFloat16 ? DType::Float32 : param;
 }
 
+// Whether `name` is one of the per-tensor scalars of the rule with these options.
+template <typename O> bool is_scalar(const O& o, const std::string& name) {
+  for (const auto& scalar : scalar_state(o))
+    if (scalar.first == name) return true;
+  return false;
+}
+
 void put_flag(Value& group, const char* key, bool v) { group.set(Value::of(std::string(key)), Value::of(v)); }
 
-// Each option of an Options struct with its state_dict key, in torch's param_group order. One
-// list per optimizer serves both directions (OptionWriter, OptionReader).
-template <typename F> void visit_options(SgdOptions& o, F&& f) {
-  f("lr", o.lr);
-  f("momentum", o.momentum);
-  f("dampening", o.dampening);
-  f("weight_decay", o.weight_decay);
-  f("nesterov", o.nesterov);
-  f("maximize", o.maximize);
-}
-template <typename F> void visit_options(AdamOptions& o, F&& f) {
-  f("lr", o.lr);
-  f("betas", o.beta1, o.beta2);
-  f("eps", o.eps);
-  f("weight_decay", o.weight_decay);
-  f("amsgrad", o.amsgrad);
-  f("maximize", o.maximize);
-}
-template <typename F> void visit_options(RmspropOptions& o, F&& f) {
-  f("lr", o.lr);
-  f("alpha", o.alpha);
-  f("eps", o.eps);
-  f("weight_decay", o.weight_decay);
-  f("momentum", o.momentum);
-  f("centered", o.centered);
-  f("maximize", o.maximize);
-}
+// Each option of an Options struct with its state_dict key, in torch's param_group order: the
+// rule's schema (RuleSpec::fields) serves both directions (OptionWriter, OptionReader).
+template <typename O, typename F> void visit_options(O& o, F&& f) { RuleSpec<O>::fields(o, f); }
 
 struct OptionWriter {
   Value& group;
@@ -138,16 +121,24 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
 template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_t g, size_t i) {
   State& s = state_[g][i];
   const ParamView& p = groups_[g].params[i];
-  const std::vector<std::string> names = state_names(groups_[g].options);
+  std::vector<std::string> names = state_names(groups_[g].options);
+  const auto scalars = scalar_state(groups_[g].options);
+  for (const auto& scalar : scalars) names.push_back(scalar.first);
   if (s.exists && s.names == names) return s;
   // Create the arrays these options need, keeping any that already exist by name (so turning
-  // on amsgrad mid-run adds max_exp_avg_sq and keeps the moments).
+  // on amsgrad mid-run adds max_exp_avg_sq and keeps the moments). The per-tensor scalars
+  // follow the arrays, one float32 each, starting at their initial values.
   std::vector<std::vector<unsigned char>> arrays;
-  for (const std::string& name : names) {
+  const size_t first_scalar = names.size() - scalars.size();
+  for (size_t n = 0; n < names.size(); ++n) {
     std::vector<unsigned char> a;
     for (size_t k = 0; k < s.names.size(); ++k)
-      if (s.names[k] == name) a = std::move(s.arrays[k]);
-    if (a.empty()) {
+      if (s.names[k] == names[n]) a = std::move(s.arrays[k]);
+    if (a.empty() && n >= first_scalar) {
+      const float initial = static_cast<float>(scalars[n - first_scalar].second);
+      a.resize(sizeof(float));
+      std::memcpy(a.data(), &initial, sizeof(float));
+    } else if (a.empty()) {
       a.assign(static_cast<size_t>(p.numel) * dtype_size(state_dtype_for(p.dtype)), 0);
       s.fresh = true;
     }
@@ -216,7 +207,11 @@ template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
       if (counts_steps()) entry.set(Value::of(std::string("step")), Value::of(double(s.step)));
       for (size_t k = 0; k < s.names.size(); ++k) {
         entry.set(Value::of(s.names[k]), Value::array_ref(static_cast<int64_t>(doc.arrays.size())));
-        doc.arrays.push_back({state_dtype_for(p.dtype), {p.numel}, s.arrays[k]});
+        // A per-tensor scalar is a 0-dim float32 array, as torch stores it.
+        if (is_scalar(groups_[gi].options, s.names[k]))
+          doc.arrays.push_back({DType::Float32, {}, s.arrays[k]});
+        else
+          doc.arrays.push_back({state_dtype_for(p.dtype), {p.numel}, s.arrays[k]});
       }
       state.set(Value::of(index), std::move(entry));
     }
@@ -272,6 +267,16 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
           if (!(s.step >= 0)) throw CheckpointError("state 'step' of " + where(gi, i) + " must be a non-negative count");
           continue;
         }
+        if (is_scalar(options.back(), name.text)) {
+          if (array && array->numel() != 1) throw CheckpointError("state '" + name.text + "' must be a single number");
+          double value = 0.0;
+          if (array) copy_cast(*array, DType::Float64, reinterpret_cast<unsigned char*>(&value));
+          const float f = static_cast<float>(array ? value : v.as_number("state '" + name.text + "'"));
+          s.names.push_back(name.text);
+          s.arrays.emplace_back(sizeof(float));
+          std::memcpy(s.arrays.back().data(), &f, sizeof(float));
+          continue;
+        }
         if (!array) throw CheckpointError("state '" + name.text + "' of " + where(gi, i) + " must be an array");
         if (array->numel() != p.numel)
           throw std::invalid_argument("state '" + name.text + "' of " + where(gi, i) + " has " +
@@ -288,39 +293,8 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
   state_ = std::move(state);
 }
 
-template class Optimizer<SgdOptions>;
-template class Optimizer<AdamOptions>;
-template class Optimizer<RmspropOptions>;
+#define GENESIS_INSTANTIATE(rule, Options, Class) template class Optimizer<Options>;
+GENESIS_ELEMENTWISE_RULES(GENESIS_INSTANTIATE)
+#undef GENESIS_INSTANTIATE
 
-// --- SGD -------------------------------------------------------------------------------------
-
-std::vector<std::string> SGD::state_names(const SgdOptions& o) const {
-  if (o.momentum == 0.0) return {};
-  return {"momentum_buffer"};
-}
-void SGD::run(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
-  cpu::sgd_step(o, c, t, n);
-}
-// --- Adam / AdamW ----------------------------------------------------------------------------
-
-std::vector<std::string> Adam::state_names(const AdamOptions& o) const {
-  if (o.amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
-  return {"exp_avg", "exp_avg_sq"};
-}
-void Adam::run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
-  cpu::adam_step(o, decoupled_, c, t, n);
-}
-void Adam::write_extra_options(Value& g) const { put_flag(g, "decoupled_weight_decay", decoupled_); }
-
-// --- RMSprop ---------------------------------------------------------------------------------
-
-std::vector<std::string> RMSprop::state_names(const RmspropOptions& o) const {
-  std::vector<std::string> names = {"square_avg"};
-  if (o.centered) names.push_back("grad_avg");
-  if (o.momentum > 0.0) names.push_back("momentum_buffer");
-  return names;
-}
-void RMSprop::run(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const {
-  cpu::rmsprop_step(o, c, t, n);
-}
 }  // namespace genesis

@@ -42,15 +42,10 @@ const char* isa() { return use_avx2() ? "avx2" : "baseline"; }
 #define GENESIS_DISPATCH(call) return baseline::call
 #endif
 
-void sgd_step(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) {
-  GENESIS_DISPATCH(sgd_step(o, c, t, n));
-}
-void adam_step(const AdamOptions& o, bool decoupled, const StepConfig& c, TensorSlots* t, int64_t n) {
-  GENESIS_DISPATCH(adam_step(o, decoupled, c, t, n));
-}
-void rmsprop_step(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) {
-  GENESIS_DISPATCH(rmsprop_step(o, c, t, n));
-}
+#define GENESIS_CPU_STEP(rule, Options, Class) \
+  void step(const Options& o, const StepConfig& c, TensorSlots* t, int64_t n) { GENESIS_DISPATCH(step(o, c, t, n)); }
+GENESIS_ELEMENTWISE_RULES(GENESIS_CPU_STEP)
+#undef GENESIS_CPU_STEP
 double global_norm(double norm_type, DType d, const Buffer* b, int64_t n) {
   GENESIS_DISPATCH(global_norm(norm_type, d, b, n));
 }

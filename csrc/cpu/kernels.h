@@ -10,10 +10,10 @@
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
-void sgd_step(const SgdOptions& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
-void adam_step(const AdamOptions& options, bool decoupled, const StepConfig& config, TensorSlots* tensors,
-               int64_t count);
-void rmsprop_step(const RmspropOptions& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
+#define GENESIS_CPU_STEP(rule, Options, Class) \
+  void step(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
+GENESIS_ELEMENTWISE_RULES(GENESIS_CPU_STEP)
+#undef GENESIS_CPU_STEP
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count);
 void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
 bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count);

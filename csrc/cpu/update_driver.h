@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "flat_partition.h"
@@ -53,15 +54,21 @@ void run_update(const typename Rule::Options& options, const StepConfig& config,
   using T = MathType<P>;
   using Coeffs = typename Rule::template Coeffs<T>;
   // Per-tensor scalars. Tensors of a group almost always share their step count, so the
-  // bias corrections (two pow() calls) are recomputed only when it changes.
+  // bias corrections (two pow() calls) are recomputed only when it changes. Rules with
+  // per-tensor scalars (NOTE: [per-tensor scalars]) compute each tensor's own, and advance them
+  // here: nothing below reads them again.
+  constexpr bool kScalars = ScalarCount<Rule>::value > 0;
   std::vector<Coeffs> coeffs(count);
   float last_step = -1.0f;
   bool last_fresh = false;
   for (int64_t t = 0; t < count; ++t) {
     TensorSlots& ts = tensors[t];
     if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
-    const bool same = t > 0 && ts.fresh == last_fresh && (!ts.step || *ts.step == last_step);
-    coeffs[t] = same ? coeffs[t - 1] : Rule::template coeffs<T>(options, ts.step ? *ts.step : 0.0, ts.fresh);
+    const double step = ts.step ? *ts.step : 0.0;
+    const bool same = !kScalars && t > 0 && ts.fresh == last_fresh && (!ts.step || *ts.step == last_step);
+    coeffs[t] = same ? coeffs[t - 1]
+                     : rule_coeffs<Rule, T>(options, step, ts.fresh, kScalars ? load_scalars<Rule>(ts.state) : TensorScalars{});
+    if constexpr (kScalars) advance_scalars<Rule>(options, step, ts.state);
     last_step = ts.step ? *ts.step : -1.0f;
     last_fresh = ts.fresh;
   }
@@ -82,6 +89,16 @@ void dispatch_update(const char* op, const typename Rule::Options& options, cons
   if (config.found_inf && *config.found_inf != 0.0f) return;
   dispatch_storage(op, config, [&](auto param, auto state, auto store) {
     run_update<Rule, decltype(param), decltype(state), decltype(store)::value>(options, config, tensors, count);
+  });
+}
+
+// One step of the rule whose options these are: its RuleSpec picks the compile-time variant.
+template <typename Options>
+void run_rule(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
+  using Spec = RuleSpec<Options>;
+  const std::string op = std::string(Spec::name(options)) + " step";
+  Spec::select(options, [&](auto rule) {
+    dispatch_update<decltype(rule)>(op.c_str(), options, config, tensors, count);
   });
 }
 

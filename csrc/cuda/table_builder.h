@@ -48,12 +48,13 @@ static_assert(kTableTensors <= 256, "block_tensor is a uint8_t");
 static_assert(sizeof(TensorTable) + 1024 <= kKernelArgBytes, "a table must fit the kernel argument limit");
 
 // Every step counter of one update call, advanced by one launch after all update launches.
-constexpr int kStepListSize = 3968;
+constexpr int kStepListSize = 992;
 struct StepList {
   float* step[kStepListSize];
+  void* state[kMaxStates][kStepListSize];  // each tensor's state slots: its scalars follow its arrays
   int count;
 };
-static_assert(sizeof(StepList) + 64 <= kKernelArgBytes, "a step list must fit the kernel argument limit");
+static_assert(sizeof(StepList) + 512 <= kKernelArgBytes, "a step list (and the rule's options) must fit the kernel argument limit");
 
 inline bool aligned_to(const void* p, size_t bytes) {
   return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0;
@@ -188,6 +189,7 @@ inline std::vector<StepList> build_step_lists(const TensorSlots* tensors, int64_
       lists.back().count = 0;
     }
     StepList& l = lists.back();
+    for (int k = 0; k < kMaxStates; ++k) l.state[k][l.count] = tensors[t].state[k];
     l.step[l.count++] = tensors[t].step;
   }
   return lists;

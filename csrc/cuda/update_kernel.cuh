@@ -19,16 +19,24 @@ namespace genesis::cuda {
 // types, two 16-byte accesses of float64).
 template <typename S> struct alignas(sizeof(S) * kVec) Pack { S v[kVec]; };
 
-// The per-tensor scalars of this step. A rule that counts steps reads the count before this
-// step's increment (advance_steps runs after every update launch); SGD's first step is decided
-// by its device counter when it has one (0: no step has run since the buffer was created, so a
-// step skipped by GradScaler leaves the next one first), else by the host's flag.
+// The per-tensor coefficients of this step. A rule that counts steps reads the count before
+// this step's increment (advance_steps runs after every update launch), and its per-tensor
+// scalars (NOTE: [per-tensor scalars]) from the state slots after its arrays; SGD's first step
+// is decided by its device counter when it has one (0: no step has run since the buffer was
+// created, so a step skipped by GradScaler leaves the next one first), else by the host's flag.
 template <typename Rule, typename T>
-__device__ typename Rule::template Coeffs<T> coeffs_of(const typename Rule::Options& options, const float* counter,
-                                                      uint8_t flags) {
-  if constexpr (Rule::kCountsSteps) return Rule::template coeffs<T>(options, double(*counter) + 1.0, false);
-  const bool fresh = counter ? *counter == 0.0f : (flags & kFresh) != 0;
-  return Rule::template coeffs<T>(options, 0.0, fresh);
+__device__ typename Rule::template Coeffs<T> coeffs_of(const typename Rule::Options& options, const TensorTable& table,
+                                                      int t) {
+  const float* counter = table.step[t];
+  TensorScalars scalars{};
+  if constexpr (ScalarCount<Rule>::value > 0) {
+    void* state[kMaxStates];
+    for (int k = 0; k < kMaxStates; ++k) state[k] = table.ptr[3 + k][t];
+    scalars = load_scalars<Rule>(state);
+  }
+  if constexpr (Rule::kCountsSteps) return rule_coeffs<Rule, T>(options, double(*counter) + 1.0, false, scalars);
+  const bool fresh = counter ? *counter == 0.0f : (table.flags[t] & kFresh) != 0;
+  return rule_coeffs<Rule, T>(options, 0.0, fresh, scalars);
 }
 
 template <typename Rule, typename P, typename S, ParamStore kStore>
@@ -42,7 +50,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
   const int t = r.tensor;
   // The bias corrections need pow() in double: one thread computes them for the block.
   __shared__ Coeffs shared;
-  if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(options, table.step[t], table.flags[t]);
+  if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(options, table, t);
   __syncthreads();
   const Coeffs c = shared;
   const T grad_scale = config.grad_scale ? T(*config.grad_scale) : T(1);
@@ -61,8 +69,8 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
   constexpr bool kMaster = kStore == ParamStore::Master;
   // Whole packs through registers with 16-byte accesses; see BlockRange.
   for (int64_t i = r.begin + int64_t(threadIdx.x) * kVec; i < r.packs_end; i += int64_t(kThreads) * kVec) {
-    Pack<P> p;  // with master weights the parameter is only written
-    if constexpr (!kMaster) p = *reinterpret_cast<const Pack<P>*>(param + i);
+    // Read with master weights too: NOTE: [master re-seed] compares it with the master.
+    Pack<P> p = *reinterpret_cast<const Pack<P>*>(param + i);
     const Pack<P> g = *reinterpret_cast<const Pack<P>*>(grad + i);
     Pack<float> m;
     Pack<S> a, b, d;
@@ -91,12 +99,21 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
                                           K > 2 ? s2[j] : scratch_state, uint32_t(j), c, grad_scale, key);
 }
 
-// Advances every counter of a step, unless the step was skipped: one launch after all update
-// launches, so a tensor split over tables read the same count in each.
-static __global__ void advance_steps(const __grid_constant__ StepList list, const float* found_inf) {
+// Advances every step counter of a step and the per-tensor scalars that go with it (NOTE:
+// [per-tensor scalars]), unless the step was skipped: one launch after all update launches, so
+// a tensor split over tables read the same values in each.
+template <typename Rule>
+__global__ void advance_steps(const __grid_constant__ StepList list, const float* found_inf,
+                              const typename Rule::Options options) {
   if (found_inf && *found_inf != 0.0f) return;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < list.count; i += gridDim.x * blockDim.x)
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < list.count; i += gridDim.x * blockDim.x) {
+    if constexpr (ScalarCount<Rule>::value > 0) {
+      void* state[kMaxStates];
+      for (int k = 0; k < kMaxStates; ++k) state[k] = list.state[k][i];
+      advance_scalars<Rule>(options, double(*list.step[i]) + 1.0, state);
+    }
     *list.step[i] += 1.0f;
+  }
 }
 
 template <typename Rule, typename P, typename S, ParamStore kStore>
@@ -116,7 +133,7 @@ void launch_update(const char* op, const typename Rule::Options& options, const 
     update_kernel<Rule, P, S, kStore><<<blocks, kThreads, 0, stream>>>(table, options, config);
   });
   for (const StepList& list : steps) {
-    advance_steps<<<(list.count + 127) / 128, 128, 0, stream>>>(list, config.found_inf);
+    advance_steps<Rule><<<(list.count + 127) / 128, 128, 0, stream>>>(list, config.found_inf, options);
     check(cudaGetLastError(), "step counters (the parameters and state were updated)");
   }
 }
@@ -131,6 +148,17 @@ void dispatch_update(const char* op, const typename Rule::Options& options, cons
   dispatch_storage(op, config, [&](auto param, auto state, auto store) {
     launch_update<Rule, decltype(param), decltype(state), decltype(store)::value>(
         op, options, config, tensors, count, static_cast<cudaStream_t>(stream));
+  });
+}
+
+// One step of the rule whose options these are: its RuleSpec picks the compile-time variant.
+template <typename Options>
+void run_rule(const Options& options, const StepConfig& config, const TensorSlots* tensors, int64_t count,
+              void* stream) {
+  using Spec = RuleSpec<Options>;
+  const std::string op = std::string(Spec::name(options)) + " step";
+  Spec::select(options, [&](auto rule) {
+    dispatch_update<decltype(rule)>(op.c_str(), options, config, tensors, count, stream);
   });
 }
 

@@ -307,12 +307,14 @@ class GroupPlan {
 
   // Records a parameter whose state Python has validated and allocated: its data array (the
   // tensor itself, or a genesis.nn.Parameter's .data), its state arrays (all of state_dtype,
-  // in the rule's slot order), its step counter and float32 master copy (None when absent),
-  // and its id within the optimizer (keys its stochastic rounding stream).
-  void admit(size_t i, py::object data, std::vector<py::object> state, int state_dtype, py::object step,
-             py::object master, bool fresh, uint64_t id, bool cuda) {
+  // in the rule's slot order), its per-tensor scalars (0-dim float32 arrays, NOTE: [per-tensor
+  // scalars]), its step counter and float32 master copy (None when absent), and its id within
+  // the optimizer (keys its stochastic rounding stream).
+  void admit(size_t i, py::object data, std::vector<py::object> state, std::vector<py::object> scalars,
+             int state_dtype, py::object step, py::object master, bool fresh, uint64_t id, bool cuda) {
     Entry& e = entries_.at(i);
-    if (state.size() > static_cast<size_t>(kMaxStates)) throw py::value_error("genesis internal error: too many state arrays");
+    if (state.size() + scalars.size() > static_cast<size_t>(kMaxStates))
+      throw py::value_error("genesis internal error: too many state arrays");
     auto hold = [&](const py::object& array, const char* what) {
       Held h{array, pin_of(array), describe_for_write(array, cuda, what)};
       return h;
@@ -320,6 +322,7 @@ class GroupPlan {
     Entry fresh_entry;
     fresh_entry.param = e.param;
     fresh_entry.torch = e.torch;
+    fresh_entry.duplicate = e.duplicate;
     fresh_entry.data = hold(data, "the parameter");
     for (const py::object& s : state) {
       fresh_entry.state.push_back(hold(s, "a state array"));
@@ -327,14 +330,19 @@ class GroupPlan {
           fresh_entry.state.back().info.dtype != static_cast<DType>(state_dtype))
         throw py::value_error("genesis internal error: a state array does not match its parameter");
     }
+    for (const py::object& s : scalars) {
+      fresh_entry.state.push_back(hold(s, "a per-tensor scalar"));
+      if (fresh_entry.state.back().info.numel != 1 || fresh_entry.state.back().info.dtype != DType::Float32)
+        throw py::value_error("genesis internal error: a per-tensor scalar is not one float32");
+    }
     if (!step.is_none()) fresh_entry.state.push_back(hold(step, "the step counter"));
     if (!master.is_none()) fresh_entry.state.push_back(hold(master, "the master copy"));
     fresh_entry.ready = true;
     fresh_entry.cuda = cuda;
     fresh_entry.state_dtype = static_cast<DType>(state_dtype);
     TensorSlots& slots = fresh_entry.slots;
-    for (size_t k = 0; k < state.size(); ++k) slots.state[k] = fresh_entry.state[k].info.data;
-    size_t next = state.size();
+    size_t next = 0;
+    for (; next < state.size() + scalars.size(); ++next) slots.state[next] = fresh_entry.state[next].info.data;
     slots.param = fresh_entry.data.info.data;
     slots.numel = fresh_entry.data.info.numel;
     slots.step = step.is_none() ? nullptr : static_cast<float*>(fresh_entry.state[next++].info.data);
@@ -614,6 +622,95 @@ class BufferList {
   std::vector<TypedBuffer> buffers_;
 };
 
+// NOTE: [options by name]
+// Every rule's options cross from Python by keyword, through the rule's schema
+// (RuleSpec::fields in include/genesis/rules/<rule>.h), never by position: adding a field to
+// an options struct cannot silently shift the others. Keys are torch's param_group keys
+// ("betas" is a pair); a key the schema does not know is a TypeError, a missing one keeps the
+// struct's default.
+struct FieldReader {
+  const py::dict& kwargs;
+  size_t used = 0;
+  void operator()(const char* key, double& v) {
+    if (kwargs.contains(key)) v = py::float_(kwargs[key]), ++used;
+  }
+  void operator()(const char* key, bool& v) {
+    if (kwargs.contains(key)) v = py::bool_(kwargs[key]), ++used;
+  }
+  void operator()(const char* key, double& a, double& b) {
+    if (!kwargs.contains(key)) return;
+    const py::object pair = kwargs[key];
+    if (!py::isinstance<py::sequence>(pair) || py::len(pair) != 2)
+      throw py::value_error(std::string("Invalid ") + key + ": " + py::repr(pair).cast<std::string>() +
+                            " (expected a pair)");
+    a = py::float_(py::sequence(pair)[0]);
+    b = py::float_(py::sequence(pair)[1]);
+    ++used;
+  }
+};
+
+// The schema as Python sees it: (key, kind) with kind "float", "bool" or "pair", in order.
+struct FieldLister {
+  py::list& out;
+  void operator()(const char* key, double) const { out.append(py::make_tuple(key, "float")); }
+  void operator()(const char* key, bool) const { out.append(py::make_tuple(key, "bool")); }
+  void operator()(const char* key, double, double) const { out.append(py::make_tuple(key, "pair")); }
+};
+
+// The values of an options struct as a dict keyed like a torch param_group.
+struct FieldWriter {
+  py::dict& out;
+  void operator()(const char* key, double v) const { out[key] = v; }
+  void operator()(const char* key, bool v) const { out[key] = v; }
+  void operator()(const char* key, double a, double b) const { out[key] = py::make_tuple(a, b); }
+};
+
+template <typename O> py::dict options_dict(O o) {
+  py::dict out;
+  RuleSpec<O>::fields(o, FieldWriter{out});
+  return out;
+}
+
+// Binds one rule of include/genesis/rules/list.h: its options class (built by keyword, with
+// its schema, state names and checks) and the plan method that runs it.
+template <typename O>
+void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, const char* options_name) {
+  using Spec = RuleSpec<O>;
+  py::class_<O>(m, options_name)
+      .def(py::init([](py::kwargs kwargs) {
+        O o;
+        FieldReader reader{kwargs};
+        Spec::fields(o, reader);
+        if (reader.used != kwargs.size()) {
+          py::dict known = options_dict(O{});
+          std::string unknown;
+          for (auto item : kwargs)
+            if (!known.contains(item.first)) unknown += (unknown.empty() ? "" : ", ") + py::str(item.first).cast<std::string>();
+          throw py::type_error(std::string(Spec::name(o)) + " got unexpected option(s): " + unknown);
+        }
+        return o;
+      }))
+      .def_static("fields", [] {
+        py::list out;
+        O o;
+        Spec::fields(o, FieldLister{out});
+        return out;
+      }, "The schema: (param_group key, kind) pairs, kind \"float\", \"bool\" or \"pair\", in torch's order.")
+      .def_static("defaults", [] { return options_dict(O{}); }, "The core's default value of every option.")
+      .def_property_readonly_static("counts_steps", [](py::object) { return Spec::kCountsSteps; })
+      .def("as_dict", [](const O& o) { return options_dict(o); })
+      .def("state_names", [](const O& o) { return Spec::state_names(o); },
+           "Names of the per-element state arrays for these options, in the core's slot order.")
+      .def("scalar_state", [](const O& o) { return scalar_state(o); },
+           "(name, initial value) of each per-tensor float32 scalar, in slot order after the arrays.")
+      .def("name", [](const O& o) { return Spec::name(o); });
+  m.def("validate", [](const O& o) { validate(o); });
+  plan.def(rule, [](GroupPlan& p, const O& o, const StepControl& control) {
+    p.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::step(o, c, t, n); },
+          [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(step(o, c, t, n, s)); });
+  });
+}
+
 }  // namespace
 }  // namespace genesis
 
@@ -675,33 +772,6 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.attr("build_info") = build_info;
 
-  // Hyperparameters cross as the core's own option structs, validated by the same checks the
-  // C++ API uses (include/genesis/validate.h); std::invalid_argument arrives as ValueError.
-  py::class_<SgdOptions>(m, "SgdOptions")
-      .def(py::init([](double lr, double momentum, double dampening, double weight_decay,
-                       bool nesterov, bool maximize) {
-             return SgdOptions{lr, momentum, dampening, weight_decay, nesterov, maximize};
-           }),
-           py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
-           py::arg("weight_decay"), py::arg("nesterov"), py::arg("maximize"));
-  py::class_<AdamOptions>(m, "AdamOptions")
-      .def(py::init([](double lr, double beta1, double beta2, double eps, double weight_decay,
-                       bool amsgrad, bool maximize) {
-             return AdamOptions{lr, beta1, beta2, eps, weight_decay, amsgrad, maximize};
-           }),
-           py::kw_only(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-           py::arg("weight_decay"), py::arg("amsgrad"), py::arg("maximize"));
-  py::class_<RmspropOptions>(m, "RmspropOptions")
-      .def(py::init([](double lr, double alpha, double eps, double weight_decay, double momentum,
-                       bool centered, bool maximize) {
-             return RmspropOptions{lr, alpha, eps, weight_decay, momentum, centered, maximize};
-           }),
-           py::kw_only(), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-           py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"), py::arg("maximize"));
-  m.def("validate", py::overload_cast<const SgdOptions&>(&validate));
-  m.def("validate", py::overload_cast<const AdamOptions&>(&validate));
-  m.def("validate", py::overload_cast<const RmspropOptions&>(&validate));
-
   py::class_<StepControl>(m, "StepControl")
       .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter,
                        uintptr_t grad_scale_ptr, uintptr_t found_inf_ptr, uintptr_t stream) {
@@ -711,25 +781,24 @@ PYBIND11_MODULE(_C, m) {
            py::arg("seed") = 0, py::arg("counter") = 0, py::arg("grad_scale_ptr") = 0,
            py::arg("found_inf_ptr") = 0, py::arg("stream") = 0);
 
-  py::class_<GroupPlan>(m, "GroupPlan")
-      .def(py::init<py::list>())
-      .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("state_dtype"),
-           py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"), py::arg("cuda"))
+  py::class_<GroupPlan> plan(m, "GroupPlan");
+  plan.def(py::init<py::list>())
+      .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("scalars"),
+           py::arg("state_dtype"), py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"),
+           py::arg("cuda"))
       .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
       .def("stage", &GroupPlan::stage, py::arg("index"), py::arg("staged"))
-      .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).")
-      .def("sgd", [](GroupPlan& plan, const SgdOptions& o, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::sgd_step(o, c, t, n); },
-                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(sgd_step(o, c, t, n, s)); });
-      })
-      .def("adam", [](GroupPlan& plan, const AdamOptions& o, bool decoupled, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::adam_step(o, decoupled, c, t, n); },
-                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(adam_step(o, decoupled, c, t, n, s)); });
-      })
-      .def("rmsprop", [](GroupPlan& plan, const RmspropOptions& o, const StepControl& control) {
-        plan.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::rmsprop_step(o, c, t, n); },
-                 [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(rmsprop_step(o, c, t, n, s)); });
-      });
+      .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).");
+
+  // Every element-wise rule: its options class (see NOTE: [options by name]), validate() and
+  // the plan method named after it (plan.adam(options, control)). RULES lists them in order.
+  py::list rules;
+#define GENESIS_BIND_RULE(rule, Options, Class)               \
+  bind_rule<Options>(m, plan, #rule, #Options);               \
+  rules.append(py::make_tuple(#rule, #Options));
+  GENESIS_ELEMENTWISE_RULES(GENESIS_BIND_RULE)
+#undef GENESIS_BIND_RULE
+  m.attr("RULES") = rules;
 
   py::class_<BufferList>(m, "BufferList")
       .def(py::init<py::sequence, bool>(), py::arg("arrays"), py::arg("cuda") = false)

@@ -1,12 +1,13 @@
 """genesis.optim: fused optimizers with torch.optim's interface."""
 
 from . import lr_scheduler
-from .adam import Adam, AdamW
+from ._rules import rule_classes
 from .lbfgs import LBFGS
 from .optimizer import Optimizer
-from .rmsprop import RMSprop
-from .sgd import SGD
 from .sparse_adam import SparseAdam
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LBFGS", "SparseAdam",
-           "lr_scheduler"]
+# SGD, Adam, AdamW, RMSprop, ...: the classes of every element-wise rule of the core, each
+# defined in its module genesis/optim/<rule>.py (see _rules.py).
+globals().update(rule_classes())
+
+__all__ = ["Optimizer", *rule_classes(), "LBFGS", "SparseAdam", "lr_scheduler"]

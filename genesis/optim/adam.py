@@ -1,10 +1,10 @@
 """Adam and AdamW (with AMSGrad) on the compiled core."""
 
-from .. import _C
-from .optimizer import Optimizer, as_float, precision_defaults
+from ._rules import RuleOptimizer
+from .optimizer import precision_defaults
 
 
-class Adam(Optimizer):
+class Adam(RuleOptimizer, rule="adam"):
     """torch.optim.Adam's update (SPEC section 4).
 
     ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g^2``; with amsgrad ``v_max = max(v_max, v)``
@@ -23,23 +23,6 @@ class Adam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay,
                         **precision_defaults(precision))
         super().__init__(params, defaults)
-
-    def _options(self, group):
-        betas = group["betas"]
-        if len(betas) != 2:
-            raise ValueError(f"Invalid betas: {betas} (expected a pair)")
-        return _C.AdamOptions(lr=as_float(group["lr"]), beta1=as_float(betas[0]),
-                              beta2=as_float(betas[1]), eps=as_float(group["eps"]),
-                              weight_decay=as_float(group["weight_decay"]),
-                              amsgrad=bool(group["amsgrad"]), maximize=bool(group["maximize"]))
-
-    def _state_names(self, group):
-        if group["amsgrad"]:
-            return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-        return ("exp_avg", "exp_avg_sq")
-
-    def _run(self, plan, group, control):
-        plan.adam(self._options(group), bool(group["decoupled_weight_decay"]), control)
 
 
 class AdamW(Adam):

@@ -406,6 +406,12 @@ class Optimizer(Base):
         """The core's option struct for a group's hyperparameters."""
         raise NotImplementedError
 
+    def _scalars(self, group):
+        """(name, initial value) of the rule's per-tensor scalars for this group (NAdam's
+        mu_product, ASGD's eta and mu: 0-dim float32 state laid out like the step counter, whose
+        pointers follow the state arrays'; see NOTE: [per-tensor scalars]); none by default."""
+        return ()
+
     def _state_names(self, group):
         """Names of the per-element state arrays for this group, in the core's slot order."""
         raise NotImplementedError
@@ -523,7 +529,7 @@ class Optimizer(Base):
         arr = _interop.core_view(arr)
         names = self._state_names(group)
         state_code, master = self._storage(group, arr)
-        state_arrays, step, master_param, fresh = [], None, None, False
+        state_arrays, scalars, step, master_param, fresh = [], [], None, None, False
         if names or self._counts_steps or master:
             state = self._state[param]
             for name in names:
@@ -531,6 +537,10 @@ class Optimizer(Base):
                     dict.__setitem__(state, name, _new_state_array(param, arr, state_code))
                     fresh = True
             state_arrays = [_interop.core_view(dict.__getitem__(state, n)) for n in names]
+            for name, initial in self._scalars(group):
+                if dict.get(state, name) is None:
+                    dict.__setitem__(state, name, _interop.new_step(arr, initial))
+                scalars.append(dict.__getitem__(state, name))
             if self._counts_steps:
                 if "step" not in state:
                     dict.__setitem__(state, "step", _interop.new_step(arr))
@@ -542,7 +552,7 @@ class Optimizer(Base):
                     dict.__setitem__(state, "master_param",
                                      _interop.copy_into_like(arr, arr, _interop.FLOAT32))
                 master_param = dict.__getitem__(state, "master_param")
-        plan.admit(index, arr, state_arrays, state_code, step, master_param, fresh, uid,
+        plan.admit(index, arr, state_arrays, scalars, state_code, step, master_param, fresh, uid,
                    _interop.is_cuda(arr))
 
     def _run_staged(self, cached, group, control, first_index):

@@ -1,10 +1,10 @@
 """RMSprop (centered, with momentum) on the compiled core."""
 
-from .. import _C
-from .optimizer import Optimizer, as_float, precision_defaults
+from ._rules import RuleOptimizer
+from .optimizer import precision_defaults
 
 
-class RMSprop(Optimizer):
+class RMSprop(RuleOptimizer, rule="rmsprop"):
     """torch.optim.RMSprop's update (SPEC section 4).
 
     ``v = alpha*v + (1-alpha)*g^2``; centered: ``ga = alpha*ga + (1-alpha)*g`` and
@@ -21,21 +21,3 @@ class RMSprop(Optimizer):
                         maximize=maximize, differentiable=differentiable,
                         **precision_defaults(precision))
         super().__init__(params, defaults)
-
-    def _options(self, group):
-        return _C.RmspropOptions(lr=as_float(group["lr"]), alpha=as_float(group["alpha"]),
-                                 eps=as_float(group["eps"]),
-                                 weight_decay=as_float(group["weight_decay"]),
-                                 momentum=as_float(group["momentum"]),
-                                 centered=bool(group["centered"]), maximize=bool(group["maximize"]))
-
-    def _state_names(self, group):
-        names = ("square_avg",)
-        if group["centered"]:
-            names += ("grad_avg",)
-        if group["momentum"] > 0:
-            names += ("momentum_buffer",)
-        return names
-
-    def _run(self, plan, group, control):
-        plan.rmsprop(self._options(group), control)

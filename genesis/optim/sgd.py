@@ -1,10 +1,10 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 
-from .. import _C
-from .optimizer import Optimizer, as_float, precision_defaults
+from ._rules import RuleOptimizer
+from .optimizer import precision_defaults
 
 
-class SGD(Optimizer):
+class SGD(RuleOptimizer, rule="sgd"):
     """torch.optim.SGD's update on the compiled core (SPEC section 4).
 
     ``g += wd * p``; with momentum ``b = g`` on the first step, then
@@ -15,7 +15,6 @@ class SGD(Optimizer):
     ``genesis.optim.Optimizer``.
     """
 
-    _counts_steps = False
     _supports_sparse = True
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
@@ -24,15 +23,3 @@ class SGD(Optimizer):
                         nesterov=nesterov, maximize=maximize, foreach=foreach,
                         differentiable=differentiable, fused=fused, **precision_defaults(precision))
         super().__init__(params, defaults)
-
-    def _options(self, group):
-        return _C.SgdOptions(lr=as_float(group["lr"]), momentum=as_float(group["momentum"]),
-                             dampening=as_float(group["dampening"]),
-                             weight_decay=as_float(group["weight_decay"]),
-                             nesterov=bool(group["nesterov"]), maximize=bool(group["maximize"]))
-
-    def _state_names(self, group):
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def _run(self, plan, group, control):
-        plan.sgd(self._options(group), control)

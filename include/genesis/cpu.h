@@ -5,9 +5,7 @@
 #include <cstdint>
 
 #include "genesis/dtype.h"
-#include "genesis/rules/adam.h"
-#include "genesis/rules/rmsprop.h"
-#include "genesis/rules/sgd.h"
+#include "genesis/rules/list.h"
 #include "genesis/tensor_slots.h"
 
 namespace genesis {
@@ -41,14 +39,22 @@ constexpr bool supported_storage(DType param, DType state) {
 
 namespace genesis::cpu {
 
-// Each call reads every parameter, gradient and state element once and writes each parameter
-// and state element once. Rules that count steps increment *tensors[i].step first (torch
-// semantics: the bias correction of the first update uses t = 1).
-void sgd_step(const SgdOptions& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
-void adam_step(const AdamOptions& options, bool decoupled, const StepConfig& config,
-               TensorSlots* tensors, int64_t count);
-void rmsprop_step(const RmspropOptions& options, const StepConfig& config, TensorSlots* tensors,
-                  int64_t count);
+// One step of a rule (every rule of include/genesis/rules/list.h has an overload, chosen by
+// its options type). Each call reads every parameter, gradient and state element once and
+// writes each parameter and state element once. Rules that count steps increment
+// *tensors[i].step first (torch semantics: the bias correction of the first update uses t = 1).
+#define GENESIS_CPU_STEP(rule, Options, Class) \
+  void step(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
+GENESIS_ELEMENTWISE_RULES(GENESIS_CPU_STEP)
+#undef GENESIS_CPU_STEP
+
+// The per-rule names of the first releases.
+inline void sgd_step(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) { step(o, c, t, n); }
+inline void adam_step(AdamOptions o, bool decoupled, const StepConfig& c, TensorSlots* t, int64_t n) {
+  o.decoupled_weight_decay = decoupled;
+  step(o, c, t, n);
+}
+inline void rmsprop_step(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) { step(o, c, t, n); }
 
 // The norm of the concatenation of all buffers (norm_type 1, 2, inf, or any p > 0). The result
 // is deterministic: the same inputs give the same bits for any thread count.

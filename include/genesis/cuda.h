@@ -20,12 +20,24 @@ int device_count();
 // memory: the kernels compute the bias corrections from it on the device and advance it only
 // when the step is not skipped, so StepConfig::found_inf and grad_scale (device pointers too)
 // are honoured without a host round trip, and a step can be captured in a CUDA graph.
-void sgd_step(const SgdOptions& options, const StepConfig& config, const TensorSlots* tensors,
-              int64_t count, void* stream);
-void adam_step(const AdamOptions& options, bool decoupled, const StepConfig& config,
-               const TensorSlots* tensors, int64_t count, void* stream);
-void rmsprop_step(const RmspropOptions& options, const StepConfig& config, const TensorSlots* tensors,
-                  int64_t count, void* stream);
+#define GENESIS_CUDA_STEP(rule, Options, Class)                                                  \
+  void step(const Options& options, const StepConfig& config, const TensorSlots* tensors, int64_t count, \
+            void* stream);
+GENESIS_ELEMENTWISE_RULES(GENESIS_CUDA_STEP)
+#undef GENESIS_CUDA_STEP
+
+// The per-rule names of the first releases.
+inline void sgd_step(const SgdOptions& o, const StepConfig& c, const TensorSlots* t, int64_t n, void* s) {
+  step(o, c, t, n, s);
+}
+inline void adam_step(AdamOptions o, bool decoupled, const StepConfig& c, const TensorSlots* t, int64_t n,
+                      void* s) {
+  o.decoupled_weight_decay = decoupled;
+  step(o, c, t, n, s);
+}
+inline void rmsprop_step(const RmspropOptions& o, const StepConfig& c, const TensorSlots* t, int64_t n, void* s) {
+  step(o, c, t, n, s);
+}
 
 // Writes the norm of all buffers (as one vector) to *total (a device float64), in a fixed
 // reduction order: the same inputs give the same bits on every run. `workspace` is device

@@ -15,9 +15,7 @@
 #include "genesis/checkpoint.h"
 #include "genesis/cpu.h"
 #include "genesis/dtype.h"
-#include "genesis/rules/adam.h"
-#include "genesis/rules/rmsprop.h"
-#include "genesis/rules/sgd.h"
+#include "genesis/rules/list.h"
 #include "genesis/tensor_slots.h"
 
 namespace genesis {
@@ -91,56 +89,57 @@ template <typename Options> class Optimizer {
   std::vector<std::vector<State>> state_;  // parallel to groups_[g].params
 };
 
-class SGD : public Optimizer<SgdOptions> {
+// The optimizer of one element-wise rule: state names, step counting and the CPU call come
+// from its RuleSpec (include/genesis/rules/<rule>.h); every rule of rules/list.h gets one,
+// named as torch names it: genesis::SGD, genesis::Adam, genesis::RMSprop, ...
+template <typename Options> class RuleOptimizer : public Optimizer<Options> {
  public:
-  SGD(std::vector<Group> groups) { init(std::move(groups)); }
-  SGD(std::vector<ParamView> params, SgdOptions options) { init(one_group(std::move(params), options)); }
+  using Group = ParamGroup<Options>;
+  explicit RuleOptimizer(std::vector<Group> groups) { this->init(std::move(groups)); }
+  RuleOptimizer(std::vector<ParamView> params, Options options) {
+    this->init(this->one_group(std::move(params), options));
+  }
 
  protected:
-  std::vector<std::string> state_names(const SgdOptions& o) const override;
-  bool counts_steps() const override { return false; }
-  void run(const SgdOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
+  std::vector<std::string> state_names(const Options& o) const override { return RuleSpec<Options>::state_names(o); }
+  bool counts_steps() const override { return RuleSpec<Options>::kCountsSteps; }
+  void run(const Options& o, const StepConfig& c, TensorSlots* t, int64_t n) const override { cpu::step(o, c, t, n); }
 };
 
-// Adam; AdamW is the same class with decoupled weight decay (as torch.optim.AdamW is
-// Adam(decoupled_weight_decay=True)).
-class Adam : public Optimizer<AdamOptions> {
- public:
-  Adam(std::vector<Group> groups, bool decoupled = false) : decoupled_(decoupled) { init(std::move(groups)); }
-  Adam(std::vector<ParamView> params, AdamOptions options, bool decoupled = false)
-      : decoupled_(decoupled) { init(one_group(std::move(params), options)); }
-
- protected:
-  std::vector<std::string> state_names(const AdamOptions& o) const override;
-  void run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
-  void write_extra_options(checkpoint::Value& group) const override;
-
- private:
-  bool decoupled_;
-};
+#define GENESIS_API_CLASS(rule, Options, Class) using Class = RuleOptimizer<Options>;
+GENESIS_ELEMENTWISE_RULES(GENESIS_API_CLASS)
+#undef GENESIS_API_CLASS
 
 // AdamW's default weight decay is 0.01 (torch's); pass options to choose another.
 inline AdamOptions adamw_defaults() {
   AdamOptions o;
   o.weight_decay = 0.01;
+  o.decoupled_weight_decay = true;
   return o;
 }
 
+// Adam with decoupled weight decay in every group, whatever its options say (as
+// torch.optim.AdamW is Adam(decoupled_weight_decay=True)).
 class AdamW : public Adam {
  public:
-  AdamW(std::vector<Group> groups) : Adam(std::move(groups), true) {}
+  explicit AdamW(std::vector<Group> groups) : Adam(decoupled(std::move(groups))) {}
   AdamW(std::vector<ParamView> params, AdamOptions options = adamw_defaults())
-      : Adam(std::move(params), options, true) {}
-};
-
-class RMSprop : public Optimizer<RmspropOptions> {
- public:
-  RMSprop(std::vector<Group> groups) { init(std::move(groups)); }
-  RMSprop(std::vector<ParamView> params, RmspropOptions options) { init(one_group(std::move(params), options)); }
+      : Adam(std::move(params), decoupled(options)) {}
 
  protected:
-  std::vector<std::string> state_names(const RmspropOptions& o) const override;
-  void run(const RmspropOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
+  void run(const AdamOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override {
+    Adam::run(decoupled(o), c, t, n);
+  }
+
+ private:
+  static AdamOptions decoupled(AdamOptions o) {
+    o.decoupled_weight_decay = true;
+    return o;
+  }
+  static std::vector<Group> decoupled(std::vector<Group> groups) {
+    for (Group& g : groups) g.options.decoupled_weight_decay = true;
+    return groups;
+  }
 };
 
 }  // namespace genesis

@@ -7,8 +7,21 @@
 
 namespace genesis {
 
-// The most state arrays any rule keeps per element (Adam with amsgrad: m, v, v_max).
+// The most state arrays any rule keeps per element (Adam with amsgrad: m, v, v_max), together
+// with its per-tensor scalars (see TensorScalars).
 constexpr int kMaxStates = 3;
+
+// NOTE: [per-tensor scalars]
+// Some rules keep scalars per tensor besides their arrays: NAdam's mu_product, ASGD's eta and
+// mu (torch stores them as 0-dim float32 tensors in the parameter's state). They travel like
+// the step counter: TensorSlots::state[Rule::kStates + j] points to scalar j (float32; device
+// memory for CUDA), the driver reads them into a TensorScalars for Rule::coeffs and stores
+// Rule::advance's result after the update, so the CUDA path needs no host round trip. A rule
+// sees only values, never where they live.
+constexpr int kMaxScalars = 2;
+struct TensorScalars {
+  float v[kMaxScalars];
+};
 
 // One parameter tensor of a step, as plain pointers: no framework types, so the same struct
 // serves the Python bindings, the C++ API and the CUDA launcher. Every array holds
@@ -17,7 +30,7 @@ constexpr int kMaxStates = 3;
 struct TensorSlots {
   void* param = nullptr;
   const void* grad = nullptr;
-  void* state[kMaxStates] = {nullptr, nullptr, nullptr};
+  void* state[kMaxStates] = {nullptr, nullptr, nullptr};  // the arrays, then the scalars
   int64_t numel = 0;
   // Step counter of this tensor (float32, as torch stores it), for rules that count steps:
   // host memory for the CPU backend, device memory for the CUDA one. CUDA only, for rules that

@@ -21,6 +21,38 @@ namespace genesis {
 // the rule updates, or (bfloat16 only) rounded stochastically.
 enum class ParamStore { Nearest, Master, Stochastic };
 
+// How many per-tensor scalars a rule keeps (Rule::kScalars, 0 when it declares none), and its
+// coefficients from the step, freshness and those scalars. See NOTE: [per-tensor scalars].
+template <typename Rule, typename = void> struct ScalarCount : std::integral_constant<int, 0> {};
+template <typename Rule>
+struct ScalarCount<Rule, std::void_t<decltype(Rule::kScalars)>> : std::integral_constant<int, Rule::kScalars> {};
+
+template <typename Rule, typename T>
+GENESIS_HD typename Rule::template Coeffs<T> rule_coeffs(const typename Rule::Options& o, double step, bool fresh,
+                                                         const TensorScalars& scalars) {
+  if constexpr (ScalarCount<Rule>::value > 0) {
+    return Rule::template coeffs<T>(o, step, fresh, scalars);
+  } else {
+    (void)scalars;
+    return Rule::template coeffs<T>(o, step, fresh);
+  }
+}
+
+// Reads a tensor's scalars (float32 pointers after its kStates arrays) and, after its update,
+// writes their advanced values (Rule::advance, from this step's t).
+template <typename Rule> GENESIS_HD TensorScalars load_scalars(void* const* state) {
+  TensorScalars s{};
+  for (int j = 0; j < ScalarCount<Rule>::value; ++j) s.v[j] = *static_cast<const float*>(state[Rule::kStates + j]);
+  return s;
+}
+template <typename Rule>
+GENESIS_HD void advance_scalars(const typename Rule::Options& o, double step, void* const* state) {
+  if constexpr (ScalarCount<Rule>::value > 0) {
+    const TensorScalars next = Rule::advance(o, step, load_scalars<Rule>(state));
+    for (int j = 0; j < ScalarCount<Rule>::value; ++j) *static_cast<float*>(state[Rule::kStates + j]) = next.v[j];
+  }
+}
+
 template <typename Rule, ParamStore kStore, typename P, typename S, typename T>
 GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S& s1, S& s2, uint32_t index,
                                const typename Rule::template Coeffs<T>& c, T grad_scale, uint32_t rng_key) {

@@ -129,8 +129,9 @@ TEST(adam_and_adamw_match_reference) {
         o.weight_decay = 0.1;
         o.amsgrad = amsgrad;
         o.maximize = maximize;
+        o.decoupled_weight_decay = decoupled;
         check_against_reference(
-            "adam", [&](std::vector<ParamView> ps) { return std::make_unique<Adam>(ps, o, decoupled); },
+            "adam", [&](std::vector<ParamView> ps) { return std::make_unique<Adam>(ps, o); },
             [&](auto p, auto& g) { return reference_adam(p, g, o, decoupled); });
       }
 }

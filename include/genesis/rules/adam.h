@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "genesis/macros.h"
+#include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
 namespace genesis {
@@ -16,6 +17,7 @@ struct AdamOptions {
   double weight_decay = 0.0;
   bool amsgrad = false;
   bool maximize = false;
+  bool decoupled_weight_decay = false;  // AdamW's rule (torch: Adam(decoupled_weight_decay=True))
 };
 
 // Per-tensor scalars in the math type. The bias corrections depend on the tensor's step t and
@@ -64,6 +66,39 @@ template <bool kDecoupled, bool kAmsgrad> struct AdamRule {
     }
     T denom = std::sqrt(v) / c.bc2_sqrt + c.eps;
     p = p + (-c.step_size) * (m / denom);
+  }
+};
+
+template <> struct RuleSpec<AdamOptions> {
+  static constexpr bool kCountsSteps = true;
+  static const char* name(const AdamOptions& o) { return o.decoupled_weight_decay ? "AdamW" : "Adam"; }
+  template <typename O, typename F> static void fields(O& o, F&& f) {
+    f("lr", o.lr);
+    f("betas", o.beta1, o.beta2);
+    f("eps", o.eps);
+    f("weight_decay", o.weight_decay);
+    f("amsgrad", o.amsgrad);
+    f("maximize", o.maximize);
+    f("decoupled_weight_decay", o.decoupled_weight_decay);
+  }
+  static std::vector<std::string> state_names(const AdamOptions& o) {
+    if (o.amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    return {"exp_avg", "exp_avg_sq"};
+  }
+  static void validate(const AdamOptions& o) {
+    detail::require_non_negative("learning rate", o.lr);
+    detail::require_non_negative("epsilon value", o.eps);
+    detail::require_beta(0, o.beta1);
+    detail::require_beta(1, o.beta2);
+    detail::require_non_negative("weight_decay value", o.weight_decay);
+  }
+  template <typename F> static void select(const AdamOptions& o, F&& f) {
+    if (o.decoupled_weight_decay) return variant<true>(o, f);
+    variant<false>(o, f);
+  }
+  template <bool kDecoupled, typename F> static void variant(const AdamOptions& o, F& f) {
+    if (o.amsgrad) return f(AdamRule<kDecoupled, true>{});
+    f(AdamRule<kDecoupled, false>{});
   }
 };
 

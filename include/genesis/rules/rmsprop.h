@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "genesis/macros.h"
+#include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
 namespace genesis {
@@ -62,6 +63,41 @@ template <bool kCentered, bool kMomentum> struct RmspropRule {
     } else {
       p = p + (-c.lr) * (g / denom);
     }
+  }
+};
+
+template <> struct RuleSpec<RmspropOptions> {
+  static constexpr bool kCountsSteps = true;
+  static const char* name(const RmspropOptions&) { return "RMSprop"; }
+  template <typename O, typename F> static void fields(O& o, F&& f) {
+    f("lr", o.lr);
+    f("alpha", o.alpha);
+    f("eps", o.eps);
+    f("weight_decay", o.weight_decay);
+    f("momentum", o.momentum);
+    f("centered", o.centered);
+    f("maximize", o.maximize);
+  }
+  static std::vector<std::string> state_names(const RmspropOptions& o) {
+    std::vector<std::string> names = {"square_avg"};
+    if (o.centered) names.push_back("grad_avg");
+    if (o.momentum > 0.0) names.push_back("momentum_buffer");
+    return names;
+  }
+  static void validate(const RmspropOptions& o) {
+    detail::require_non_negative("learning rate", o.lr);
+    detail::require_non_negative("epsilon value", o.eps);
+    detail::require_non_negative("momentum value", o.momentum);
+    detail::require_non_negative("weight_decay value", o.weight_decay);
+    detail::require_non_negative("alpha value", o.alpha);
+  }
+  template <typename F> static void select(const RmspropOptions& o, F&& f) {
+    if (o.centered) return variant<true>(o, f);
+    variant<false>(o, f);
+  }
+  template <bool kCentered, typename F> static void variant(const RmspropOptions& o, F& f) {
+    if (o.momentum > 0.0) return f(RmspropRule<kCentered, true>{});
+    f(RmspropRule<kCentered, false>{});
   }
 };
 

@@ -2,12 +2,13 @@
 #pragma once
 
 #include "genesis/macros.h"
+#include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
 namespace genesis {
 
 struct SgdOptions {
-  double lr = 0.0;
+  double lr = 1e-3;  // torch 2.13's default
   double momentum = 0.0;
   double dampening = 0.0;
   double weight_decay = 0.0;
@@ -48,6 +49,36 @@ template <bool kMomentum, bool kNesterov> struct SgdRule {
       g = kNesterov ? g + c.momentum * b : b;
     }
     p = p + (-c.lr) * g;
+  }
+};
+
+template <> struct RuleSpec<SgdOptions> {
+  static constexpr bool kCountsSteps = false;
+  static const char* name(const SgdOptions&) { return "SGD"; }
+  template <typename O, typename F> static void fields(O& o, F&& f) {
+    f("lr", o.lr);
+    f("momentum", o.momentum);
+    f("dampening", o.dampening);
+    f("weight_decay", o.weight_decay);
+    f("nesterov", o.nesterov);
+    f("maximize", o.maximize);
+  }
+  static std::vector<std::string> state_names(const SgdOptions& o) {
+    if (o.momentum == 0.0) return {};
+    return {"momentum_buffer"};
+  }
+  static void validate(const SgdOptions& o) {
+    detail::require_non_negative("learning rate", o.lr);
+    detail::require_non_negative("momentum value", o.momentum);
+    detail::require_non_negative("dampening value", o.dampening);
+    detail::require_non_negative("weight_decay value", o.weight_decay);
+    if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
+      throw std::invalid_argument("Nesterov momentum requires a momentum and zero dampening");
+  }
+  template <typename F> static void select(const SgdOptions& o, F&& f) {
+    if (o.momentum == 0.0) return f(SgdRule<false, false>{});
+    if (o.nesterov) return f(SgdRule<true, true>{});
+    f(SgdRule<true, false>{});
   }
 };
 

@@ -1,0 +1,110 @@
+"""The hand-off between a Python optimizer class and its element-wise rule in the core.
+
+Each rule of include/genesis/rules/list.h is bound as ``_C.<Options>`` with its schema
+(``fields()``: torch's param_group keys in order), its defaults, its state names and its step
+counting, and as the ``GroupPlan`` method named after the rule. ``RuleOptimizer`` turns that
+into the hooks of ``Optimizer``, so a rule's Python class is only its torch signature::
+
+    class Adagrad(RuleOptimizer, rule="adagrad"):
+        def __init__(self, params, lr=1e-2, ...):
+            super().__init__(params, dict(lr=lr, ...))
+"""
+
+import math
+
+from .. import _C
+from .. import _interop
+from .optimizer import Optimizer, _is_step_counter, as_float
+
+# rule name ("adam") -> its options class (_C.AdamOptions), in the core's order.
+OPTIONS = {rule: getattr(_C, options) for rule, options in _C.RULES}
+
+
+def _pair(key, value):
+    try:
+        ok = len(value) == 2
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"Invalid {key}: {value} (expected a pair)")
+    return (as_float(value[0]), as_float(value[1]))
+
+
+_CONVERT = {"float": lambda key, v: as_float(v), "bool": lambda key, v: bool(v), "pair": _pair}
+
+
+def core_options(rule, group):
+    """The core's options struct for a param group: every key of the rule's schema, by name."""
+    cls = OPTIONS[rule]
+    return cls(**{key: _CONVERT[kind](key, group[key]) for key, kind in cls.fields()})
+
+
+class RuleOptimizer(Optimizer):
+    """An Optimizer whose update is one element-wise rule of the core, named by the ``rule``
+    class keyword. Everything rule-specific comes from the rule's schema."""
+
+    _rule = None
+
+    def __init_subclass__(cls, rule=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if rule is not None:
+            if rule not in OPTIONS:
+                raise TypeError(f"{cls.__name__}: the core has no rule {rule!r}")
+            cls._rule = rule
+            cls._counts_steps = OPTIONS[rule].counts_steps
+
+    def _options(self, group):
+        return core_options(self._rule, group)
+
+    def _state_names(self, group):
+        return tuple(self._options(group).state_names())
+
+    def _run(self, plan, group, control):
+        getattr(plan, self._rule)(self._options(group), control)
+
+    # NOTE: [per-tensor scalars] (include/genesis/tensor_slots.h): NAdam's mu_product, ASGD's
+    # eta and mu are 0-dim float32 arrays in a parameter's state, laid out like its step
+    # counter (on the CPU, or on the parameter's CUDA device); the base class creates them and
+    # hands them to the plan after the state arrays. The overrides below check and load them.
+    def _scalars(self, group):
+        return self._options(group).scalar_state()
+
+    def _check_state(self, param, group, where):
+        super()._check_state(param, group, where)
+        if param not in self.state:
+            return
+        arr = _interop.array_of(param)
+        for name, _ in self._scalars(group):
+            value = self.state[param].get(name)
+            if value is not None and not _is_step_counter(value, arr):
+                raise ValueError(f"state '{name}' of {where} must be a 0-dim float32 array on the CPU "
+                                 "(on the parameter's device for CUDA parameters)")
+
+    def _import_state(self, param, group, entries, key):
+        names = [n for n, _ in self._scalars(group)]
+        if not names or not isinstance(entries, dict):
+            return super()._import_state(param, group, entries, key)
+        out = super()._import_state(param, group, {k: v for k, v in entries.items() if k not in names}, key)
+        arr = _interop.array_of(param)
+        for name in names:
+            if name in entries:
+                value = _interop.to_float(entries[name])
+                if not math.isfinite(value):
+                    raise ValueError(f"state '{name}' of parameter {key} must be a finite number, got {value}")
+                out[name] = _interop.new_step(arr, value)
+        return out
+
+
+def rule_classes():
+    """name -> class of every optimizer defined by the rule modules (genesis/optim/<rule>.py,
+    one per rule of the core's list, in its order), for genesis.optim to export."""
+    import importlib
+
+    out = {}
+    for rule in OPTIONS:
+        module = importlib.import_module(f"{__package__}.{rule}")
+        for name, value in vars(module).items():
+            if (isinstance(value, type) and issubclass(value, RuleOptimizer)
+                    and value.__module__ == module.__name__):
+                out[name] = value
+    return out

@@ -1,0 +1,35 @@
+// The element-wise update rules genesis implements: the one list every per-rule piece is
+// generated from (CPU and CUDA instantiations, C++ API classes, Python bindings).
+//
+// A rule is one line here, X(header, Options, CppClass):
+//   header    include/genesis/rules/<header>.h holds the math and RuleSpec<Options>; also the
+//             name of the Python plan method and of the generated kernel files
+//   Options   its options struct (bound to Python under the same name)
+//   CppClass  the C++ API class (genesis::CppClass = RuleOptimizer<Options>)
+// CMakeLists.txt reads the X(...) lines of this file, so keep one entry per line.
+#pragma once
+
+#include "genesis/rules/adadelta.h"
+#include "genesis/rules/adagrad.h"
+#include "genesis/rules/adam.h"
+#include "genesis/rules/adamax.h"
+#include "genesis/rules/asgd.h"
+#include "genesis/rules/lion.h"
+#include "genesis/rules/nadam.h"
+#include "genesis/rules/radam.h"
+#include "genesis/rules/rmsprop.h"
+#include "genesis/rules/rprop.h"
+#include "genesis/rules/sgd.h"
+
+#define GENESIS_ELEMENTWISE_RULES(X) \
+  X(sgd, SgdOptions, SGD)            \
+  X(adam, AdamOptions, Adam)         \
+  X(rmsprop, RmspropOptions, RMSprop) \
+  X(adagrad, AdagradOptions, Adagrad) \
+  X(adadelta, AdadeltaOptions, Adadelta) \
+  X(adamax, AdamaxOptions, Adamax)   \
+  X(nadam, NadamOptions, NAdam)      \
+  X(radam, RadamOptions, RAdam)      \
+  X(asgd, AsgdOptions, ASGD)         \
+  X(rprop, RpropOptions, Rprop)      \
+  X(lion, LionOptions, Lion)
