@@ -57,6 +57,10 @@ def all_reduce(tensor, group, op=dist.ReduceOp.SUM, async_op=False):
     return _call("all_reduce", group, dist.all_reduce, tensor, op=op, async_op=async_op)
 
 
+def broadcast(tensor, src, group):
+    return _call("broadcast", group, dist.broadcast, tensor, src)
+
+
 def reduce_scatter(output, input, group, async_op=False):
     return _call("reduce_scatter", group, _reduce_scatter, output, input, async_op=async_op)
 

@@ -9,9 +9,12 @@ parameters) exists only for them, 1/N of the whole.
 
 - stage 1: each bucket's gradient is all-reduced (averaged, as DDP does); the rank updates its
   pieces; the new parameters are all-gathered into every rank's buffer.
-- stage 2: each bucket's gradient is reduce-scattered into a separate shard-gradient buffer
-  (1/N of the gradients) instead: half the traffic of an all-reduce, and the reduced gradients
-  are kept only for the rank's own pieces.
+- stage 2: each bucket's gradient is reduce-scattered instead (each rank receives the averaged
+  gradient of its own pieces only): half the traffic of an all-reduce, so a step costs one
+  all-reduce's worth in all (reduce-scatter + all-gather) instead of 1.5 (stage 1).
+The gradient buffer itself stays full size on every rank (backward accumulates into it), as in
+Megatron-LM's distributed optimizer; the sharded part is the optimizer state, master weights
+and the reduced gradients (docs/distributed.md has the memory per stage).
 Both start a bucket's collective from the gradient hooks as soon as backward has produced all of
 its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
 order (the reverse of the parameter order, which is how backward usually produces them) so that
@@ -48,24 +51,17 @@ class _Bucket:
 class _Shard:
     """One flat buffer and this rank's pieces of it (the wrapped optimizer's parameters)."""
 
-    def __init__(self, buffer, group_index, rank, world_size, stage):
+    def __init__(self, buffer, group_index, rank, world_size):
         self.buffer = buffer
         self.group_index = group_index
         self.pieces = []      # data views, each with .grad set
         self.ranges = []      # (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
-        piece_numel = buffer.layout.total // world_size
-        # stage 2: the reduced gradients of this rank's pieces only
-        self.shard_grad = torch.zeros(piece_numel, dtype=buffer.data.dtype,
-                                      device=buffer.data.device) if stage == 2 else None
-        at = 0
         for bucket in buffer.layout.buckets:
             lo, hi, llo, lhi = bucket.piece(rank, world_size)
             piece = buffer.data[lo:hi]
-            if stage == 2:
-                piece.grad = self.shard_grad[at:at + hi - lo]
-            else:
-                piece.grad = buffer.grad[lo:hi]
-            at += hi - lo
+            # Both stages reduce into the piece's own place in the gradient buffer (stage 2's
+            # reduce-scatter in place, as NCCL allows when output = input + rank * size).
+            piece.grad = buffer.grad[lo:hi]
             self.pieces.append(piece)
             self.ranges.append((lo, hi, llo, lhi))
 
@@ -83,7 +79,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
 
     ``ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=2, lr=1e-3)``: `params` as
     for any optimizer (tensors or param groups); the remaining keyword arguments go to
-    `optimizer_class`. Every rank must construct it with the same parameters in the same order.
+    `optimizer_class`. Every rank must construct it with the same parameters in the same order;
+    construction broadcasts rank 0's parameter values to all ranks (as DDP does).
     The parameters become views of flat buffers, and so do their gradients: gradients are
     therefore never None after construction; ``zero_grad()`` zeros them whatever
     `set_to_none` says (a parameter without a gradient in a step is updated with a zero
@@ -123,17 +120,22 @@ class ZeroOptimizer(torch.optim.Optimizer):
             pieces = []
             for params_of_kind in split_by_storage(group["params"]):
                 buffer = FlatBuffer(params_of_kind, self.world_size, bucket_numel)
-                shard = _Shard(buffer, gi, self.rank, self.world_size, stage)
+                shard = _Shard(buffer, gi, self.rank, self.world_size)
                 self._shards.append(shard)
                 pieces.extend(shard.pieces)
             inner_groups.append({**{k: v for k, v in group.items() if k != "params"},
                                  "params": pieces})
+        # Every rank starts from rank 0's parameters, as DDP does at construction.
+        src = dist.get_global_rank(process_group, 0) if process_group is not None else 0
+        for shard in self._shards:
+            comm.broadcast(shard.buffer.data, src, process_group)
         self.optimizer = optimizer_class(inner_groups, **defaults)
         # torch.optim.Optimizer's bookkeeping (hooks, the attributes torch's lr schedulers
         # read), then the wrapped optimizer's groups and state in place of its own.
         super().__init__(inner_groups, self.optimizer.defaults)
         self.param_groups = self.optimizer.param_groups
         self.defaults = self.optimizer.defaults
+        self.state = self.optimizer.state  # keyed by this rank's pieces
         self._sync = True
         self._order = [_Bucket(s, i) for s in reversed(self._shards)
                        for i in reversed(range(len(s.buffer.layout.buckets)))]
@@ -182,10 +184,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
         if self.stage == 1:
             record.pending = comm.all_reduce(grad, self.process_group, async_op=True)
         else:
-            lo, hi, _, _ = shard.ranges[record.index]
-            piece_grad = shard.pieces[record.index].grad
-            record.pending = comm.reduce_scatter(piece_grad, grad, self.process_group,
-                                                 async_op=True)
+            record.pending = comm.reduce_scatter(shard.pieces[record.index].grad, grad,
+                                                 self.process_group, async_op=True)
 
     def _finish_reduction(self):
         """Launch what backward did not (parameters without a gradient this step, or a
@@ -236,8 +236,6 @@ class ZeroOptimizer(torch.optim.Optimizer):
         for shard in self._shards:
             shard.buffer.reattach()
             shard.buffer.zero_grad()
-            if shard.shard_grad is not None:
-                shard.shard_grad.zero_()
 
     def clip_grad_norm_(self, max_norm, norm_type=2.0, error_if_nonfinite=False):
         """Clip the averaged gradients by their global norm: each rank takes the norm of its

@@ -92,6 +92,7 @@ def test_four_ranks_match_unsharded(four):
 def test_consolidated_state_dict_loads_into_genesis_and_torch(two):
     for result in two:
         assert result["consolidated"]["bad_lr"] == "untouched"
+        assert result["consolidated"]["broadcast"] == 0.0
         assert result["consolidated"]["genesis"] <= 1e-12
         assert result["consolidated"]["torch"] <= 1e-12
 

@@ -162,6 +162,12 @@ def consolidated_loads(rank, world_size):
     sd = opt.state_dict()
     ref_model, ref_opt = reference("adamw-2", steps=6)
     results = {}
+    # construction gives every rank rank 0's parameters
+    moved = make_model()
+    with torch.no_grad():
+        moved[0].weight.add_(rank)
+    ZeroOptimizer(moved.parameters(), cls, **options)
+    results["broadcast"] = max_diff(list(moved.parameters()), list(make_model().parameters()))
     # a bad hyperparameter raises before the parameters move into flat buffers
     fresh = make_model()
     try:
