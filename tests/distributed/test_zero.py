@@ -26,6 +26,7 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 def _two_ranks_first(rank, world_size, save_dir):
     return dict(equivalence=workers.equivalence(rank, world_size, list(workers.CASES)),
                 consolidated=workers.consolidated_loads(rank, world_size),
+                mixed=workers.mixed_precision(rank, world_size),
                 reshard=workers.resharding(rank, world_size, save_dir, None))
 
 
@@ -87,6 +88,16 @@ def test_two_ranks_match_unsharded(two):
 
 def test_four_ranks_match_unsharded(four):
     _check_equivalence(four, 4)
+
+
+def test_bfloat16_with_master_weights_shards_the_master_weights(two):
+    for result in two:
+        r = result["mixed"]
+        assert r["master_dtypes"] == ["torch.float32"]
+        # two float32 moments + one float32 master weight per element, split over 2 ranks
+        assert abs(r["local_bytes"] - 12 * r["numel"] / 2) <= workers.BUCKET * 12
+        assert r["rounding"] == 0.0
+        assert r["moved"] > 0 and r["same_on_all"]
 
 
 def test_consolidated_state_dict_loads_into_genesis_and_torch(two):

@@ -287,3 +287,30 @@ def rank_dies(rank, world_size):
         return dict(error=type(error).__name__, message=str(error),
                     seconds=time.monotonic() - start)
     return dict(error=None, seconds=time.monotonic() - start)
+
+
+def mixed_precision(rank, world_size):
+    """bfloat16 parameters with float32 master weights (genesis's master_weights=True): each
+    rank holds its 1/N of the moments and of the master weights, every rank ends with the same
+    parameters, and each parameter is its master weight rounded to bfloat16."""
+    model = make_model(torch.bfloat16)
+    opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=2, bucket_numel=BUCKET,
+                        lr=1e-2, master_weights=True)
+    start = [p.detach().clone() for p in model.parameters()]
+    train(model, opt, rank, world_size, torch.bfloat16, {}, 5)
+    consolidated = opt.state_dict()
+    rounding = max(float((consolidated["state"][i]["master_param"].to(torch.bfloat16) - p.detach())
+                         .abs().max()) for i, p in enumerate(model.parameters()))
+    flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
+    everyone = comm_all_gather(flat)
+    return dict(local_bytes=opt.local_state_bytes(),
+                numel=sum(p.numel() for p in model.parameters()),
+                master_dtypes=sorted({str(s["master_param"].dtype) for s in opt.optimizer.state.values()}),
+                rounding=rounding, moved=max_diff(start, list(model.parameters())),
+                same_on_all=all(torch.equal(flat, other) for other in everyone))
+
+
+def comm_all_gather(tensor):
+    out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, tensor)
+    return out
