@@ -1,0 +1,185 @@
+"""Distributed benchmark: sharded optimizer state (genesis.distributed) against DDP, on CPU
+with gloo, 2 ranks on this machine; and flat buffers against per-tensor steps in one process.
+
+Part 1 (two processes, one thread each, the same model and data in one run): per training
+iteration (forward + backward + gradient reduction + step + parameter all-gather, which is
+what a user waits for; ZeRO-2 overlaps its reduction with backward), for
+  ddp+genesis   DistributedDataParallel, unsharded genesis AdamW
+  zero1         genesis ZeroOptimizer(stage=1), genesis AdamW
+  zero2         genesis ZeroOptimizer(stage=2), genesis AdamW
+  torch-zero    DDP + torch ZeroRedundancyOptimizer with torch AdamW (foreach)
+it reports the median iteration time, the bytes this rank wrote to its sockets per
+iteration (/proc/self/io wchar: gloo's sockets are the only writes during the loop), and the
+optimizer state bytes this rank holds.
+
+Part 2 (--flat; one process): genesis AdamW step time over 2000 tensors x 10 and 2000 x 1000
+elements, per tensor (today's path) and with the tensors in one FlatParameters buffer.
+
+Usage:
+  python bench/bench_distributed.py            # both parts (a minute or two)
+  python bench/bench_distributed.py --quick    # smaller model, fewer steps (smoke run)
+"""
+
+import argparse
+import datetime
+import os
+import socket
+import statistics
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import genesis
+from genesis.distributed import FlatParameters, ZeroOptimizer
+
+WIDTH, LAYERS, BATCH = 2304, 4, 16  # 4 x (2304^2 + 2304) = 21.2M parameters
+
+
+def _wchar():
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("wchar")).split()[1])
+
+
+def _model(width, layers):
+    torch.manual_seed(0)
+    mods = []
+    for _ in range(layers):
+        mods += [torch.nn.Linear(width, width), torch.nn.Tanh()]
+    return torch.nn.Sequential(*mods)
+
+
+def _state_bytes(opt):
+    if isinstance(opt, ZeroOptimizer):
+        return opt.local_state_bytes()
+    inner = getattr(opt, "optim", opt)  # ZeroRedundancyOptimizer keeps the local optimizer here
+    return sum(v.numel() * v.element_size() for s in inner.state.values() for k, v in s.items()
+               if isinstance(v, torch.Tensor) and k != "step")
+
+
+def _setup(name, width, layers):
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = _model(width, layers)
+    if name == "ddp+genesis":
+        net = DistributedDataParallel(model)
+        return net, genesis.optim.AdamW(net.parameters(), lr=1e-4)
+    if name == "torch-zero":
+        net = DistributedDataParallel(model)
+        return net, ZeroRedundancyOptimizer(net.parameters(), optimizer_class=torch.optim.AdamW,
+                                            lr=1e-4)
+    stage = 1 if name == "zero1" else 2
+    return model, ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=stage, lr=1e-4)
+
+
+def _worker(rank, world_size, port, width, layers, steps, queue):
+    torch.set_num_threads(1)
+    genesis.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world_size, timeout=datetime.timedelta(seconds=300))
+    x = torch.randn(BATCH, width, generator=torch.Generator().manual_seed(rank))
+    rows = {}
+    for name in ("ddp+genesis", "zero1", "zero2", "torch-zero"):
+        net, opt = _setup(name, width, layers)
+        times, sent = [], []
+        for i in range(steps + 2):  # two warm-up iterations
+            dist.barrier()
+            w0, t0 = _wchar(), time.perf_counter()
+            net(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            t1, w1 = time.perf_counter(), _wchar()
+            if i >= 2:
+                times.append(t1 - t0)
+                sent.append(w1 - w0)
+        rows[name] = (statistics.median(times), statistics.median(sent), _state_bytes(opt))
+        del net, opt
+    queue.put((rank, rows))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def distributed_part(width, layers, steps):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=1800) for _ in procs)
+    for p in procs:
+        p.join(60)
+        if p.is_alive():
+            p.terminate()
+    params = layers * (width * width + width)
+    print(f"\n2 ranks, gloo, 1 thread each; model {params / 1e6:.1f}M float32 parameters "
+          f"({layers} x Linear({width}, {width})), batch {BATCH} per rank; median of {steps} "
+          "iterations; rank 0's numbers\n")
+    print("| setup | iteration ms | MB sent / iteration | state MB / rank | vs ddp+genesis time |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    base = results[0]["ddp+genesis"][0]
+    for name, (t, sent, state) in results[0].items():
+        print(f"| {name} | {t * 1e3:.1f} | {sent / 1e6:.1f} | {state / 1e6:.1f} | {base / t:.2f}x |")
+
+
+def _time(fn, reps):
+    fn()
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def flat_part(reps, threads):
+    torch.set_num_threads(threads)
+    genesis.set_num_threads(threads)
+    print(f"\nOne process, {threads} thread(s): genesis AdamW step, median of {reps}\n")
+    print("| tensors x elements | per tensor ms | flat buffer ms | speed-up | torch fused ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for count, numel in ((2000, 10), (2000, 1000)):
+        def params():
+            torch.manual_seed(0)
+            ps = [torch.randn(numel, requires_grad=True) for _ in range(count)]
+            for p in ps:
+                p.grad = torch.randn(numel)
+            return ps
+
+        per_tensor = genesis.optim.AdamW(params(), lr=1e-4)
+        flat = FlatParameters(params())
+        flat_opt = genesis.optim.AdamW(flat.param_groups, lr=1e-4)
+        fused = torch.optim.AdamW(params(), lr=1e-4, fused=True)
+        t_tensor = _time(per_tensor.step, reps)
+        t_flat = _time(flat_opt.step, reps)
+        t_fused = _time(fused.step, reps)
+        print(f"| {count} x {numel} | {t_tensor * 1e3:.3f} | {t_flat * 1e3:.3f} | "
+              f"{t_tensor / t_flat:.1f}x | {t_fused * 1e3:.3f} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--flat", action="store_true", help="only part 2")
+    parser.add_argument("--distributed", action="store_true", help="only part 1")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    width, layers, steps, reps = (WIDTH, LAYERS, 10, 50) if not args.quick else (256, 2, 3, 5)
+    print(f"# bench_distributed on {os.cpu_count()} CPU(s), torch {torch.__version__}, "
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    if not args.flat:
+        distributed_part(width, layers, steps)
+    if not args.distributed:
+        flat_part(reps, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

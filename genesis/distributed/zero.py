@@ -1,0 +1,300 @@
+"""ZeroOptimizer: any genesis optimizer class, with its state sharded over the ranks of a
+torch.distributed process group (ZeRO stage 1 or 2).
+
+Each param group's parameters (per dtype and device) move into a FlatBuffer laid out in buckets
+(layout.py); every bucket is split into one equal piece per rank. A rank's pieces are the
+parameters of the wrapped optimizer: plain 1-D views of the flat buffer, so one ``step()`` is
+one core call per group over this rank's pieces, and the state (and master weights for 16-bit
+parameters) exists only for them, 1/N of the whole.
+
+- stage 1: each bucket's gradient is all-reduced (averaged, as DDP does); the rank updates its
+  pieces; the new parameters are all-gathered into every rank's buffer.
+- stage 2: each bucket's gradient is reduce-scattered instead (each rank receives the averaged
+  gradient of its own pieces only): half the traffic of an all-reduce, so a step costs one
+  all-reduce's worth in all (reduce-scatter + all-gather) instead of 1.5 (stage 1).
+The gradient buffer itself stays full size on every rank (backward accumulates into it), as in
+Megatron-LM's distributed optimizer; the sharded part is the optimizer state, master weights
+and the reduced gradients (docs/distributed.md has the memory per stage).
+Both start a bucket's collective from the gradient hooks as soon as backward has produced all of
+its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
+order (the reverse of the parameter order, which is how backward usually produces them) so that
+every rank issues the same collectives in the same order.
+"""
+
+import contextlib
+
+import torch
+import torch.distributed as dist
+
+from . import comm
+from . import state as _state
+from ..nn.utils import clip_grad as _clip
+from .flat_buffer import FlatBuffer, _as_groups, split_by_storage
+
+DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per collective
+
+
+class _Bucket:
+    """One bucket of one buffer during a step: how many of its gradients are ready, and its
+    collective once launched."""
+
+    __slots__ = ("shard", "index", "needed", "ready", "pending")
+
+    def __init__(self, shard, index):
+        self.shard = shard
+        self.index = index
+        self.needed = len(shard.buffer.layout.buckets[index].params)
+        self.ready = 0
+        self.pending = None
+
+
+class _Shard:
+    """One flat buffer and this rank's pieces of it (the wrapped optimizer's parameters)."""
+
+    def __init__(self, buffer, group_index, rank, world_size):
+        self.buffer = buffer
+        self.group_index = group_index
+        self.pieces = []      # data views, each with .grad set
+        self.ranges = []      # (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
+        for bucket in buffer.layout.buckets:
+            lo, hi, llo, lhi = bucket.piece(rank, world_size)
+            piece = buffer.data[lo:hi]
+            # Both stages reduce into the piece's own place in the gradient buffer (stage 2's
+            # reduce-scatter in place, as NCCL allows when output = input + rank * size).
+            piece.grad = buffer.grad[lo:hi]
+            self.pieces.append(piece)
+            self.ranges.append((lo, hi, llo, lhi))
+
+    def bucket_grad(self, index):
+        b = self.buffer.layout.buckets[index]
+        return self.buffer.grad[b.start:b.start + b.padded]
+
+    def bucket_data(self, index):
+        b = self.buffer.layout.buckets[index]
+        return self.buffer.data[b.start:b.start + b.padded]
+
+
+class ZeroOptimizer(torch.optim.Optimizer):
+    """Shard `optimizer_class`'s state over the ranks of `process_group` (default: the world).
+
+    ``ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=2, lr=1e-3)``: `params` as
+    for any optimizer (tensors or param groups); the remaining keyword arguments go to
+    `optimizer_class`. Every rank must construct it with the same parameters in the same order;
+    construction broadcasts rank 0's parameter values to all ranks (as DDP does).
+    The parameters become views of flat buffers, and so do their gradients: gradients are
+    therefore never None after construction; ``zero_grad()`` zeros them whatever
+    `set_to_none` says (a parameter without a gradient in a step is updated with a zero
+    gradient, which matters only for weight decay and momentum).
+
+    Use it like the wrapped optimizer, without DDP: call ``backward()`` on each rank's loss,
+    then ``step()`` (which waits for the gradient reduction, updates this rank's shard and
+    all-gathers the parameters). Gradient accumulation: run all but the last micro-batch's
+    backward under ``with opt.no_sync():``. Clipping: ``opt.clip_grad_norm_(max_norm)`` between
+    backward and step. ``param_groups`` are the wrapped optimizer's (their ``params`` are this
+    rank's pieces), so genesis's and torch's lr schedulers work on it.
+    """
+
+    def __init__(self, params, optimizer_class, *, stage=2, process_group=None,
+                 bucket_numel=DEFAULT_BUCKET_NUMEL, **defaults):
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        if not isinstance(optimizer_class, type):
+            raise TypeError(f"optimizer_class must be an optimizer class, got {optimizer_class!r}")
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("ZeroOptimizer needs an initialized torch.distributed process group "
+                               "(torch.distributed.init_process_group)")
+        groups = _as_groups(params)
+        # Hyperparameters are checked by a throwaway optimizer before the parameters move into
+        # the flat buffers, so a bad one raises with the model untouched.
+        optimizer_class([{**{k: v for k, v in g.items() if k != "params"},
+                          "params": [torch.zeros(1, dtype=g["params"][0].dtype)]}
+                         for g in groups], **defaults)
+        self.process_group = process_group
+        self.rank = dist.get_rank(process_group)
+        self.world_size = dist.get_world_size(process_group)
+        self.stage = stage
+        self._user_params = [p for g in groups for p in g["params"]]
+        self._shards = []
+        inner_groups = []
+        for gi, group in enumerate(groups):
+            pieces = []
+            for params_of_kind in split_by_storage(group["params"]):
+                buffer = FlatBuffer(params_of_kind, self.world_size, bucket_numel)
+                shard = _Shard(buffer, gi, self.rank, self.world_size)
+                self._shards.append(shard)
+                pieces.extend(shard.pieces)
+            inner_groups.append({**{k: v for k, v in group.items() if k != "params"},
+                                 "params": pieces})
+        # Every rank starts from rank 0's parameters, as DDP does at construction.
+        src = dist.get_global_rank(process_group, 0) if process_group is not None else 0
+        for shard in self._shards:
+            comm.broadcast(shard.buffer.data, src, process_group)
+        self.optimizer = optimizer_class(inner_groups, **defaults)
+        # torch.optim.Optimizer's bookkeeping (hooks, the attributes torch's lr schedulers
+        # read), then the wrapped optimizer's groups and state in place of its own.
+        super().__init__(inner_groups, self.optimizer.defaults)
+        self.param_groups = self.optimizer.param_groups
+        self.defaults = self.optimizer.defaults
+        self.state = self.optimizer.state  # keyed by this rank's pieces
+        self._sync = True
+        self._order = [_Bucket(s, i) for s in reversed(self._shards)
+                       for i in reversed(range(len(s.buffer.layout.buckets)))]
+        self._next = 0
+        self._hooks = []
+        for record in self._order:
+            buffer = record.shard.buffer
+            for pi in buffer.layout.buckets[record.index].params:
+                p = buffer.params[pi]
+                self._hooks.append(p.register_post_accumulate_grad_hook(
+                    self._make_hook(record, buffer, pi)))
+
+    # ---------------------------------------------------------------- gradient reduction
+    def _make_hook(self, record, buffer, index):
+        lo, hi = buffer.param_slice(index)
+
+        def hook(param):
+            view = buffer.grad[lo:hi]
+            if param.grad.data_ptr() != view.data_ptr():
+                # Someone set .grad to None (model.zero_grad()): autograd made a new tensor.
+                with torch.no_grad():
+                    view.copy_(param.grad.reshape(-1))
+                param.grad = view.view(param.shape)
+            if not self._sync:
+                return
+            if record.pending is not None:
+                raise RuntimeError("ZeroOptimizer: a second backward reached a gradient bucket "
+                                   "already being reduced; accumulate micro-batches under "
+                                   "`with optimizer.no_sync():` and call step() once")
+            record.ready += 1
+            self._launch_ready()
+
+        return hook
+
+    def _launch_ready(self, force=False):
+        while self._next < len(self._order):
+            record = self._order[self._next]
+            if not force and record.ready < record.needed:
+                return
+            self._launch(record)
+            self._next += 1
+
+    def _launch(self, record):
+        shard, grad = record.shard, record.shard.bucket_grad(record.index)
+        grad.div_(self.world_size)  # average = sum of grad/N (exact for powers of two)
+        if self.stage == 1:
+            record.pending = comm.all_reduce(grad, self.process_group, async_op=True)
+        else:
+            record.pending = comm.reduce_scatter(shard.pieces[record.index].grad, grad,
+                                                 self.process_group, async_op=True)
+
+    def _finish_reduction(self):
+        """Launch what backward did not (parameters without a gradient this step, or a
+        backward that ran under no_sync), then wait for every bucket. Idempotent in a step."""
+        self._launch_ready(force=True)
+        for record in self._order:
+            record.pending.wait()
+
+    def _reset(self):
+        for record in self._order:
+            record.ready = 0
+            if record.pending is not None:
+                record.pending.wait()
+            record.pending = None
+        self._next = 0
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside only accumulate gradients locally (as DDP's no_sync); the
+        first backward after it reduces the accumulated sum."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
+
+    # -------------------------------------------------------------------------- step
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._finish_reduction()
+        self.optimizer.step()
+        gathers = []
+        for shard in self._shards:
+            for i, piece in enumerate(shard.pieces):
+                gathers.append(comm.all_gather(shard.bucket_data(i), piece, self.process_group,
+                                               async_op=True))
+        for g in gathers:
+            g.wait()
+        self._reset()
+        return loss
+
+    def zero_grad(self, set_to_none=True):
+        """Zero the gradient buffers (the gradients stay views of them, see the class)."""
+        self._reset()
+        for shard in self._shards:
+            shard.buffer.reattach()
+            shard.buffer.zero_grad()
+
+    def clip_grad_norm_(self, max_norm, norm_type=2.0, error_if_nonfinite=False):
+        """Clip the averaged gradients by their global norm: each rank takes the norm of its
+        own pieces, the partial results are all-reduced (sum of p-th powers; max for inf), and
+        each rank scales its pieces. Call between backward and step(); returns the norm."""
+        max_norm, norm_type = float(max_norm), float(norm_type)
+        if norm_type <= 0:
+            raise ValueError(f"norm_type must be positive, got {norm_type}")
+        self._finish_reduction()
+        grads = [piece.grad for shard in self._shards for piece in shard.pieces]
+        partial = torch.tensor(_local_norm(grads, norm_type), dtype=torch.float64,
+                               device=grads[0].device)
+        inf = norm_type == float("inf")
+        if not inf:
+            partial = partial ** norm_type
+        comm.all_reduce(partial, self.process_group,
+                        op=dist.ReduceOp.MAX if inf else dist.ReduceOp.SUM)
+        total = partial if inf else partial ** (1.0 / norm_type)
+        if error_if_nonfinite and not torch.isfinite(total):
+            raise RuntimeError(f"the total norm of order {norm_type} of the gradients is "
+                               "non-finite, so it cannot be clipped")
+        coef = max_norm / (float(total) + 1e-6)
+        if not coef >= 1.0:
+            _scale(grads, coef)
+        return total.to(grads[0].dtype)
+
+    # -------------------------------------------------------------------------- state
+    def state_dict(self):
+        """The consolidated (unsharded) state on every rank, in the layout of the wrapped
+        optimizer over the original parameters: loads into the unsharded genesis optimizer
+        and into torch's optimizer of the same kind. A collective: call it on every rank."""
+        return _state.consolidate(self)
+
+    def load_state_dict(self, state_dict):
+        """Load a consolidated state dict (from ``state_dict()``, or from the unsharded genesis or
+        torch optimizer over the same parameters): each rank keeps its pieces."""
+        _state.load_consolidated(self, state_dict)
+
+    def local_state_bytes(self):
+        """Bytes of optimizer state (including master weights) held by this rank."""
+        return sum(v.numel() * v.element_size() for s in self.optimizer.state.values()
+                   for k, v in s.items() if isinstance(v, torch.Tensor) and k != "step")
+
+    def __repr__(self):
+        return f"ZeroOptimizer(stage={self.stage}, world_size={self.world_size}, {self.optimizer!r})"
+
+
+def _local_norm(grads, norm_type):
+    """The norm of this rank's gradient pieces, as one vector: genesis's fused clip code on the
+    CPU (float64 accumulation), torch on other devices."""
+    if grads[0].device.type == "cpu":
+        return _clip._buffers(grads).norm(norm_type)
+    return float(torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g, norm_type, dtype=torch.float64) for g in grads]),
+        norm_type))
+
+
+def _scale(grads, coef):
+    if grads[0].device.type == "cpu":
+        _clip._buffers(grads).scale(coef)
+    else:
+        torch._foreach_mul_(grads, coef)

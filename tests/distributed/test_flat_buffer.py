@@ -1,0 +1,105 @@
+"""Contiguous buffers and their layout, in one process (no process group needed), and the
+ZeroOptimizer's argument checks."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import genesis  # noqa: E402
+from genesis.distributed import FlatBuffer, FlatParameters, ZeroOptimizer, layout  # noqa: E402
+
+
+def _model(dtype=torch.float32):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 9), torch.nn.ReLU(), torch.nn.Linear(9, 4)).to(dtype)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("bucket", [None, 1, 17, 1000])
+def test_layout_pieces_cover_every_element_once(world_size, bucket):
+    numels = [45, 9, 36, 4, 1]
+    plan = layout.plan(numels, world_size, bucket)
+    assert plan.logical_total == sum(numels)
+    covered = []
+    for rank in range(world_size):
+        for lo, hi, llo, lhi in plan.pieces(rank, world_size):
+            assert (hi - lo) % layout.ALIGN == 0 and lo % layout.ALIGN == 0
+            covered.extend(range(llo, lhi))
+    assert sorted(covered) == list(range(sum(numels)))
+    # which parameters share a bucket does not depend on the world size
+    assert [b.params for b in plan.buckets] == [b.params for b in layout.plan(numels, 1, bucket).buckets]
+    for offset, n, nxt in zip(plan.offsets, numels, plan.offsets[1:] + (plan.total,)):
+        assert offset + n <= nxt
+
+
+def test_layout_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="world_size"):
+        layout.plan([3], 0)
+    with pytest.raises(ValueError, match="bucket_numel"):
+        layout.plan([3], 1, 0)
+
+
+def test_parameters_and_gradients_become_views():
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    buf = FlatBuffer(list(model.parameters()))
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+        assert p.untyped_storage().data_ptr() == buf.data.untyped_storage().data_ptr()
+    grad_ptrs = [p.grad.data_ptr() for p in model.parameters()]
+    for _ in range(2):  # backward accumulates into the buffer, in place
+        model(torch.randn(3, 5)).sum().backward()
+    assert [p.grad.data_ptr() for p in model.parameters()] == grad_ptrs
+    assert buf.views_intact()
+    expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    assert torch.equal(buf.grad[:expected.numel()], expected)
+
+
+def test_flat_parameters_step_equals_per_tensor_step():
+    flat_model, ref_model = _model(), _model()
+    flat = FlatParameters([{"params": list(flat_model.parameters())[:2]},
+                           {"params": list(flat_model.parameters())[2:], "lr": 0.1}])
+    opt = genesis.optim.AdamW(flat.param_groups, lr=0.01)
+    ref = genesis.optim.AdamW([{"params": list(ref_model.parameters())[:2]},
+                               {"params": list(ref_model.parameters())[2:], "lr": 0.1}], lr=0.01)
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 1]
+    for step in range(5):
+        x = torch.randn(4, 5, generator=torch.Generator().manual_seed(step))
+        for model, o in ((flat_model, opt), (ref_model, ref)):
+            model(x).pow(2).sum().backward()
+            o.step()
+        flat.zero_grad()
+        ref.zero_grad()
+    for a, b in zip(flat_model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(float(p.grad.abs().max()) == 0 for p in flat_model.parameters())
+
+
+def test_reattach_after_set_to_none():
+    model = _model()
+    flat = FlatParameters(model.parameters())
+    model.zero_grad(set_to_none=True)
+    flat.buffers[0].grad.fill_(7.0)
+    flat.reattach()
+    assert flat.buffers[0].views_intact()
+    assert all(float(p.grad.abs().max()) == 0 for p in model.parameters())
+
+
+def test_flat_buffer_rejects_bad_input():
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="one dtype"):
+        FlatBuffer([a, b])
+    with pytest.raises(ValueError, match="more than once"):
+        FlatBuffer([a, a])
+    with pytest.raises(ValueError, match="leaf"):
+        FlatBuffer([a * 2])
+    with pytest.raises(TypeError, match="not a torch tensor"):
+        FlatParameters([a, [1.0]])
+
+
+def test_zero_optimizer_checks_arguments_first():
+    p = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match="stage"):
+        ZeroOptimizer([p], genesis.optim.AdamW, stage=3)
+    with pytest.raises(TypeError, match="optimizer class"):
+        ZeroOptimizer([p], genesis.optim.AdamW(list(_model().parameters())))

@@ -1,0 +1,142 @@
+"""genesis.distributed on CPU with gloo, in 2 and 4 spawned processes (tests/distributed/
+workers.py holds what each rank runs; harness.py spawns and always reaps them).
+
+Spawning a group costs seconds on a loaded machine, so each process group runs many cases and
+the tests below assert on its results (module-scoped fixtures, in the order 2 -> 4 -> 2 ranks
+that the resharding checks need)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+import harness  # noqa: E402
+import workers  # noqa: E402
+
+# float64: the sharded and the reference runs differ only in the order of a few additions of
+# the same numbers, far below 1e-12. float32: the ranks' partial batch means are averaged
+# instead of the whole batch being summed at once (a different reduction order), so each
+# gradient can differ by a few float32 ulps, and 30 steps of Adam move the parameters by up to
+# ~lr per step: 1e-6 absolute is a few ulps of parameters of size ~0.5.
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
+
+
+def _two_ranks_first(rank, world_size, save_dir):
+    return dict(equivalence=workers.equivalence(rank, world_size, list(workers.CASES)),
+                consolidated=workers.consolidated_loads(rank, world_size),
+                mixed=workers.mixed_precision(rank, world_size),
+                reshard=workers.resharding(rank, world_size, save_dir, None))
+
+
+def _four_ranks(rank, world_size, save_dir, load_dir):
+    return dict(equivalence=workers.equivalence(rank, world_size, ["adamw-1", "adamw-2", "sgd-2",
+                                                                    "adam-2-extras"]),
+                reshard=workers.resharding(rank, world_size, save_dir, load_dir))
+
+
+def _two_ranks_second(rank, world_size, load_dir, interrupted_dir):
+    return dict(reshard=workers.resharding(rank, world_size, None, load_dir),
+                interrupted=workers.interrupted_checkpoint(rank, world_size, interrupted_dir),
+                zero_redundancy=workers.torch_zero_redundancy(rank, world_size))
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed")
+    names = ("out", "ckpt2", "ckpt4", "interrupted")
+    for n in names:
+        (root / n).mkdir()
+    return {n: str(root / n) for n in names}
+
+
+@pytest.fixture(scope="module")
+def two(dirs):
+    return harness.run(_two_ranks_first, 2, dirs["ckpt2"], out_dir=dirs["out"])
+
+
+@pytest.fixture(scope="module")
+def four(dirs, two):  # loads the checkpoint the 2-rank run wrote
+    return harness.run(_four_ranks, 4, dirs["ckpt4"], dirs["ckpt2"], out_dir=dirs["out"],
+                       deadline_s=180)
+
+
+@pytest.fixture(scope="module")
+def two_again(dirs, four):  # loads the checkpoint the 4-rank run wrote
+    return harness.run(_two_ranks_second, 2, dirs["ckpt4"], dirs["interrupted"],
+                       out_dir=dirs["out"])
+
+
+def _check_equivalence(results, world_size):
+    for rank, result in enumerate(results):
+        for case, r in result["equivalence"].items():
+            dtype = workers.CASES[case][3]
+            assert r["params"] <= TOLERANCE[dtype], (case, rank, r)
+            assert r["state"] <= TOLERANCE[dtype], (case, rank, r)
+            assert r["lrs"] == r["ref_lrs"], (case, rank, r)
+            # each rank holds 1/N of the state, give or take the padding of its bucket pieces
+            arrays = r["full_bytes"] // (r["numel"] * dtype.itemsize)
+            bucket_bytes = workers.BUCKET * dtype.itemsize * arrays
+            assert abs(r["local_bytes"] - r["full_bytes"] / world_size) <= bucket_bytes, (case, r)
+
+
+def test_two_ranks_match_unsharded(two):
+    _check_equivalence(two, 2)
+    assert set(two[0]["equivalence"]) == set(workers.CASES)
+
+
+def test_four_ranks_match_unsharded(four):
+    _check_equivalence(four, 4)
+
+
+def test_bfloat16_with_master_weights_shards_the_master_weights(two):
+    for result in two:
+        r = result["mixed"]
+        assert r["master_dtypes"] == ["torch.float32"]
+        # two float32 moments + one float32 master weight per element, split over 2 ranks
+        assert abs(r["local_bytes"] - 12 * r["numel"] / 2) <= workers.BUCKET * 12
+        assert r["rounding"] == 0.0
+        assert r["moved"] > 0 and r["same_on_all"]
+
+
+def test_consolidated_state_dict_loads_into_genesis_and_torch(two):
+    for result in two:
+        assert result["consolidated"]["bad_lr"] == "untouched"
+        assert result["consolidated"]["broadcast"] == 0.0
+        assert result["consolidated"]["genesis"] <= 1e-12
+        assert result["consolidated"]["torch"] <= 1e-12
+
+
+def test_reshard_2_to_4(four):
+    for result in four:
+        assert result["reshard"]["resumed"] <= 1e-12
+
+
+def test_reshard_4_to_2(two_again):
+    for result in two_again:
+        assert result["reshard"]["resumed"] <= 1e-12
+
+
+def test_interrupted_checkpoint_leaves_previous_loadable(two_again):
+    for result in two_again:
+        r = result["interrupted"]
+        assert r["crashed"]
+        assert r["diff"] == 0.0
+        assert r["leftovers"] == []
+
+
+def test_torch_zero_redundancy_optimizer_with_genesis_adamw(two_again):
+    for result in two_again:
+        assert result["zero_redundancy"] <= 1e-12
+
+
+def test_dead_rank_fails_the_others_with_a_clear_error(dirs):
+    results = harness.run_raw(workers.rank_dies, 2, out_dir=dirs["out"], pg_timeout_s=15,
+                              deadline_s=90)
+    kind, value = results[0]
+    assert kind == "ok", value
+    assert value["error"] is not None, "the surviving rank's step did not fail"
+    assert "genesis.distributed" in value["message"] and "died" in value["message"]
+    assert value["seconds"] < 15 + 10
+    assert results[1][0] == "missing"

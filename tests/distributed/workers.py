@@ -1,0 +1,316 @@
+"""What each rank runs in the distributed tests (spawned processes import this module).
+
+Every case trains the same tiny MLP for 30 steps on a fixed global batch per step, split evenly
+over the ranks, and compares with the unsharded genesis optimizer trained on the whole batch in
+the same process (the gradient of the mean loss over the global batch is the average of the
+ranks' gradients, which is what DDP computes). Each worker returns plain numbers; the tests
+assert on them."""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+import genesis
+from genesis.distributed import ZeroOptimizer, load_checkpoint, save_checkpoint
+
+STEPS = 30
+GLOBAL_BATCH = 8
+BUCKET = 100  # elements: several buckets for the MLP below, each split over the ranks
+
+
+def make_model(dtype=torch.float64):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16),
+                               torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(dtype)
+
+
+def batch(step, dtype):
+    g = torch.Generator().manual_seed(1000 + step)
+    return torch.randn(GLOBAL_BATCH, 6, generator=g).to(dtype), torch.randn(GLOBAL_BATCH, 3, generator=g).to(dtype)
+
+
+def local_rows(rank, world_size, x):
+    n = GLOBAL_BATCH // world_size
+    return x[rank * n:(rank + 1) * n]
+
+
+def loss_of(model, x, y):
+    return (model(x) - y).pow(2).mean()
+
+
+def groups_of(model, two_groups):
+    params = list(model.parameters())
+    if not two_groups:
+        return params
+    return [{"params": params[:2]}, {"params": params[2:], "lr": 3e-3}]
+
+
+CASES = {
+    # name: (optimizer class, options, stage, dtype, extras)
+    "adamw-1": (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
+    "adamw-2": (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
+    "sgd-1": (genesis.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True), 1, torch.float64, {}),
+    "sgd-2": (genesis.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-3), 2,
+              torch.float64, {}),
+    "adamw-2-f32": (genesis.optim.AdamW, dict(lr=1e-2), 2, torch.float32, {}),
+    "adamw-1-f32": (genesis.optim.AdamW, dict(lr=1e-2), 1, torch.float32, {}),
+    # param groups + genesis scheduler + gradient accumulation + clipping + closure
+    "adam-2-extras": (genesis.optim.Adam, dict(lr=1e-2, amsgrad=True), 2, torch.float64,
+                      dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5,
+                           closure=True)),
+    "rmsprop-1-extras": (genesis.optim.RMSprop, dict(lr=1e-3, momentum=0.5), 1, torch.float64,
+                         dict(two_groups=True, scheduler="torch", accumulate=2, clip=0.1)),
+}
+
+
+def _scheduler(kind, opt):
+    if kind == "genesis":
+        return genesis.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.5)
+    if kind == "torch":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.5)
+    return None
+
+
+def train(model, opt, rank, world_size, dtype, extras, steps, start=0, sharded=True):
+    """`steps` steps from step `start`. The reference (sharded=False) sees the global batch."""
+    sched = _scheduler(extras.get("scheduler") if sharded else
+                       ("genesis" if extras.get("scheduler") else None), opt)
+    for _ in range(start):
+        if sched is not None:
+            sched.step()
+    accumulate = extras.get("accumulate", 1)
+    for step in range(start, start + steps):
+        x, y = batch(step, dtype)
+        if sharded:
+            x, y = local_rows(rank, world_size, x), local_rows(rank, world_size, y)
+        micro = x.shape[0] // accumulate
+
+        def closure():
+            for k in range(accumulate):
+                xs, ys = x[k * micro:(k + 1) * micro], y[k * micro:(k + 1) * micro]
+                last = k == accumulate - 1
+                if sharded and not last:
+                    with opt.no_sync():
+                        (loss_of(model, xs, ys) / accumulate).backward()
+                else:
+                    (loss_of(model, xs, ys) / accumulate).backward()
+            if extras.get("clip"):
+                if sharded:
+                    opt.clip_grad_norm_(extras["clip"])
+                else:
+                    genesis.nn.utils.clip_grad_norm_(model.parameters(), extras["clip"])
+            return 0.0
+
+        if extras.get("closure"):
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+        opt.zero_grad()
+        if sched is not None:
+            sched.step()
+
+
+def reference(case, steps=STEPS):
+    cls, options, _, dtype, extras = CASES[case]
+    model = make_model(dtype)
+    opt = cls(groups_of(model, extras.get("two_groups")), **options)
+    train(model, opt, 0, 1, dtype, extras, steps, sharded=False)
+    return model, opt
+
+
+def max_diff(a_params, b_params):
+    return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(a_params, b_params))
+
+
+def state_bytes(opt):
+    return sum(v.numel() * v.element_size() for s in opt.state.values()
+               for k, v in s.items() if isinstance(v, torch.Tensor) and k != "step")
+
+
+def equivalence(rank, world_size, cases):
+    """Per case: max |sharded - reference| over the parameters, this rank's state bytes, the
+    reference's state bytes, and the max difference of the consolidated state."""
+    out = {}
+    for case in cases:
+        cls, options, stage, dtype, extras = CASES[case]
+        model = make_model(dtype)
+        opt = ZeroOptimizer(groups_of(model, extras.get("two_groups")), cls, stage=stage,
+                            bucket_numel=BUCKET, **options)
+        train(model, opt, rank, world_size, dtype, extras, STEPS)
+        ref_model, ref_opt = reference(case)
+        consolidated = opt.state_dict()
+        ref_state = ref_opt.state_dict()["state"]
+        state_diff = max(float((torch.as_tensor(consolidated["state"][i][k]) - torch.as_tensor(v)).abs().max())
+                         for i, entries in ref_state.items() for k, v in entries.items())
+        out[case] = dict(params=max_diff(list(model.parameters()), list(ref_model.parameters())),
+                         local_bytes=opt.local_state_bytes(), full_bytes=state_bytes(ref_opt),
+                         state=state_diff, numel=sum(p.numel() for p in model.parameters()),
+                         lrs=[g["lr"] for g in opt.param_groups],
+                         ref_lrs=[g["lr"] for g in ref_opt.param_groups])
+    return out
+
+
+def consolidated_loads(rank, world_size):
+    """The consolidated state_dict of ZeRO AdamW loads into genesis's and torch's AdamW, and
+    both then take the same next step as the reference."""
+    model = make_model()
+    cls, options, stage, _, _ = CASES["adamw-2"]
+    opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET, **options)
+    train(model, opt, rank, world_size, torch.float64, {}, 5)
+    sd = opt.state_dict()
+    ref_model, ref_opt = reference("adamw-2", steps=6)
+    results = {}
+    # construction gives every rank rank 0's parameters
+    moved = make_model()
+    with torch.no_grad():
+        moved[0].weight.add_(rank)
+    ZeroOptimizer(moved.parameters(), cls, **options)
+    results["broadcast"] = max_diff(list(moved.parameters()), list(make_model().parameters()))
+    # a bad hyperparameter raises before the parameters move into flat buffers
+    fresh = make_model()
+    try:
+        ZeroOptimizer(fresh.parameters(), cls, lr=-1.0)
+        results["bad_lr"] = "accepted"
+    except ValueError:
+        results["bad_lr"] = "untouched" if fresh[0].weight.grad is None else "moved"
+    for name, cls in (("genesis", genesis.optim.AdamW), ("torch", torch.optim.AdamW)):
+        m = make_model()
+        with torch.no_grad():
+            for a, b in zip(m.parameters(), model.parameters()):
+                a.copy_(b)
+        o = cls(m.parameters(), **options)
+        o.load_state_dict(sd)
+        train(m, o, 0, 1, torch.float64, {}, 1, start=5, sharded=False)
+        results[name] = max_diff(list(m.parameters()), list(ref_model.parameters()))
+    return results
+
+
+def resharding(rank, world_size, save_dir, load_dir, case="adamw-2"):
+    """Train 15 steps and save a checkpoint into `save_dir` (if given); load the checkpoint in
+    `load_dir` (if given, written at another world size after 15 steps), train the remaining
+    15 steps, and return the difference to the uninterrupted reference."""
+    cls, options, stage, dtype, extras = CASES[case]
+    out = {}
+    if save_dir:
+        model = make_model(dtype)
+        opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET, **options)
+        train(model, opt, rank, world_size, dtype, extras, STEPS // 2)
+        save_checkpoint(opt, save_dir)
+        if rank == 0:
+            genesis.save({str(i): p.detach() for i, p in enumerate(model.parameters())},
+                         os.path.join(save_dir, "model.gen"))
+        dist.barrier()
+    if load_dir:
+        model = make_model(dtype)
+        # a different bucket size too: the checkpoint does not depend on the layout
+        opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET * 3,
+                            **options)
+        saved = genesis.load(os.path.join(load_dir, "model.gen"))
+        with torch.no_grad():
+            for i, p in enumerate(model.parameters()):
+                p.copy_(saved[str(i)])
+        load_checkpoint(opt, load_dir)
+        train(model, opt, rank, world_size, dtype, extras, STEPS - STEPS // 2, start=STEPS // 2)
+        ref_model, _ = reference(case)
+        out["resumed"] = max_diff(list(model.parameters()), list(ref_model.parameters()))
+    return out
+
+
+def interrupted_checkpoint(rank, world_size, directory):
+    """A save that fails while writing the shards leaves the previous checkpoint loadable."""
+    from genesis.distributed import checkpoint
+
+    model = make_model()
+    opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=1, bucket_numel=BUCKET)
+    train(model, opt, rank, world_size, torch.float64, {}, 3)
+    save_checkpoint(opt, directory)
+    before = opt.state_dict()
+    train(model, opt, rank, world_size, torch.float64, {}, 2, start=3)
+    real_save = checkpoint.serialization.save
+
+    def dying_save(obj, path):  # writes half a file, then "the process dies"
+        with open(path, "wb") as f:
+            f.write(b"\x93GENESIS partial")
+        raise KeyboardInterrupt("simulated crash mid-write")
+
+    checkpoint.serialization.save = dying_save
+    try:
+        save_checkpoint(opt, directory)
+        crashed = False
+    except KeyboardInterrupt:
+        crashed = True
+    finally:
+        checkpoint.serialization.save = real_save
+    dist.barrier()
+    load_checkpoint(opt, directory)
+    after = opt.state_dict()
+    diff = max(float((torch.as_tensor(after["state"][i][k]) - torch.as_tensor(v)).abs().max())
+               for i, entries in before["state"].items() for k, v in entries.items())
+    leftovers = sorted(f for f in os.listdir(directory) if ".tmp" in f)
+    return dict(crashed=crashed, diff=diff, leftovers=leftovers)
+
+
+def torch_zero_redundancy(rank, world_size):
+    """torch's ZeroRedundancyOptimizer with genesis's AdamW as the local optimizer, against the
+    unsharded genesis AdamW (the model is wrapped in DDP, as ZeroRedundancyOptimizer expects)."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = make_model()
+    ddp = DistributedDataParallel(model)
+    opt = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=genesis.optim.AdamW, lr=1e-2,
+                                  weight_decay=0.1)
+    for step in range(10):
+        x, y = batch(step, torch.float64)
+        loss_of(ddp, local_rows(rank, world_size, x), local_rows(rank, world_size, y)).backward()
+        opt.step()
+        opt.zero_grad()
+    ref_model, _ = reference("adamw-2", steps=10)
+    return max_diff(list(model.parameters()), list(ref_model.parameters()))
+
+
+def rank_dies(rank, world_size):
+    """Rank 1 exits in the middle of training; rank 0's next step must raise, not hang."""
+    import time
+
+    model = make_model()
+    opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=2, bucket_numel=BUCKET)
+    train(model, opt, rank, world_size, torch.float64, {}, 2)
+    if rank == 1:
+        os._exit(3)
+    start = time.monotonic()
+    try:
+        train(model, opt, rank, world_size, torch.float64, {}, 1, start=2)
+    except RuntimeError as error:
+        return dict(error=type(error).__name__, message=str(error),
+                    seconds=time.monotonic() - start)
+    return dict(error=None, seconds=time.monotonic() - start)
+
+
+def mixed_precision(rank, world_size):
+    """bfloat16 parameters with float32 master weights (genesis's master_weights=True): each
+    rank holds its 1/N of the moments and of the master weights, every rank ends with the same
+    parameters, and each parameter is its master weight rounded to bfloat16."""
+    model = make_model(torch.bfloat16)
+    opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=2, bucket_numel=BUCKET,
+                        lr=1e-2, master_weights=True)
+    start = [p.detach().clone() for p in model.parameters()]
+    train(model, opt, rank, world_size, torch.bfloat16, {}, 5)
+    consolidated = opt.state_dict()
+    rounding = max(float((consolidated["state"][i]["master_param"].to(torch.bfloat16) - p.detach())
+                         .abs().max()) for i, p in enumerate(model.parameters()))
+    flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
+    everyone = comm_all_gather(flat)
+    return dict(local_bytes=opt.local_state_bytes(),
+                numel=sum(p.numel() for p in model.parameters()),
+                master_dtypes=sorted({str(s["master_param"].dtype) for s in opt.optimizer.state.values()}),
+                rounding=rounding, moved=max_diff(start, list(model.parameters())),
+                same_on_all=all(torch.equal(flat, other) for other in everyone))
+
+
+def comm_all_gather(tensor):
+    out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, tensor)
+    return out
