@@ -1,6 +1,6 @@
 """CPU benchmark: genesis vs torch.optim (for-loop, foreach, fused) and clip_grad_norm_.
 
-What is measured (SPEC section 10, the performance contract):
+What is measured (docs/performance.md, the performance contract):
   * ms/step: median of N timed steps after warm-up (time.perf_counter around each step);
   * achieved GB/s = (bytes each update must move per parameter) x (parameters) / time;
   * % of the machine's read-modify-write (RMW) memory bandwidth, measured in the same run;

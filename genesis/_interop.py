@@ -1,6 +1,6 @@
 """Array interop: what a parameter is, and how its memory reaches the compiled core.
 
-Two kinds of parameter are understood (SPEC section 2):
+Two kinds of parameter are understood (docs/semantics.md#parameters):
 - a ``torch.Tensor`` (typically ``torch.nn.Parameter``), whose gradient is ``.grad``;
 - a ``genesis.nn.Parameter``, holding a NumPy array in ``.data`` (any other CPU DLPack array is
   wrapped as a NumPy view of the same memory when the Parameter is built).

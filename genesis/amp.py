@@ -1,4 +1,4 @@
-"""genesis.amp: loss scaling for mixed-precision training (SPEC section 8).
+"""genesis.amp: loss scaling for mixed-precision training (docs/mixed-precision.md).
 
 ``GradScaler`` has torch.amp.GradScaler's interface and scale-update rule. With a genesis
 optimizer it does not unscale the gradients in a pass of its own: ``step()`` checks them for

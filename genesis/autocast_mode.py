@@ -1,4 +1,4 @@
-"""genesis.autocast: run a region of torch code in low precision (SPEC section 8).
+"""genesis.autocast: run a region of torch code in low precision (docs/mixed-precision.md).
 
 A thin switch over ``torch.autocast``, governed by the module flag ``genesis.enable_autocast``.
 """

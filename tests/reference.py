@@ -1,5 +1,5 @@
 """A plain float64 NumPy reference of genesis' update rules, written straight from the formulas
-of SPEC section 4 (no fusing, no reordering tricks, no torch).
+of docs/semantics.md#update-rules (no fusing, no reordering tricks, no torch).
 
 ``ReferenceOptimizer`` mirrors an optimizer's param groups: it keeps its own float64 copy of every
 parameter and of its state, and ``step(grads)`` applies one update to every parameter whose

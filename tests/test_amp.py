@@ -1,5 +1,5 @@
-"""genesis.amp.GradScaler (SPEC section 8): torch's scale schedule and error states, the fused
-unscale-and-skip path of genesis optimizers, the explicit ``unscale_`` path, torch optimizers,
+"""genesis.amp.GradScaler (docs/mixed-precision.md): torch's scale schedule and error states,
+the fused unscale-and-skip path of genesis optimizers, the explicit ``unscale_`` path, torch optimizers,
 low-precision parameters with master weights, and the mixed-precision training example."""
 
 import copy

@@ -1,4 +1,4 @@
-"""genesis.autocast and the genesis.enable_autocast flag (SPEC section 8): a switch over
+"""genesis.autocast and the genesis.enable_autocast flag (docs/mixed-precision.md): a switch over
 torch.autocast that does nothing unless asked to."""
 
 import subprocess

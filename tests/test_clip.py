@@ -1,5 +1,5 @@
-"""genesis.nn.utils.clip_grad_norm_ / clip_grad_value_ (SPEC section 5): against
-torch.nn.utils for torch parameters, against plain NumPy for genesis.nn.Parameter; non-finite
+"""genesis.nn.utils.clip_grad_norm_ / clip_grad_value_ (docs/semantics.md#gradient-clipping):
+against torch.nn.utils for torch parameters, against plain NumPy for genesis.nn.Parameter; non-finite
 norms; a single tensor; no gradients; determinism of the reduction."""
 
 import math

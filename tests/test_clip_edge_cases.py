@@ -1,5 +1,5 @@
-"""clip_grad_norm_ / clip_grad_value_ at the edges (SPEC section 5, torch 2.13 where SPEC is
-silent): NumPy gradients genesis must not read or write (non-native byte order, read-only
+"""clip_grad_norm_ / clip_grad_value_ at the edges (docs/semantics.md#gradient-clipping; torch
+2.13 where the docs are silent): NumPy gradients genesis must not read or write (non-native byte order, read-only
 memory), the clip values and norm types torch accepts, gradients of mixed dtypes whose
 per-gradient norm overflows, and an empty parameter list."""
 

@@ -189,8 +189,8 @@ def test_chained_scheduler_counts_steps():
 
 
 # CosineAnnealingLR updates recursively as torch's does, lr_t = f(lr_{t-1}); on its own that
-# follows the closed form eta_min + (base_lr - eta_min)*(1 + cos(pi*t/T_max))/2 (SPEC section
-# 6) up to rounding, within 1e-12 relative in these cases.
+# follows the closed form eta_min + (base_lr - eta_min)*(1 + cos(pi*t/T_max))/2
+# (docs/semantics.md#learning-rate-schedulers) up to rounding, within 1e-12 relative in these cases.
 COSINE_CASES = [(70, 1e-4), (7, 0.0), (300, 1e-3), (1, 0.0)]
 
 
@@ -443,7 +443,8 @@ def test_state_dict_round_trip_continues_identically(sched_name, opt_name):
 
 @pytest.mark.parametrize("sched_name", list(ROUND_TRIP_SCHEDULERS))
 def test_checkpoint_with_genesis_save_resumes_identically(sched_name):
-    """Scheduler and optimizer state in one genesis.save checkpoint (SPEC section 7)."""
+    """Scheduler and optimizer state in one genesis.save checkpoint
+    (docs/semantics.md#checkpoints)."""
     build = ROUND_TRIP_SCHEDULERS[sched_name]
     make_opt = OPTIMIZERS["SGD"][0]
     opt = make_opt(_groups())

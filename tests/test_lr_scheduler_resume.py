@@ -1,4 +1,5 @@
-"""Resuming every scheduler from a checkpoint, in either order (SPEC section 6).
+"""Resuming every scheduler from a checkpoint, in either order
+(docs/semantics.md#learning-rate-schedulers).
 
 A training script resumes by building a new optimizer and scheduler and loading both states.
 The optimizer's state may be loaded after the scheduler is built (order "scheduler first",

@@ -1,4 +1,5 @@
-"""Mixed precision (SPEC sections 2, 4 and 8): float16 and bfloat16 parameters.
+"""Mixed precision (docs/semantics.md#parameters, docs/semantics.md#update-rules and
+docs/mixed-precision.md): float16 and bfloat16 parameters.
 
 What is checked, and against what:
 - parity with torch: torch's reference for a 16-bit parameter is a float32 copy updated by

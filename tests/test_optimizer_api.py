@@ -1,4 +1,5 @@
-"""The Optimizer interface (SPEC sections 2 and 3): construction and its errors, invalid
+"""The Optimizer interface (docs/semantics.md#parameters and
+docs/semantics.md#the-optimizer-interface): construction and its errors, invalid
 hyperparameters, bad gradients (raised before anything changes), step(closure), zero_grad,
 lazily created state and its layout, the step counter, state_dict / load_state_dict (errors,
 atomicity, copies), add_param_group, editing hyperparameters, replacing state, __repr__.

@@ -1,4 +1,5 @@
-"""Exact resume from a genesis checkpoint (SPEC sections 3, 6 and 7).
+"""Exact resume from a genesis checkpoint (docs/semantics.md#the-optimizer-interface,
+docs/semantics.md#learning-rate-schedulers and docs/semantics.md#checkpoints).
 
 Train 10 steps, ``genesis.save`` the model, optimizer and scheduler state_dicts, rebuild
 everything from scratch, ``genesis.load`` and load them back, train 10 more: the parameters are

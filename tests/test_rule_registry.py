@@ -39,7 +39,7 @@ def test_python_defaults_match_torch(name):
             continue  # AdamW's decoupled_weight_decay: fixed by the class, in torch too
         default = theirs[key].default
         if default is not inspect.Parameter.empty and type(default).__name__ != "_RequiredParameter":
-            if ours[key].default is not genesis.optim.optimizer.required:  # SPEC: SGD needs an lr
+            if ours[key].default is not genesis.optim.optimizer.required:  # a required hyperparameter
                 assert ours[key].default == default, key
 
 

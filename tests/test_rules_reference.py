@@ -1,5 +1,5 @@
 """Every genesis update rule, with every flag combination, in float32 and float64, against the
-plain float64 NumPy reference of SPEC section 4 (tests/reference.py).
+plain float64 NumPy reference of docs/semantics.md#update-rules (tests/reference.py).
 
 NumPy parameters (genesis.nn.Parameter) only: these tests need no torch, except the one test
 that checks the reference itself against torch.optim.

@@ -1,4 +1,4 @@
-"""genesis.save / genesis.load (SPEC section 7, docs/checkpoint-format.md)."""
+"""genesis.save / genesis.load (docs/semantics.md#checkpoints, docs/checkpoint-format.md)."""
 
 import collections
 import io

@@ -40,7 +40,7 @@ void copy_cast(const checkpoint::Array& src, DType to, unsigned char* dst) {
   });
 }
 
-// State of 16-bit parameters is kept in float32 (SPEC section 8's default policy).
+// State of 16-bit parameters is kept in float32 (docs/mixed-precision.md's default policy).
 DType state_dtype_for(DType param) {
   return param == DType::Float16 || param == DType::BFloat16 ? DType::Float32 : param;
 }

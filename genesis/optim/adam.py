@@ -5,7 +5,7 @@ from .optimizer import precision_defaults
 
 
 class Adam(RuleOptimizer, rule="adam"):
-    """torch.optim.Adam's update (SPEC section 4).
+    """torch.optim.Adam's update (docs/semantics.md#update-rules).
 
     ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g^2``; with amsgrad ``v_max = max(v_max, v)``
     replaces v below; ``p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)``. Weight decay

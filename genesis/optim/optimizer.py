@@ -1,5 +1,5 @@
 """The Optimizer base class: param groups, lazily created state, state_dict, and the per-step
-hand-off of whole groups to the compiled core (SPEC section 3)."""
+hand-off of whole groups to the compiled core (docs/semantics.md#the-optimizer-interface)."""
 
 import contextlib
 import copy
@@ -81,8 +81,8 @@ def as_float(x, name="hyperparameter"):
     raise TypeError(f"{name} must be a number, got {type(x).__name__} {x!r}")
 
 
-# Mixed-precision options (SPEC section 8). They join a group's hyperparameters only when the
-# user sets them, so plain use keeps torch's exact param_group layout.
+# Mixed-precision options (docs/mixed-precision.md). They join a group's hyperparameters only
+# when the user sets them, so plain use keeps torch's exact param_group layout.
 PRECISION_OPTIONS = ("master_weights", "state_dtype", "stochastic_rounding", "seed")
 _HALF_CODES = (_interop.FLOAT16, _interop.BFLOAT16)
 
@@ -107,8 +107,8 @@ def _where(group_index, param_index):
 class Optimizer(Base):
     """Base class of the genesis optimizers, with torch.optim.Optimizer's interface.
 
-    Mixed precision (SPEC section 8), per optimizer or per param group; these keys appear in
-    a group only when given, so plain use keeps torch's exact param_group layout:
+    Mixed precision (docs/mixed-precision.md), per optimizer or per param group; these keys
+    appear in a group only when given, so plain use keeps torch's exact param_group layout:
 
     - float16/bfloat16 parameters compute in float32 registers and round once on store; their
       state is float32 unless ``state_dtype`` says otherwise.

@@ -5,7 +5,7 @@ from .optimizer import precision_defaults
 
 
 class RMSprop(RuleOptimizer, rule="rmsprop"):
-    """torch.optim.RMSprop's update (SPEC section 4).
+    """torch.optim.RMSprop's update (docs/semantics.md#update-rules).
 
     ``v = alpha*v + (1-alpha)*g^2``; centered: ``ga = alpha*ga + (1-alpha)*g`` and
     ``avg = sqrt(v - ga^2) + eps``, else ``avg = sqrt(v) + eps``; with momentum

@@ -5,7 +5,7 @@ from .optimizer import precision_defaults
 
 
 class SGD(RuleOptimizer, rule="sgd"):
-    """torch.optim.SGD's update on the compiled core (SPEC section 4).
+    """torch.optim.SGD's update on the compiled core (docs/semantics.md#update-rules).
 
     ``g += wd * p``; with momentum ``b = g`` on the first step, then
     ``b = momentum * b + (1 - dampening) * g``; ``g = g + momentum * b`` (Nesterov) or ``b``;

@@ -1,5 +1,5 @@
-// The C++ API against a float64 reference written straight from the formulas (SPEC section 4),
-// plus resume, options and clipping behaviour.
+// The C++ API against a float64 reference written straight from the formulas
+// (docs/semantics.md#update-rules), plus resume, options and clipping behaviour.
 #include <genesis/clip.h>
 #include <genesis/optim.h>
 

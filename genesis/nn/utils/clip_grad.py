@@ -1,4 +1,5 @@
-"""Gradient clipping over many tensors at once (SPEC section 5), on the compiled core."""
+"""Gradient clipping over many tensors at once, on the compiled core
+(docs/semantics.md#gradient-clipping)."""
 
 import math
 
@@ -63,8 +64,8 @@ def _buffers(grads):
 
 
 def _as_scalar(value, buffers, grads, torch_params):
-    """The norm as the parameters' library returns it (SPEC section 5): for torch parameters a
-    0-dim tensor of the dtype torch gives it, so float32 gradients get a float32 norm (inf if it
+    """The norm as the parameters' library returns it (docs/semantics.md#gradient-clipping): for
+    torch parameters a 0-dim tensor of the dtype torch gives it, so float32 gradients get a float32 norm (inf if it
     overflows float32, as in torch); a NumPy float64 otherwise (the double-precision norm).
     ``torch_params`` is None when there were no parameters at all: then the result is torch's
     ``tensor(0.)`` if torch has been imported, else a NumPy float64."""
