@@ -1,0 +1,285 @@
+"""genesis optimizers inside the torch ecosystem: they are torch.optim.Optimizer instances, so
+torch's schedulers, SWALR, torch.amp.GradScaler, the distributed checkpoint helpers,
+torch.save(weights_only=True) and torch.compile'd models work with them and give torch's
+numbers; hooks fire around genesis steps exactly as around torch's; named parameters keep
+their names in the state_dict as torch 2.13 stores them."""
+
+import copy
+import io
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import genesis  # noqa: E402
+from torch.optim.optimizer import (  # noqa: E402
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+
+def _batch(step):
+    gen = torch.Generator().manual_seed(step)
+    return torch.randn(16, 4, generator=gen), torch.randn(16, 1, generator=gen)
+
+
+def _train(model, opt, steps, scheduler=None, start=0):
+    lrs = []
+    for k in range(start, start + steps):
+        x, y = _batch(k)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        lrs.append([g["lr"] for g in opt.param_groups])
+    return lrs
+
+
+def _same_params(a, b, **tol):
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), **(tol or dict(rtol=1e-5, atol=1e-6)))
+
+
+def test_genesis_optimizers_are_torch_optimizers():
+    model = _model()
+    for name in genesis.optim.__all__:
+        cls = getattr(genesis.optim, name)
+        if isinstance(cls, type) and issubclass(cls, genesis.optim.Optimizer):
+            assert issubclass(cls, torch.optim.Optimizer), name
+    assert isinstance(genesis.optim.AdamW(model.parameters()), torch.optim.Optimizer)
+
+
+SCHEDULERS = {
+    "StepLR": lambda o: torch.optim.lr_scheduler.StepLR(o, 3, gamma=0.5),
+    "CosineAnnealingLR": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
+    "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.01, total_steps=20),
+    "warmup+cosine": lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o, [torch.optim.lr_scheduler.LinearLR(o, 0.1, total_iters=4),
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=16)], milestones=[4]),
+    "SWALR": lambda o: torch.optim.swa_utils.SWALR(o, swa_lr=0.005, anneal_epochs=5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_torch_schedulers_drive_genesis_as_torch(name):
+    runs = {}
+    for module in (torch.optim, genesis.optim):
+        model = _model()
+        opt = module.AdamW(model.parameters(), lr=1e-2)
+        runs[module] = (model, _train(model, opt, 20, SCHEDULERS[name](opt)))
+    (tm, tlrs), (gm, glrs) = runs[torch.optim], runs[genesis.optim]
+    assert glrs == tlrs
+    _same_params(gm, tm)
+
+
+def test_torch_grad_scaler_drives_genesis_as_torch():
+    """torch.amp.GradScaler("cpu") with an injected inf step: the same scale trajectory,
+    skipped step and parameters as with torch's AdamW."""
+    runs = {}
+    for module in (torch.optim, genesis.optim):
+        model = _model()
+        opt = module.AdamW(model.parameters(), lr=1e-2)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+        scales = []
+        for k in range(12):
+            x, y = _batch(k)
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            if k == 5:
+                loss = loss * float("inf")
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
+        runs[module] = (model, scales)
+    assert runs[genesis.optim][1] == runs[torch.optim][1]
+    _same_params(runs[genesis.optim][0], runs[torch.optim][0])
+
+
+def test_torch_save_weights_only_round_trip():
+    model = _model()
+    opt = genesis.optim.AdamW(model.parameters(), lr=1e-2)
+    _train(model, opt, 5)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    twin = copy.deepcopy(model)
+    resumed = genesis.optim.AdamW(twin.parameters(), lr=1e-2)
+    resumed.load_state_dict(loaded)
+    _train(model, opt, 5, start=5)
+    _train(twin, resumed, 5, start=5)
+    _same_params(twin, model, rtol=0, atol=0)
+
+
+def test_distributed_checkpoint_state_dict_helpers_round_trip():
+    dcp = pytest.importorskip("torch.distributed.checkpoint.state_dict")
+    model = _model()
+    opt = genesis.optim.AdamW(model.parameters(), lr=1e-2)
+    _train(model, opt, 4)
+    osd = dcp.get_optimizer_state_dict(model, opt)
+    assert set(osd["state"]) == {name for name, _ in model.named_parameters()}
+    twin = copy.deepcopy(model)
+    resumed = genesis.optim.AdamW(twin.parameters(), lr=1e-2)
+    dcp.set_optimizer_state_dict(twin, resumed, copy.deepcopy(osd))
+    _train(model, opt, 4, start=4)
+    _train(twin, resumed, 4, start=4)
+    _same_params(twin, model, rtol=0, atol=0)
+
+
+def test_torch_compiled_model_trains_with_genesis_as_eager():
+    eager, compiled_model = _model(), _model()
+    compiled = torch.compile(compiled_model, backend="aot_eager")
+    opt_e = genesis.optim.AdamW(eager.parameters(), lr=1e-2)
+    opt_c = genesis.optim.AdamW(compiled_model.parameters(), lr=1e-2)
+    for k in range(5):
+        x, y = _batch(k)
+        for m, o in ((eager, opt_e), (compiled, opt_c)):
+            o.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            o.step()
+    _same_params(compiled_model, eager)
+
+
+# ------------------------------------------------------------------------------------ hooks
+def _record_hooks(opt, log):
+    opt.register_step_pre_hook(lambda o, a, k: log.append("pre"))
+    opt.register_step_pre_hook(lambda o, a, k: log.append("pre2"))
+    opt.register_step_post_hook(lambda o, a, k: log.append("post"))
+    opt.register_state_dict_pre_hook(lambda o: log.append("sd_pre"))
+    opt.register_state_dict_pre_hook(lambda o: log.append("sd_pre_first"), prepend=True)
+    opt.register_state_dict_post_hook(lambda o, sd: log.append("sd_post"))
+    opt.register_load_state_dict_pre_hook(lambda o, sd: log.append("load_pre"))
+    opt.register_load_state_dict_post_hook(lambda o: log.append("load_post"))
+    opt.register_load_state_dict_post_hook(lambda o: log.append("load_post_first"), prepend=True)
+
+
+def test_hooks_fire_as_around_torch_steps():
+    logs = {}
+    for module in (torch.optim, genesis.optim):
+        log = logs[module] = []
+        model = _model()
+        opt = module.SGD(model.parameters(), lr=0.1)
+        _record_hooks(opt, log)
+        handles = [register_optimizer_step_pre_hook(lambda o, a, k: log.append("global_pre")),
+                   register_optimizer_step_post_hook(lambda o, a, k: log.append("global_post"))]
+        try:
+            _train(model, opt, 2)
+            opt.load_state_dict(opt.state_dict())
+        finally:
+            for h in handles:
+                h.remove()
+        _train(model, opt, 1)
+    assert logs[genesis.optim] == logs[torch.optim]
+    assert logs[genesis.optim][:5] == ["global_pre", "pre", "pre2", "post", "global_post"]
+
+
+def test_a_pre_hook_may_replace_the_step_arguments():
+    model = _model()
+    opt = genesis.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        return torch.tensor(3.0)
+
+    opt.register_step_pre_hook(lambda o, args, kwargs: ((), {"closure": closure}))
+    assert opt.step().item() == 3.0 and calls == [1]
+    opt.register_step_pre_hook(lambda o, args, kwargs: "not a pair")
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        opt.step()
+
+
+def test_a_removed_hook_no_longer_fires():
+    model = _model()
+    opt = genesis.optim.AdamW(model.parameters())
+    log = []
+    handle = opt.register_step_post_hook(lambda o, a, k: log.append(1))
+    _train(model, opt, 1)
+    handle.remove()
+    _train(model, opt, 1)
+    assert log == [1]
+
+
+# ----------------------------------------------------------------------- named parameters
+def test_named_parameters_state_dict_as_torch():
+    sds = {}
+    for module in (torch.optim, genesis.optim):
+        model = _model()
+        named = list(model.named_parameters())
+        opt = module.AdamW([{"params": named[:2], "lr": 1e-2}, {"params": named[2:]}])
+        _train(model, opt, 2)
+        sds[module] = opt.state_dict()
+    t, g = sds[torch.optim], sds[genesis.optim]
+    assert [grp["param_names"] for grp in g["param_groups"]] == \
+           [grp["param_names"] for grp in t["param_groups"]]
+    assert [grp["params"] for grp in g["param_groups"]] == [grp["params"] for grp in t["param_groups"]]
+    # Each loads into the other library's optimizer.
+    torch.optim.AdamW(list(_model().named_parameters())).load_state_dict(copy.deepcopy(
+        _single_group(g)))
+    genesis.optim.AdamW(list(_model().named_parameters())).load_state_dict(copy.deepcopy(
+        _single_group(t)))
+
+
+def _single_group(sd):
+    """A two-group state_dict folded into one group (for loading into a one-group optimizer)."""
+    groups = sd["param_groups"]
+    merged = dict(groups[0])
+    merged["params"] = [i for g in groups for i in g["params"]]
+    merged["param_names"] = [n for g in groups for n in g["param_names"]]
+    return {"state": sd["state"], "param_groups": [merged]}
+
+
+def test_named_and_unnamed_groups_do_not_mix():
+    model = _model()
+    named = list(model.named_parameters())
+    opt = genesis.optim.SGD(named[:2], lr=0.1)
+    with pytest.raises(ValueError, match="cannot add param group without names"):
+        opt.add_param_group({"params": [p for _, p in named[2:]]})
+
+
+def test_numpy_only_install_uses_the_standalone_base_with_the_same_behaviour():
+    """Without torch (played by GENESIS_NO_TORCH), the same classes derive from the standalone
+    base: hooks register and fire in torch's order, and a step gives the numbers of the
+    torch-based class on NumPy parameters."""
+    import os
+    import subprocess
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from no_torch import NO_TORCH_ENV
+
+    code = (
+        "import sys, numpy as np, genesis\n"
+        "from genesis.optim import _base\n"
+        "assert not _base.HAS_TORCH_BASE and 'torch' not in sys.modules\n"
+        "p = genesis.nn.Parameter(np.linspace(-1, 1, 7).astype(np.float32))\n"
+        "opt = genesis.optim.AdamW([p], lr=0.1)\n"
+        "log = []\n"
+        "opt.register_step_pre_hook(lambda o, a, k: log.append('pre'))\n"
+        "h = opt.register_step_post_hook(lambda o, a, k: log.append('post'))\n"
+        "_base.register_optimizer_step_pre_hook(lambda o, a, k: log.append('global_pre'))\n"
+        "opt.register_load_state_dict_post_hook(lambda o: log.append('load_post'))\n"
+        "for _ in range(3):\n"
+        "    p.grad = np.cos(p.data).astype(np.float32)\n"
+        "    opt.step()\n"
+        "h.remove()\n"
+        "opt.load_state_dict(opt.state_dict())\n"
+        "print(' '.join(log)); print(repr(p.data.tolist()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=NO_TORCH_ENV, check=True).stdout.splitlines()
+    assert out[0] == " ".join(["global_pre", "pre", "post"] * 3 + ["load_post"])
+    import numpy as np
+
+    p = genesis.nn.Parameter(np.linspace(-1, 1, 7).astype(np.float32))
+    opt = genesis.optim.AdamW([p], lr=0.1)
+    for _ in range(3):
+        p.grad = np.cos(p.data).astype(np.float32)
+        opt.step()
+    assert eval(out[1]) == p.data.tolist()
