@@ -96,8 +96,9 @@ def sgd(p, g, state, lr, momentum, dampening, weight_decay, nesterov, maximize):
     return p - lr * g
 
 
-def adam(p, g, state, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
-    b1, b2 = betas
+def _adam_prelude(p, g, state, lr, weight_decay, maximize, decoupled_weight_decay):
+    """The opening the Adam family shares: negate g to maximize, count the step, and apply
+    weight decay (to p when decoupled, else as L2 into g). Returns (p, g, t)."""
     g = -g if maximize else g
     t = state.get("step", 0.0) + 1.0
     state["step"] = t
@@ -105,9 +106,21 @@ def adam(p, g, state, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled
         p = p * (1.0 - lr * weight_decay)
     elif weight_decay != 0:
         g = g + weight_decay * p
+    return p, g, t
+
+
+def _adam_moments(p, g, state, b1, b2):
+    """m_t = b1 m + (1 - b1) g and v_t = b2 v + (1 - b2) g^2, stored in state."""
     m = b1 * state.get("exp_avg", np.zeros_like(p)) + (1.0 - b1) * g
     v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1.0 - b2) * g * g
     state["exp_avg"], state["exp_avg_sq"] = m, v
+    return m, v
+
+
+def adam(p, g, state, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+    b1, b2 = betas
+    p, g, t = _adam_prelude(p, g, state, lr, weight_decay, maximize, decoupled_weight_decay)
+    m, v = _adam_moments(p, g, state, b1, b2)
     bc1 = 1.0 - b1 ** t
     bc2 = 1.0 - b2 ** t
     if amsgrad:
@@ -176,16 +189,8 @@ def adamax(p, g, state, lr, betas, eps, weight_decay, maximize):
 
 def radam(p, g, state, lr, betas, eps, weight_decay, maximize, decoupled_weight_decay):
     b1, b2 = betas
-    g = -g if maximize else g
-    t = state.get("step", 0.0) + 1.0
-    state["step"] = t
-    if decoupled_weight_decay:
-        p = p * (1.0 - lr * weight_decay)
-    elif weight_decay != 0:
-        g = g + weight_decay * p
-    m = b1 * state.get("exp_avg", np.zeros_like(p)) + (1.0 - b1) * g
-    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1.0 - b2) * g * g
-    state["exp_avg"], state["exp_avg_sq"] = m, v
+    p, g, t = _adam_prelude(p, g, state, lr, weight_decay, maximize, decoupled_weight_decay)
+    m, v = _adam_moments(p, g, state, b1, b2)
     bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
     rho_inf = 2.0 / (1.0 - b2) - 1.0
     rho_t = rho_inf - 2.0 * t * b2 ** t / bc2
@@ -211,21 +216,13 @@ def rprop(p, g, state, lr, etas, step_sizes, maximize):
 
 def nadam(p, g, state, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize):
     b1, b2 = betas
-    g = -g if maximize else g
-    t = state.get("step", 0.0) + 1.0
-    state["step"] = t
-    if decoupled_weight_decay:
-        p = p * (1.0 - lr * weight_decay)
-    elif weight_decay != 0:
-        g = g + weight_decay * p
+    p, g, t = _adam_prelude(p, g, state, lr, weight_decay, maximize, decoupled_weight_decay)
     mu = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
     mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * momentum_decay))
     # torch keeps the product as a float32 tensor: rounded at every step, as genesis does
     product = float(np.float32(state.get("mu_product", 1.0) * np.float32(mu)))
     state["mu_product"] = product
-    m = b1 * state.get("exp_avg", np.zeros_like(p)) + (1.0 - b1) * g
-    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1.0 - b2) * g * g
-    state["exp_avg"], state["exp_avg_sq"] = m, v
+    m, v = _adam_moments(p, g, state, b1, b2)
     denom = np.sqrt(v / (1.0 - b2 ** t)) + eps
     return (p - lr * (1.0 - mu) / (1.0 - product) * g / denom
             - lr * mu_next / (1.0 - product * mu_next) * m / denom)
