@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _C
 from .. import _interop
+from . import _differentiable
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
 
@@ -242,6 +243,8 @@ class Optimizer(Base):
                                  "names are missing")
             group["param_names"] = names
         group_index = len(self.param_groups)
+        if group.get("differentiable", self.defaults.get("differentiable")):
+            _differentiable.check_params(params, f"param group {group_index}")
         for i, p in enumerate(params):
             _interop.check_param_type(p, _where(group_index, i),
                                       differentiable=bool(self.defaults.get("differentiable")))
@@ -290,7 +293,7 @@ class Optimizer(Base):
         """Raise ValueError for invalid hyperparameters (the core's checks, shared with the C++
         API) or for torch options genesis does not implement."""
         if group.get("differentiable"):
-            raise ValueError("genesis optimizers do not support differentiable=True")
+            _differentiable.check_group(self, group)
         if "lr" in group:
             as_float(group["lr"], "lr")  # a string is a TypeError, as in torch; not converted
         _check_torch_flags(group)
@@ -389,9 +392,18 @@ class Optimizer(Base):
         if found_inf is not None and not _interop.is_cuda(found_inf) and as_float(found_inf) != 0.0:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
+        # differentiable=True groups run torch's autograd-traceable update (_differentiable.py);
+        # every group is validated before any is updated.
+        traced = {gi: _differentiable.prepare(self, group, gi)
+                  for gi, group in enumerate(self.param_groups) if group.get("differentiable")}
+        if traced and found_inf is not None and as_float(found_inf) != 0.0:
+            return loss  # a device flag, read on the host: only on this uncommon path
         self._prepare()
         first_index = None
         for gi, (cached, group) in enumerate(zip(self._plans, self.param_groups)):
+            if gi in traced:
+                traced[gi](grad_scale)
+                continue
             control = self._control(group, cached, grad_scale, found_inf)
             self._run(cached.plan, group, control)
             if cached.staged:
@@ -428,6 +440,8 @@ class Optimizer(Base):
             self._plans = [None] * len(groups)
         pending = []
         for gi, group in enumerate(groups):
+            if group.get("differentiable"):
+                continue  # updated by torch's implementation (see step)
             params = group["params"]
             if type(params) is not list:  # the user may have set a tuple (torch iterates it)
                 params = group["params"] = list(params)
