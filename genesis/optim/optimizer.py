@@ -761,20 +761,10 @@ def _new_state_array(param, arr, state_code):
 def _check_torch_flags(group):
     """torch's constructor checks of its implementation flags, with its messages. genesis
     always runs its own fused kernels, but a configuration torch refuses is refused here too, so
-    code that works with genesis works with torch."""
-    torch = _interop.torch_module()
-    is_tensor = (lambda x: isinstance(x, torch.Tensor)) if torch is not None else (lambda x: False)
-    foreach, capturable = group.get("foreach"), group.get("capturable")
+    code that works with genesis works with torch. (Adam's own checks of tensor lr and betas
+    are in adam.py: torch's other optimizers accept those.)"""
+    foreach = group.get("foreach")
     if group.get("fused") and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if group.get("fused") and group.get("differentiable"):
         raise RuntimeError("`fused` does not support `differentiable`")
-    if is_tensor(group.get("lr")) and foreach and not capturable:
-        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-    betas = group.get("betas")
-    if isinstance(betas, (tuple, list)) and len(betas) == 2:
-        if is_tensor(betas[0]) != is_tensor(betas[1]):
-            raise ValueError("betas must be either both floats or both Tensors")
-        if is_tensor(betas[0]) and foreach and not capturable:
-            raise ValueError("betas[0] as a Tensor is not supported for capturable=False and "
-                             "foreach=True")
