@@ -394,8 +394,12 @@ class Optimizer(Base):
         grad_scale = getattr(self, "grad_scale", None)
         # differentiable=True groups run torch's autograd-traceable update (_differentiable.py);
         # every group is validated before any is updated.
-        traced = {gi: _differentiable.prepare(self, group, gi)
-                  for gi, group in enumerate(self.param_groups) if group.get("differentiable")}
+        traced = {}
+        for gi, group in enumerate(self.param_groups):
+            if group.get("differentiable"):
+                traced[gi] = _differentiable.prepare(self, group, gi)
+            elif group.get("capturable"):
+                _check_capturable_lr(group["lr"])
         if traced and found_inf is not None and as_float(found_inf) != 0.0:
             return loss  # a device flag, read on the host: only on this uncommon path
         self._prepare()
@@ -756,6 +760,16 @@ def _new_state_array(param, arr, state_code):
     if _interop.is_torch(param) and param.is_complex():
         return _interop.torch_module().zeros(param.shape, dtype=param.dtype, device=param.device)
     return _interop.zeros_like(arr, state_code)
+
+
+def _check_capturable_lr(lr):
+    """The core takes lr as a host number: a CUDA tensor lr is read with a device-to-host copy,
+    which a stream being captured into a CUDA graph refuses with a CUDA error part-way through
+    the step. Say so before anything changes."""
+    if _interop.is_cuda(lr) and _interop.torch_module().cuda.is_current_stream_capturing():
+        raise RuntimeError("capturable=True: genesis reads a tensor lr on the host, which cannot "
+                           "happen while a CUDA graph is being captured; capture with a float lr "
+                           "(fixed in the graph) or keep lr on the CPU")
 
 
 def _check_torch_flags(group):
