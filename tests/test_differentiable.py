@@ -306,3 +306,20 @@ def _meta_run(lib, name, kwargs, source, resume_from):
         model(torch.full((2, 4), float(k))).pow(2).sum().backward()
         opt.step()
     return model, opt
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD", "RMSprop"])
+def test_complex_parameters_differentiate_as_torch(name):
+    """Complex parameters go through torch's real views, as in torch; values and gradients
+    are torch's."""
+    results = []
+    for lib in (torch.optim, genesis.optim):
+        torch.manual_seed(0)
+        w = torch.randn(3, dtype=torch.complex128, requires_grad=True)
+        p = w.clone()
+        kwargs = {} if name == "Adam" else dict(momentum=0.9)
+        opt = getattr(lib, name)([p], lr=0.1, differentiable=True, **kwargs)
+        p.grad = torch.full((3,), 1 + 2j, dtype=torch.complex128)
+        opt.step()
+        results.append((p.detach(), *torch.autograd.grad(p.abs().sum(), w)))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=1e-14)
