@@ -7,6 +7,10 @@ constructor inputs and error inputs). Every genesis class that torch also has ru
 - every constructor input trains beside torch's class on the same model and gradients for 25
   steps, float32 and float64, with the parity tolerances of the rest of the suite, and the
   state_dict of each loads into the other.
+- every input with torch's global `differentiable=True` flag added (torch's
+  `_get_optim_inputs_including_global_cliquey_kwargs`) backpropagates through 3 steps
+  (MAML-style: each gradient taken with create_graph=True) to the same values and the same
+  gradient of the initial parameters as torch's class, float64.
 Inputs that cannot apply to genesis are listed in NOT_APPLICABLE with the reason, one line each.
 """
 
@@ -26,15 +30,10 @@ STEPS = 25
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
 
 # (optimizer, input description) -> why the input cannot apply to genesis.
-NOT_APPLICABLE = {
-    ("*", "differentiable"): "differentiable=True needs autograd through the step; genesis's "
-                             "compiled step is not differentiable (not implemented)",
-}
+NOT_APPLICABLE = {}
 
 
 def _why_not(name, desc, kwargs):
-    if kwargs.get("differentiable"):
-        return NOT_APPLICABLE[("*", "differentiable")]
     return NOT_APPLICABLE.get((name, desc))
 
 
@@ -153,9 +152,67 @@ def test_inputs_train_as_torch(info, oi, dtype):
         _assert_close(twin, model, tol)
 
 
+# ------------------------------------------------------------------------ differentiable=True
+def _differentiable_cases():
+    for info in INFOS:
+        if "differentiable" not in info.supported_impls:
+            continue
+        name = info.optim_cls.__name__
+        for oi in common._get_optim_inputs_including_global_cliquey_kwargs("cpu", torch.float64, info):
+            if oi.kwargs.get("differentiable"):
+                yield pytest.param(info, oi, id=f"{name}-{oi.desc}")
+
+
+def _unrolled(cls, kwargs, steps):
+    """Train a non-leaf copy of fixed initial parameters for `steps` steps, each gradient taken
+    with create_graph=True, and return the final parameters, the tensors of the final state
+    and the gradient of a loss on them with respect to the initial parameters."""
+    torch.manual_seed(3)
+    leaves = [torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, dtype=torch.float64, requires_grad=True)]
+    x = torch.randn(5, 3, dtype=torch.float64)
+    params = [w.clone() for w in leaves]
+    opt = cls(params, **copy.deepcopy(kwargs))
+    for _ in range(steps):
+        loss = torch.tanh(x @ params[0] + params[1]).pow(2).sum()
+        for p, g in zip(params, torch.autograd.grad(loss, params, create_graph=True)):
+            p.grad = g
+        opt.step()
+    state = [v for p in params for _, v in sorted(opt.state[p].items()) if isinstance(v, torch.Tensor)]
+    meta = sum((p * p).sum() for p in params) + sum(v.sum() for v in state if v.requires_grad)
+    return params, state, torch.autograd.grad(meta, leaves, allow_unused=True)
+
+
+@pytest.mark.parametrize("info,oi", list(_differentiable_cases()))
+def test_differentiable_inputs_backprop_as_torch(info, oi):
+    assert oi.kwargs["differentiable"] is True
+    for steps in (1, 3):
+        try:
+            expected = _unrolled(info.optim_cls, oi.kwargs, steps)
+        except RuntimeError as e:
+            # Some of torch's updates overwrite, in place, tensors their backward needs, so
+            # they cannot be unrolled over several steps: genesis fails the same way.
+            assert steps > 1, e
+            with pytest.raises(RuntimeError, match=re.escape(str(e).split(":")[0])):
+                _unrolled(_genesis_class(info), oi.kwargs, steps)
+            continue
+        got = _unrolled(_genesis_class(info), oi.kwargs, steps)
+        for want, have in zip(expected, got):
+            assert len(want) == len(have)
+            for a, b in zip(want, have):
+                if a is None:  # a gradient that does not reach the initial parameters
+                    assert b is None
+                    continue
+                torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-10, atol=1e-12)
+        assert all(g is not None for g in got[2])  # the step really was recorded
+
+
 def test_every_torch_optimizer_genesis_has_is_covered():
     """The database really drives these tests (a rename on either side would silently empty
     them)."""
     names = {info.optim_cls.__name__ for info in INFOS}
     assert {"SGD", "Adam", "AdamW", "RMSprop"} <= names
+    differentiable = {info.optim_cls.__name__ for info in INFOS if "differentiable" in info.supported_impls}
+    assert {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam",
+            "RAdam", "Rprop"} <= differentiable
     assert all(re.match(r"^[A-Z]", n) for n in names)

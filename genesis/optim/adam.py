@@ -1,5 +1,6 @@
 """Adam and AdamW (with AMSGrad) on the compiled core."""
 
+from .. import _interop
 from ._rules import RuleOptimizer
 from .optimizer import precision_defaults
 
@@ -23,6 +24,24 @@ class Adam(RuleOptimizer, rule="adam"):
                         decoupled_weight_decay=decoupled_weight_decay,
                         **precision_defaults(precision))
         super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        # torch's Adam and AdamW (only they) check tensor lr and betas against their foreach
+        # implementation first; genesis has none, but refuses what torch refuses.
+        torch = _interop.torch_module()
+        if torch is not None:
+            untraceable = group.get("foreach") and not group.get("capturable")
+            if isinstance(group.get("lr"), torch.Tensor) and untraceable:
+                raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+            betas = group.get("betas")
+            if isinstance(betas, (tuple, list)) and len(betas) == 2:
+                tensors = [isinstance(b, torch.Tensor) for b in betas]
+                if tensors[0] != tensors[1]:
+                    raise ValueError("betas must be either both floats or both Tensors")
+                if tensors[0] and untraceable:
+                    raise ValueError("betas[0] as a Tensor is not supported for capturable=False and "
+                                     "foreach=True")
+        super()._check_group(group)
 
 
 class AdamW(Adam):

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _C
 from .. import _interop
+from . import _differentiable
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
 
@@ -242,6 +243,8 @@ class Optimizer(Base):
                                  "names are missing")
             group["param_names"] = names
         group_index = len(self.param_groups)
+        if group.get("differentiable", self.defaults.get("differentiable")):
+            _differentiable.check_params(params, f"param group {group_index}")
         for i, p in enumerate(params):
             _interop.check_param_type(p, _where(group_index, i),
                                       differentiable=bool(self.defaults.get("differentiable")))
@@ -290,7 +293,7 @@ class Optimizer(Base):
         """Raise ValueError for invalid hyperparameters (the core's checks, shared with the C++
         API) or for torch options genesis does not implement."""
         if group.get("differentiable"):
-            raise ValueError("genesis optimizers do not support differentiable=True")
+            _differentiable.check_group(self, group)
         if "lr" in group:
             as_float(group["lr"], "lr")  # a string is a TypeError, as in torch; not converted
         _check_torch_flags(group)
@@ -389,9 +392,22 @@ class Optimizer(Base):
         if found_inf is not None and not _interop.is_cuda(found_inf) and as_float(found_inf) != 0.0:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
+        # differentiable=True groups run torch's autograd-traceable update (_differentiable.py);
+        # every group is validated before any is updated.
+        traced = {}
+        for gi, group in enumerate(self.param_groups):
+            if group.get("differentiable"):
+                traced[gi] = _differentiable.prepare(self, group, gi)
+            elif group.get("capturable"):
+                _check_capturable_lr(group["lr"])
+        if traced and found_inf is not None and as_float(found_inf) != 0.0:
+            return loss  # a device flag, read on the host: only on this uncommon path
         self._prepare()
         first_index = None
         for gi, (cached, group) in enumerate(zip(self._plans, self.param_groups)):
+            if gi in traced:
+                traced[gi](grad_scale)
+                continue
             control = self._control(group, cached, grad_scale, found_inf)
             self._run(cached.plan, group, control)
             if cached.staged:
@@ -428,6 +444,8 @@ class Optimizer(Base):
             self._plans = [None] * len(groups)
         pending = []
         for gi, group in enumerate(groups):
+            if group.get("differentiable"):
+                continue  # updated by torch's implementation (see step)
             params = group["params"]
             if type(params) is not list:  # the user may have set a tuple (torch iterates it)
                 params = group["params"] = list(params)
@@ -744,23 +762,23 @@ def _new_state_array(param, arr, state_code):
     return _interop.zeros_like(arr, state_code)
 
 
+def _check_capturable_lr(lr):
+    """The core takes lr as a host number: a CUDA tensor lr is read with a device-to-host copy,
+    which a stream being captured into a CUDA graph refuses with a CUDA error part-way through
+    the step. Say so before anything changes."""
+    if _interop.is_cuda(lr) and _interop.torch_module().cuda.is_current_stream_capturing():
+        raise RuntimeError("capturable=True: genesis reads a tensor lr on the host, which cannot "
+                           "happen while a CUDA graph is being captured; capture with a float lr "
+                           "(fixed in the graph) or keep lr on the CPU")
+
+
 def _check_torch_flags(group):
     """torch's constructor checks of its implementation flags, with its messages. genesis
     always runs its own fused kernels, but a configuration torch refuses is refused here too, so
-    code that works with genesis works with torch."""
-    torch = _interop.torch_module()
-    is_tensor = (lambda x: isinstance(x, torch.Tensor)) if torch is not None else (lambda x: False)
-    foreach, capturable = group.get("foreach"), group.get("capturable")
+    code that works with genesis works with torch. (Adam's own checks of tensor lr and betas
+    are in adam.py: torch's other optimizers accept those.)"""
+    foreach = group.get("foreach")
     if group.get("fused") and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if group.get("fused") and group.get("differentiable"):
         raise RuntimeError("`fused` does not support `differentiable`")
-    if is_tensor(group.get("lr")) and foreach and not capturable:
-        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-    betas = group.get("betas")
-    if isinstance(betas, (tuple, list)) and len(betas) == 2:
-        if is_tensor(betas[0]) != is_tensor(betas[1]):
-            raise ValueError("betas must be either both floats or both Tensors")
-        if is_tensor(betas[0]) and foreach and not capturable:
-            raise ValueError("betas[0] as a Tensor is not supported for capturable=False and "
-                             "foreach=True")

@@ -134,6 +134,31 @@ TEST(save_file_replaces_atomically_and_a_failed_save_keeps_the_old_file) {
   fs::remove_all(folder);
 }
 
+TEST(replacing_a_large_file_releases_the_old_one_and_keeps_the_new_one) {
+  // Files of 64 MB and more are released on a background thread after the rename
+  // (checkpoint_file.cpp): the new file must be complete, the folder must hold only it, and a
+  // failed save over it must still keep it.
+  const fs::path folder = scratch_folder("large");
+  const std::string path = (folder / "big.genesis").string();
+  auto big = [](unsigned char fill) {
+    Document doc;
+    doc.arrays.push_back({genesis::DType::Float32, {int64_t(17) << 20}, std::vector<unsigned char>(size_t(68) << 20, fill)});
+    doc.root = Value::array_ref(0);
+    return doc;
+  };
+  for (unsigned char fill : {1, 2, 3}) {
+    save_file(big(fill), path);
+    const Document back = load_file(path);
+    CHECK(back.arrays.size() == 1 && back.arrays[0].bytes == big(fill).arrays[0].bytes);
+  }
+  Document bad = big(4);
+  bad.arrays[0].bytes.pop_back();
+  CHECK_THROWS(std::invalid_argument, save_file(bad, path));
+  CHECK(load_file(path).arrays[0].bytes[12345] == 3);
+  CHECK(std::distance(fs::directory_iterator(folder), fs::directory_iterator()) == 1);
+  fs::remove_all(folder);
+}
+
 TEST(concurrent_readers_see_the_old_or_the_new_file_only) {
   const fs::path folder = scratch_folder("concurrent");
   const std::string path = (folder / "shared.genesis").string();
