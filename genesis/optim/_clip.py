@@ -78,14 +78,22 @@ def _current(pending, params):
         p is q and g is h and getattr(g, "_version", None) == v for (p, g), (q, h, v) in zip(now, fp))
 
 
+_CHANGED = ("the gradients changed after clip_grad_norm_/clip_grad_value_ or GradScaler.unscale_ "
+            "(another backward, an in-place edit such as torch.nn.utils.clip_grad_norm_, or new "
+            "gradient tensors): what is pending was computed for the old ones. Call "
+            "optimizer.zero_grad() (which discards it), or clip again after the backward")
+
+
 def _pending(optimizer, create=True):
-    """The optimizer's pending clip, dropping what was computed for gradients that have changed
-    since (the scale of a lazy unscale_ belongs to the iteration and is kept)."""
+    """The optimizer's pending clip. A clip computed for gradients that have changed since is
+    dropped (a new clip replaces it); a lazy unscale_ of other gradients cannot be, as they may
+    hold anything now: that raises."""
     pending = optimizer.__dict__.get("_pending_clip")
     if pending is not None and not _current(pending, _params(optimizer)):
-        stale, pending = pending, PendingClip()
-        pending.inv_scale = stale.inv_scale
-        optimizer.__dict__["_pending_clip"] = pending
+        if pending.inv_scale is not None:
+            raise RuntimeError(_CHANGED)
+        pending = None
+        discard(optimizer)
     if pending is None and create:
         pending = optimizer.__dict__["_pending_clip"] = PendingClip()
     return pending
@@ -118,9 +126,11 @@ def lazy_unscale(optimizer, inv_scale):
 def scaler_inputs(optimizer):
     """For GradScaler.step after unscale_: (whether the gradients still need 1/scale inside the
     update, the inf/NaN flag, or None if nothing has checked the gradients yet)."""
-    pending = _pending(optimizer, create=False)
+    pending = optimizer.__dict__.get("_pending_clip")
     if pending is None:
         return True, None
+    if not _current(pending, _params(optimizer)):
+        raise RuntimeError(_CHANGED)
     return pending.inv_scale is not None, pending.found_inf
 
 
@@ -130,7 +140,7 @@ def materialize_unscale(grads):
     sees true gradients. The inf check comes with it and is kept for GradScaler.step."""
     ids = {id(g) for g in grads}
     for optimizer in list(_LAZY):
-        pending = _pending(optimizer, create=False)
+        pending = optimizer.__dict__.get("_pending_clip")
         if pending is None or pending.inv_scale is None:
             _LAZY.discard(optimizer)
             continue
@@ -151,11 +161,7 @@ def take(optimizer):
     if pending is None:
         return None
     if not _current(pending, _params(optimizer)):
-        raise RuntimeError(
-            "the gradients changed after clip_grad_norm_/clip_grad_value_ or GradScaler.unscale_ "
-            "(another backward, an in-place edit, or new gradient tensors): the pending clip was "
-            "computed for the old ones. Call optimizer.zero_grad() (which discards it) or clip "
-            "again after the backward")
+        raise RuntimeError(_CHANGED)
     discard(optimizer)
     return pending
 
