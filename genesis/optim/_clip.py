@@ -240,8 +240,10 @@ def _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite, pen
         total = _cg._norm_in_python(grads, norm_type)
     if error_if_nonfinite and not bool(torch.isfinite(total)):
         raise _cg._nonfinite_error(norm_type)
-    # min(c, 1) with NaN kept (torch.clamp propagates NaN), as the eager kernel scales.
-    pending.coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    # min(c, 1) with NaN kept (torch.clamp propagates NaN), as the eager kernel scales. A true
+    # division of two tensors: torch computes `number / tensor` as a reciprocal times the
+    # number, which rounds differently.
+    pending.coef = torch.div(torch.full_like(total, max_norm), total + 1e-6).clamp(max=1.0)
     return total.to(_interop.torch_dtype(buffers.result_dtype()))
 
 
