@@ -21,9 +21,6 @@ the clip is active in every step.
     (4+2): 60 B/param.
 """
 
-import argparse
-import os
-
 import torch
 
 import _common as common
@@ -43,27 +40,51 @@ def _tensors(n_tensors, numel, seed, dtype=torch.float32):
             [torch.randn(numel, generator=gen).to(dtype) for _ in range(n_tensors)])
 
 
+def with_grads(values, grads, dtype=None):
+    """Parameters holding `values` (cast to `dtype`) with `grads` as their gradients (copies)."""
+    params = [torch.nn.Parameter(v.to(dtype) if dtype else v.clone()) for v in values]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    return params
+
+
+def torch_clip(params):
+    return lambda max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+
+
+def scaled_clip_step(opt, clip, torch_scaler=False):
+    """One iteration of the torch-style sequence: scale, unscale_, clip, step, update. Scale 1:
+    the same work as any power of two, and repeated in-place unscaling of the fixed gradients
+    (torch's) cannot drift them into the slow denormal range."""
+    kw = dict(init_scale=1.0, growth_interval=10**9)
+    scaler = torch.amp.GradScaler("cpu", **kw) if torch_scaler else genesis.amp.GradScaler(**kw)
+
+    def step():
+        scaler.scale(torch.ones(()))
+        scaler.unscale_(opt)
+        clip(MAX_NORM)
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
 def clip_case(n_tensors, numel, seconds):
     values, grads = _tensors(n_tensors, numel, 0)
-    params = [torch.nn.Parameter(v.clone()) for v in values]
-    for p, g in zip(params, grads):
-        p.grad = g
-    opt = genesis.optim.AdamW(params, lr=1e-3)
+    opt = genesis.optim.AdamW(with_grads(values, grads), lr=1e-3)
 
     def genesis_step():
         opt.clip_grad_norm_(MAX_NORM)
         opt.step()
 
     genesis_sec = timed(genesis_step, seconds)
-    del opt, params
-
-    tparams = [torch.nn.Parameter(v.clone()) for v in values]
-    for p, g in zip(tparams, grads):
-        p.grad = g.clone()
+    del opt
+    tparams = with_grads(values, grads)
     topt = torch.optim.AdamW(tparams, lr=1e-3, fused=True)
+    clip = torch_clip(tparams)
 
     def torch_step():
-        torch.nn.utils.clip_grad_norm_(tparams, MAX_NORM, foreach=True)
+        clip(MAX_NORM)
         topt.step()
 
     torch_sec = timed(torch_step, seconds)
@@ -72,74 +93,31 @@ def clip_case(n_tensors, numel, seconds):
 
 
 def scaler_case(n_tensors, numel, seconds):
-    # Scale 1: the same work as any power of two, and repeated in-place unscaling of the fixed
-    # gradients cannot drift them into the slow denormal range.
     values, grads = _tensors(n_tensors, numel, 1)
-    params = [torch.nn.Parameter(v.clone()) for v in values]
-    for p, g in zip(params, grads):
-        p.grad = g
-    opt = genesis.optim.AdamW(params, lr=1e-3)
-    scaler = genesis.amp.GradScaler(init_scale=1.0, growth_interval=10**9)
-
-    def genesis_step():
-        scaler.scale(torch.ones(()))
-        scaler.unscale_(opt)
-        opt.clip_grad_norm_(MAX_NORM)
-        scaler.step(opt)
-        scaler.update()
-
-    genesis_sec = timed(genesis_step, seconds)
-    del opt, params
-
-    tparams = [torch.nn.Parameter(v.clone()) for v in values]
-    for p, g in zip(tparams, grads):
-        p.grad = g.clone()
+    opt = genesis.optim.AdamW(with_grads(values, grads), lr=1e-3)
+    genesis_sec = timed(scaled_clip_step(opt, opt.clip_grad_norm_), seconds)
+    del opt
+    tparams = with_grads(values, grads)
     topt = torch.optim.AdamW(tparams, lr=1e-3, fused=True)
-    tscaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=10**9)
-
-    def torch_step():
-        tscaler.scale(torch.ones(()))
-        tscaler.unscale_(topt)
-        torch.nn.utils.clip_grad_norm_(tparams, MAX_NORM, foreach=True)
-        tscaler.step(topt)
-        tscaler.update()
-
-    torch_sec = timed(torch_step, seconds)
+    torch_sec = timed(scaled_clip_step(topt, torch_clip(tparams), torch_scaler=True), seconds)
     return [("torch: GradScaler unscale_ + clip_grad_norm_ + fused AdamW", torch_sec, 48),
             ("genesis: lazy unscale_ + opt.clip_grad_norm_ + step", genesis_sec, 32)]
 
 
 def bf16_master_case(n_tensors, numel, seconds):
     values, grads = _tensors(n_tensors, numel, 2, torch.bfloat16)
-    params = [torch.nn.Parameter(v.to(torch.bfloat16)) for v in values]
-    for p, g in zip(params, grads):
-        p.grad = g
-    opt = genesis.optim.AdamW(params, lr=1e-3, master_weights=True)
-    scaler = genesis.amp.GradScaler(init_scale=1.0, growth_interval=10**9)
-
-    def genesis_step():
-        scaler.scale(torch.ones(()))
-        scaler.unscale_(opt)
-        opt.clip_grad_norm_(MAX_NORM)
-        scaler.step(opt)
-        scaler.update()
-
-    genesis_sec = timed(genesis_step, seconds)
-    del opt, params
-
+    opt = genesis.optim.AdamW(with_grads(values, grads, torch.bfloat16), lr=1e-3, master_weights=True)
+    genesis_sec = timed(scaled_clip_step(opt, opt.clip_grad_norm_), seconds)
+    del opt
     model = [v.to(torch.bfloat16) for v in values]
     masters = [torch.nn.Parameter(v.clone()) for v in values]
     topt = torch.optim.AdamW(masters, lr=1e-3, fused=True)
-    tscaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=10**9)
+    step = scaled_clip_step(topt, torch_clip(masters), torch_scaler=True)
 
     def torch_step():
         for p, g in zip(masters, grads):
             p.grad = g.float()
-        tscaler.scale(torch.ones(()))
-        tscaler.unscale_(topt)
-        torch.nn.utils.clip_grad_norm_(masters, MAX_NORM, foreach=True)
-        tscaler.step(topt)
-        tscaler.update()
+        step()
         torch._foreach_copy_(model, masters)
 
     torch_sec = timed(torch_step, seconds)
@@ -154,28 +132,7 @@ CASES = [("clip_grad_norm_ + AdamW, fp32 parameters", clip_case),
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tensors", type=int, default=50)
-    ap.add_argument("--numel", type=int, default=1_000_000)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--markdown", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    genesis.set_num_threads(args.threads)
-    n_params = args.tensors * args.numel
-    print(f"{'#### ' if args.markdown else ''}Fused clip, {args.tensors} x {args.numel:,} = "
-          f"{n_params:,} params, {args.threads} threads, CPU {common.cpu_model()}, "
-          f"torch {torch.__version__}, genesis {genesis.__version__}\n")
-    for title, case in CASES:
-        rows = case(args.tensors, args.numel, args.seconds)
-        base = rows[0][1]
-        table = [[label, f"{sec * 1e3:.3f}", str(b), f"{b * n_params / sec / 1e9:.2f}",
-                  f"{base / sec:.2f}x"] for label, sec, b in rows]
-        print(("#### " if args.markdown else "") + title + "\n")
-        print(common.format_table(["implementation", "ms/step", "B/param", "GB/s", "vs torch"],
-                                  table, args.markdown))
-        print()
+    common.run_ratio_benchmark(__doc__.split("\n")[0], "Fused clip", CASES)
 
 
 if __name__ == "__main__":
