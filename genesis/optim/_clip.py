@@ -33,23 +33,29 @@ _LAZY = weakref.WeakSet()
 class PendingClip:
     """What the next step applies to the gradients, and the gradients it was computed for."""
 
-    __slots__ = ("inv_scale", "found_inf", "coef", "limit", "fingerprint", "__weakref__")
+    __slots__ = ("inv_scale", "found_inf", "coef", "coef_on", "limit", "fingerprint", "__weakref__")
 
     def __init__(self):
         self.inv_scale = None  # float32 1/scale of a lazy GradScaler unscale_, or None
         self.found_inf = None  # the norm pass's inf/NaN check (None: not checked yet)
         self.coef = None  # clip_grad_norm_'s coefficient: float (CPU), device float64 (CUDA)
+        self.coef_on = {}  # CUDA: the coefficient's copy on each device that needs one
         self.limit = None  # clip_grad_value_'s bound
         self.fingerprint = None
 
-    def control(self, cuda):
-        """The ``_C.StepControl`` keywords of the clip (the scale is handed over separately)."""
+    def control(self, cuda_device):
+        """The ``_C.StepControl`` keywords of the clip for a group on ``cuda_device`` (None: the
+        CPU); the scale is handed over separately. A device coefficient is copied (device to
+        device, no sync) to a group on another GPU; the copy lives as long as this object,
+        which the optimizer keeps until its next step."""
         out = {}
         if self.coef is not None:
-            if cuda:
-                out["clip_coef_ptr"] = self.coef.data_ptr()
-            else:
+            if cuda_device is None:
                 out["clip_coef"] = self.coef
+            else:
+                if cuda_device not in self.coef_on:
+                    self.coef_on[cuda_device] = self.coef.to(cuda_device)
+                out["clip_coef_ptr"] = self.coef_on[cuda_device].data_ptr()
         if self.limit is not None:
             out["clip_value"] = self.limit
         return out

@@ -355,7 +355,7 @@ class Optimizer(Base):
         elif clip is not None and clip.inv_scale is not None:  # unscale_, then a plain step()
             inv_scale = clip.inv_scale
         if clip is not None:
-            device.update(clip.control(cuda is not None))
+            device.update(clip.control(cuda))
         return _C.StepControl(grad_scale=inv_scale, stochastic_rounding=rounding,
                               seed=int(group.get("seed", 0)), counter=counter, **device)
 
