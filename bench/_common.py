@@ -172,3 +172,39 @@ def format_table(headers, rows, markdown, align=None):
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule] + [line(r) for r in rows])
+
+
+def run_ratio_benchmark(description, heading, cases):
+    """The command line of a benchmark comparing pipelines to torch's in the same run
+    (bench_mixed_precision.py, bench_fused_clip.py): ``cases`` are (title, case) pairs where
+    ``case(n_tensors, numel, seconds)`` returns rows (label, seconds per step, bytes per
+    parameter), torch's first. Prints one table per case with ms/step, GB/s and the speed
+    ratio to the first row."""
+    import argparse
+
+    import torch
+
+    import genesis
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--tensors", type=int, default=50)
+    ap.add_argument("--numel", type=int, default=1_000_000)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    genesis.set_num_threads(args.threads)
+    n_params = args.tensors * args.numel
+    print(f"{'#### ' if args.markdown else ''}{heading}, {args.tensors} x {args.numel:,} = "
+          f"{n_params:,} params, {args.threads} threads, CPU {cpu_model()}, "
+          f"torch {torch.__version__}, genesis {genesis.__version__}\n")
+    for title, case in cases:
+        rows = case(args.tensors, args.numel, args.seconds)
+        base = rows[0][1]
+        table = [[label, f"{sec * 1e3:.3f}", str(b), f"{b * n_params / sec / 1e9:.2f}",
+                  f"{base / sec:.2f}x"] for label, sec, b in rows]
+        print(("#### " if args.markdown else "") + title + "\n")
+        print(format_table(["implementation", "ms/step", "B/param", "GB/s", "vs torch"],
+                           table, args.markdown))
+        print()

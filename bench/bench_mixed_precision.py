@@ -16,9 +16,6 @@ and the speed ratio to torch's pipeline.
     36 B/param.
 """
 
-import argparse
-import os
-
 import torch
 
 import _common as common
@@ -100,29 +97,9 @@ def grad_scaler_case(n_tensors, numel, seconds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tensors", type=int, default=50)
-    ap.add_argument("--numel", type=int, default=1_000_000)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--markdown", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    genesis.set_num_threads(args.threads)
-    n_params = args.tensors * args.numel
-    print(f"{'#### ' if args.markdown else ''}Mixed precision, {args.tensors} x {args.numel:,} = "
-          f"{n_params:,} params, {args.threads} threads, CPU {common.cpu_model()}, "
-          f"torch {torch.__version__}, genesis {genesis.__version__}\n")
-    for title, case in [("bf16 parameters + fp32 master weights, AdamW", master_weights_case),
-                        ("GradScaler + AdamW, fp32 parameters", grad_scaler_case)]:
-        rows = case(args.tensors, args.numel, args.seconds)
-        base = rows[0][1]
-        table = [[label, f"{sec * 1e3:.3f}", str(b), f"{b * n_params / sec / 1e9:.2f}",
-                  f"{base / sec:.2f}x"] for label, sec, b in rows]
-        print(("#### " if args.markdown else "") + title + "\n")
-        print(common.format_table(["implementation", "ms/step", "B/param", "GB/s", "vs torch"],
-                                  table, args.markdown))
-        print()
+    common.run_ratio_benchmark(__doc__.split("\n")[0], "Mixed precision",
+                               [("bf16 parameters + fp32 master weights, AdamW", master_weights_case),
+                                ("GradScaler + AdamW, fp32 parameters", grad_scaler_case)])
 
 
 if __name__ == "__main__":

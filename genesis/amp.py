@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _interop
 from .nn.utils.clip_grad import _buffers, _grads
+from .optim import _clip
 from .optim.optimizer import Optimizer
 
 __all__ = ["GradScaler", "OptState"]
@@ -123,6 +124,14 @@ class GradScaler:
         """Divide the optimizer's gradients by the scale, in place, and record whether any of
         them is inf or NaN (one pass over the gradients).
 
+        For a genesis rule optimizer (SGD, Adam, ...) it is lazy: nothing is written, ``p.grad``
+        keeps the scaled values; ``optimizer.clip_grad_norm_`` then reads the gradients times
+        1/scale (the inf check rides on its norm) and the step multiplies by 1/scale as it
+        loads them. ``genesis.nn.utils.clip_grad_norm_``/``clip_grad_value_`` unscale such
+        gradients in place first, so the torch-style sequence keeps working; other code that
+        reads or edits ``p.grad`` in between sees scaled values (an in-place edit of torch
+        gradients makes ``step()`` raise instead of using them: NOTE: [deferred clip]).
+
         Call it at most once per optimizer per iteration, after backward and before ``step``,
         when the gradients are needed unscaled (for ``clip_grad_norm_``, say); ``step`` then
         updates with them as they are. As in torch, a non-genesis optimizer may not have float16
@@ -141,7 +150,15 @@ class GradScaler:
                 _interop.dtype_code(g) == _interop.FLOAT16 for g in grads):
             raise ValueError("Attempting to unscale FP16 gradients.")
         # 1/scale rounded to float32, as torch computes it.
-        state["found_inf"] = _buffers(grads).unscale(_float32(1.0 / self._scale))
+        inv_scale = _float32(1.0 / self._scale)
+        if _clip.supports_lazy_unscale(optimizer):
+            # Lazy (NOTE: [deferred clip]): the gradients stay scaled; optimizer.clip_grad_norm_
+            # reads them times 1/scale (the inf check comes with its norm), genesis.nn.utils'
+            # clip functions unscale them in place first, and step() multiplies as it loads.
+            _clip.lazy_unscale(optimizer, inv_scale)
+            state["found_inf"] = None
+        else:
+            state["found_inf"] = _buffers(grads).unscale(inv_scale)
         state["stage"] = OptState.UNSCALED
 
     def step(self, optimizer, *args, **kwargs):
@@ -172,12 +189,21 @@ class GradScaler:
         """A genesis optimizer's step through the GradScaler protocol (``grad_scale`` and
         ``found_inf`` attributes, read by ``Optimizer.step``): the check here, the unscale and
         the skip inside the core's update."""
-        if state["stage"] is OptState.READY:
+        lazy, found = True, None
+        if state["stage"] is OptState.UNSCALED:
+            lazy, found = _clip.scaler_inputs(optimizer)
+            if not lazy:  # unscale_ divided the gradients in place (and checked them)
+                found = state["found_inf"] if found is None else found
+        if found is None:
+            # Nothing has read the gradients yet: one read-only check pass. An update cannot
+            # find its own inf and undo what it already wrote (the gradients are split across
+            # threads, an inf in one share is seen after the others have committed), so without
+            # a clip the check is its own pass: 4 bytes per float32 gradient against the
+            # update's 28 (docs/mixed-precision.md#fused-clipping).
             grads = self._optimizer_grads(optimizer)
-            state["found_inf"] = bool(grads) and _buffers(grads).has_nonfinite()
-            optimizer.grad_scale = self._scale
-        else:  # unscale_ already divided the gradients
-            optimizer.grad_scale = None
+            found = bool(grads) and _buffers(grads).has_nonfinite()
+        state["found_inf"] = bool(found)
+        optimizer.grad_scale = self._scale if lazy else None
         optimizer.found_inf = 1.0 if state["found_inf"] else 0.0
         try:
             return optimizer.step(*args, **kwargs)

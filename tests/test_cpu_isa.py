@@ -25,7 +25,11 @@ for dtype, kw in [(torch.float32, {}), (torch.float64, {}), (torch.bfloat16, {"m
         for step in range(3):
             for p in ps:
                 p.grad = torch.randn(p.shape).to(dtype)
-            genesis.nn.utils.clip_grad_norm_(ps, 1.0)
+            if step == 1:  # the deferred clip's gradient transform (update_element.h)
+                opt.clip_grad_norm_(1.0)
+                opt.clip_grad_value_(0.01)
+            else:
+                genesis.nn.utils.clip_grad_norm_(ps, 1.0)
             opt.step()
         # float64 holds every float16/bfloat16/float32/float64 value exactly
         out[name + str(dtype) + str(sorted(kw))] = [p.detach().double().numpy() for p in ps]

@@ -370,3 +370,68 @@ def test_a_group_on_a_second_gpu_while_the_first_is_current():
         copt.step()
     torch.cuda.synchronize(1)
     _assert_same_bits(opt, gpu1, copt, cpu)
+
+
+# ------------------------------------------ the deferred clip (docs/mixed-precision.md#fused-clipping)
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "Lion"])
+def test_deferred_clip_same_bits_as_eager_clip_on_cuda(name):
+    """optimizer.clip_grad_norm_ (+ clip_grad_value_) then step on CUDA: the norm and the
+    coefficient stay on the device, and the result equals genesis.nn.utils' in-place clip then
+    step bit for bit, and the CPU's deferred clip within the norm's last bits."""
+    hp = dict(R.RICH[name])
+    fused, eager, cpu = _params("cuda"), _params("cuda"), _params("cpu")
+    of, oe, oc = (getattr(genesis.optim, name)(ps, **hp) for ps in (fused, eager, cpu))
+    for step in range(6):
+        _set_grads([fused, eager, cpu], step)
+        a = of.clip_grad_norm_(0.5)
+        b = genesis.nn.utils.clip_grad_norm_(eager, 0.5)
+        c = oc.clip_grad_norm_(0.5)
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a.cpu(), c, rtol=1e-6, atol=0)
+        if step % 2:
+            of.clip_grad_value_(0.01)
+            genesis.nn.utils.clip_grad_value_(eager, 0.01)
+            oc.clip_grad_value_(0.01)
+        of.step()
+        oe.step()
+        oc.step()
+    for p, q, r in zip(fused, eager, cpu):
+        assert torch.equal(p, q)
+        torch.testing.assert_close(p.cpu(), r.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_deferred_clip_does_not_synchronize():
+    params = _params("cuda")
+    opt = genesis.optim.AdamW(params, lr=1e-3)
+    _set_grads([params], 0)
+    opt.step()  # state creation may allocate
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            opt.clip_grad_norm_(1.0)
+            opt.clip_grad_value_(0.5)
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_deferred_clip_with_torch_grad_scaler_skips_inf_on_the_device():
+    """torch's GradScaler("cuda") unscales in place; the deferred clip then reads true
+    gradients, and a step with an inf gradient changes nothing."""
+    params = _params("cuda")
+    opt = genesis.optim.AdamW(params, lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 8)
+    for step in range(3):
+        _set_grads([params], step)
+        for p in params:
+            p.grad.mul_(scaler.get_scale())
+        if step == 2:
+            params[1].grad[0] = float("inf")
+        scaler.scale(torch.ones((), device="cuda"))
+        before = [p.detach().clone() for p in params]
+        scaler.unscale_(opt)
+        opt.clip_grad_norm_(0.1)
+        scaler.step(opt)
+        scaler.update()
+    assert all(torch.equal(p, q) for p, q in zip(params, before))
+    assert float(opt.state[params[0]]["step"]) == 2

@@ -43,17 +43,39 @@ DType norm_dtype(const std::vector<TypedBuffer>& buffers) {
   return d;
 }
 
-double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type) {
+namespace {
+
+// The norm over buffers of several dtypes: one core call per dtype (norm_of(dtype, buffers,
+// count)), then the norm of those norms, which is the norm of everything (true for every p-norm
+// and max).
+template <typename NormOf> double norm_by_dtype(const std::vector<TypedBuffer>& buffers, double norm_type, NormOf&& norm_of) {
   if (!(norm_type > 0)) throw std::invalid_argument("norm_type must be positive or infinity, got " + std::to_string(norm_type));
   const auto buckets = by_dtype(buffers);
   std::vector<double> per_dtype;
   for (int d = 0; d < kNumDTypes; ++d)
-    if (!buckets[d].empty())
-      per_dtype.push_back(cpu::global_norm(norm_type, static_cast<DType>(d), buckets[d].data(), buckets[d].size()));
+    if (!buckets[d].empty()) per_dtype.push_back(norm_of(static_cast<DType>(d), buckets[d].data(), buckets[d].size()));
   if (per_dtype.size() <= 1) return per_dtype.empty() ? 0.0 : per_dtype[0];
-  // The norm of the per-dtype norms is the norm of everything (true for every p-norm and max).
   const Buffer all{per_dtype.data(), static_cast<int64_t>(per_dtype.size())};
   return cpu::global_norm(norm_type, DType::Float64, &all, 1);
+}
+
+}  // namespace
+
+double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type) {
+  return norm_by_dtype(buffers, norm_type, [&](DType d, const Buffer* b, int64_t n) {
+    return cpu::global_norm(norm_type, d, b, n);
+  });
+}
+
+std::pair<double, bool> total_norm_scaled(const std::vector<TypedBuffer>& buffers, double norm_type, double factor) {
+  bool nonfinite = false;
+  const double total = norm_by_dtype(buffers, norm_type, [&](DType d, const Buffer* b, int64_t n) {
+    bool bad = false;
+    const double norm = cpu::global_norm(norm_type, d, b, n, factor, &bad);
+    nonfinite |= bad;
+    return norm;
+  });
+  return {total, nonfinite};
 }
 
 void scale_all(const std::vector<TypedBuffer>& buffers, double factor) { unscale_all(buffers, factor); }

@@ -2,11 +2,14 @@
 // Python extension calls.
 #include "genesis/optim.h"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <unordered_set>
 
+#include "genesis/clip.h"
 #include "genesis/cpu.h"
 #include "genesis/validate.h"
 
@@ -176,13 +179,49 @@ template <typename O> void Optimizer<O>::step() {
       StepConfig config;
       config.param_dtype = static_cast<DType>(d);
       config.state_dtype = state_dtype_for(config.param_dtype);
+      config.clip_coef = clip_pending_ ? &clip_coef_ : nullptr;
+      config.clip_value = clip_value_;
       run(group.options, config, buckets[d].data(), buckets[d].size());
     }
     for (State* s : used) s->fresh = false;
   }
+  discard_clip();
+}
+
+template <typename O> void Optimizer<O>::discard_clip() {
+  clip_pending_ = false;
+  clip_coef_ = 1.0;
+  clip_value_ = std::numeric_limits<double>::infinity();
+}
+
+template <typename O> double Optimizer<O>::clip_grad_norm(double max_norm, double norm_type, bool error_if_nonfinite) {
+  if (clip_pending_) throw std::logic_error("clip_grad_norm: already called since the last step (clip once per step)");
+  if (clip_value_ != std::numeric_limits<double>::infinity())
+    throw std::logic_error("clip_grad_norm: called after clip_grad_value (call it first)");
+  std::vector<TypedBuffer> grads;
+  for (const Group& g : groups_)
+    for (const ParamView& p : g.params) {
+      if (!p.grad) continue;
+      if (p.device != Device::CPU) throw std::invalid_argument("clip_grad_norm: the C++ API clips CPU gradients");
+      grads.push_back({p.grad, p.numel, p.dtype});
+    }
+  const double total = total_norm(grads, norm_type);
+  if (error_if_nonfinite && !std::isfinite(total))
+    throw std::domain_error("the total norm of order " + std::to_string(norm_type) +
+                            " of the gradients is non-finite, so it cannot be clipped");
+  const double coef = max_norm / (total + 1e-6);
+  clip_coef_ = coef >= 1.0 ? 1.0 : coef;  // NaN stays NaN, as in torch
+  clip_pending_ = true;
+  return total;
+}
+
+template <typename O> void Optimizer<O>::clip_grad_value(double clip_value) {
+  if (!(clip_value >= 0)) throw std::invalid_argument("clip_grad_value: clip_value must be >= 0");
+  clip_value_ = std::min(clip_value_, clip_value);
 }
 
 template <typename O> void Optimizer<O>::zero_grad() {
+  discard_clip();
   for (const Group& g : groups_)
     for (const ParamView& p : g.params)
       if (p.grad) std::memset(p.grad, 0, static_cast<size_t>(p.numel) * dtype_size(p.dtype));

@@ -1,5 +1,6 @@
 // CPU global norm, scaling and clamping over many buffers (clip_grad_norm_ / clip_grad_value_).
 #include <atomic>
+#include <cmath>
 #include <vector>
 
 #include "flat_partition.h"
@@ -17,20 +18,22 @@ constexpr int64_t kNormBlock = 1 << 16;
 // vectorizer) so the summation order, and therefore the result, never depends on compiler flags.
 constexpr int kLanes = 8;
 
-template <typename Op, typename S>
-double reduce_range(const Op& op, const S* GENESIS_RESTRICT x, int64_t begin, int64_t end) {
+// `value` turns an element into the double whose contribution counts (the element itself, or
+// the element as the fused clip's unscale would have stored it).
+template <typename Op, typename S, typename Value>
+double reduce_range(const Op& op, const Value& value, const S* GENESIS_RESTRICT x, int64_t begin, int64_t end) {
   double lane[kLanes] = {};
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lane[l] = op.combine(lane[l], op.contribution(load<double>(x[i + l])));
-  for (int l = 0; i < end; ++i, ++l) lane[l] = op.combine(lane[l], op.contribution(load<double>(x[i])));
+    for (int l = 0; l < kLanes; ++l) lane[l] = op.combine(lane[l], op.contribution(value(x[i + l])));
+  for (int l = 0; i < end; ++i, ++l) lane[l] = op.combine(lane[l], op.contribution(value(x[i])));
   double acc = lane[0];
   for (int l = 1; l < kLanes; ++l) acc = op.combine(acc, lane[l]);
   return acc;
 }
 
-template <typename Op, typename S>
-double norm_of(const Op& op, const Buffer* buffers, int64_t count) {
+template <typename Op, typename S, typename Value>
+double norm_of(const Op& op, const Value& value, const Buffer* buffers, int64_t count) {
   const FlatIndex index(count, [&](int64_t t) { return buffers[t].numel; });
   const int64_t blocks = (index.total() + kNormBlock - 1) / kNormBlock;
   std::vector<double> partial(blocks, 0.0);
@@ -38,7 +41,7 @@ double norm_of(const Op& op, const Buffer* buffers, int64_t count) {
   for (int64_t b = 0; b < blocks; ++b) {
     double acc = 0.0;
     index.for_each_piece(b * kNormBlock, (b + 1) * kNormBlock, [&](int64_t t, int64_t lo, int64_t hi) {
-      acc = op.combine(acc, reduce_range(op, static_cast<const S*>(buffers[t].data), lo, hi));
+      acc = op.combine(acc, reduce_range(op, value, static_cast<const S*>(buffers[t].data), lo, hi));
     });
     partial[b] = acc;
   }
@@ -72,7 +75,31 @@ bool transform_all(const Buffer* buffers, int64_t count, Fn fn) {
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count) {
   return dispatch_dtype(dtype, "global norm", [&](auto tag) {
     using S = decltype(tag);
-    return dispatch_norm(norm_type, [&](auto op) { return norm_of<decltype(op), S>(op, buffers, count); });
+    const auto value = [](const S& x) { return load<double>(x); };
+    return dispatch_norm(norm_type, [&](auto op) { return norm_of<decltype(op), S>(op, value, buffers, count); });
+  });
+}
+
+// NOTE: [fused clip norm] The norm of x * factor as GradScaler's unscale_ would store it (rounded
+// to the gradients' math type, as the update's load_grad rounds it), and whether any of those
+// values is inf or NaN: the one read of the gradients that the fused clip needs. The flag comes
+// from the norm itself where that is exact: an inf or NaN value makes the 1-, 2- or max-norm
+// inf or NaN, and float32 or 16-bit values cannot overflow the double sums (2^63 squares of
+// float32's largest value stay below 1e97). Otherwise (float64 values, other p) a second,
+// read-only pass checks the elements, only when the norm is not finite.
+double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double factor,
+                   bool* nonfinite) {
+  return dispatch_dtype(dtype, "global norm", [&](auto tag) {
+    using S = decltype(tag);
+    using M = MathType<S>;
+    const M f = static_cast<M>(factor);
+    const auto value = [f](const S& x) { return static_cast<double>(M(load<M>(x) * f)); };
+    const double total =
+        dispatch_norm(norm_type, [&](auto op) { return norm_of<decltype(op), S>(op, value, buffers, count); });
+    const bool exact = dtype != DType::Float64 && (norm_type == 1.0 || norm_type == 2.0 || std::isinf(norm_type));
+    *nonfinite = !std::isfinite(total) &&
+                 (exact || transform_all<S, false>(buffers, count, [f](M x) { return M(x * f); }));
+    return total;
   });
 }
 

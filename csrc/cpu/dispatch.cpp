@@ -49,6 +49,9 @@ GENESIS_ELEMENTWISE_RULES(GENESIS_CPU_STEP)
 double global_norm(double norm_type, DType d, const Buffer* b, int64_t n) {
   GENESIS_DISPATCH(global_norm(norm_type, d, b, n));
 }
+double global_norm(double norm_type, DType d, const Buffer* b, int64_t n, double factor, bool* nonfinite) {
+  GENESIS_DISPATCH(global_norm(norm_type, d, b, n, factor, nonfinite));
+}
 void clamp(double limit, DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(clamp(limit, d, b, n)); }
 bool unscale(double factor, DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(unscale(factor, d, b, n)); }
 bool has_nonfinite(DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(has_nonfinite(d, b, n)); }

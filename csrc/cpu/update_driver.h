@@ -17,8 +17,8 @@ namespace genesis::cpu::GENESIS_CPU_VARIANT {
 // Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
 // pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
 template <typename Rule, typename P, typename S, ParamStore kStore, typename T>
-void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, T grad_scale,
-                  uint32_t rng_key, int64_t begin, int64_t end) {
+void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs,
+                  const GradTransform<T>& gx, uint32_t rng_key, int64_t begin, int64_t end) {
   // A local copy: the compiler then knows no store in the loop can change a coefficient.
   const typename Rule::template Coeffs<T> c = coeffs;
   P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
@@ -42,7 +42,7 @@ void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>&
     const uint32_t key = block_key(rng_key, uint64_t(lo) >> 32);
     for (int64_t i = lo; i < hi; ++i)
       update_element<Rule, kStore, P, S, T>(param[i], grad[i], master[kMaster ? i : 0], s0[K > 0 ? i : 0],
-                                            s1[K > 1 ? i : 0], s2[K > 2 ? i : 0], uint32_t(i), c, grad_scale, key);
+                                            s1[K > 1 ? i : 0], s2[K > 2 ? i : 0], uint32_t(i), c, gx, key);
     lo = hi;
   }
 }
@@ -72,12 +72,12 @@ void run_update(const typename Rule::Options& options, const StepConfig& config,
     last_step = ts.step ? *ts.step : -1.0f;
     last_fresh = ts.fresh;
   }
-  const T grad_scale = config.grad_scale ? T(*config.grad_scale) : T(1);
+  const GradTransform<T> gx = grad_transform<T>(config);
   const FlatIndex index(count, [&](int64_t t) { return tensors[t].numel; });
   index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
     const uint32_t key = kStore == ParamStore::Stochastic
                              ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
-    update_range<Rule, P, S, kStore, T>(tensors[t], coeffs[t], grad_scale, key, begin, end);
+    update_range<Rule, P, S, kStore, T>(tensors[t], coeffs[t], gx, key, begin, end);
   });
 }
 

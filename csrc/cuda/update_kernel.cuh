@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
   if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(options, table, t);
   __syncthreads();
   const Coeffs c = shared;
-  const T grad_scale = config.grad_scale ? T(*config.grad_scale) : T(1);
+  const GradTransform<T> gx = grad_transform<T>(config);
   // A chunk never straddles a multiple of 2^32 elements (2^32 is a multiple of kChunk), so one
   // key serves the whole block.
   const uint32_t key = kStore == ParamStore::Stochastic
@@ -80,8 +80,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
     if constexpr (K > 2) d = *reinterpret_cast<const Pack<S>*>(s2 + i);
 #pragma unroll
     for (int k = 0; k < kVec; ++k)
-      update_element<Rule, kStore, P, S, T>(p.v[k], g.v[k], m.v[k], a.v[k], b.v[k], d.v[k], uint32_t(i + k), c,
-                                            grad_scale, key);
+      update_element<Rule, kStore, P, S, T>(p.v[k], g.v[k], m.v[k], a.v[k], b.v[k], d.v[k], uint32_t(i + k), c, gx, key);
     *reinterpret_cast<Pack<P>*>(param + i) = p;
     if constexpr (kMaster) *reinterpret_cast<Pack<float>*>(master + i) = m;
     if constexpr (K > 0) *reinterpret_cast<Pack<S>*>(s0 + i) = a;
@@ -96,7 +95,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
   for (int64_t j = r.packs_end + threadIdx.x; j < r.end; j += kThreads)
     update_element<Rule, kStore, P, S, T>(param[j], grad[j], kMaster ? master[j] : scratch_master,
                                           K > 0 ? s0[j] : scratch_state, K > 1 ? s1[j] : scratch_state,
-                                          K > 2 ? s2[j] : scratch_state, uint32_t(j), c, grad_scale, key);
+                                          K > 2 ? s2[j] : scratch_state, uint32_t(j), c, gx, key);
 }
 
 // Advances every step counter of a step and the per-tensor scalars that go with it (NOTE:

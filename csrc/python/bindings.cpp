@@ -207,6 +207,11 @@ struct StepControl {
   uintptr_t grad_scale_ptr = 0;
   uintptr_t found_inf_ptr = 0;
   uintptr_t stream = 0;
+  // The optimizer's deferred clip (StepConfig::clip_coef, clip_value): the coefficient as a host
+  // double, or for CUDA parameters clip_coef_ptr, a device float64 (no host sync).
+  double clip_coef = 1.0;
+  uintptr_t clip_coef_ptr = 0;
+  double clip_value = std::numeric_limits<double>::infinity();
 };
 
 // NOTE: [pinned storage]
@@ -412,6 +417,8 @@ class GroupPlan {
       config.master_weights = kind % 2 == 1;
       config.grad_scale = cuda ? reinterpret_cast<const float*>(control.grad_scale_ptr) : &control.grad_scale;
       config.found_inf = cuda ? reinterpret_cast<const float*>(control.found_inf_ptr) : nullptr;
+      config.clip_coef = cuda ? reinterpret_cast<const double*>(control.clip_coef_ptr) : &control.clip_coef;
+      config.clip_value = control.clip_value;
       // Stochastic rounding applies to bfloat16 parameters without master weights; the
       // group's other parameters round to nearest.
       config.stochastic_rounding = control.stochastic_rounding &&
@@ -530,6 +537,12 @@ class BufferList {
     require_cpu();
     py::gil_scoped_release release;
     return total_norm(buffers_, norm_type);
+  }
+  // The fused clip's pass (NOTE: [fused clip norm]): (norm of x * factor, any inf or NaN).
+  std::pair<double, bool> norm_scaled(double norm_type, double factor) const {
+    require_cpu();
+    py::gil_scoped_release release;
+    return total_norm_scaled(buffers_, norm_type, factor);
   }
   void scale(double factor) const {
     require_cpu();
@@ -774,12 +787,15 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<StepControl>(m, "StepControl")
       .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter,
-                       uintptr_t grad_scale_ptr, uintptr_t found_inf_ptr, uintptr_t stream) {
-             return StepControl{grad_scale, stochastic_rounding, seed, counter, grad_scale_ptr, found_inf_ptr, stream};
+                       uintptr_t grad_scale_ptr, uintptr_t found_inf_ptr, uintptr_t stream, double clip_coef,
+                       uintptr_t clip_coef_ptr, double clip_value) {
+             return StepControl{grad_scale, stochastic_rounding, seed,          counter,       grad_scale_ptr,
+                                found_inf_ptr, stream,          clip_coef, clip_coef_ptr, clip_value};
            }),
            py::kw_only(), py::arg("grad_scale") = 1.0f, py::arg("stochastic_rounding") = false,
            py::arg("seed") = 0, py::arg("counter") = 0, py::arg("grad_scale_ptr") = 0,
-           py::arg("found_inf_ptr") = 0, py::arg("stream") = 0);
+           py::arg("found_inf_ptr") = 0, py::arg("stream") = 0, py::arg("clip_coef") = 1.0,
+           py::arg("clip_coef_ptr") = 0, py::arg("clip_value") = std::numeric_limits<double>::infinity());
 
   py::class_<GroupPlan> plan(m, "GroupPlan");
   plan.def(py::init<py::list>())
@@ -808,6 +824,7 @@ PYBIND11_MODULE(_C, m) {
       .def("scratch_size", &BufferList::scratch_size)
       .def("result_dtype", &BufferList::result_dtype)
       .def("norm", &BufferList::norm)
+      .def("norm_scaled", &BufferList::norm_scaled)
       .def("scale", &BufferList::scale)
       .def("clamp", &BufferList::clamp, py::arg("limit"), py::arg("stream") = 0)
       .def("unscale", &BufferList::unscale)

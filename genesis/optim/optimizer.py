@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _C
 from .. import _interop
-from . import _differentiable
+from . import _clip, _differentiable
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
 
@@ -323,13 +323,14 @@ class Optimizer(Base):
                              f"{_interop.CODE_NAMES[code]} parameters")
         return state, bool(group.get("master_weights")) and code in _HALF_CODES
 
-    def _control(self, group, cached, grad_scale, found_inf):
-        """The step's mixed-precision inputs for the core: GradScaler's 1/scale, and the
-        stochastic rounding stream (its counter, kept in the group so that a resumed run draws
-        the same bits, advances after every step that ran: see step())."""
+    def _control(self, group, cached, grad_scale, found_inf, clip=None):
+        """The step's mixed-precision inputs for the core: GradScaler's 1/scale, the pending
+        clip (NOTE: [deferred clip]), and the stochastic rounding stream (its counter, kept in
+        the group so that a resumed run draws the same bits, advances after every step that
+        ran: see step())."""
         rounding = bool(group.get("stochastic_rounding"))
         cuda = cached.cuda_device
-        if grad_scale is None and not rounding and cuda is None:
+        if grad_scale is None and not rounding and cuda is None and clip is None:
             return _PLAIN_STEP
         counter = group.get("stochastic_rounding_step", 0) if rounding else 0
         device = {}
@@ -353,12 +354,49 @@ class Optimizer(Base):
         inv_scale = 1.0
         if grad_scale is not None and cuda is None:
             inv_scale = 1.0 / as_float(grad_scale)
+        elif clip is not None and clip.inv_scale is not None:  # unscale_, then a plain step()
+            inv_scale = clip.inv_scale
+        if clip is not None:
+            device.update(clip.control(cuda))
         return _C.StepControl(grad_scale=inv_scale, stochastic_rounding=rounding,
                               seed=int(group.get("seed", 0)), counter=counter, **device)
 
+    # -------------------------------------------------------------------- deferred clipping
+    def clip_grad_norm_(self, max_norm, norm_type=2.0, error_if_nonfinite=False):
+        """``torch.nn.utils.clip_grad_norm_`` over this optimizer's gradients, applied by the
+        next ``step()`` instead of by a pass of its own (docs/mixed-precision.md#fused-clipping).
+
+        Computes the total norm of every gradient of every group in one deterministic pass
+        (norm types 1, 2, any p > 0 and ``inf`` in the core; 0, negative, ``-inf`` as torch
+        computes them) and returns it exactly as ``genesis.nn.utils.clip_grad_norm_`` would
+        (after a GradScaler ``unscale_``: the norm of the unscaled gradients). The coefficient
+        ``min(max_norm / (total + 1e-6), 1)`` is kept and multiplied into each gradient by the
+        next update as it loads it; for float32/float64 gradients the step gives the same bits
+        as ``unscale_``, ``genesis.nn.utils.clip_grad_norm_``, ``step()``.
+
+        ``p.grad`` is never written: between this call and the step, and after the step, it
+        holds the gradients as they were before the clip (still multiplied by the loss scale
+        if a GradScaler's ``unscale_`` is pending), not the clipped values torch would leave.
+        ``zero_grad()`` and ``step()`` discard the pending clip; if the gradients change in
+        between (another backward, an in-place edit), ``step()`` raises RuntimeError rather
+        than clip them by a coefficient computed for others. Calling it twice before a step is
+        a RuntimeError (coefficients do not compose), as is calling it after
+        ``clip_grad_value_``. ``error_if_nonfinite`` raises before anything is recorded."""
+        return _clip.clip_grad_norm(self, max_norm, norm_type, error_if_nonfinite)
+
+    def clip_grad_value_(self, clip_value):
+        """``torch.nn.utils.clip_grad_value_`` over this optimizer's gradients, applied by the
+        next ``step()``: each gradient element is clamped to ``[-clip_value, clip_value]`` as the
+        update loads it (after 1/scale and any ``clip_grad_norm_`` coefficient). ``clip_value``
+        must be >= 0; calling it twice clamps to the smaller bound. As with
+        ``clip_grad_norm_``, ``p.grad`` keeps its unclamped values before and after the step."""
+        _clip.clip_grad_value(self, clip_value)
+
     # ------------------------------------------------------------------------------- step
     def zero_grad(self, set_to_none=True):
-        """Clear the gradients: set them to None (default) or zero them in place."""
+        """Clear the gradients: set them to None (default) or zero them in place. A pending
+        clip_grad_norm_/clip_grad_value_ (or lazy GradScaler unscale_) is discarded."""
+        _clip.discard(self)
         for group in self.param_groups:
             for p in group["params"]:
                 grad = p.grad
@@ -387,6 +425,7 @@ class Optimizer(Base):
         if closure is not None:
             with _grad_enabled():
                 loss = closure()
+        clip = _clip.take(self)  # this step's deferred clip, if any; never a later step's
         found_inf = getattr(self, "found_inf", None)
         # On the host the flag decides here; a CUDA flag is read by the kernels (no sync).
         if found_inf is not None and not _interop.is_cuda(found_inf) and as_float(found_inf) != 0.0:
@@ -400,15 +439,20 @@ class Optimizer(Base):
                 traced[gi] = _differentiable.prepare(self, group, gi)
             elif group.get("capturable"):
                 _check_capturable_lr(group["lr"])
+        if traced and clip is not None:
+            raise TypeError("a deferred clip_grad_norm_/clip_grad_value_ cannot apply to "
+                            "differentiable=True groups (they run torch's traceable update); "
+                            "use genesis.nn.utils.clip_grad_norm_ on the parameters instead")
         if traced and found_inf is not None and as_float(found_inf) != 0.0:
             return loss  # a device flag, read on the host: only on this uncommon path
         self._prepare()
+        self._clip_in_flight = clip  # a CUDA coefficient must outlive the launches reading it
         first_index = None
         for gi, (cached, group) in enumerate(zip(self._plans, self.param_groups)):
             if gi in traced:
                 traced[gi](grad_scale)
                 continue
-            control = self._control(group, cached, grad_scale, found_inf)
+            control = self._control(group, cached, grad_scale, found_inf, clip)
             self._run(cached.plan, group, control)
             if cached.staged:
                 if first_index is None:

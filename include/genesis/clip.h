@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "genesis/dtype.h"
@@ -25,6 +26,9 @@ DType norm_dtype(const std::vector<TypedBuffer>& buffers);
 // were one vector, accumulated and returned in double. Deterministic: the same inputs give the
 // same bits for any thread count.
 double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type);
+// The same norm of every element times `factor` (as GradScaler's unscale_ would store it), and
+// whether any of those values is inf or NaN: the single read of the fused clip.
+std::pair<double, bool> total_norm_scaled(const std::vector<TypedBuffer>& buffers, double norm_type, double factor);
 // x *= factor and x = clamp(x, -limit, limit) over every element of every buffer.
 void scale_all(const std::vector<TypedBuffer>& buffers, double factor);
 void clamp_all(const std::vector<TypedBuffer>& buffers, double limit);

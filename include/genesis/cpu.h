@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "genesis/dtype.h"
 #include "genesis/rules/list.h"
@@ -20,6 +21,11 @@ struct StepConfig {
   // separate unscale pass is needed; if *found_inf is non-zero the call changes nothing at all.
   const float* grad_scale = nullptr;
   const float* found_inf = nullptr;
+  // Deferred clipping (optimizer.clip_grad_norm_ / clip_grad_value_, docs/mixed-precision.md):
+  // each loaded gradient is also multiplied by *clip_coef (after 1/scale) and clamped to
+  // [-clip_value, clip_value]. Null / infinity: no clipping. See GradTransform.
+  const double* clip_coef = nullptr;
+  double clip_value = std::numeric_limits<double>::infinity();
   // bfloat16 parameters without master weights: round each update stochastically, drawing from
   // a counter-based generator keyed by (seed, tensor id, counter). Same inputs, same bits.
   bool stochastic_rounding = false;
@@ -59,6 +65,11 @@ inline void rmsprop_step(const RmspropOptions& o, const StepConfig& c, TensorSlo
 // The norm of the concatenation of all buffers (norm_type 1, 2, inf, or any p > 0). The result
 // is deterministic: the same inputs give the same bits for any thread count.
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count);
+// The norm of every element times `factor` (rounded as the update rounds it, NOTE: [fused
+// clip norm]) and, in *nonfinite, whether any such value is inf or NaN: one read serves
+// the deferred clip and GradScaler's inf check.
+double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double factor,
+                   bool* nonfinite);
 // x = clamp(x, -limit, limit) over every element of every buffer.
 void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
 // x *= factor in place (clip_grad_norm_'s scale, GradScaler's unscale); returns true if any

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -48,8 +49,20 @@ template <typename Options> class Optimizer {
   virtual ~Optimizer() = default;
 
   void step();
-  // Zeroes every gradient buffer (C++ gradients are caller-owned memory, never freed here).
+  // Zeroes every gradient buffer (C++ gradients are caller-owned memory, never freed here), and
+  // discards a pending clip.
   void zero_grad();
+  // Deferred clipping (docs/mixed-precision.md#fused-clipping): clip_grad_norm returns the total
+  // norm of every gradient of every group, as genesis::clip_grad_norm does, but writes nothing:
+  // the next step() multiplies each gradient by min(max_norm / (total + 1e-6), 1) as it loads
+  // it (the same bits as genesis::clip_grad_norm followed by step() for float32/float64). The
+  // gradient buffers keep their unclipped values before and after the step. clip_grad_value
+  // clamps to [-clip_value, clip_value] in the same way (after the coefficient). Calling
+  // clip_grad_norm twice before a step, or after clip_grad_value, throws std::logic_error; a
+  // non-finite total with error_if_nonfinite throws std::domain_error and records nothing.
+  // step() and zero_grad() discard what is pending.
+  double clip_grad_norm(double max_norm, double norm_type = 2.0, bool error_if_nonfinite = false);
+  void clip_grad_value(double clip_value);
   void add_param_group(Group group);
   std::vector<Group>& param_groups() { return groups_; }
   const std::vector<Group>& param_groups() const { return groups_; }
@@ -84,9 +97,14 @@ template <typename Options> class Optimizer {
     std::vector<std::vector<unsigned char>> arrays;
   };
   State& state_of(size_t group, size_t index);
+  void discard_clip();
 
   std::vector<Group> groups_;
   std::vector<std::vector<State>> state_;  // parallel to groups_[g].params
+  // The pending deferred clip (StepConfig::clip_coef / clip_value).
+  bool clip_pending_ = false;
+  double clip_coef_ = 1.0;
+  double clip_value_ = std::numeric_limits<double>::infinity();
 };
 
 // The optimizer of one element-wise rule: state names, step counting and the CPU call come

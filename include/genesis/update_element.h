@@ -13,6 +13,7 @@
 #include "genesis/cpu.h"
 #include "genesis/dtype.h"
 #include "genesis/random.h"
+#include "genesis/rules/norm.h"
 #include "genesis/tensor_slots.h"
 
 namespace genesis {
@@ -53,9 +54,36 @@ GENESIS_HD void advance_scalars(const typename Rule::Options& o, double step, vo
   }
 }
 
+// NOTE: [gradient transform]
+// What every update does to a gradient as it loads it: GradScaler's 1/scale, then the deferred
+// clip_grad_norm_ coefficient, then the deferred clip_grad_value_ clamp, in registers. The two
+// products are rounded to T one after the other, exactly as the eager passes (unscale_, then
+// clip_grad_norm_'s scale, each storing float32 gradients) round them, so for float32 and
+// float64 gradients the fused step gives the eager sequence's bits (16-bit gradients skip the
+// eager passes' two 16-bit roundings). With no scaler and no clip the factors are 1 and the
+// limit infinite: the gradient passes through unchanged, bit for bit (NaN included).
+// Every driver's gradient load goes through load_grad (docs/mixed-precision.md#fused-clipping).
+template <typename T> struct GradTransform {
+  T scale;  // 1/scale
+  T coef;   // clip_grad_norm_'s min(max_norm / (norm + 1e-6), 1)
+  T limit;  // clip_grad_value_'s bound
+};
+
+// The transform of one step (its pointers are device memory on CUDA, read where it runs).
+template <typename T> GENESIS_HD GradTransform<T> grad_transform(const StepConfig& config) {
+  return {config.grad_scale ? T(*config.grad_scale) : T(1), config.clip_coef ? T(*config.clip_coef) : T(1),
+          T(config.clip_value)};
+}
+
+template <typename T, typename P> GENESIS_HD T load_grad(const P& grad, const GradTransform<T>& x) {
+  const T scaled = load<T>(grad) * x.scale;
+  return clamp_symmetric(T(scaled * x.coef), x.limit);
+}
+
 template <typename Rule, ParamStore kStore, typename P, typename S, typename T>
 GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S& s1, S& s2, uint32_t index,
-                               const typename Rule::template Coeffs<T>& c, T grad_scale, uint32_t rng_key) {
+                               const typename Rule::template Coeffs<T>& c, const GradTransform<T>& gx,
+                               uint32_t rng_key) {
   constexpr int K = Rule::kStates;
   T p;
   if constexpr (kStore == ParamStore::Master) {
@@ -72,7 +100,7 @@ GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S&
   T v0 = K > 0 ? load<T>(s0) : T(0);
   T v1 = K > 1 ? load<T>(s1) : T(0);
   T v2 = K > 2 ? load<T>(s2) : T(0);
-  Rule::apply(p, load<T>(grad) * grad_scale, StateRegs<T>{v0, v1, v2}, c);
+  Rule::apply(p, load_grad(grad, gx), StateRegs<T>{v0, v1, v2}, c);
   if constexpr (kStore == ParamStore::Master) master = static_cast<float>(p);
   if constexpr (kStore == ParamStore::Stochastic) {
     param.bits = float_to_bfloat16_stochastic(static_cast<float>(p), random_bits(rng_key, index));

@@ -178,6 +178,22 @@ int main() {
   }
   using namespace genesis;
   const AdamOptions adam_base{1e-2, 0.9, 0.999, 1e-8, 0.1, false, false};
+  {
+    // The deferred clip's gradient transform (NOTE: [gradient transform]): 1/scale, then the
+    // clip coefficient read from device memory, then the clamp, as the CPU applies them.
+    AdamOptions adam = adam_base;
+    const float inv_scale = 0.25f;
+    const double coef = 0.3;
+    StepConfig host, device;
+    host.grad_scale = &inv_scale;
+    host.clip_coef = &coef;
+    host.clip_value = device.clip_value = 0.1;
+    device.grad_scale = to_device(std::vector<float>{inv_scale});
+    device.clip_coef = to_device(std::vector<double>{coef});
+    compare<float, float>("adamw f32, scale x clip coefficient + clamp", Setup{2},
+        [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, host, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, device, t, n, nullptr); });
+  }
   for (bool amsgrad : {false, true}) {
     AdamOptions adam = adam_base;  // each case its own options
     adam.amsgrad = amsgrad;

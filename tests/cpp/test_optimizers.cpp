@@ -285,3 +285,70 @@ TEST(clip_grad_norm_and_value) {
   clip_grad_value(one, 1.0);
   CHECK(h[0] == -1 && h[1] == 0.5f);
 }
+
+// The deferred clip (docs/mixed-precision.md#fused-clipping): opt.clip_grad_norm then opt.step()
+// gives the bits of genesis::clip_grad_norm then step(), for several rules, and writes no gradient.
+template <typename Opt, typename Options> void check_deferred_clip(const Options& options) {
+  const int n = 37;
+  std::vector<float> pf(n), pe(n), gf(n), ge(n), hf(5), he(5), kf(5), ke(5);
+  for (int i = 0; i < n; ++i) pf[i] = pe[i] = std::sin(0.3f * i);
+  for (int i = 0; i < 5; ++i) hf[i] = he[i] = 0.1f * i - 0.2f;
+  Opt fused({{pf.data(), gf.data(), n, DType::Float32}, {hf.data(), kf.data(), 5, DType::Float32}}, options);
+  Opt eager({{pe.data(), ge.data(), n, DType::Float32}, {he.data(), ke.data(), 5, DType::Float32}}, options);
+  const std::vector<ParamView> eager_views = {{pe.data(), ge.data(), n, DType::Float32},
+                                              {he.data(), ke.data(), 5, DType::Float32}};
+  for (int step = 0; step < 12; ++step) {
+    for (int i = 0; i < n; ++i) gf[i] = ge[i] = 3.0f * std::cos(0.7f * i + step);
+    for (int i = 0; i < 5; ++i) kf[i] = ke[i] = 0.5f * i - step;
+    const std::vector<float> before = gf;
+    const double max_norm = step % 3 == 0 ? 1e3 : 0.5;  // every third step within the bound
+    const double a = fused.clip_grad_norm(max_norm);
+    const double b = clip_grad_norm(eager_views, max_norm);
+    CHECK(a == b);
+    CHECK(gf == before);  // nothing written: the coefficient waits for the step
+    if (step % 4 == 1) {
+      fused.clip_grad_value(0.01);
+      clip_grad_value(eager_views, 0.01);
+    }
+    fused.step();
+    eager.step();
+    CHECK(gf == before);
+    CHECK(pf == pe && hf == he);
+  }
+}
+
+TEST(deferred_clip_matches_eager_clip) {
+  check_deferred_clip<AdamW>(adamw_defaults());
+  SgdOptions sgd;
+  sgd.lr = 0.1;
+  sgd.momentum = 0.9;
+  check_deferred_clip<SGD>(sgd);
+  check_deferred_clip<RMSprop>(RmspropOptions{});
+}
+
+TEST(deferred_clip_errors_and_lifetime) {
+  std::vector<float> p = {1, 2}, g = {30, 40};
+  SgdOptions o;
+  o.lr = 1.0;
+  SGD opt({{p.data(), g.data(), 2, DType::Float32}}, o);
+  CHECK(opt.clip_grad_norm(1.0) == 50.0);
+  CHECK_THROWS(std::logic_error, opt.clip_grad_norm(1.0));  // twice before a step
+  opt.zero_grad();                                          // discards it
+  g = {3, 4};
+  opt.step();  // no clip: the plain step
+  CHECK(p[0] == 1 - 3 && p[1] == 2 - 4);
+  g = {30, 40};
+  opt.clip_grad_norm(5.0);
+  opt.step();  // clipped to norm 5 (within rounding)
+  CHECK(check::close(p[0], -2 - 3, 1e-5) && check::close(p[1], -2 - 4, 1e-5));
+  opt.step();  // the coefficient was consumed: unclipped
+  CHECK(check::close(p[0], -5 - 30, 1e-5) && check::close(p[1], -6 - 40, 1e-5));
+  opt.clip_grad_value(1.0);
+  CHECK_THROWS(std::logic_error, opt.clip_grad_norm(1.0));  // after clip_grad_value
+  CHECK_THROWS(std::invalid_argument, opt.clip_grad_value(-1.0));
+  opt.step();
+  CHECK(check::close(p[0], -35 - 1, 1e-6) && check::close(p[1], -46 - 1, 1e-6));
+  g = {NAN, 1};
+  CHECK_THROWS(std::domain_error, opt.clip_grad_norm(1.0, 2.0, true));
+  opt.clip_grad_norm(1.0);  // nothing was recorded by the failed call
+}

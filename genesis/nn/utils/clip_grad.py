@@ -99,7 +99,7 @@ def _as_torch_computes(norm, count, dtype, norm_type):
     return float(torch.tensor(norm, dtype=torch.float64).to(dtype))  # inf beyond the range
 
 
-def _torch_cpu_norm(buffers, grads, norm_type):
+def _torch_cpu_norm(buffers, grads, norm_type, norm=None):
     """The total norm of torch CPU gradients: the core's double-precision norm, except where
     torch's own computation overflows.
 
@@ -110,9 +110,12 @@ def _torch_cpu_norm(buffers, grads, norm_type):
     gradients whose squares' sum passes float32's range (a norm above 1.8e19). Only a large
     total can hide such an overflow; then (rarely) the norms are taken gradient by gradient and
     treated as torch treats them (gradients of one dtype need no second look). The result is
-    rounded to the promoted dtype by the caller.
+    rounded to the promoted dtype by the caller. ``norm(buffer_list)`` takes the norms (the
+    deferred clip passes one that unscales as it reads, genesis/optim/_clip.py).
     """
-    total = buffers.norm(norm_type)
+    if norm is None:
+        norm = lambda b: b.norm(norm_type)  # noqa: E731
+    total = norm(buffers)
     if not (total > _FLOAT16_MAX or _sum_overflows_float32(total, 2, norm_type)):
         return total  # the common case: too small to overflow anywhere
     torch = _interop.torch_module()
@@ -126,7 +129,7 @@ def _torch_cpu_norm(buffers, grads, norm_type):
         return math.inf if _sum_overflows_float32(total, count, norm_type) else total
     if not (total > min(torch.finfo(d).max for d in narrow) or _sum_overflows_float32(total, 2, norm_type)):
         return total
-    norms = [_as_torch_computes(_C.BufferList([g], False).norm(norm_type), g.numel(), g.dtype, norm_type)
+    norms = [_as_torch_computes(norm(_C.BufferList([g], False)), g.numel(), g.dtype, norm_type)
              for g in grads]
     total = _norm_of_norms(norms, norm_type)
     promoted = _interop.torch_dtype(buffers.result_dtype())
@@ -172,6 +175,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads, torch_params = _grads(parameters)
     if not grads:
         return _as_scalar(0.0, None, grads, torch_params)
+    _unscale_pending(grads)
     buffers = _buffers(grads)
     if _interop.is_cuda(grads[0]):
         return _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite)
@@ -190,6 +194,15 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not coef >= 1.0:  # NaN scales too, making every gradient NaN as in torch
         buffers.scale(coef)
     return result
+
+
+def _unscale_pending(grads):
+    """A genesis optimizer's GradScaler.unscale_ is lazy (NOTE: [deferred clip]); clipping its
+    gradients here in place needs them unscaled first, as torch's unscale_ leaves them."""
+    from ...optim import _clip
+
+    if _clip._LAZY:
+        _clip.materialize_unscale(grads)
 
 
 def _nonfinite_error(norm_type):
@@ -237,6 +250,7 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     grads, _ = _grads(parameters)
     if not grads:
         return
+    _unscale_pending(grads)
     buffers = _buffers(grads)
     if clip_value >= 0 and math.copysign(1.0, clip_value) > 0:
         buffers.clamp(clip_value, _stream(grads) if _interop.is_cuda(grads[0]) else 0)
