@@ -82,6 +82,56 @@ def skip_without_torch_twin(name):
         pytest.skip(f"torch.optim has no {name}")
 
 
+def torch_class(name):
+    """torch.optim's class of this name, as the parity tests run it. torch's Adafactor divides
+    by a parameter's size, so an empty parameter raises ZeroDivisionError; genesis only
+    advances its step (docs/semantics.md#adafactor), and so does the twin returned here: every
+    other parameter goes through torch's own step untouched."""
+    import torch
+    cls = getattr(torch.optim, name)
+    if name != "Adafactor":
+        return cls
+
+    class Adafactor(cls):
+        @torch.no_grad()
+        def step(self, closure=None):
+            empty = [p for g in self.param_groups for p in g["params"]
+                     if p.grad is not None and p.numel() == 0]
+            grads = [p.grad for p in empty]
+            for p in empty:
+                p.grad = None
+            try:
+                loss = super().step(closure)
+            finally:
+                for p, g in zip(empty, grads):
+                    p.grad = g
+            for p in empty:
+                state = self.state[p]
+                if not state:  # torch's layout, as its _init_group creates it
+                    state["step"] = torch.tensor(0.0)
+                    if p.dim() > 1:
+                        state["row_var"] = p.new_zeros(p.shape[:-1] + (1,))
+                        state["col_var"] = p.new_zeros(p.shape[:-2] + (1,) + p.shape[-1:])
+                    else:
+                        state["variance"] = torch.zeros_like(p)
+                state["step"] += 1
+            return loss
+
+    return Adafactor
+
+
+def float32_twin_hp(name, hp, dtype):
+    """The hyperparameters that make a float32 run compute what a run on `dtype` parameters
+    does: Adafactor's eps1=None is the parameter dtype's machine epsilon (torch's rule), so the
+    float32 twin of a 16-bit run is given that epsilon explicitly."""
+    if name != "Adafactor":
+        return hp
+    import torch
+    hp = full_hyperparameters(name, hp)
+    eps1, eps2 = hp["eps"]
+    return dict(hp, eps=(torch.finfo(dtype).eps if eps1 is None else eps1, eps2))
+
+
 def eager_state(name):
     """Whether the optimizer creates every parameter's state in its constructor, as torch's
     does for this rule (Adagrad): a parameter that never gets a gradient has state then."""

@@ -66,7 +66,7 @@ def test_same_bits_as_the_cpu_path_and_close_to_torch_fused(name, kw, torch_fuse
     cpu = _params("cpu")
     opt = getattr(genesis.optim, name)([{"params": gpu[:2], "lr": kw["lr"] / 2}, {"params": gpu[2:]}], **kw)
     extra = {"fused": True} if torch_fused else {}
-    topt = getattr(torch.optim, name)([{"params": ref[:2], "lr": kw["lr"] / 2}, {"params": ref[2:]}], **kw, **extra)
+    topt = R.torch_class(name)([{"params": ref[:2], "lr": kw["lr"] / 2}, {"params": ref[2:]}], **kw, **extra)
     copt = getattr(genesis.optim, name)([{"params": cpu[:2], "lr": kw["lr"] / 2}, {"params": cpu[2:]}], **kw)
     for step in range(30):
         _set_grads([gpu, ref, cpu], step)
@@ -95,7 +95,7 @@ def test_every_rule_matches_its_cpu_path_and_torch(name, dtype):
     groups = lambda ps: [{"params": ps[:2], "lr": hp["lr"] / 2}, {"params": ps[2:]}]  # noqa: E731
     opt = getattr(genesis.optim, name)(groups(gpu), **hp)
     copt = getattr(genesis.optim, name)(groups(cpu), **hp)
-    topt = getattr(torch.optim, name)(groups(ref), **hp) if hasattr(torch.optim, name) else None
+    topt = R.torch_class(name)(groups(ref), **hp) if hasattr(torch.optim, name) else None
     for step in range(25):
         _set_grads([gpu, cpu, ref], step)
         opt.step()

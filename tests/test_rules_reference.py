@@ -190,7 +190,7 @@ def test_reference_agrees_with_torch(name, hp):
     init = rng.uniform(-1, 1, (3, 4))
     t = torch.nn.Parameter(torch.tensor(init))
     ref = R.ReferenceOptimizer(name, [([init], hp)])
-    opt = getattr(torch.optim, name)([t], **hp)
+    opt = R.torch_class(name)([t], **hp)
     for _ in range(10):
         g = rng.normal(0, 1, (3, 4))
         t.grad = torch.tensor(g)
