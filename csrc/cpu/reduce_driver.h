@@ -19,14 +19,17 @@
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 // Runs task `task` of pass `pass` of one tensor: its lanes interleaved (element k on lane
-// k % L), then the tree or the per-lane hand-over.
+// k % lanes), then the tree or the per-lane hand-over.
 template <typename Rule, typename Ref>
-void run_task(int pass, const typename Rule::Options& o, const Ref& r,
-              const typename Rule::template Coeffs<typename Ref::T>& c, int64_t task) {
-  const int64_t length = Rule::task_length(pass, r.shape, task);
-  const TaskMode mode = Rule::task_mode(pass, r.shape, task);
-  const int lanes = mode == TaskMode::Lanes ? kLanes : lane_width(length);
-  double acc[kLanes][kMaxSums] = {};
+void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t task) {
+  const typename Rule::template Coeffs<typename Ref::T> c = Rule::coeffs(pass, o, r, task);
+  const TaskInfo info = Rule::task(pass, r.shape, task);
+  const int64_t length = info.length;
+  const TaskMode mode = info.mode;
+  const int lanes = info.lanes;
+  double acc[kLanes][kMaxSums];
+  for (int j = 0; j < lanes; ++j)
+    for (int k = 0; k < kMaxSums; ++k) acc[j][k] = 0.0;
   for (int64_t base = 0; base < length; base += lanes) {
     const int n = int(std::min<int64_t>(lanes, length - base));
     for (int j = 0; j < n; ++j) Rule::visit(pass, o, r, c, task, base + j, acc[j]);
@@ -84,7 +87,7 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
       for (int64_t task = 0; task < f[count]; ++task) {
         const int64_t t = std::upper_bound(f.begin(), f.end(), task) - f.begin() - 1;
         const Ref& r = refs[t];
-        run_task<Rule>(p, o, r, Rule::coeffs(p, o, r), task - f[t]);
+        run_task<Rule>(p, o, r, task - f[t]);
       }
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < count; ++t) Rule::finish(p, o, refs[t]);

@@ -72,12 +72,13 @@ __global__ void __launch_bounds__(kThreads) reduce_task_kernel(const __grid_cons
   // Coefficients may need pow() in double: one thread computes them for the block.
   __shared__ Coeffs shared;
   __shared__ double lanes[kMaxSums][kLanes];
-  if (threadIdx.x == 0) shared = Rule::coeffs(pass, options, r);
+  if (threadIdx.x == 0) shared = Rule::coeffs(pass, options, r, task);
   __syncthreads();
   const Coeffs c = shared;
-  const int64_t length = Rule::task_length(pass, r.shape, task);
-  const TaskMode mode = Rule::task_mode(pass, r.shape, task);
-  const int width = mode == TaskMode::Lanes ? kLanes : lane_width(length);
+  const TaskInfo info = Rule::task(pass, r.shape, task);
+  const int64_t length = info.length;
+  const TaskMode mode = info.mode;
+  const int width = info.lanes;
   const int j = threadIdx.x;
   double acc[kMaxSums] = {};
   if (j < width)

@@ -13,14 +13,16 @@ namespace genesis {
 
 // NOTE: [reduction rules]
 // A reduction rule runs Rule::kPasses passes over the tensors of a step. Pass k of a tensor is
-// a list of tasks (Rule::tasks); a task covers Rule::task_length elements, visited as L lanes
-// (L = kLanes, or the smallest power of two >= the length for shorter tasks): lane j visits the
-// task's elements j, j + L, j + 2L, ... in that order, adding what Rule::visit returns into
-// its double accumulators. Then, by Rule::task_mode, the lanes are combined by a fixed pairwise
-// tree (lane j += lane j + s, for s = L/2, L/4, ..., 1) and handed to Rule::task_done once
-// (Sum), or handed over one per lane (Lanes: Adafactor's column sums, one column per lane), or
-// not at all (None: a pass that only writes). After every task of the pass, Rule::finish runs
-// once per tensor (task results combined in task order, the next pass's per-tensor numbers).
+// a list of tasks (Rule::tasks). Rule::task says what a task is (TaskInfo): `length` elements,
+// visited as `lanes` lanes (at most kLanes): lane j visits the task's elements j, j + lanes,
+// j + 2 lanes, ... in that order, adding what Rule::visit returns into its double
+// accumulators. Then, by its mode, the lanes are combined by a fixed pairwise tree (lane j +=
+// lane j + s, for s = lanes/2, ..., 1; lanes is a power of two) and handed to Rule::task_done
+// once (Sum), or handed over one per lane (Lanes: Adafactor's column sums, one column per
+// lane), or not at all (None: a pass that only writes). Rule::coeffs gives each task its
+// numbers (computed once per task, from the tensor's scratch). After every task of the pass,
+// Rule::finish runs once per tensor (task results combined in task order, the next pass's
+// per-tensor numbers).
 //
 // Every sum therefore has one order, fixed by the tensor's shape alone: the CPU (one thread
 // runs a task, its lanes interleaved) and CUDA (one block of kLanes threads runs a task) give
@@ -33,12 +35,21 @@ constexpr int kMaxSums = 2;                       // accumulators per lane
 
 enum class TaskMode { Sum, Lanes, None };
 
-// Width of the lane tree of a task with `length` elements.
+// Width of the lane tree of a task with `length` elements: the smallest power of two >= length,
+// at most kLanes.
 GENESIS_HD int lane_width(int64_t length) {
   int lanes = 1;
   while (lanes < kLanes && lanes < length) lanes *= 2;
   return lanes;
 }
+
+struct TaskInfo {
+  int64_t length;
+  int lanes;
+  TaskMode mode;
+};
+// A whole-tensor sum's task: `length` elements on lane_width(length) lanes, tree-combined.
+GENESIS_HD TaskInfo sum_task(int64_t length) { return {length, lane_width(length), TaskMode::Sum}; }
 
 // Shape facts of one tensor of a step, as its rule sees them: numel, and for parameters of two
 // or more dimensions the last two (a batch of rows x cols matrices; rows = cols = 0 otherwise).

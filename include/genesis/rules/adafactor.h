@@ -28,6 +28,9 @@ template <typename T> struct AdafactorCoeffs {
   T eps1, eps1_sq, sign;
   T decay;      // 1 - lr * weight_decay
   T step;       // -alpha / denom (pass 2)
+  // Of the task (a matrix's row n of matrix b, or a block of its columns from col0):
+  T row_var, mean;  // passes 1, 2: row_var[n] and max(mean(row_var of b), eps1)
+  int64_t first;    // pass 0 columns: the block's first element; passes 1, 2: b * cols
 };
 
 // torch's lerp (the same two branches, so the same rounding as torch.Tensor.lerp_).
@@ -69,27 +72,41 @@ struct AdafactorRule {
     if (!s.matrix()) return pass == 1 ? 0 : chunks(s);
     return pass == 0 ? nrows(s) + col_blocks(s) : nrows(s);
   }
-  GENESIS_HD static int64_t task_length(int pass, const TensorShape& s, int64_t task) {
+  // Lanes of a column block: one per column, as many as a block of kLanes columns needs.
+  GENESIS_HD static int block_lanes(const TensorShape& s) { return s.cols < kLanes ? int(s.cols) : kLanes; }
+  GENESIS_HD static TaskInfo task(int pass, const TensorShape& s, int64_t task) {
+    TaskInfo info;
     if (!s.matrix()) {
       const int64_t rest = s.numel - task * kSumChunk;
-      return rest < kSumChunk ? rest : kSumChunk;
+      info = sum_task(rest < kSumChunk ? rest : kSumChunk);
+    } else if (pass == 0 && task >= nrows(s)) {
+      info = {s.rows * block_lanes(s), block_lanes(s), TaskMode::Lanes};
+    } else {
+      info = sum_task(s.cols);
     }
-    return pass == 0 && task >= nrows(s) ? s.rows * kLanes : s.cols;
-  }
-  GENESIS_HD static TaskMode task_mode(int pass, const TensorShape& s, int64_t task) {
-    if (pass == 2) return TaskMode::None;
-    return s.matrix() && pass == 0 && task >= nrows(s) ? TaskMode::Lanes : TaskMode::Sum;
+    if (pass == 2) info.mode = TaskMode::None;
+    return info;
   }
 
   template <typename Ref>
-  GENESIS_HD static Coeffs<typename Ref::T> coeffs(int pass, const AdafactorOptions& o, const Ref& r) {
+  GENESIS_HD static Coeffs<typename Ref::T> coeffs(int pass, const AdafactorOptions& o, const Ref& r, int64_t task) {
     using T = typename Ref::T;
     const TensorShape& s = r.shape;
     const double* scratch = r.scratch;
     const double t = r.t;
     const double eps1 = scratch[3];
     Coeffs<T> c{T(scratch[2]), T(eps1), T(eps1 * eps1), T(o.maximize ? -1.0 : 1.0), T(1.0 - o.lr * o.weight_decay),
-                T(0)};
+                T(0), T(0), T(0), 0};
+    if (s.matrix() && pass == 0 && task >= nrows(s)) {
+      const int64_t blocks = (s.cols + kLanes - 1) / kLanes;
+      const int64_t b = (task - nrows(s)) / blocks;
+      c.first = b * s.rows * s.cols + ((task - nrows(s)) % blocks) * kLanes;
+    } else if (s.matrix() && pass > 0) {
+      const int64_t b = task / s.rows;
+      c.row_var = r.s(0, task);
+      c.mean = T(scratch[mean_at(s) + b]);
+      c.first = b * s.cols;
+    }
     if (pass == 2 && s.numel > 0) {
       const double rho = std::fmin(o.lr, 1.0 / std::sqrt(t));
       const double root_n = std::sqrt(double(s.numel));
@@ -100,13 +117,10 @@ struct AdafactorRule {
     return c;
   }
 
-  // u for one element of a matrix (row index n of the batch's N rows, column c).
+  // u for the element in column `col` of the task's row (torch: (row_var @ col_var) / mean).
   template <typename Ref, typename T>
-  GENESIS_HD static T matrix_update(const Ref& r, const Coeffs<T>& c, int64_t n, int64_t col, T g) {
-    const TensorShape& s = r.shape;
-    const int64_t b = n / s.rows;
-    const T mean = T(r.scratch[mean_at(s) + b]);
-    T var = r.s(0, n) * r.s(1, b * s.cols + col) / mean;
+  GENESIS_HD static T matrix_update(const Ref& r, const Coeffs<T>& c, int64_t col, T g) {
+    T var = c.row_var * r.s(1, c.first + col) / c.mean;
     var = var < c.eps1_sq ? c.eps1_sq : var;
     return T(1) / std::sqrt(var) * g;
   }
@@ -129,12 +143,11 @@ struct AdafactorRule {
       }
       return;
     }
-    if (pass == 0 && task >= nrows(s)) {  // a block of columns: lane k % kLanes, row k / kLanes
-      const int64_t blocks = (s.cols + kLanes - 1) / kLanes;
-      const int64_t b = (task - nrows(s)) / blocks;
-      const int64_t col = ((task - nrows(s)) % blocks) * kLanes + k % kLanes;
-      if (col >= s.cols) return;
-      const T g = r.g((b * s.rows + k / kLanes) * s.cols + col);
+    if (pass == 0 && task >= nrows(s)) {  // a block of columns: lane k % lanes, row k / lanes
+      const int lanes = block_lanes(s);
+      const int64_t row = k / lanes, lane = k % lanes;
+      if (c.first % s.cols + lane >= s.cols) return;  // the last block's lanes past the end
+      const T g = r.g(c.first + row * s.cols + lane);
       acc[0] += double(g) * double(g);
       return;
     }
@@ -145,10 +158,10 @@ struct AdafactorRule {
       acc[0] += double(g) * double(g);
       acc[1] += double(p) * double(p);
     } else if (pass == 1) {
-      const T u = matrix_update(r, c, task, k, g);
+      const T u = matrix_update(r, c, k, g);
       acc[0] += double(u) * double(u);
     } else {
-      apply(r, c, i, r.p(i), matrix_update(r, c, task, k, g));
+      apply(r, c, i, r.p(i), matrix_update(r, c, k, g));
     }
   }
 

@@ -46,16 +46,15 @@ struct LambRule {
   GENESIS_HD static int64_t chunks(const TensorShape& s) { return (s.numel + kSumChunk - 1) / kSumChunk; }
   GENESIS_HD static int64_t scratch_size(const TensorShape& s) { return 2 + 2 * chunks(s); }
   GENESIS_HD static int64_t tasks(int, const TensorShape& s) { return chunks(s); }
-  GENESIS_HD static int64_t task_length(int, const TensorShape& s, int64_t task) {
+  GENESIS_HD static TaskInfo task(int pass, const TensorShape& s, int64_t task) {
     const int64_t rest = s.numel - task * kSumChunk;
-    return rest < kSumChunk ? rest : kSumChunk;
-  }
-  GENESIS_HD static TaskMode task_mode(int pass, const TensorShape&, int64_t) {
-    return pass == 0 ? TaskMode::Sum : TaskMode::None;
+    TaskInfo info = sum_task(rest < kSumChunk ? rest : kSumChunk);
+    if (pass == 1) info.mode = TaskMode::None;
+    return info;
   }
 
   template <typename Ref>
-  GENESIS_HD static Coeffs<typename Ref::T> coeffs(int pass, const LambOptions& o, const Ref& r) {
+  GENESIS_HD static Coeffs<typename Ref::T> coeffs(int pass, const LambOptions& o, const Ref& r, int64_t) {
     using T = typename Ref::T;
     const double t = r.t;
     const double* scratch = r.scratch;
