@@ -109,6 +109,11 @@ OPTIMIZERS = {
     "Adafactor": dict(
         torch_cls=torch.optim.Adafactor, genesis_cls=genesis.optim.Adafactor,
         kwargs=dict(lr=1e-2, weight_decay=1e-2), matrix=True,
+        # A 1000 x 1000 step moves elements by up to ~0.1 (u = g / sqrt(v) is large where v
+        # is small); torch sums its norms in float32, genesis in float64: after 3 steps both
+        # are ~1e-6 from a float64 run (measured: torch 1.4e-6, genesis 1.0e-6), so 1e-6 is
+        # too tight an absolute tolerance at this size.
+        check_atol=1e-5,
         bytes=24, streams="pass 1: read g; pass 2: read p,g; pass 3: read p,g; write p"),
 }
 
@@ -315,7 +320,7 @@ def check_optimizer(op, spec, master_params, master_grads):
         opt.step()
     got, got_state = [p.detach() for p in got], _buffers(opt, got)
     del opt
-    assert_close(op, got, want)
+    assert_close(op, got, want, atol=spec.get("check_atol", ATOL))
     for name in want_state[0]:
         if name not in got_state[0]:
             raise AssertionError(f"{op}: genesis has no state {name!r} (torch has)")

@@ -696,7 +696,10 @@ class Optimizer(Base):
             raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
         arr = _interop.array_of(param)
         state_code, _ = self._storage(group, arr)
-        shapes = dict(self._state_shapes(group, _interop.core_view(arr)))
+        try:
+            shapes = dict(self._state_shapes(group, _interop.core_view(arr)))
+        except NotImplementedError:  # an optimizer that keeps its own state (SparseAdam)
+            shapes = {}
         out = {}
         for name, value in entries.items():
             if name == "step":
