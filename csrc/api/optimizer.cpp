@@ -135,6 +135,9 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
       throw std::invalid_argument(where(gi, i) + " is on CUDA; this genesis build updates CPU parameters only");
     if (p.numel < 0 || (p.numel > 0 && !p.data))
       throw std::invalid_argument(where(gi, i) + " has no data or a negative size");
+    if (!p.shape.empty() && numel_of(p.shape) != p.numel)
+      throw std::invalid_argument(where(gi, i) + " has a shape of " + std::to_string(numel_of(p.shape)) +
+                                  " elements but numel " + std::to_string(p.numel));
     if (p.numel > 0 && !seen.insert(p.data).second)
       throw std::invalid_argument(where(gi, i) + " appears more than once in the optimizer");
   }

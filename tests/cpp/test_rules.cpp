@@ -141,6 +141,17 @@ TEST(lamb_first_step_is_the_formula) {
   }
 }
 
+TEST(a_shape_that_does_not_match_numel_is_refused) {
+  std::vector<float> w(6), g(6);
+  bool threw = false;
+  try {
+    Adafactor opt({{w.data(), g.data(), 6, DType::Float32, Device::CPU, {4, 2}}}, AdafactorOptions{});
+  } catch (const std::invalid_argument& e) {
+    threw = std::string(e.what()).find("shape of 8 elements but numel 6") != std::string::npos;
+  }
+  CHECK(threw);
+}
+
 TEST(adafactor_keeps_torchs_factored_state) {
   Run run(5);
   AdafactorOptions o;
