@@ -43,6 +43,14 @@ GENESIS_HD int lane_width(int64_t length) {
   return lanes;
 }
 
+// The sum, in order, of `count` task results `stride` doubles apart: how a tensor's total is
+// combined from its tasks' sums (by Rule::finish, the same code on both backends).
+GENESIS_HD double sum_in_order(const double* first, int64_t count, int64_t stride = 1) {
+  double sum = 0.0;
+  for (int64_t k = 0; k < count; ++k) sum += first[k * stride];
+  return sum;
+}
+
 struct TaskInfo {
   int64_t length;
   int lanes;

@@ -173,10 +173,7 @@ struct AdafactorRule {
 
   template <typename Ref> GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
     const TensorShape& s = r.shape;
-    if (!s.matrix()) {
-      r.scratch[4 + 2 * task] = acc[0];
-      r.scratch[5 + 2 * task] = acc[1];
-    } else if (pass == 0 && task < nrows(s)) {
+    if (!s.matrix() || (pass == 0 && task < nrows(s))) {  // a chunk's or a row's two sums
       r.scratch[4 + 2 * task] = acc[0];
       r.scratch[5 + 2 * task] = acc[1];
     } else if (pass == 0) {
@@ -201,26 +198,17 @@ struct AdafactorRule {
     if (s.numel == 0 || pass == 2) return;
     if (!s.matrix()) {
       if (pass == 1) return;
-      double pp = 0.0, uu = 0.0;
-      for (int64_t k = 0; k < chunks(s); ++k) {
-        pp += r.scratch[4 + 2 * k];
-        uu += r.scratch[5 + 2 * k];
-      }
-      r.scratch[0] = pp;
-      r.scratch[1] = uu;
+      r.scratch[0] = sum_in_order(r.scratch + 4, chunks(s), 2);
+      r.scratch[1] = sum_in_order(r.scratch + 5, chunks(s), 2);
       return;
     }
     using T = typename Ref::T;
     if (pass == 1) {
-      double uu = 0.0;
-      for (int64_t n = 0; n < nrows(s); ++n) uu += r.scratch[rowu_at(s) + n];
-      r.scratch[1] = uu;
+      r.scratch[1] = sum_in_order(r.scratch + rowu_at(s), nrows(s));
       return;
     }
     const T w = T(r.scratch[2]);
-    double pp = 0.0;
-    for (int64_t n = 0; n < nrows(s); ++n) pp += r.scratch[5 + 2 * n];
-    r.scratch[0] = pp;
+    r.scratch[0] = sum_in_order(r.scratch + 5, nrows(s), 2);
     for (int64_t b = 0; b < s.batch(); ++b) {
       double sum = 0.0;
       for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) {

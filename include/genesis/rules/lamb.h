@@ -102,13 +102,8 @@ struct LambRule {
   template <typename Ref> GENESIS_HD static void begin(const LambOptions&, const Ref&) {}
   template <typename Ref> GENESIS_HD static void finish(int pass, const LambOptions&, const Ref& r) {
     if (pass != 0) return;
-    double pp = 0.0, uu = 0.0;
-    for (int64_t k = 0; k < chunks(r.shape); ++k) {
-      pp += r.scratch[2 + 2 * k];
-      uu += r.scratch[3 + 2 * k];
-    }
-    r.scratch[0] = pp;
-    r.scratch[1] = uu;
+    r.scratch[0] = sum_in_order(r.scratch + 2, chunks(r.shape), 2);
+    r.scratch[1] = sum_in_order(r.scratch + 3, chunks(r.shape), 2);
   }
 };
 
