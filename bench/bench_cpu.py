@@ -99,6 +99,22 @@ OPTIMIZERS = {
         torch_cls=None, genesis_cls=genesis.optim.Lion,
         kwargs=dict(lr=1e-4, weight_decay=1e-2),
         bytes=20, streams="read p,g,m; write p,m"),
+    # Reduction rules: the bytes are those of their fewest passes (docs/performance.md#passes-
+    # over-memory). torch has no LAMB: the baselines are apex's formula in torch ops (TorchLAMB).
+    "LAMB": dict(
+        torch_cls=None, genesis_cls=genesis.optim.LAMB,
+        kwargs=dict(lr=1e-3, weight_decay=1e-2),
+        bytes=40, streams="pass 1: read p,g,m,v; write m,v. pass 2: read p,m,v; write p"),
+    # Matrices (1000 x 1000, 25 x 40): the factored second moment is what Adafactor is for.
+    "Adafactor": dict(
+        torch_cls=torch.optim.Adafactor, genesis_cls=genesis.optim.Adafactor,
+        kwargs=dict(lr=1e-2, weight_decay=1e-2), matrix=True,
+        # A 1000 x 1000 step moves elements by up to ~0.1 (u = g / sqrt(v) is large where v
+        # is small); torch sums its norms in float32, genesis in float64: after 3 steps both
+        # are ~1e-6 from a float64 run (measured: torch 1.4e-6, genesis 1.0e-6), so 1e-6 is
+        # too tight an absolute tolerance at this size.
+        check_atol=1e-5,
+        bytes=24, streams="pass 1: read g; pass 2: read p,g; pass 3: read p,g; write p"),
 }
 
 
@@ -132,6 +148,59 @@ class TorchLion(torch.optim.Optimizer):
 
 OPTIMIZERS["Lion"]["torch_cls"] = TorchLion
 
+
+class TorchLAMB(torch.optim.Optimizer):
+    """LAMB as apex's FusedLAMB computes it (adam_w_mode, bias correction, trust ratio
+    ||p|| / ||u|| where weight_decay != 0), written with torch ops, for-loop or foreach: the
+    baseline genesis' LAMB is timed and checked against (torch.optim has no LAMB)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                 foreach=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      foreach=foreach))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            ps = [p for p in group["params"] if p.grad is not None]
+            gs = [p.grad for p in ps]
+            for p in ps:
+                st = self.state[p]
+                if not st:
+                    st["step"], st["exp_avg"], st["exp_avg_sq"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                st["step"] += 1
+            t = self.state[ps[0]]["step"] if ps else 0
+            ms = [self.state[p]["exp_avg"] for p in ps]
+            vs = [self.state[p]["exp_avg_sq"] for p in ps]
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            if group["foreach"]:
+                torch._foreach_mul_(ms, b1)
+                torch._foreach_add_(ms, gs, alpha=1 - b1)
+                torch._foreach_mul_(vs, b2)
+                torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+                denom = torch._foreach_div(vs, bc2)
+                torch._foreach_sqrt_(denom)
+                torch._foreach_add_(denom, eps)
+                us = torch._foreach_div(ms, bc1)
+                torch._foreach_div_(us, denom)
+                torch._foreach_add_(us, ps, alpha=wd)
+                pn, un = torch._foreach_norm(ps), torch._foreach_norm(us)
+                ratios = [-lr * float(a / b) if a > 0 and b > 0 else -lr for a, b in zip(pn, un)]
+                torch._foreach_mul_(us, ratios)
+                torch._foreach_add_(ps, us)
+            else:
+                for p, g, m, v in zip(ps, gs, ms, vs):
+                    m.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    u = (m / bc1).div_((v / bc2).sqrt_().add_(eps)).add_(p, alpha=wd)
+                    a, b = p.norm(), u.norm()
+                    ratio = float(a / b) if a > 0 and b > 0 else 1.0
+                    p.add_(u, alpha=-lr * ratio)
+
+
+OPTIMIZERS["LAMB"]["torch_cls"] = TorchLAMB
+
 # clip_grad_norm_ reads every gradient once for the norm, then reads and writes it to scale:
 # 12 bytes per parameter. If the norm is already under max_norm genesis skips the scale (4 bytes
 # per parameter), while torch always multiplies; a tiny max_norm makes both do the full work.
@@ -156,6 +225,14 @@ def make_data(n_tensors, numel, seed=0):
     return params, grads
 
 
+def matrix_shape(numel):
+    """The squarest (rows, cols) with rows * cols = numel (1,000,000: 1000 x 1000)."""
+    rows = int(numel ** 0.5)
+    while numel % rows:
+        rows -= 1
+    return rows, numel // rows
+
+
 def fresh_params(master_params, master_grads):
     """New nn.Parameters cloned from the masters, with cloned gradients attached. Gradients are
     set once and stay fixed across steps (optimizers never modify them)."""
@@ -170,7 +247,7 @@ def fresh_params(master_params, master_grads):
 def torch_has_fused(cls):
     """Whether this torch build has a fused CPU implementation of ``cls`` (SGD, Adam, AdamW
     since torch 2.4; RMSprop has none)."""
-    if cls is TorchLion:
+    if cls in (TorchLion, TorchLAMB):
         return False
     try:
         p = torch.nn.Parameter(torch.zeros(4))
@@ -243,16 +320,16 @@ def check_optimizer(op, spec, master_params, master_grads):
         opt.step()
     got, got_state = [p.detach() for p in got], _buffers(opt, got)
     del opt
-    assert_close(op, got, want)
+    assert_close(op, got, want, atol=spec.get("check_atol", ATOL))
     for name in want_state[0]:
         if name not in got_state[0]:
             raise AssertionError(f"{op}: genesis has no state {name!r} (torch has)")
         # State values are not O(1) like the parameters (v ~ 1e-3 g^2): relative comparison,
         # with an absolute floor scaled to the state's magnitude (Adagrad's sum of (g + wd*p)^2
         # can cancel to ~1e-9, where torch's fused multiply-add rounds differently).
-        want = [s[name] for s in want_state]
-        scale = max(float(w.abs().max()) for w in want if w.numel())
-        assert_close(f"{op} state {name!r}", [s[name] for s in got_state], want, atol=1e-6 * scale)
+        want_buf = [s[name] for s in want_state]
+        scale = max(float(w.abs().max()) for w in want_buf if w.numel())
+        assert_close(f"{op} state {name!r}", [s[name] for s in got_state], want_buf, atol=1e-6 * scale)
     return max_abs_diff(got, want)
 
 
@@ -313,11 +390,17 @@ def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
         else:
             spec = OPTIMIZERS[op]
             impls, nbytes, streams = optimizer_impls(spec), spec["bytes"], spec["streams"]
-            diff = check_optimizer(op, spec, master_params, master_grads)
+        params, grads = master_params, master_grads
+        if op != "clip_grad_norm_" and spec.get("matrix"):
+            shape = matrix_shape(numel)
+            params, grads = [p.view(shape) for p in params], [g.view(shape) for g in grads]
+            streams += f" ({shape[0]} x {shape[1]} matrices)"
+        if op != "clip_grad_norm_":
+            diff = check_optimizer(op, spec, params, grads)
 
         results = []
         for label, factory in impls:
-            sec, steps = run_impl(factory, master_params, master_grads, timing,
+            sec, steps = run_impl(factory, params, grads, timing,
                                   restore_grads=(op == "clip_grad_norm_"))
             results.append((label, sec, steps))
 

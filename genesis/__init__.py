@@ -1,7 +1,7 @@
 """genesis: compiled, fused optimizers for deep-learning training.
 
 ``genesis.optim`` mirrors ``torch.optim`` (its optimizers are torch.optim.Optimizer instances where
-torch is installed; Lion besides torch's rules; lr_scheduler) and updates whole parameter groups
+torch is installed; Lion and LAMB besides torch's rules; lr_scheduler) and updates whole parameter groups
 in one call into a C++ core; ``genesis.nn.utils`` clips gradients;
 ``genesis.save`` / ``genesis.load`` write and read safe checkpoints; ``genesis.amp`` and
 ``genesis.autocast`` handle mixed precision.

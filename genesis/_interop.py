@@ -214,15 +214,16 @@ def dtype_code_of_name(name):
     return code
 
 
-def zeros_like(arr, code=None):
-    """A zero-filled, contiguous array of the parameter's library, device and shape, of the
-    parameter's dtype or of the dtype `code`."""
+def zeros_like(arr, code=None, shape=None):
+    """A zero-filled, contiguous array of the parameter's library and device, of its shape (or
+    `shape`), of the parameter's dtype or of the dtype `code`."""
+    shape = arr.shape if shape is None else tuple(shape)
     if is_torch(arr):
         dtype = arr.dtype if code is None else torch_dtype(code)
-        return _torch().zeros(arr.shape, dtype=dtype, device=arr.device)
+        return _torch().zeros(shape, dtype=dtype, device=arr.device)
     if code == BFLOAT16:
         raise TypeError("NumPy has no bfloat16: bfloat16 state needs torch parameters")
-    return np.zeros(arr.shape, dtype=arr.dtype if code is None else _NUMPY_OF_CODE[code])
+    return np.zeros(shape, dtype=arr.dtype if code is None else _NUMPY_OF_CODE[code])
 
 
 def is_cuda(arr):
@@ -240,19 +241,20 @@ def new_step(arr, value=0.0):
     return np.array(value, dtype=np.float32)
 
 
-def copy_into_like(value, arr, code):
-    """A new contiguous array of `arr`'s library, device and shape, of dtype `code`, holding
-    `value` (a torch tensor, a NumPy array or a number) cast to that dtype."""
+def copy_into_like(value, arr, code, shape=None):
+    """A new contiguous array of `arr`'s library and device, of its shape (or `shape`), of dtype
+    `code`, holding `value` (a torch tensor, a NumPy array or a number) cast to that dtype."""
+    shape = arr.shape if shape is None else tuple(shape)
     if is_torch(arr):
         torch = _torch()
         src = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         out = src.detach().to(device=arr.device, dtype=torch_dtype(code), copy=True)
-        return out.reshape(arr.shape).contiguous()
+        return out.reshape(shape).contiguous()
     if is_torch(value):
         if value.dtype == _torch().bfloat16:  # NumPy cannot hold it: widen first
             value = value.float()
         value = value.detach().cpu().numpy()
-    return np.array(np.asarray(value).reshape(arr.shape), dtype=_NUMPY_OF_CODE[code], order="C")
+    return np.array(np.asarray(value).reshape(shape), dtype=_NUMPY_OF_CODE[code], order="C")
 
 
 def to_float(x):

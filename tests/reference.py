@@ -45,10 +45,17 @@ def _defaults(name):
 DEFAULTS = {name: _defaults(name) for name in NAMES}
 
 
-def state_names(name, hp):
-    """The per-element state a group with these hyperparameters keeps (besides step), as the
-    rule's schema declares it (torch's names: checked against torch by the parity tests)."""
-    return tuple(_core_options(name, hp).state_names())
+def state_shapes(name, hp, shape):
+    """{name: shape} of the state arrays a parameter of `shape` keeps (besides step and the
+    per-tensor scalars), as the rule's schema declares them: the parameter's shape, except
+    Adafactor's row and column factors (torch's names and layout: checked against torch by the
+    parity tests)."""
+    return {n: tuple(s) for n, s in _core_options(name, hp).state_arrays(list(shape))}
+
+
+def state_names(name, hp, shape=(1,)):
+    """The state arrays' names for a parameter of `shape` (default: a 1-D one), in slot order."""
+    return tuple(state_shapes(name, hp, shape))
 
 
 def scalar_names(name, hp):
@@ -73,6 +80,56 @@ def skip_without_torch_twin(name):
     import torch
     if not hasattr(torch.optim, name):
         pytest.skip(f"torch.optim has no {name}")
+
+
+def torch_class(name):
+    """torch.optim's class of this name, as the parity tests run it. torch's Adafactor divides
+    by a parameter's size, so an empty parameter raises ZeroDivisionError; genesis only
+    advances its step (docs/semantics.md#adafactor), and so does the twin returned here: every
+    other parameter goes through torch's own step untouched."""
+    import torch
+    cls = getattr(torch.optim, name)
+    if name != "Adafactor":
+        return cls
+
+    class Adafactor(cls):
+        @torch.no_grad()
+        def step(self, closure=None):
+            empty = [p for g in self.param_groups for p in g["params"]
+                     if p.grad is not None and p.numel() == 0]
+            grads = [p.grad for p in empty]
+            for p in empty:
+                p.grad = None
+            try:
+                loss = super().step(closure)
+            finally:
+                for p, g in zip(empty, grads):
+                    p.grad = g
+            for p in empty:
+                state = self.state[p]
+                if not state:  # torch's layout, as its _init_group creates it
+                    state["step"] = torch.tensor(0.0)
+                    if p.dim() > 1:
+                        state["row_var"] = p.new_zeros(p.shape[:-1] + (1,))
+                        state["col_var"] = p.new_zeros(p.shape[:-2] + (1,) + p.shape[-1:])
+                    else:
+                        state["variance"] = torch.zeros_like(p)
+                state["step"] += 1
+            return loss
+
+    return Adafactor
+
+
+def float32_twin_hp(name, hp, dtype):
+    """The hyperparameters that make a float32 run compute what a run on `dtype` parameters
+    does: Adafactor's eps1=None is the parameter dtype's machine epsilon (torch's rule), so the
+    float32 twin of a 16-bit run is given that epsilon explicitly."""
+    if name != "Adafactor":
+        return hp
+    import torch
+    hp = full_hyperparameters(name, hp)
+    eps1, eps2 = hp["eps"]
+    return dict(hp, eps=(torch.finfo(dtype).eps if eps1 is None else eps1, eps2))
 
 
 def eager_state(name):
@@ -255,13 +312,72 @@ def lion(p, g, state, lr, betas, weight_decay, maximize):
     return p
 
 
+def lamb(p, g, state, lr, betas, eps, weight_decay, bias_correction, adam_w_mode, grad_averaging,
+         use_nvlamb, maximize):
+    """You et al. 2019, Algorithm 2 (LAMB) for one layer, with phi the identity, and apex
+    FusedLAMB's switches: grad_averaging (m = b1 m + g when off), adam_w_mode=False (weight
+    decay added to the gradient, not to the update), bias_correction, and the trust ratio only
+    where weight_decay != 0 unless use_nvlamb (the paper: always); ratio 1 if a norm is 0."""
+    b1, b2 = betas
+    g = -g if maximize else g
+    t = state["step"] = state.get("step", 0) + 1
+    if not adam_w_mode:
+        g = g + weight_decay * p
+    m = b1 * state.get("exp_avg", np.zeros_like(p)) + ((1.0 - b1) if grad_averaging else 1.0) * g
+    v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1.0 - b2) * g * g
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    m_hat = m / (1.0 - b1 ** t) if bias_correction else m
+    v_hat = v / (1.0 - b2 ** t) if bias_correction else v
+    r = m_hat / (np.sqrt(v_hat) + eps)
+    if adam_w_mode:
+        r = r + weight_decay * p
+    p_norm, r_norm = np.linalg.norm(p.ravel()), np.linalg.norm(r.ravel())
+    trust = p_norm / r_norm if (use_nvlamb or weight_decay != 0) and p_norm > 0 and r_norm > 0 else 1.0
+    return p - lr * trust * r
+
+
+def adafactor(p, g, state, lr, beta2_decay, eps, d, weight_decay, maximize):
+    """torch.optim.Adafactor's documented algorithm (Shazeer & Stern 2018 with torch's lr and
+    eps1), the last two dimensions factored. eps1 None is the parameter dtype's epsilon, which
+    the reference (all float64) does not know: float32's is used; with the tests' gradients
+    (no zero rows) an eps1 below 1e-6 never binds, so either dtype's gives the same numbers."""
+    eps1, eps2 = eps
+    if eps1 is None:
+        eps1 = float(np.finfo(np.float32).eps)
+    g = -g if maximize else g
+    t = state["step"] = state.get("step", 0) + 1
+    if p.size == 0:  # torch divides by the size; genesis only counts the step
+        if p.ndim >= 2:
+            state.setdefault("row_var", np.zeros(p.shape[:-1] + (1,)))
+            state.setdefault("col_var", np.zeros(p.shape[:-2] + (1,) + p.shape[-1:]))
+        else:
+            state.setdefault("variance", np.zeros_like(p))
+        return p
+    w = t ** beta2_decay
+    rho = min(lr, 1.0 / np.sqrt(t))
+    alpha = max(eps2, np.sqrt(np.mean(p * p))) * rho
+    p = p * (1.0 - lr * weight_decay)
+    if p.ndim >= 2:
+        row = state.get("row_var", np.zeros(p.shape[:-1] + (1,)))
+        col = state.get("col_var", np.zeros(p.shape[:-2] + (1,) + p.shape[-1:]))
+        row = row + w * (np.mean(g * g, axis=-1, keepdims=True) - row)
+        col = col + w * (np.mean(g * g, axis=-2, keepdims=True) - col)
+        state["row_var"], state["col_var"] = row, col
+        v = row * col / np.maximum(np.mean(row, axis=-2, keepdims=True), eps1)
+    else:
+        var = state.get("variance", np.zeros_like(p))
+        v = state["variance"] = var + w * (g * g - var)
+    u = g / np.sqrt(np.maximum(v, eps1 * eps1))
+    return p - alpha / max(1.0, np.sqrt(np.mean(u * u)) / d) * u
+
+
 # Rules whose step is the sign of a state-dependent quantity times a step size (no
 # magnitude): rounding the state can flip a step.
 SIGN_UPDATES = {"Lion": True, "Rprop": True}
 
 RULES = {"SGD": sgd, "Adam": adam, "AdamW": adam, "RMSprop": rmsprop, "Adagrad": adagrad,
          "Adadelta": adadelta, "Adamax": adamax, "NAdam": nadam, "RAdam": radam, "ASGD": asgd,
-         "Rprop": rprop, "Lion": lion}
+         "Rprop": rprop, "Lion": lion, "LAMB": lamb, "Adafactor": adafactor}
 
 
 def full_hyperparameters(name, hp):
@@ -359,6 +475,12 @@ CONFIGS = {
     "Rprop": _flags(dict(lr=0.01), etas=((0.5, 1.2), (0.3, 1.5)),
                     step_sizes=((1e-6, 50.0), (0.005, 0.02)), maximize=(False, True)),
     "Lion": _flags(dict(lr=0.01, betas=(0.8, 0.95)), weight_decay=(0.0, 0.5), maximize=(False, True)),
+    "LAMB": _flags(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6), weight_decay=(0.0, 0.1),
+                   adam_w_mode=(True, False), use_nvlamb=(False, True), maximize=(False, True))
+    + [dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, bias_correction=False,
+            grad_averaging=False)],
+    "Adafactor": _flags(dict(lr=0.05), weight_decay=(0.0, 0.1), maximize=(False, True))
+    + [dict(lr=0.5, beta2_decay=-0.5, eps=(1e-3, 1e-2), d=1.5)],
 }
 
 # One configuration per optimizer with every option switched on (for the heavier tests).
@@ -376,6 +498,9 @@ RICH = {
                   decoupled_weight_decay=True),
     "ASGD": dict(lr=0.05, lambd=0.01, alpha=0.75, t0=5.0, weight_decay=0.1),
     "Lion": dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.5),
+    "LAMB": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, adam_w_mode=False,
+                 grad_averaging=False, use_nvlamb=True),
+    "Adafactor": dict(lr=0.05, beta2_decay=-0.6, eps=(1e-3, 1e-2), d=1.2, weight_decay=0.1),
 }
 
 

@@ -53,7 +53,7 @@ def test_core_defaults_are_those_of_the_rules_own_class(rule):
     for key, value in R.DEFAULTS[name].items():
         if value is None:
             continue
-        expected = tuple(float(v) for v in value) if isinstance(value, tuple) else value
+        expected = tuple(None if v is None else float(v) for v in value) if isinstance(value, tuple) else value
         assert core[key] == expected, (name, key)
 
 
@@ -67,10 +67,12 @@ def test_options_cross_by_name_only(rule):
         cls(no_such_option=1.0)
     # Each key sets exactly its own field.
     for key, kind in fields:
-        value = {"float": 0.125, "bool": True, "pair": (0.25, 0.5)}[kind]
-        got = cls(**{key: value}).as_dict()
-        want = dict(cls.defaults(), **{key: value})
-        assert got == want, key
+        values = {"float": [0.125], "bool": [True], "pair": [(0.25, 0.5)],
+                  "optional_pair": [(0.25, 0.5), (None, 0.5)]}[kind]
+        for value in values:
+            got = cls(**{key: value}).as_dict()
+            want = dict(cls.defaults(), **{key: value})
+            assert got == want, key
 
 
 def test_pairs_are_checked():
@@ -82,12 +84,18 @@ def test_pairs_are_checked():
 
 @pytest.mark.parametrize("name", R.NAMES)
 def test_state_names_follow_the_schema(name):
-    """The state an optimizer creates is exactly what its rule's schema names."""
+    """The state an optimizer creates is exactly what its rule's schema names, in the shapes
+    it declares (Adafactor: row and column factors for a matrix, a full variance for a vector)."""
     hp = R.RICH[name]
-    p = genesis.nn.Parameter(np.ones(3, dtype=np.float32))
-    opt = getattr(genesis.optim, name)([p], **hp)
-    p.grad = np.ones(3, dtype=np.float32)
+    params = [genesis.nn.Parameter(np.ones(shape, dtype=np.float32)) for shape in [(3,), (2, 3), (4, 2, 3)]]
+    opt = getattr(genesis.optim, name)(params, **hp)
+    for p in params:
+        p.grad = np.ones(p.data.shape, dtype=np.float32)
     opt.step()
-    expected = set(R.state_names(name, hp)) | set(R.scalar_names(name, hp))
-    expected |= {"step"} if R.counts_steps(name) else set()
-    assert set(opt.state[p]) == expected
+    for p in params:
+        shapes = R.state_shapes(name, hp, p.data.shape)
+        expected = set(shapes) | set(R.scalar_names(name, hp))
+        expected |= {"step"} if R.counts_steps(name) else set()
+        assert set(opt.state[p]) == expected
+        for key, shape in shapes.items():
+            assert opt.state[p][key].shape == shape, key

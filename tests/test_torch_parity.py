@@ -86,7 +86,7 @@ def _pair(name, hp, dtype, seed=0):
     """(torch model, torch optimizer, genesis model, genesis optimizer), identical models."""
     mt = MLP(dtype, seed)
     mg = copy.deepcopy(mt)
-    ot = getattr(torch.optim, name)(mt.groups(hp["lr"]), **hp)
+    ot = R.torch_class(name)(mt.groups(hp["lr"]), **hp)
     og = getattr(genesis.optim, name)(mg.groups(hp["lr"]), **hp)
     return mt, ot, mg, og
 
@@ -133,7 +133,7 @@ def test_state_dict_crosses_between_torch_and_genesis(name, dtype):
         _train_step(mg, og, x, y)
     # genesis -> torch (torch's load_state_dict keeps references, so hand it a copy)
     mg2 = copy.deepcopy(mg)
-    ot2 = getattr(torch.optim, name)(mg2.groups(1.0), **dict(hp, lr=123.0))
+    ot2 = R.torch_class(name)(mg2.groups(1.0), **dict(hp, lr=123.0))
     ot2.load_state_dict(copy.deepcopy(og.state_dict()))
     assert [g["lr"] for g in ot2.param_groups] == [g["lr"] for g in og.param_groups]
     # torch -> genesis (genesis copies the arrays itself)
@@ -196,7 +196,7 @@ def test_sizes_match_torch(name, size):
     gen = torch.Generator().manual_seed(size)
     init = [torch.rand(size, generator=gen) - 0.5, torch.rand(3, generator=gen) - 0.5]
     pt, pg = _twin_params(init)
-    ot = getattr(torch.optim, name)(pt, **hp)
+    ot = R.torch_class(name)(pt, **hp)
     og = getattr(genesis.optim, name)(pg, **hp)
     for _ in range(10):
         for a, b in zip(pt, pg):
@@ -217,7 +217,7 @@ def test_model_with_2000_tensors(name):
     shapes = [(3,), (2, 2), (1,), (5, 1)]
     init = [torch.rand(shapes[i % 4], generator=gen) - 0.5 for i in range(2000)]
     pt, pg = _twin_params(init)
-    ot = getattr(torch.optim, name)([{"params": pt[:1000]}, {"params": pt[1000:], "lr": 0.01}], **hp)
+    ot = R.torch_class(name)([{"params": pt[:1000]}, {"params": pt[1000:], "lr": 0.01}], **hp)
     og = getattr(genesis.optim, name)([{"params": pg[:1000]}, {"params": pg[1000:], "lr": 0.01}], **hp)
     for _ in range(3):
         for i, (a, b) in enumerate(zip(pt, pg)):
@@ -265,7 +265,7 @@ def test_add_param_group_then_step(name):
     mt = MLP(torch.float64)
     mg = copy.deepcopy(mt)
     groups_t, groups_g = mt.groups(hp["lr"]), mg.groups(hp["lr"])
-    ot = getattr(torch.optim, name)([groups_t[0]], **hp)
+    ot = R.torch_class(name)([groups_t[0]], **hp)
     og = getattr(genesis.optim, name)([groups_g[0]], **hp)
     for i, (x, y) in enumerate(_data(torch.float64, 8)):
         if i == 3:
@@ -363,7 +363,7 @@ def test_mixed_float32_float64_in_one_group(name):
     dtypes = [torch.float32, torch.float64, torch.float64, torch.float32]
     init = [torch.rand(7, generator=gen, dtype=d) - 0.5 for d in dtypes]
     pt, pg = _twin_params(init)
-    ot = getattr(torch.optim, name)(pt, **hp)
+    ot = R.torch_class(name)(pt, **hp)
     og = getattr(genesis.optim, name)(pg, **hp)
     for _ in range(10):
         for a, b in zip(pt, pg):
@@ -385,7 +385,7 @@ def test_torch_state_dict_into_numpy_parameters(name):
     hp = R.RICH[name]
     gen = torch.Generator().manual_seed(14)
     pt = [torch.nn.Parameter(torch.rand(s, generator=gen, dtype=torch.float64)) for s in [(3,), (2, 4)]]
-    ot = getattr(torch.optim, name)([{"params": pt[:1]}, {"params": pt[1:], "lr": 0.003}], **hp)
+    ot = R.torch_class(name)([{"params": pt[:1]}, {"params": pt[1:], "lr": 0.003}], **hp)
 
     def grads():
         return [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in pt]

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <unordered_set>
 
@@ -55,6 +56,16 @@ template <typename O> bool is_scalar(const O& o, const std::string& name) {
   return false;
 }
 
+// The shape of a parameter: ParamView::shape, or one dimension of numel.
+std::vector<int64_t> shape_of(const ParamView& p) {
+  return p.shape.empty() ? std::vector<int64_t>{p.numel} : p.shape;
+}
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
 void put_flag(Value& group, const char* key, bool v) { group.set(Value::of(std::string(key)), Value::of(v)); }
 
 // Each option of an Options struct with its state_dict key, in torch's param_group order: the
@@ -68,6 +79,12 @@ struct OptionWriter {
   void operator()(const char* key, double a, double b) const {
     Value pair = Value::list(Value::Kind::Tuple);
     pair.items = {Value::of(a), Value::of(b)};
+    group.set(Value::of(std::string(key)), std::move(pair));
+  }
+  // A pair whose first entry may be None (Adafactor's eps).
+  void operator()(const char* key, const std::optional<double>& a, double b) const {
+    Value pair = Value::list(Value::Kind::Tuple);
+    pair.items = {a ? Value::of(*a) : Value::none(), Value::of(b)};
     group.set(Value::of(std::string(key)), std::move(pair));
   }
 };
@@ -87,6 +104,13 @@ struct OptionReader {
     if (!x) return;
     if (x->items.size() != 2) throw CheckpointError(std::string("param group option '") + key + "' must be a pair");
     a = x->items[0].as_number(key);
+    b = x->items[1].as_number(key);
+  }
+  void operator()(const char* key, std::optional<double>& a, double& b) const {
+    const Value* x = find(key);
+    if (!x) return;
+    if (x->items.size() != 2) throw CheckpointError(std::string("param group option '") + key + "' must be a pair");
+    a = x->items[0].kind == Value::Kind::None ? std::nullopt : std::optional<double>(x->items[0].as_number(key));
     b = x->items[1].as_number(key);
   }
 };
@@ -114,6 +138,9 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
       throw std::invalid_argument(where(gi, i) + " is on CUDA; this genesis build updates CPU parameters only");
     if (p.numel < 0 || (p.numel > 0 && !p.data))
       throw std::invalid_argument(where(gi, i) + " has no data or a negative size");
+    if (!p.shape.empty() && numel_of(p.shape) != p.numel)
+      throw std::invalid_argument(where(gi, i) + " has a shape of " + std::to_string(numel_of(p.shape)) +
+                                  " elements but numel " + std::to_string(p.numel));
     if (p.numel > 0 && !seen.insert(p.data).second)
       throw std::invalid_argument(where(gi, i) + " appears more than once in the optimizer");
   }
@@ -124,9 +151,17 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
 template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_t g, size_t i) {
   State& s = state_[g][i];
   const ParamView& p = groups_[g].params[i];
-  std::vector<std::string> names = state_names(groups_[g].options);
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;
+  for (const StateArray& a : state_arrays(groups_[g].options, shape_of(p))) {
+    names.push_back(a.name);
+    shapes.push_back(a.shape);
+  }
   const auto scalars = scalar_state(groups_[g].options);
-  for (const auto& scalar : scalars) names.push_back(scalar.first);
+  for (const auto& scalar : scalars) {
+    names.push_back(scalar.first);
+    shapes.push_back({});
+  }
   if (s.exists && s.names == names) return s;
   // Create the arrays these options need, keeping any that already exist by name (so turning
   // on amsgrad mid-run adds max_exp_avg_sq and keeps the moments). The per-tensor scalars
@@ -142,12 +177,13 @@ template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_
       a.resize(sizeof(float));
       std::memcpy(a.data(), &initial, sizeof(float));
     } else if (a.empty()) {
-      a.assign(static_cast<size_t>(p.numel) * dtype_size(state_dtype_for(p.dtype)), 0);
+      a.assign(static_cast<size_t>(numel_of(shapes[n])) * dtype_size(state_dtype_for(p.dtype)), 0);
       s.fresh = true;
     }
     arrays.push_back(std::move(a));
   }
   s.names = names;
+  s.shapes = shapes;
   s.arrays = std::move(arrays);
   s.exists = true;
   return s;
@@ -168,6 +204,10 @@ template <typename O> void Optimizer<O>::step() {
       t.param = p.data;
       t.grad = p.grad;
       t.numel = p.numel;
+      if (p.shape.size() >= 2) {
+        t.rows = p.shape[p.shape.size() - 2];
+        t.cols = p.shape[p.shape.size() - 1];
+      }
       for (size_t k = 0; k < s.arrays.size(); ++k) t.state[k] = s.arrays[k].data();
       t.step = counts_steps() ? &s.step : nullptr;
       t.fresh = s.fresh;
@@ -250,7 +290,7 @@ template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
         if (is_scalar(groups_[gi].options, s.names[k]))
           doc.arrays.push_back({DType::Float32, {}, s.arrays[k]});
         else
-          doc.arrays.push_back({state_dtype_for(p.dtype), {p.numel}, s.arrays[k]});
+          doc.arrays.push_back({state_dtype_for(p.dtype), s.shapes[k], s.arrays[k]});
       }
       state.set(Value::of(index), std::move(entry));
     }
@@ -312,18 +352,23 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
           if (array) copy_cast(*array, DType::Float64, reinterpret_cast<unsigned char*>(&value));
           const float f = static_cast<float>(array ? value : v.as_number("state '" + name.text + "'"));
           s.names.push_back(name.text);
+          s.shapes.push_back({});
           s.arrays.emplace_back(sizeof(float));
           std::memcpy(s.arrays.back().data(), &f, sizeof(float));
           continue;
         }
         if (!array) throw CheckpointError("state '" + name.text + "' of " + where(gi, i) + " must be an array");
-        if (array->numel() != p.numel)
+        std::vector<int64_t> shape = shape_of(p);
+        for (const StateArray& a : state_arrays(options.back(), shape_of(p)))
+          if (a.name == name.text) shape = a.shape;
+        if (array->numel() != numel_of(shape))
           throw std::invalid_argument("state '" + name.text + "' of " + where(gi, i) + " has " +
-                                      std::to_string(array->numel()) + " elements, the parameter " +
-                                      std::to_string(p.numel));
+                                      std::to_string(array->numel()) + " elements, the parameter's needs " +
+                                      std::to_string(numel_of(shape)));
         s.names.push_back(name.text);
+        s.shapes.push_back(shape);
         const DType state_dtype = state_dtype_for(p.dtype);
-        s.arrays.emplace_back(static_cast<size_t>(p.numel) * dtype_size(state_dtype));
+        s.arrays.emplace_back(static_cast<size_t>(numel_of(shape)) * dtype_size(state_dtype));
         copy_cast(*array, state_dtype, s.arrays.back().data());
       }
     }
@@ -333,7 +378,7 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
 }
 
 #define GENESIS_INSTANTIATE(rule, Options, Class) template class Optimizer<Options>;
-GENESIS_ELEMENTWISE_RULES(GENESIS_INSTANTIATE)
+GENESIS_RULES(GENESIS_INSTANTIATE)
 #undef GENESIS_INSTANTIATE
 
 }  // namespace genesis

@@ -315,8 +315,12 @@ class GroupPlan {
   // in the rule's slot order), its per-tensor scalars (0-dim float32 arrays, NOTE: [per-tensor
   // scalars]), its step counter and float32 master copy (None when absent), and its id within
   // the optimizer (keys its stochastic rounding stream).
+  // `state_numel`: each state array's size when it is not the parameter's (Adafactor's row and
+  // column factors, RuleSpec::state_arrays); `shape`: the parameter's, whose last two
+  // dimensions the reduction rules that factor matrices read.
   void admit(size_t i, py::object data, std::vector<py::object> state, std::vector<py::object> scalars,
-             int state_dtype, py::object step, py::object master, bool fresh, uint64_t id, bool cuda) {
+             int state_dtype, py::object step, py::object master, bool fresh, uint64_t id, bool cuda,
+             std::vector<int64_t> state_numel, std::vector<int64_t> shape) {
     Entry& e = entries_.at(i);
     if (state.size() + scalars.size() > static_cast<size_t>(kMaxStates))
       throw py::value_error("genesis internal error: too many state arrays");
@@ -329,9 +333,10 @@ class GroupPlan {
     fresh_entry.torch = e.torch;
     fresh_entry.duplicate = e.duplicate;
     fresh_entry.data = hold(data, "the parameter");
-    for (const py::object& s : state) {
-      fresh_entry.state.push_back(hold(s, "a state array"));
-      if (fresh_entry.state.back().info.numel != fresh_entry.data.info.numel ||
+    for (size_t k = 0; k < state.size(); ++k) {
+      fresh_entry.state.push_back(hold(state[k], "a state array"));
+      const int64_t expected = k < state_numel.size() ? state_numel[k] : fresh_entry.data.info.numel;
+      if (fresh_entry.state.back().info.numel != expected ||
           fresh_entry.state.back().info.dtype != static_cast<DType>(state_dtype))
         throw py::value_error("genesis internal error: a state array does not match its parameter");
     }
@@ -350,6 +355,10 @@ class GroupPlan {
     for (; next < state.size() + scalars.size(); ++next) slots.state[next] = fresh_entry.state[next].info.data;
     slots.param = fresh_entry.data.info.data;
     slots.numel = fresh_entry.data.info.numel;
+    if (shape.size() >= 2) {
+      slots.rows = shape[shape.size() - 2];
+      slots.cols = shape[shape.size() - 1];
+    }
     slots.step = step.is_none() ? nullptr : static_cast<float*>(fresh_entry.state[next++].info.data);
     slots.master = master.is_none() ? nullptr : static_cast<float*>(fresh_entry.state[next++].info.data);
     slots.fresh = fresh;
@@ -660,6 +669,18 @@ struct FieldReader {
     b = py::float_(py::sequence(pair)[1]);
     ++used;
   }
+  // A pair whose first entry may be None (Adafactor's eps).
+  void operator()(const char* key, std::optional<double>& a, double& b) {
+    if (!kwargs.contains(key)) return;
+    const py::object pair = kwargs[key];
+    if (!py::isinstance<py::sequence>(pair) || py::len(pair) != 2)
+      throw py::value_error(std::string("Invalid ") + key + ": " + py::repr(pair).cast<std::string>() +
+                            " (expected a pair)");
+    const py::object first = py::sequence(pair)[0];
+    a = first.is_none() ? std::nullopt : std::optional<double>(py::float_(first));
+    b = py::float_(py::sequence(pair)[1]);
+    ++used;
+  }
 };
 
 // The schema as Python sees it: (key, kind) with kind "float", "bool" or "pair", in order.
@@ -668,6 +689,9 @@ struct FieldLister {
   void operator()(const char* key, double) const { out.append(py::make_tuple(key, "float")); }
   void operator()(const char* key, bool) const { out.append(py::make_tuple(key, "bool")); }
   void operator()(const char* key, double, double) const { out.append(py::make_tuple(key, "pair")); }
+  void operator()(const char* key, const std::optional<double>&, double) const {
+    out.append(py::make_tuple(key, "optional_pair"));
+  }
 };
 
 // The values of an options struct as a dict keyed like a torch param_group.
@@ -676,6 +700,9 @@ struct FieldWriter {
   void operator()(const char* key, double v) const { out[key] = v; }
   void operator()(const char* key, bool v) const { out[key] = v; }
   void operator()(const char* key, double a, double b) const { out[key] = py::make_tuple(a, b); }
+  void operator()(const char* key, const std::optional<double>& a, double b) const {
+    out[key] = py::make_tuple(a ? py::object(py::float_(*a)) : py::object(py::none()), b);
+  }
 };
 
 template <typename O> py::dict options_dict(O o) {
@@ -714,6 +741,12 @@ void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, co
       .def("as_dict", [](const O& o) { return options_dict(o); })
       .def("state_names", [](const O& o) { return Spec::state_names(o); },
            "Names of the per-element state arrays for these options, in the core's slot order.")
+      .def("state_arrays", [](const O& o, std::vector<int64_t> shape) {
+        py::list out;
+        for (const StateArray& a : state_arrays(o, shape)) out.append(py::make_tuple(a.name, py::tuple(py::cast(a.shape))));
+        return out;
+      }, "(name, shape) of each state array of a parameter of this shape, in slot order.")
+      .def_property_readonly_static("reduction", [](py::object) { return IsReduction<O>::value; })
       .def("scalar_state", [](const O& o) { return scalar_state(o); },
            "(name, initial value) of each per-tensor float32 scalar, in slot order after the arrays.")
       .def("name", [](const O& o) { return Spec::name(o); });
@@ -801,7 +834,7 @@ PYBIND11_MODULE(_C, m) {
   plan.def(py::init<py::list>())
       .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("scalars"),
            py::arg("state_dtype"), py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"),
-           py::arg("cuda"))
+           py::arg("cuda"), py::arg("state_numel") = std::vector<int64_t>{}, py::arg("shape") = std::vector<int64_t>{})
       .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
       .def("stage", &GroupPlan::stage, py::arg("index"), py::arg("staged"))
       .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).");
@@ -812,7 +845,7 @@ PYBIND11_MODULE(_C, m) {
 #define GENESIS_BIND_RULE(rule, Options, Class)               \
   bind_rule<Options>(m, plan, #rule, #Options);               \
   rules.append(py::make_tuple(#rule, #Options));
-  GENESIS_ELEMENTWISE_RULES(GENESIS_BIND_RULE)
+  GENESIS_RULES(GENESIS_BIND_RULE)
 #undef GENESIS_BIND_RULE
   m.attr("RULES") = rules;
 

@@ -100,6 +100,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
             raise ValueError(f"stage must be 1 or 2, got {stage!r}")
         if not isinstance(optimizer_class, type):
             raise TypeError(f"optimizer_class must be an optimizer class, got {optimizer_class!r}")
+        _refuse_reduction_rules(optimizer_class)
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("ZeroOptimizer needs an initialized torch.distributed process group "
                                "(torch.distributed.init_process_group)")
@@ -281,6 +282,19 @@ class ZeroOptimizer(torch.optim.Optimizer):
 
     def __repr__(self):
         return f"ZeroOptimizer(stage={self.stage}, world_size={self.world_size}, {self.optimizer!r})"
+
+
+def _refuse_reduction_rules(optimizer_class):
+    """The pieces split tensors over ranks, so a rule that reduces over whole tensors (LAMB's
+    trust ratio, Adafactor's factored moments; docs/distributed.md) would see parts of them."""
+    from ..optim._rules import OPTIONS
+
+    rule = getattr(optimizer_class, "_rule", None)
+    if rule is not None and OPTIONS[rule].reduction:
+        raise ValueError(f"ZeroOptimizer splits tensors over ranks, and {optimizer_class.__name__} "
+                         "reduces over whole tensors; use torch.distributed.optim."
+                         f"ZeroRedundancyOptimizer(params, optimizer_class=genesis.optim."
+                         f"{optimizer_class.__name__}), which keeps whole tensors per rank")
 
 
 def _local_norm(grads, norm_type):

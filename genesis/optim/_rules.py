@@ -20,17 +20,21 @@ from .optimizer import Optimizer, _is_step_counter, as_float
 OPTIONS = {rule: getattr(_C, options) for rule, options in _C.RULES}
 
 
-def _pair(key, value):
+def _pair(key, value, optional_first=False):
+    """A pair of floats; with optional_first its first entry may be None (Adafactor's eps:
+    None picks the parameter dtype's epsilon)."""
     try:
         ok = len(value) == 2
     except TypeError:
         ok = False
     if not ok:
         raise ValueError(f"Invalid {key}: {value} (expected a pair)")
-    return (as_float(value[0]), as_float(value[1]))
+    first = None if optional_first and value[0] is None else as_float(value[0])
+    return (first, as_float(value[1]))
 
 
-_CONVERT = {"float": lambda key, v: as_float(v), "bool": lambda key, v: bool(v), "pair": _pair}
+_CONVERT = {"float": lambda key, v: as_float(v), "bool": lambda key, v: bool(v), "pair": _pair,
+            "optional_pair": lambda key, v: _pair(key, v, optional_first=True)}
 
 
 def core_options(rule, group):
@@ -58,6 +62,11 @@ class RuleOptimizer(Optimizer):
 
     def _state_names(self, group):
         return tuple(self._options(group).state_names())
+
+    def _state_shapes(self, group, arr):
+        # The rule's schema decides (RuleSpec::state_arrays): the parameter's shape for the
+        # element-wise rules, Adafactor's row and column factors for matrices.
+        return [(name, tuple(shape)) for name, shape in self._options(group).state_arrays(list(arr.shape))]
 
     def _run(self, plan, group, control):
         getattr(plan, self._rule)(self._options(group), control)

@@ -476,6 +476,12 @@ class Optimizer(Base):
         """Names of the per-element state arrays for this group, in the core's slot order."""
         raise NotImplementedError
 
+    def _state_shapes(self, group, arr):
+        """(name, shape) of each state array of the parameter whose core array is `arr`, in the
+        core's slot order: the parameter's shape unless the rule says otherwise (Adafactor's
+        row and column factors)."""
+        return [(name, tuple(arr.shape)) for name in self._state_names(group)]
+
     def _run(self, plan, group, control):
         """Call the core's update for one gathered group with the step's _C.StepControl."""
         raise NotImplementedError
@@ -555,7 +561,8 @@ class Optimizer(Base):
         arr = _interop.core_view(_interop.array_of(param))
         state_code, master = self._storage(group, arr)
         state = self._state[param]
-        expected = {name: state_code for name in self._state_names(group)}
+        shapes = dict(self._state_shapes(group, arr))
+        expected = {name: state_code for name in shapes}
         if master:
             expected["master_param"] = _interop.FLOAT32
         for name, code in expected.items():
@@ -564,7 +571,7 @@ class Optimizer(Base):
                 continue
             value = _interop.core_view(value)
             if (_interop.is_torch(value) != _interop.is_torch(arr)
-                    or tuple(value.shape) != tuple(arr.shape)
+                    or tuple(value.shape) != tuple(shapes.get(name, arr.shape))
                     or _interop.dtype_code(value) != code
                     or _interop.device_of(value) != _interop.device_of(arr)
                     or not _interop.is_contiguous(value)):
@@ -589,14 +596,15 @@ class Optimizer(Base):
         `uid` numbers the parameter within the optimizer: it keys the parameter's stochastic
         rounding stream."""
         arr = _interop.core_view(arr)
-        names = self._state_names(group)
+        shapes = dict(self._state_shapes(group, arr))
+        names = tuple(shapes)
         state_code, master = self._storage(group, arr)
         state_arrays, scalars, step, master_param, fresh = [], [], None, None, False
         if names or self._counts_steps or master:
             state = self._state[param]
             for name in names:
                 if dict.get(state, name) is None:
-                    dict.__setitem__(state, name, _new_state_array(param, arr, state_code))
+                    dict.__setitem__(state, name, _new_state_array(param, arr, state_code, shapes[name]))
                     fresh = True
             state_arrays = [_interop.core_view(dict.__getitem__(state, n)) for n in names]
             for name, initial in self._scalars(group):
@@ -615,7 +623,8 @@ class Optimizer(Base):
                                      _interop.copy_into_like(arr, arr, _interop.FLOAT32))
                 master_param = dict.__getitem__(state, "master_param")
         plan.admit(index, arr, state_arrays, scalars, state_code, step, master_param, fresh, uid,
-                   _interop.is_cuda(arr))
+                   _interop.is_cuda(arr), state_numel=[_interop.numel(a) for a in state_arrays],
+                   shape=list(arr.shape))
 
     def _run_staged(self, cached, group, control, first_index):
         """Update the group's staged parameters (complex, strided, or with a strided or sparse
@@ -749,6 +758,10 @@ class Optimizer(Base):
             raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
         arr = _interop.array_of(param)
         state_code, _ = self._storage(group, arr)
+        try:
+            shapes = dict(self._state_shapes(group, _interop.core_view(arr)))
+        except NotImplementedError:  # an optimizer that keeps its own state (SparseAdam)
+            shapes = {}
         out = {}
         for name, value in entries.items():
             if name == "step":
@@ -760,12 +773,14 @@ class Optimizer(Base):
                 out[name] = value
             else:
                 # Same shape, or the same elements flattened (a C++ trainer's checkpoint).
+                shape = tuple(shapes.get(name, arr.shape))
                 size = int(np.prod(value.shape))
-                if tuple(value.shape) != tuple(arr.shape) and size != _interop.numel(arr):
+                if tuple(value.shape) != shape and size != int(np.prod(shape)):
+                    what = "the parameter has" if shape == tuple(arr.shape) else "it must have"
                     raise ValueError(f"state '{name}' of parameter {key} has shape {tuple(value.shape)}, "
-                                     f"but the parameter has shape {tuple(arr.shape)}")
+                                     f"but {what} shape {shape}")
                 code = _interop.FLOAT32 if name == "master_param" else state_code
-                out[name] = _interop.copy_into_like(value, arr, code)
+                out[name] = _interop.copy_into_like(value, arr, code, shape)
         return out
 
     def __repr__(self):
@@ -797,13 +812,13 @@ def _export_step(step):
 Optimizer.step = with_step_hooks(Optimizer.step)
 
 
-def _new_state_array(param, arr, state_code):
+def _new_state_array(param, arr, state_code, shape=None):
     """A zero state array for `param`, whose core array is `arr`: of the parameter's own complex
     dtype for complex torch parameters (torch's state layout), else of the state dtype;
-    always contiguous, in the parameter's shape."""
+    always contiguous, of `shape` (the parameter's, for element-wise rules)."""
     if _interop.is_torch(param) and param.is_complex():
         return _interop.torch_module().zeros(param.shape, dtype=param.dtype, device=param.device)
-    return _interop.zeros_like(arr, state_code)
+    return _interop.zeros_like(arr, state_code, shape)
 
 
 def _check_capturable_lr(lr):

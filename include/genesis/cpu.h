@@ -51,7 +51,7 @@ namespace genesis::cpu {
 // *tensors[i].step first (torch semantics: the bias correction of the first update uses t = 1).
 #define GENESIS_CPU_STEP(rule, Options, Class) \
   void step(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
-GENESIS_ELEMENTWISE_RULES(GENESIS_CPU_STEP)
+GENESIS_RULES(GENESIS_CPU_STEP)
 #undef GENESIS_CPU_STEP
 
 // The per-rule names of the first releases.

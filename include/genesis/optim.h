@@ -32,6 +32,9 @@ struct ParamView {
   int64_t numel = 0;
   DType dtype = DType::Float32;
   Device device = Device::CPU;
+  // The parameter's shape; empty means one dimension of `numel`. Rules that factor matrices
+  // (Adafactor) need it; element-wise rules only use numel.
+  std::vector<int64_t> shape = {};
 };
 
 template <typename Options> struct ParamGroup {
@@ -81,8 +84,6 @@ template <typename Options> class Optimizer {
     if (params.empty()) throw std::invalid_argument("optimizer got an empty parameter list");
     return {Group{std::move(params), options}};
   }
-  // Names of the per-element state arrays for these options, in the rule's slot order.
-  virtual std::vector<std::string> state_names(const Options& o) const = 0;
   virtual bool counts_steps() const { return true; }
   virtual void run(const Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count) const = 0;
   // Entries a param group carries in a state_dict beyond its Options fields.
@@ -94,6 +95,7 @@ template <typename Options> class Optimizer {
     bool fresh = false;
     float step = 0.0f;
     std::vector<std::string> names;
+    std::vector<std::vector<int64_t>> shapes;  // of each array (a per-tensor scalar: {})
     std::vector<std::vector<unsigned char>> arrays;
   };
   State& state_of(size_t group, size_t index);
@@ -107,7 +109,7 @@ template <typename Options> class Optimizer {
   double clip_value_ = std::numeric_limits<double>::infinity();
 };
 
-// The optimizer of one element-wise rule: state names, step counting and the CPU call come
+// The optimizer of one rule (element-wise or reduction): state arrays, step counting and the CPU call come
 // from its RuleSpec (include/genesis/rules/<rule>.h); every rule of rules/list.h gets one,
 // named as torch names it: genesis::SGD, genesis::Adam, genesis::RMSprop, ...
 template <typename Options> class RuleOptimizer : public Optimizer<Options> {
@@ -119,13 +121,12 @@ template <typename Options> class RuleOptimizer : public Optimizer<Options> {
   }
 
  protected:
-  std::vector<std::string> state_names(const Options& o) const override { return RuleSpec<Options>::state_names(o); }
   bool counts_steps() const override { return RuleSpec<Options>::kCountsSteps; }
   void run(const Options& o, const StepConfig& c, TensorSlots* t, int64_t n) const override { cpu::step(o, c, t, n); }
 };
 
 #define GENESIS_API_CLASS(rule, Options, Class) using Class = RuleOptimizer<Options>;
-GENESIS_ELEMENTWISE_RULES(GENESIS_API_CLASS)
+GENESIS_RULES(GENESIS_API_CLASS)
 #undef GENESIS_API_CLASS
 
 // AdamW's default weight decay is 0.01 (torch's); pass options to choose another.

@@ -32,6 +32,9 @@ struct TensorSlots {
   const void* grad = nullptr;
   void* state[kMaxStates] = {nullptr, nullptr, nullptr};  // the arrays, then the scalars
   int64_t numel = 0;
+  // The parameter's last two dimensions when it has two or more (0 otherwise): the reduction
+  // rules that factor a matrix read them (Adafactor; NOTE: [reduction rules] in reduce.h).
+  int64_t rows = 0, cols = 0;
   // Step counter of this tensor (float32, as torch stores it), for rules that count steps:
   // host memory for the CPU backend, device memory for the CUDA one. CUDA only, for rules that
   // count no steps (SGD): if set, a device counter of the steps applied since the state was

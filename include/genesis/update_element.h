@@ -80,12 +80,10 @@ template <typename T, typename P> GENESIS_HD T load_grad(const P& grad, const Gr
   return clamp_symmetric(T(scaled * x.coef), x.limit);
 }
 
-template <typename Rule, ParamStore kStore, typename P, typename S, typename T>
-GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S& s1, S& s2, uint32_t index,
-                               const typename Rule::template Coeffs<T>& c, const GradTransform<T>& gx,
-                               uint32_t rng_key) {
-  constexpr int K = Rule::kStates;
-  T p;
+// The loads and stores every rule's elements go through, with load_grad above: the element-wise
+// update below and the passes of the reduction rules (include/genesis/reduce.h), so that a
+// change to how gradients or parameters are read applies to every rule.
+template <ParamStore kStore, typename T, typename P> GENESIS_HD T load_param(const P& param, const float& master) {
   if constexpr (kStore == ParamStore::Master) {
     // NOTE: [master re-seed]
     // After every step the parameter holds exactly the rounding of its master copy. An element
@@ -93,20 +91,35 @@ GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S&
     // the user's value wins and becomes the new master value, instead of being silently undone.
     P rounded;
     store(rounded, master);
-    p = rounded.bits == param.bits ? T(master) : load<T>(param);
+    return rounded.bits == param.bits ? T(master) : load<T>(param);
   } else {
-    p = load<T>(param);
+    (void)master;
+    return load<T>(param);
   }
-  T v0 = K > 0 ? load<T>(s0) : T(0);
-  T v1 = K > 1 ? load<T>(s1) : T(0);
-  T v2 = K > 2 ? load<T>(s2) : T(0);
-  Rule::apply(p, load_grad(grad, gx), StateRegs<T>{v0, v1, v2}, c);
+}
+
+template <ParamStore kStore, typename P, typename T>
+GENESIS_HD void store_param(P& param, float& master, T p, uint32_t index, uint32_t rng_key) {
   if constexpr (kStore == ParamStore::Master) master = static_cast<float>(p);
   if constexpr (kStore == ParamStore::Stochastic) {
     param.bits = float_to_bfloat16_stochastic(static_cast<float>(p), random_bits(rng_key, index));
   } else {
+    (void)index, (void)rng_key;
     store(param, p);
   }
+}
+
+template <typename Rule, ParamStore kStore, typename P, typename S, typename T>
+GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S& s1, S& s2, uint32_t index,
+                               const typename Rule::template Coeffs<T>& c, const GradTransform<T>& gx,
+                               uint32_t rng_key) {
+  constexpr int K = Rule::kStates;
+  T p = load_param<kStore, T>(param, master);
+  T v0 = K > 0 ? load<T>(s0) : T(0);
+  T v1 = K > 1 ? load<T>(s1) : T(0);
+  T v2 = K > 2 ? load<T>(s2) : T(0);
+  Rule::apply(p, load_grad(grad, gx), StateRegs<T>{v0, v1, v2}, c);
+  store_param<kStore>(param, master, p, index, rng_key);
   if constexpr (K > 0) store(s0, v0);
   if constexpr (K > 1) store(s1, v1);
   if constexpr (K > 2) store(s2, v2);

@@ -266,6 +266,24 @@ int main() {
         [&](TensorSlots* t, int64_t n) { cuda::rmsprop_step(rms, c, t, n, nullptr); });
   }
   {
+    // The reduction rules (1-D tensors: LAMB, Adafactor's unfactored path): the sums run in the
+    // same order on both backends (NOTE: [reduction rules]), over several chunks and tables.
+    LambOptions lamb;
+    lamb.weight_decay = 0.1;
+    StepConfig c;
+    compare<float, float>("lamb", Setup{2},
+        [&](TensorSlots* t, int64_t n) { cpu::step(lamb, c, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::step(lamb, c, t, n, nullptr); }, /*many=*/true);
+    AdafactorOptions adafactor;
+    adafactor.weight_decay = 0.1;
+    compare<float, float>("adafactor vectors", Setup{1},
+        [&](TensorSlots* t, int64_t n) { cpu::step(adafactor, c, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::step(adafactor, c, t, n, nullptr); }, /*many=*/true);
+    compare<BFloat16, float>("lamb bfloat16 master", Setup{2, true},
+        [&](TensorSlots* t, int64_t n) { StepConfig m; m.param_dtype = DType::BFloat16; m.master_weights = true; cpu::step(lamb, m, t, n); },
+        [&](TensorSlots* t, int64_t n) { StepConfig m; m.param_dtype = DType::BFloat16; m.master_weights = true; cuda::step(lamb, m, t, n, nullptr); });
+  }
+  {
     // Device-side GradScaler inputs: 1/scale read by the kernels, found_inf clear.
     const AdamOptions adam = adam_base;
     StepConfig cpu_config, gpu_config;

@@ -24,7 +24,9 @@ struct Run {
     for (float& x : b) x = u(rng);
   }
   std::vector<ParamView> params() {
-    return {{a.data(), ga.data(), 3, DType::Float32}, {b.data(), gb.data(), 1000, DType::Float32}};
+    // b is a 40 x 25 matrix: Adafactor factors it (the element-wise rules see 1000 elements).
+    return {{a.data(), ga.data(), 3, DType::Float32},
+            {b.data(), gb.data(), 1000, DType::Float32, Device::CPU, {40, 25}}};
   }
   void grads(int step) {
     std::mt19937 rng(100 + step);
@@ -78,7 +80,7 @@ TEST(every_rule_resumes_from_its_state_dict_bit_for_bit) {
     if (o.lr == 0.0) o.lr = 0.01;                  \
     check_resume<Class>(o);                        \
   }
-  GENESIS_ELEMENTWISE_RULES(GENESIS_CHECK_RESUME)
+  GENESIS_RULES(GENESIS_CHECK_RESUME)
 #undef GENESIS_CHECK_RESUME
 }
 
@@ -114,4 +116,63 @@ TEST(adamw_decays_decoupled_whatever_its_options_say) {
     adam.step();
   }
   CHECK(std::memcmp(x.b.data(), y.b.data(), 1000 * sizeof(float)) == 0);
+}
+
+TEST(lamb_first_step_is_the_formula) {
+  Run run(4);
+  LambOptions o;
+  o.lr = 0.1;
+  LAMB opt(run.params(), o);
+  const std::vector<float> before = run.a;
+  run.grads(0);
+  opt.step();
+  // Step 1: m_hat = g, v_hat = g^2, u = g / (|g| + eps) + wd p; p -= lr ||p|| / ||u|| u.
+  double pp = 0.0, uu = 0.0;
+  std::vector<double> u(3);
+  for (int i = 0; i < 3; ++i) {
+    const double g = run.ga[i];
+    u[i] = g / (std::fabs(g) + o.eps) + o.weight_decay * before[i];
+    pp += double(before[i]) * before[i];
+    uu += u[i] * u[i];
+  }
+  for (int i = 0; i < 3; ++i) {
+    const double want = before[i] - o.lr * std::sqrt(pp) / std::sqrt(uu) * u[i];
+    CHECK(std::fabs(run.a[i] - want) < 1e-6);
+  }
+}
+
+TEST(a_shape_that_does_not_match_numel_is_refused) {
+  std::vector<float> w(6), g(6);
+  bool threw = false;
+  try {
+    Adafactor opt({{w.data(), g.data(), 6, DType::Float32, Device::CPU, {4, 2}}}, AdafactorOptions{});
+  } catch (const std::invalid_argument& e) {
+    threw = std::string(e.what()).find("shape of 8 elements but numel 6") != std::string::npos;
+  }
+  CHECK(threw);
+}
+
+TEST(adafactor_keeps_torchs_factored_state) {
+  Run run(5);
+  AdafactorOptions o;
+  Adafactor opt(run.params(), o);
+  run.grads(0);
+  opt.step();
+  const checkpoint::Document doc = opt.state_dict();
+  const checkpoint::Value* vector = doc.root.find(std::string("state"))->find(int64_t(0));
+  const checkpoint::Value* matrix = doc.root.find(std::string("state"))->find(int64_t(1));
+  CHECK(vector->find(std::string("variance")) && !vector->find(std::string("row_var")));
+  const checkpoint::Array& row = doc.arrays.at(matrix->find(std::string("row_var"))->array);
+  const checkpoint::Array& col = doc.arrays.at(matrix->find(std::string("col_var"))->array);
+  CHECK((row.shape == std::vector<int64_t>{40, 1}) && (col.shape == std::vector<int64_t>{1, 25}));
+  // eps = (None, 1e-3) survives the state_dict as torch writes it.
+  const checkpoint::Value* eps = doc.root.find(std::string("param_groups"))->items[0].find(std::string("eps"));
+  CHECK(eps->items[0].kind == checkpoint::Value::Kind::None && eps->items[1].number == 1e-3);
+  // Every row_var entry is the mean of its row's squared gradients (w = 1 at step 1).
+  const float* r = reinterpret_cast<const float*>(row.bytes.data());
+  for (int i = 0; i < 40; ++i) {
+    double sum = 0.0;
+    for (int j = 0; j < 25; ++j) sum += double(run.gb[i * 25 + j]) * run.gb[i * 25 + j];
+    CHECK(std::fabs(r[i] - sum / 25.0) < 1e-5 * (1.0 + sum / 25.0));
+  }
 }

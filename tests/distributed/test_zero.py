@@ -15,6 +15,9 @@ if not dist.is_available():
 import harness  # noqa: E402
 import workers  # noqa: E402
 
+import genesis  # noqa: E402
+from genesis.distributed import ZeroOptimizer  # noqa: E402
+
 # float64: the sharded and the reference runs differ only in the order of a few additions of
 # the same numbers, far below 1e-12. float32: the ranks' partial batch means are averaged
 # instead of the whole batch being summed at once (a different reduction order), so each
@@ -126,9 +129,18 @@ def test_interrupted_checkpoint_leaves_previous_loadable(two_again):
         assert r["leftovers"] == []
 
 
-def test_torch_zero_redundancy_optimizer_with_genesis_adamw(two_again):
+def test_torch_zero_redundancy_optimizer_with_genesis_adamw_lamb_adafactor(two_again):
     for result in two_again:
-        assert result["zero_redundancy"] <= 1e-12
+        assert set(result["zero_redundancy"]) == {"AdamW", "LAMB", "Adafactor"}
+        for diff in result["zero_redundancy"].values():
+            assert diff <= 1e-12
+
+
+def test_zero_optimizer_refuses_reduction_rules():
+    """ZeroOptimizer splits tensors over ranks: a per-tensor reduction would see a piece."""
+    for cls in (genesis.optim.LAMB, genesis.optim.Adafactor):
+        with pytest.raises(ValueError, match="ZeroRedundancyOptimizer"):
+            ZeroOptimizer([torch.nn.Parameter(torch.zeros(3))], cls)
 
 
 def test_dead_rank_fails_the_others_with_a_clear_error(dirs):

@@ -253,22 +253,30 @@ def interrupted_checkpoint(rank, world_size, directory):
 
 
 def torch_zero_redundancy(rank, world_size):
-    """torch's ZeroRedundancyOptimizer with genesis's AdamW as the local optimizer, against the
-    unsharded genesis AdamW (the model is wrapped in DDP, as ZeroRedundancyOptimizer expects)."""
+    """torch's ZeroRedundancyOptimizer with genesis's AdamW, LAMB and Adafactor as the local
+    optimizer, against the unsharded genesis optimizer (the model is wrapped in DDP, as
+    ZeroRedundancyOptimizer expects). It keeps whole parameters per rank, so the per-tensor
+    reductions of LAMB and Adafactor see whole tensors (ZeroOptimizer refuses them)."""
     from torch.distributed.optim import ZeroRedundancyOptimizer
     from torch.nn.parallel import DistributedDataParallel
 
-    model = make_model()
-    ddp = DistributedDataParallel(model)
-    opt = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=genesis.optim.AdamW, lr=1e-2,
-                                  weight_decay=0.1)
-    for step in range(10):
-        x, y = batch(step, torch.float64)
-        loss_of(ddp, local_rows(rank, world_size, x), local_rows(rank, world_size, y)).backward()
-        opt.step()
-        opt.zero_grad()
-    ref_model, _ = reference("adamw-2", steps=10)
-    return max_diff(list(model.parameters()), list(ref_model.parameters()))
+    out = {}
+    for cls, options in ((genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1)),
+                         (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1)),
+                         (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1))):
+        model = make_model()
+        ddp = DistributedDataParallel(model)
+        opt = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=cls, **options)
+        for step in range(10):
+            x, y = batch(step, torch.float64)
+            loss_of(ddp, local_rows(rank, world_size, x), local_rows(rank, world_size, y)).backward()
+            opt.step()
+            opt.zero_grad()
+        ref_model = make_model()
+        train(ref_model, cls(ref_model.parameters(), **options), 0, 1, torch.float64, {}, 10,
+              sharded=False)
+        out[cls.__name__] = max_diff(list(model.parameters()), list(ref_model.parameters()))
+    return out
 
 
 def rank_dies(rank, world_size):

@@ -1,5 +1,6 @@
-// The element-wise update rules genesis implements: the one list every per-rule piece is
-// generated from (CPU and CUDA instantiations, C++ API classes, Python bindings).
+// The update rules genesis implements: the lists every per-rule piece is generated from (CPU
+// and CUDA instantiations, C++ API classes, Python bindings). Element-wise rules, then the
+// reduction rules (NOTE: [reduction rules] in include/genesis/reduce.h); GENESIS_RULES is both.
 //
 // A rule is one line here, X(header, Options, CppClass):
 //   header    include/genesis/rules/<header>.h holds the math and RuleSpec<Options>; also the
@@ -12,8 +13,10 @@
 #include "genesis/rules/adadelta.h"
 #include "genesis/rules/adagrad.h"
 #include "genesis/rules/adam.h"
+#include "genesis/rules/adafactor.h"
 #include "genesis/rules/adamax.h"
 #include "genesis/rules/asgd.h"
+#include "genesis/rules/lamb.h"
 #include "genesis/rules/lion.h"
 #include "genesis/rules/nadam.h"
 #include "genesis/rules/radam.h"
@@ -33,3 +36,9 @@
   X(asgd, AsgdOptions, ASGD)         \
   X(rprop, RpropOptions, Rprop)      \
   X(lion, LionOptions, Lion)
+
+#define GENESIS_REDUCTION_RULES(X)   \
+  X(lamb, LambOptions, LAMB)         \
+  X(adafactor, AdafactorOptions, Adafactor)
+
+#define GENESIS_RULES(X) GENESIS_ELEMENTWISE_RULES(X) GENESIS_REDUCTION_RULES(X)

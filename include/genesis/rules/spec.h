@@ -18,6 +18,7 @@
 #pragma once
 
 #include <charconv>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -27,6 +28,14 @@
 namespace genesis {
 
 template <typename Options> struct RuleSpec;
+
+// One state array of a parameter: its name and shape. Element-wise rules keep arrays of the
+// parameter's shape (state_names); a reduction rule may declare others (Adafactor's row and
+// column factors) with RuleSpec::state_arrays(options, parameter shape).
+struct StateArray {
+  std::string name;
+  std::vector<int64_t> shape;
+};
 
 namespace detail {
 // The shortest text that reads back as `value`, written the way Python's repr writes floats
@@ -62,6 +71,22 @@ template <typename O> std::vector<std::pair<std::string, double>> scalar_state(c
   } else {
     (void)o;
     return {};
+  }
+}
+
+// The state arrays of a parameter of this shape, in slot order.
+template <typename O, typename = void> struct HasStateArrays : std::false_type {};
+template <typename O>
+struct HasStateArrays<O, std::void_t<decltype(RuleSpec<O>::state_arrays(std::declval<const O&>(),
+                                                                         std::declval<const std::vector<int64_t>&>()))>>
+    : std::true_type {};
+template <typename O> std::vector<StateArray> state_arrays(const O& o, const std::vector<int64_t>& shape) {
+  if constexpr (HasStateArrays<O>::value) {
+    return RuleSpec<O>::state_arrays(o, shape);
+  } else {
+    std::vector<StateArray> out;
+    for (const std::string& name : RuleSpec<O>::state_names(o)) out.push_back({name, shape});
+    return out;
   }
 }
 

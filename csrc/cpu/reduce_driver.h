@@ -1,0 +1,127 @@
+// The CPU driver of the reduction rules (NOTE: [reduction rules] in include/genesis/reduce.h):
+// one OpenMP region runs every pass of every tensor of the call; within a pass the threads share
+// the tasks of all tensors, then the per-tensor finishes. A task's result depends only on its
+// elements and the fixed lane order, never on which thread ran it: same bits for any thread
+// count, and the same as the CUDA driver's.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "flat_partition.h"
+#include "genesis/cpu.h"
+#include "genesis/reduce_ref.h"
+#include "update_driver.h"
+
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
+
+// Runs task `task` of pass `pass` of one tensor: its lanes interleaved (element k on lane
+// k % lanes), then the tree or the per-lane hand-over.
+template <typename Rule, typename Ref>
+void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t task) {
+  const typename Rule::template Coeffs<typename Ref::T> c = Rule::coeffs(pass, o, r, task);
+  const TaskInfo info = Rule::task(pass, r.shape, task);
+  const int64_t length = info.length;
+  const TaskMode mode = info.mode;
+  const int lanes = info.lanes;
+  double acc[kLanes][kMaxSums];
+  for (int j = 0; j < lanes; ++j)
+    for (int k = 0; k < kMaxSums; ++k) acc[j][k] = 0.0;
+  for (int64_t base = 0; base < length; base += lanes) {
+    const int n = int(std::min<int64_t>(lanes, length - base));
+    for (int j = 0; j < n; ++j) Rule::visit(pass, o, r, c, task, base + j, acc[j]);
+  }
+  if (mode == TaskMode::Sum) {
+    for (int s = lanes / 2; s > 0; s /= 2)
+      for (int j = 0; j < s; ++j)
+        for (int k = 0; k < kMaxSums; ++k) acc[j][k] += acc[j + s][k];
+    Rule::task_done(pass, r, task, 0, acc[0]);
+  } else if (mode == TaskMode::Lanes) {
+    for (int j = 0; j < lanes; ++j) Rule::task_done(pass, r, task, j, acc[j]);
+  }
+}
+
+template <typename Rule, typename P, typename S, ParamStore kStore>
+void run_reduction(const typename Rule::Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count) {
+  using Ref = TensorRef<P, S, kStore>;
+  using T = typename Ref::T;
+  const GradTransform<T> gx = grad_transform<T>(config);
+  std::vector<Ref> refs(count);
+  std::vector<int64_t> scratch_at(count + 1, 0);
+  for (int64_t t = 0; t < count; ++t) {
+    const TensorSlots& ts = tensors[t];
+    const TensorShape shape{ts.numel, ts.rows, ts.cols};
+    scratch_at[t + 1] = scratch_at[t] + Rule::scratch_size(shape);
+  }
+  std::vector<double> scratch(scratch_at[count], 0.0);
+  for (int64_t t = 0; t < count; ++t) {
+    TensorSlots& ts = tensors[t];
+    if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
+    Ref& r = refs[t];
+    r.param = static_cast<P*>(ts.param);
+    r.grad = static_cast<const P*>(ts.grad);
+    r.master = ts.master;
+    for (int k = 0; k < kMaxStates; ++k) r.state[k] = static_cast<S*>(ts.state[k]);
+    r.shape = TensorShape{ts.numel, ts.rows, ts.cols};
+    r.grad_transform = gx;
+    r.rng_key = kStore == ParamStore::Stochastic ? stream_key(config.seed, ts.id, config.counter) : 0u;
+    r.t = ts.step ? double(*ts.step) : 0.0;
+    r.scratch = scratch.data() + scratch_at[t];
+    Rule::begin(o, r);
+  }
+  // Task lists: pass p's tasks of tensor t are first[p][t] .. first[p][t + 1] - 1.
+  std::vector<std::vector<int64_t>> first(Rule::kPasses, std::vector<int64_t>(count + 1, 0));
+  int64_t elements = 0;
+  for (int p = 0; p < Rule::kPasses; ++p)
+    for (int64_t t = 0; t < count; ++t) first[p][t + 1] = first[p][t] + Rule::tasks(p, refs[t].shape);
+  for (const Ref& r : refs) elements += r.shape.numel;
+#pragma omp parallel if (elements >= kParallelThreshold)
+  {
+    for (int p = 0; p < Rule::kPasses; ++p) {
+      const std::vector<int64_t>& f = first[p];
+      // Tasks vary in size (rows, chunks), so threads take them as they finish.
+#pragma omp for schedule(guided)
+      for (int64_t task = 0; task < f[count]; ++task) {
+        const int64_t t = std::upper_bound(f.begin(), f.end(), task) - f.begin() - 1;
+        const Ref& r = refs[t];
+        run_task<Rule>(p, o, r, task - f[t]);
+      }
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < count; ++t) Rule::finish(p, o, refs[t]);
+    }
+  }
+}
+
+// One step of the reduction rule whose options these are, for the storage the config describes.
+// A step whose found_inf flag is set changes nothing, step counters included.
+template <typename Options>
+void run_reduction_rule(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
+  using Spec = RuleSpec<Options>;
+  const std::string op = std::string(Spec::name(options)) + " step";
+  if (config.found_inf && *config.found_inf != 0.0f) return;
+  Spec::select(options, [&](auto rule) {
+    dispatch_storage(op.c_str(), config, [&](auto param, auto state, auto store) {
+      run_reduction<decltype(rule), decltype(param), decltype(state), decltype(store)::value>(options, config, tensors,
+                                                                                            count);
+    });
+  });
+}
+
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT
+
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
+
+// The driver a rule of rules/list.h runs on: element-wise (update_driver.h) or reduction.
+template <typename Options>
+void run_any_rule(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
+  if constexpr (IsReduction<Options>::value) {
+    run_reduction_rule(options, config, tensors, count);
+  } else {
+    run_rule(options, config, tensors, count);
+  }
+}
+
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT

@@ -1,0 +1,76 @@
+// Reduction rules: update rules whose step needs sums over whole tensors (LAMB's trust ratio,
+// Adafactor's row and column moments and its update clipping): what a reduction rule declares.
+// The element access the backends hand it is reduce_ref.h. See NOTE: [reduction rules].
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "genesis/macros.h"
+#include "genesis/rules/spec.h"
+
+namespace genesis {
+
+// NOTE: [reduction rules]
+// A reduction rule runs Rule::kPasses passes over the tensors of a step. Pass k of a tensor is
+// a list of tasks (Rule::tasks). Rule::task says what a task is (TaskInfo): `length` elements,
+// visited as `lanes` lanes (at most kLanes): lane j visits the task's elements j, j + lanes,
+// j + 2 lanes, ... in that order, adding what Rule::visit returns into its double
+// accumulators. Then, by its mode, the lanes are combined by a fixed pairwise tree (lane j +=
+// lane j + s, for s = lanes/2, ..., 1; lanes is a power of two) and handed to Rule::task_done
+// once (Sum), or handed over one per lane (Lanes: Adafactor's column sums, one column per
+// lane), or not at all (None: a pass that only writes). Rule::coeffs gives each task its
+// numbers (computed once per task, from the tensor's scratch). After every task of the pass,
+// Rule::finish runs once per tensor (task results combined in task order, the next pass's
+// per-tensor numbers).
+//
+// Every sum therefore has one order, fixed by the tensor's shape alone: the CPU (one thread
+// runs a task, its lanes interleaved) and CUDA (one block of kLanes threads runs a task) give
+// the same bits for any thread count or launch geometry, as the element-wise rules do.
+// Per-tensor numbers live in a double scratch array the driver allocates per tensor
+// (Rule::scratch_size), in host memory on the CPU and device memory on CUDA (no host sync).
+constexpr int kLanes = 512;
+constexpr int64_t kSumChunk = int64_t(1) << 16;  // elements per task of a whole-tensor sum
+constexpr int kMaxSums = 2;                       // accumulators per lane
+
+enum class TaskMode { Sum, Lanes, None };
+
+// Width of the lane tree of a task with `length` elements: the smallest power of two >= length,
+// at most kLanes.
+GENESIS_HD int lane_width(int64_t length) {
+  int lanes = 1;
+  while (lanes < kLanes && lanes < length) lanes *= 2;
+  return lanes;
+}
+
+// The sum, in order, of `count` task results `stride` doubles apart: how a tensor's total is
+// combined from its tasks' sums (by Rule::finish, the same code on both backends).
+GENESIS_HD double sum_in_order(const double* first, int64_t count, int64_t stride = 1) {
+  double sum = 0.0;
+  for (int64_t k = 0; k < count; ++k) sum += first[k * stride];
+  return sum;
+}
+
+struct TaskInfo {
+  int64_t length;
+  int lanes;
+  TaskMode mode;
+};
+// A whole-tensor sum's task: `length` elements on lane_width(length) lanes, tree-combined.
+GENESIS_HD TaskInfo sum_task(int64_t length) { return {length, lane_width(length), TaskMode::Sum}; }
+
+// Shape facts of one tensor of a step, as its rule sees them: numel, and for parameters of two
+// or more dimensions the last two (a batch of rows x cols matrices; rows = cols = 0 otherwise).
+struct TensorShape {
+  int64_t numel, rows, cols;
+  GENESIS_HD bool matrix() const { return rows > 0; }
+  GENESIS_HD int64_t batch() const { return rows > 0 && cols > 0 ? numel / (rows * cols) : 0; }
+};
+
+// Rules whose RuleSpec says kReduction run through the reduction drivers
+// (csrc/cpu/reduce_driver.h, csrc/cuda/reduce_kernel.cuh) instead of the element-wise ones.
+template <typename Options, typename = void> struct IsReduction : std::false_type {};
+template <typename Options>
+struct IsReduction<Options, std::enable_if_t<RuleSpec<Options>::kReduction>> : std::true_type {};
+
+}  // namespace genesis

@@ -1,0 +1,53 @@
+// The element access both backends hand a reduction rule's passes (NOTE: [reduction rules] in
+// include/genesis/reduce.h): the same loads and stores as the element-wise rules.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "genesis/reduce.h"
+#include "genesis/update_element.h"
+
+namespace genesis {
+
+// One tensor of a reduction step, as a rule's passes see it: typed element access through the
+// same loads and stores as the element-wise rules (update_element.h), the step t of this step,
+// and the tensor's double scratch.
+template <typename P, typename S, ParamStore kStore> struct TensorRef {
+  using T = MathType<P>;
+  // The parameter dtype's machine epsilon (torch.finfo(dtype).eps).
+  static constexpr double kParamEpsilon = std::is_same_v<P, double>  ? 0x1p-52
+                                          : std::is_same_v<P, Half>     ? 0x1p-10
+                                          : std::is_same_v<P, BFloat16> ? 0x1p-7
+                                                                        : 0x1p-23;
+  P* param;
+  const P* grad;
+  float* master;  // null unless kStore == Master
+  S* state[kMaxStates];
+  TensorShape shape;
+  GradTransform<T> grad_transform;  // NOTE: [gradient transform]
+  uint32_t rng_key;  // stochastic rounding stream of this tensor and step
+  double t;          // this step's count (after the increment) for rules that count steps
+  double* scratch;
+
+  GENESIS_HD T p(int64_t i) const {
+    if constexpr (kStore == ParamStore::Master) return load_param<kStore, T>(param[i], master[i]);
+    const float unused = 0.0f;
+    return load_param<kStore, T>(param[i], unused);
+  }
+  GENESIS_HD T g(int64_t i) const { return load_grad(grad[i], grad_transform); }
+  GENESIS_HD T s(int k, int64_t i) const { return load<T>(state[k][i]); }
+  // Stores a state value and returns it as stored (rounded to the state dtype), so that what a
+  // pass computes from it equals what a later pass reloads.
+  GENESIS_HD T set_s(int k, int64_t i, T v) const {
+    store(state[k][i], v);
+    return load<T>(state[k][i]);
+  }
+  GENESIS_HD void set_p(int64_t i, T v) const {
+    float unused = 0.0f;
+    const uint32_t key = kStore == ParamStore::Stochastic ? block_key(rng_key, uint64_t(i) >> 32) : 0u;
+    store_param<kStore>(param[i], kStore == ParamStore::Master ? master[i] : unused, v, uint32_t(i), key);
+  }
+};
+
+}  // namespace genesis

@@ -1,0 +1,266 @@
+// Adafactor (Shazeer & Stern 2018), as torch.optim.Adafactor computes it: factored row and
+// column second moments for parameters of two or more dimensions (a batch of rows x cols
+// matrices, the last two dimensions), a full second moment for the others, relative step
+// size, update clipping. A reduction rule: see NOTE: [reduction rules] in
+// include/genesis/reduce.h; docs/architecture.md counts its passes over memory.
+#pragma once
+
+#include <cmath>
+#include <optional>
+
+#include "genesis/reduce.h"
+#include "genesis/rules/spec.h"
+
+namespace genesis {
+
+struct AdafactorOptions {
+  double lr = 1e-2;
+  double beta2_decay = -0.8;
+  std::optional<double> eps1;  // none: the parameter dtype's machine epsilon (torch's default)
+  double eps2 = 1e-3;
+  double d = 1.0;
+  double weight_decay = 0.0;
+  bool maximize = false;
+};
+
+template <typename T> struct AdafactorCoeffs {
+  T w;          // 1 - beta2_t = t^beta2_decay, the weight of this step's squares
+  T eps1, eps1_sq, sign;
+  T decay;      // 1 - lr * weight_decay
+  T step;       // -alpha / denom (pass 2)
+  // Of the task (a matrix's row n of matrix b, or a block of its columns from col0):
+  T row_var, mean;  // passes 1, 2: row_var[n] and max(mean(row_var of b), eps1)
+  int64_t first;    // pass 0 columns: the block's first element; passes 1, 2: b * cols
+};
+
+// torch's lerp (the same two branches, so the same rounding as torch.Tensor.lerp_).
+template <typename T> GENESIS_HD T torch_lerp(T a, T b, T w) {
+  return w < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
+}
+
+// Three passes for a matrix, two for a vector; fewer are impossible (docs/architecture.md):
+//   matrix, pass 0: per row the sums of g^2 and p^2 (one task per row, a lane tree), per column
+//           the sum of g^2 (tasks of kLanes columns, one lane per column summing its rows in
+//           order); finish(0) updates row_var and col_var (lerp towards the means) and the
+//           row_var mean of each matrix of the batch.
+//           pass 1: per row the sum of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)).
+//           pass 2: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
+//   vector, pass 0 (chunks): variance updated and stored; sums of p^2 and u^2.
+//           pass 2 (chunks): as for a matrix. Pass 1 has no tasks.
+// Scratch per tensor: [0] sum p^2, [1] sum u^2, [2] w, [3] eps1; then for a matrix of N = B*R
+// rows and M = B*C columns: 2N row sums (g^2, p^2), M column sums, B means, N row sums of u^2;
+// for a vector: two partial sums per chunk.
+struct AdafactorRule {
+  static constexpr int kStates = 2;  // row_var, col_var; or variance
+  static constexpr int kPasses = 3;
+  static constexpr bool kCountsSteps = true;
+  using Options = AdafactorOptions;
+  template <typename T> using Coeffs = AdafactorCoeffs<T>;
+
+  GENESIS_HD static int64_t chunks(const TensorShape& s) { return (s.numel + kSumChunk - 1) / kSumChunk; }
+  GENESIS_HD static int64_t nrows(const TensorShape& s) { return s.batch() * s.rows; }
+  GENESIS_HD static int64_t col_blocks(const TensorShape& s) { return s.batch() * ((s.cols + kLanes - 1) / kLanes); }
+  // Scratch offsets (matrix).
+  GENESIS_HD static int64_t col_at(const TensorShape& s) { return 4 + 2 * nrows(s); }
+  GENESIS_HD static int64_t mean_at(const TensorShape& s) { return col_at(s) + s.batch() * s.cols; }
+  GENESIS_HD static int64_t rowu_at(const TensorShape& s) { return mean_at(s) + s.batch(); }
+
+  GENESIS_HD static int64_t scratch_size(const TensorShape& s) {
+    return s.matrix() ? rowu_at(s) + nrows(s) : 4 + 2 * chunks(s);
+  }
+  GENESIS_HD static int64_t tasks(int pass, const TensorShape& s) {
+    if (!s.matrix()) return pass == 1 ? 0 : chunks(s);
+    return pass == 0 ? nrows(s) + col_blocks(s) : nrows(s);
+  }
+  // Lanes of a column block: one per column, as many as a block of kLanes columns needs.
+  GENESIS_HD static int block_lanes(const TensorShape& s) { return s.cols < kLanes ? int(s.cols) : kLanes; }
+  GENESIS_HD static TaskInfo task(int pass, const TensorShape& s, int64_t task) {
+    TaskInfo info;
+    if (!s.matrix()) {
+      const int64_t rest = s.numel - task * kSumChunk;
+      info = sum_task(rest < kSumChunk ? rest : kSumChunk);
+    } else if (pass == 0 && task >= nrows(s)) {
+      info = {s.rows * block_lanes(s), block_lanes(s), TaskMode::Lanes};
+    } else {
+      info = sum_task(s.cols);
+    }
+    if (pass == 2) info.mode = TaskMode::None;
+    return info;
+  }
+
+  template <typename Ref>
+  GENESIS_HD static Coeffs<typename Ref::T> coeffs(int pass, const AdafactorOptions& o, const Ref& r, int64_t task) {
+    using T = typename Ref::T;
+    const TensorShape& s = r.shape;
+    const double* scratch = r.scratch;
+    const double t = r.t;
+    const double eps1 = scratch[3];
+    Coeffs<T> c{T(scratch[2]), T(eps1), T(eps1 * eps1), T(o.maximize ? -1.0 : 1.0), T(1.0 - o.lr * o.weight_decay),
+                T(0), T(0), T(0), 0};
+    if (s.matrix() && pass == 0 && task >= nrows(s)) {
+      const int64_t blocks = (s.cols + kLanes - 1) / kLanes;
+      const int64_t b = (task - nrows(s)) / blocks;
+      c.first = b * s.rows * s.cols + ((task - nrows(s)) % blocks) * kLanes;
+    } else if (s.matrix() && pass > 0) {
+      const int64_t b = task / s.rows;
+      c.row_var = r.s(0, task);
+      c.mean = T(scratch[mean_at(s) + b]);
+      c.first = b * s.cols;
+    }
+    if (pass == 2 && s.numel > 0) {
+      const double rho = std::fmin(o.lr, 1.0 / std::sqrt(t));
+      const double root_n = std::sqrt(double(s.numel));
+      const double alpha = std::fmax(o.eps2, std::sqrt(scratch[0]) / root_n) * rho;
+      const double denom = std::fmax(1.0, std::sqrt(scratch[1]) / (root_n * o.d));
+      c.step = T(-alpha / denom);
+    }
+    return c;
+  }
+
+  // u for the element in column `col` of the task's row (torch: (row_var @ col_var) / mean).
+  template <typename Ref, typename T>
+  GENESIS_HD static T matrix_update(const Ref& r, const Coeffs<T>& c, int64_t col, T g) {
+    T var = c.row_var * r.s(1, c.first + col) / c.mean;
+    var = var < c.eps1_sq ? c.eps1_sq : var;
+    return T(1) / std::sqrt(var) * g;
+  }
+
+  template <typename Ref, typename T>
+  GENESIS_HD static void visit(int pass, const AdafactorOptions&, const Ref& r, const Coeffs<T>& c, int64_t task,
+                               int64_t k, double* acc) {
+    const TensorShape& s = r.shape;
+    if (!s.matrix()) {
+      const int64_t i = task * kSumChunk + k;
+      const T p = r.p(i), g = c.sign * r.g(i);
+      T var = pass == 0 ? r.set_s(0, i, torch_lerp(r.s(0, i), g * g, c.w)) : r.s(0, i);
+      var = var < c.eps1_sq ? c.eps1_sq : var;
+      const T u = T(1) / std::sqrt(var) * g;
+      if (pass == 0) {
+        acc[0] += double(p) * double(p);
+        acc[1] += double(u) * double(u);
+      } else {
+        apply(r, c, i, p, u);
+      }
+      return;
+    }
+    if (pass == 0 && task >= nrows(s)) {  // a block of columns: lane k % lanes, row k / lanes
+      const int lanes = block_lanes(s);
+      const int64_t row = k / lanes, lane = k % lanes;
+      if (c.first % s.cols + lane >= s.cols) return;  // the last block's lanes past the end
+      const T g = r.g(c.first + row * s.cols + lane);
+      acc[0] += double(g) * double(g);
+      return;
+    }
+    const int64_t i = task * s.cols + k;  // row `task`, column k
+    const T g = c.sign * r.g(i);
+    if (pass == 0) {
+      const T p = r.p(i);
+      acc[0] += double(g) * double(g);
+      acc[1] += double(p) * double(p);
+    } else if (pass == 1) {
+      const T u = matrix_update(r, c, k, g);
+      acc[0] += double(u) * double(u);
+    } else {
+      apply(r, c, i, r.p(i), matrix_update(r, c, k, g));
+    }
+  }
+
+  // p = p * (1 - lr wd) (when wd != 0, a separate rounding as torch's mul_), then p + step * u.
+  template <typename Ref, typename T> GENESIS_HD static void apply(const Ref& r, const Coeffs<T>& c, int64_t i, T p, T u) {
+    if (c.decay != T(1)) p = p * c.decay;
+    r.set_p(i, p + c.step * u);
+  }
+
+  template <typename Ref> GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
+    const TensorShape& s = r.shape;
+    if (!s.matrix() || (pass == 0 && task < nrows(s))) {  // a chunk's or a row's two sums
+      r.scratch[4 + 2 * task] = acc[0];
+      r.scratch[5 + 2 * task] = acc[1];
+    } else if (pass == 0) {
+      const int64_t blocks = (s.cols + kLanes - 1) / kLanes;
+      const int64_t b = (task - nrows(s)) / blocks;
+      const int64_t col = ((task - nrows(s)) % blocks) * kLanes + lane;
+      if (col < s.cols) r.scratch[col_at(s) + b * s.cols + col] = acc[0];
+    } else {
+      r.scratch[rowu_at(s) + task] = acc[0];
+    }
+  }
+
+  // Per tensor before pass 0: this step's weight and eps1 (by default the parameter dtype's
+  // machine epsilon, as torch's torch.finfo(param.dtype).eps).
+  template <typename Ref> GENESIS_HD static void begin(const AdafactorOptions& o, const Ref& r) {
+    r.scratch[2] = std::pow(r.t, o.beta2_decay);
+    r.scratch[3] = o.eps1 ? *o.eps1 : Ref::kParamEpsilon;
+  }
+
+  template <typename Ref> GENESIS_HD static void finish(int pass, const AdafactorOptions& o, const Ref& r) {
+    const TensorShape& s = r.shape;
+    if (s.numel == 0 || pass == 2) return;
+    if (!s.matrix()) {
+      if (pass == 1) return;
+      r.scratch[0] = sum_in_order(r.scratch + 4, chunks(s), 2);
+      r.scratch[1] = sum_in_order(r.scratch + 5, chunks(s), 2);
+      return;
+    }
+    using T = typename Ref::T;
+    if (pass == 1) {
+      r.scratch[1] = sum_in_order(r.scratch + rowu_at(s), nrows(s));
+      return;
+    }
+    const T w = T(r.scratch[2]);
+    r.scratch[0] = sum_in_order(r.scratch + 5, nrows(s), 2);
+    for (int64_t b = 0; b < s.batch(); ++b) {
+      double sum = 0.0;
+      for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) {
+        const T mean = T(r.scratch[4 + 2 * q] / double(s.cols));
+        sum += double(r.set_s(0, q, torch_lerp(r.s(0, q), mean, w)));
+      }
+      const T mean = T(sum / double(s.rows));
+      const T eps1 = T(r.scratch[3]);
+      r.scratch[mean_at(s) + b] = double(mean < eps1 ? eps1 : mean);
+      for (int64_t q = b * s.cols; q < (b + 1) * s.cols; ++q) {
+        const T mean_sq = T(r.scratch[col_at(s) + q] / double(s.rows));
+        r.set_s(1, q, torch_lerp(r.s(1, q), mean_sq, w));
+      }
+    }
+  }
+};
+
+template <> struct RuleSpec<AdafactorOptions> {
+  static constexpr bool kCountsSteps = true;
+  static constexpr bool kReduction = true;
+  static const char* name(const AdafactorOptions&) { return "Adafactor"; }
+  template <typename O, typename F> static void fields(O& o, F&& f) {
+    f("lr", o.lr);
+    f("beta2_decay", o.beta2_decay);
+    f("eps", o.eps1, o.eps2);
+    f("d", o.d);
+    f("weight_decay", o.weight_decay);
+    f("maximize", o.maximize);
+  }
+  static std::vector<std::string> state_names(const AdafactorOptions&) { return {"row_var", "col_var", "variance"}; }
+  // torch's layout: row_var (shape[-1] = 1) and col_var (shape[-2] = 1) for two or more
+  // dimensions, else variance (the parameter's shape).
+  static std::vector<StateArray> state_arrays(const AdafactorOptions&, const std::vector<int64_t>& shape) {
+    if (shape.size() < 2) return {{"variance", shape}};
+    std::vector<int64_t> row = shape, col = shape;
+    row[row.size() - 1] = 1;
+    col[col.size() - 2] = 1;
+    return {{"row_var", row}, {"col_var", col}};
+  }
+  // torch's messages.
+  static void validate(const AdafactorOptions& o) {
+    auto check = [](bool ok, const std::string& what, double v) {
+      if (!ok) throw std::invalid_argument(what + detail::float_repr(v));
+    };
+    check(0.0 <= o.lr, "Learning rate should be >= 0 but is: ", o.lr);
+    check(0.0 >= o.beta2_decay, "beta2_decay should be <= 0 but is: ", o.beta2_decay);
+    if (o.eps1) check(0.0 <= *o.eps1, "epsilon1 should be >= 0 but is: ", *o.eps1);
+    check(0.0 <= o.eps2, "epsilon2 should be >= 0 but is: ", o.eps2);
+    check(1.0 <= o.d, "Clipping threshold d should be >= 1 but is: ", o.d);
+    check(0.0 <= o.weight_decay, "weight_decay should be >= 0 but is: ", o.weight_decay);
+  }
+  template <typename F> static void select(const AdafactorOptions&, F&& f) { f(AdafactorRule{}); }
+};
+
+}  // namespace genesis

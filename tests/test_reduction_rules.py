@@ -1,0 +1,132 @@
+"""The reduction rules (LAMB, Adafactor; NOTE: [reduction rules] in include/genesis/reduce.h)
+beyond what the registry-driven suites check: sums that are the same bits for any thread count,
+the shapes where the task decomposition has edges (several chunks, more columns than lanes,
+batches of matrices, empty and degenerate matrices), LAMB's zero-norm cases and the
+difference between apex's and the paper's trust ratio."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import genesis  # noqa: E402
+from genesis.nn import Parameter  # noqa: E402
+
+import reference as R  # noqa: E402
+
+NAMES = ["LAMB", "Adafactor"]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
+# A vector of two chunks and a tail, matrices with more columns than a block has lanes (1100),
+# a batch of matrices, one row, one column.
+SHAPES = [(2 * 65536 + 3,), (70, 1100), (3, 40, 600), (1, 700), (700, 1), (1, 1), ()]
+EDGE_SHAPES = [(0,), (0, 5), (5, 0), (2, 0, 3), (4,), (2, 3)]
+
+
+def _run(name, shapes, hp, dtype, steps, threads=None, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [Parameter(rng.uniform(-1, 1, s).astype(dtype)) for s in shapes]
+    grads = [[rng.normal(0, 1, s).astype(dtype) for s in shapes] for _ in range(steps)]
+    before = genesis.get_num_threads()
+    if threads:
+        genesis.set_num_threads(threads)
+    try:
+        opt = getattr(genesis.optim, name)(params, **hp)
+        for gs in grads:
+            for p, g in zip(params, gs):
+                p.grad = g
+            opt.step()
+    finally:
+        genesis.set_num_threads(before)
+    return params, grads, opt
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_bits_for_any_thread_count(name):
+    runs = [_run(name, SHAPES, R.RICH[name], np.float32, 3, threads=n)[0] for n in (1, 2, 3)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert a.data.tobytes() == b.data.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shapes", [SHAPES, EDGE_SHAPES], ids=["large", "edges"])
+@pytest.mark.parametrize("name", NAMES)
+def test_task_edges_match_reference(name, shapes, dtype):
+    hp = R.RICH[name]
+    params, grads, opt = _run(name, shapes, hp, dtype, 4, seed=5)
+    rng = np.random.default_rng(5)
+    init = [rng.uniform(-1, 1, s).astype(dtype) for s in shapes]
+    ref = R.ReferenceOptimizer(name, [(init, hp)])
+    for gs in grads:
+        ref.step([gs])
+    for p, expected in zip(params, ref.params[0]):
+        np.testing.assert_allclose(p.data, expected, **TOL[dtype])
+        for key, shape in R.state_shapes(name, R.full_hyperparameters(name, hp), p.data.shape).items():
+            assert opt.state[p][key].shape == shape
+        assert float(opt.state[p]["step"]) == 4.0
+
+
+def test_lamb_trust_ratio_is_one_when_a_norm_is_zero():
+    """A zero parameter (||p|| = 0) takes the plain Adam-like step lr * u, as apex does."""
+    p = Parameter(np.zeros(5))
+    p.grad = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    genesis.optim.LAMB([p], lr=0.1, weight_decay=0.01).step()
+    ref = R.lamb(np.zeros(5), p.grad, {}, lr=0.1, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                 bias_correction=True, adam_w_mode=True, grad_averaging=True, use_nvlamb=False,
+                 maximize=False)
+    np.testing.assert_allclose(p.data, ref, rtol=1e-12)
+    assert np.abs(p.data + 0.1 * np.sign(p.grad)).max() < 1e-5  # u = m_hat / (|m_hat| + eps)
+    # A zero gradient and a zero parameter: u = 0, nothing moves, no NaN.
+    q = Parameter(np.zeros(3))
+    q.grad = np.zeros(3)
+    genesis.optim.LAMB([q], use_nvlamb=True).step()
+    assert np.array_equal(q.data, np.zeros(3))
+
+
+def test_lamb_trust_ratio_apex_versus_paper():
+    """apex applies the trust ratio only where weight_decay != 0 (unless use_nvlamb); the paper
+    everywhere. With weight_decay = 0 the two differ, and use_nvlamb=True is the paper."""
+    rng = np.random.default_rng(1)
+    init, g = rng.normal(0, 1, 50), rng.normal(0, 1, 50)
+    out = {}
+    for nv in (False, True):
+        p = Parameter(init.copy())
+        p.grad = g
+        genesis.optim.LAMB([p], lr=0.1, weight_decay=0.0, use_nvlamb=nv).step()
+        out[nv] = p.data
+    m_hat_over = g / (np.abs(g) + 1e-6)  # the first step's u
+    np.testing.assert_allclose(out[False], init - 0.1 * m_hat_over, rtol=1e-12)
+    trust = np.linalg.norm(init) / np.linalg.norm(m_hat_over)
+    np.testing.assert_allclose(out[True], init - 0.1 * trust * m_hat_over, rtol=1e-12)
+
+
+def test_bad_hyperparameters_raise_before_anything_changes():
+    p = Parameter(np.ones(3))
+    p.grad = np.ones(3)
+    with pytest.raises(ValueError, match="beta parameter at index 1"):
+        genesis.optim.LAMB([p], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="Clipping threshold d should be >= 1"):
+        genesis.optim.Adafactor([p], d=0.5)
+    with pytest.raises(ValueError, match="Invalid eps"):
+        genesis.optim.Adafactor([p], eps=1e-3)
+    opt = genesis.optim.Adafactor([p])
+    q = Parameter(np.ones(2))
+    with pytest.raises(ValueError, match="beta2_decay should be <= 0 but is: 0.5"):
+        opt.add_param_group({"params": [q], "beta2_decay": 0.5})
+    assert len(opt.param_groups) == 1
+    opt.step()
+    assert float(opt.state[p]["step"]) == 1.0
+
+
+def test_adafactor_state_dict_with_wrong_factor_shape_is_refused():
+    p = Parameter(np.ones((4, 3)))
+    p.grad = np.ones((4, 3))
+    opt = genesis.optim.Adafactor([p])
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"][0]["row_var"] = np.ones((4, 3))
+    with pytest.raises(ValueError, match="row_var.*must have shape \\(4, 1\\)"):
+        genesis.optim.Adafactor([Parameter(np.ones((4, 3)))]).load_state_dict(sd)
