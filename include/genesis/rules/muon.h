@@ -1,0 +1,132 @@
+// Muon (Jordan et al. 2024; torch.optim.Muon): the two element-wise stages around its
+// Newton-Schulz orthogonalization. The matrix products run in the caller's array library
+// (torch.matmul, numpy.matmul; docs/api.md#muon); these stages are what the core fuses:
+//
+//   momentum stage (before):  B = lerp(B, G, 1 - momentum)
+//                             U = lerp(G, B, momentum) with nesterov, else B   -> NS input
+//   update stage (after):     P = P * (1 - lr * weight_decay) + (-adjusted_lr) * O
+//
+// Both are ordinary rules for the drivers (update_driver.h, update_kernel.cuh) with the slots
+// mapped as below, listed in GENESIS_STAGE_RULES (list.h).
+#pragma once
+
+#include <cmath>
+
+#include "genesis/macros.h"
+#include "genesis/rules/spec.h"
+#include "genesis/tensor_slots.h"
+
+namespace genesis {
+
+// torch's lerp(start, end, w), bit for bit: its CPU and CUDA kernels compute
+// start + w * (end - start) for |w| < 0.5 and end + (w - 1) * (end - start) otherwise, each as
+// one fused multiply-add. Muon rounds its NS input to bfloat16, which turns any last-bit
+// difference here into a visible one, so Muon's stages are where genesis uses fma on purpose
+// (the cores are otherwise built without contraction): the same bits as torch, CPU and CUDA.
+template <typename T> GENESIS_HD T torch_lerp(T start, T end, T w) {
+  const T diff = end - start;
+  return std::fabs(w) < T(0.5) ? std::fma(w, diff, start) : std::fma(w - T(1), diff, end);
+}
+
+// ------------------------------------------------------------------------- momentum stage
+// Slots: param = the NS input U (a scratch array of the parameter's dtype, written only),
+// grad = the gradient, state[0] = momentum_buffer (state dtype).
+struct MuonMomentumOptions {
+  double momentum = 0.95;
+  bool nesterov = true;
+};
+
+template <typename T> struct MuonMomentumCoeffs {
+  T weight;    // 1 - momentum, rounded once from double as torch rounds its Python float
+  T momentum;
+};
+
+template <bool kNesterov> struct MuonMomentumRule {
+  static constexpr int kStates = 1;
+  static constexpr bool kCountsSteps = false;
+  using Options = MuonMomentumOptions;
+  template <typename T> using Coeffs = MuonMomentumCoeffs<T>;
+
+  template <typename T> GENESIS_HD static MuonMomentumCoeffs<T> coeffs(const MuonMomentumOptions& o, double, bool) {
+    return {T(1.0 - o.momentum), T(o.momentum)};
+  }
+
+  // torch: buf.lerp_(grad, 1 - momentum); update = grad.lerp(buf, momentum) if nesterov else buf
+  template <typename T>
+  GENESIS_HD static void apply(T& u, T g, const StateRegs<T>& s, const MuonMomentumCoeffs<T>& c) {
+    const T b = torch_lerp(s[0], g, c.weight);
+    s[0] = b;
+    u = kNesterov ? torch_lerp(g, b, c.momentum) : b;
+  }
+};
+
+template <> struct RuleSpec<MuonMomentumOptions> {
+  static constexpr bool kCountsSteps = false;
+  static const char* name(const MuonMomentumOptions&) { return "Muon"; }
+  template <typename O, typename F> static void fields(O& o, F&& f) {
+    f("momentum", o.momentum);
+    f("nesterov", o.nesterov);
+  }
+  static std::vector<std::string> state_names(const MuonMomentumOptions&) { return {"momentum_buffer"}; }
+  static void validate(const MuonMomentumOptions& o) {
+    // torch.optim.Muon's message (its other optimizers say "Invalid momentum value").
+    if (!(0.0 <= o.momentum))
+      throw std::invalid_argument("momentum should be >= 0 but is: " + detail::float_repr(o.momentum));
+  }
+  template <typename F> static void select(const MuonMomentumOptions& o, F&& f) {
+    if (o.nesterov) return f(MuonMomentumRule<true>{});
+    f(MuonMomentumRule<false>{});
+  }
+};
+
+// --------------------------------------------------------------------------- update stage
+// Slots: param = the parameter (with its master copy, if any), grad = the orthogonalized
+// update O in the parameter's dtype; no state. One call per adjusted learning rate (it depends
+// on the matrix shape), so `adjusted_lr` is per call and `lr` (the group's) sets the decay.
+struct MuonUpdateOptions {
+  double lr = 1e-3;
+  double weight_decay = 0.1;
+  double adjusted_lr = 1e-3;
+};
+
+template <typename T> struct MuonUpdateCoeffs {
+  T decay;    // 1 - lr * weight_decay (computed in double, as torch's Python float)
+  T step;     // -adjusted_lr
+};
+
+struct MuonUpdateRule {
+  static constexpr int kStates = 0;
+  static constexpr bool kCountsSteps = false;
+  using Options = MuonUpdateOptions;
+  template <typename T> using Coeffs = MuonUpdateCoeffs<T>;
+
+  template <typename T> GENESIS_HD static MuonUpdateCoeffs<T> coeffs(const MuonUpdateOptions& o, double, bool) {
+    return {T(1.0 - o.lr * o.weight_decay), T(-o.adjusted_lr)};
+  }
+
+  // torch: param.mul_(1 - lr * weight_decay); param.add_(update, alpha=-adjusted_lr), whose
+  // CPU and CUDA kernels compute p + alpha * o as one fused multiply-add (see torch_lerp).
+  template <typename T> GENESIS_HD static void apply(T& p, T o, const StateRegs<T>&, const MuonUpdateCoeffs<T>& c) {
+    p = std::fma(c.step, o, p * c.decay);
+  }
+};
+
+template <> struct RuleSpec<MuonUpdateOptions> {
+  static constexpr bool kCountsSteps = false;
+  static const char* name(const MuonUpdateOptions&) { return "Muon"; }
+  template <typename O, typename F> static void fields(O& o, F&& f) {
+    f("lr", o.lr);
+    f("weight_decay", o.weight_decay);
+    f("adjusted_lr", o.adjusted_lr);
+  }
+  static std::vector<std::string> state_names(const MuonUpdateOptions&) { return {}; }
+  static void validate(const MuonUpdateOptions& o) {
+    // torch.optim.Muon's messages.
+    if (!(0.0 <= o.lr)) throw std::invalid_argument("Learning rate should be >= 0 but is: " + detail::float_repr(o.lr));
+    if (!(0.0 <= o.weight_decay))
+      throw std::invalid_argument("weight decay should be >= 0 but is: " + detail::float_repr(o.weight_decay));
+  }
+  template <typename F> static void select(const MuonUpdateOptions&, F&& f) { f(MuonUpdateRule{}); }
+};
+
+}  // namespace genesis
