@@ -83,10 +83,12 @@ class Muon(Optimizer):
         if _interop.is_torch(lr) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         lr = as_float(lr, "lr")
-        _C.validate(_C.MuonUpdateOptions(lr=lr, weight_decay=0.0, adjusted_lr=lr))
-        _C.validate(self._options(group))
-        _C.validate(_C.MuonUpdateOptions(lr=lr, weight_decay=as_float(group["weight_decay"], "weight_decay"),
-                                         adjusted_lr=lr))
+        if not 0.0 <= lr:
+            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
+        _C.validate(self._options(group))  # momentum
+        weight_decay = as_float(group["weight_decay"], "weight_decay")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"weight decay should be >= 0 but is: {weight_decay}")
         if group["adjust_lr_fn"] not in ADJUST_LR_FNS:
             raise ValueError(f"Adjust learning rate function {group['adjust_lr_fn']} is not supported")
         if group.get("ns_dtype") is not None:
@@ -156,7 +158,7 @@ class Muon(Optimizer):
         # and only it rounds stochastically.
         control_momentum = self._control(dict(group, stochastic_rounding=False), cached, grad_scale, found_inf)
         control_update = self._control(group, cached, None, found_inf)
-        lr = as_float(group["lr"], "lr")
+        lr = _torch_scalar(group["lr"])
 
         # 1. B and the NS input U for every parameter, one fused call.
         inputs = [_new_like(_interop.array_of(p)) for _, p in params]
@@ -164,7 +166,7 @@ class Muon(Optimizer):
         plan = _C.GroupPlan(holders)
         for k, ((i, p), u) in enumerate(zip(params, inputs)):
             state_code, _ = self._storage(group, _interop.array_of(p))
-            buf = dict.__getitem__(self._state[p], "momentum_buffer")
+            buf = self._staged_state(p, group, "momentum_buffer")
             plan.admit(k, u, [buf], [], state_code, None, None, False, first_index + i, _interop.is_cuda(u))
         _gather(plan, holders)
         plan.muon_momentum(self._options(group), control_momentum)
@@ -179,11 +181,14 @@ class Muon(Optimizer):
         # matrices' aspect ratios decide it; a model has a few).
         by_lr = {}
         for (i, p), o in zip(params, updates):
-            by_lr.setdefault(adjusted_lr(lr, group["adjust_lr_fn"], _shape(p)), []).append((i, p, o))
+            by_lr.setdefault(float(adjusted_lr(lr, group["adjust_lr_fn"], _shape(p))), []).append((i, p, o))
+        # As torch: 1 - lr * wd and the adjusted lr in Python floats, or in float32 from a
+        # float32 tensor lr (torch keeps it a tensor through these expressions).
+        decay = float(1 - lr * group["weight_decay"])
         for adj, items in by_lr.items():
-            self._apply_update(group, items, lr, adj, control_update, first_index)
+            self._apply_update(group, items, decay, adj, control_update, first_index)
 
-    def _apply_update(self, group, items, lr, adj, control, first_index):
+    def _apply_update(self, group, items, decay, adj, control, first_index):
         holders, targets, writebacks = [], [], []
         for i, p, o in items:
             arr = _interop.array_of(p)
@@ -195,11 +200,11 @@ class Muon(Optimizer):
         plan = _C.GroupPlan(holders)
         for k, (i, p, target) in enumerate(targets):
             state_code, master = self._storage(group, target)
-            master_param = dict.__getitem__(self._state[p], "master_param") if master else None
+            master_param = self._staged_state(p, group, "master_param") if master else None
             plan.admit(k, target, [], [], state_code, None, master_param, False, first_index + i,
                        _interop.is_cuda(target))
         _gather(plan, holders)
-        options = _C.MuonUpdateOptions(lr=lr, weight_decay=as_float(group["weight_decay"]), adjusted_lr=adj)
+        options = _C.MuonUpdateOptions(decay=decay, adjusted_lr=adj)
         plan.muon_update(options, control)
         if writebacks:
             torch = _interop.torch_module()
@@ -207,9 +212,30 @@ class Muon(Optimizer):
                 for arr, target in writebacks:
                     arr.copy_(target)
 
+    def _staged_state(self, param, group, name):
+        """A state array of `param`: _prepare() created it, except for a strided parameter
+        (which the base class stages instead of admitting), whose state is created here."""
+        state = self._state[param]
+        if dict.get(state, name) is None:
+            arr = _interop.array_of(param)
+            if name == "master_param":
+                value = _interop.copy_into_like(arr, arr, _interop.FLOAT32)
+            else:
+                value = _interop.zeros_like(arr, self._storage(group, arr)[0])
+            dict.__setitem__(state, name, value)
+        return dict.__getitem__(state, name)
+
     def _run_staged(self, cached, group, control, first_index):
         """Strided parameters and gradients need no staging plan here: every stage above works
         on contiguous arrays of its own (step() is Muon's own)."""
+
+
+def _torch_scalar(lr):
+    """torch's view of a group's lr (torch.optim.optimizer._to_scalar): a 1-element tensor
+    stays a (0-dim) tensor, anything else is a Python float."""
+    if _interop.is_torch(lr):
+        return lr.detach().reshape(()).cpu()
+    return as_float(lr, "lr")
 
 
 def _ns_dtype(group):
@@ -246,7 +272,7 @@ def _target(arr):
 def _cast_like(update, arr):
     """O in the parameter's dtype and layout, as the core's update stage reads it."""
     if _interop.is_torch(update):
-        return update.to(dtype=arr.dtype, memory_format=_interop.torch_module().contiguous_format)
+        return update.to(dtype=arr.dtype).contiguous()  # a tall matrix's O is a transposed view
     return np.ascontiguousarray(update, dtype=arr.dtype)
 
 

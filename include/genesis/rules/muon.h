@@ -81,17 +81,17 @@ template <> struct RuleSpec<MuonMomentumOptions> {
 
 // --------------------------------------------------------------------------- update stage
 // Slots: param = the parameter (with its master copy, if any), grad = the orthogonalized
-// update O in the parameter's dtype; no state. One call per adjusted learning rate (it depends
-// on the matrix shape), so `adjusted_lr` is per call and `lr` (the group's) sets the decay.
+// update O in the parameter's dtype; no state. The caller computes both factors as torch does
+// (in double from Python floats, or in float32 from a float32 tensor lr), and makes one call
+// per adjusted learning rate (it depends on the matrix shape).
 struct MuonUpdateOptions {
-  double lr = 1e-3;
-  double weight_decay = 0.1;
-  double adjusted_lr = 1e-3;
+  double decay = 1.0;          // 1 - lr * weight_decay
+  double adjusted_lr = 1e-3;   // lr scaled for the matrix shape (adjust_lr_fn)
 };
 
 template <typename T> struct MuonUpdateCoeffs {
-  T decay;    // 1 - lr * weight_decay (computed in double, as torch's Python float)
-  T step;     // -adjusted_lr
+  T decay;
+  T step;  // -adjusted_lr
 };
 
 struct MuonUpdateRule {
@@ -101,7 +101,7 @@ struct MuonUpdateRule {
   template <typename T> using Coeffs = MuonUpdateCoeffs<T>;
 
   template <typename T> GENESIS_HD static MuonUpdateCoeffs<T> coeffs(const MuonUpdateOptions& o, double, bool) {
-    return {T(1.0 - o.lr * o.weight_decay), T(-o.adjusted_lr)};
+    return {T(o.decay), T(-o.adjusted_lr)};
   }
 
   // torch: param.mul_(1 - lr * weight_decay); param.add_(update, alpha=-adjusted_lr), whose
@@ -115,17 +115,12 @@ template <> struct RuleSpec<MuonUpdateOptions> {
   static constexpr bool kCountsSteps = false;
   static const char* name(const MuonUpdateOptions&) { return "Muon"; }
   template <typename O, typename F> static void fields(O& o, F&& f) {
-    f("lr", o.lr);
-    f("weight_decay", o.weight_decay);
+    f("decay", o.decay);
     f("adjusted_lr", o.adjusted_lr);
   }
   static std::vector<std::string> state_names(const MuonUpdateOptions&) { return {}; }
-  static void validate(const MuonUpdateOptions& o) {
-    // torch.optim.Muon's messages.
-    if (!(0.0 <= o.lr)) throw std::invalid_argument("Learning rate should be >= 0 but is: " + detail::float_repr(o.lr));
-    if (!(0.0 <= o.weight_decay))
-      throw std::invalid_argument("weight decay should be >= 0 but is: " + detail::float_repr(o.weight_decay));
-  }
+  // Derived values: torch's checks of lr and weight_decay run on the group (genesis/optim/muon.py).
+  static void validate(const MuonUpdateOptions&) {}
   template <typename F> static void select(const MuonUpdateOptions&, F&& f) { f(MuonUpdateRule{}); }
 };
 
