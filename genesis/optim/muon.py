@@ -37,8 +37,8 @@ def _shape(param):
 
 
 class Muon(Optimizer):
-    """torch.optim.Muon: momentum, then Newton-Schulz orthogonalization of each 2-D parameter's
-    update, then decoupled weight decay and the step (docs/api.md#muon)::
+    """``torch.optim.Muon``: momentum, then Newton-Schulz orthogonalization of each 2-D parameter's
+    update, then decoupled weight decay and the step (docs/migrating-from-torch.md#muon)::
 
         B = lerp(B, G, 1 - momentum)                         # state["momentum_buffer"]
         U = lerp(G, B, momentum) if nesterov else B

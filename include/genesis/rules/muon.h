@@ -1,6 +1,6 @@
 // Muon (Jordan et al. 2024; torch.optim.Muon): the two element-wise stages around its
 // Newton-Schulz orthogonalization. The matrix products run in the caller's array library
-// (torch.matmul, numpy.matmul; docs/api.md#muon); these stages are what the core fuses:
+// (torch.matmul, numpy.matmul; docs/migrating-from-torch.md#muon); these stages are what the core fuses:
 //
 //   momentum stage (before):  B = lerp(B, G, 1 - momentum)
 //                             U = lerp(G, B, momentum) with nesterov, else B   -> NS input
