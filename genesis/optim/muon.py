@@ -3,8 +3,6 @@ parts fused in the core and the Newton-Schulz matrix products in the parameter's
 
 import math
 import numbers
-from itertools import accumulate
-
 import numpy as np
 
 from .. import _C
@@ -103,28 +101,31 @@ class Muon(Optimizer):
         return ("momentum_buffer",)
 
     # -------------------------------------------------------------------------- step
-    def step(self, closure=None):
-        """One Muon update of every parameter that has a gradient (torch.optim.Muon.step).
-        Everything torch refuses at its step (complex or sparse gradients, non-2-D gradients,
-        ns_steps >= 100, not three coefficients) is refused before anything changes."""
-        loss = None
-        if closure is not None:
-            from .optimizer import _grad_enabled
-
-            with _grad_enabled():
-                loss = closure()
-        found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and not _interop.is_cuda(found_inf) and as_float(found_inf) != 0.0:
-            return loss
-        grad_scale = getattr(self, "grad_scale", None)
+    # Optimizer.step() runs Muon like any optimizer: _prepare() validates every gradient and
+    # creates missing state before any update, _control() hands each group's step inputs to
+    # _run(). Muon's hooks below fit its two stages around the matrix products into that.
+    def _prepare(self):
+        """Everything torch refuses at its step (complex or sparse gradients, non-2-D
+        gradients, ns_steps >= 100, not three coefficients) is refused here, before anything
+        changes (torch raises after updating the parameters before the bad one)."""
         self._check_step()
-        self._prepare()  # validates every gradient and creates missing state, before any update
-        first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
-        for gi, (cached, group) in enumerate(zip(self._plans, self.param_groups)):
-            self._step_group(group, cached, grad_scale, found_inf, first_index[gi])
-            if group.get("stochastic_rounding"):
-                group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
-        return loss
+        super()._prepare()
+
+    def _control(self, group, cached, grad_scale, found_inf):
+        """(momentum stage control, update stage control, group's first parameter index): the
+        momentum stage reads the GradScaler-scaled gradients, the update stage reads O and is
+        the one that rounds stochastically."""
+        momentum = super()._control(dict(group, stochastic_rounding=False), cached, grad_scale, found_inf)
+        first_index = 0
+        for g in self.param_groups:
+            if g is group:
+                break
+            first_index += len(g["params"])
+        # CUDA: the device copies of 1/scale and found_inf that the momentum stage's kernels
+        # read are replaced in `cached` by the next call; keep them, as `cached` keeps its own,
+        # until this group's next step (the launches are asynchronous).
+        self.__dict__.setdefault("_stage_inputs", {})[first_index] = (cached.inv_scale, cached.found_inf)
+        return momentum, super()._control(group, cached, None, found_inf), first_index
 
     def _check_step(self):
         for group in self.param_groups:
@@ -146,7 +147,10 @@ class Muon(Optimizer):
             if len(coefficients) != 3:
                 raise ValueError("Coefficients must be a tuple of exactly 3 values")
 
-    def _step_group(self, group, cached, grad_scale, found_inf, first_index):
+    def _run(self, plan, group, control):
+        """The group's step (`plan`, the group's cached plan, has gathered and checked the
+        gradients; the stages run through plans of their own arrays)."""
+        control_momentum, control_update, first_index = control
         params, seen = [], set()
         for i, p in enumerate(group["params"]):
             if p.grad is not None and id(p) not in seen:  # a duplicate is updated once
@@ -154,22 +158,18 @@ class Muon(Optimizer):
                 params.append((i, p))
         if not params:
             return
-        # The momentum stage reads the (GradScaler-scaled) gradients; the update stage reads O,
-        # and only it rounds stochastically.
-        control_momentum = self._control(dict(group, stochastic_rounding=False), cached, grad_scale, found_inf)
-        control_update = self._control(group, cached, None, found_inf)
         lr = _torch_scalar(group["lr"])
 
         # 1. B and the NS input U for every parameter, one fused call.
         inputs = [_new_like(_interop.array_of(p)) for _, p in params]
         holders = [_holder(u, _contiguous(p.grad)) for u, (_, p) in zip(inputs, params)]
-        plan = _C.GroupPlan(holders)
+        stage = _C.GroupPlan(holders)
         for k, ((i, p), u) in enumerate(zip(params, inputs)):
             state_code, _ = self._storage(group, _interop.array_of(p))
             buf = self._staged_state(p, group, "momentum_buffer")
-            plan.admit(k, u, [buf], [], state_code, None, None, False, first_index + i, _interop.is_cuda(u))
-        _gather(plan, holders)
-        plan.muon_momentum(self._options(group), control_momentum)
+            stage.admit(k, u, [buf], [], state_code, None, None, False, first_index + i, _interop.is_cuda(u))
+        _gather(stage, holders)
+        stage.muon_momentum(self._options(group), control_momentum)
 
         # 2. NS per parameter, in its library.
         dtype = _ns_dtype(group)
@@ -226,8 +226,8 @@ class Muon(Optimizer):
         return dict.__getitem__(state, name)
 
     def _run_staged(self, cached, group, control, first_index):
-        """Strided parameters and gradients need no staging plan here: every stage above works
-        on contiguous arrays of its own (step() is Muon's own)."""
+        """Strided parameters and gradients need no staging plan: _run() updated them with the
+        rest, each stage working on contiguous arrays of its own."""
 
 
 def _torch_scalar(lr):
@@ -272,7 +272,8 @@ def _target(arr):
 def _cast_like(update, arr):
     """O in the parameter's dtype and layout, as the core's update stage reads it."""
     if _interop.is_torch(update):
-        return update.to(dtype=arr.dtype).contiguous()  # a tall matrix's O is a transposed view
+        # One pass, also for a tall matrix's O (a transposed view).
+        return _interop.torch_module().empty(arr.shape, dtype=arr.dtype, device=arr.device).copy_(update)
     return np.ascontiguousarray(update, dtype=arr.dtype)
 
 
