@@ -193,7 +193,7 @@ class Muon(Optimizer):
         for i, p, o in items:
             arr = _interop.array_of(p)
             target = _target(arr)
-            if target is not arr and _interop.is_torch(arr):
+            if _interop.is_torch(arr) and not arr.is_contiguous():
                 writebacks.append((arr, target))
             holders.append(_holder(target, _cast_like(o, target)))
             targets.append((i, p, target))
