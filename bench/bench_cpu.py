@@ -208,7 +208,13 @@ CLIP_MAX_NORM = 1e-3
 CLIP_BYTES = 12
 CLIP_STREAMS = "read g (norm), read+write g (scale)"
 
-ALL_OPS = list(OPTIMIZERS) + ["clip_grad_norm_"]
+# Muon orthogonalizes matrices (bfloat16 matrix products, the same torch calls in both): its
+# own workload of transformer-like 2-D weights, timed once, against torch.optim.Muon (which
+# has a for-loop implementation only). (rows, cols, count), full size and --quick size.
+MUON_MATRICES = ([(256, 256, 8), (256, 1024, 4), (1024, 256, 4)], [(32, 32, 4), (32, 64, 2), (64, 32, 2)])
+MUON_KWARGS = dict(lr=0.02)
+
+ALL_OPS = list(OPTIMIZERS) + ["clip_grad_norm_", "Muon"]
 
 # Correctness check before timing.
 CHECK_STEPS = 3
@@ -433,6 +439,45 @@ def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
     return records
 
 
+def bench_muon(quick, timing, markdown):
+    """genesis.optim.Muon vs torch.optim.Muon on 2-D weights: checked first (the parameters
+    after CHECK_STEPS steps agree), then timed with the same threads. Returns records."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(r, c) for r, c, n in MUON_MATRICES[1 if quick else 0] for _ in range(n)]
+    master_params = [torch.randn(s, generator=gen) for s in shapes]
+    master_grads = [torch.randn(s, generator=gen) for s in shapes]
+    impls = [("torch for-loop", lambda ps: torch.optim.Muon(ps, **MUON_KWARGS).step),
+             ("genesis", lambda ps: genesis.optim.Muon(ps, **MUON_KWARGS).step)]
+    finals = []
+    for _, factory in impls:
+        ps = fresh_params(master_params, master_grads)
+        step = factory(ps)
+        for _ in range(CHECK_STEPS):
+            step()
+        finals.append([p.detach() for p in ps])
+    assert_close("Muon", finals[1], finals[0])
+    diff = max_abs_diff(finals[1], finals[0])
+    results = [(label,) + run_impl(factory, master_params, master_grads, timing) for label, factory in impls]
+    base_sec = results[0][1]
+    n_params = sum(r * c for r, c in shapes)
+    records, rows = [], []
+    for label, sec, steps in results:
+        records.append(dict(op="Muon", workload="matrices", n_tensors=len(shapes), numel=n_params // len(shapes),
+                            impl=label, ms_per_step=sec * 1e3, speedup=base_sec / sec,
+                            baseline="torch for-loop", steps=steps))
+        rows.append([label, f"{sec * 1e3:.3f}", f"{base_sec / sec:.2f}x", str(steps)])
+    title = (f"Muon - {len(shapes)} matrices ("
+             + ", ".join(f"{n}x {r}x{c}" for r, c, n in MUON_MATRICES[1 if quick else 0])
+             + f") = {n_params:,} params")
+    details = (f"bfloat16 Newton-Schulz (5 steps) in torch's kernels for both; genesis fuses the "
+               f"momentum and update stages; checked against torch after {CHECK_STEPS} steps: "
+               f"max abs diff {diff:.2g}")
+    print(f"\n#### {title}\n\n{details}\n" if markdown else f"\n{title}\n  {details}")
+    print(common.format_table(["implementation", "ms/step", "vs torch for-loop", "steps"], rows, markdown))
+    sys.stdout.flush()
+    return records
+
+
 # ----------------------------------------------------------------------------------- main
 def genesis_scale(x):
     """genesis' in-place multiply over one tensor (the scale step of its clip_grad_norm_),
@@ -524,11 +569,14 @@ def main():
     sys.stdout.flush()
 
     records = []
+    elementwise = [op for op in args.ops if op != "Muon"]
     for name in args.workloads:
         full, small = WORKLOADS[name]
         n_tensors, numel = small if quick else full
-        records += bench_workload(name, n_tensors, numel, args.ops, timing, rmw_gbs,
+        records += bench_workload(name, n_tensors, numel, elementwise, timing, rmw_gbs,
                                   args.markdown)
+    if "Muon" in args.ops:
+        records += bench_muon(quick, timing, args.markdown)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(benchmark="bench_cpu", machine=dict(info), rmw_gbs=rmw_gbs,

@@ -15,6 +15,9 @@ build_info: dict  # compiler, openmp, cuda_runtime, cuda_architectures (see gene
 # the core's order), built by keyword from its schema: torch's param_group keys, "betas"-like
 # pairs as tuples ("optional_pair": Adafactor's eps, whose first entry may be None).
 RULES: List[Tuple[str, str]]
+# The element-wise stages of multi-pass optimizers (Muon's momentum and update), bound like the
+# rules (options class, plan method) but not optimizers themselves.
+STAGES: List[Tuple[str, str]]
 
 class RuleOptions:  # the shape every rule's options class has
     counts_steps: bool
@@ -42,7 +45,7 @@ class GroupPlan:
     def __init__(self, params: list) -> None: ...
     def admit(self, index: int, data: Any, state: List[Any], scalars: List[Any], state_dtype: int, step: Any, master: Any, fresh: bool, id: int, cuda: bool, state_numel: List[int] = ..., shape: List[int] = ...) -> None: ...
     def gather(self, params: list) -> Optional[List[int]]: ...
-    # One method per rule of RULES, named after it: plan.adam(options, control).
+    # One method per rule of RULES and per stage of STAGES, named after it: plan.adam(options, control).
     def __getattr__(self, rule: str) -> Callable[[RuleOptions, StepControl], None]: ...
 
 def cuda_built() -> bool: ...

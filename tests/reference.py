@@ -524,3 +524,60 @@ def all_cases():
 
 def all_case_ids():
     return [f"{name}-{config_id(hp)}" for name, hp in all_cases()]
+
+
+# ------------------------------------------------------------------------------------ Muon
+# Muon is not an element-wise rule (its step orthogonalizes each matrix), so it is not in
+# RULES/NAMES: tests/test_muon.py drives it with the reference and flag combinations below.
+def round_bfloat16(x):
+    """Round float64 values to bfloat16's 8 significant bits (ties to even), as float64:
+    written from the format's definition (frexp), independently of genesis's bit trick."""
+    mantissa, exponent = np.frexp(x)
+    return np.ldexp(np.round(mantissa * 256.0) / 256.0, exponent)
+
+
+def newton_schulz(u, ns_coefficients, ns_steps, eps, bfloat16):
+    """torch.optim.Muon's quintic Newton-Schulz iteration in float64; with `bfloat16`, every
+    intermediate result is rounded to bfloat16, as torch's bfloat16 kernels round theirs."""
+    r = round_bfloat16 if bfloat16 else (lambda v: v)
+    a, b, c = ns_coefficients
+    x = r(np.array(u, dtype=np.float64))
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    x = r(x / max(r(np.linalg.norm(x)), r(eps)))
+    for _ in range(ns_steps):
+        gram = r(x @ x.T)
+        poly = r(b * gram + c * (gram @ gram))
+        x = r(a * x + poly @ x)
+    return x.T if tall else x
+
+
+def muon(p, g, state, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
+         adjust_lr_fn, bfloat16=False):
+    """torch.optim.Muon (torch 2.13 docs and source): B = lerp(B, g, 1 - momentum),
+    U = lerp(g, B, momentum) if nesterov else B, O = NS(U),
+    p = p (1 - lr wd) - lr * ratio(shape) * O."""
+    buf = state.get("momentum_buffer", np.zeros_like(p))
+    buf = buf + (1.0 - momentum) * (g - buf)
+    state["momentum_buffer"] = buf
+    u = g + momentum * (buf - g) if nesterov else buf
+    o = newton_schulz(u, ns_coefficients, ns_steps, eps, bfloat16)
+    rows, cols = p.shape
+    if adjust_lr_fn == "match_rms_adamw":
+        ratio = 0.2 * np.sqrt(max(rows, cols))
+    else:
+        ratio = np.sqrt(max(1.0, rows / cols))
+    return p * (1.0 - lr * weight_decay) - lr * ratio * o
+
+
+MUON_DEFAULTS = dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                     ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5,
+                     adjust_lr_fn=None)
+# Every flag; momentum 0.3 takes lerp's other branch (weight 1 - momentum >= 0.5).
+MUON_CONFIGS = _flags(dict(lr=0.02), nesterov=(True, False), weight_decay=(0.0, 0.1),
+                      momentum=(0.95, 0.3), adjust_lr_fn=(None, "original", "match_rms_adamw"))
+MUON_CONFIGS += [dict(lr=0.02, ns_steps=3, ns_coefficients=(3.4, -4.7, 2.0)),
+                 dict(lr=0.02, ns_steps=0), dict(lr=0.02, eps=1e-3)]
+MUON_RICH = dict(lr=0.02, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn="match_rms_adamw",
+                 ns_steps=6, ns_coefficients=(3.4, -4.7, 2.0))

@@ -93,7 +93,9 @@ def _model(name, dtype):
     torch.manual_seed(1)
     if name == "SparseAdam":
         return torch.nn.Embedding(10, 3, sparse=True).to(dtype)
-    return torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).to(dtype)
+    bias = name != "Muon"  # Muon takes 2-D parameters only
+    return torch.nn.Sequential(torch.nn.Linear(4, 5, bias=bias), torch.nn.Tanh(),
+                               torch.nn.Linear(5, 2, bias=bias)).to(dtype)
 
 
 def _loss(name, model, step, dtype):

@@ -45,6 +45,7 @@ const char* isa() { return use_avx2() ? "avx2" : "baseline"; }
 #define GENESIS_CPU_STEP(rule, Options, Class) \
   void step(const Options& o, const StepConfig& c, TensorSlots* t, int64_t n) { GENESIS_DISPATCH(step(o, c, t, n)); }
 GENESIS_RULES(GENESIS_CPU_STEP)
+GENESIS_STAGE_RULES(GENESIS_CPU_STEP)
 #undef GENESIS_CPU_STEP
 double global_norm(double norm_type, DType d, const Buffer* b, int64_t n) {
   GENESIS_DISPATCH(global_norm(norm_type, d, b, n));

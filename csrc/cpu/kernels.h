@@ -13,6 +13,7 @@ namespace genesis::cpu::GENESIS_CPU_VARIANT {
 #define GENESIS_CPU_STEP(rule, Options, Class) \
   void step(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
 GENESIS_RULES(GENESIS_CPU_STEP)
+GENESIS_STAGE_RULES(GENESIS_CPU_STEP)
 #undef GENESIS_CPU_STEP
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count);
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double factor,

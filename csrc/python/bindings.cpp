@@ -846,8 +846,12 @@ PYBIND11_MODULE(_C, m) {
   bind_rule<Options>(m, plan, #rule, #Options);               \
   rules.append(py::make_tuple(#rule, #Options));
   GENESIS_RULES(GENESIS_BIND_RULE)
-#undef GENESIS_BIND_RULE
   m.attr("RULES") = rules;
+  // The stages of multi-pass optimizers (Muon): bound the same way, listed in STAGES.
+  rules = py::list();
+  GENESIS_STAGE_RULES(GENESIS_BIND_RULE)
+  m.attr("STAGES") = rules;
+#undef GENESIS_BIND_RULE
 
   py::class_<BufferList>(m, "BufferList")
       .def(py::init<py::sequence, bool>(), py::arg("arrays"), py::arg("cuda") = false)

@@ -3,6 +3,7 @@
 from . import lr_scheduler
 from ._rules import rule_classes
 from .lbfgs import LBFGS
+from .muon import Muon
 from .optimizer import Optimizer
 from .sparse_adam import SparseAdam
 
@@ -10,4 +11,4 @@ from .sparse_adam import SparseAdam
 # defined in its module genesis/optim/<rule>.py (see _rules.py).
 globals().update(rule_classes())
 
-__all__ = ["Optimizer", *rule_classes(), "LBFGS", "SparseAdam", "lr_scheduler"]
+__all__ = ["Optimizer", *rule_classes(), "LBFGS", "Muon", "SparseAdam", "lr_scheduler"]

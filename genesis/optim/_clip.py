@@ -116,9 +116,7 @@ def supports_lazy_unscale(optimizer):
     """Whether every update of this optimizer runs through the fused core, which applies the
     deferred scale and clip as it loads the gradients. differentiable=True groups run torch's
     traceable update instead (_differentiable.py), so they keep the eager passes."""
-    from ._rules import RuleOptimizer
-
-    return isinstance(optimizer, RuleOptimizer) and not any(
+    return getattr(optimizer, "_fused_grad_transform", False) and not any(
         g.get("differentiable") for g in optimizer.param_groups)
 
 

@@ -48,6 +48,9 @@ class RuleOptimizer(Optimizer):
     class keyword. Everything rule-specific comes from the rule's schema."""
 
     _rule = None
+    # The core loads every gradient of the step through its gradient transform (NOTE:
+    # [gradient transform]): the deferred clip and GradScaler's lazy unscale ride on it (_clip.py).
+    _fused_grad_transform = True
 
     def __init_subclass__(cls, rule=None, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -52,6 +52,7 @@ namespace genesis::cpu {
 #define GENESIS_CPU_STEP(rule, Options, Class) \
   void step(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count);
 GENESIS_RULES(GENESIS_CPU_STEP)
+GENESIS_STAGE_RULES(GENESIS_CPU_STEP)
 #undef GENESIS_CPU_STEP
 
 // The per-rule names of the first releases.

@@ -24,6 +24,7 @@ int device_count();
   void step(const Options& options, const StepConfig& config, const TensorSlots* tensors, int64_t count, \
             void* stream);
 GENESIS_RULES(GENESIS_CUDA_STEP)
+GENESIS_STAGE_RULES(GENESIS_CUDA_STEP)
 #undef GENESIS_CUDA_STEP
 
 // The per-rule names of the first releases.

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "genesis/reduce.h"
+#include "genesis/rules/lerp.h"
 #include "genesis/rules/spec.h"
 
 namespace genesis {
@@ -32,11 +33,6 @@ template <typename T> struct AdafactorCoeffs {
   T row_var, mean;  // passes 1, 2: row_var[n] and max(mean(row_var of b), eps1)
   int64_t first;    // pass 0 columns: the block's first element; passes 1, 2: b * cols
 };
-
-// torch's lerp (the same two branches, so the same rounding as torch.Tensor.lerp_).
-template <typename T> GENESIS_HD T torch_lerp(T a, T b, T w) {
-  return w < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
-}
 
 // Three passes for a matrix, two for a vector; fewer are impossible (docs/architecture.md):
 //   matrix, pass 0: per row the sums of g^2 and p^2 (one task per row, a lane tree), per column

@@ -18,6 +18,7 @@
 #include "genesis/rules/asgd.h"
 #include "genesis/rules/lamb.h"
 #include "genesis/rules/lion.h"
+#include "genesis/rules/muon.h"
 #include "genesis/rules/nadam.h"
 #include "genesis/rules/radam.h"
 #include "genesis/rules/rmsprop.h"
@@ -42,3 +43,13 @@
   X(adafactor, AdafactorOptions, Adafactor)
 
 #define GENESIS_RULES(X) GENESIS_ELEMENTWISE_RULES(X) GENESIS_REDUCTION_RULES(X)
+
+// Element-wise stages of optimizers whose step is more than one element-wise pass: each gets
+// the CPU and CUDA entry points, its Python options class and plan method like a rule above,
+// but no optimizer class of its own (no C++ API class, not in _C.RULES). Same X(header,
+// Options, Owner) form, Owner being the optimizer the stage belongs to; CMakeLists.txt reads
+// these lines too.
+//   muon_momentum, muon_update  before and after Muon's Newton-Schulz matrix products
+#define GENESIS_STAGE_RULES(X)                  \
+  X(muon_momentum, MuonMomentumOptions, Muon)   \
+  X(muon_update, MuonUpdateOptions, Muon)
