@@ -59,6 +59,9 @@ class RuleOptimizer(Optimizer):
     def _state_names(self, group):
         return tuple(self._options(group).state_names())
 
+    def _nonnegative_states(self, group):
+        return tuple(self._options(group).nonnegative_states())
+
     def _run(self, plan, group, control):
         getattr(plan, self._rule)(self._options(group), control)
 
