@@ -321,3 +321,26 @@ def test_save_load_round_trip_is_bit_exact_and_resumes_identically():
         assert torch.equal(a, b)
         for k, v in opt.state[a].items():
             assert torch.equal(v, twin.state[b][k]), k
+
+
+# ----------------------------------------------------------------------- training quality
+def test_training_quality_within_two_percent_of_float32_state():
+    """Both tasks of bench/low_bit_quality.py, 300 steps, AdamW and Lion: the final loss over
+    the whole data set with 8-bit state is within 2 % of the float32-state run."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "bench" / "low_bit_quality.py"
+    spec = importlib.util.spec_from_file_location("low_bit_quality", path)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = quality.final_losses()
+    finally:
+        torch.set_num_threads(threads)
+    for (task, rule, state), (losses, final) in runs.items():
+        ref = runs[task, rule, "float32"][1]
+        assert final < losses[0], f"{task} {rule} {state} did not learn"
+        assert abs(final / ref - 1) <= 0.02, f"{task} {rule}: {final} with {state} state vs {ref} with float32"

@@ -5,10 +5,6 @@
 // encodes the tile back. Threads split the blocks of all tensors evenly, never a block.
 #pragma once
 
-#include <stdexcept>
-#include <string>
-#include <type_traits>
-
 #include "genesis/quantized.h"
 #include "update_driver.h"
 
@@ -68,14 +64,7 @@ void run_quantized(const typename Rule::Options& options, const StepConfig& conf
 template <typename Rule>
 void dispatch_quantized(const char* op, const typename Rule::Options& options, const StepConfig& config,
                         TensorSlots* tensors, int64_t count) {
-  if (!supported_storage(config.param_dtype, DType::UInt8))
-    throw std::invalid_argument(std::string(op) + ": 8-bit state is not supported for " +
-                                dtype_name(config.param_dtype) + " parameters");
-  for (int64_t t = 0; t < count; ++t)
-    for (int k = 0; k < Rule::kStates; ++k)
-      if (!tensors[t].state[k] || !tensors[t].absmax[k])
-        throw std::invalid_argument(std::string(op) + ": tensor " + std::to_string(t) +
-                                    " has 8-bit state without its codes or block scales");
+  check_quantized_slots(op, config.param_dtype, tensors, count, Rule::kStates);
   // The parameter dtype and store dispatch is the float32-state one; only the state differs.
   StepConfig dense = config;
   dense.state_dtype = DType::Float32;

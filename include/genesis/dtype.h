@@ -123,6 +123,7 @@ template <typename Fn> decltype(auto) dispatch_dtype(DType d, const char* op, Fn
     case DType::Float64: return fn(double{});
     case DType::Float16: return fn(Half{});
     case DType::BFloat16: return fn(BFloat16{});
+    case DType::UInt8: break;  // 8-bit state codes: no element type of their own
   }
   throw std::invalid_argument(std::string(op) + ": unsupported dtype " + std::to_string(int(d)));
 }

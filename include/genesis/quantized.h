@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -32,6 +33,7 @@
 #include "genesis/dtype.h"
 #include "genesis/macros.h"
 #include "genesis/rules/spec.h"
+#include "genesis/tensor_slots.h"
 
 namespace genesis {
 
@@ -172,6 +174,19 @@ template <typename O> unsigned unsigned_state_mask(const O& o) {
     for (const std::string& n : nonneg)
       if (n == names[k]) mask |= 1u << k;
   return mask;
+}
+
+// The checks both backends make before an 8-bit step (NOTE: [8-bit state maps]): float32 or
+// 16-bit parameters, and the codes and block scales of every state array present.
+inline void check_quantized_slots(const char* op, DType param, const TensorSlots* tensors, int64_t count, int states) {
+  if (param != DType::Float32 && param != DType::Float16 && param != DType::BFloat16)
+    throw std::invalid_argument(std::string(op) + ": 8-bit state is not supported for " + dtype_name(param) +
+                                " parameters");
+  for (int64_t t = 0; t < count; ++t)
+    for (int k = 0; k < states; ++k)
+      if (!tensors[t].state[k] || !tensors[t].absmax[k])
+        throw std::invalid_argument(std::string(op) + ": tensor " + std::to_string(t) +
+                                    " has 8-bit state without its codes or block scales");
 }
 
 }  // namespace genesis
