@@ -43,10 +43,10 @@ def state_bytes(opt, params):
     total = 0
     for p in params:
         for v in opt.state[p].values():
-            if isinstance(v, torch.Tensor) and v.dim() > 0:
-                total += v.numel() * v.element_size()
-            elif hasattr(v, "codes"):  # torchao's OptimState8bit subclass
+            if hasattr(v, "codes"):  # torchao's OptimState8bit tensor subclass (its qmap is shared)
                 total += v.codes.numel() * v.codes.element_size() + v.scale.numel() * v.scale.element_size()
+            elif isinstance(v, torch.Tensor) and v.dim() > 0:
+                total += v.numel() * v.element_size()
     return total / sum(p.numel() for p in params)
 
 
