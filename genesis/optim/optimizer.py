@@ -733,10 +733,15 @@ class Optimizer(Base):
             raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
         arr = _interop.array_of(param)
         state_code, _ = self._storage(group, arr)
-        names = self._state_names(group)
-        entries = _quantized.convert_entries(entries, names, state_code == _interop.UINT8,
-                                             self._nonnegative_states(group), key)
-        scales = {_quantized.absmax_name(n) for n in names} if state_code == _interop.UINT8 else ()
+        names, scales = (), ()
+        # 8-bit state on either side (optimizers without element-wise rule state, SparseAdam
+        # and LBFGS, never have any): convert it to what this group keeps.
+        if state_code == _interop.UINT8 or any(_quantized.is_codes(v) for v in entries.values()):
+            names = self._state_names(group)
+            entries = _quantized.convert_entries(entries, names, state_code == _interop.UINT8,
+                                                 self._nonnegative_states(group), key)
+        if state_code == _interop.UINT8:
+            scales = {_quantized.absmax_name(n) for n in names}
         out = {}
         for name, value in entries.items():
             if name in scales and hasattr(value, "shape"):
