@@ -20,10 +20,14 @@ FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
 SUPPORTED_CODES = (FLOAT32, FLOAT64, FLOAT16, BFLOAT16)
 CODE_NAMES = {FLOAT32: "float32", FLOAT64: "float64", FLOAT16: "float16", BFLOAT16: "bfloat16"}
 NAME_CODES = {name: code for code, name in CODE_NAMES.items()}
+# uint8: the codes of 8-bit optimizer state (state_dtype="int8", docs/low-bit-state.md). Not a
+# parameter dtype, and not a state_dtype name (8-bit state is asked for as "int8").
+UINT8 = 4
+CODE_NAMES[UINT8] = "uint8"
 
 # NumPy has no bfloat16: NumPy parameters may be float16, float32 or float64.
 _NUMPY_CODES = {np.dtype(np.float16): FLOAT16, np.dtype(np.float32): FLOAT32,
-                np.dtype(np.float64): FLOAT64}
+                np.dtype(np.float64): FLOAT64, np.dtype(np.uint8): UINT8}
 _NUMPY_OF_CODE = {code: dtype for dtype, code in _NUMPY_CODES.items()}
 _torch_codes = None  # torch dtype -> code, filled on first use (see _torch)
 
@@ -37,7 +41,7 @@ def _torch():
     global _torch_codes
     torch = torch_module()
     if torch is not None and _torch_codes is None:
-        dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+        dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8)
         _C.register_torch(torch.Tensor, dtypes)
         _torch_codes = {d: code for code, d in enumerate(dtypes)}
     return torch
@@ -197,20 +201,23 @@ def needs_staging(param):
 
 
 def dtype_code_of_name(name):
-    """The core's code of a dtype given as a name, a NumPy dtype or a torch dtype."""
+    """The core's code of a state dtype given as a name, a NumPy dtype or a torch dtype;
+    "int8" (or torch.int8) asks for 8-bit state, whose code is UINT8 (its arrays hold uint8
+    codes; docs/low-bit-state.md)."""
+    torch = _torch()
+    if name == "int8" or (torch is not None and name is torch.int8):
+        return UINT8
     if isinstance(name, str):
         code = NAME_CODES.get(name)
+    elif torch is not None and isinstance(name, torch.dtype):
+        code = _torch_codes.get(name)
     else:
-        torch = _torch()
-        if torch is not None and isinstance(name, torch.dtype):
-            code = _torch_codes.get(name)
-        else:
-            try:
-                code = _NUMPY_CODES.get(np.dtype(name))
-            except TypeError:
-                code = None
-    if code is None:
-        raise TypeError(f"unsupported state dtype {name!r}; use float32, float64 or bfloat16")
+        try:
+            code = _NUMPY_CODES.get(np.dtype(name))
+        except TypeError:
+            code = None
+    if code is None or code == UINT8:
+        raise TypeError(f"unsupported state dtype {name!r}; use float32, float64, bfloat16 or int8")
     return code
 
 

@@ -581,3 +581,75 @@ MUON_CONFIGS += [dict(lr=0.02, ns_steps=3, ns_coefficients=(3.4, -4.7, 2.0)),
                  dict(lr=0.02, ns_steps=0), dict(lr=0.02, eps=1e-3)]
 MUON_RICH = dict(lr=0.02, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn="match_rms_adamw",
                  ns_steps=6, ns_coefficients=(3.4, -4.7, 2.0))
+
+
+# ------------------------------------------------------------------------ 8-bit state maps
+# The maps of include/genesis/quantized.h (NOTE: [8-bit state maps]), written again in NumPy
+# float32/uint32 arithmetic, operation for operation, so that the codes must agree bit for bit.
+QUANT_BLOCK = 256
+_U32 = np.uint32
+
+
+def _map_constants(unsigned):
+    bias = 31 if unsigned else 15
+    return bias, (255 if unsigned else 127)
+
+
+def encode_codes(x, unsigned):
+    """Normalized float32 values -> codes (round to nearest, ties to even; saturating)."""
+    bias, max_mag = _map_constants(unsigned)
+    u = np.ascontiguousarray(x, dtype=np.float32).view(_U32)
+    a = u & _U32(0x7FFFFFFF)
+    with np.errstate(over="ignore"):
+        normal = ((a + _U32(0x7FFFF) + ((a >> _U32(20)) & _U32(1))) >> _U32(20)) - _U32((127 - bias) << 3)
+        anchor = _U32((128 - bias + 20) << 23)
+        subnormal = (a.view(np.float32) + anchor.view(np.float32)).view(_U32) - anchor
+    mag = np.minimum(np.where(a < _U32((128 - bias) << 23), subnormal, normal), _U32(max_mag))
+    if unsigned:
+        return np.where(u >> _U32(31), _U32(0), mag).astype(np.uint8)
+    return (((u >> _U32(24)) & _U32(0x80)) | mag).astype(np.uint8)
+
+
+def decode_codes(c, unsigned):
+    """Codes -> normalized float32 values (exact)."""
+    bias, max_mag = _map_constants(unsigned)
+    mag = np.asarray(c).astype(_U32) & _U32(max_mag)
+    normal = ((mag + _U32((127 - bias) << 3)) << _U32(20)).view(np.float32)
+    step = np.array((127 - bias - 2) << 23, dtype=_U32).view(np.float32)
+    v = np.where(mag >> _U32(3), normal, (mag & _U32(7)).astype(np.float32) * step).astype(np.float32)
+    if not unsigned:
+        v = (v.view(_U32) | ((np.asarray(c).astype(_U32) & _U32(0x80)) << _U32(24))).view(np.float32)
+    return v
+
+
+def _blocks(x):
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    return [x[i:i + QUANT_BLOCK] for i in range(0, x.size, QUANT_BLOCK)]
+
+
+def block_absmax(block):
+    """The NaN-propagating largest magnitude (the integer maximum of the magnitude bits)."""
+    return np.max(block.view(_U32) & _U32(0x7FFFFFFF)).view(np.float32)
+
+
+def quant_factor(absmax):
+    absmax = np.float32(absmax)
+    return np.float32(1.875) / absmax if absmax >= np.finfo(np.float32).tiny else np.float32(0)
+
+
+def quantize(x, unsigned):
+    """(codes, absmax) of a float32 array, block by block."""
+    codes, scales = [], []
+    for block in _blocks(x):
+        a = block_absmax(block)
+        with np.errstate(invalid="ignore"):
+            codes.append(encode_codes(block * quant_factor(a), unsigned))
+        scales.append(a)
+    return np.concatenate(codes) if codes else np.zeros(0, np.uint8), np.array(scales, dtype=np.float32)
+
+
+def dequantize(codes, absmax, unsigned):
+    codes = np.asarray(codes).reshape(-1)
+    out = [decode_codes(codes[i * QUANT_BLOCK:(i + 1) * QUANT_BLOCK], unsigned) * (np.float32(a) / np.float32(1.875))
+           for i, a in enumerate(np.asarray(absmax, dtype=np.float32))]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)

@@ -58,7 +58,7 @@ struct StoredDType {
 };
 constexpr StoredDType kDTypes[] = {
     {"bool", 1, false, DType::Float32},    {"int8", 1, false, DType::Float32},
-    {"uint8", 1, false, DType::Float32},   {"int16", 2, false, DType::Float32},
+    {"uint8", 1, true, DType::UInt8},      {"int16", 2, false, DType::Float32},
     {"uint16", 2, false, DType::Float32},  {"int32", 4, false, DType::Float32},
     {"uint32", 4, false, DType::Float32},  {"int64", 8, false, DType::Float32},
     {"uint64", 8, false, DType::Float32},  {"float16", 2, true, DType::Float16},
@@ -343,8 +343,10 @@ class ValueReader {
       if (first.kind != NK::Object || first.keys.size() != 1 || first.keys[0] != "array" || second.kind != NK::Bool)
         throw CheckpointError("checkpoint header: torch.nn.Parameter payload must be [array, requires_grad]");
       uint64_t i;
-      // The dtypes C++ keeps are exactly the floating-point ones, which alone can require gradients.
-      if (second.boolean && parse_count(first.items[0], i) && i < buffers_.size() && !buffers_[i].dtype->kept)
+      // Only the floating-point dtypes C++ keeps (not uint8, kept for 8-bit state codes) can
+      // require gradients.
+      if (second.boolean && parse_count(first.items[0], i) && i < buffers_.size() &&
+          (!buffers_[i].dtype->kept || buffers_[i].dtype->dtype == DType::UInt8))
         throw CheckpointError("checkpoint header: only floating-point parameters can require gradients");
       return array(first.items[0], "torch.Tensor");
     }

@@ -49,6 +49,37 @@ DType state_dtype_for(DType param) {
   return param == DType::Float16 || param == DType::BFloat16 ? DType::Float32 : param;
 }
 
+// 8-bit state (docs/low-bit-state.md) for this parameter of this group: float32 and 16-bit
+// parameters of at least min_8bit_size elements, for a rule that keeps state arrays.
+template <typename O> bool wants_8bit(const ParamGroup<O>& g, const ParamView& p) {
+  return g.int8_state && p.dtype != DType::Float64 && p.numel >= g.min_8bit_size &&
+         !RuleSpec<O>::state_names(g.options).empty();
+}
+
+template <typename O> bool is_unsigned_state(const O& o, const std::string& name) {
+  for (const std::string& n : nonnegative_states(o))
+    if (n == name) return true;
+  return false;
+}
+
+// float32 state bytes <-> 8-bit codes and block scales (state of float32 and 16-bit parameters
+// is float32, the only float state 8-bit state converts from or to).
+void quantize_bytes(const std::vector<unsigned char>& values, int64_t numel, bool unsigned_map,
+                    std::vector<unsigned char>& codes, std::vector<unsigned char>& absmax) {
+  codes.assign(static_cast<size_t>(numel), 0);
+  absmax.assign(static_cast<size_t>(quant_blocks(numel)) * sizeof(float), 0);
+  quantize_array(reinterpret_cast<const float*>(values.data()), numel, codes.data(),
+                 reinterpret_cast<float*>(absmax.data()), unsigned_map);
+}
+std::vector<unsigned char> dequantize_bytes(const std::vector<unsigned char>& codes,
+                                            const std::vector<unsigned char>& absmax, int64_t numel,
+                                            bool unsigned_map) {
+  std::vector<unsigned char> values(static_cast<size_t>(numel) * sizeof(float));
+  dequantize_array(codes.data(), reinterpret_cast<const float*>(absmax.data()), numel,
+                   reinterpret_cast<float*>(values.data()), unsigned_map);
+  return values;
+}
+
 // Whether `name` is one of the per-tensor scalars of the rule with these options.
 template <typename O> bool is_scalar(const O& o, const std::string& name) {
   for (const auto& scalar : scalar_state(o))
@@ -126,6 +157,7 @@ template <typename O> void Optimizer<O>::init(std::vector<Group> groups) {
 
 template <typename O> void Optimizer<O>::add_param_group(Group group) {
   validate(group.options);
+  if (group.min_8bit_size < 0) throw std::invalid_argument("min_8bit_size must be non-negative");
   std::unordered_set<const void*> seen;
   for (const Group& g : groups_)
     for (const ParamView& p : g.params) seen.insert(p.data);
@@ -143,6 +175,11 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
                                   " elements but numel " + std::to_string(p.numel));
     if (p.numel > 0 && !seen.insert(p.data).second)
       throw std::invalid_argument(where(gi, i) + " appears more than once in the optimizer");
+    if (group.int8_state && IsReduction<O>::value)
+      throw std::invalid_argument(std::string(RuleSpec<O>::name(group.options)) +
+                                  ": 8-bit state is for the element-wise rules (docs/low-bit-state.md)");
+    if (group.int8_state && p.dtype == DType::Float64)
+      throw std::invalid_argument(where(gi, i) + ": 8-bit state is not supported for float64 parameters");
   }
   state_.emplace_back(group.params.size());
   groups_.push_back(std::move(group));
@@ -162,20 +199,36 @@ template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_
     names.push_back(scalar.first);
     shapes.push_back({});
   }
-  if (s.exists && s.names == names) return s;
+  const bool quantized = wants_8bit(groups_[g], p);
+  if (s.exists && s.names == names && s.quantized == quantized) return s;
   // Create the arrays these options need, keeping any that already exist by name (so turning
   // on amsgrad mid-run adds max_exp_avg_sq and keeps the moments). The per-tensor scalars
   // follow the arrays, one float32 each, starting at their initial values.
-  std::vector<std::vector<unsigned char>> arrays;
+  // Arrays kept from 8-bit to float state or back are converted.
+  std::vector<std::vector<unsigned char>> arrays, absmax(names.size());
   const size_t first_scalar = names.size() - scalars.size();
   for (size_t n = 0; n < names.size(); ++n) {
     std::vector<unsigned char> a;
-    for (size_t k = 0; k < s.names.size(); ++k)
-      if (s.names[k] == names[n]) a = std::move(s.arrays[k]);
+    for (size_t k = 0; k < s.names.size(); ++k) {
+      if (s.names[k] != names[n]) continue;
+      a = std::move(s.arrays[k]);
+      if (n >= first_scalar || s.quantized == quantized || a.empty()) {
+        if (k < s.absmax.size()) absmax[n] = std::move(s.absmax[k]);
+      } else if (quantized) {
+        quantize_bytes(std::vector<unsigned char>(a), p.numel, is_unsigned_state(groups_[g].options, names[n]), a,
+                       absmax[n]);
+      } else {
+        a = dequantize_bytes(a, s.absmax[k], p.numel, is_unsigned_state(groups_[g].options, names[n]));
+      }
+    }
     if (a.empty() && n >= first_scalar) {
       const float initial = static_cast<float>(scalars[n - first_scalar].second);
       a.resize(sizeof(float));
       std::memcpy(a.data(), &initial, sizeof(float));
+    } else if (a.empty() && quantized) {
+      a.assign(static_cast<size_t>(p.numel), 0);
+      absmax[n].assign(static_cast<size_t>(quant_blocks(p.numel)) * sizeof(float), 0);
+      s.fresh = true;
     } else if (a.empty()) {
       a.assign(static_cast<size_t>(numel_of(shapes[n])) * dtype_size(state_dtype_for(p.dtype)), 0);
       s.fresh = true;
@@ -185,6 +238,8 @@ template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_
   s.names = names;
   s.shapes = shapes;
   s.arrays = std::move(arrays);
+  s.absmax = std::move(absmax);
+  s.quantized = quantized;
   s.exists = true;
   return s;
 }
@@ -194,7 +249,8 @@ template <typename O> void Optimizer<O>::step() {
   for (const Group& g : groups_) validate(g.options);
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Group& group = groups_[gi];
-    std::array<std::vector<TensorSlots>, kNumDTypes> buckets;
+    // By parameter dtype, then float or 8-bit state.
+    std::array<std::vector<TensorSlots>, 2 * kNumDTypes> buckets;
     std::vector<State*> used;
     for (size_t i = 0; i < group.params.size(); ++i) {
       const ParamView& p = group.params[i];
@@ -209,19 +265,21 @@ template <typename O> void Optimizer<O>::step() {
         t.cols = p.shape[p.shape.size() - 1];
       }
       for (size_t k = 0; k < s.arrays.size(); ++k) t.state[k] = s.arrays[k].data();
+      for (size_t k = 0; s.quantized && k < s.absmax.size() && k < size_t(kMaxStates); ++k)
+        t.absmax[k] = s.absmax[k].empty() ? nullptr : reinterpret_cast<float*>(s.absmax[k].data());
       t.step = counts_steps() ? &s.step : nullptr;
       t.fresh = s.fresh;
-      buckets[static_cast<int>(p.dtype)].push_back(t);
+      buckets[2 * static_cast<int>(p.dtype) + int(s.quantized)].push_back(t);
       used.push_back(&s);
     }
-    for (int d = 0; d < kNumDTypes; ++d) {
-      if (buckets[d].empty()) continue;
+    for (int b = 0; b < 2 * kNumDTypes; ++b) {
+      if (buckets[b].empty()) continue;
       StepConfig config;
-      config.param_dtype = static_cast<DType>(d);
-      config.state_dtype = state_dtype_for(config.param_dtype);
+      config.param_dtype = static_cast<DType>(b / 2);
+      config.state_dtype = b % 2 ? DType::UInt8 : state_dtype_for(config.param_dtype);
       config.clip_coef = clip_pending_ ? &clip_coef_ : nullptr;
       config.clip_value = clip_value_;
-      run(group.options, config, buckets[d].data(), buckets[d].size());
+      run(group.options, config, buckets[b].data(), buckets[b].size());
     }
     for (State* s : used) s->fresh = false;
   }
@@ -276,6 +334,10 @@ template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
     O options = groups_[gi].options;
     visit_options(options, OptionWriter{group});
     write_extra_options(group);
+    if (groups_[gi].int8_state) {  // as Python's param_group keys
+      group.set(Value::of(std::string("state_dtype")), Value::of(std::string("int8")));
+      group.set(Value::of(std::string("min_8bit_size")), Value::of(groups_[gi].min_8bit_size));
+    }
     Value params = Value::list();
     for (size_t i = 0; i < groups_[gi].params.size(); ++i, ++index) {
       params.items.push_back(Value::of(index));
@@ -287,10 +349,15 @@ template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
       for (size_t k = 0; k < s.names.size(); ++k) {
         entry.set(Value::of(s.names[k]), Value::array_ref(static_cast<int64_t>(doc.arrays.size())));
         // A per-tensor scalar is a 0-dim float32 array, as torch stores it.
-        if (is_scalar(groups_[gi].options, s.names[k]))
+        if (is_scalar(groups_[gi].options, s.names[k])) {
           doc.arrays.push_back({DType::Float32, {}, s.arrays[k]});
-        else
+        } else if (s.quantized) {  // codes, then their block scales (docs/low-bit-state.md)
+          doc.arrays.push_back({DType::UInt8, {p.numel}, s.arrays[k]});
+          entry.set(Value::of(s.names[k] + "_absmax"), Value::array_ref(static_cast<int64_t>(doc.arrays.size())));
+          doc.arrays.push_back({DType::Float32, {quant_blocks(p.numel)}, s.absmax[k]});
+        } else {
           doc.arrays.push_back({state_dtype_for(p.dtype), s.shapes[k], s.arrays[k]});
+        }
       }
       state.set(Value::of(index), std::move(entry));
     }
@@ -313,6 +380,7 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
     throw std::invalid_argument("loaded state dict has a different number of parameter groups");
   // Build the new options and state on the side; commit only when everything is valid.
   std::vector<O> options;
+  std::vector<std::pair<bool, int64_t>> storage;  // int8_state, min_8bit_size
   std::vector<std::vector<State>> state(groups_.size());
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Value& saved = saved_groups->items[gi];
@@ -322,6 +390,14 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
     options.push_back(groups_[gi].options);
     visit_options(options.back(), OptionReader{saved});
     validate(options.back());
+    // A saved group's storage options replace the optimizer's, as its other options do.
+    ParamGroup<O> staged{{}, options.back(), groups_[gi].int8_state, groups_[gi].min_8bit_size};
+    if (const Value* d = saved.find(std::string("state_dtype")))
+      staged.int8_state = d->kind == Value::Kind::String && d->text == "int8";
+    if (const Value* m = saved.find(std::string("min_8bit_size")))
+      staged.min_8bit_size = static_cast<int64_t>(m->as_number("param group option 'min_8bit_size'"));
+    if (staged.min_8bit_size < 0) throw std::invalid_argument("min_8bit_size must be non-negative");
+    storage.emplace_back(staged.int8_state, staged.min_8bit_size);
     state[gi].resize(groups_[gi].params.size());
     for (size_t i = 0; i < params->items.size(); ++i) {
       const Value& key = params->items[i];
@@ -330,12 +406,22 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
       if (entry->kind != Value::Kind::Dict)
         throw CheckpointError("state of " + where(gi, i) + " must be a dict");
       const ParamView& p = groups_[gi].params[i];
+      if (staged.int8_state && p.dtype == DType::Float64)
+        throw std::invalid_argument(where(gi, i) + ": 8-bit state is not supported for float64 parameters");
       State& s = state[gi][i];
       s.exists = true;
+      s.quantized = wants_8bit(staged, p);
+      const std::vector<std::string> array_names = RuleSpec<O>::state_names(options.back());
+      auto is_scale = [&](const std::string& n) {
+        for (const std::string& a : array_names)
+          if (n == a + "_absmax") return true;
+        return false;
+      };
       for (size_t k = 0; k < entry->keys.size(); ++k) {
         const Value& name = entry->keys[k];
         const Value& v = entry->items[k];
         if (name.kind != Value::Kind::String) throw CheckpointError("state names must be strings");
+        if (is_scale(name.text)) continue;  // read with its codes
         const checkpoint::Array* array = v.kind == Value::Kind::Array ? &doc.arrays.at(v.array) : nullptr;
         if (name.text == "step") {
           // A Python checkpoint of torch parameters stores the step as a 0-dim tensor.
@@ -354,6 +440,7 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
           s.names.push_back(name.text);
           s.shapes.push_back({});
           s.arrays.emplace_back(sizeof(float));
+          s.absmax.emplace_back();
           std::memcpy(s.arrays.back().data(), &f, sizeof(float));
           continue;
         }
@@ -367,13 +454,44 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
                                       std::to_string(numel_of(shape)));
         s.names.push_back(name.text);
         s.shapes.push_back(shape);
-        const DType state_dtype = state_dtype_for(p.dtype);
-        s.arrays.emplace_back(static_cast<size_t>(numel_of(shape)) * dtype_size(state_dtype));
-        copy_cast(*array, state_dtype, s.arrays.back().data());
+        s.absmax.emplace_back();
+        const bool unsigned_map = is_unsigned_state(options.back(), name.text);
+        std::vector<unsigned char> scales;
+        if (array->dtype == DType::UInt8) {  // 8-bit codes: their block scales must be there
+          const Value* sv = entry->find(name.text + "_absmax");
+          const checkpoint::Array* sa = sv && sv->kind == Value::Kind::Array ? &doc.arrays.at(sv->array) : nullptr;
+          if (!sa || sa->dtype != DType::Float32 || sa->numel() != quant_blocks(p.numel))
+            throw CheckpointError("state '" + name.text + "' of " + where(gi, i) + " holds 8-bit codes without " +
+                                  std::to_string(quant_blocks(p.numel)) + " float32 block scales '" + name.text +
+                                  "_absmax'");
+          scales = sa->bytes;
+        }
+        if (s.quantized && array->dtype == DType::UInt8) {
+          s.arrays.push_back(array->bytes);
+          s.absmax.back() = std::move(scales);
+        } else if (array->dtype == DType::UInt8) {
+          const std::vector<unsigned char> values = dequantize_bytes(array->bytes, scales, p.numel, unsigned_map);
+          const DType state_dtype = state_dtype_for(p.dtype);
+          s.arrays.emplace_back(static_cast<size_t>(p.numel) * dtype_size(state_dtype));
+          copy_cast(checkpoint::Array{DType::Float32, {p.numel}, values}, state_dtype, s.arrays.back().data());
+        } else if (s.quantized) {
+          std::vector<unsigned char> values(static_cast<size_t>(p.numel) * sizeof(float));
+          copy_cast(*array, DType::Float32, values.data());
+          s.arrays.emplace_back();
+          quantize_bytes(values, p.numel, unsigned_map, s.arrays.back(), s.absmax.back());
+        } else {
+          const DType state_dtype = state_dtype_for(p.dtype);
+          s.arrays.emplace_back(static_cast<size_t>(numel_of(shape)) * dtype_size(state_dtype));
+          copy_cast(*array, state_dtype, s.arrays.back().data());
+        }
       }
     }
   }
-  for (size_t gi = 0; gi < groups_.size(); ++gi) groups_[gi].options = options[gi];
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    groups_[gi].options = options[gi];
+    groups_[gi].int8_state = storage[gi].first;
+    groups_[gi].min_8bit_size = storage[gi].second;
+  }
   state_ = std::move(state);
 }
 

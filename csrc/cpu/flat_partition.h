@@ -42,15 +42,18 @@ class FlatIndex {
     }
   }
 
-  // One parallel region in which each thread takes one contiguous share of all elements.
-  template <typename Body> void parallel_for_each_piece(Body&& body) const {
+  // One parallel region in which each thread takes one contiguous share of all elements (or of
+  // whatever unit the sizes count: the 8-bit state driver counts blocks, with its own threshold
+  // and no alignment).
+  template <typename Body>
+  void parallel_for_each_piece(Body&& body, int64_t threshold = kParallelThreshold, int64_t align = kShareAlign) const {
     const int64_t n = total();
-#pragma omp parallel if (n >= kParallelThreshold)
+#pragma omp parallel if (n >= threshold)
     {
       const int64_t threads = omp_get_num_threads();
       const int64_t tid = omp_get_thread_num();
-      const int64_t first = tid == 0 ? 0 : (n * tid / threads) / kShareAlign * kShareAlign;
-      const int64_t last = tid + 1 == threads ? n : (n * (tid + 1) / threads) / kShareAlign * kShareAlign;
+      const int64_t first = tid == 0 ? 0 : (n * tid / threads) / align * align;
+      const int64_t last = tid + 1 == threads ? n : (n * (tid + 1) / threads) / align * align;
       for_each_piece(first, last, body);
     }
   }

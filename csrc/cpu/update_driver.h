@@ -47,18 +47,15 @@ void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>&
   }
 }
 
-// One step of Rule over `count` tensors whose parameters are stored as P and state as S.
-template <typename Rule, typename P, typename S, ParamStore kStore>
-void run_update(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors,
-                int64_t count) {
-  using T = MathType<P>;
-  using Coeffs = typename Rule::template Coeffs<T>;
-  // Per-tensor scalars. Tensors of a group almost always share their step count, so the
-  // bias corrections (two pow() calls) are recomputed only when it changes. Rules with
-  // per-tensor scalars (NOTE: [per-tensor scalars]) compute each tensor's own, and advance them
-  // here: nothing below reads them again.
+// Per-tensor scalars of one step, advancing step counters and per-tensor scalars. Tensors of a
+// group almost always share their step count, so the bias corrections (two pow() calls) are
+// recomputed only when it changes. Rules with per-tensor scalars (NOTE: [per-tensor scalars])
+// compute each tensor's own, and advance them here: nothing after this reads them again.
+template <typename Rule, typename T>
+std::vector<typename Rule::template Coeffs<T>> step_coeffs(const typename Rule::Options& options,
+                                                           TensorSlots* tensors, int64_t count) {
   constexpr bool kScalars = ScalarCount<Rule>::value > 0;
-  std::vector<Coeffs> coeffs(count);
+  std::vector<typename Rule::template Coeffs<T>> coeffs(count);
   float last_step = -1.0f;
   bool last_fresh = false;
   for (int64_t t = 0; t < count; ++t) {
@@ -72,6 +69,15 @@ void run_update(const typename Rule::Options& options, const StepConfig& config,
     last_step = ts.step ? *ts.step : -1.0f;
     last_fresh = ts.fresh;
   }
+  return coeffs;
+}
+
+// One step of Rule over `count` tensors whose parameters are stored as P and state as S.
+template <typename Rule, typename P, typename S, ParamStore kStore>
+void run_update(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors,
+                int64_t count) {
+  using T = MathType<P>;
+  const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
   const GradTransform<T> gx = grad_transform<T>(config);
   const FlatIndex index(count, [&](int64_t t) { return tensors[t].numel; });
   index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
@@ -81,12 +87,18 @@ void run_update(const typename Rule::Options& options, const StepConfig& config,
   });
 }
 
+// Rules with 8-bit state (StepConfig::state_dtype UInt8) take the block driver, quantized_driver.h.
+template <typename Rule>
+void dispatch_quantized(const char* op, const typename Rule::Options& options, const StepConfig& config,
+                        TensorSlots* tensors, int64_t count);
+
 // Runs Rule for the storage the config describes. A step whose found_inf flag is set changes
 // nothing, step counters included (GradScaler skips it).
 template <typename Rule>
 void dispatch_update(const char* op, const typename Rule::Options& options, const StepConfig& config,
                      TensorSlots* tensors, int64_t count) {
   if (config.found_inf && *config.found_inf != 0.0f) return;
+  if (config.state_dtype == DType::UInt8) return dispatch_quantized<Rule>(op, options, config, tensors, count);
   dispatch_storage(op, config, [&](auto param, auto state, auto store) {
     run_update<Rule, decltype(param), decltype(state), decltype(store)::value>(options, config, tensors, count);
   });
@@ -103,3 +115,5 @@ void run_rule(const Options& options, const StepConfig& config, TensorSlots* ten
 }
 
 }  // namespace genesis::cpu::GENESIS_CPU_VARIANT
+
+#include "quantized_driver.h"

@@ -24,19 +24,22 @@ template <typename S> struct alignas(sizeof(S) * kVec) Pack { S v[kVec]; };
 // scalars (NOTE: [per-tensor scalars]) from the state slots after its arrays; SGD's first step
 // is decided by its device counter when it has one (0: no step has run since the buffer was
 // created, so a step skipped by GradScaler leaves the next one first), else by the host's flag.
+// `state`: the tensor's state slots (arrays, then scalars); `host_fresh`: TensorSlots::fresh.
+template <typename Rule, typename T>
+__device__ typename Rule::template Coeffs<T> slot_coeffs(const typename Rule::Options& options, const float* counter,
+                                                        void* const* state, bool host_fresh) {
+  TensorScalars scalars{};
+  if constexpr (ScalarCount<Rule>::value > 0) scalars = load_scalars<Rule>(state);
+  if constexpr (Rule::kCountsSteps) return rule_coeffs<Rule, T>(options, double(*counter) + 1.0, false, scalars);
+  const bool fresh = counter ? *counter == 0.0f : host_fresh;
+  return rule_coeffs<Rule, T>(options, 0.0, fresh, scalars);
+}
 template <typename Rule, typename T>
 __device__ typename Rule::template Coeffs<T> coeffs_of(const typename Rule::Options& options, const TensorTable& table,
                                                       int t) {
-  const float* counter = table.step[t];
-  TensorScalars scalars{};
-  if constexpr (ScalarCount<Rule>::value > 0) {
-    void* state[kMaxStates];
-    for (int k = 0; k < kMaxStates; ++k) state[k] = table.ptr[3 + k][t];
-    scalars = load_scalars<Rule>(state);
-  }
-  if constexpr (Rule::kCountsSteps) return rule_coeffs<Rule, T>(options, double(*counter) + 1.0, false, scalars);
-  const bool fresh = counter ? *counter == 0.0f : (table.flags[t] & kFresh) != 0;
-  return rule_coeffs<Rule, T>(options, 0.0, fresh, scalars);
+  void* state[kMaxStates];
+  for (int k = 0; k < kMaxStates; ++k) state[k] = table.ptr[3 + k][t];
+  return slot_coeffs<Rule, T>(options, table.step[t], state, (table.flags[t] & kFresh) != 0);
 }
 
 template <typename Rule, typename P, typename S, ParamStore kStore>
@@ -115,6 +118,16 @@ __global__ void advance_steps(const __grid_constant__ StepList list, const float
   }
 }
 
+// Launches advance_steps over every step counter of a call.
+template <typename Rule>
+void launch_advance(const typename Rule::Options& options, const StepConfig& config, const TensorSlots* tensors,
+                    int64_t count, cudaStream_t stream) {
+  for (const StepList& list : build_step_lists(tensors, count)) {
+    advance_steps<Rule><<<(list.count + 127) / 128, 128, 0, stream>>>(list, config.found_inf, options);
+    check(cudaGetLastError(), "step counters (the parameters and state were updated)");
+  }
+}
+
 template <typename Rule, typename P, typename S, ParamStore kStore>
 void launch_update(const char* op, const typename Rule::Options& options, const StepConfig& config,
                    const TensorSlots* tensors, int64_t count, cudaStream_t stream) {
@@ -127,15 +140,16 @@ void launch_update(const char* op, const typename Rule::Options& options, const 
     views.push_back({&tensors[t], int(sizeof(P)), int(sizeof(S))});
   }
   const std::vector<BuiltTable> tables = build_tables(views.data(), count);
-  const std::vector<StepList> steps = build_step_lists(tensors, count);
   launch_tables(tables, op, [&](const TensorTable& table, int blocks) {
     update_kernel<Rule, P, S, kStore><<<blocks, kThreads, 0, stream>>>(table, options, config);
   });
-  for (const StepList& list : steps) {
-    advance_steps<Rule><<<(list.count + 127) / 128, 128, 0, stream>>>(list, config.found_inf, options);
-    check(cudaGetLastError(), "step counters (the parameters and state were updated)");
-  }
+  launch_advance<Rule>(options, config, tensors, count, stream);
 }
+
+// Rules with 8-bit state (StepConfig::state_dtype UInt8) take the block kernel, quantized_kernel.cuh.
+template <typename Rule>
+void dispatch_quantized(const char* op, const typename Rule::Options& options, const StepConfig& config,
+                        const TensorSlots* tensors, int64_t count, cudaStream_t stream);
 
 // Runs Rule for the storage the config describes (found_inf is read on the device), on the
 // device that holds the tensors.
@@ -144,6 +158,8 @@ void dispatch_update(const char* op, const typename Rule::Options& options, cons
                      const TensorSlots* tensors, int64_t count, void* stream) {
   if (count == 0) return;
   const DeviceGuard guard(stream, device_pointer(tensors, count));
+  if (config.state_dtype == DType::UInt8)
+    return dispatch_quantized<Rule>(op, options, config, tensors, count, static_cast<cudaStream_t>(stream));
   dispatch_storage(op, config, [&](auto param, auto state, auto store) {
     launch_update<Rule, decltype(param), decltype(state), decltype(store)::value>(
         op, options, config, tensors, count, static_cast<cudaStream_t>(stream));
@@ -162,3 +178,5 @@ void run_rule(const Options& options, const StepConfig& config, const TensorSlot
 }
 
 }  // namespace genesis::cuda
+
+#include "quantized_kernel.cuh"

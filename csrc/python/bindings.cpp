@@ -15,6 +15,7 @@
 #include "genesis/checkpoint.h"
 #include "genesis/clip.h"
 #include "genesis/cpu.h"
+#include "genesis/quantized.h"
 #ifdef GENESIS_WITH_CUDA
 #include "genesis/cuda.h"
 // Calls genesis::cuda::<call>; in a build without CUDA, Python never admits a CUDA tensor, so
@@ -98,7 +99,9 @@ Member is_cuda("is_cuda", Member::Get);
 // torch's Tensor type and dtype objects, registered by genesis/_interop.py the first time a
 // torch tensor is seen, so torch stays an optional dependency.
 PyTypeObject* torch_tensor_type = nullptr;
-std::array<PyObject*, 4> torch_dtypes = {nullptr, nullptr, nullptr, nullptr};
+// The floating-point dtypes, then uint8 (the codes of 8-bit state): kArrayDTypes in DType order.
+constexpr int kArrayDTypes = kNumDTypes + 1;
+std::array<PyObject*, kArrayDTypes> torch_dtypes = {nullptr, nullptr, nullptr, nullptr, nullptr};
 
 void register_torch(py::object tensor_type, py::sequence dtypes) {
   torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
@@ -120,6 +123,7 @@ bool numpy_dtype(int type_num, DType& out) {
     case py::detail::npy_api::NPY_FLOAT_: out = DType::Float32; return true;
     case py::detail::npy_api::NPY_DOUBLE_: out = DType::Float64; return true;
     case kNumpyHalf: out = DType::Float16; return true;
+    case py::detail::npy_api::NPY_UBYTE_: out = DType::UInt8; return true;
     default: return false;
   }
 }
@@ -161,8 +165,8 @@ bool is_torch_tensor(PyObject* obj) {
 int torch_dtype_code(PyObject* obj) {
   const py::object dtype = dtype_of(obj);
   int code = 0;
-  while (code < kNumDTypes && torch_dtypes[code] != dtype.ptr()) ++code;
-  return code == kNumDTypes ? -1 : code;
+  while (code < kArrayDTypes && torch_dtypes[code] != dtype.ptr()) ++code;
+  return code == kArrayDTypes ? -1 : code;
 }
 
 // Describes a contiguous torch tensor of a supported dtype. The device is checked only when
@@ -317,10 +321,11 @@ class GroupPlan {
   // the optimizer (keys its stochastic rounding stream).
   // `state_numel`: each state array's size when it is not the parameter's (Adafactor's row and
   // column factors, RuleSpec::state_arrays); `shape`: the parameter's, whose last two
-  // dimensions the reduction rules that factor matrices read.
+  // dimensions the reduction rules that factor matrices read. With 8-bit state (state_dtype
+  // UInt8) the state arrays are uint8 codes and `absmax` holds each one's float32 block scales.
   void admit(size_t i, py::object data, std::vector<py::object> state, std::vector<py::object> scalars,
              int state_dtype, py::object step, py::object master, bool fresh, uint64_t id, bool cuda,
-             std::vector<int64_t> state_numel, std::vector<int64_t> shape) {
+             std::vector<int64_t> state_numel, std::vector<int64_t> shape, std::vector<py::object> absmax) {
     Entry& e = entries_.at(i);
     if (state.size() + scalars.size() > static_cast<size_t>(kMaxStates))
       throw py::value_error("genesis internal error: too many state arrays");
@@ -347,6 +352,16 @@ class GroupPlan {
     }
     if (!step.is_none()) fresh_entry.state.push_back(hold(step, "the step counter"));
     if (!master.is_none()) fresh_entry.state.push_back(hold(master, "the master copy"));
+    const bool quantized = static_cast<DType>(state_dtype) == DType::UInt8;
+    if (absmax.size() != (quantized ? state.size() : 0))
+      throw py::value_error("genesis internal error: 8-bit state needs one absmax array per state array");
+    const size_t first_absmax = fresh_entry.state.size();
+    for (const py::object& s : absmax) {
+      fresh_entry.state.push_back(hold(s, "a block scale array"));
+      if (fresh_entry.state.back().info.numel != quant_blocks(fresh_entry.data.info.numel) ||
+          fresh_entry.state.back().info.dtype != DType::Float32)
+        throw py::value_error("genesis internal error: a block scale array does not match its parameter");
+    }
     fresh_entry.ready = true;
     fresh_entry.cuda = cuda;
     fresh_entry.state_dtype = static_cast<DType>(state_dtype);
@@ -361,6 +376,8 @@ class GroupPlan {
     }
     slots.step = step.is_none() ? nullptr : static_cast<float*>(fresh_entry.state[next++].info.data);
     slots.master = master.is_none() ? nullptr : static_cast<float*>(fresh_entry.state[next++].info.data);
+    for (size_t k = 0; k < absmax.size(); ++k)
+      slots.absmax[k] = static_cast<float*>(fresh_entry.state[first_absmax + k].info.data);
     slots.fresh = fresh;
     slots.id = id;
     e = std::move(fresh_entry);
@@ -421,8 +438,8 @@ class GroupPlan {
       const bool cuda = b >= kBuckets / 2;
       const int kind = b % (kBuckets / 2);
       StepConfig config;
-      config.param_dtype = static_cast<DType>(kind / (2 * kNumDTypes));
-      config.state_dtype = static_cast<DType>(kind / 2 % kNumDTypes);
+      config.param_dtype = static_cast<DType>(kind / (2 * kStateKinds));
+      config.state_dtype = static_cast<DType>(kind / 2 % kStateKinds);
       config.master_weights = kind % 2 == 1;
       config.grad_scale = cuda ? reinterpret_cast<const float*>(control.grad_scale_ptr) : &control.grad_scale;
       config.found_inf = cuda ? reinterpret_cast<const float*>(control.found_inf_ptr) : nullptr;
@@ -462,10 +479,12 @@ class GroupPlan {
   }
 
  private:
-  static constexpr int kBuckets = kNumDTypes * kNumDTypes * 2 * 2;
+  // State kinds: the floating-point dtypes and UInt8 (8-bit state).
+  static constexpr int kStateKinds = kNumDTypes + 1;
+  static constexpr int kBuckets = kNumDTypes * kStateKinds * 2 * 2;
   static constexpr int64_t kReleaseElements = 1 << 15;
   static int bucket_of(DType param, DType state, bool master, bool cuda) {
-    return ((int(cuda) * kNumDTypes + static_cast<int>(param)) * kNumDTypes + static_cast<int>(state)) * 2 +
+    return ((int(cuda) * kNumDTypes + static_cast<int>(param)) * kStateKinds + static_cast<int>(state)) * 2 +
            int(master);
   }
 
@@ -531,8 +550,9 @@ class BufferList {
     for (size_t i = 0; i < py::len(arrays); ++i) {
       py::object a = arrays[i];
       ArrayInfo info;
-      const bool ok = cuda ? describe_torch(a.ptr(), info, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True
-                           : describe(a.ptr(), info, Access::Read);
+      bool ok = cuda ? describe_torch(a.ptr(), info, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True
+                     : describe(a.ptr(), info, Access::Read);
+      ok = ok && info.dtype != DType::UInt8;
       if (!ok)
         throw py::type_error("gradient " + std::to_string(i) + " is not a contiguous floating-point " +
                              (cuda ? "CUDA tensor" : "CPU NumPy array or torch tensor"));
@@ -747,6 +767,8 @@ void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, co
         return out;
       }, "(name, shape) of each state array of a parameter of this shape, in slot order.")
       .def_property_readonly_static("reduction", [](py::object) { return IsReduction<O>::value; })
+      .def("nonnegative_states", [](const O& o) { return nonnegative_states(o); },
+           "State arrays the rule never makes negative (stored with the unsigned 8-bit map).")
       .def("scalar_state", [](const O& o) { return scalar_state(o); },
            "(name, initial value) of each per-tensor float32 scalar, in slot order after the arrays.")
       .def("name", [](const O& o) { return Spec::name(o); });
@@ -764,7 +786,7 @@ PYBIND11_MODULE(_C, m) {
   using namespace genesis;
   m.doc() = "genesis compiled core (private; the public C++ API is include/genesis/)";
 
-  m.def("register_torch", &register_torch, "Registers torch.Tensor and torch's float32/float64/float16/bfloat16 dtypes (in DType order).");
+  m.def("register_torch", &register_torch, "Registers torch.Tensor and torch's float32/float64/float16/bfloat16/uint8 dtypes (in DType order).");
 
   m.def("supported_storage", [](int param, int state) {
     return supported_storage(static_cast<DType>(param), static_cast<DType>(state));
@@ -783,6 +805,27 @@ PYBIND11_MODULE(_C, m) {
     return 0;
 #endif
   });
+  // 8-bit state conversions (docs/low-bit-state.md) on NumPy arrays: float32 values <-> uint8
+  // codes and float32 block scales, with the maps the kernels use (include/genesis/quantized.h).
+  m.attr("QUANT_BLOCK") = kQuantBlock;
+  m.attr("DEFAULT_MIN_8BIT_SIZE") = kDefaultMin8BitSize;
+  m.def("quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> values, bool unsigned_map) {
+    const int64_t n = values.size();
+    py::array_t<uint8_t> codes(n);
+    py::array_t<float> absmax(quant_blocks(n));
+    quantize_array(values.data(), n, codes.mutable_data(), absmax.mutable_data(), unsigned_map);
+    return py::make_tuple(codes, absmax);
+  }, py::arg("values"), py::arg("unsigned_map"));
+  m.def("dequantize", [](py::array_t<uint8_t, py::array::c_style | py::array::forcecast> codes,
+                         py::array_t<float, py::array::c_style | py::array::forcecast> absmax, bool unsigned_map) {
+    const int64_t n = codes.size();
+    if (absmax.size() != quant_blocks(n))
+      throw py::value_error("dequantize: " + std::to_string(n) + " codes need " + std::to_string(quant_blocks(n)) +
+                            " block scales, got " + std::to_string(absmax.size()));
+    py::array_t<float> values(n);
+    dequantize_array(codes.data(), absmax.data(), n, values.mutable_data(), unsigned_map);
+    return values;
+  }, py::arg("codes"), py::arg("absmax"), py::arg("unsigned_map"));
   m.def("cpu_isa", &cpu::isa, "The CPU kernel variant in use: \"avx2\" or \"baseline\".");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
@@ -834,7 +877,8 @@ PYBIND11_MODULE(_C, m) {
   plan.def(py::init<py::list>())
       .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("scalars"),
            py::arg("state_dtype"), py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"),
-           py::arg("cuda"), py::arg("state_numel") = std::vector<int64_t>{}, py::arg("shape") = std::vector<int64_t>{})
+           py::arg("cuda"), py::arg("state_numel") = std::vector<int64_t>{}, py::arg("shape") = std::vector<int64_t>{},
+           py::arg("absmax") = std::vector<py::object>())
       .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
       .def("stage", &GroupPlan::stage, py::arg("index"), py::arg("staged"))
       .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).");

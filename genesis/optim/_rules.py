@@ -59,6 +59,9 @@ class RuleOptimizer(Optimizer):
                 raise TypeError(f"{cls.__name__}: the core has no rule {rule!r}")
             cls._rule = rule
             cls._counts_steps = OPTIONS[rule].counts_steps
+            # 8-bit state is a storage of the element-wise drivers; the reduction rules'
+            # passes (and Adafactor's factored state) read their state as stored.
+            cls._supports_8bit_state = not OPTIONS[rule].reduction
 
     def _options(self, group):
         return core_options(self._rule, group)
@@ -70,6 +73,9 @@ class RuleOptimizer(Optimizer):
         # The rule's schema decides (RuleSpec::state_arrays): the parameter's shape for the
         # element-wise rules, Adafactor's row and column factors for matrices.
         return [(name, tuple(shape)) for name, shape in self._options(group).state_arrays(list(arr.shape))]
+
+    def _nonnegative_states(self, group):
+        return tuple(self._options(group).nonnegative_states())
 
     def _run(self, plan, group, control):
         getattr(plan, self._rule)(self._options(group), control)

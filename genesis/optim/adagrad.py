@@ -1,6 +1,7 @@
 """Adagrad on the compiled core."""
 
 from .. import _interop
+from . import _quantized
 from ._rules import RuleOptimizer
 from .optimizer import _new_state_array, as_float, precision_defaults
 
@@ -31,6 +32,10 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
                 code, _ = self._storage(group, arr)
                 state = self.state[p]
                 state["step"] = _interop.new_step(arr)
+                if code == _interop.UINT8:  # 8-bit state: the initial value, quantized
+                    state["sum"], state["sum_absmax"] = _quantized.filled(
+                        arr, as_float(group["initial_accumulator_value"]), unsigned=True)
+                    continue
                 total = _new_state_array(p, arr, code)
                 total += as_float(group["initial_accumulator_value"])
                 state["sum"] = total

@@ -58,6 +58,8 @@ class Muon(Optimizer):
     # The momentum stage reads the gradients through the core's gradient transform, so the
     # deferred clip and the lazy unscale apply there (_control); O is never rescaled.
     _fused_grad_transform = True
+    # Its stages keep the momentum buffer outside the element-wise plan's state handling.
+    _supports_8bit_state = False
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=DEFAULT_NS_COEFFICIENTS, eps=EPS, ns_steps=DEFAULT_NS_STEPS,

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _C
 from .. import _interop
-from . import _clip, _differentiable
+from . import _clip, _differentiable, _quantized
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
 
@@ -84,7 +84,7 @@ def as_float(x, name="hyperparameter"):
 
 # Mixed-precision options (docs/mixed-precision.md). They join a group's hyperparameters only
 # when the user sets them, so plain use keeps torch's exact param_group layout.
-PRECISION_OPTIONS = ("master_weights", "state_dtype", "stochastic_rounding", "seed")
+PRECISION_OPTIONS = ("master_weights", "state_dtype", "stochastic_rounding", "seed", "min_8bit_size")
 _HALF_CODES = (_interop.FLOAT16, _interop.BFLOAT16)
 
 
@@ -119,6 +119,10 @@ class Optimizer(Base):
       memory at the cost of ~3 significant digits in the moments; fine for the first moment,
       noticeably noisier for Adam's second moment on long runs. float16 state is refused (a
       squared gradient overflows or underflows it).
+    - ``state_dtype="int8"``: blockwise 8-bit state (docs/low-bit-state.md), about 1 byte per
+      element instead of 4: uint8 codes in ``state[name]`` plus float32 block scales in
+      ``state[name + "_absmax"]``. Tensors below ``min_8bit_size`` elements (default 4096)
+      keep float32 state. ``float32_state_dict()`` returns the state as float32.
     - ``stochastic_rounding=True`` (with ``seed``): bfloat16 parameters without master weights
       round each update stochastically, from a counter-based generator keyed by (seed,
       parameter index, ``group["stochastic_rounding_step"]``), so tiny updates accumulate in
@@ -303,7 +307,12 @@ class Optimizer(Base):
                              "step would draw the same bits")
         _C.validate(self._options(group))
         if group.get("state_dtype") is not None:
-            _interop.dtype_code_of_name(group["state_dtype"])
+            code = _interop.dtype_code_of_name(group["state_dtype"])
+            if code == _interop.UINT8 and not self._supports_8bit_state:
+                raise ValueError(f"state_dtype='int8' is not supported by {type(self).__name__}; "
+                                 f"8-bit state is for the element-wise rules (docs/low-bit-state.md)")
+        if "min_8bit_size" in group:
+            _quantized.check_min_size(group["min_8bit_size"])
         seed = group.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
@@ -318,6 +327,8 @@ class Optimizer(Base):
             state = _interop.FLOAT32 if code in _HALF_CODES else code
         else:
             state = _interop.dtype_code_of_name(wanted)
+        if state == _interop.UINT8:
+            state = _quantized.storage(group, code, arr, bool(self._state_names(group)))
         if not _C.supported_storage(code, state):
             raise ValueError(f"state_dtype {_interop.CODE_NAMES[state]} is not supported for "
                              f"{_interop.CODE_NAMES[code]} parameters")
@@ -417,6 +428,8 @@ class Optimizer(Base):
     # loss scale, to divide the gradients by inside the fused update) and `found_inf` (non-zero:
     # skip the step, changing nothing).
     _step_supports_amp_scaling = True
+    # Whether state_dtype="int8" (docs/low-bit-state.md) applies to this optimizer's state.
+    _supports_8bit_state = True
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient. If ``closure`` is given it is
@@ -482,6 +495,11 @@ class Optimizer(Base):
         row and column factors)."""
         return [(name, tuple(arr.shape)) for name in self._state_names(group)]
 
+    def _nonnegative_states(self, group):
+        """Names of the state arrays the rule never makes negative (8-bit state stores them
+        with the unsigned map, NOTE: [non-negative states]); none by default."""
+        return ()
+
     def _run(self, plan, group, control):
         """Call the core's update for one gathered group with the step's _C.StepControl."""
         raise NotImplementedError
@@ -500,7 +518,7 @@ class Optimizer(Base):
             if type(params) is not list:  # the user may have set a tuple (torch iterates it)
                 params = group["params"] = list(params)
             layout = (self._state_names(group), group.get("state_dtype"),
-                      bool(group.get("master_weights")))
+                      bool(group.get("master_weights")), group.get("min_8bit_size"))
             cached = self._plans[gi]
             missing = None
             if cached is not None and cached.version == self._version and cached.layout == layout:
@@ -562,16 +580,24 @@ class Optimizer(Base):
         state_code, master = self._storage(group, arr)
         state = self._state[param]
         shapes = dict(self._state_shapes(group, arr))
-        expected = {name: state_code for name in shapes}
+        shape = tuple(arr.shape)
+        expected = {name: (state_code, shapes[name]) for name in shapes}
+        if state_code == _interop.UINT8:  # 8-bit state: codes, and their block scales
+            for name in shapes:
+                scale = _quantized.absmax_name(name)
+                expected[scale] = (_interop.FLOAT32, (_quantized.blocks(_interop.numel(arr)),))
+                if (dict.get(state, name) is None) != (dict.get(state, scale) is None):
+                    raise ValueError(f"state '{name}' of {where} has 8-bit codes or block scales "
+                                     f"('{scale}') without the other")
         if master:
-            expected["master_param"] = _interop.FLOAT32
-        for name, code in expected.items():
+            expected["master_param"] = (_interop.FLOAT32, shape)
+        for name, (code, shape) in expected.items():
             value = dict.get(state, name)
             if value is None:
                 continue
             value = _interop.core_view(value)
             if (_interop.is_torch(value) != _interop.is_torch(arr)
-                    or tuple(value.shape) != tuple(shapes.get(name, arr.shape))
+                    or tuple(value.shape) != shape
                     or _interop.dtype_code(value) != code
                     or _interop.device_of(value) != _interop.device_of(arr)
                     or not _interop.is_contiguous(value)):
@@ -599,14 +625,18 @@ class Optimizer(Base):
         shapes = dict(self._state_shapes(group, arr))
         names = tuple(shapes)
         state_code, master = self._storage(group, arr)
-        state_arrays, scalars, step, master_param, fresh = [], [], None, None, False
+        state_arrays, scalars, step, master_param, fresh, absmax = [], [], None, None, False, []
         if names or self._counts_steps or master:
             state = self._state[param]
             for name in names:
                 if dict.get(state, name) is None:
                     dict.__setitem__(state, name, _new_state_array(param, arr, state_code, shapes[name]))
+                    if state_code == _interop.UINT8:
+                        dict.__setitem__(state, _quantized.absmax_name(name), _quantized.new_absmax(arr))
                     fresh = True
             state_arrays = [_interop.core_view(dict.__getitem__(state, n)) for n in names]
+            if state_code == _interop.UINT8:
+                absmax = [dict.__getitem__(state, _quantized.absmax_name(n)) for n in names]
             for name, initial in self._scalars(group):
                 if dict.get(state, name) is None:
                     dict.__setitem__(state, name, _interop.new_step(arr, initial))
@@ -624,7 +654,7 @@ class Optimizer(Base):
                 master_param = dict.__getitem__(state, "master_param")
         plan.admit(index, arr, state_arrays, scalars, state_code, step, master_param, fresh, uid,
                    _interop.is_cuda(arr), state_numel=[_interop.numel(a) for a in state_arrays],
-                   shape=list(arr.shape))
+                   shape=list(arr.shape), absmax=absmax)
 
     def _run_staged(self, cached, group, control, first_index):
         """Update the group's staged parameters (complex, strided, or with a strided or sparse
@@ -707,6 +737,26 @@ class Optimizer(Base):
                 state_dict = result
         return state_dict
 
+    def float32_state_dict(self):
+        """``state_dict()`` with every 8-bit state array (``state_dtype="int8"``) dequantized to
+        float32, without the block scales and without the 8-bit group options: what
+        torch.optim (or an optimizer with float32 state) loads, or for analysis. The same as
+        ``state_dict()`` for an optimizer without 8-bit state."""
+        state_dict = self.state_dict()
+        groups, state = [], dict(state_dict["state"])
+        for group, packed in zip(self.param_groups, state_dict["param_groups"]):
+            packed = dict(packed)
+            if packed.get("state_dtype") is not None and _interop.dtype_code_of_name(packed["state_dtype"]) == _interop.UINT8:
+                packed.pop("state_dtype")
+                packed.pop("min_8bit_size", None)
+            groups.append(packed)
+            names, unsigned = self._state_names(group), self._nonnegative_states(group)
+            for index, p in zip(packed["params"], group["params"]):
+                if index in state:
+                    arr = _interop.core_view(_interop.array_of(p))
+                    state[index] = _quantized.float32_entries(state[index], names, unsigned, arr)
+        return {**state_dict, "state": state, "param_groups": groups}
+
     def load_state_dict(self, state_dict):
         """Load state saved by ``state_dict()`` (of genesis or torch). Load-state-dict pre hooks
         may replace what is loaded; then everything is validated and converted, and the
@@ -762,9 +812,20 @@ class Optimizer(Base):
             shapes = dict(self._state_shapes(group, _interop.core_view(arr)))
         except NotImplementedError:  # an optimizer that keeps its own state (SparseAdam)
             shapes = {}
+        names, scales = (), ()
+        # 8-bit state on either side (optimizers without element-wise rule state, SparseAdam
+        # and LBFGS, never have any): convert it to what this group keeps.
+        if state_code == _interop.UINT8 or any(_quantized.is_codes(v) for v in entries.values()):
+            names = self._state_names(group)
+            entries = _quantized.convert_entries(entries, names, state_code == _interop.UINT8,
+                                                 self._nonnegative_states(group), key)
+        if state_code == _interop.UINT8:
+            scales = {_quantized.absmax_name(n) for n in names}
         out = {}
         for name, value in entries.items():
-            if name == "step":
+            if name in scales and hasattr(value, "shape"):
+                out[name] = _quantized.new_absmax(_interop.core_view(arr), value)
+            elif name == "step":
                 step = _interop.to_float(value)
                 if not (math.isfinite(step) and step >= 0):
                     raise ValueError(f"state 'step' of parameter {key} must be a non-negative count, got {step}")
@@ -816,7 +877,7 @@ def _new_state_array(param, arr, state_code, shape=None):
     """A zero state array for `param`, whose core array is `arr`: of the parameter's own complex
     dtype for complex torch parameters (torch's state layout), else of the state dtype;
     always contiguous, of `shape` (the parameter's, for element-wise rules)."""
-    if _interop.is_torch(param) and param.is_complex():
+    if _interop.is_torch(param) and param.is_complex() and state_code != _interop.UINT8:
         return _interop.torch_module().zeros(param.shape, dtype=param.dtype, device=param.device)
     return _interop.zeros_like(arr, state_code, shape)
 

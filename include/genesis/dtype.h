@@ -12,7 +12,10 @@
 
 namespace genesis {
 
-enum class DType : int8_t { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
+enum class DType : int8_t { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3, UInt8 = 4 };
+// The floating-point dtypes (parameters, gradients, float state). UInt8 is not one of them: as a
+// state dtype it means blockwise 8-bit state, uint8 codes plus float32 block scales
+// (include/genesis/quantized.h); dispatch_dtype does not map it to a type.
 constexpr int kNumDTypes = 4;
 
 inline const char* dtype_name(DType d) {
@@ -21,11 +24,14 @@ inline const char* dtype_name(DType d) {
     case DType::Float64: return "float64";
     case DType::Float16: return "float16";
     case DType::BFloat16: return "bfloat16";
+    case DType::UInt8: return "uint8";
   }
   return "unknown";
 }
 
-inline std::size_t dtype_size(DType d) { return d == DType::Float64 ? 8 : d == DType::Float32 ? 4 : 2; }
+inline std::size_t dtype_size(DType d) {
+  return d == DType::Float64 ? 8 : d == DType::Float32 ? 4 : d == DType::UInt8 ? 1 : 2;
+}
 
 // 16-bit storage types. Nothing computes in them: values widen to float on load and round
 // once on store, so every rule only ever sees float or double registers.
@@ -117,6 +123,7 @@ template <typename Fn> decltype(auto) dispatch_dtype(DType d, const char* op, Fn
     case DType::Float64: return fn(double{});
     case DType::Float16: return fn(Half{});
     case DType::BFloat16: return fn(BFloat16{});
+    case DType::UInt8: break;  // 8-bit state codes: no element type of their own
   }
   throw std::invalid_argument(std::string(op) + ": unsupported dtype " + std::to_string(int(d)));
 }

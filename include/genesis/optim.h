@@ -16,6 +16,7 @@
 #include "genesis/checkpoint.h"
 #include "genesis/cpu.h"
 #include "genesis/dtype.h"
+#include "genesis/quantized.h"
 #include "genesis/rules/list.h"
 #include "genesis/tensor_slots.h"
 
@@ -40,6 +41,10 @@ struct ParamView {
 template <typename Options> struct ParamGroup {
   std::vector<ParamView> params;
   Options options;
+  // 8-bit blockwise state (docs/low-bit-state.md, Python's state_dtype="int8") for parameters
+  // of at least min_8bit_size elements; float64 parameters are refused.
+  bool int8_state = false;
+  int64_t min_8bit_size = kDefaultMin8BitSize;
 };
 
 // Shared machinery: param groups, lazily created state, step, and state save/restore in the
@@ -93,10 +98,12 @@ template <typename Options> class Optimizer {
   struct State {
     bool exists = false;
     bool fresh = false;
+    bool quantized = false;  // 8-bit state: arrays hold uint8 codes, absmax their block scales
     float step = 0.0f;
     std::vector<std::string> names;
     std::vector<std::vector<int64_t>> shapes;  // of each array (a per-tensor scalar: {})
     std::vector<std::vector<unsigned char>> arrays;
+    std::vector<std::vector<unsigned char>> absmax;  // parallel to arrays (empty for scalars)
   };
   State& state_of(size_t group, size_t index);
   void discard_clip();

@@ -47,6 +47,9 @@ struct TensorSlots {
   // With master weights: a float32 copy of the parameter that the rule updates; `param` then
   // only receives the rounded result.
   float* master = nullptr;
+  // With 8-bit state (StepConfig::state_dtype UInt8): state[k] holds uint8 codes and absmax[k]
+  // the float32 scale of each block of kQuantBlock elements (include/genesis/quantized.h).
+  float* absmax[kMaxStates] = {nullptr, nullptr, nullptr};
   // Identifies the tensor within its optimizer: with the step counter it keys the stochastic
   // rounding stream, so every tensor and every step draws independent bits.
   uint64_t id = 0;

@@ -59,6 +59,8 @@ template <> struct RuleSpec<AdadeltaOptions> {
     f("maximize", o.maximize);
   }
   static std::vector<std::string> state_names(const AdadeltaOptions&) { return {"square_avg", "acc_delta"}; }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const AdadeltaOptions&) { return {"square_avg", "acc_delta"}; }
   static void validate(const AdadeltaOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     detail::require(0.0 <= o.rho && o.rho <= 1.0, "rho value", o.rho);

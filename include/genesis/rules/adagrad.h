@@ -61,6 +61,8 @@ template <> struct RuleSpec<AdagradOptions> {
     f("maximize", o.maximize);
   }
   static std::vector<std::string> state_names(const AdagradOptions&) { return {"sum"}; }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const AdagradOptions&) { return {"sum"}; }
   static void validate(const AdagradOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     detail::require_non_negative("lr_decay value", o.lr_decay);

@@ -85,6 +85,8 @@ template <> struct RuleSpec<AdamOptions> {
     if (o.amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
     return {"exp_avg", "exp_avg_sq"};
   }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const AdamOptions&) { return {"exp_avg_sq", "max_exp_avg_sq"}; }
   static void validate(const AdamOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     detail::require_non_negative("epsilon value", o.eps);

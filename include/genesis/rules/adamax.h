@@ -64,6 +64,8 @@ template <> struct RuleSpec<AdamaxOptions> {
     f("maximize", o.maximize);
   }
   static std::vector<std::string> state_names(const AdamaxOptions&) { return {"exp_avg", "exp_inf"}; }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const AdamaxOptions&) { return {"exp_inf"}; }
   static void validate(const AdamaxOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     detail::require_non_negative("epsilon value", o.eps);

@@ -98,6 +98,8 @@ template <> struct RuleSpec<NadamOptions> {
   static std::vector<std::string> state_names(const NadamOptions&) { return {"exp_avg", "exp_avg_sq"}; }
   // Per-tensor scalars with their initial values (NOTE: [per-tensor scalars]).
   static std::vector<std::pair<std::string, double>> scalars(const NadamOptions&) { return {{"mu_product", 1.0}}; }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const NadamOptions&) { return {"exp_avg_sq"}; }
   static void validate(const NadamOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     detail::require_non_negative("epsilon value", o.eps);

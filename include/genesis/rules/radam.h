@@ -84,6 +84,8 @@ template <> struct RuleSpec<RadamOptions> {
     f("decoupled_weight_decay", o.decoupled_weight_decay);
   }
   static std::vector<std::string> state_names(const RadamOptions&) { return {"exp_avg", "exp_avg_sq"}; }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const RadamOptions&) { return {"exp_avg_sq"}; }
   static void validate(const RadamOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     detail::require_non_negative("epsilon value", o.eps);

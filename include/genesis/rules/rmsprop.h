@@ -84,6 +84,8 @@ template <> struct RuleSpec<RmspropOptions> {
     if (o.momentum > 0.0) names.push_back("momentum_buffer");
     return names;
   }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const RmspropOptions&) { return {"square_avg"}; }
   static void validate(const RmspropOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     detail::require_non_negative("epsilon value", o.eps);

@@ -67,6 +67,8 @@ template <> struct RuleSpec<RpropOptions> {
     f("maximize", o.maximize);
   }
   static std::vector<std::string> state_names(const RpropOptions&) { return {"prev", "step_size"}; }
+  // Never negative: stored with the unsigned 8-bit map (NOTE: [non-negative states]).
+  static std::vector<std::string> nonnegative_states(const RpropOptions&) { return {"step_size"}; }
   static void validate(const RpropOptions& o) {
     detail::require_non_negative("learning rate", o.lr);
     if (!(0.0 < o.etaminus && o.etaminus < 1.0 && 1.0 < o.etaplus))

@@ -1,0 +1,81 @@
+// The CPU driver of 8-bit state (docs/low-bit-state.md, NOTE: [8-bit state maps]): one pass over
+// memory per block of kQuantBlock elements. A thread decodes the block's codes into an L1-resident
+// float32 tile, runs the same update_element (and so the rule's unchanged apply, gradient
+// scaling and everything else update_element does) over it, takes each state's new absmax and
+// encodes the tile back. Threads split the blocks of all tensors evenly, never a block.
+#pragma once
+
+#include "genesis/quantized.h"
+#include "update_driver.h"
+
+namespace genesis::cpu::GENESIS_CPU_VARIANT {
+
+// Updates blocks [first, last) of one tensor. `unsigned_mask` bit k: state k uses the unsigned map.
+template <typename Rule, typename P, ParamStore kStore, typename T>
+void update_blocks(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, const GradTransform<T>& gx,
+                   uint32_t rng_key, unsigned unsigned_mask, int64_t first, int64_t last) {
+  const typename Rule::template Coeffs<T> c = coeffs;
+  constexpr int K = Rule::kStates;
+  constexpr bool kMaster = kStore == ParamStore::Master;
+  P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
+  const P* GENESIS_RESTRICT grad = static_cast<const P*>(t.grad);
+  float scratch_master;
+  float* GENESIS_RESTRICT master = kMaster ? t.master : &scratch_master;
+  alignas(64) float tile[K][kQuantBlock];
+  float* GENESIS_RESTRICT s0 = tile[0];
+  float* GENESIS_RESTRICT s1 = tile[K > 1 ? 1 : 0];
+  float* GENESIS_RESTRICT s2 = tile[K > 2 ? 2 : 0];
+  for (int64_t b = first; b < last; ++b) {
+    const int64_t lo = b * kQuantBlock;
+    const int n = static_cast<int>(t.numel - lo < kQuantBlock ? t.numel - lo : kQuantBlock);
+    for (int k = 0; k < K; ++k)
+      decode_block(static_cast<const uint8_t*>(t.state[k]) + lo, t.absmax[k][b], n, tile[k], (unsigned_mask >> k) & 1u);
+    // A block never straddles a multiple of 2^32 elements (kQuantBlock divides 2^32).
+    const uint32_t key = block_key(rng_key, uint64_t(lo) >> 32);
+    P* GENESIS_RESTRICT pb = param + lo;
+    const P* GENESIS_RESTRICT gb = grad + lo;
+    float* GENESIS_RESTRICT mb = kMaster ? master + lo : master;
+    for (int j = 0; j < n; ++j)
+      update_element<Rule, kStore, P, float, T>(pb[j], gb[j], mb[kMaster ? j : 0], s0[j], s1[K > 1 ? j : 0],
+                                                s2[K > 2 ? j : 0], uint32_t(lo + j), c, gx, key);
+    for (int k = 0; k < K; ++k)
+      encode_block(tile[k], n, static_cast<uint8_t*>(t.state[k]) + lo, t.absmax[k] + b, (unsigned_mask >> k) & 1u);
+  }
+}
+
+// One step of Rule over tensors with parameters stored as P and 8-bit state.
+template <typename Rule, typename P, ParamStore kStore>
+void run_quantized(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors,
+                   int64_t count) {
+  using T = MathType<P>;
+  const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
+  const GradTransform<T> gx = grad_transform<T>(config);
+  const unsigned mask = unsigned_state_mask(options);
+  const FlatIndex blocks(count, [&](int64_t t) { return quant_blocks(tensors[t].numel); });
+  blocks.parallel_for_each_piece(
+      [&](int64_t t, int64_t first, int64_t last) {
+        const uint32_t key = kStore == ParamStore::Stochastic
+                                 ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
+        update_blocks<Rule, P, kStore, T>(tensors[t], coeffs[t], gx, key, mask, first, last);
+      },
+      kParallelThreshold / kQuantBlock, 1);
+}
+
+template <typename Rule>
+void dispatch_quantized(const char* op, const typename Rule::Options& options, const StepConfig& config,
+                        TensorSlots* tensors, int64_t count) {
+  check_quantized_slots(op, config.param_dtype, tensors, count, Rule::kStates);
+  // The parameter dtype and store dispatch is the float32-state one; only the state differs.
+  StepConfig dense = config;
+  dense.state_dtype = DType::Float32;
+  dispatch_storage(op, dense, [&](auto param, auto state, auto store) {
+    using P = decltype(param);
+    if constexpr (Rule::kStates == 0) {
+      run_update<Rule, P, decltype(state), decltype(store)::value>(options, config, tensors, count);
+    } else {
+      run_quantized<Rule, P, decltype(store)::value>(options, config, tensors, count);
+    }
+  });
+}
+
+}  // namespace genesis::cpu::GENESIS_CPU_VARIANT
