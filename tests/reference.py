@@ -15,10 +15,13 @@ import numpy as np
 import genesis
 from genesis.optim._rules import OPTIONS, RuleOptimizer
 
-# Every optimizer of genesis.optim that runs an element-wise rule of the core, in
+# Every optimizer of genesis.optim that runs a rule of the core (element-wise or reduction), in
 # genesis.optim.__all__ order. Each needs its reference below (RULES, CONFIGS, RICH).
 NAMES = [n for n in genesis.optim.__all__
          if isinstance(getattr(genesis.optim, n), type) and issubclass(getattr(genesis.optim, n), RuleOptimizer)]
+
+# The element-wise ones among them: those whose state may be stored in 8 bits.
+ELEMENTWISE_NAMES = [n for n in NAMES if getattr(genesis.optim, n)._supports_8bit_state]
 
 
 def schema(name):

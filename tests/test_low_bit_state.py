@@ -157,7 +157,7 @@ def _run_against_reference(name, hp, dtype=torch.float32, master=False, steps=8,
     return opt, params
 
 
-@pytest.mark.parametrize("name", R.NAMES)
+@pytest.mark.parametrize("name", R.ELEMENTWISE_NAMES)
 def test_every_rule_with_8bit_state_matches_the_reference(name):
     opt, params = _run_against_reference(name, R.RICH[name])
     big, small = params
@@ -344,3 +344,12 @@ def test_training_quality_within_two_percent_of_float32_state():
         ref = runs[task, rule, "float32"][1]
         assert final < losses[0], f"{task} {rule} {state} did not learn"
         assert abs(final / ref - 1) <= 0.02, f"{task} {rule}: {final} with {state} state vs {ref} with float32"
+
+
+@pytest.mark.parametrize("name", sorted(set(R.NAMES) - set(R.ELEMENTWISE_NAMES)) + ["Muon"])
+def test_8bit_state_is_refused_where_the_state_is_not_element_wise(name):
+    """The reduction rules (LAMB, Adafactor) and Muon keep their state outside the element-wise
+    drivers: state_dtype="int8" is a ValueError naming the optimizer, raised at construction."""
+    p = torch.nn.Parameter(torch.randn(64, 80))
+    with pytest.raises(ValueError, match=f"int8.*not supported by {name}"):
+        getattr(genesis.optim, name)([p], state_dtype="int8")

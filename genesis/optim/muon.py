@@ -249,9 +249,12 @@ def _ns_dtype(group):
     if name is None:
         return _interop.BFLOAT16
     try:
-        return _interop.dtype_code_of_name(name)
+        code = _interop.dtype_code_of_name(name)
     except TypeError:
-        raise ValueError(f"ns_dtype must be bfloat16, float16, float32 or float64, got {name!r}") from None
+        code = None
+    if code not in _interop.SUPPORTED_CODES:  # "int8" names a state storage, not a float dtype
+        raise ValueError(f"ns_dtype must be bfloat16, float16, float32 or float64, got {name!r}")
+    return code
 
 
 def _new_like(arr):
