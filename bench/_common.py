@@ -149,7 +149,6 @@ def rmw_bandwidth(torch, nbytes, reps, genesis_scale=None):
             dt = time.perf_counter() - t0
             best = max(best, bytes_per_elem * n / dt / 1e9)
         result[name] = best
-    del x, y
     return result
 
 

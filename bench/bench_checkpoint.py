@@ -75,7 +75,7 @@ def main():
     times = dict(rows)
     print(f"\ngenesis/torch speed: save {times['torch.save (+ fsync)'] / times['genesis.save']:.2f}x, "
           f"load {times['torch.load (weights_only)'] / times['genesis.load']:.2f}x")
-    del state
+    state = None  # frees the state before the C++ run (not `del`: the lambdas above name it)
     if args.cpp:
         print()
         subprocess.run([args.cpp, str(args.megabytes), args.folder, str(args.runs)], check=True)

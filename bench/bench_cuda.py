@@ -89,6 +89,22 @@ def table(rows, markdown):
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines)
 
 
+def clip_times(n_tensors, numel, reps):
+    """{implementation: seconds} of one clip_grad_norm_, the gradient restore subtracted."""
+    params = make_params(n_tensors, numel)
+    grads = [p.grad.clone() for p in params]
+
+    def restore():
+        for p, g in zip(params, grads):
+            p.grad.copy_(g)
+
+    clip = {}
+    for impl, fn in [("torch foreach", lambda: torch.nn.utils.clip_grad_norm_(params, 1e-3, foreach=True)),
+                     ("genesis", lambda: genesis.nn.utils.clip_grad_norm_(params, 1e-3))]:
+        clip[impl] = device_time(lambda fn=fn: (restore(), fn()), reps) - device_time(restore, reps)
+    return clip
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tensors", type=int, default=100)
@@ -123,20 +139,9 @@ def main():
             small[impl] = host_time(make(params, impl), args.reps * 5)
         print(f"{name}, 200 tensors x 4096, host time per step: " +
               ", ".join(f"{impl} {sec * 1e6:.1f} us" for impl, sec in small.items()) + "\n")
-    params = make_params(args.tensors, args.numel)
-    grads = [p.grad.clone() for p in params]
-
-    def restore():
-        for p, g in zip(params, grads):
-            p.grad.copy_(g)
-
-    clip = {}
-    for impl, fn in [("torch foreach", lambda: torch.nn.utils.clip_grad_norm_(params, 1e-3, foreach=True)),
-                     ("genesis", lambda: genesis.nn.utils.clip_grad_norm_(params, 1e-3))]:
-        clip[impl] = device_time(lambda: (restore(), fn()), args.reps) - device_time(restore, args.reps)
+    clip = clip_times(args.tensors, args.numel, args.reps)  # its tensors are freed on return
     print("clip_grad_norm_ (12 B/param): " + ", ".join(
         f"{impl} {sec * 1e3:.3f} ms ({12 * n / sec / 1e9:.0f} GB/s)" for impl, sec in clip.items()) + "\n")
-    del params, grads
     torch.cuda.empty_cache()
     bf16 = {}
     for impl, make, nbytes in [

@@ -146,7 +146,7 @@ def flat_part(reps, threads):
     print("| tensors x elements | per tensor ms | flat buffer ms | speed-up | torch fused ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for count, numel in ((2000, 10), (2000, 1000)):
-        def params():
+        def params(numel=numel, count=count):
             torch.manual_seed(0)
             ps = [torch.randn(numel, requires_grad=True) for _ in range(count)]
             for p in ps:

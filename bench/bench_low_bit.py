@@ -19,9 +19,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as common  # noqa: E402
-
 import genesis  # noqa: E402
+
+import _common as common  # noqa: E402
 
 # Bytes a perfect fused AdamW step moves per parameter: param r/w 8, grad r 4, state r/w.
 TRAFFIC = {"fp32": 12 + 2 * 8, "int8": 12 + 2 * 2 + 4 * 8 / 256}

@@ -18,8 +18,9 @@ and the speed ratio to torch's pipeline.
 
 import torch
 
-import _common as common
 import genesis
+
+import _common as common
 
 
 def timed(step, seconds):
@@ -55,6 +56,22 @@ def master_weights_case(n_tensors, numel, seconds):
             ("genesis: bf16 params, master_weights=True", genesis_sec, 28)]
 
 
+def genesis_scaler_step(values, grads, scale):
+    """One genesis GradScaler.step + update over fresh parameters holding ``grads``."""
+    params = [torch.nn.Parameter(v.clone()) for v in values]
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt = genesis.optim.AdamW(params, lr=1e-3)
+    scaler = genesis.amp.GradScaler(init_scale=scale, growth_interval=10**9)
+    scaler.scale(torch.ones(()))  # starts the scaler, as scaling the loss does
+
+    def step():
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
 def grad_scaler_case(n_tensors, numel, seconds):
     gen = torch.Generator().manual_seed(1)
     values = [torch.randn(numel, generator=gen) for _ in range(n_tensors)]
@@ -63,19 +80,8 @@ def grad_scaler_case(n_tensors, numel, seconds):
     scale = 1.0
     grads = [torch.randn(numel, generator=gen) for _ in range(n_tensors)]
 
-    params = [torch.nn.Parameter(v.clone()) for v in values]
-    for p, g in zip(params, grads):
-        p.grad = g
-    opt = genesis.optim.AdamW(params, lr=1e-3)
-    scaler = genesis.amp.GradScaler(init_scale=scale, growth_interval=10**9)
-    scaler.scale(torch.ones(()))  # starts the scaler, as scaling the loss does
-
-    def genesis_step():
-        scaler.step(opt)
-        scaler.update()
-
-    genesis_sec = timed(genesis_step, seconds)
-    del opt, params
+    # The genesis optimizer lives only as long as its step: freed before torch's run.
+    genesis_sec = timed(genesis_scaler_step(values, grads, scale), seconds)
 
     tparams = [torch.nn.Parameter(v.clone()) for v in values]
     tgrads = [g.clone() for g in grads]

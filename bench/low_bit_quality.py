@@ -78,7 +78,7 @@ def final_losses(tasks=TASKS, rules=RULES, steps=300):
             cls = getattr(genesis.optim, rule)
             for state in ("float32", "int8"):
                 out[task, rule, state] = train(
-                    task, lambda ps: cls(ps, state_dtype=state, **rules[rule]), steps=steps)
+                    task, lambda ps, cls=cls, state=state, rule=rule: cls(ps, state_dtype=state, **rules[rule]), steps=steps)
     return out
 
 
@@ -165,8 +165,8 @@ def main():
     torch.set_num_threads(1)
     runs = final_losses(steps=args.steps)
     maps = map_comparison(steps=args.steps)
-    result = {"runs": [dict(task=t, rule=r, state=s, final=f, losses=l) for (t, r, s), (l, f) in runs.items()],
-              "maps": [dict(task=t, map=m, final=f, losses=l) for (t, m), (l, f) in maps.items()]}
+    result = {"runs": [dict(task=t, rule=r, state=s, final=f, losses=curve) for (t, r, s), (curve, f) in runs.items()],
+              "maps": [dict(task=t, map=m, final=f, losses=curve) for (t, m), (curve, f) in maps.items()]}
     for (t, r, s), (_, f) in runs.items():
         ref = runs[t, r, "float32"][1]
         print(f"{t:6s} {r:6s} {s:8s} final loss {f:.4f}  ({100 * (f / ref - 1):+.2f} % vs float32 state)")

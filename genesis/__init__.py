@@ -13,7 +13,10 @@ except ImportError as error:  # a CUDA build whose runtime is not next to it: lo
     from . import _cuda_runtime
 
     if _cuda_runtime.preload() is None:
-        raise _cuda_runtime.import_error_hint(error) or error
+        hint = _cuda_runtime.import_error_hint(error)
+        if hint is None:
+            raise
+        raise hint from error
     from . import _C
 
 from . import nn, optim  # noqa: E402

@@ -249,7 +249,7 @@ def test_unscale_then_clip_matches_torch():
     opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
     s_ours, s_theirs = GradScaler(), torch.amp.GradScaler("cpu")
     g = torch.Generator().manual_seed(2)
-    for i in range(3):
+    for _ in range(3):
         x, y = torch.randn(16, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
         norms = []
         for model, opt, scaler, clip in ((ours, opt_ours, s_ours, clip_grad_norm_),

@@ -1,8 +1,8 @@
 """genesis.autocast and the genesis.enable_autocast flag (docs/mixed-precision.md): a switch over
 torch.autocast that does nothing unless asked to."""
 
-import subprocess
 import os
+import subprocess
 import sys
 
 import pytest

@@ -4,8 +4,8 @@ memory), the clip values and norm types torch accepts, gradients of mixed dtypes
 per-gradient norm overflows, and an empty parameter list."""
 
 import math
-import subprocess
 import os
+import subprocess
 import sys
 
 import numpy as np

@@ -184,7 +184,7 @@ def test_step_does_not_synchronize():
     sgd.step()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for step in range(3):
+        for _ in range(3):
             opt.step()
             sgd.step()
         genesis.nn.utils.clip_grad_norm_(params, 1.0)

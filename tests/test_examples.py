@@ -8,8 +8,8 @@ import importlib.util
 import math
 import pathlib
 import re
-import sys
 import runpy
+import sys
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ give the bits of genesis's eager sequence (unscale_ in place, genesis.nn.utils.c
 step) for float32 gradients, and torch's sequence within float32 tolerance, with the steps whose
 gradients hold inf/NaN skipped (nothing changed, step counters included)."""
 
-import copy
 import math
 
 import numpy as np
@@ -14,9 +13,10 @@ import pytest
 import torch
 
 import genesis
-import reference as R
 from genesis.amp import GradScaler
 from genesis.nn.utils import clip_grad_norm_, clip_grad_value_
+
+import reference as R
 
 SHAPES = ((17, 5), (5,), (3, 7, 2), (0,), (1,))
 

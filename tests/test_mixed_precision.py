@@ -852,7 +852,7 @@ def test_clip_grad_norm_16bit_matches_torch(dtype, norm_type):
         assert int(ulp_distance(ng.reshape(1), nt.reshape(1))) <= 1
     # genesis scales by max_norm / (its norm + 1e-6): one rounding of the exact product.
     coef = max_norm / (float(ng) + 1e-6)
-    for g, a, b in zip(grads, pt, pg):
+    for g, _a, b in zip(grads, pt, pg):
         assert b.grad.dtype == dtype
         want = (g.double() * coef).float().to(dtype)
         assert int(ulp_distance(b.grad, want).max()) <= 1

@@ -457,7 +457,7 @@ def test_cuda_master_weights_and_grad_scaler():
     model = torch.nn.Linear(32, 16, bias=False).cuda().bfloat16()
     opt = genesis.optim.Muon(model.parameters(), lr=0.02, master_weights=True)
     scaler = torch.amp.GradScaler("cuda", init_scale=256.0)
-    for k in range(5):
+    for _ in range(5):
         x = torch.randn(8, 32, device="cuda", dtype=torch.bfloat16)
         opt.zero_grad()
         scaler.scale(model(x).float().pow(2).mean()).backward()

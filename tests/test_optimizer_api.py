@@ -8,7 +8,6 @@ NumPy parameters are tested without torch; the torch cases are skipped where tor
 """
 
 import copy
-import math
 import os
 import re
 import sys
@@ -561,7 +560,7 @@ def test_editing_lr_between_steps_numpy(name):
     p = Parameter(rng.uniform(-1, 1, 5))
     ref = R.ReferenceOptimizer(name, [([p.data], hp)])
     opt = getattr(genesis.optim, name)([p], **hp)
-    for i, lr in enumerate([hp["lr"]] * 3 + [0.003] * 3 + [0.0] * 2 + [0.02] * 3):
+    for lr in [hp["lr"]] * 3 + [0.003] * 3 + [0.0] * 2 + [0.02] * 3:
         opt.param_groups[0]["lr"] = lr
         ref.groups[0][1]["lr"] = lr
         g = rng.normal(0, 1, 5)

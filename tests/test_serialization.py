@@ -236,7 +236,7 @@ SHAPES = [(), (0,), (3, 0, 2), (7,), (4, 5)]
 def random_numpy(rng, dtype, shape):
     """Random bit patterns (so float arrays contain NaN payloads, -0.0, inf, subnormals)."""
     dtype = np.dtype(dtype)
-    if dtype == bool:
+    if dtype == np.dtype(bool):
         return rng.integers(0, 2, size=shape).astype(bool)
     count = math.prod(shape)
     return np.frombuffer(rng_bytes(rng, count * dtype.itemsize), dtype=dtype).reshape(shape).copy()

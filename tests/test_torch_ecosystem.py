@@ -11,11 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import genesis  # noqa: E402
 from torch.optim.optimizer import (  # noqa: E402
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
 )
+
+import genesis  # noqa: E402
 
 
 def _model(seed=0):
@@ -167,8 +168,8 @@ def test_hooks_fire_as_around_torch_steps():
         model = _model()
         opt = module.SGD(model.parameters(), lr=0.1)
         _record_hooks(opt, log)
-        handles = [register_optimizer_step_pre_hook(lambda o, a, k: log.append("global_pre")),
-                   register_optimizer_step_post_hook(lambda o, a, k: log.append("global_post"))]
+        handles = [register_optimizer_step_pre_hook(lambda o, a, k, log=log: log.append("global_pre")),
+                   register_optimizer_step_post_hook(lambda o, a, k, log=log: log.append("global_post"))]
         try:
             _train(model, opt, 2)
             opt.load_state_dict(opt.state_dict())

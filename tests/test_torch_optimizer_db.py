@@ -109,7 +109,7 @@ def _loss(name, model, step, dtype):
 
 def _run(name, model, opt, dtype, steps, start=0):
     for k in range(start, start + steps):
-        def closure():
+        def closure(k=k):
             opt.zero_grad()
             loss = _loss(name, model, k, dtype)
             loss.backward()

@@ -73,7 +73,7 @@ def _train_step(model, opt, x, y):
 
 def _assert_models_close(a, b, tol):
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
-        torch.testing.assert_close(pa.detach(), pb.detach(), **tol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(pa.detach(), pb.detach(), **tol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def _twin_params(init):

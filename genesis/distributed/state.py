@@ -16,7 +16,7 @@ def local_entries(zero):
     entries = []
     for k, shard in enumerate(zero._shards):
         pieces = []
-        for piece, (lo, hi, llo, lhi) in zip(shard.pieces, shard.ranges):
+        for piece, (_lo, _hi, llo, lhi) in zip(shard.pieces, shard.ranges):
             state = zero.optimizer.state.get(piece)
             if not state:
                 continue

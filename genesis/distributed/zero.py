@@ -26,9 +26,9 @@ import contextlib
 import torch
 import torch.distributed as dist
 
+from ..nn.utils import clip_grad as _clip
 from . import comm
 from . import state as _state
-from ..nn.utils import clip_grad as _clip
 from .flat_buffer import FlatBuffer, _as_groups, split_by_storage
 
 DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per collective

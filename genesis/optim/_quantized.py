@@ -10,8 +10,7 @@ are the core's (include/genesis/quantized.h, NOTE: [8-bit state maps]): non-nega
 
 import numpy as np
 
-from .. import _C
-from .. import _interop
+from .. import _C, _interop
 
 BLOCK = _C.QUANT_BLOCK
 DEFAULT_MIN_SIZE = _C.DEFAULT_MIN_8BIT_SIZE

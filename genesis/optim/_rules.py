@@ -12,8 +12,7 @@ into the hooks of ``Optimizer``, so a rule's Python class is only its torch sign
 
 import math
 
-from .. import _C
-from .. import _interop
+from .. import _C, _interop
 from .optimizer import Optimizer, _is_step_counter, as_float
 
 # rule name ("adam") -> its options class (_C.AdamOptions), in the core's order.

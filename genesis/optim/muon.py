@@ -3,10 +3,10 @@ parts fused in the core and the Newton-Schulz matrix products in the parameter's
 
 import math
 import numbers
+
 import numpy as np
 
-from .. import _C
-from .. import _interop
+from .. import _C, _interop
 from ._newton_schulz import orthogonalize
 from .optimizer import Optimizer, as_float, precision_defaults
 

@@ -10,8 +10,7 @@ from itertools import accumulate, chain
 
 import numpy as np
 
-from .. import _C
-from .. import _interop
+from .. import _C, _interop
 from . import _clip, _differentiable, _quantized
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
@@ -539,7 +538,7 @@ class Optimizer(Base):
         changed. Another thread may change a parameter between the admission and the gather
         (NOTE: [pinned storage]); that is retried a few times, then reported."""
         for _ in range(_ADMIT_ATTEMPTS):
-            for gi, group, cached, missing in pending:
+            for gi, group, _cached, missing in pending:
                 for i in missing:
                     p = group["params"][i]
                     where = _where(gi, i)

@@ -112,7 +112,7 @@ class SparseAdam(Optimizer):
         if _interop.numel(values) == 0:
             return  # an empty gradient: only the step count moves, as in torch
         beta1, beta2 = (_scalar(b) for b in group["betas"])
-        eps, lr, step = _scalar(group["eps"]), _scalar(group["lr"]), state["step"]
+        eps, step = _scalar(group["eps"]), state["step"]
         if group["maximize"]:
             values = -values
         # Views with the gradient's rows along the first axis (the parameters are contiguous).

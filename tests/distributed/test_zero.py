@@ -12,11 +12,11 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-import harness  # noqa: E402
-import workers  # noqa: E402
-
 import genesis  # noqa: E402
 from genesis.distributed import ZeroOptimizer  # noqa: E402
+
+import harness  # noqa: E402
+import workers  # noqa: E402
 
 # float64: the sharded and the reference runs differ only in the order of a few additions of
 # the same numbers, far below 1e-12. float32: the ranks' partial batch means are averaged

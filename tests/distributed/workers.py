@@ -86,7 +86,7 @@ def train(model, opt, rank, world_size, dtype, extras, steps, start=0, sharded=T
             x, y = local_rows(rank, world_size, x), local_rows(rank, world_size, y)
         micro = x.shape[0] // accumulate
 
-        def closure():
+        def closure(x=x, y=y, micro=micro):
             for k in range(accumulate):
                 xs, ys = x[k * micro:(k + 1) * micro], y[k * micro:(k + 1) * micro]
                 last = k == accumulate - 1

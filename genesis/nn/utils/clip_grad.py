@@ -5,8 +5,7 @@ import math
 
 import numpy as np
 
-from ... import _C
-from ... import _interop
+from ... import _C, _interop
 
 
 def _grads(parameters):
