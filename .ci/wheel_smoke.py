@@ -30,8 +30,7 @@ if genesis._C.cuda_built():
 def optimizer_classes():
     for name in genesis.optim.__all__:
         obj = getattr(genesis.optim, name)
-        if inspect.isclass(obj) and issubclass(obj, genesis.optim.Optimizer) \
-                and obj is not genesis.optim.Optimizer:
+        if inspect.isclass(obj) and issubclass(obj, genesis.optim.Optimizer) and obj is not genesis.optim.Optimizer:
             yield name, obj
 
 
@@ -55,8 +54,9 @@ def minimize(name, cls, steps=30):
             w.grad = w.data - target
             b.grad = b.data.copy()
             clip_grad_norm_(params, max_norm=10.0)
-        return 0.5 * float(np.sum(np.square(w.data - target, dtype=np.float64))
-                           + np.sum(np.square(b.data, dtype=np.float64)))
+        return 0.5 * float(
+            np.sum(np.square(w.data - target, dtype=np.float64)) + np.sum(np.square(b.data, dtype=np.float64))
+        )
 
     first = closure()
     for _ in range(steps):

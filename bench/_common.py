@@ -129,7 +129,7 @@ def rmw_bandwidth(torch, nbytes, reps, genesis_scale=None):
     Returns {kernel name: GB/s}.
     """
     n = nbytes // 4
-    x = torch.ones(n, dtype=torch.float32)   # ones(): every page touched before timing
+    x = torch.ones(n, dtype=torch.float32)  # ones(): every page touched before timing
     y = torch.ones(n, dtype=torch.float32)
     # 1.0000001 keeps values normal (no denormal slow path) over any number of repetitions.
     kernels = {
@@ -166,8 +166,7 @@ def format_table(headers, rows, markdown, align=None):
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
-                         for c, w, a in zip(cells, widths, align))
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align))
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule] + [line(r) for r in rows])
@@ -195,15 +194,18 @@ def run_ratio_benchmark(description, heading, cases):
     torch.set_num_threads(args.threads)
     genesis.set_num_threads(args.threads)
     n_params = args.tensors * args.numel
-    print(f"{'#### ' if args.markdown else ''}{heading}, {args.tensors} x {args.numel:,} = "
-          f"{n_params:,} params, {args.threads} threads, CPU {cpu_model()}, "
-          f"torch {torch.__version__}, genesis {genesis.__version__}\n")
+    print(
+        f"{'#### ' if args.markdown else ''}{heading}, {args.tensors} x {args.numel:,} = "
+        f"{n_params:,} params, {args.threads} threads, CPU {cpu_model()}, "
+        f"torch {torch.__version__}, genesis {genesis.__version__}\n"
+    )
     for title, case in cases:
         rows = case(args.tensors, args.numel, args.seconds)
         base = rows[0][1]
-        table = [[label, f"{sec * 1e3:.3f}", str(b), f"{b * n_params / sec / 1e9:.2f}",
-                  f"{base / sec:.2f}x"] for label, sec, b in rows]
+        table = [
+            [label, f"{sec * 1e3:.3f}", str(b), f"{b * n_params / sec / 1e9:.2f}", f"{base / sec:.2f}x"]
+            for label, sec, b in rows
+        ]
         print(("#### " if args.markdown else "") + title + "\n")
-        print(format_table(["implementation", "ms/step", "B/param", "GB/s", "vs torch"],
-                           table, args.markdown))
+        print(format_table(["implementation", "ms/step", "B/param", "GB/s", "vs torch"], table, args.markdown))
         print()

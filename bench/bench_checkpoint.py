@@ -67,14 +67,18 @@ def main():
     finally:
         if os.path.exists(path):
             os.remove(path)
-    print(f"{args.megabytes} MB of float32 state in 16 tensors, folder {args.folder}, best of {args.runs}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.megabytes} MB of float32 state in 16 tensors, folder {args.folder}, best of {args.runs}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     print("| operation | seconds | MB/s |\n| --- | --- | --- |")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} | {args.megabytes / seconds:.0f} |")
     times = dict(rows)
-    print(f"\ngenesis/torch speed: save {times['torch.save (+ fsync)'] / times['genesis.save']:.2f}x, "
-          f"load {times['torch.load (weights_only)'] / times['genesis.load']:.2f}x")
+    print(
+        f"\ngenesis/torch speed: save {times['torch.save (+ fsync)'] / times['genesis.save']:.2f}x, "
+        f"load {times['torch.load (weights_only)'] / times['genesis.load']:.2f}x"
+    )
     state = None  # frees the state before the C++ run (not `del`: the lambdas above name it)
     if args.cpp:
         print()

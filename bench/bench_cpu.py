@@ -55,66 +55,106 @@ WORKLOADS = {
 # implementation that moves more (e.g. torch foreach writing temporaries) shows lower GB/s.
 OPTIMIZERS = {
     "AdamW": dict(
-        torch_cls=torch.optim.AdamW, genesis_cls=genesis.optim.AdamW,
+        torch_cls=torch.optim.AdamW,
+        genesis_cls=genesis.optim.AdamW,
         kwargs=dict(lr=1e-3, weight_decay=1e-2),
-        bytes=28, streams="read p,g,m,v; write p,m,v"),
+        bytes=28,
+        streams="read p,g,m,v; write p,m,v",
+    ),
     "SGD": dict(
-        torch_cls=torch.optim.SGD, genesis_cls=genesis.optim.SGD,
+        torch_cls=torch.optim.SGD,
+        genesis_cls=genesis.optim.SGD,
         kwargs=dict(lr=1e-3, momentum=0.9),
-        bytes=20, streams="read p,g,buf; write p,buf"),
+        bytes=20,
+        streams="read p,g,buf; write p,buf",
+    ),
     "RMSprop": dict(
-        torch_cls=torch.optim.RMSprop, genesis_cls=genesis.optim.RMSprop,
+        torch_cls=torch.optim.RMSprop,
+        genesis_cls=genesis.optim.RMSprop,
         kwargs=dict(lr=1e-3),
-        bytes=20, streams="read p,g,v; write p,v"),
+        bytes=20,
+        streams="read p,g,v; write p,v",
+    ),
     "Adagrad": dict(
-        torch_cls=torch.optim.Adagrad, genesis_cls=genesis.optim.Adagrad,
+        torch_cls=torch.optim.Adagrad,
+        genesis_cls=genesis.optim.Adagrad,
         kwargs=dict(lr=1e-2, weight_decay=1e-2),
-        bytes=20, streams="read p,g,sum; write p,sum"),
+        bytes=20,
+        streams="read p,g,sum; write p,sum",
+    ),
     "Adadelta": dict(
-        torch_cls=torch.optim.Adadelta, genesis_cls=genesis.optim.Adadelta,
+        torch_cls=torch.optim.Adadelta,
+        genesis_cls=genesis.optim.Adadelta,
         kwargs=dict(lr=1.0, weight_decay=1e-2),
-        bytes=28, streams="read p,g,v,u; write p,v,u"),
+        bytes=28,
+        streams="read p,g,v,u; write p,v,u",
+    ),
     "Adamax": dict(
-        torch_cls=torch.optim.Adamax, genesis_cls=genesis.optim.Adamax,
+        torch_cls=torch.optim.Adamax,
+        genesis_cls=genesis.optim.Adamax,
         kwargs=dict(lr=2e-3, weight_decay=1e-2),
-        bytes=28, streams="read p,g,m,u; write p,m,u"),
+        bytes=28,
+        streams="read p,g,m,u; write p,m,u",
+    ),
     "NAdam": dict(
-        torch_cls=torch.optim.NAdam, genesis_cls=genesis.optim.NAdam,
+        torch_cls=torch.optim.NAdam,
+        genesis_cls=genesis.optim.NAdam,
         kwargs=dict(lr=2e-3, weight_decay=1e-2, decoupled_weight_decay=True),
-        bytes=28, streams="read p,g,m,v; write p,m,v"),
+        bytes=28,
+        streams="read p,g,m,v; write p,m,v",
+    ),
     "RAdam": dict(
-        torch_cls=torch.optim.RAdam, genesis_cls=genesis.optim.RAdam,
+        torch_cls=torch.optim.RAdam,
+        genesis_cls=genesis.optim.RAdam,
         kwargs=dict(lr=1e-3, weight_decay=1e-2),
-        bytes=28, streams="read p,g,m,v; write p,m,v"),
+        bytes=28,
+        streams="read p,g,m,v; write p,m,v",
+    ),
     "ASGD": dict(
-        torch_cls=torch.optim.ASGD, genesis_cls=genesis.optim.ASGD,
+        torch_cls=torch.optim.ASGD,
+        genesis_cls=genesis.optim.ASGD,
         kwargs=dict(lr=1e-2, t0=2.0),
-        bytes=20, streams="read p,g,ax; write p,ax"),
+        bytes=20,
+        streams="read p,g,ax; write p,ax",
+    ),
     "Rprop": dict(
-        torch_cls=torch.optim.Rprop, genesis_cls=genesis.optim.Rprop,
+        torch_cls=torch.optim.Rprop,
+        genesis_cls=genesis.optim.Rprop,
         kwargs=dict(lr=1e-2),
-        bytes=28, streams="read p,g,prev,step_size; write p,prev,step_size"),
+        bytes=28,
+        streams="read p,g,prev,step_size; write p,prev,step_size",
+    ),
     # torch has no Lion: the baselines are the paper's Algorithm 2 in torch ops (TorchLion).
     "Lion": dict(
-        torch_cls=None, genesis_cls=genesis.optim.Lion,
+        torch_cls=None,
+        genesis_cls=genesis.optim.Lion,
         kwargs=dict(lr=1e-4, weight_decay=1e-2),
-        bytes=20, streams="read p,g,m; write p,m"),
+        bytes=20,
+        streams="read p,g,m; write p,m",
+    ),
     # Reduction rules: the bytes are those of their fewest passes (docs/performance.md#passes-
     # over-memory). torch has no LAMB: the baselines are apex's formula in torch ops (TorchLAMB).
     "LAMB": dict(
-        torch_cls=None, genesis_cls=genesis.optim.LAMB,
+        torch_cls=None,
+        genesis_cls=genesis.optim.LAMB,
         kwargs=dict(lr=1e-3, weight_decay=1e-2),
-        bytes=40, streams="pass 1: read p,g,m,v; write m,v. pass 2: read p,m,v; write p"),
+        bytes=40,
+        streams="pass 1: read p,g,m,v; write m,v. pass 2: read p,m,v; write p",
+    ),
     # Matrices (1000 x 1000, 25 x 40): the factored second moment is what Adafactor is for.
     "Adafactor": dict(
-        torch_cls=torch.optim.Adafactor, genesis_cls=genesis.optim.Adafactor,
-        kwargs=dict(lr=1e-2, weight_decay=1e-2), matrix=True,
+        torch_cls=torch.optim.Adafactor,
+        genesis_cls=genesis.optim.Adafactor,
+        kwargs=dict(lr=1e-2, weight_decay=1e-2),
+        matrix=True,
         # A 1000 x 1000 step moves elements by up to ~0.1 (u = g / sqrt(v) is large where v
         # is small); torch sums its norms in float32, genesis in float64: after 3 steps both
         # are ~1e-6 from a float64 run (measured: torch 1.4e-6, genesis 1.0e-6), so 1e-6 is
         # too tight an absolute tolerance at this size.
         check_atol=1e-5,
-        bytes=24, streams="pass 1: read g; pass 2: read p,g; pass 3: read p,g; write p"),
+        bytes=24,
+        streams="pass 1: read g; pass 2: read p,g; pass 3: read p,g; write p",
+    ),
 }
 
 
@@ -154,10 +194,8 @@ class TorchLAMB(torch.optim.Optimizer):
     ||p|| / ||u|| where weight_decay != 0), written with torch ops, for-loop or foreach: the
     baseline genesis' LAMB is timed and checked against (torch.optim has no LAMB)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
-                 foreach=False):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      foreach=foreach))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, foreach=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach))
 
     @torch.no_grad()
     def step(self):
@@ -173,7 +211,7 @@ class TorchLAMB(torch.optim.Optimizer):
             t = self.state[ps[0]]["step"] if ps else 0
             ms = [self.state[p]["exp_avg"] for p in ps]
             vs = [self.state[p]["exp_avg_sq"] for p in ps]
-            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            bc1, bc2 = 1 - b1**t, 1 - b2**t
             if group["foreach"]:
                 torch._foreach_mul_(ms, b1)
                 torch._foreach_add_(ms, gs, alpha=1 - b1)
@@ -233,7 +271,7 @@ def make_data(n_tensors, numel, seed=0):
 
 def matrix_shape(numel):
     """The squarest (rows, cols) with rows * cols = numel (1,000,000: 1000 x 1000)."""
-    rows = int(numel ** 0.5)
+    rows = int(numel**0.5)
     while numel % rows:
         rows -= 1
     return rows, numel // rows
@@ -297,15 +335,16 @@ def assert_close(what, got, want, atol=ATOL, rtol=RTOL):
     for i, (x, y) in enumerate(zip(got, want)):
         if not torch.allclose(x, y, rtol=rtol, atol=atol):
             diff = float((x - y).abs().max())
-            raise AssertionError(f"{what}: genesis differs from torch in tensor {i} "
-                                 f"(max abs diff {diff:.3g}, rtol {rtol}, atol {atol}); "
-                                 "refusing to benchmark a wrong kernel")
+            raise AssertionError(
+                f"{what}: genesis differs from torch in tensor {i} "
+                f"(max abs diff {diff:.3g}, rtol {rtol}, atol {atol}); "
+                "refusing to benchmark a wrong kernel"
+            )
 
 
 def _buffers(opt, params):
     """Each parameter's state tensors (moments, momentum buffer), without the step count."""
-    return [{k: v.detach().clone() for k, v in opt.state[p].items() if k != "step"}
-            for p in params]
+    return [{k: v.detach().clone() for k, v in opt.state[p].items() if k != "step"} for p in params]
 
 
 def check_optimizer(op, spec, master_params, master_grads):
@@ -349,12 +388,17 @@ def check_clip(master_params, master_grads):
     got_norm = genesis.nn.utils.clip_grad_norm_(got_params, CLIP_MAX_NORM)
     got = [p.grad for p in got_params]
     if not float(want_norm) > CLIP_MAX_NORM:
-        raise AssertionError("clip benchmark would not scale: raise the gradients or lower "
-                             "CLIP_MAX_NORM")
-    if not torch.allclose(torch.as_tensor(got_norm, dtype=torch.float64),
-                          torch.as_tensor(want_norm, dtype=torch.float64), rtol=1e-4, atol=0):
-        raise AssertionError(f"clip_grad_norm_: genesis norm {float(got_norm)!r} != torch "
-                             f"{float(want_norm)!r}; refusing to benchmark a wrong kernel")
+        raise AssertionError("clip benchmark would not scale: raise the gradients or lower CLIP_MAX_NORM")
+    if not torch.allclose(
+        torch.as_tensor(got_norm, dtype=torch.float64),
+        torch.as_tensor(want_norm, dtype=torch.float64),
+        rtol=1e-4,
+        atol=0,
+    ):
+        raise AssertionError(
+            f"clip_grad_norm_: genesis norm {float(got_norm)!r} != torch "
+            f"{float(want_norm)!r}; refusing to benchmark a wrong kernel"
+        )
     # Clipped gradients are tiny (norm 1e-3 in total), so an absolute tolerance would accept
     # anything: compare relatively only. torch accumulates the norm of 50M float32 values in
     # float32 and genesis in float64; the two norms (hence the scales) differ by up to ~2e-5
@@ -406,8 +450,7 @@ def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
 
         results = []
         for label, factory in impls:
-            sec, steps = run_impl(factory, params, grads, timing,
-                                  restore_grads=(op == "clip_grad_norm_"))
+            sec, steps = run_impl(factory, params, grads, timing, restore_grads=(op == "clip_grad_norm_"))
             results.append((label, sec, steps))
 
         labels = [r[0] for r in results]
@@ -416,18 +459,39 @@ def bench_workload(name, n_tensors, numel, ops, timing, rmw_gbs, markdown):
         rows = []
         for label, sec, steps in results:
             gbs = nbytes * n_params / sec / 1e9
-            records.append(dict(op=op, workload=name, n_tensors=n_tensors, numel=numel,
-                                impl=label, ms_per_step=sec * 1e3, gbs=gbs,
-                                bandwidth_fraction=gbs / rmw_gbs, speedup=base_sec / sec,
-                                baseline=baseline, steps=steps, bytes_per_param=nbytes))
-            rows.append([label, f"{sec * 1e3:.3f}", f"{gbs:.2f}", f"{100 * gbs / rmw_gbs:.1f}%",
-                         f"{base_sec / sec:.2f}x", str(steps)])
+            records.append(
+                dict(
+                    op=op,
+                    workload=name,
+                    n_tensors=n_tensors,
+                    numel=numel,
+                    impl=label,
+                    ms_per_step=sec * 1e3,
+                    gbs=gbs,
+                    bandwidth_fraction=gbs / rmw_gbs,
+                    speedup=base_sec / sec,
+                    baseline=baseline,
+                    steps=steps,
+                    bytes_per_param=nbytes,
+                )
+            )
+            rows.append(
+                [
+                    label,
+                    f"{sec * 1e3:.3f}",
+                    f"{gbs:.2f}",
+                    f"{100 * gbs / rmw_gbs:.1f}%",
+                    f"{base_sec / sec:.2f}x",
+                    str(steps),
+                ]
+            )
         headers = ["implementation", "ms/step", "GB/s", "% of RMW BW", f"vs {baseline}", "steps"]
 
         title = f"{op} - {name}: {n_tensors} tensors x {numel:,} = {n_params:,} params"
         checked = "1 call" if op == "clip_grad_norm_" else f"{CHECK_STEPS} steps"
-        details = (f"{nbytes} B/param ({streams}); checked against torch for-loop after "
-                   f"{checked}: max abs diff {diff:.2g}")
+        details = (
+            f"{nbytes} B/param ({streams}); checked against torch for-loop after {checked}: max abs diff {diff:.2g}"
+        )
         if markdown:
             print(f"\n#### {title}\n\n{details}\n")
         else:
@@ -446,8 +510,10 @@ def bench_muon(quick, timing, markdown):
     shapes = [(r, c) for r, c, n in MUON_MATRICES[1 if quick else 0] for _ in range(n)]
     master_params = [torch.randn(s, generator=gen) for s in shapes]
     master_grads = [torch.randn(s, generator=gen) for s in shapes]
-    impls = [("torch for-loop", lambda ps: torch.optim.Muon(ps, **MUON_KWARGS).step),
-             ("genesis", lambda ps: genesis.optim.Muon(ps, **MUON_KWARGS).step)]
+    impls = [
+        ("torch for-loop", lambda ps: torch.optim.Muon(ps, **MUON_KWARGS).step),
+        ("genesis", lambda ps: genesis.optim.Muon(ps, **MUON_KWARGS).step),
+    ]
     finals = []
     for _, factory in impls:
         ps = fresh_params(master_params, master_grads)
@@ -462,16 +528,30 @@ def bench_muon(quick, timing, markdown):
     n_params = sum(r * c for r, c in shapes)
     records, rows = [], []
     for label, sec, steps in results:
-        records.append(dict(op="Muon", workload="matrices", n_tensors=len(shapes), numel=n_params // len(shapes),
-                            impl=label, ms_per_step=sec * 1e3, speedup=base_sec / sec,
-                            baseline="torch for-loop", steps=steps))
+        records.append(
+            dict(
+                op="Muon",
+                workload="matrices",
+                n_tensors=len(shapes),
+                numel=n_params // len(shapes),
+                impl=label,
+                ms_per_step=sec * 1e3,
+                speedup=base_sec / sec,
+                baseline="torch for-loop",
+                steps=steps,
+            )
+        )
         rows.append([label, f"{sec * 1e3:.3f}", f"{base_sec / sec:.2f}x", str(steps)])
-    title = (f"Muon - {len(shapes)} matrices ("
-             + ", ".join(f"{n}x {r}x{c}" for r, c, n in MUON_MATRICES[1 if quick else 0])
-             + f") = {n_params:,} params")
-    details = (f"bfloat16 Newton-Schulz (5 steps) in torch's kernels for both; genesis fuses the "
-               f"momentum and update stages; checked against torch after {CHECK_STEPS} steps: "
-               f"max abs diff {diff:.2g}")
+    title = (
+        f"Muon - {len(shapes)} matrices ("
+        + ", ".join(f"{n}x {r}x{c}" for r, c, n in MUON_MATRICES[1 if quick else 0])
+        + f") = {n_params:,} params"
+    )
+    details = (
+        f"bfloat16 Newton-Schulz (5 steps) in torch's kernels for both; genesis fuses the "
+        f"momentum and update stages; checked against torch after {CHECK_STEPS} steps: "
+        f"max abs diff {diff:.2g}"
+    )
     print(f"\n#### {title}\n\n{details}\n" if markdown else f"\n{title}\n  {details}")
     print(common.format_table(["implementation", "ms/step", "vs torch for-loop", "steps"], rows, markdown))
     sys.stdout.flush()
@@ -494,21 +574,22 @@ def genesis_scale(x):
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=os.cpu_count(),
-                    help="threads for torch and genesis (default: os.cpu_count())")
-    ap.add_argument("--quick", action="store_true",
-                    help="~100x smaller sizes and fewer repetitions: a smoke run, not a measurement")
+    ap.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="threads for torch and genesis (default: os.cpu_count())"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="~100x smaller sizes and fewer repetitions: a smoke run, not a measurement"
+    )
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     ap.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     ap.add_argument("--ops", nargs="+", choices=ALL_OPS, default=ALL_OPS)
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="timed seconds per implementation (default 2, quick 0.05)")
+    ap.add_argument(
+        "--seconds", type=float, default=None, help="timed seconds per implementation (default 2, quick 0.05)"
+    )
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5, quick 2)")
-    ap.add_argument("--min-steps", type=int, default=None,
-                    help="minimum timed steps (default 10, quick 3)")
-    ap.add_argument("--max-steps", type=int, default=None,
-                    help="maximum timed steps (default 1000, quick 50)")
+    ap.add_argument("--min-steps", type=int, default=None, help="minimum timed steps (default 10, quick 3)")
+    ap.add_argument("--max-steps", type=int, default=None, help="maximum timed steps (default 1000, quick 50)")
     return ap.parse_args()
 
 
@@ -530,8 +611,7 @@ def main():
     rmw_bytes = max(256 << 20, 4 * (llc or 0))
     if quick:
         rmw_bytes //= 100
-    rmw = common.rmw_bandwidth(torch, rmw_bytes, reps=3 if quick else 10,
-                               genesis_scale=genesis_scale)
+    rmw = common.rmw_bandwidth(torch, rmw_bytes, reps=3 if quick else 10, genesis_scale=genesis_scale)
     # The reference is the best any simple in-place kernel achieved: an honest upper bound on
     # what an optimizer step, itself a read-modify-write stream, can reach.
     rmw_name, rmw_gbs = max(rmw.items(), key=lambda kv: kv[1])
@@ -542,16 +622,22 @@ def main():
         ("logical CPUs / physical cores", f"{os.cpu_count()} / {common.physical_cores() or '?'}"),
         ("last-level cache", common.fmt_bytes(llc)),
         ("memory", common.fmt_bytes(common.total_memory_bytes())),
-        ("threads (torch and genesis)",
-         f"{args.threads} (torch reports {torch.get_num_threads()}, "
-         f"genesis {genesis.get_num_threads()})"),
-        ("python / torch / genesis", f"{sys.version.split()[0]} / {torch.__version__} / "
-                                     f"{genesis.__version__}"),
-        ("timing", f"median of timed steps (~{timing['seconds']} s per implementation, "
-                   f"{timing['min_steps']}-{timing['max_steps']} steps) after "
-                   f"{timing['warmup']} warm-up steps"),
-        ("RMW bandwidth probe", f"{common.fmt_bytes(rmw_bytes)} float32 array, best of reps: "
-         + ", ".join(f"{k} {v:.2f} GB/s" for k, v in rmw.items())),
+        (
+            "threads (torch and genesis)",
+            f"{args.threads} (torch reports {torch.get_num_threads()}, genesis {genesis.get_num_threads()})",
+        ),
+        ("python / torch / genesis", f"{sys.version.split()[0]} / {torch.__version__} / {genesis.__version__}"),
+        (
+            "timing",
+            f"median of timed steps (~{timing['seconds']} s per implementation, "
+            f"{timing['min_steps']}-{timing['max_steps']} steps) after "
+            f"{timing['warmup']} warm-up steps",
+        ),
+        (
+            "RMW bandwidth probe",
+            f"{common.fmt_bytes(rmw_bytes)} float32 array, best of reps: "
+            + ", ".join(f"{k} {v:.2f} GB/s" for k, v in rmw.items()),
+        ),
         ("RMW bandwidth (reference)", f"{rmw_gbs:.2f} GB/s ({rmw_name})"),
     ]
     if quick:
@@ -573,14 +659,12 @@ def main():
     for name in args.workloads:
         full, small = WORKLOADS[name]
         n_tensors, numel = small if quick else full
-        records += bench_workload(name, n_tensors, numel, elementwise, timing, rmw_gbs,
-                                  args.markdown)
+        records += bench_workload(name, n_tensors, numel, elementwise, timing, rmw_gbs, args.markdown)
     if "Muon" in args.ops:
         records += bench_muon(quick, timing, args.markdown)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(benchmark="bench_cpu", machine=dict(info), rmw_gbs=rmw_gbs,
-                           results=records), f, indent=1)
+            json.dump(dict(benchmark="bench_cpu", machine=dict(info), rmw_gbs=rmw_gbs, results=records), f, indent=1)
 
 
 if __name__ == "__main__":

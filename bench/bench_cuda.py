@@ -99,8 +99,10 @@ def clip_times(n_tensors, numel, reps):
             p.grad.copy_(g)
 
     clip = {}
-    for impl, fn in [("torch foreach", lambda: torch.nn.utils.clip_grad_norm_(params, 1e-3, foreach=True)),
-                     ("genesis", lambda: genesis.nn.utils.clip_grad_norm_(params, 1e-3))]:
+    for impl, fn in [
+        ("torch foreach", lambda: torch.nn.utils.clip_grad_norm_(params, 1e-3, foreach=True)),
+        ("genesis", lambda: genesis.nn.utils.clip_grad_norm_(params, 1e-3)),
+    ]:
         clip[impl] = device_time(lambda fn=fn: (restore(), fn()), reps) - device_time(restore, reps)
     return clip
 
@@ -117,8 +119,10 @@ def main():
     n = args.tensors * args.numel
     heading = "### " if args.markdown else ""
     print(f"{heading}CUDA: {gpu}, {time.strftime('%Y-%m-%d')}\n")
-    print(f"torch {torch.__version__} (CUDA {torch.version.cuda}); genesis {genesis.__version__}; "
-          f"device-to-device copy (read + write): {d2d:.0f} GB/s; median of {args.reps} steps after 3 warm-ups\n")
+    print(
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}); genesis {genesis.__version__}; "
+        f"device-to-device copy (read + write): {d2d:.0f} GB/s; median of {args.reps} steps after 3 warm-ups\n"
+    )
     for name, (make, nbytes) in OPS.items():
         impls = ["for-loop", "foreach"] + (["fused"] if name != "RMSprop" else []) + ["genesis"]
         results = {}
@@ -128,30 +132,46 @@ def main():
             del params
             torch.cuda.empty_cache()
         base = results.get("fused", results["foreach"])
-        rows = [[impl, f"{sec * 1e3:.3f} ms", f"{nbytes * n / sec / 1e9:.0f}",
-                 f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}%", f"{base / sec:.2f}x"]
-                for impl, sec in results.items()]
+        rows = [
+            [
+                impl,
+                f"{sec * 1e3:.3f} ms",
+                f"{nbytes * n / sec / 1e9:.0f}",
+                f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}%",
+                f"{base / sec:.2f}x",
+            ]
+            for impl, sec in results.items()
+        ]
         print(f"{'#### ' if args.markdown else ''}{name}, {args.tensors} x {args.numel:,} params, {nbytes} B/param\n")
         print(table(rows, args.markdown) + "\n")
         small = {}
         for impl in impls:
             params = make_params(200, 4096)
             small[impl] = host_time(make(params, impl), args.reps * 5)
-        print(f"{name}, 200 tensors x 4096, host time per step: " +
-              ", ".join(f"{impl} {sec * 1e6:.1f} us" for impl, sec in small.items()) + "\n")
+        print(
+            f"{name}, 200 tensors x 4096, host time per step: "
+            + ", ".join(f"{impl} {sec * 1e6:.1f} us" for impl, sec in small.items())
+            + "\n"
+        )
     clip = clip_times(args.tensors, args.numel, args.reps)  # its tensors are freed on return
-    print("clip_grad_norm_ (12 B/param): " + ", ".join(
-        f"{impl} {sec * 1e3:.3f} ms ({12 * n / sec / 1e9:.0f} GB/s)" for impl, sec in clip.items()) + "\n")
+    print(
+        "clip_grad_norm_ (12 B/param): "
+        + ", ".join(f"{impl} {sec * 1e3:.3f} ms ({12 * n / sec / 1e9:.0f} GB/s)" for impl, sec in clip.items())
+        + "\n"
+    )
     torch.cuda.empty_cache()
     bf16 = {}
     for impl, make, nbytes in [
-            ("torch fused (bf16 state, no master)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True).step, 14),
-            ("genesis (master weights)", lambda ps: genesis.optim.AdamW(ps, lr=1e-3, master_weights=True).step, 28)]:
+        ("torch fused (bf16 state, no master)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True).step, 14),
+        ("genesis (master weights)", lambda ps: genesis.optim.AdamW(ps, lr=1e-3, master_weights=True).step, 28),
+    ]:
         params = make_params(args.tensors, args.numel, torch.bfloat16)
         sec = device_time(make(params), args.reps)
         bf16[impl] = sec
-        print(f"AdamW bf16 {impl}: {sec * 1e3:.3f} ms ({nbytes * n / sec / 1e9:.0f} GB/s at {nbytes} B/param, "
-              f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}% of D2D copy)")
+        print(
+            f"AdamW bf16 {impl}: {sec * 1e3:.3f} ms ({nbytes * n / sec / 1e9:.0f} GB/s at {nbytes} B/param, "
+            f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}% of D2D copy)"
+        )
         del params
         torch.cuda.empty_cache()
 

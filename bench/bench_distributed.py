@@ -55,8 +55,12 @@ def _state_bytes(opt):
     if isinstance(opt, ZeroOptimizer):
         return opt.local_state_bytes()
     inner = getattr(opt, "optim", opt)  # ZeroRedundancyOptimizer keeps the local optimizer here
-    return sum(v.numel() * v.element_size() for s in inner.state.values() for k, v in s.items()
-               if isinstance(v, torch.Tensor) and k != "step")
+    return sum(
+        v.numel() * v.element_size()
+        for s in inner.state.values()
+        for k, v in s.items()
+        if isinstance(v, torch.Tensor) and k != "step"
+    )
 
 
 def _setup(name, width, layers):
@@ -69,8 +73,7 @@ def _setup(name, width, layers):
         return net, genesis.optim.AdamW(net.parameters(), lr=1e-4)
     if name == "torch-zero":
         net = DistributedDataParallel(model)
-        return net, ZeroRedundancyOptimizer(net.parameters(), optimizer_class=torch.optim.AdamW,
-                                            lr=1e-4)
+        return net, ZeroRedundancyOptimizer(net.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4)
     stage = 1 if name == "zero1" else 2
     return model, ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=stage, lr=1e-4)
 
@@ -78,8 +81,13 @@ def _setup(name, width, layers):
 def _worker(rank, world_size, port, width, layers, steps, queue):
     torch.set_num_threads(1)
     genesis.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world_size, timeout=datetime.timedelta(seconds=300))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=300),
+    )
     x = torch.randn(BATCH, width, generator=torch.Generator().manual_seed(rank))
     rows = {}
     for name in ("ddp+genesis", "zero1", "zero2", "torch-zero"):
@@ -108,8 +116,7 @@ def distributed_part(width, layers, steps):
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue))
-             for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue)) for r in range(2)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=1800) for _ in procs)
@@ -118,9 +125,11 @@ def distributed_part(width, layers, steps):
         if p.is_alive():
             p.terminate()
     params = layers * (width * width + width)
-    print(f"\n2 ranks, gloo, 1 thread each; model {params / 1e6:.1f}M float32 parameters "
-          f"({layers} x Linear({width}, {width})), batch {BATCH} per rank; median of {steps} "
-          "iterations; rank 0's numbers\n")
+    print(
+        f"\n2 ranks, gloo, 1 thread each; model {params / 1e6:.1f}M float32 parameters "
+        f"({layers} x Linear({width}, {width})), batch {BATCH} per rank; median of {steps} "
+        "iterations; rank 0's numbers\n"
+    )
     print("| setup | iteration ms | MB sent / iteration | state MB / rank | vs ddp+genesis time |")
     print("| --- | ---: | ---: | ---: | ---: |")
     base = results[0]["ddp+genesis"][0]
@@ -146,6 +155,7 @@ def flat_part(reps, threads):
     print("| tensors x elements | per tensor ms | flat buffer ms | speed-up | torch fused ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for count, numel in ((2000, 10), (2000, 1000)):
+
         def params(numel=numel, count=count):
             torch.manual_seed(0)
             ps = [torch.randn(numel, requires_grad=True) for _ in range(count)]
@@ -160,8 +170,10 @@ def flat_part(reps, threads):
         t_tensor = _time(per_tensor.step, reps)
         t_flat = _time(flat_opt.step, reps)
         t_fused = _time(fused.step, reps)
-        print(f"| {count} x {numel} | {t_tensor * 1e3:.3f} | {t_flat * 1e3:.3f} | "
-              f"{t_tensor / t_flat:.1f}x | {t_fused * 1e3:.3f} |")
+        print(
+            f"| {count} x {numel} | {t_tensor * 1e3:.3f} | {t_flat * 1e3:.3f} | "
+            f"{t_tensor / t_flat:.1f}x | {t_fused * 1e3:.3f} |"
+        )
 
 
 def main(argv=None):
@@ -172,8 +184,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     width, layers, steps, reps = (WIDTH, LAYERS, 10, 50) if not args.quick else (256, 2, 3, 5)
-    print(f"# bench_distributed on {os.cpu_count()} CPU(s), torch {torch.__version__}, "
-          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"# bench_distributed on {os.cpu_count()} CPU(s), torch {torch.__version__}, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    )
     if not args.flat:
         distributed_part(width, layers, steps)
     if not args.distributed:

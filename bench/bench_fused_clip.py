@@ -37,8 +37,10 @@ def timed(step, seconds):
 
 def _tensors(n_tensors, numel, seed, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
-    return ([torch.randn(numel, generator=gen) for _ in range(n_tensors)],
-            [torch.randn(numel, generator=gen).to(dtype) for _ in range(n_tensors)])
+    return (
+        [torch.randn(numel, generator=gen) for _ in range(n_tensors)],
+        [torch.randn(numel, generator=gen).to(dtype) for _ in range(n_tensors)],
+    )
 
 
 def with_grads(values, grads, dtype=None):
@@ -93,8 +95,10 @@ def clip_case(n_tensors, numel, seconds):
         topt.step()
 
     torch_sec = timed(torch_step, seconds)
-    return [("torch: clip_grad_norm_ + fused AdamW", torch_sec, 40),
-            ("genesis: opt.clip_grad_norm_ + step", genesis_sec, 32)]
+    return [
+        ("torch: clip_grad_norm_ + fused AdamW", torch_sec, 40),
+        ("genesis: opt.clip_grad_norm_ + step", genesis_sec, 32),
+    ]
 
 
 def scaler_case(n_tensors, numel, seconds):
@@ -105,8 +109,10 @@ def scaler_case(n_tensors, numel, seconds):
     tparams = with_grads(values, grads)
     topt = torch.optim.AdamW(tparams, lr=1e-3, fused=True)
     torch_sec = timed(scaled_clip_step(topt, torch_clip(tparams), torch_scaler=True), seconds)
-    return [("torch: GradScaler unscale_ + clip_grad_norm_ + fused AdamW", torch_sec, 48),
-            ("genesis: lazy unscale_ + opt.clip_grad_norm_ + step", genesis_sec, 32)]
+    return [
+        ("torch: GradScaler unscale_ + clip_grad_norm_ + fused AdamW", torch_sec, 48),
+        ("genesis: lazy unscale_ + opt.clip_grad_norm_ + step", genesis_sec, 32),
+    ]
 
 
 def bf16_master_case(n_tensors, numel, seconds):
@@ -126,14 +132,17 @@ def bf16_master_case(n_tensors, numel, seconds):
         torch._foreach_copy_(model, masters)
 
     torch_sec = timed(torch_step, seconds)
-    return [("torch: fp32 master fused AdamW, cast + unscale_ + clip + copy", torch_sec, 60),
-            ("genesis: bf16 params, master_weights, lazy unscale_ + clip", genesis_sec, 30)]
+    return [
+        ("torch: fp32 master fused AdamW, cast + unscale_ + clip + copy", torch_sec, 60),
+        ("genesis: bf16 params, master_weights, lazy unscale_ + clip", genesis_sec, 30),
+    ]
 
 
-CASES = [("clip_grad_norm_ + AdamW, fp32 parameters", clip_case),
-         ("GradScaler + clip_grad_norm_ + AdamW, fp32 parameters", scaler_case),
-         ("bf16 parameters + fp32 master weights + GradScaler + clip_grad_norm_, AdamW",
-          bf16_master_case)]
+CASES = [
+    ("clip_grad_norm_ + AdamW, fp32 parameters", clip_case),
+    ("GradScaler + clip_grad_norm_ + AdamW, fp32 parameters", scaler_case),
+    ("bf16 parameters + fp32 master weights + GradScaler + clip_grad_norm_, AdamW", bf16_master_case),
+]
 
 
 def main():

@@ -28,11 +28,14 @@ TRAFFIC = {"fp32": 12 + 2 * 8, "int8": 12 + 2 * 2 + 4 * 8 / 256}
 
 
 def impls():
-    out = [("torch fused AdamW (fp32 state)", "fp32", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True)),
-           ("genesis AdamW (fp32 state)", "fp32", lambda ps: genesis.optim.AdamW(ps, lr=1e-3)),
-           ("genesis AdamW (int8 state)", "int8", lambda ps: genesis.optim.AdamW(ps, lr=1e-3, state_dtype="int8"))]
+    out = [
+        ("torch fused AdamW (fp32 state)", "fp32", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True)),
+        ("genesis AdamW (fp32 state)", "fp32", lambda ps: genesis.optim.AdamW(ps, lr=1e-3)),
+        ("genesis AdamW (int8 state)", "int8", lambda ps: genesis.optim.AdamW(ps, lr=1e-3, state_dtype="int8")),
+    ]
     try:
         from torchao.optim import AdamW8bit
+
         out.append(("torchao AdamW8bit", "int8", lambda ps: AdamW8bit(ps, lr=1e-3)))
     except ImportError:
         print("torchao is not installed: its row is skipped")
@@ -72,25 +75,49 @@ def main():
         times = common.time_steps(opt.step, warmup=3, seconds=args.seconds, min_steps=5, max_steps=60)
         ms = common.median(times) * 1e3
         traffic = TRAFFIC[kind]
-        rows.append(dict(impl=label, ms=ms, steps=len(times), state_bytes_per_param=state_bytes(opt, params),
-                         traffic_bytes_per_param=traffic,
-                         gbs=traffic * args.tensors * numel / (ms * 1e-3) / 1e9))
+        rows.append(
+            dict(
+                impl=label,
+                ms=ms,
+                steps=len(times),
+                state_bytes_per_param=state_bytes(opt, params),
+                traffic_bytes_per_param=traffic,
+                gbs=traffic * args.tensors * numel / (ms * 1e-3) / 1e9,
+            )
+        )
         del opt, params
         gc.collect()
     base = rows[0]["ms"]
-    print(f"{args.tensors} x {numel} = {args.tensors * numel / 1e6:.0f}M parameters, {torch.get_num_threads()} threads, "
-          f"{common.cpu_model()}; best read-modify-write bandwidth {rmw_best:.1f} GB/s. The machine is "
-          "shared with other jobs: compare ratios within this run, not absolute times.")
-    print(f"{'implementation':34s} {'ms/step':>9s} {'vs torch fused':>15s} {'state B/param':>14s} "
-          f"{'moved B/param':>14s} {'GB/s':>6s}")
+    print(
+        f"{args.tensors} x {numel} = {args.tensors * numel / 1e6:.0f}M parameters, {torch.get_num_threads()} threads, "
+        f"{common.cpu_model()}; best read-modify-write bandwidth {rmw_best:.1f} GB/s. The machine is "
+        "shared with other jobs: compare ratios within this run, not absolute times."
+    )
+    print(
+        f"{'implementation':34s} {'ms/step':>9s} {'vs torch fused':>15s} {'state B/param':>14s} "
+        f"{'moved B/param':>14s} {'GB/s':>6s}"
+    )
     for r in rows:
         r["speedup_vs_torch_fused"] = base / r["ms"]
-        print(f"{r['impl']:34s} {r['ms']:9.2f} {r['speedup_vs_torch_fused']:14.2f}x "
-              f"{r['state_bytes_per_param']:14.3f} {r['traffic_bytes_per_param']:14.2f} {r['gbs']:6.1f}")
+        print(
+            f"{r['impl']:34s} {r['ms']:9.2f} {r['speedup_vs_torch_fused']:14.2f}x "
+            f"{r['state_bytes_per_param']:14.3f} {r['traffic_bytes_per_param']:14.2f} {r['gbs']:6.1f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(benchmark="low_bit_cpu", params=args.tensors * numel, threads=torch.get_num_threads(),
-                           cpu=common.cpu_model(), rmw_gbs=rmw, rows=rows, shared_machine=True), f, indent=1)
+            json.dump(
+                dict(
+                    benchmark="low_bit_cpu",
+                    params=args.tensors * numel,
+                    threads=torch.get_num_threads(),
+                    cpu=common.cpu_model(),
+                    rmw_gbs=rmw,
+                    rows=rows,
+                    shared_machine=True,
+                ),
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

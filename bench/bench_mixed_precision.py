@@ -52,8 +52,10 @@ def master_weights_case(n_tensors, numel, seconds):
         torch._foreach_copy_(model, master_params)
 
     torch_sec = timed(torch_step, seconds)
-    return [("torch: fp32 fused AdamW + copy to bf16", torch_sec, 40),
-            ("genesis: bf16 params, master_weights=True", genesis_sec, 28)]
+    return [
+        ("torch: fp32 fused AdamW + copy to bf16", torch_sec, 40),
+        ("genesis: bf16 params, master_weights=True", genesis_sec, 28),
+    ]
 
 
 def genesis_scaler_step(values, grads, scale):
@@ -98,14 +100,21 @@ def grad_scaler_case(n_tensors, numel, seconds):
             topt.step()
 
     torch_sec = timed(torch_step, seconds)
-    return [("torch: check_and_unscale_ + fused AdamW", torch_sec, 36),
-            ("genesis: GradScaler.step (check + fused unscale)", genesis_sec, 32)]
+    return [
+        ("torch: check_and_unscale_ + fused AdamW", torch_sec, 36),
+        ("genesis: GradScaler.step (check + fused unscale)", genesis_sec, 32),
+    ]
 
 
 def main():
-    common.run_ratio_benchmark(__doc__.split("\n")[0], "Mixed precision",
-                               [("bf16 parameters + fp32 master weights, AdamW", master_weights_case),
-                                ("GradScaler + AdamW, fp32 parameters", grad_scaler_case)])
+    common.run_ratio_benchmark(
+        __doc__.split("\n")[0],
+        "Mixed precision",
+        [
+            ("bf16 parameters + fp32 master weights, AdamW", master_weights_case),
+            ("GradScaler + AdamW, fp32 parameters", grad_scaler_case),
+        ],
+    )
 
 
 if __name__ == "__main__":

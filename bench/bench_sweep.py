@@ -33,27 +33,30 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", metavar="PATH", required=True, help="where to write the results")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--seconds", type=float, default=0.5,
-                    help="timed seconds per implementation and point")
+    ap.add_argument("--seconds", type=float, default=0.5, help="timed seconds per implementation and point")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     genesis.set_num_threads(args.threads)
     timing = dict(warmup=3, seconds=args.seconds, min_steps=5, max_steps=500)
 
-    rmw = common.rmw_bandwidth(torch, max(256 << 20, 4 * (common.last_level_cache_bytes() or 0)),
-                               reps=5, genesis_scale=bench_cpu.genesis_scale)
+    rmw = common.rmw_bandwidth(
+        torch, max(256 << 20, 4 * (common.last_level_cache_bytes() or 0)), reps=5, genesis_scale=bench_cpu.genesis_scale
+    )
     rmw_gbs = max(rmw.values())
     records = []
     for sweep, points in (("params", PARAM_SWEEP), ("tensors", TENSOR_SWEEP)):
         for n_tensors, numel in points:
-            for record in bench_cpu.bench_workload(sweep, n_tensors, numel, ["AdamW"], timing,
-                                                   rmw_gbs, markdown=False):
+            for record in bench_cpu.bench_workload(sweep, n_tensors, numel, ["AdamW"], timing, rmw_gbs, markdown=False):
                 records.append(dict(record, sweep=sweep))
-    machine = dict(cpu=common.cpu_model(), logical_cpus=os.cpu_count(), threads=args.threads,
-                   torch=torch.__version__, genesis=genesis.__version__)
+    machine = dict(
+        cpu=common.cpu_model(),
+        logical_cpus=os.cpu_count(),
+        threads=args.threads,
+        torch=torch.__version__,
+        genesis=genesis.__version__,
+    )
     with open(args.json, "w") as f:
-        json.dump(dict(benchmark="bench_sweep", machine=machine, rmw_gbs=rmw_gbs,
-                       results=records), f, indent=1)
+        json.dump(dict(benchmark="bench_sweep", machine=machine, rmw_gbs=rmw_gbs, results=records), f, indent=1)
 
 
 if __name__ == "__main__":

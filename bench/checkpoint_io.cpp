@@ -152,8 +152,8 @@ int main(int argc, char** argv) {
   std::remove(path.c_str());
   const double mb = double(megabytes);
   auto row = [&](const char* name, double s) { std::printf("| %s | %.3f | %.0f |\n", name, s, mb / s); };
-  std::printf("C++ checkpoint, %zu MB of float32 state in 16 arrays, %s, best of %d (%zu)\n", megabytes,
-              path.c_str(), runs, sink % 2);
+  std::printf("C++ checkpoint, %zu MB of float32 state in 16 arrays, %s, best of %d (%zu)\n", megabytes, path.c_str(),
+              runs, sink % 2);
   std::printf("| operation | seconds | MB/s |\n| --- | --- | --- |\n");
   row("save_file (atomic, fsync)", save);
   row("load_file (page cache)", load);

@@ -54,8 +54,7 @@ def main():
     with contextlib.redirect_stdout(io.StringIO()):
         configs = load("optimizer_configs").main()
     with open(args.json, "w") as f:
-        json.dump(dict(benchmark="loss_curves", examples=curves, optimizer_configs=configs), f,
-                  indent=1)
+        json.dump(dict(benchmark="loss_curves", examples=curves, optimizer_configs=configs), f, indent=1)
 
 
 if __name__ == "__main__":

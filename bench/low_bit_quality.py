@@ -32,8 +32,9 @@ def mlp_task(seed=0):
     hidden = torch.tanh(x @ torch.randn(32, 64, generator=g))
     y = (hidden @ torch.randn(64, 8, generator=g)).argmax(dim=1)
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
-                                torch.nn.GELU(), torch.nn.Linear(256, 8))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 256), torch.nn.GELU(), torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 8)
+    )
     return model, x, y
 
 
@@ -46,8 +47,13 @@ def char_task(seed=0, context=16):
     windows = ids.unfold(0, context + 1, 1)
     x, y = windows[:, :-1], windows[:, -1]
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Embedding(len(vocab), 24), torch.nn.Flatten(),
-                                torch.nn.Linear(24 * context, 256), torch.nn.GELU(), torch.nn.Linear(256, len(vocab)))
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(len(vocab), 24),
+        torch.nn.Flatten(),
+        torch.nn.Linear(24 * context, 256),
+        torch.nn.GELU(),
+        torch.nn.Linear(256, len(vocab)),
+    )
     return model, x, y
 
 
@@ -78,7 +84,10 @@ def final_losses(tasks=TASKS, rules=RULES, steps=300):
             cls = getattr(genesis.optim, rule)
             for state in ("float32", "int8"):
                 out[task, rule, state] = train(
-                    task, lambda ps, cls=cls, state=state, rule=rule: cls(ps, state_dtype=state, **rules[rule]), steps=steps)
+                    task,
+                    lambda ps, cls=cls, state=state, rule=rule: cls(ps, state_dtype=state, **rules[rule]),
+                    steps=steps,
+                )
     return out
 
 
@@ -90,7 +99,7 @@ def _linear_quant(v, unsigned, stochastic, gen):
     levels = 255.0 if unsigned else 127.0
     x = blocks / absmax * levels
     x = torch.floor(x + torch.rand(x.shape, generator=gen)) if stochastic else torch.round(x)
-    return (x / levels * absmax).reshape(-1)[:v.numel()].reshape(v.shape)
+    return (x / levels * absmax).reshape(-1)[: v.numel()].reshape(v.shape)
 
 
 def _float_quant(v, unsigned, stochastic, gen):
@@ -144,10 +153,13 @@ def simulated_adamw(params, quant, lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight
 def map_comparison(steps=300):
     out = {}
     for task in TASKS:
-        for label, quant, stochastic in (("float32 state", None, False), ("float-like map (genesis)", _float_quant, False),
-                                         ("float-like map, stochastic", _float_quant, True),
-                                         ("linear map", _linear_quant, False),
-                                         ("linear map, stochastic", _linear_quant, True)):
+        for label, quant, stochastic in (
+            ("float32 state", None, False),
+            ("float-like map (genesis)", _float_quant, False),
+            ("float-like map, stochastic", _float_quant, True),
+            ("linear map", _linear_quant, False),
+            ("linear map, stochastic", _linear_quant, True),
+        ):
             if quant is None:
                 make = lambda ps: torch.optim.AdamW(ps, **RULES["AdamW"])  # noqa: E731
             else:
@@ -165,8 +177,10 @@ def main():
     torch.set_num_threads(1)
     runs = final_losses(steps=args.steps)
     maps = map_comparison(steps=args.steps)
-    result = {"runs": [dict(task=t, rule=r, state=s, final=f, losses=curve) for (t, r, s), (curve, f) in runs.items()],
-              "maps": [dict(task=t, map=m, final=f, losses=curve) for (t, m), (curve, f) in maps.items()]}
+    result = {
+        "runs": [dict(task=t, rule=r, state=s, final=f, losses=curve) for (t, r, s), (curve, f) in runs.items()],
+        "maps": [dict(task=t, map=m, final=f, losses=curve) for (t, m), (curve, f) in maps.items()],
+    }
     for (t, r, s), (_, f) in runs.items():
         ref = runs[t, r, "float32"][1]
         print(f"{t:6s} {r:6s} {s:8s} final loss {f:.4f}  ({100 * (f / ref - 1):+.2f} % vs float32 state)")
@@ -177,6 +191,7 @@ def main():
         json.dump(result, fh, indent=1)
     if args.plot:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

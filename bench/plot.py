@@ -70,15 +70,14 @@ def plot_bandwidth(data, path):
                 ys.append(100 * match[0]["bandwidth_fraction"])
         ax.bar(xs, ys, width, label=impl, color=STYLE[impl]["color"])
     ax.axhline(100, color="black", linestyle="--", linewidth=1)
-    ax.text(len(ops) - 0.5, 101, f"measured limit: {data['rmw_gbs']:.1f} GB/s",
-            ha="right", va="bottom", fontsize=8)
+    ax.text(len(ops) - 0.5, 101, f"measured limit: {data['rmw_gbs']:.1f} GB/s", ha="right", va="bottom", fontsize=8)
     ax.set_xticks(range(len(ops)))
-    labels = {r["op"]: f"{r['op']}\n{r['n_tensors']} x {r['numel']:,}, {r['bytes_per_param']} B/param"
-              for r in rows}
+    labels = {r["op"]: f"{r['op']}\n{r['n_tensors']} x {r['numel']:,}, {r['bytes_per_param']} B/param" for r in rows}
     ax.set_xticklabels([labels[op] for op in ops], fontsize=8)
     ax.set_ylabel("% of read-modify-write bandwidth")
-    ax.set_title("Bandwidth achieved, as a fraction of the limit measured in the same run\n"
-                 + machine_line(data), fontsize=10)
+    ax.set_title(
+        "Bandwidth achieved, as a fraction of the limit measured in the same run\n" + machine_line(data), fontsize=10
+    )
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
@@ -101,14 +100,20 @@ def plot_losses(data, path):
     # readable; the script prints all of them.
     config_ax = axes[len(examples)]
     for name, losses in configs.items():
-        if name in ("SGD momentum", "SGD nesterov", "Adam default", "Adam amsgrad",
-                    "AdamW default", "AdamW large model"):
+        if name in (
+            "SGD momentum",
+            "SGD nesterov",
+            "Adam default",
+            "Adam amsgrad",
+            "AdamW default",
+            "AdamW large model",
+        ):
             config_ax.plot(losses, label=name)
     config_ax.set_title("examples/optimizer_configs.py", fontsize=9)
     config_ax.set_xlabel("step", fontsize=8)
     config_ax.legend(fontsize=7)
     config_ax.grid(True, alpha=0.3)
-    for ax in axes[len(examples) + 1:]:
+    for ax in axes[len(examples) + 1 :]:
         ax.axis("off")
     fig.suptitle("Training loss of the examples (genesis optimizers)")
     fig.tight_layout()
@@ -128,11 +133,22 @@ def main():
 
     written = []
     if (sweep := read("sweep_cpu.json")) is not None:
-        plot_sweep(sweep, "params", lambda r: r["n_tensors"] * r["numel"],
-                   "parameters (10 tensors)", "AdamW step time against parameter count",
-                   args.out / "adamw_ms_vs_params.png")
-        plot_sweep(sweep, "tensors", lambda r: r["n_tensors"], "tensors (1000 elements each)",
-                   "AdamW step time against tensor count", args.out / "adamw_ms_vs_tensors.png")
+        plot_sweep(
+            sweep,
+            "params",
+            lambda r: r["n_tensors"] * r["numel"],
+            "parameters (10 tensors)",
+            "AdamW step time against parameter count",
+            args.out / "adamw_ms_vs_params.png",
+        )
+        plot_sweep(
+            sweep,
+            "tensors",
+            lambda r: r["n_tensors"],
+            "tensors (1000 elements each)",
+            "AdamW step time against tensor count",
+            args.out / "adamw_ms_vs_tensors.png",
+        )
         written += ["adamw_ms_vs_params.png", "adamw_ms_vs_tensors.png"]
     if (cpu := read("bench_cpu.json")) is not None:
         plot_bandwidth(cpu, args.out / "bandwidth_fraction.png")

@@ -1,6 +1,6 @@
 """Sphinx configuration for genesis's documentation (built by .ci/run with -W: warnings fail).
 
-    pip install ".[docs]" && python -m sphinx -W -b html docs build/docs
+pip install ".[docs]" && python -m sphinx -W -b html docs build/docs
 """
 
 import re
@@ -12,8 +12,7 @@ author = "the genesis authors"
 copyright = "2026, the genesis authors"
 version = release = genesis.__version__
 
-extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon",
-              "sphinx.ext.intersphinx"]
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.intersphinx"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build"]
@@ -46,8 +45,9 @@ def _escape_trailing_underscores(app, what, name, obj, options, lines):
     for i, line in enumerate(lines):
         # Literal spans (odd items of the split) are kept as they are.
         parts = _LITERAL.split(line)
-        lines[i] = "".join(part if k % 2 else _BARE_TRAILING_UNDERSCORE.sub(r"\1\\_", part)
-                           for k, part in enumerate(parts))
+        lines[i] = "".join(
+            part if k % 2 else _BARE_TRAILING_UNDERSCORE.sub(r"\1\\_", part) for k, part in enumerate(parts)
+        )
 
 
 def setup(app):

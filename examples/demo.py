@@ -29,8 +29,7 @@ def main():
     w2 = Parameter(rng.normal(0, 0.1, (hidden, 1)).astype(np.float32))
     b2 = Parameter(np.zeros(1, np.float32))
     params = [w1, b1, w2, b2]
-    opt = genesis.optim.AdamW([{"params": [w1, w2]}, {"params": [b1, b2], "weight_decay": 0.0}],
-                              lr=0.02)
+    opt = genesis.optim.AdamW([{"params": [w1, w2]}, {"params": [b1, b2], "weight_decay": 0.0}], lr=0.02)
 
     for step in range(401):
         # Forward: tanh hidden layer, sigmoid output, binary cross-entropy.

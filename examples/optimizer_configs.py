@@ -46,30 +46,32 @@ CONFIGS = {
     # optim.SGD
     "SGD basic": lambda m: optim.SGD(m.parameters(), lr=0.01),
     "SGD momentum": lambda m: optim.SGD(m.parameters(), lr=0.01, momentum=0.9),
-    "SGD momentum + weight decay": lambda m: optim.SGD(m.parameters(), lr=0.01,
-                                                       momentum=0.9, weight_decay=1e-4),
+    "SGD momentum + weight decay": lambda m: optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4),
     "SGD nesterov": lambda m: optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True),
-    "SGD per-layer lr": lambda m: optim.SGD([
-        {"params": m.features.parameters(), "lr": 0.001},
-        {"params": m.classifier.parameters(), "lr": 0.01},
-    ], momentum=0.9),
+    "SGD per-layer lr": lambda m: optim.SGD(
+        [
+            {"params": m.features.parameters(), "lr": 0.001},
+            {"params": m.classifier.parameters(), "lr": 0.01},
+        ],
+        momentum=0.9,
+    ),
     # optim.Adam
     "Adam default": lambda m: optim.Adam(m.parameters()),
     "Adam lr=0.001": lambda m: optim.Adam(m.parameters(), lr=0.001),
-    "Adam transformer": lambda m: optim.Adam(m.parameters(), lr=0.0001, betas=(0.9, 0.98),
-                                             eps=1e-9),
+    "Adam transformer": lambda m: optim.Adam(m.parameters(), lr=0.0001, betas=(0.9, 0.98), eps=1e-9),
     "Adam weight decay": lambda m: optim.Adam(m.parameters(), lr=0.001, weight_decay=1e-5),
-    "Adam fine-tuning groups": lambda m: optim.Adam([
-        {"params": m.encoder.parameters(), "lr": 1e-5},
-        {"params": m.decoder.parameters(), "lr": 1e-4},
-        {"params": m.head.parameters(), "lr": 1e-3},
-    ]),
+    "Adam fine-tuning groups": lambda m: optim.Adam(
+        [
+            {"params": m.encoder.parameters(), "lr": 1e-5},
+            {"params": m.decoder.parameters(), "lr": 1e-4},
+            {"params": m.head.parameters(), "lr": 1e-3},
+        ]
+    ),
     "Adam amsgrad": lambda m: optim.Adam(m.parameters(), lr=0.001, amsgrad=True),
     # optim.AdamW
     "AdamW default": lambda m: optim.AdamW(m.parameters()),
     "AdamW BERT/GPT": lambda m: optim.AdamW(m.parameters(), lr=5e-5, weight_decay=0.01),
-    "AdamW large model": lambda m: optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95),
-                                               weight_decay=0.1),
+    "AdamW large model": lambda m: optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1),
 }
 
 

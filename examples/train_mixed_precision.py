@@ -32,8 +32,7 @@ class TinyTransformerBlockModel(nn.Module):
     def __init__(self, features=16, width=64, hidden=128, classes=4):
         super().__init__()
         self.embed = nn.Linear(features, width)
-        self.block = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(),
-                                   nn.Linear(hidden, width))
+        self.block = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, classes)
 

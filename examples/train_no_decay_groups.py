@@ -44,10 +44,13 @@ def main(epochs=4, lr=1e-3):
             decay_params.append(param)
     print(f"decay: {len(decay_params)} tensors, no decay: {len(no_decay_params)} tensors")
 
-    optimizer = optim.AdamW([
-        {"params": decay_params, "weight_decay": 0.01},
-        {"params": no_decay_params, "weight_decay": 0.0},
-    ], lr=lr)
+    optimizer = optim.AdamW(
+        [
+            {"params": decay_params, "weight_decay": 0.01},
+            {"params": no_decay_params, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
 
     for epoch in range(epochs):
         for batch_idx, (data, target) in enumerate(train_loader):

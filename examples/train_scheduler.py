@@ -41,8 +41,7 @@ def main(epochs=10):
             total += loss.item()
         # Update the learning rate once per epoch.
         scheduler.step()
-        print(f"Epoch {epoch}, LR: {scheduler.get_last_lr()[0]:.6f}, "
-              f"Loss: {total / len(train_loader):.4f}")
+        print(f"Epoch {epoch}, LR: {scheduler.get_last_lr()[0]:.6f}, Loss: {total / len(train_loader):.4f}")
     return model, optimizer, scheduler
 
 

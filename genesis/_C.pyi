@@ -11,6 +11,7 @@ def _cpp_checkpoint_verdict(data: bytes) -> tuple[str, str]: ...
 # 8-bit state (docs/low-bit-state.md): the core's maps on NumPy arrays.
 QUANT_BLOCK: int
 DEFAULT_MIN_8BIT_SIZE: int
+
 def quantize(values: Any, unsigned_map: bool) -> Tuple[Any, Any]: ...  # (uint8 codes, float32 absmax)
 def dequantize(codes: Any, absmax: Any, unsigned_map: bool) -> Any: ...
 
@@ -42,15 +43,39 @@ class RuleOptions:  # the shape every rule's options class has
 
 # _C.SgdOptions, _C.AdamOptions, ...: generated from the list, so not named here one by one.
 def __getattr__(name: str) -> Any: ...
-
 def validate(options: RuleOptions) -> None: ...
 
 class StepControl:
-    def __init__(self, *, grad_scale: float = 1.0, stochastic_rounding: bool = False, seed: int = 0, counter: int = 0, grad_scale_ptr: int = 0, found_inf_ptr: int = 0, stream: int = 0) -> None: ...
+    def __init__(
+        self,
+        *,
+        grad_scale: float = 1.0,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        counter: int = 0,
+        grad_scale_ptr: int = 0,
+        found_inf_ptr: int = 0,
+        stream: int = 0,
+    ) -> None: ...
 
 class GroupPlan:
     def __init__(self, params: list) -> None: ...
-    def admit(self, index: int, data: Any, state: List[Any], scalars: List[Any], state_dtype: int, step: Any, master: Any, fresh: bool, id: int, cuda: bool, state_numel: List[int] = ..., shape: List[int] = ..., absmax: List[Any] = ...) -> None: ...
+    def admit(
+        self,
+        index: int,
+        data: Any,
+        state: List[Any],
+        scalars: List[Any],
+        state_dtype: int,
+        step: Any,
+        master: Any,
+        fresh: bool,
+        id: int,
+        cuda: bool,
+        state_numel: List[int] = ...,
+        shape: List[int] = ...,
+        absmax: List[Any] = ...,
+    ) -> None: ...
     def gather(self, params: list) -> Optional[List[int]]: ...
     # One method per rule of RULES and per stage of STAGES, named after it: plan.adam(options, control).
     def __getattr__(self, rule: str) -> Callable[[RuleOptions, StepControl], None]: ...

@@ -46,5 +46,17 @@ def set_num_threads(n):
     _C.set_num_threads(int(n))
 
 
-__all__ = ["optim", "nn", "amp", "autocast", "enable_autocast", "save", "load", "CheckpointError",
-           "get_num_threads", "set_num_threads", "show_config", "__version__"]
+__all__ = [
+    "optim",
+    "nn",
+    "amp",
+    "autocast",
+    "enable_autocast",
+    "save",
+    "load",
+    "CheckpointError",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "__version__",
+]

@@ -8,8 +8,17 @@ time, so they are read when asked.
 from . import _C
 
 # OpenMP reports its specification as the date it was published (the _OPENMP macro).
-_OPENMP_VERSIONS = {200505: "2.5", 200805: "3.0", 201107: "3.1", 201307: "4.0", 201511: "4.5",
-                    201811: "5.0", 202011: "5.1", 202111: "5.2", 202411: "6.0"}
+_OPENMP_VERSIONS = {
+    200505: "2.5",
+    200805: "3.0",
+    201107: "3.1",
+    201307: "4.0",
+    201511: "4.5",
+    201811: "5.0",
+    202011: "5.1",
+    202111: "5.2",
+    202411: "6.0",
+}
 
 
 def config():
@@ -42,15 +51,16 @@ def show_config():
     lines = [
         f"genesis {c['version']}",
         f"  - C++ compiler: {c['compiler']}",
-        f"  - CPU kernels: {c['cpu_kernels']} (chosen at run time; GENESIS_CPU_ISA=baseline "
-        "forces the baseline)",
+        f"  - CPU kernels: {c['cpu_kernels']} (chosen at run time; GENESIS_CPU_ISA=baseline forces the baseline)",
         f"  - OpenMP: {c['openmp'] or 'not available'}, {c['num_threads']} threads "
         "(OMP_NUM_THREADS or genesis.set_num_threads)",
     ]
     if c["cuda_built"]:
-        lines.append(f"  - CUDA: built, runtime {c['cuda_runtime']} (linked statically), "
-                     f"architectures {c['cuda_architectures']}, {c['cuda_devices']} device(s) "
-                     "visible")
+        lines.append(
+            f"  - CUDA: built, runtime {c['cuda_runtime']} (linked statically), "
+            f"architectures {c['cuda_architectures']}, {c['cuda_devices']} device(s) "
+            "visible"
+        )
     else:
         lines.append("  - CUDA: not built (CPU-only package)")
     return "\n".join(lines) + "\n"

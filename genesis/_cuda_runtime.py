@@ -52,4 +52,5 @@ def import_error_hint(error):
         f"{error}. This genesis was built with the CUDA backend and loads the CUDA runtime from "
         "the nvidia-cuda-runtime wheel: install it with `pip install genesis[cuda13]` (or "
         "[cuda12], matching the toolkit genesis was built with), or put the toolkit's "
-        "libcudart on the loader path")
+        "libcudart on the loader path"
+    )

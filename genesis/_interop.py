@@ -26,8 +26,12 @@ UINT8 = 4
 CODE_NAMES[UINT8] = "uint8"
 
 # NumPy has no bfloat16: NumPy parameters may be float16, float32 or float64.
-_NUMPY_CODES = {np.dtype(np.float16): FLOAT16, np.dtype(np.float32): FLOAT32,
-                np.dtype(np.float64): FLOAT64, np.dtype(np.uint8): UINT8}
+_NUMPY_CODES = {
+    np.dtype(np.float16): FLOAT16,
+    np.dtype(np.float32): FLOAT32,
+    np.dtype(np.float64): FLOAT64,
+    np.dtype(np.uint8): UINT8,
+}
 _NUMPY_OF_CODE = {code: dtype for dtype, code in _NUMPY_CODES.items()}
 _torch_codes = None  # torch dtype -> code, filled on first use (see _torch)
 
@@ -107,14 +111,15 @@ def check_param_type(param, where, differentiable=False):
     grad). Everything about its memory is checked when it is first stepped (it may still be on
     the meta device, to be materialized later)."""
     if not is_parameter(param):
-        raise TypeError("optimizer can only optimize Tensors or genesis.nn.Parameter objects, "
-                        f"but one of the params is {typename(param)}")
+        raise TypeError(
+            "optimizer can only optimize Tensors or genesis.nn.Parameter objects, "
+            f"but one of the params is {typename(param)}"
+        )
     if is_torch(param) and not differentiable and not (param.is_leaf or param.retains_grad):
         raise ValueError("can't optimize a non-leaf Tensor")
     arr = core_view(array_of(param))
     if dtype_code(arr) not in SUPPORTED_CODES:
-        raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
-                        "float16 and bfloat16")
+        raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, float16 and bfloat16")
     if not is_torch(arr):  # NumPy parameters are updated in place, never through copies
         check_param(param, where)
 
@@ -124,25 +129,31 @@ def check_param(param, where):
     if not is_parameter(param):
         raise TypeError(
             "optimizer can only optimize torch Tensors or genesis.nn.Parameter objects, "
-            f"but {where} is {type(param).__name__}")
+            f"but {where} is {type(param).__name__}"
+        )
     arr = core_view(array_of(param))
     check_native(arr, where)
     code = dtype_code(arr)
     if code not in SUPPORTED_CODES:
-        raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
-                        "float16 and bfloat16 (and complex64/complex128 torch tensors)")
+        raise TypeError(
+            f"{where} has dtype {arr.dtype}; genesis supports float32, float64, "
+            "float16 and bfloat16 (and complex64/complex128 torch tensors)"
+        )
     device = device_of(arr)
     if device.startswith("cuda"):
         if not _C.cuda_built():
-            raise ValueError(f"{where} is on {device}, but this genesis was built without CUDA "
-                             "(install it where nvcc is available)")
+            raise ValueError(
+                f"{where} is on {device}, but this genesis was built without CUDA (install it where nvcc is available)"
+            )
         if _C.cuda_device_count() == 0:
             raise ValueError(f"{where} is on {device}, but genesis's CUDA runtime sees no GPU")
     elif device != "cpu":
         raise ValueError(f"{where} is on device {device}; genesis updates CPU and CUDA parameters")
     if not is_torch(arr) and not is_contiguous(arr):
-        raise ValueError(f"{where} is not contiguous; genesis updates contiguous NumPy parameters "
-                         "only (use np.ascontiguousarray before building the optimizer)")
+        raise ValueError(
+            f"{where} is not contiguous; genesis updates contiguous NumPy parameters "
+            "only (use np.ascontiguousarray before building the optimizer)"
+        )
     if not is_torch(arr) and not arr.flags.writeable:
         raise ValueError(f"{where} is a read-only array and cannot be updated in place")
 
@@ -151,8 +162,10 @@ def check_native(arr, where):
     """NumPy arrays in the other byte order than this machine's hold numbers the core would
     misread: refuse them (``arr.astype(arr.dtype.newbyteorder('='))`` converts)."""
     if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
-        raise ValueError(f"{where} has non-native byte order ({arr.dtype.str}); convert it with "
-                         "arr.astype(arr.dtype.newbyteorder('='))")
+        raise ValueError(
+            f"{where} has non-native byte order ({arr.dtype.str}); convert it with "
+            "arr.astype(arr.dtype.newbyteorder('='))"
+        )
 
 
 def check_grad(param, grad, where, sparse_ok=False):
@@ -162,22 +175,24 @@ def check_grad(param, grad, where, sparse_ok=False):
     arr = array_of(param)
     if is_torch(grad) and grad.is_sparse:
         if not sparse_ok:
-            raise RuntimeError(f"the gradient of {where} is sparse; this optimizer does not "
-                               "support sparse gradients (SGD and SparseAdam do)")
+            raise RuntimeError(
+                f"the gradient of {where} is sparse; this optimizer does not "
+                "support sparse gradients (SGD and SparseAdam do)"
+            )
         grad = grad.to_dense()
     if is_torch(arr) != is_torch(grad) or not (is_torch(grad) or isinstance(grad, np.ndarray)):
-        raise TypeError(f"the gradient of {where} is a {type(grad).__name__}, but the parameter "
-                        f"is a {type(arr).__name__}")
+        raise TypeError(
+            f"the gradient of {where} is a {type(grad).__name__}, but the parameter is a {type(arr).__name__}"
+        )
     check_native(grad, f"the gradient of {where}")
     if dtype_code(grad) != dtype_code(arr):
-        raise TypeError(f"the gradient of {where} has dtype {grad.dtype}, but the parameter has "
-                        f"dtype {arr.dtype}")
+        raise TypeError(f"the gradient of {where} has dtype {grad.dtype}, but the parameter has dtype {arr.dtype}")
     if tuple(grad.shape) != tuple(arr.shape):
-        raise ValueError(f"the gradient of {where} has shape {tuple(grad.shape)}, but the "
-                         f"parameter has shape {tuple(arr.shape)}")
+        raise ValueError(
+            f"the gradient of {where} has shape {tuple(grad.shape)}, but the parameter has shape {tuple(arr.shape)}"
+        )
     if device_of(grad) != device_of(arr):
-        raise ValueError(f"the gradient of {where} is on {device_of(grad)}, but the parameter is "
-                         f"on {device_of(arr)}")
+        raise ValueError(f"the gradient of {where} is on {device_of(grad)}, but the parameter is on {device_of(arr)}")
     if not is_torch(grad) and not is_contiguous(grad):
         raise ValueError(f"the gradient of {where} is not contiguous")
 
@@ -196,8 +211,11 @@ def needs_staging(param):
     if not is_torch(param):
         return False
     grad = param.grad
-    return (param.is_complex() or not param.is_contiguous()
-            or (grad is not None and (grad.is_sparse or not grad.is_contiguous())))
+    return (
+        param.is_complex()
+        or not param.is_contiguous()
+        or (grad is not None and (grad.is_sparse or not grad.is_contiguous()))
+    )
 
 
 def dtype_code_of_name(name):

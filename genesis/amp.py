@@ -65,11 +65,11 @@ class GradScaler:
     unchanged and ``step`` just calls ``optimizer.step()``.
     """
 
-    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
-                 growth_interval=2000, enabled=True):
+    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000, enabled=True):
         if isinstance(init_scale, str):
-            raise TypeError(f"init_scale must be a number, got {init_scale!r} (genesis.amp."
-                            "GradScaler takes no device argument)")
+            raise TypeError(
+                f"init_scale must be a number, got {init_scale!r} (genesis.amp.GradScaler takes no device argument)"
+            )
         self._enabled = enabled
         if enabled:
             if growth_factor <= 1.0:
@@ -106,18 +106,22 @@ class GradScaler:
 
     def _check_started(self, funcname):
         if self._scale is None:
-            raise AssertionError(f"Attempted {funcname} but _scale is None.  This may indicate "
-                                 "your script did not use scaler.scale(loss or outputs) earlier "
-                                 "in the iteration.")
+            raise AssertionError(
+                f"Attempted {funcname} but _scale is None.  This may indicate "
+                "your script did not use scaler.scale(loss or outputs) earlier "
+                "in the iteration."
+            )
 
     @staticmethod
     def _optimizer_grads(optimizer):
         grads, _ = _grads(chain.from_iterable(g["params"] for g in optimizer.param_groups))
         if any(_interop.is_cuda(g) for g in grads):
             # The scale lives on the host here; CUDA needs it on the device to avoid a sync.
-            raise ValueError("genesis.amp.GradScaler handles CPU parameters; for CUDA parameters "
-                             "use torch.amp.GradScaler('cuda'), which drives genesis optimizers "
-                             "with the unscale and the inf check on the device")
+            raise ValueError(
+                "genesis.amp.GradScaler handles CPU parameters; for CUDA parameters "
+                "use torch.amp.GradScaler('cuda'), which drives genesis optimizers "
+                "with the unscale and the inf check on the device"
+            )
         return grads
 
     def unscale_(self, optimizer):
@@ -141,13 +145,11 @@ class GradScaler:
         self._check_started("unscale_")
         state = self._per_optimizer_states[id(optimizer)]
         if state["stage"] is OptState.UNSCALED:
-            raise RuntimeError("unscale_() has already been called on this optimizer since the "
-                               "last update().")
+            raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
         if state["stage"] is OptState.STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
         grads = self._optimizer_grads(optimizer)
-        if not isinstance(optimizer, Optimizer) and any(
-                _interop.dtype_code(g) == _interop.FLOAT16 for g in grads):
+        if not isinstance(optimizer, Optimizer) and any(_interop.dtype_code(g) == _interop.FLOAT16 for g in grads):
             raise ValueError("Attempting to unscale FP16 gradients.")
         # 1/scale rounded to float32, as torch computes it.
         inv_scale = _float32(1.0 / self._scale)
@@ -222,13 +224,13 @@ class GradScaler:
         if new_scale is not None:
             if not isinstance(new_scale, (int, float)):
                 if getattr(new_scale, "requires_grad", False) or int(np.prod(new_scale.shape)) != 1:
-                    raise AssertionError("new_scale should be a float or a 1-element torch."
-                                         "FloatTensor with requires_grad=False.")
+                    raise AssertionError(
+                        "new_scale should be a float or a 1-element torch.FloatTensor with requires_grad=False."
+                    )
                 new_scale = new_scale.item()
             self._scale = _float32(new_scale)
         else:
-            found = [s["found_inf"] for s in self._per_optimizer_states.values()
-                     if s["found_inf"] is not None]
+            found = [s["found_inf"] for s in self._per_optimizer_states.values() if s["found_inf"] is not None]
             if not found:
                 raise AssertionError("No inf checks were recorded prior to update.")
             self._update_scale(any(found))
@@ -291,9 +293,13 @@ class GradScaler:
         and ``_growth_tracker`` (an empty dict when disabled). Take it after ``update()``."""
         if not self._enabled:
             return {}
-        return {"scale": self.get_scale(), "growth_factor": self._growth_factor,
-                "backoff_factor": self._backoff_factor, "growth_interval": self._growth_interval,
-                "_growth_tracker": self._get_growth_tracker()}
+        return {
+            "scale": self.get_scale(),
+            "growth_factor": self._growth_factor,
+            "backoff_factor": self._backoff_factor,
+            "growth_interval": self._growth_interval,
+            "_growth_tracker": self._get_growth_tracker(),
+        }
 
     def load_state_dict(self, state_dict):
         """Load a state saved by ``state_dict()`` (genesis's or torch's GradScaler). A no-op
@@ -301,8 +307,9 @@ class GradScaler:
         if not self._enabled:
             return
         if len(state_dict) == 0:
-            raise RuntimeError("The source state dict is empty, possibly because it was saved "
-                               "from a disabled instance of GradScaler.")
+            raise RuntimeError(
+                "The source state dict is empty, possibly because it was saved from a disabled instance of GradScaler."
+            )
         self._init_scale = state_dict["scale"]
         if self._scale is not None:
             self._scale = _float32(state_dict["scale"])

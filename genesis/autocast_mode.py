@@ -73,5 +73,4 @@ class autocast:
         return wrapper
 
     def __repr__(self):
-        return (f"genesis.autocast(enabled={self.enabled!r}, dtype={self.dtype!r}, "
-                f"device_type={self.device_type!r})")
+        return f"genesis.autocast(enabled={self.enabled!r}, dtype={self.dtype!r}, device_type={self.device_type!r})"

@@ -267,11 +267,14 @@ class _Encoder:
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(obj, torch.Tensor):
             if kind is torch.nn.Parameter:
-                return self._tagged("torch.nn.Parameter",
-                                    [self._add_torch(torch, obj.detach(), path), obj.requires_grad])
+                return self._tagged(
+                    "torch.nn.Parameter", [self._add_torch(torch, obj.detach(), path), obj.requires_grad]
+                )
             if kind is not torch.Tensor:
-                raise TypeError(f"cannot save {path}: {kind.__qualname__} is a torch.Tensor subclass, which"
-                                " genesis does not keep; save t.as_subclass(torch.Tensor) for its data")
+                raise TypeError(
+                    f"cannot save {path}: {kind.__qualname__} is a torch.Tensor subclass, which"
+                    " genesis does not keep; save t.as_subclass(torch.Tensor) for its data"
+                )
             return self._add_torch(torch, obj, path)
         if torch is not None and kind is torch.Size:
             return self._tagged("torch.Size", [_encode_scalar(int(n)) for n in obj])
@@ -297,16 +300,17 @@ class _Encoder:
         if not isinstance(obj, dict):
             items = [self.encode(value, f"{path}[{i}]", depth + 1) for i, value in enumerate(obj)]
             return {"tuple" if isinstance(obj, tuple) else "list": items}
-        pairs = [[_encode_key(key, path), self.encode(value, f"{path}[{_preview(key)}]", depth + 1)]
-                 for key, value in obj.items()]
+        pairs = [
+            [_encode_key(key, path), self.encode(value, f"{path}[{_preview(key)}]", depth + 1)]
+            for key, value in obj.items()
+        ]
         if type(obj) is dict:
             return {"dict": pairs}
         # An OrderedDict, with the `_metadata` attribute that nn.Module.state_dict() attaches
         # (module versions, read back by load_state_dict). Other attributes would be lost.
         extra = sorted(set(vars(obj)) - {"_metadata"})
         if extra:
-            raise TypeError(f"cannot save {path}: an OrderedDict with attributes {extra}; genesis keeps only"
-                            " _metadata")
+            raise TypeError(f"cannot save {path}: an OrderedDict with attributes {extra}; genesis keeps only _metadata")
         metadata = getattr(obj, "_metadata", None)
         metadata = None if metadata is None else self.encode(metadata, f"{path}._metadata", depth + 1)
         return self._tagged("ordered_dict", [pairs, metadata])
@@ -327,8 +331,7 @@ class _Encoder:
             raise TypeError(f"cannot save {path}: unsupported torch tensor ({tensor.dtype}, {tensor.layout})")
         if tensor.is_meta:
             raise TypeError(f"cannot save {path}: a meta tensor has no data to save")
-        entry = {"type": "torch.Tensor", "dtype": name, "shape": list(tensor.shape),
-                 "device": str(tensor.device)}
+        entry = {"type": "torch.Tensor", "dtype": name, "shape": list(tensor.shape), "device": str(tensor.device)}
         return self._add(entry, tensor, path)
 
     def _add(self, entry, source, path):
@@ -346,11 +349,15 @@ def _subclass_problem(obj):
     """Why a subclass of a saveable type is refused: its type would not survive the trip."""
     kind = type(obj)
     if isinstance(obj, tuple) and hasattr(kind, "_fields"):
-        return (f"namedtuple {kind.__qualname__}: genesis.load never creates classes from a file;"
-                " save tuple(x) or x._asdict()")
+        return (
+            f"namedtuple {kind.__qualname__}: genesis.load never creates classes from a file;"
+            " save tuple(x) or x._asdict()"
+        )
     base = next(base for base in (bool, int, float, str, dict, list, tuple) if isinstance(obj, base))
-    return (f"unsupported type {kind.__qualname__} (a {base.__name__} subclass, which would load as a plain"
-            f" {base.__name__}); save {base.__name__}(x)")
+    return (
+        f"unsupported type {kind.__qualname__} (a {base.__name__} subclass, which would load as a plain"
+        f" {base.__name__}); save {base.__name__}(x)"
+    )
 
 
 def _encode_key(key, path):
@@ -414,7 +421,7 @@ def _write_all(stream, data):
     """Write all of `data`; raw (unbuffered) streams may accept only part of it per call."""
     view = memoryview(data)
     while view:
-        view = view[stream.write(view):]
+        view = view[stream.write(view) :]
 
 
 # -------------------------------------------------------------------------------- loading
@@ -482,17 +489,17 @@ class _Reader:
         if zlib.crc32(raw) != header_crc:
             raise CheckpointError("header checksum mismatch: the file is corrupted")
         try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_json_object,
-                                parse_constant=_json_constant, parse_int=_json_int)
+            header = json.loads(
+                raw.decode("utf-8"), object_pairs_hook=_json_object, parse_constant=_json_constant, parse_int=_json_int
+            )
         except CheckpointError:
             raise
         except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
             raise CheckpointError(f"header is not valid JSON: {error}") from None
-        if not (isinstance(header, dict) and header.keys() == {"buffers", "root"}
-                and isinstance(header["buffers"], list)):
-            raise CheckpointError(
-                'header must be a JSON object with exactly the keys "buffers" (a list) and "root"'
-            )
+        if not (
+            isinstance(header, dict) and header.keys() == {"buffers", "root"} and isinstance(header["buffers"], list)
+        ):
+            raise CheckpointError('header must be a JSON object with exactly the keys "buffers" (a list) and "root"')
         return header, header_nbytes
 
     def _decode(self, node, path, depth):
@@ -536,9 +543,7 @@ class _Reader:
     def _decode_pairs(self, payload, result, path, depth):
         for pair in payload:
             if not (isinstance(pair, list) and len(pair) == 2 and _is_scalar_node(pair[0])):
-                raise CheckpointError(
-                    f"{path}: dict entries must be [key, value] with a str/int/float/bool/None key"
-                )
+                raise CheckpointError(f"{path}: dict entries must be [key, value] with a str/int/float/bool/None key")
             key = _decode_scalar(pair[0], path)
             if key in result:
                 raise CheckpointError(f"{path}: duplicate dict key {_preview(key)}")
@@ -560,8 +565,12 @@ class _Reader:
         if not (isinstance(array_node, dict) and array_node.keys() == {"array"} and type(requires_grad) is bool):
             raise CheckpointError(f"{path}: torch.nn.Parameter payload must be [array, requires_grad]")
         index = array_node["array"]
-        if type(index) is int and index < len(self._buffers) and requires_grad \
-                and self._buffers[index].dtype not in _FLOAT_DTYPES:
+        if (
+            type(index) is int
+            and index < len(self._buffers)
+            and requires_grad
+            and self._buffers[index].dtype not in _FLOAT_DTYPES
+        ):
             raise CheckpointError(f"{path}: a {self._buffers[index].dtype} parameter cannot require gradients")
         import torch
 
@@ -576,9 +585,7 @@ class _Reader:
                 " (buffers are used exactly once, in file order)"
             )
         if index >= len(self._buffers):
-            raise CheckpointError(
-                f"{path}: refers to buffer {index} but the header lists only {len(self._buffers)}"
-            )
+            raise CheckpointError(f"{path}: refers to buffer {index} but the header lists only {len(self._buffers)}")
         buffer = self._buffers[index]
         if kind is not None and buffer.kind != kind:
             raise CheckpointError(f"{path}: buffer {index} must be a {kind}, not a {buffer.kind}")
@@ -685,8 +692,7 @@ def _parse_buffer_entry(index, entry, offset):
     if not known or (dtype == "bfloat16" and kind != "torch.Tensor"):
         raise CheckpointError(f"{where}: unsupported dtype {_preview(dtype)} for {kind}")
     shape = entry["shape"]
-    if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
-            and all(type(n) is int and n >= 0 for n in shape)):
+    if not (isinstance(shape, list) and len(shape) <= MAX_NDIM and all(type(n) is int and n >= 0 for n in shape)):
         raise CheckpointError(f"{where}: shape must be a list of at most {MAX_NDIM} non-negative integers")
     if kind == "numpy.generic" and shape:
         raise CheckpointError(f"{where}: a NumPy scalar must have shape []")
@@ -702,14 +708,17 @@ def _parse_buffer_entry(index, entry, offset):
         raise CheckpointError(f"{where}: offset {_preview(entry['offset'])}, expected {offset}")
     device = entry.get("device")
     if kind == "torch.Tensor" and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
-        raise CheckpointError(f"{where}: device must be a string such as \"cpu\" or \"cuda:0\", got {_preview(device)}")
+        raise CheckpointError(f'{where}: device must be a string such as "cpu" or "cuda:0", got {_preview(device)}')
     return _Buffer(kind, dtype, tuple(shape), device, offset, nbytes)
 
 
 def _is_scalar_node(node):
     """True for header nodes that encode None, bool, str, int or float."""
-    return (node is None or isinstance(node, (bool, str))
-            or (isinstance(node, dict) and len(node) == 1 and next(iter(node)) in ("int", "float")))
+    return (
+        node is None
+        or isinstance(node, (bool, str))
+        or (isinstance(node, dict) and len(node) == 1 and next(iter(node)) in ("int", "float"))
+    )
 
 
 def _decode_scalar(node, path):
@@ -729,8 +738,11 @@ def _device_exists(torch, device):
     if device.type == "cpu":
         return True
     accelerator = torch.accelerator.current_accelerator(check_available=True)
-    return (accelerator is not None and accelerator.type == device.type
-            and (device.index or 0) < torch.accelerator.device_count())
+    return (
+        accelerator is not None
+        and accelerator.type == device.type
+        and (device.index or 0) < torch.accelerator.device_count()
+    )
 
 
 def _not_a_checkpoint_message(magic):

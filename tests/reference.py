@@ -17,8 +17,11 @@ from genesis.optim._rules import OPTIONS, RuleOptimizer
 
 # Every optimizer of genesis.optim that runs a rule of the core (element-wise or reduction), in
 # genesis.optim.__all__ order. Each needs its reference below (RULES, CONFIGS, RICH).
-NAMES = [n for n in genesis.optim.__all__
-         if isinstance(getattr(genesis.optim, n), type) and issubclass(getattr(genesis.optim, n), RuleOptimizer)]
+NAMES = [
+    n
+    for n in genesis.optim.__all__
+    if isinstance(getattr(genesis.optim, n), type) and issubclass(getattr(genesis.optim, n), RuleOptimizer)
+]
 
 # The element-wise ones among them: those whose state may be stored in 8 bits.
 ELEMENTWISE_NAMES = [n for n in NAMES if getattr(genesis.optim, n)._supports_8bit_state]
@@ -81,6 +84,7 @@ def skip_without_torch_twin(name):
     none (Lion: its reference follows the paper instead)."""
     import pytest
     import torch
+
     if not hasattr(torch.optim, name):
         pytest.skip(f"torch.optim has no {name}")
 
@@ -91,6 +95,7 @@ def torch_class(name):
     advances its step (docs/semantics.md#adafactor), and so does the twin returned here: every
     other parameter goes through torch's own step untouched."""
     import torch
+
     cls = getattr(torch.optim, name)
     if name != "Adafactor":
         return cls
@@ -98,8 +103,7 @@ def torch_class(name):
     class Adafactor(cls):
         @torch.no_grad()
         def step(self, closure=None):
-            empty = [p for g in self.param_groups for p in g["params"]
-                     if p.grad is not None and p.numel() == 0]
+            empty = [p for g in self.param_groups for p in g["params"] if p.grad is not None and p.numel() == 0]
             grads = [p.grad for p in empty]
             for p in empty:
                 p.grad = None
@@ -130,6 +134,7 @@ def float32_twin_hp(name, hp, dtype):
     if name != "Adafactor":
         return hp
     import torch
+
     hp = full_hyperparameters(name, hp)
     eps1, eps2 = hp["eps"]
     return dict(hp, eps=(torch.finfo(dtype).eps if eps1 is None else eps1, eps2))
@@ -181,8 +186,8 @@ def adam(p, g, state, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled
     b1, b2 = betas
     p, g, t = _adam_prelude(p, g, state, lr, weight_decay, maximize, decoupled_weight_decay)
     m, v = _adam_moments(p, g, state, b1, b2)
-    bc1 = 1.0 - b1 ** t
-    bc2 = 1.0 - b2 ** t
+    bc1 = 1.0 - b1**t
+    bc2 = 1.0 - b2**t
     if amsgrad:
         v = np.maximum(state.get("max_exp_avg_sq", np.zeros_like(p)), v)
         state["max_exp_avg_sq"] = v
@@ -244,16 +249,16 @@ def adamax(p, g, state, lr, betas, eps, weight_decay, maximize):
     m = b1 * state.get("exp_avg", np.zeros_like(p)) + (1.0 - b1) * g
     u = np.maximum(b2 * state.get("exp_inf", np.zeros_like(p)), np.abs(g) + eps)
     state["exp_avg"], state["exp_inf"] = m, u
-    return p - lr / (1.0 - b1 ** t) * m / u
+    return p - lr / (1.0 - b1**t) * m / u
 
 
 def radam(p, g, state, lr, betas, eps, weight_decay, maximize, decoupled_weight_decay):
     b1, b2 = betas
     p, g, t = _adam_prelude(p, g, state, lr, weight_decay, maximize, decoupled_weight_decay)
     m, v = _adam_moments(p, g, state, b1, b2)
-    bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
     rho_inf = 2.0 / (1.0 - b2) - 1.0
-    rho_t = rho_inf - 2.0 * t * b2 ** t / bc2
+    rho_t = rho_inf - 2.0 * t * b2**t / bc2
     if rho_t > 5.0:
         r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
         return p - lr * m / bc1 * r * np.sqrt(bc2) / (np.sqrt(v) + eps)
@@ -267,8 +272,9 @@ def rprop(p, g, state, lr, etas, step_sizes, maximize):
     prev = state.get("prev", np.zeros_like(p))
     size = state.get("step_size", np.full_like(p, lr))
     product = g * prev
-    size = np.clip(size * np.where(product > 0, etaplus, np.where(product < 0, etaminus, 1.0)),
-                   step_sizes[0], step_sizes[1])
+    size = np.clip(
+        size * np.where(product > 0, etaplus, np.where(product < 0, etaminus, 1.0)), step_sizes[0], step_sizes[1]
+    )
     g = np.where(product < 0, 0.0, g)
     state["prev"], state["step_size"] = g, size
     return p - np.sign(g) * size
@@ -283,9 +289,8 @@ def nadam(p, g, state, lr, betas, eps, weight_decay, momentum_decay, decoupled_w
     product = float(np.float32(state.get("mu_product", 1.0) * np.float32(mu)))
     state["mu_product"] = product
     m, v = _adam_moments(p, g, state, b1, b2)
-    denom = np.sqrt(v / (1.0 - b2 ** t)) + eps
-    return (p - lr * (1.0 - mu) / (1.0 - product) * g / denom
-            - lr * mu_next / (1.0 - product * mu_next) * m / denom)
+    denom = np.sqrt(v / (1.0 - b2**t)) + eps
+    return p - lr * (1.0 - mu) / (1.0 - product) * g / denom - lr * mu_next / (1.0 - product * mu_next) * m / denom
 
 
 def asgd(p, g, state, lr, lambd, alpha, t0, weight_decay, maximize):
@@ -315,8 +320,7 @@ def lion(p, g, state, lr, betas, weight_decay, maximize):
     return p
 
 
-def lamb(p, g, state, lr, betas, eps, weight_decay, bias_correction, adam_w_mode, grad_averaging,
-         use_nvlamb, maximize):
+def lamb(p, g, state, lr, betas, eps, weight_decay, bias_correction, adam_w_mode, grad_averaging, use_nvlamb, maximize):
     """You et al. 2019, Algorithm 2 (LAMB) for one layer, with phi the identity, and apex
     FusedLAMB's switches: grad_averaging (m = b1 m + g when off), adam_w_mode=False (weight
     decay added to the gradient, not to the update), bias_correction, and the trust ratio only
@@ -329,8 +333,8 @@ def lamb(p, g, state, lr, betas, eps, weight_decay, bias_correction, adam_w_mode
     m = b1 * state.get("exp_avg", np.zeros_like(p)) + ((1.0 - b1) if grad_averaging else 1.0) * g
     v = b2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1.0 - b2) * g * g
     state["exp_avg"], state["exp_avg_sq"] = m, v
-    m_hat = m / (1.0 - b1 ** t) if bias_correction else m
-    v_hat = v / (1.0 - b2 ** t) if bias_correction else v
+    m_hat = m / (1.0 - b1**t) if bias_correction else m
+    v_hat = v / (1.0 - b2**t) if bias_correction else v
     r = m_hat / (np.sqrt(v_hat) + eps)
     if adam_w_mode:
         r = r + weight_decay * p
@@ -356,7 +360,7 @@ def adafactor(p, g, state, lr, beta2_decay, eps, d, weight_decay, maximize):
         else:
             state.setdefault("variance", np.zeros_like(p))
         return p
-    w = t ** beta2_decay
+    w = t**beta2_decay
     rho = min(lr, 1.0 / np.sqrt(t))
     alpha = max(eps2, np.sqrt(np.mean(p * p))) * rho
     p = p * (1.0 - lr * weight_decay)
@@ -378,9 +382,22 @@ def adafactor(p, g, state, lr, beta2_decay, eps, d, weight_decay, maximize):
 # magnitude): rounding the state can flip a step.
 SIGN_UPDATES = {"Lion": True, "Rprop": True}
 
-RULES = {"SGD": sgd, "Adam": adam, "AdamW": adam, "RMSprop": rmsprop, "Adagrad": adagrad,
-         "Adadelta": adadelta, "Adamax": adamax, "NAdam": nadam, "RAdam": radam, "ASGD": asgd,
-         "Rprop": rprop, "Lion": lion, "LAMB": lamb, "Adafactor": adafactor}
+RULES = {
+    "SGD": sgd,
+    "Adam": adam,
+    "AdamW": adam,
+    "RMSprop": rmsprop,
+    "Adagrad": adagrad,
+    "Adadelta": adadelta,
+    "Adamax": adamax,
+    "NAdam": nadam,
+    "RAdam": radam,
+    "ASGD": asgd,
+    "Rprop": rprop,
+    "Lion": lion,
+    "LAMB": lamb,
+    "Adafactor": adafactor,
+}
 
 
 def full_hyperparameters(name, hp):
@@ -401,8 +418,9 @@ class ReferenceOptimizer:
     def __init__(self, name, groups):
         self.name = name
         self.rule = RULES[name]
-        self.groups = [([np.array(a, dtype=np.float64) for a in arrays],
-                         full_hyperparameters(name, hp)) for arrays, hp in groups]
+        self.groups = [
+            ([np.array(a, dtype=np.float64) for a in arrays], full_hyperparameters(name, hp)) for arrays, hp in groups
+        ]
         self.state = [[{} for _ in arrays] for arrays, _ in self.groups]
 
     def step(self, grads):
@@ -422,19 +440,20 @@ class ReferenceOptimizer:
 def _sgd_configs():
     out = []
     for momentum, dampening, nesterov, wd, maximize in itertools.product(
-            (0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 0.1), (False, True)):
+        (0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 0.1), (False, True)
+    ):
         if nesterov and (momentum == 0 or dampening != 0):
             continue
-        out.append(dict(lr=0.05, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                        weight_decay=wd, maximize=maximize))
+        out.append(
+            dict(lr=0.05, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=wd, maximize=maximize)
+        )
     return out
 
 
 def _adam_configs(name):
     out = []
     for amsgrad, wd, maximize in itertools.product((False, True), (0.0, 0.1), (False, True)):
-        out.append(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, amsgrad=amsgrad, weight_decay=wd,
-                        maximize=maximize))
+        out.append(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, amsgrad=amsgrad, weight_decay=wd, maximize=maximize))
     if name == "Adam":
         # Adam's own switch for decoupled decay (AdamW's rule).
         out += [dict(c, decoupled_weight_decay=True) for c in out if c["weight_decay"]]
@@ -443,10 +462,10 @@ def _adam_configs(name):
 
 def _rmsprop_configs():
     out = []
-    for centered, momentum, wd, maximize in itertools.product(
-            (False, True), (0.0, 0.5), (0.0, 0.1), (False, True)):
-        out.append(dict(lr=0.01, alpha=0.9, eps=1e-6, centered=centered, momentum=momentum,
-                        weight_decay=wd, maximize=maximize))
+    for centered, momentum, wd, maximize in itertools.product((False, True), (0.0, 0.5), (0.0, 0.1), (False, True)):
+        out.append(
+            dict(lr=0.01, alpha=0.9, eps=1e-6, centered=centered, momentum=momentum, weight_decay=wd, maximize=maximize)
+        )
     return out
 
 
@@ -457,31 +476,49 @@ def _flags(base, **choices):
 
 
 CONFIGS = {
-    "SGD": _sgd_configs(), "Adam": _adam_configs("Adam"), "AdamW": _adam_configs("AdamW"),
+    "SGD": _sgd_configs(),
+    "Adam": _adam_configs("Adam"),
+    "AdamW": _adam_configs("AdamW"),
     "RMSprop": _rmsprop_configs(),
-    "Adagrad": _flags(dict(lr=0.05, eps=1e-10), lr_decay=(0.0, 0.01), weight_decay=(0.0, 0.1),
-                      initial_accumulator_value=(0.0, 0.5), maximize=(False, True)),
-    "Adadelta": _flags(dict(lr=0.5, rho=0.8, eps=1e-6), weight_decay=(0.0, 0.1),
-                       maximize=(False, True)),
-    "Adamax": _flags(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6), weight_decay=(0.0, 0.1),
-                     maximize=(False, True)),
+    "Adagrad": _flags(
+        dict(lr=0.05, eps=1e-10),
+        lr_decay=(0.0, 0.01),
+        weight_decay=(0.0, 0.1),
+        initial_accumulator_value=(0.0, 0.5),
+        maximize=(False, True),
+    ),
+    "Adadelta": _flags(dict(lr=0.5, rho=0.8, eps=1e-6), weight_decay=(0.0, 0.1), maximize=(False, True)),
+    "Adamax": _flags(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6), weight_decay=(0.0, 0.1), maximize=(False, True)),
     # betas[1] = 0.8 rectifies from step 6 on (rho_t > 5), so 20+ steps run both branches.
-    "RAdam": _flags(dict(lr=0.01, betas=(0.8, 0.8), eps=1e-6), weight_decay=(0.0, 0.1),
-                    decoupled_weight_decay=(False, True), maximize=(False, True)),
-    "NAdam": _flags(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, momentum_decay=0.05),
-                    weight_decay=(0.0, 0.1), decoupled_weight_decay=(False, True),
-                    maximize=(False, True)),
+    "RAdam": _flags(
+        dict(lr=0.01, betas=(0.8, 0.8), eps=1e-6),
+        weight_decay=(0.0, 0.1),
+        decoupled_weight_decay=(False, True),
+        maximize=(False, True),
+    ),
+    "NAdam": _flags(
+        dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, momentum_decay=0.05),
+        weight_decay=(0.0, 0.1),
+        decoupled_weight_decay=(False, True),
+        maximize=(False, True),
+    ),
     # t0 = 5: the average switches from copying p to averaging after step 6.
-    "ASGD": _flags(dict(lr=0.05, lambd=0.01, alpha=0.75), t0=(1e6, 5.0), weight_decay=(0.0, 0.1),
-                   maximize=(False, True)),
+    "ASGD": _flags(
+        dict(lr=0.05, lambd=0.01, alpha=0.75), t0=(1e6, 5.0), weight_decay=(0.0, 0.1), maximize=(False, True)
+    ),
     # Tight step-size bounds so that both clamps are reached within the test's steps.
-    "Rprop": _flags(dict(lr=0.01), etas=((0.5, 1.2), (0.3, 1.5)),
-                    step_sizes=((1e-6, 50.0), (0.005, 0.02)), maximize=(False, True)),
+    "Rprop": _flags(
+        dict(lr=0.01), etas=((0.5, 1.2), (0.3, 1.5)), step_sizes=((1e-6, 50.0), (0.005, 0.02)), maximize=(False, True)
+    ),
     "Lion": _flags(dict(lr=0.01, betas=(0.8, 0.95)), weight_decay=(0.0, 0.5), maximize=(False, True)),
-    "LAMB": _flags(dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6), weight_decay=(0.0, 0.1),
-                   adam_w_mode=(True, False), use_nvlamb=(False, True), maximize=(False, True))
-    + [dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, bias_correction=False,
-            grad_averaging=False)],
+    "LAMB": _flags(
+        dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6),
+        weight_decay=(0.0, 0.1),
+        adam_w_mode=(True, False),
+        use_nvlamb=(False, True),
+        maximize=(False, True),
+    )
+    + [dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, bias_correction=False, grad_averaging=False)],
     "Adafactor": _flags(dict(lr=0.05), weight_decay=(0.0, 0.1), maximize=(False, True))
     + [dict(lr=0.5, beta2_decay=-0.5, eps=(1e-3, 1e-2), d=1.5)],
 }
@@ -497,12 +534,14 @@ RICH = {
     "Adamax": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
     "RAdam": dict(lr=0.01, betas=(0.8, 0.8), eps=1e-6, weight_decay=0.1, decoupled_weight_decay=True),
     "Rprop": dict(lr=0.01, etas=(0.3, 1.5), step_sizes=(0.005, 0.02)),
-    "NAdam": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, momentum_decay=0.05, weight_decay=0.1,
-                  decoupled_weight_decay=True),
+    "NAdam": dict(
+        lr=0.01, betas=(0.8, 0.95), eps=1e-6, momentum_decay=0.05, weight_decay=0.1, decoupled_weight_decay=True
+    ),
     "ASGD": dict(lr=0.05, lambd=0.01, alpha=0.75, t0=5.0, weight_decay=0.1),
     "Lion": dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.5),
-    "LAMB": dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, adam_w_mode=False,
-                 grad_averaging=False, use_nvlamb=True),
+    "LAMB": dict(
+        lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, adam_w_mode=False, grad_averaging=False, use_nvlamb=True
+    ),
     "Adafactor": dict(lr=0.05, beta2_decay=-0.6, eps=(1e-3, 1e-2), d=1.2, weight_decay=0.1),
 }
 
@@ -556,8 +595,9 @@ def newton_schulz(u, ns_coefficients, ns_steps, eps, bfloat16):
     return x.T if tall else x
 
 
-def muon(p, g, state, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
-         adjust_lr_fn, bfloat16=False):
+def muon(
+    p, g, state, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, bfloat16=False
+):
     """torch.optim.Muon (torch 2.13 docs and source): B = lerp(B, g, 1 - momentum),
     U = lerp(g, B, momentum) if nesterov else B, O = NS(U),
     p = p (1 - lr wd) - lr * ratio(shape) * O."""
@@ -574,16 +614,38 @@ def muon(p, g, state, lr, weight_decay, momentum, nesterov, ns_coefficients, eps
     return p * (1.0 - lr * weight_decay) - lr * ratio * o
 
 
-MUON_DEFAULTS = dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-                     ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5,
-                     adjust_lr_fn=None)
+MUON_DEFAULTS = dict(
+    lr=1e-3,
+    weight_decay=0.1,
+    momentum=0.95,
+    nesterov=True,
+    ns_coefficients=(3.4445, -4.7750, 2.0315),
+    eps=1e-7,
+    ns_steps=5,
+    adjust_lr_fn=None,
+)
 # Every flag; momentum 0.3 takes lerp's other branch (weight 1 - momentum >= 0.5).
-MUON_CONFIGS = _flags(dict(lr=0.02), nesterov=(True, False), weight_decay=(0.0, 0.1),
-                      momentum=(0.95, 0.3), adjust_lr_fn=(None, "original", "match_rms_adamw"))
-MUON_CONFIGS += [dict(lr=0.02, ns_steps=3, ns_coefficients=(3.4, -4.7, 2.0)),
-                 dict(lr=0.02, ns_steps=0), dict(lr=0.02, eps=1e-3)]
-MUON_RICH = dict(lr=0.02, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn="match_rms_adamw",
-                 ns_steps=6, ns_coefficients=(3.4, -4.7, 2.0))
+MUON_CONFIGS = _flags(
+    dict(lr=0.02),
+    nesterov=(True, False),
+    weight_decay=(0.0, 0.1),
+    momentum=(0.95, 0.3),
+    adjust_lr_fn=(None, "original", "match_rms_adamw"),
+)
+MUON_CONFIGS += [
+    dict(lr=0.02, ns_steps=3, ns_coefficients=(3.4, -4.7, 2.0)),
+    dict(lr=0.02, ns_steps=0),
+    dict(lr=0.02, eps=1e-3),
+]
+MUON_RICH = dict(
+    lr=0.02,
+    weight_decay=0.1,
+    momentum=0.9,
+    nesterov=True,
+    adjust_lr_fn="match_rms_adamw",
+    ns_steps=6,
+    ns_coefficients=(3.4, -4.7, 2.0),
+)
 
 
 # ------------------------------------------------------------------------ 8-bit state maps
@@ -627,7 +689,7 @@ def decode_codes(c, unsigned):
 
 def _blocks(x):
     x = np.asarray(x, dtype=np.float32).reshape(-1)
-    return [x[i:i + QUANT_BLOCK] for i in range(0, x.size, QUANT_BLOCK)]
+    return [x[i : i + QUANT_BLOCK] for i in range(0, x.size, QUANT_BLOCK)]
 
 
 def block_absmax(block):
@@ -653,6 +715,8 @@ def quantize(x, unsigned):
 
 def dequantize(codes, absmax, unsigned):
     codes = np.asarray(codes).reshape(-1)
-    out = [decode_codes(codes[i * QUANT_BLOCK:(i + 1) * QUANT_BLOCK], unsigned) * (np.float32(a) / np.float32(1.875))
-           for i, a in enumerate(np.asarray(absmax, dtype=np.float32))]
+    out = [
+        decode_codes(codes[i * QUANT_BLOCK : (i + 1) * QUANT_BLOCK], unsigned) * (np.float32(a) / np.float32(1.875))
+        for i, a in enumerate(np.asarray(absmax, dtype=np.float32))
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)

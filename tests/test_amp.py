@@ -41,8 +41,10 @@ def set_grads(params, seed, scale=1.0, poison=None):
 def snapshot(optimizer):
     """Copies of every parameter and every state value (step counts included)."""
     params = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
-    state = {i: {k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in s.items()}
-             for i, s in enumerate(optimizer.state.values())}
+    state = {
+        i: {k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in s.items()}
+        for i, s in enumerate(optimizer.state.values())
+    }
     return params, state
 
 
@@ -59,29 +61,50 @@ def assert_same_bits(a, b):
         elif torch.is_tensor(x):
             assert x.dtype == y.dtype and x.shape == y.shape
             as_int = _INT_OF_SIZE[x.element_size()]
-            assert torch.equal(x.detach().reshape(-1).view(as_int),
-                               y.detach().reshape(-1).view(as_int))
+            assert torch.equal(x.detach().reshape(-1).view(as_int), y.detach().reshape(-1).view(as_int))
         else:
             assert x == y
 
 
 # ------------------------------------------------------------------------- scale schedule
-@pytest.mark.parametrize("init_scale, growth_factor, backoff_factor", [
-    (2.0**10, 2.0, 0.5),
-    (1000.0, 1.7, 0.3),       # not powers of two: the float32 rounding of each product shows
-    (2.0**125, 4.0, 0.5),     # growth past float32's range is not taken
-])
+@pytest.mark.parametrize(
+    "init_scale, growth_factor, backoff_factor",
+    [
+        (2.0**10, 2.0, 0.5),
+        (1000.0, 1.7, 0.3),  # not powers of two: the float32 rounding of each product shows
+        (2.0**125, 4.0, 0.5),  # growth past float32's range is not taken
+    ],
+)
 def test_scale_trajectory_matches_torch(init_scale, growth_factor, backoff_factor):
     """Same scale (as a float) and growth tracker as torch.amp.GradScaler("cpu") after every
     update, over iterations with and without inf/NaN gradients."""
-    kwargs = dict(init_scale=init_scale, growth_factor=growth_factor,
-                  backoff_factor=backoff_factor, growth_interval=3)
+    kwargs = dict(init_scale=init_scale, growth_factor=growth_factor, backoff_factor=backoff_factor, growth_interval=3)
     ours, theirs = GradScaler(**kwargs), torch.amp.GradScaler("cpu", **kwargs)
     p_ours, p_theirs = make_params(), make_params()
     opt_ours = genesis.optim.SGD(p_ours, lr=0.01)
     opt_theirs = torch.optim.SGD(p_theirs, lr=0.01)
-    poisons = [None, None, None, None, math.inf, None, None, None, None, None, None, math.nan,
-               math.inf, None, None, None, -math.inf, None, None, None]
+    poisons = [
+        None,
+        None,
+        None,
+        None,
+        math.inf,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        math.nan,
+        math.inf,
+        None,
+        None,
+        None,
+        -math.inf,
+        None,
+        None,
+        None,
+    ]
     scales = []
     for i, poison in enumerate(poisons):
         for scaler, params, opt in ((ours, p_ours, opt_ours), (theirs, p_theirs, opt_theirs)):
@@ -95,8 +118,9 @@ def test_scale_trajectory_matches_torch(init_scale, growth_factor, backoff_facto
     steps = list(zip(scales, scales[1:]))
     assert any(b > a for a, b in steps) and any(b < a for a, b in steps)
     if init_scale == 2.0**10:
-        assert scales == [2.0**k for k in (10, 10, 11, 11, 10, 10, 10, 11, 11, 11, 12, 11, 10,
-                                           10, 10, 11, 10, 10, 10, 11)]
+        assert scales == [
+            2.0**k for k in (10, 10, 11, 11, 10, 10, 10, 11, 11, 11, 12, 11, 10, 10, 10, 11, 10, 10, 10, 11)
+        ]
     if init_scale == 2.0**125:
         # At 2**126 a growth by 4 would overflow float32: refused, the tracker restarts.
         assert scales[6:8] == [2.0**126, 2.0**126] and ours._get_growth_tracker() == 0
@@ -252,9 +276,10 @@ def test_unscale_then_clip_matches_torch():
     for _ in range(3):
         x, y = torch.randn(16, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
         norms = []
-        for model, opt, scaler, clip in ((ours, opt_ours, s_ours, clip_grad_norm_),
-                                         (theirs, opt_theirs, s_theirs,
-                                          torch.nn.utils.clip_grad_norm_)):
+        for model, opt, scaler, clip in (
+            (ours, opt_ours, s_ours, clip_grad_norm_),
+            (theirs, opt_theirs, s_theirs, torch.nn.utils.clip_grad_norm_),
+        ):
             opt.zero_grad()
             scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
             scaler.unscale_(opt)
@@ -273,13 +298,11 @@ def test_fused_step_equals_unscale_then_step_bitwise():
     gradients left scaled) gives the same bits as unscale_ followed by step."""
     fused, explicit = make_params(), make_params()
     opt_f, opt_e = genesis.optim.AdamW(fused, lr=0.01), genesis.optim.AdamW(explicit, lr=0.01)
-    s_f, s_e = GradScaler(init_scale=2.0**12, growth_interval=2), GradScaler(init_scale=2.0**12,
-                                                                             growth_interval=2)
+    s_f, s_e = GradScaler(init_scale=2.0**12, growth_interval=2), GradScaler(init_scale=2.0**12, growth_interval=2)
     for i in range(8):
         scale = s_f.get_scale()
         poison = math.inf if i == 3 else None
-        for params, opt, scaler, unscale in ((fused, opt_f, s_f, False),
-                                             (explicit, opt_e, s_e, True)):
+        for params, opt, scaler, unscale in ((fused, opt_f, s_f, False), (explicit, opt_e, s_e, True)):
             scaler.scale(torch.tensor(1.0))
             set_grads(params, i, scale=scale, poison=poison)
             if unscale:
@@ -410,12 +433,16 @@ def test_state_dict_round_trip_and_torch_compatibility():
     scaler, reference = GradScaler(**kwargs), torch.amp.GradScaler("cpu", **kwargs)
     run_iterations(scaler, opt, params, range(6), poisons={1})
     torch_params = make_params()
-    run_iterations(reference, torch.optim.SGD(torch_params, lr=0.01), torch_params, range(6),
-                   poisons={1})
+    run_iterations(reference, torch.optim.SGD(torch_params, lr=0.01), torch_params, range(6), poisons={1})
     sd = scaler.state_dict()
     assert sd == reference.state_dict()
-    assert sd == {"scale": 48.0, "growth_factor": 3.0, "backoff_factor": 0.25,
-                  "growth_interval": 3, "_growth_tracker": 1}
+    assert sd == {
+        "scale": 48.0,
+        "growth_factor": 3.0,
+        "backoff_factor": 0.25,
+        "growth_interval": 3,
+        "_growth_tracker": 1,
+    }
     for source in (sd, reference.state_dict()):
         resumed = GradScaler()
         resumed.load_state_dict(source)
@@ -485,8 +512,7 @@ def test_error_states_as_torch():
 def test_settings_accessors():
     scaler = GradScaler(init_scale=8.0, growth_factor=4.0, backoff_factor=0.25, growth_interval=7)
     assert scaler.is_enabled() and scaler.get_scale() == 8.0
-    assert (scaler.get_growth_factor(), scaler.get_backoff_factor(),
-            scaler.get_growth_interval()) == (4.0, 0.25, 7)
+    assert (scaler.get_growth_factor(), scaler.get_backoff_factor(), scaler.get_growth_interval()) == (4.0, 0.25, 7)
     scaler.set_growth_factor(3.0)
     scaler.set_backoff_factor(0.5)
     scaler.set_growth_interval(1)
@@ -501,8 +527,7 @@ def test_train_mixed_precision_example(capsys, monkeypatch):
     on, the scaler never skips, and the printed loss falls."""
     monkeypatch.setattr(genesis, "enable_autocast", False)  # restored after the example sets it
     monkeypatch.syspath_prepend(str(EXAMPLES))  # the example imports teacher_data.py beside it
-    spec = importlib.util.spec_from_file_location("train_mixed_precision",
-                                                  EXAMPLES / "train_mixed_precision.py")
+    spec = importlib.util.spec_from_file_location("train_mixed_precision", EXAMPLES / "train_mixed_precision.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert "docs" in module.__doc__

@@ -135,11 +135,13 @@ def test_autograd_through_region(flag):
 def test_without_torch_nothing_is_imported():
     """A NumPy-only program may use genesis.autocast, even with the flag on: torch is never
     imported."""
-    code = ("import sys, genesis\n"
-            "genesis.enable_autocast = True\n"
-            "with genesis.autocast():\n"
-            "    pass\n"
-            "with genesis.autocast(enabled=True):\n"
-            "    pass\n"
-            "assert 'torch' not in sys.modules\n")
+    code = (
+        "import sys, genesis\n"
+        "genesis.enable_autocast = True\n"
+        "with genesis.autocast():\n"
+        "    pass\n"
+        "with genesis.autocast(enabled=True):\n"
+        "    pass\n"
+        "assert 'torch' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=NO_TORCH_ENV)

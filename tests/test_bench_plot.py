@@ -9,17 +9,38 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-CHARTS = ["adamw_ms_vs_params.png", "adamw_ms_vs_tensors.png", "bandwidth_fraction.png",
-          "loss_curves.png"]
+CHARTS = ["adamw_ms_vs_params.png", "adamw_ms_vs_tensors.png", "bandwidth_fraction.png", "loss_curves.png"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_cpu_writes_json(tmp_path):
     out = tmp_path / "bench_cpu.json"
-    subprocess.run([sys.executable, str(BENCH / "bench_cpu.py"), "--quick", "--threads", "1",
-                    "--workloads", "small", "--ops", "SGD",
-                    "--seconds", "0.01", "--warmup", "1", "--min-steps", "2", "--max-steps", "3",
-                    "--json", str(out)], check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_cpu.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--workloads",
+            "small",
+            "--ops",
+            "SGD",
+            "--seconds",
+            "0.01",
+            "--warmup",
+            "1",
+            "--min-steps",
+            "2",
+            "--max-steps",
+            "3",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     data = json.loads(out.read_text())
     assert data["benchmark"] == "bench_cpu" and data["rmw_gbs"] > 0
     rows = data["results"]
@@ -36,8 +57,11 @@ def test_bench_cpu_writes_json(tmp_path):
 
 def test_plot_draws_every_chart_from_the_committed_results(tmp_path):
     pytest.importorskip("matplotlib")
-    subprocess.run([sys.executable, str(BENCH / "plot.py"), "--results", str(BENCH / "results"),
-                    "--out", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(BENCH / "plot.py"), "--results", str(BENCH / "results"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     for name in CHARTS:
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name

@@ -25,9 +25,14 @@ def _loss(params, x, y):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name,kw", [("AdamW", dict(lr=1e-2, weight_decay=0.1, capturable=True)),
-                                     ("SGD", dict(lr=1e-2, momentum=0.9, dampening=0.2)),  # torch's has no flag
-                                     ("RMSprop", dict(lr=1e-3, centered=True, capturable=True))])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("AdamW", dict(lr=1e-2, weight_decay=0.1, capturable=True)),
+        ("SGD", dict(lr=1e-2, momentum=0.9, dampening=0.2)),  # torch's has no flag
+        ("RMSprop", dict(lr=1e-3, centered=True, capturable=True)),
+    ],
+)
 def test_a_captured_training_step_replays_like_eager_steps(name, kw):
     gen = torch.Generator().manual_seed(0)
     sizes = [1, 4097, 65537 + 3]

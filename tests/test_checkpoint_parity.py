@@ -43,12 +43,14 @@ def agree(python, cpp):
 
 def run_cases(mode, *args):
     """Run this module's child entry point; return its JSON lines, failing clearly on a crash."""
-    result = subprocess.run([sys.executable, __file__, mode, *map(str, args)], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, __file__, mode, *map(str, args)], capture_output=True, text=True, timeout=600
+    )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 0, (
         f"the child crashed (exit {result.returncode}) after case {lines[-1]['case'] if lines else None}:\n"
-        + result.stderr[-3000:])
+        + result.stderr[-3000:]
+    )
     return lines
 
 
@@ -83,10 +85,49 @@ def test_both_readers_accept_every_valid_file(corpus_verdicts, name):
 
 # Bytes and tokens that reach the header validators: JSON syntax, numbers the counts must
 # refuse, escapes, and bytes that are not UTF-8.
-TOKENS = [b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b"-", b"0", b"1", b"9", b".", b"e", b"+", b" ",
-          b"-0", b"01", b"1e2", b"null", b"true", b"NaN", b"\\u00e9", b"\\ud800", b"\\udc00", b"\\u0041",
-          b"\xff", b"\xc3\xa9", b"\xed\xa0\x80", b"\xc0\xaf", b'"0x1"', b'"0x01"', b'"-0x0"', b'{"int":"0x1"}',
-          b'{"float":"3ff0000000000000"}', b"true", b'"cpu"', b'"cuda:01"', b'"x"', b"64", b"0,0"]
+TOKENS = [
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\",
+    b"-",
+    b"0",
+    b"1",
+    b"9",
+    b".",
+    b"e",
+    b"+",
+    b" ",
+    b"-0",
+    b"01",
+    b"1e2",
+    b"null",
+    b"true",
+    b"NaN",
+    b"\\u00e9",
+    b"\\ud800",
+    b"\\udc00",
+    b"\\u0041",
+    b"\xff",
+    b"\xc3\xa9",
+    b"\xed\xa0\x80",
+    b"\xc0\xaf",
+    b'"0x1"',
+    b'"0x01"',
+    b'"-0x0"',
+    b'{"int":"0x1"}',
+    b'{"float":"3ff0000000000000"}',
+    b"true",
+    b'"cpu"',
+    b'"cuda:01"',
+    b'"x"',
+    b"64",
+    b"0,0",
+]
 
 
 def mutate_header(rng, header):
@@ -96,9 +137,9 @@ def mutate_header(rng, header):
         at = rng.randrange(len(text) + 1)
         choice = rng.random()
         if choice < 0.4:  # replace a span by a token
-            text[at:at + rng.randrange(0, 4)] = rng.choice(TOKENS)
+            text[at : at + rng.randrange(0, 4)] = rng.choice(TOKENS)
         elif choice < 0.6:  # delete a span
-            del text[at:at + rng.randrange(1, 6)]
+            del text[at : at + rng.randrange(1, 6)]
         elif choice < 0.8:  # repeat a span (duplicate keys, entries, values)
             end = min(len(text), at + rng.randrange(1, 40))
             text[at:at] = text[at:end]

@@ -74,7 +74,9 @@ def test_clip_grad_norm_matches_torch(norm_type, dtype, max_norm):
     if max_norm == 1e6:  # no clipping: the gradients are left bit for bit
         _assert_grads_equal([p.grad for p in pg], [p.grad for p in _torch_params(dtype, norm_type=norm_type)[0]])
     else:
-        clipped = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in pg if p.grad is not None]).double(), norm_type)
+        clipped = torch.linalg.vector_norm(
+            torch.cat([p.grad.flatten() for p in pg if p.grad is not None]).double(), norm_type
+        )
         assert clipped.item() == pytest.approx(max_norm, rel=1e-5)
 
 
@@ -190,8 +192,7 @@ def test_mixed_dtype_grads_match_torch():
     """float32 and float64 gradients clipped together: the same total (of the same dtype as
     torch's) and the same clipped gradients."""
     gen = torch.Generator().manual_seed(8)
-    grads = [torch.randn(50, generator=gen, dtype=torch.float32),
-             torch.randn(30, generator=gen, dtype=torch.float64)]
+    grads = [torch.randn(50, generator=gen, dtype=torch.float32), torch.randn(30, generator=gen, dtype=torch.float64)]
     twins = []
     for _ in range(2):
         ps = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]

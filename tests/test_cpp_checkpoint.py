@@ -14,9 +14,12 @@ FIXTURE = pathlib.Path(__file__).resolve().parent / "cpp" / "data" / "cpp_adamw.
 
 def _optimizer():
     params = [Parameter(np.arange(4, dtype=np.float32) / 4), Parameter(np.ones((2, 3), np.float32))]
-    opt = genesis.optim.AdamW([{"params": [params[0]], "lr": 0.01},
-                               {"params": [params[1]], "weight_decay": 0.0}],
-                              lr=0.002, betas=(0.8, 0.95), amsgrad=True)
+    opt = genesis.optim.AdamW(
+        [{"params": [params[0]], "lr": 0.01}, {"params": [params[1]], "weight_decay": 0.0}],
+        lr=0.002,
+        betas=(0.8, 0.95),
+        amsgrad=True,
+    )
     return params, opt
 
 
@@ -32,8 +35,12 @@ def test_cpp_checkpoint_loads_into_a_python_optimizer():
     assert saved["state"][1]["exp_avg"].shape == (6,)  # C++ writes flat arrays
     loaded.load_state_dict(saved)
     groups = loaded.param_groups
-    assert (groups[0]["lr"], groups[0]["weight_decay"], groups[1]["lr"], groups[1]["weight_decay"]) == \
-        (0.01, 0.01, 0.002, 0.0)
+    assert (groups[0]["lr"], groups[0]["weight_decay"], groups[1]["lr"], groups[1]["weight_decay"]) == (
+        0.01,
+        0.01,
+        0.002,
+        0.0,
+    )
     assert groups[0]["betas"] == (0.8, 0.95) and groups[0]["amsgrad"] is True
     want, got = computed.state_dict()["state"], loaded.state_dict()["state"]
     assert sorted(got) == sorted(want) == [0, 1]

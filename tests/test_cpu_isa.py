@@ -58,5 +58,4 @@ def test_instruction_set_variants_give_the_same_bits(tmp_path):
     keys = [k for k in baseline.files if k not in ("isa", "rules")]
     assert len(keys) == 5 * 4 * int(baseline["rules"])
     for key in keys:
-        np.testing.assert_array_equal(default[key].view(np.uint64), baseline[key].view(np.uint64),
-                                      err_msg=key)
+        np.testing.assert_array_equal(default[key].view(np.uint64), baseline[key].view(np.uint64), err_msg=key)

@@ -123,7 +123,7 @@ def test_every_rule_matches_its_cpu_path_and_torch(name, dtype):
 
 def test_unaligned_views_and_many_tensors():
     base = torch.randn(4097 * 120 + 1, device="cuda")
-    views = [base[1 + i * 4097:1 + (i + 1) * 4097] for i in range(120)]  # none 16-byte aligned
+    views = [base[1 + i * 4097 : 1 + (i + 1) * 4097] for i in range(120)]  # none 16-byte aligned
     params = [torch.nn.Parameter(v) for v in views]  # shares base's storage, offset kept
     ref = [torch.nn.Parameter(v.clone()) for v in views]
     cpu = [torch.nn.Parameter(v.detach().cpu()) for v in views]
@@ -224,7 +224,7 @@ def test_clip_grad_norm_of_mixed_dtypes():
 def test_torch_grad_scaler_skips_inf_steps_on_the_device():
     params = _params("cuda")
     opt = genesis.optim.AdamW(params, lr=1e-3)
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 8)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8)
     _set_grads([params], 0)
     scaler.scale(torch.ones((), device="cuda"))
     scaler.step(opt)
@@ -326,7 +326,7 @@ def test_host_grad_scale_reaches_cuda_kernels():
 
 def test_a_tensor_of_more_than_2_31_elements():
     """Indices past 2^31 (64-bit offsets) and a tensor spanning several tables."""
-    n = 2 ** 31 + 5
+    n = 2**31 + 5
     free, _ = torch.cuda.mem_get_info()
     if free < 6 * 4 * n:
         pytest.skip("needs about 52 GB of free GPU memory")
@@ -420,7 +420,7 @@ def test_deferred_clip_with_torch_grad_scaler_skips_inf_on_the_device():
     gradients, and a step with an inf gradient changes nothing."""
     params = _params("cuda")
     opt = genesis.optim.AdamW(params, lr=1e-3)
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 8)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8)
     for step in range(3):
         _set_grads([params], step)
         for p in params:

@@ -49,8 +49,7 @@ def _one_step(cls, kwargs, p, grad, state, *state_values):
     opt = cls([p], **kwargs)
     opt.state[p].update({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()})
     opt.step()
-    return (p,) + tuple(v for _, v in sorted(opt.state[p].items())
-                        if isinstance(v, torch.Tensor) and v.requires_grad)
+    return (p,) + tuple(v for _, v in sorted(opt.state[p].items()) if isinstance(v, torch.Tensor) and v.requires_grad)
 
 
 def _warm_state(case):
@@ -65,8 +64,12 @@ def _warm_state(case):
         opt.step()
     # RMSprop's centered variance square_avg - grad_avg^2 must stay positive.
     scale = {"grad_avg": 0.1}
-    return {k: ((torch.rand(6, dtype=torch.float64) + 0.1) * scale.get(k, 1.0)).requires_grad_()
-            if v.dim() > 0 else v.detach().clone() for k, v in opt.state[p].items()}
+    return {
+        k: ((torch.rand(6, dtype=torch.float64) + 0.1) * scale.get(k, 1.0)).requires_grad_()
+        if v.dim() > 0
+        else v.detach().clone()
+        for k, v in opt.state[p].items()
+    }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -107,7 +110,7 @@ def test_gradient_with_respect_to_a_tensor_learning_rate(name):
         opt = getattr(lib, name)([p], lr=lr, differentiable=True)
         p.grad = torch.linspace(-1, 1, 4, dtype=torch.float64)
         opt.step()
-        results.append((p.detach(), *torch.autograd.grad((p ** 2).sum(), (lr, w))))
+        results.append((p.detach(), *torch.autograd.grad((p**2).sum(), (lr, w))))
     torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=0)
     assert results[1][1] != 0
 
@@ -280,8 +283,10 @@ def test_meta_parameters_materialized_with_to_empty_train_as_torch(name, swap_pa
             with pytest.raises(ValueError, match="state 'sum' of parameter 0 of param group 0 does not match"):
                 _meta_run(genesis.optim, name, kwargs, source, None)
             continue
-        runs = [_meta_run(lib, name, kwargs, source, resumed_from if resume else None)
-                for lib in (torch.optim, genesis.optim)]
+        runs = [
+            _meta_run(lib, name, kwargs, source, resumed_from if resume else None)
+            for lib in (torch.optim, genesis.optim)
+        ]
         (tm, to), (gm, go) = runs
         for a, b in zip(gm.parameters(), tm.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -41,8 +41,9 @@ def step_count(optimizer):
     return steps.pop()
 
 
-@pytest.mark.parametrize("name", ["train_basic", "train_scheduler", "train_grad_accumulation",
-                                  "train_no_decay_groups", "optimizer_configs"])
+@pytest.mark.parametrize(
+    "name", ["train_basic", "train_scheduler", "train_grad_accumulation", "train_no_decay_groups", "optimizer_configs"]
+)
 def test_example_has_docstring_and_main(name):
     module = load_example(name)
     assert module.__doc__ and "docs" in module.__doc__
@@ -64,8 +65,7 @@ def test_train_scheduler_lr_follows_cosine(capsys):
     out = capsys.readouterr().out
     lrs = re.findall(r"LR: " + NUMBER, out)
     base, eta_min = 1e-3, 1e-6
-    expected = [eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / epochs)) / 2
-                for t in range(1, epochs + 1)]
+    expected = [eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / epochs)) / 2 for t in range(1, epochs + 1)]
     assert lrs == [f"{lr:.6f}" for lr in expected]
     assert lrs[-1] == "0.000001"  # annealed down to eta_min
     assert scheduler.last_epoch == epochs
@@ -93,8 +93,7 @@ def test_train_no_decay_groups(capsys):
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
     assert sorted(names[id(p)] for p in decay["params"]) == ["fc1.weight", "fc2.weight"]
-    assert sorted(names[id(p)] for p in no_decay["params"]) == [
-        "fc1.bias", "fc2.bias", "norm.bias", "norm.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["fc1.bias", "fc2.bias", "norm.bias", "norm.weight"]
     losses = printed_losses(out)
     assert losses[-1] < 0.9 * losses[0], losses
 

@@ -104,8 +104,9 @@ def run_sequence(kind, params, opt, scaler, steps, max_norm=1.0, norm_type=2.0, 
         scaler.step(opt)
         scaler.update()
         after = snapshot(params, opt)
-        changed.append(not all(torch.equal(bits(a), bits(b)) for a, b in zip(before[0] + before[1],
-                                                                                after[0] + after[1])))
+        changed.append(
+            not all(torch.equal(bits(a), bits(b)) for a, b in zip(before[0] + before[1], after[0] + after[1]))
+        )
     return norms, changed
 
 
@@ -160,8 +161,7 @@ def test_every_rule_fused_equals_eager(name):
         params = clone(base)
         opt = cls(params, **R.RICH[name])
         scaler = GradScaler(init_scale=2.0**8, growth_interval=3)
-        results.append((params, opt, run_sequence(kind, params, opt, scaler, 30, max_norm=0.5,
-                                                  value=0.02)))
+        results.append((params, opt, run_sequence(kind, params, opt, scaler, 30, max_norm=0.5, value=0.02)))
     (pf, of, rf), (pe, oe, re_) = results
     assert_same_bits(pf, pe)
     assert_same_bits(state_tensors(of), state_tensors(oe))
@@ -445,8 +445,7 @@ def test_genesis_clip_after_lazy_unscale_unscales_first():
     scaler.unscale_(opt)
     expected = [None if g is None else g / 8 for g in grads_for(params, 0, 8.0)]
     clip_grad_value_(params, 1e9)
-    assert_same_bits([p.grad for p in params if p.grad is not None],
-                     [g for g in expected if g is not None])
+    assert_same_bits([p.grad for p in params if p.grad is not None], [g for g in expected if g is not None])
     scaler.step(opt)
     scaler.update()
     assert scaler.get_scale() == 8.0

@@ -52,14 +52,17 @@ def closure_for(model, opt, x, y):
         loss = ((model(x) - y) ** 2).mean()
         loss.backward()
         return loss
+
     return closure
 
 
 def run_side_by_side(dtype, steps, **options):
     x, y = data(dtype)
     models = [MLP(dtype), MLP(dtype)]
-    opts = [torch.optim.LBFGS(list(models[0].parameters()), **options),
-            genesis.optim.LBFGS(list(models[1].parameters()), **options)]
+    opts = [
+        torch.optim.LBFGS(list(models[0].parameters()), **options),
+        genesis.optim.LBFGS(list(models[1].parameters()), **options),
+    ]
     for _ in range(steps):
         losses = [opt.step(closure_for(m, opt, x, y)) for m, opt in zip(models, opts)]
         torch.testing.assert_close(losses[1], losses[0], **TORCH_TOL[dtype])
@@ -78,12 +81,26 @@ def first_state(opt):
 @pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_matches_torch_on_an_mlp(dtype, line_search_fn):
-    models, opts, _ = run_side_by_side(dtype, STEPS, lr=0.8, max_iter=4, history_size=3,
-                                       line_search_fn=line_search_fn)
+    models, opts, _ = run_side_by_side(dtype, STEPS, lr=0.8, max_iter=4, history_size=3, line_search_fn=line_search_fn)
     assert_models_close(*models, dtype)
     theirs, ours = (first_state(o) for o in opts)
-    assert set(ours) == set(theirs) == {"func_evals", "n_iter", "d", "t", "old_dirs", "old_stps",
-                                        "ro", "H_diag", "prev_flat_grad", "prev_loss", "al"}
+    assert (
+        set(ours)
+        == set(theirs)
+        == {
+            "func_evals",
+            "n_iter",
+            "d",
+            "t",
+            "old_dirs",
+            "old_stps",
+            "ro",
+            "H_diag",
+            "prev_flat_grad",
+            "prev_loss",
+            "al",
+        }
+    )
     assert ours["n_iter"] == theirs["n_iter"] > STEPS
     assert ours["func_evals"] == theirs["func_evals"]
     assert len(ours["old_dirs"]) == len(theirs["old_dirs"]) == 3  # the history wrapped
@@ -109,8 +126,10 @@ def test_16_bit_parameters_give_torch_bits(dtype, line_search_fn):
     parameters' own dtype (as torch, L-BFGS has no mixed-precision options)."""
     x, y = (t.to(dtype) for t in data(torch.float32))
     models = [MLP(dtype), MLP(dtype)]
-    opts = [cls(list(m.parameters()), max_iter=4, line_search_fn=line_search_fn)
-            for cls, m in zip((torch.optim.LBFGS, genesis.optim.LBFGS), models)]
+    opts = [
+        cls(list(m.parameters()), max_iter=4, line_search_fn=line_search_fn)
+        for cls, m in zip((torch.optim.LBFGS, genesis.optim.LBFGS), models)
+    ]
     for _ in range(5):
         for model, opt in zip(models, opts):
             opt.step(closure_for(model, opt, x, y))
@@ -159,8 +178,12 @@ class Problem:
 
     def numpy_params(self, dtype):
         z0 = self.z0.astype(dtype)
-        return [Parameter(z0[:4].copy()), Parameter(np.zeros(0, dtype)),
-                Parameter(z0[4:].reshape(2, 3).copy()), Parameter(np.ones(2, dtype))]
+        return [
+            Parameter(z0[:4].copy()),
+            Parameter(np.zeros(0, dtype)),
+            Parameter(z0[4:].reshape(2, 3).copy()),
+            Parameter(np.ones(2, dtype)),
+        ]
 
     def numpy_closure(self, params):
         x1, empty, x2, frozen = params
@@ -170,6 +193,7 @@ class Problem:
             g = g.astype(x1.data.dtype)
             x1.grad, empty.grad, x2.grad = g[:4].copy(), np.zeros(0, g.dtype), g[4:].reshape(2, 3)
             return f
+
         return closure
 
     def torch_params(self, dtype):
@@ -186,6 +210,7 @@ class Problem:
             g = torch.from_numpy(g).to(x1.dtype)
             x1.grad, empty.grad, x2.grad = g[:4].clone(), torch.zeros(0, dtype=g.dtype), g[4:].reshape(2, 3)
             return torch.tensor(f)
+
         return closure
 
 
@@ -193,8 +218,7 @@ def numpy_z(params):
     return np.concatenate([params[0].data, params[2].data.reshape(-1)])
 
 
-def reference_lbfgs(value_grad, z, steps, lr, max_iter, history_size, tolerance_grad=1e-7,
-                    tolerance_change=1e-9):
+def reference_lbfgs(value_grad, z, steps, lr, max_iter, history_size, tolerance_grad=1e-7, tolerance_change=1e-9):
     """Fixed-step L-BFGS in float64, from the algorithm as torch documents it: steepest descent
     scaled to a unit L1 step first, then the two-loop recursion over the last history_size
     pairs (s, y) with ys > 1e-10 and H0 = ys/yy; max_iter iterations per step, the last one not
@@ -232,8 +256,12 @@ def reference_lbfgs(value_grad, z, steps, lr, max_iter, history_size, tolerance_
                 break
             f, g = value_grad(z)
             evals += 1
-            if (evals >= max_eval or np.abs(g).max() <= tolerance_grad
-                    or np.abs(t * d).max() <= tolerance_change or abs(f - prev_f) < tolerance_change):
+            if (
+                evals >= max_eval
+                or np.abs(g).max() <= tolerance_grad
+                or np.abs(t * d).max() <= tolerance_change
+                or abs(f - prev_f) < tolerance_change
+            ):
                 break
     return z
 
@@ -282,7 +310,8 @@ def test_state_dict_crosses_to_torch_and_back(line_search_fn):
     sd = opts[1].state_dict()
     assert list(sd["state"]) == [0] and sd["param_groups"][0]["params"] == list(range(6))
     assert {k: v for k, v in sd["param_groups"][0].items() if k != "params"} == dict(
-        options, max_eval=3 * 5 // 4, tolerance_grad=1e-7, tolerance_change=1e-9)
+        options, max_eval=3 * 5 // 4, tolerance_grad=1e-7, tolerance_change=1e-9
+    )
     # genesis -> torch, torch -> genesis; each continues as the original pair does.
     torch_model, genesis_model = MLP(dtype), MLP(dtype)
     torch_model.load_state_dict(models[1].state_dict())
@@ -329,8 +358,9 @@ def test_numpy_state_loads_from_torch_and_saves():
         topt.step(tclosure)
         opt.step(closure)
         resumed_opt.step(rclosure)
-    np.testing.assert_allclose(numpy_z(ours), numpy_z([Parameter(p.detach().numpy()) for p in theirs]),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        numpy_z(ours), numpy_z([Parameter(p.detach().numpy()) for p in theirs]), rtol=1e-10, atol=1e-10
+    )
     np.testing.assert_array_equal(numpy_z(resumed), numpy_z(ours))
 
 
@@ -379,7 +409,8 @@ def test_unknown_line_search_raises_before_anything_changes():
 
     def closure():
         calls.append(1)
-        return (w ** 2).sum()
+        return (w**2).sum()
+
     with pytest.raises(RuntimeError, match="only 'strong_wolfe' is supported"):
         opt.step(closure)
     assert calls == [] and len(opt.state) == 0 and torch.equal(w, torch.ones(3))
@@ -392,6 +423,7 @@ def test_numpy_gradient_must_match_its_parameter():
     def closure():
         p.grad = np.ones(3, np.float32)
         return 1.0
+
     with pytest.raises(TypeError, match="dtype"):
         opt.step(closure)
     assert p.data.tolist() == [1.0, 1.0, 1.0]
@@ -404,8 +436,10 @@ def test_cuda_matches_torch(line_search_fn):
     x, y = (t.cuda() for t in data(dtype))
     models = [MLP(dtype).cuda(), MLP(dtype).cuda()]
     options = dict(lr=0.8, max_iter=4, history_size=3, line_search_fn=line_search_fn)
-    opts = [torch.optim.LBFGS(list(models[0].parameters()), **options),
-            genesis.optim.LBFGS(list(models[1].parameters()), **options)]
+    opts = [
+        torch.optim.LBFGS(list(models[0].parameters()), **options),
+        genesis.optim.LBFGS(list(models[1].parameters()), **options),
+    ]
     for _ in range(10):
         for m, opt in zip(models, opts):
             opt.step(closure_for(m, opt, x, y))
@@ -423,9 +457,10 @@ def test_grad_scaler_protocol():
     def closure():
         calls.append(1)
         opt.zero_grad()
-        loss = (w ** 2).sum()
+        loss = (w**2).sum()
         loss.backward()
         return loss
+
     opt.grad_scale, opt.found_inf = 8.0, 0.0
     with pytest.raises(RuntimeError, match="unscale_"):
         opt.step(closure)

@@ -24,9 +24,9 @@ def bits(a):
 # ------------------------------------------------------------------------------------- maps
 def _values(rng, n=20000):
     x = (rng.standard_normal(n) * np.exp(rng.uniform(-60, 10, n))).astype(np.float32)
-    x[:BLOCK] = 0.0                    # an all-zero block
-    x[BLOCK:2 * BLOCK] *= 1e-35        # a block of denormals and tiny normals
-    x[2 * BLOCK:3 * BLOCK] = np.float32(3.0) * np.arange(BLOCK, dtype=np.float32)  # exact ties
+    x[:BLOCK] = 0.0  # an all-zero block
+    x[BLOCK : 2 * BLOCK] *= 1e-35  # a block of denormals and tiny normals
+    x[2 * BLOCK : 3 * BLOCK] = np.float32(3.0) * np.arange(BLOCK, dtype=np.float32)  # exact ties
     return x
 
 
@@ -43,12 +43,12 @@ def test_maps_match_numpy_reference_bit_for_bit(unsigned):
     # Error bound per block: half a code step, relative 1/16 of the value (3 mantissa bits),
     # or half the smallest step of the map (absmax * 2^(-bias-3) / 1.875) near zero.
     bias = 31 if unsigned else 15
-    scale = np.repeat(absmax, BLOCK)[:x.size]
+    scale = np.repeat(absmax, BLOCK)[: x.size]
     bound = np.abs(x) / 16 + scale * 2.0 ** (-bias - 3) / 1.875 * 1.0001
     assert np.all(np.abs(back.astype(np.float64) - x) <= bound)
     # The absmax element of every block comes back exactly (up to the rounding of absmax/1.875).
     for b in range(absmax.size):
-        block = x[b * BLOCK:(b + 1) * BLOCK]
+        block = x[b * BLOCK : (b + 1) * BLOCK]
         if absmax[b] > 0:
             j = np.argmax(np.abs(block))
             assert abs(back[b * BLOCK + j] - block[j]) <= 2 * np.spacing(np.float32(absmax[b]))
@@ -73,8 +73,8 @@ def test_nonfinite_values_make_their_block_nonfinite_and_negatives_clamp_in_unsi
         codes, absmax = _C.quantize(x, unsigned)
         back = _C.dequantize(codes, absmax, unsigned)
         assert np.isnan(back[:BLOCK]).all()
-        assert not np.isfinite(back[BLOCK:2 * BLOCK]).any()
-        third = back[2 * BLOCK:]
+        assert not np.isfinite(back[BLOCK : 2 * BLOCK]).any()
+        third = back[2 * BLOCK :]
         assert np.isfinite(third).all()
         assert third[1] == (0.0 if unsigned else -4.0)
 
@@ -111,12 +111,14 @@ def _check_codes(name, opt, p, new_state, unsigned):
     v = new_state.astype(np.float32).reshape(-1)
     ref_codes, ref_absmax = R.quantize(v, name in unsigned)
     np.testing.assert_allclose(absmax, ref_absmax, rtol=1e-5, atol=1e-30)
-    q = np.repeat([R.quant_factor(a) for a in ref_absmax], BLOCK)[:v.size].astype(np.float32)
+    q = np.repeat([R.quant_factor(a) for a in ref_absmax], BLOCK)[: v.size].astype(np.float32)
     # float32 rounding of a state is relative to the larger of its terms (a moment much smaller
     # than the gradient it was updated with): allow 1e-5 of the value or 2e-6 of the block's max.
     x = v.astype(np.float64) * q
-    near = [R.encode_codes((x + f * np.maximum(1e-5 * np.abs(x), 2e-6)).astype(np.float32), name in unsigned)
-            for f in (-1, 0, 1)]
+    near = [
+        R.encode_codes((x + f * np.maximum(1e-5 * np.abs(x), 2e-6)).astype(np.float32), name in unsigned)
+        for f in (-1, 0, 1)
+    ]
     ok = (codes == near[0]) | (codes == near[1]) | (codes == near[2])
     assert ok.all(), f"{name}: {(~ok).sum()} codes differ from the reference quantization"
     assert (codes == ref_codes).mean() > 0.99
@@ -168,8 +170,11 @@ def test_every_rule_with_8bit_state_matches_the_reference(name):
 
 
 @pytest.mark.parametrize("name", ["AdamW", "Lion"])
-@pytest.mark.parametrize("dtype,master", [(torch.float16, True), (torch.bfloat16, True), (torch.bfloat16, False)],
-                         ids=["fp16-master", "bf16-master", "bf16"])
+@pytest.mark.parametrize(
+    "dtype,master",
+    [(torch.float16, True), (torch.bfloat16, True), (torch.bfloat16, False)],
+    ids=["fp16-master", "bf16-master", "bf16"],
+)
 def test_16bit_parameters_and_master_weights(name, dtype, master):
     _run_against_reference(name, R.RICH[name], dtype=dtype, master=master, steps=4)
 
@@ -266,8 +271,10 @@ def test_state_dict_layout_and_float32_state_dict():
     fp = opt.float32_state_dict()
     assert set(fp["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
     assert "state_dtype" not in fp["param_groups"][0]
-    np.testing.assert_array_equal(fp["state"][0]["exp_avg_sq"].numpy().reshape(-1),
-                                  R.dequantize(st["exp_avg_sq"].numpy(), st["exp_avg_sq_absmax"].numpy(), True))
+    np.testing.assert_array_equal(
+        fp["state"][0]["exp_avg_sq"].numpy().reshape(-1),
+        R.dequantize(st["exp_avg_sq"].numpy(), st["exp_avg_sq_absmax"].numpy(), True),
+    )
     # torch.optim takes it and continues the run.
     ref = torch.optim.AdamW(model.parameters(), lr=0.01)
     ref.load_state_dict(fp)
@@ -291,7 +298,9 @@ def test_loading_float32_state_quantizes_and_8bit_state_into_float32_dequantizes
     sd["param_groups"] = [{**g, "state_dtype": "float32"} for g in sd["param_groups"]]
     back.load_state_dict(sd)
     assert back.state[w]["exp_avg"].dtype == torch.float32
-    np.testing.assert_array_equal(back.state[w]["exp_avg"].numpy(), q_opt.float32_state_dict()["state"][0]["exp_avg"].numpy())
+    np.testing.assert_array_equal(
+        back.state[w]["exp_avg"].numpy(), q_opt.float32_state_dict()["state"][0]["exp_avg"].numpy()
+    )
     w.grad = torch.randn_like(w)
     q_opt.step()  # the loaded state runs
     bad = q_opt.state_dict()

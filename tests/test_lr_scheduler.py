@@ -75,9 +75,7 @@ SCHEDULERS = {
     "CosineAnnealingLR": lambda m, o: m.CosineAnnealingLR(o, T_max=70, eta_min=1e-4),
     "CosineAnnealingLR-Tmax7": lambda m, o: m.CosineAnnealingLR(o, T_max=7),
     "CosineAnnealingWarmRestarts-Tmult1": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=25, eta_min=1e-4),
-    "CosineAnnealingWarmRestarts-Tmult2": lambda m, o: m.CosineAnnealingWarmRestarts(
-        o, T_0=10, T_mult=2, eta_min=1e-4
-    ),
+    "CosineAnnealingWarmRestarts-Tmult2": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=10, T_mult=2, eta_min=1e-4),
     "OneCycleLR-cos": lambda m, o: m.OneCycleLR(o, max_lr=[0.5, 0.05], total_steps=N_STEPS),
     "OneCycleLR-linear": lambda m, o: m.OneCycleLR(
         o, max_lr=0.3, total_steps=N_STEPS, pct_start=0.25, anneal_strategy="linear"
@@ -927,8 +925,7 @@ class _UntouchableParams(list):
     __reduce_ex__ = _touched
 
 
-TOUCH_FREE = ["StepLR", "LambdaLR", "OneCycleLR-cos", "CyclicLR-triangular2", "SequentialLR",
-              "ChainedScheduler"]
+TOUCH_FREE = ["StepLR", "LambdaLR", "OneCycleLR-cos", "CyclicLR-triangular2", "SequentialLR", "ChainedScheduler"]
 
 
 @pytest.mark.parametrize("sched_name", TOUCH_FREE)

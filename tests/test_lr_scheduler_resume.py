@@ -203,7 +203,9 @@ def test_construction_record_is_not_saved():
 
 
 @pytest.mark.parametrize("order", ["scheduler first", "optimizer first"])
-@pytest.mark.parametrize("sched_name", ["WarmupCosine", "OneCycleLR-three-phase", "CyclicLR-triangular2", "SequentialLR"])
+@pytest.mark.parametrize(
+    "sched_name", ["WarmupCosine", "OneCycleLR-three-phase", "CyclicLR-triangular2", "SequentialLR"]
+)
 def test_genesis_scheduler_on_a_torch_optimizer_resumes_in_either_order(sched_name, order):
     """torch's optimizers replace their group dicts on load_state_dict too, so the same rule
     holds when a genesis scheduler drives one."""

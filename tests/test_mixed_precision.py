@@ -46,15 +46,18 @@ HALF_IDS = ["float16", "bfloat16"]
 STEPS = 25
 # Tolerance between two float32 computations of the same rule (as tests/test_torch_parity.py).
 F32_TOL = dict(rtol=1e-5, atol=1e-6)
-PRECISION_KEYS = ("master_weights", "state_dtype", "stochastic_rounding", "seed",
-                  "stochastic_rounding_step")
+PRECISION_KEYS = ("master_weights", "state_dtype", "stochastic_rounding", "seed", "stochastic_rounding_step")
 
 
 # ----------------------------------------------------------------------------- helpers
 def bits(t):
     """The integer view of a tensor's storage (compares NaN payloads, -0.0 and +0.0 too)."""
-    view = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
-            torch.float64: torch.int64}[t.dtype]
+    view = {
+        torch.float16: torch.int16,
+        torch.bfloat16: torch.int16,
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+    }[t.dtype]
     return t.detach().contiguous().view(view)
 
 
@@ -71,11 +74,17 @@ def assert_same_bits(got, expected, what="", inputs=None):
         idx = torch.nonzero(bad).reshape(-1)[:8].tolist()
         rows = []
         for i in idx:
-            src = "" if inputs is None else f"input {inputs.reshape(-1)[i].item()!r} " \
-                f"(bits {bits(inputs.reshape(-1)[i:i + 1]).item() & 0xFFFFFFFF:#x}) "
-            rows.append(f"[{i}] {src}expected {expected[i].item()!r} "
-                        f"(bits {bits(expected[i:i + 1]).item() & 0xFFFF:#06x}) "
-                        f"got {got[i].item()!r} (bits {bits(got[i:i + 1]).item() & 0xFFFF:#06x})")
+            src = (
+                ""
+                if inputs is None
+                else f"input {inputs.reshape(-1)[i].item()!r} "
+                f"(bits {bits(inputs.reshape(-1)[i : i + 1]).item() & 0xFFFFFFFF:#x}) "
+            )
+            rows.append(
+                f"[{i}] {src}expected {expected[i].item()!r} "
+                f"(bits {bits(expected[i : i + 1]).item() & 0xFFFF:#06x}) "
+                f"got {got[i].item()!r} (bits {bits(got[i : i + 1]).item() & 0xFFFF:#06x})"
+            )
         raise AssertionError(f"{what}: {int(bad.sum())} of {got.numel()} differ:\n" + "\n".join(rows))
 
 
@@ -99,7 +108,7 @@ def assert_one_rounding(got, reference, before, what):
     2^-20 * (|p before| + |p after - p before|)."""
     dtype = got.dtype
     ref = reference.detach().float()
-    tol = 2.0 ** -20 * (before.abs() + (ref - before).abs())
+    tol = 2.0**-20 * (before.abs() + (ref - before).abs())
     low, high = ordinal((ref - tol).to(dtype)), ordinal((ref + tol).to(dtype))
     pos = ordinal(got)
     near = ulp_distance(got, ref.to(dtype)) <= 1
@@ -109,7 +118,8 @@ def assert_one_rounding(got, reference, before, what):
         raise AssertionError(
             f"{what}: {int((~ok).sum())} elements off by more than one rounding; first [{i}]: "
             f"got {got.reshape(-1)[i].item()!r}, torch float32 {ref.reshape(-1)[i].item()!r} "
-            f"(rounded {ref.to(dtype).reshape(-1)[i].item()!r}), from {before.reshape(-1)[i].item()!r}")
+            f"(rounded {ref.to(dtype).reshape(-1)[i].item()!r}), from {before.reshape(-1)[i].item()!r}"
+        )
 
 
 def half_params(dtype, shapes, gen, scale=1.0):
@@ -208,8 +218,7 @@ def test_parity_with_torch_float32_copy(name, hp, dtype, master):
                 assert float(gs[key]) == float(value)
                 continue
             assert gs[key].dtype == torch.float32, f"{key}: 16-bit params keep float32 state"
-            torch.testing.assert_close(gs[key], value, rtol=1e-5,
-                                       atol=1e-6 * max(1.0, float(value.abs().max())))
+            torch.testing.assert_close(gs[key], value, rtol=1e-5, atol=1e-6 * max(1.0, float(value.abs().max())))
 
 
 # -------------------------------------------------------------------- master weights
@@ -440,7 +449,7 @@ def test_stochastic_rounding_fixed_fraction():
     k = torch.randint(32, 96, (n,), generator=gen)  # values 1.25 .. 1.75: ulp 2^-7 throughout
     init = (1.0 + k.float() / 128).to(torch.bfloat16)
     direction = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(torch.bfloat16)
-    lr = 0.3 * 2.0 ** -7
+    lr = 0.3 * 2.0**-7
     p = torch.nn.Parameter(init.clone())
     rtn = torch.nn.Parameter(init.clone())
     s = torch.nn.Parameter(init.float())
@@ -541,8 +550,9 @@ def test_stochastic_rounding_streams_differ_by_step_and_parameter():
         assert int((bits(ra) != bits(rb)).sum()) > 100, "two parameters share a stream"
     for i in range(3):
         for j in range(i):
-            assert int((bits(results[i][0]) != bits(results[j][0])).sum()) > 100, \
+            assert int((bits(results[i][0]) != bits(results[j][0])).sum()) > 100, (
                 f"steps {j} and {i} drew the same bits"
+            )
     # Index keyed: a parameter at index 1 of another optimizer (other values at index 0) with
     # the same seed and counter draws exactly what b drew at the first step.
     x, c = torch.nn.Parameter(torch.full((7,), 3.0, dtype=torch.bfloat16)), torch.nn.Parameter(one.clone())
@@ -552,8 +562,7 @@ def test_stochastic_rounding_streams_differ_by_step_and_parameter():
     assert_same_bits(c, results[0][1], "same (seed, index, counter) gives the same bits")
     # Per-group counters and seeds.
     d, e = torch.nn.Parameter(one.clone()), torch.nn.Parameter(one.clone())
-    two = optim.SGD([{"params": [d], "seed": 1}, {"params": [e], "seed": 2}], lr=lr,
-                    stochastic_rounding=True)
+    two = optim.SGD([{"params": [d], "seed": 1}, {"params": [e], "seed": 2}], lr=lr, stochastic_rounding=True)
     for k in range(4):
         d.grad = one.clone()
         e.grad = one.clone() if k % 2 else None
@@ -599,9 +608,10 @@ def test_stochastic_rounding_resumes_bit_for_bit(via_file):
     dropped = [torch.nn.Parameter(p.detach().clone()) for p in half]
     odropped = optim.AdamW(dropped, lr=1.0)
     sd2 = ohalf.state_dict()
-    sd2 = {"state": sd2["state"],
-           "param_groups": [{k: v for k, v in g.items() if k != "stochastic_rounding_step"}
-                            for g in sd2["param_groups"]]}
+    sd2 = {
+        "state": sd2["state"],
+        "param_groups": [{k: v for k, v in g.items() if k != "stochastic_rounding_step"} for g in sd2["param_groups"]],
+    }
     odropped.load_state_dict(sd2)
     for k in range(6, 12):
         for params, opt in ((full, ofull), (resumed, oresumed), (dropped, odropped)):
@@ -612,8 +622,9 @@ def test_stochastic_rounding_resumes_bit_for_bit(via_file):
         for key, value in state_arrays(ofull, a).items():
             assert_same_bits(oresumed.state[b][key], value, key)
     assert oresumed.param_groups[0]["stochastic_rounding_step"] == 12
-    assert any(int((bits(a) != bits(c)).sum()) > 0 for a, c in zip(full, dropped)), \
+    assert any(int((bits(a) != bits(c)).sum()) > 0 for a, c in zip(full, dropped)), (
         "restarting the counter at 0 should replay other bits"
+    )
 
 
 # -------------------------------------------------------- conversions through the public API
@@ -680,29 +691,65 @@ def _narrowing_inputs(dtype):
       values one ulp either side of it: ties to even, and the first values that round away;
     - the overflow boundary and other specials."""
     g = np.random.default_rng(2025)
-    anything = g.integers(0, 2 ** 32, 2 ** 21, dtype=np.uint64).astype(np.uint32)
+    anything = g.integers(0, 2**32, 2**21, dtype=np.uint64).astype(np.uint32)
     if dtype == torch.float16:
-        exp = g.integers(127 - 30, 127 + 18, 2 ** 20, dtype=np.uint32)  # 2^-30 .. 2^17
+        exp = g.integers(127 - 30, 127 + 18, 2**20, dtype=np.uint32)  # 2^-30 .. 2^17
     else:
-        exp = np.concatenate([g.integers(0, 256, 2 ** 19, dtype=np.uint32),
-                              g.integers(0, 3, 2 ** 18, dtype=np.uint32),       # subnormals
-                              g.integers(250, 256, 2 ** 18, dtype=np.uint32)])  # near overflow
-    mant = g.integers(0, 2 ** 23, exp.size, dtype=np.uint32)
+        exp = np.concatenate(
+            [
+                g.integers(0, 256, 2**19, dtype=np.uint32),
+                g.integers(0, 3, 2**18, dtype=np.uint32),  # subnormals
+                g.integers(250, 256, 2**18, dtype=np.uint32),
+            ]
+        )  # near overflow
+    mant = g.integers(0, 2**23, exp.size, dtype=np.uint32)
     sign = g.integers(0, 2, exp.size, dtype=np.uint32) << 31
     ranged = sign | (exp << 23) | mant
     pos = _all_halves(dtype)[32768:]  # 0x0000 .. 0x7FFF
     finite = pos[torch.isfinite(pos.float())].float().double().numpy()
-    nxt = np.append(finite[1:], 65536.0 if dtype == torch.float16 else 2.0 ** 128)
+    nxt = np.append(finite[1:], 65536.0 if dtype == torch.float16 else 2.0**128)
     mids = ((finite + nxt) / 2).astype(np.float32)  # exact: one bit more than the 16-bit type
     assert np.all(mids.astype(np.float64) == (finite + nxt) / 2)
     near = np.concatenate([mids, np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(np.inf))])
     near = np.concatenate([near, -near])
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 65504, 65505, 65519,
-                         65519.996, 65520, 65520.004, 65536, 1e5, 3.4028235e38, -3.4028235e38,
-                         1e-45, -1e-45, 1e-40, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -24,
-                         2.0 ** -25 * 1.0000001, 2.0 ** -14, 2.0 ** -14 * (1 - 2.0 ** -11),
-                         2.0 ** -126, 2.0 ** -133, 1.00390625, 1.01171875, 3.3895314e38,
-                         3.3961776e38, 0.1, 1 / 3], dtype=np.float32)
+    specials = np.array(
+        [
+            0.0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            -np.nan,
+            65504,
+            65505,
+            65519,
+            65519.996,
+            65520,
+            65520.004,
+            65536,
+            1e5,
+            3.4028235e38,
+            -3.4028235e38,
+            1e-45,
+            -1e-45,
+            1e-40,
+            2.0**-24,
+            2.0**-25,
+            1.5 * 2.0**-24,
+            2.0**-25 * 1.0000001,
+            2.0**-14,
+            2.0**-14 * (1 - 2.0**-11),
+            2.0**-126,
+            2.0**-133,
+            1.00390625,
+            1.01171875,
+            3.3895314e38,
+            3.3961776e38,
+            0.1,
+            1 / 3,
+        ],
+        dtype=np.float32,
+    )
     specials = np.concatenate([specials, -specials])
     out = np.concatenate([anything.view(np.float32), ranged.view(np.float32), near, specials])
     return torch.from_numpy(out.astype(np.float32))
@@ -747,7 +794,7 @@ def test_float32_to_16bit_rounding_matches_torch(dtype):
 
 def test_float32_to_float16_rounding_matches_numpy():
     """The same through NumPy parameters, against NumPy's own conversion."""
-    values = _narrowing_inputs(torch.float16).numpy()[2 ** 21:]  # the ranged and halfway ones
+    values = _narrowing_inputs(torch.float16).numpy()[2**21 :]  # the ranged and halfway ones
     p = Parameter(np.zeros(values.size, dtype=np.float16))
     p.grad = np.zeros_like(p.data)
     opt = optim.SGD([p], lr=0.0, master_weights=True)
@@ -848,7 +895,7 @@ def test_clip_grad_norm_16bit_matches_torch(dtype, norm_type):
         assert abs(float(ng) - float(nt)) <= 1e-3 * float(nt)
         assert abs(float(ng) - exact) <= 1e-3 * exact
     else:
-        assert abs(float(ng) - exact) <= 2.0 ** -9 * exact
+        assert abs(float(ng) - exact) <= 2.0**-9 * exact
         assert int(ulp_distance(ng.reshape(1), nt.reshape(1))) <= 1
     # genesis scales by max_norm / (its norm + 1e-6): one rounding of the exact product.
     coef = max_norm / (float(ng) + 1e-6)
@@ -858,12 +905,12 @@ def test_clip_grad_norm_16bit_matches_torch(dtype, norm_type):
         assert int(ulp_distance(b.grad, want).max()) <= 1
     # torch scales by a coefficient computed from its own norm and rounded to the 16-bit type:
     # the two differ by the norms' relative difference plus three roundings.
-    eps = 2.0 ** -10 if dtype == torch.float16 else 2.0 ** -7
+    eps = 2.0**-10 if dtype == torch.float16 else 2.0**-7
     rtol = abs(float(ng) - float(nt)) / float(nt) + 3 * eps
     for a, b in zip(pt, pg):
-        torch.testing.assert_close(b.grad.double(), a.grad.double(), rtol=rtol, atol=2.0 ** -24)
+        torch.testing.assert_close(b.grad.double(), a.grad.double(), rtol=rtol, atol=2.0**-24)
     clipped = float(torch.linalg.vector_norm(torch.cat([p.grad.double().reshape(-1) for p in pg]), norm_type))
-    assert clipped <= max_norm * (1 + 2.0 ** -6)
+    assert clipped <= max_norm * (1 + 2.0**-6)
 
 
 def test_clip_grad_norm_float16_overflow_like_torch():
@@ -893,8 +940,7 @@ def test_clip_grad_norm_numpy_float16():
     assert isinstance(total, np.float64)
     assert abs(float(total) - exact) <= 1e-3 * exact
     assert p.grad.dtype == np.float16
-    np.testing.assert_allclose(p.grad.astype(np.float64), g.astype(np.float64) / 2,
-                               rtol=2.0 ** -10, atol=2.0 ** -24)
+    np.testing.assert_allclose(p.grad.astype(np.float64), g.astype(np.float64) / 2, rtol=2.0**-10, atol=2.0**-24)
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
@@ -982,8 +1028,9 @@ def test_state_dict_round_trip_numpy_float16_master():
         oa.step()
         ob.step()
     np.testing.assert_array_equal(b.data.view(np.int16), a.data.view(np.int16))
-    np.testing.assert_array_equal(ob.state[b]["master_param"].view(np.int32),
-                                  oa.state[a]["master_param"].view(np.int32))
+    np.testing.assert_array_equal(
+        ob.state[b]["master_param"].view(np.int32), oa.state[a]["master_param"].view(np.int32)
+    )
 
 
 # -------------------------------------------------------------------- invalid options
@@ -993,8 +1040,9 @@ def _one(dtype, value=1.0):
     return p
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32],
-                         ids=["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32], ids=["float16", "bfloat16", "float32"]
+)
 @pytest.mark.parametrize("name", NAMES)
 def test_float16_state_is_refused(name, dtype):
     """float16 state (too little range for second moments) is a ValueError, raised before
@@ -1044,16 +1092,13 @@ def test_stochastic_rounding_only_for_bfloat16_without_master():
     bits as without the option. Updates of 0.3 bfloat16 ulp make the difference visible."""
     n, lr = 2048, 1e-3
     gen = torch.Generator().manual_seed(8)
-    init = {dt: (torch.rand(n, generator=gen) + 1.0).to(dt)
-            for dt in (torch.bfloat16, torch.float16, torch.float32)}
+    init = {dt: (torch.rand(n, generator=gen) + 1.0).to(dt) for dt in (torch.bfloat16, torch.float16, torch.float32)}
 
     def build(rounding):
-        ps = [torch.nn.Parameter(init[dt].clone())
-              for dt in (torch.bfloat16, torch.float16, torch.float32)]
+        ps = [torch.nn.Parameter(init[dt].clone()) for dt in (torch.bfloat16, torch.float16, torch.float32)]
         m = torch.nn.Parameter(init[torch.bfloat16].clone())
         extra = dict(stochastic_rounding=True, seed=4) if rounding else {}
-        opt = optim.SGD([{"params": ps}, {"params": [m], "master_weights": True}], lr=lr,
-                        momentum=0.5, **extra)
+        opt = optim.SGD([{"params": ps}, {"params": [m], "master_weights": True}], lr=lr, momentum=0.5, **extra)
         return ps + [m], opt
 
     sr, osr = build(True)

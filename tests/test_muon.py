@@ -38,8 +38,10 @@ def _groups(rng, dtype, make):
 
 
 def _grads(rng, dtype):
-    return [[None if (gi, i) == FROZEN else rng.standard_normal(s).astype(dtype)
-             for i, s in enumerate(shapes)] for gi, shapes in enumerate(SHAPES)]
+    return [
+        [None if (gi, i) == FROZEN else rng.standard_normal(s).astype(dtype) for i, s in enumerate(shapes)]
+        for gi, shapes in enumerate(SHAPES)
+    ]
 
 
 def _second_group_hp(hp):
@@ -53,8 +55,10 @@ def _run_numpy(hp, dtype, ns_dtype, bfloat16_reference):
     second = _second_group_hp(hp)
     extra = {} if ns_dtype is None else dict(ns_dtype=ns_dtype)
     opt = genesis.optim.Muon([{"params": params[0]}, {"params": params[1], **second}], **hp, **extra)
-    groups = [([p.data.astype(np.float64) for p in params[0]], _hp(hp)),
-              ([p.data.astype(np.float64) for p in params[1]], _hp(dict(hp, **second)))]
+    groups = [
+        ([p.data.astype(np.float64) for p in params[0]], _hp(hp)),
+        ([p.data.astype(np.float64) for p in params[1]], _hp(dict(hp, **second))),
+    ]
     states = [[{} for _ in ps] for ps, _ in groups]
     for _ in range(STEPS):
         grads = _grads(rng, dtype)
@@ -81,8 +85,9 @@ def test_float64_matches_reference(hp):
                 assert p not in opt.state
                 continue
             assert set(opt.state[p]) == {"momentum_buffer"}
-            np.testing.assert_allclose(opt.state[p]["momentum_buffer"], states[gi][i]["momentum_buffer"],
-                                       rtol=1e-12, atol=1e-13)
+            np.testing.assert_allclose(
+                opt.state[p]["momentum_buffer"], states[gi][i]["momentum_buffer"], rtol=1e-12, atol=1e-13
+            )
 
 
 @pytest.mark.parametrize("hp", [R.MUON_CONFIGS[0], R.MUON_RICH], ids=["plain", "rich"])
@@ -104,14 +109,14 @@ def test_default_bfloat16_iteration_matches_rounded_reference(dtype):
     _, params, groups, _ = _run_numpy(hp, dtype, None, True)
     for gi, ps in enumerate(params):
         for i, p in enumerate(ps):
-            np.testing.assert_allclose(p.data, groups[gi][0][i], rtol=0, atol=STEPS * hp["lr"] * 2 ** -6)
+            np.testing.assert_allclose(p.data, groups[gi][0][i], rtol=0, atol=STEPS * hp["lr"] * 2**-6)
 
 
 def test_bfloat16_rounding_helper_agrees_with_reference():
     from genesis.optim._newton_schulz import _round_bfloat16
 
     x = np.random.default_rng(0).standard_normal(10000).astype(np.float32) * 10.0 ** np.arange(-3, 7).repeat(1000)
-    x[:4] = [0.0, -0.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8]  # ties go to even
+    x[:4] = [0.0, -0.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8]  # ties go to even
     np.testing.assert_array_equal(_round_bfloat16(x), R.round_bfloat16(x.astype(np.float64)).astype(np.float32))
     assert np.isnan(_round_bfloat16(np.array([np.nan], np.float32)))[0]
 
@@ -199,8 +204,9 @@ def test_torch_mlp_parity():
     models = []
     for cls in (genesis.optim.Muon, torch.optim.Muon):
         torch.manual_seed(1)
-        model = torch.nn.Sequential(torch.nn.Linear(16, 32, bias=False), torch.nn.Tanh(),
-                                    torch.nn.Linear(32, 8, bias=False))
+        model = torch.nn.Sequential(
+            torch.nn.Linear(16, 32, bias=False), torch.nn.Tanh(), torch.nn.Linear(32, 8, bias=False)
+        )
         opt = cls(model.parameters(), lr=0.02)
         for k in range(STEPS):
             x = torch.randn(64, 16, generator=torch.Generator().manual_seed(k))
@@ -399,7 +405,7 @@ def test_numpy_and_torch_agree():
         n_opt.step()
         t_opt.step()
     for n, t in zip(n_params, t_params):
-        np.testing.assert_allclose(n.data, t.detach().numpy(), rtol=0, atol=10 * 0.02 * 2 ** -6)
+        np.testing.assert_allclose(n.data, t.detach().numpy(), rtol=0, atol=10 * 0.02 * 2**-6)
 
 
 def test_stage_rules_are_registered_apart_from_optimizers():
@@ -427,8 +433,11 @@ def test_cuda_matches_torch(dtype_name):
     dtype = getattr(torch, dtype_name)
     hp = R.MUON_RICH
     results = {}
-    for name, cls, device in (("genesis", genesis.optim.Muon, "cuda"), ("torch", torch.optim.Muon, "cuda"),
-                              ("cpu", genesis.optim.Muon, "cpu")):
+    for name, cls, device in (
+        ("genesis", genesis.optim.Muon, "cuda"),
+        ("torch", torch.optim.Muon, "cuda"),
+        ("cpu", genesis.optim.Muon, "cpu"),
+    ):
         params = [torch.nn.Parameter(p.detach().to(device)) for p in _torch_params(torch, dtype)]
         opt = _make(cls, params, hp)
         _step_both_device(torch, opt, params, device)
@@ -436,7 +445,7 @@ def test_cuda_matches_torch(dtype_name):
     for a, b in zip(results["genesis"], results["torch"]):
         torch.testing.assert_close(a, b, **TOL[dtype_name])
     for a, b in zip(results["genesis"], results["cpu"]):  # CUDA matmuls round differently
-        torch.testing.assert_close(a, b, rtol=0, atol=STEPS * hp["lr"] * 2 ** -5)
+        torch.testing.assert_close(a, b, rtol=0, atol=STEPS * hp["lr"] * 2**-5)
 
 
 def _step_both_device(torch, opt, params, device):

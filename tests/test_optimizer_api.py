@@ -60,8 +60,10 @@ def _set_grad(p, values):
 
 
 def _snapshot_state(opt):
-    return {id(p): {k: (np.array(v) if not hasattr(v, "detach") else v.detach().clone().numpy())
-                    for k, v in s.items()} for p, s in opt.state.items()}
+    return {
+        id(p): {k: (np.array(v) if not hasattr(v, "detach") else v.detach().clone().numpy()) for k, v in s.items()}
+        for p, s in opt.state.items()
+    }
 
 
 # ================================================================================ construction
@@ -162,25 +164,36 @@ def test_a_required_hyperparameter_missing_from_a_group_is_named():
 # Invalid hyperparameters: (optimizer, keyword, value, text that the message must contain).
 _NAN = float("nan")
 INVALID = [
-    ("SGD", "lr", -0.1, "-0.1"), ("SGD", "lr", _NAN, "nan"), ("SGD", "momentum", -0.5, "-0.5"),
-    ("SGD", "weight_decay", -0.01, "-0.01"), ("SGD", "dampening", -0.2, "-0.2"),
+    ("SGD", "lr", -0.1, "-0.1"),
+    ("SGD", "lr", _NAN, "nan"),
+    ("SGD", "momentum", -0.5, "-0.5"),
+    ("SGD", "weight_decay", -0.01, "-0.01"),
+    ("SGD", "dampening", -0.2, "-0.2"),
     ("SGD", "lr", -0.123456789, "-0.123456789"),  # the value as given, not rounded
-    ("Adam", "lr", -0.001, "-0.001"), ("Adam", "lr", _NAN, "nan"),
-    ("Adam", "betas", (-0.1, 0.999), "-0.1"), ("Adam", "betas", (0.9, 1.0), "1.0"),
-    ("Adam", "betas", (1.0, 0.9), "1.0"), ("Adam", "betas", (_NAN, 0.9), "nan"),
-    ("Adam", "eps", -1e-08, "-1e-08"), ("Adam", "eps", _NAN, "nan"),
+    ("Adam", "lr", -0.001, "-0.001"),
+    ("Adam", "lr", _NAN, "nan"),
+    ("Adam", "betas", (-0.1, 0.999), "-0.1"),
+    ("Adam", "betas", (0.9, 1.0), "1.0"),
+    ("Adam", "betas", (1.0, 0.9), "1.0"),
+    ("Adam", "betas", (_NAN, 0.9), "nan"),
+    ("Adam", "eps", -1e-08, "-1e-08"),
+    ("Adam", "eps", _NAN, "nan"),
     ("Adam", "weight_decay", -0.5, "-0.5"),
-    ("AdamW", "lr", -2.0, "-2.0"), ("AdamW", "betas", (0.9, 1.5), "1.5"),
-    ("AdamW", "eps", -0.25, "-0.25"), ("AdamW", "weight_decay", -0.75, "-0.75"),
-    ("RMSprop", "lr", -0.01, "-0.01"), ("RMSprop", "lr", _NAN, "nan"),
-    ("RMSprop", "eps", -0.125, "-0.125"), ("RMSprop", "alpha", -0.5, "-0.5"),
+    ("AdamW", "lr", -2.0, "-2.0"),
+    ("AdamW", "betas", (0.9, 1.5), "1.5"),
+    ("AdamW", "eps", -0.25, "-0.25"),
+    ("AdamW", "weight_decay", -0.75, "-0.75"),
+    ("RMSprop", "lr", -0.01, "-0.01"),
+    ("RMSprop", "lr", _NAN, "nan"),
+    ("RMSprop", "eps", -0.125, "-0.125"),
+    ("RMSprop", "alpha", -0.5, "-0.5"),
     ("RMSprop", "alpha", _NAN, "nan"),
-    ("RMSprop", "momentum", -0.3, "-0.3"), ("RMSprop", "weight_decay", -0.4, "-0.4"),
+    ("RMSprop", "momentum", -0.3, "-0.3"),
+    ("RMSprop", "weight_decay", -0.4, "-0.4"),
 ]
 
 
-@pytest.mark.parametrize("name,key,value,text", INVALID,
-                         ids=[f"{n}-{k}={v}" for n, k, v, _ in INVALID])
+@pytest.mark.parametrize("name,key,value,text", INVALID, ids=[f"{n}-{k}={v}" for n, k, v, _ in INVALID])
 def test_invalid_hyperparameter(name, key, value, text):
     p, q = _param("numpy", [1.0]), _param("numpy", [2.0])
     with pytest.raises(ValueError, match=re.escape(text)):
@@ -195,9 +208,11 @@ def test_invalid_hyperparameter(name, key, value, text):
         _opt(name, [{"params": [p]}, {"params": [q], key: value}])
 
 
-@pytest.mark.parametrize("kwargs", [dict(momentum=0.0, nesterov=True),
-                                    dict(momentum=0.9, dampening=0.1, nesterov=True)],
-                         ids=["no-momentum", "dampening"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(momentum=0.0, nesterov=True), dict(momentum=0.9, dampening=0.1, nesterov=True)],
+    ids=["no-momentum", "dampening"],
+)
 def test_nesterov_needs_momentum_and_no_dampening(kwargs):
     p = _param("numpy", [1.0])
     with pytest.raises(ValueError):
@@ -216,8 +231,7 @@ def test_strided_complex_and_strided_grad_parameters_step_as_torch(name):
     R.skip_without_torch_twin(name)
     torch.manual_seed(0)
     inits = [torch.randn(4, 3).t(), torch.randn(5, 6), torch.randn(7, dtype=torch.complex64)]
-    grads = [[torch.randn(4, 3).t(), torch.randn(6, 5).t(), torch.randn(7, dtype=torch.complex64)]
-             for _ in range(6)]
+    grads = [[torch.randn(4, 3).t(), torch.randn(6, 5).t(), torch.randn(7, dtype=torch.complex64)] for _ in range(6)]
     if name == "Adafactor":  # torch refuses complex parameters, and so does genesis
         for module in (torch.optim, genesis.optim):
             p = torch.nn.Parameter(inits[2].clone())
@@ -228,8 +242,7 @@ def test_strided_complex_and_strided_grad_parameters_step_as_torch(name):
     kw = {"lr": 0.05} if name == "SGD" else {}
     runs = {}
     for lib, module in (("torch", torch.optim), ("genesis", genesis.optim)):
-        params = [torch.nn.Parameter(x.clone() if x.is_contiguous() else x.t().clone().t())
-                  for x in inits]
+        params = [torch.nn.Parameter(x.clone() if x.is_contiguous() else x.t().clone().t()) for x in inits]
         assert not params[0].is_contiguous()
         opt = getattr(module, name)(params, **kw)
         for gs in grads:
@@ -276,8 +289,7 @@ def _bad_grads():
     cases = [
         ("shape", ValueError, lambda p: np.zeros((2, 2), dtype=p.data.dtype)),
         ("dtype", TypeError, lambda p: np.zeros(p.data.shape, dtype=np.float64)),
-        ("non-contiguous", ValueError,
-         lambda p: np.zeros((p.data.shape[0] * 2,), dtype=p.data.dtype)[::2]),
+        ("non-contiguous", ValueError, lambda p: np.zeros((p.data.shape[0] * 2,), dtype=p.data.dtype)[::2]),
         ("list", TypeError, lambda p: [0.0] * p.data.shape[0]),
         ("int", TypeError, lambda p: np.zeros(p.data.shape, dtype=np.int32)),
     ]
@@ -292,13 +304,15 @@ def _bad_grads():
 def test_bad_grad_raises_before_anything_changes(name, kind, exc, make, first_step):
     rng = np.random.default_rng(0)
     hp = R.RICH[name]
-    params = [[Parameter(rng.uniform(-1, 1, 5).astype(np.float32)) for _ in range(2)]
-              for _ in range(2)]
-    opt = getattr(genesis.optim, name)([{"params": params[0]}, {"params": params[1], "lr": 0.02}],
-                                       **hp)
+    params = [[Parameter(rng.uniform(-1, 1, 5).astype(np.float32)) for _ in range(2)] for _ in range(2)]
+    opt = getattr(genesis.optim, name)([{"params": params[0]}, {"params": params[1], "lr": 0.02}], **hp)
     ref = getattr(genesis.optim, name)(
-        [{"params": [Parameter(p.data.copy()) for p in params[0]]},
-         {"params": [Parameter(p.data.copy()) for p in params[1]], "lr": 0.02}], **hp)
+        [
+            {"params": [Parameter(p.data.copy()) for p in params[0]]},
+            {"params": [Parameter(p.data.copy()) for p in params[1]], "lr": 0.02},
+        ],
+        **hp,
+    )
     all_params = params[0] + params[1]
     ref_params = ref.param_groups[0]["params"] + ref.param_groups[1]["params"]
 
@@ -380,8 +394,10 @@ def test_closure_torch(name):
     x, y = torch.randn(6, 3), torch.randn(6, 1)
     models = [torch.nn.Linear(3, 1) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    opts = [R.torch_class(name)(models[0].parameters(), **hp),
-            getattr(genesis.optim, name)(models[1].parameters(), **hp)]
+    opts = [
+        R.torch_class(name)(models[0].parameters(), **hp),
+        getattr(genesis.optim, name)(models[1].parameters(), **hp),
+    ]
     for _ in range(5):
         results = []
         for model, opt in zip(models, opts):
@@ -597,8 +613,7 @@ def _trained(name, n_steps=3, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
     hp = R.RICH[name]
     params = [Parameter(rng.uniform(-1, 1, s).astype(dtype)) for s in [(3,), (2, 2), (4,)]]
-    opt = getattr(genesis.optim, name)([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}],
-                                       **hp)
+    opt = getattr(genesis.optim, name)([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}], **hp)
     for _ in range(n_steps):
         for p in params:
             p.grad = rng.normal(0, 1, p.data.shape).astype(dtype)
@@ -646,8 +661,12 @@ def test_state_dict_roundtrip_numpy_is_exact(name):
 
 def test_load_state_dict_casts_to_the_parameter_dtype():
     opt, params, _ = _trained("Adam", dtype=np.float64)
-    opt32 = genesis.optim.Adam([{"params": [Parameter(p.data.astype(np.float32)) for p in params[:2]]},
-                                {"params": [Parameter(params[2].data.astype(np.float32))]}])
+    opt32 = genesis.optim.Adam(
+        [
+            {"params": [Parameter(p.data.astype(np.float32)) for p in params[:2]]},
+            {"params": [Parameter(params[2].data.astype(np.float32))]},
+        ]
+    )
     opt32.load_state_dict(opt.state_dict())
     for g in opt32.param_groups:
         for p in g["params"]:
@@ -688,8 +707,9 @@ def _break_step(sd):
     sd["state"][1]["step"] = -3.0
 
 
-@pytest.mark.parametrize("breaker", [_break_shape, _break_lr, _break_step],
-                         ids=["state-shape", "negative-lr", "negative-step"])
+@pytest.mark.parametrize(
+    "breaker", [_break_shape, _break_lr, _break_step], ids=["state-shape", "negative-lr", "negative-step"]
+)
 def test_failed_load_state_dict_changes_nothing(breaker):
     opt, params, rng = _trained("Adam")
     twin, clones = _fresh_like("Adam", params)
@@ -741,8 +761,7 @@ def test_repr_like_torch(name):
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
     hp = R.RICH[name]
     groups = lambda: [{"params": [a]}, {"params": [b], "lr": 0.5}]  # noqa: E731
-    assert repr(getattr(genesis.optim, name)(groups(), **hp)) == \
-        repr(R.torch_class(name)(groups(), **hp))
+    assert repr(getattr(genesis.optim, name)(groups(), **hp)) == repr(R.torch_class(name)(groups(), **hp))
 
 
 # ================================================================================ copying

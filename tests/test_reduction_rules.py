@@ -74,9 +74,20 @@ def test_lamb_trust_ratio_is_one_when_a_norm_is_zero():
     p = Parameter(np.zeros(5))
     p.grad = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
     genesis.optim.LAMB([p], lr=0.1, weight_decay=0.01).step()
-    ref = R.lamb(np.zeros(5), p.grad, {}, lr=0.1, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
-                 bias_correction=True, adam_w_mode=True, grad_averaging=True, use_nvlamb=False,
-                 maximize=False)
+    ref = R.lamb(
+        np.zeros(5),
+        p.grad,
+        {},
+        lr=0.1,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.01,
+        bias_correction=True,
+        adam_w_mode=True,
+        grad_averaging=True,
+        use_nvlamb=False,
+        maximize=False,
+    )
     np.testing.assert_allclose(p.data, ref, rtol=1e-12)
     assert np.abs(p.data + 0.1 * np.sign(p.grad)).max() < 1e-5  # u = m_hat / (|m_hat| + eps)
     # A zero gradient and a zero parameter: u = 0, nothing moves, no NaN.

@@ -17,8 +17,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # The public modules. Names are read from each module's __all__ when the test runs, so
 # optimizers and schedulers added later are checked without editing this list.
-PUBLIC_MODULES = ["genesis", "genesis.optim", "genesis.optim.lr_scheduler", "genesis.nn",
-                  "genesis.nn.utils", "genesis.amp"]
+PUBLIC_MODULES = [
+    "genesis",
+    "genesis.optim",
+    "genesis.optim.lr_scheduler",
+    "genesis.nn",
+    "genesis.nn.utils",
+    "genesis.amp",
+]
 
 
 def public_objects():
@@ -107,8 +113,7 @@ def test_show_config_text():
 def run_config_in_child(env_extra):
     code = "import genesis, json; print(json.dumps(genesis._config.config()))"
     env = dict(os.environ, **env_extra)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -128,5 +133,4 @@ def test_config_reads_run_time_choices():
 def test_license_matches_declared_license():
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
-    assert re.search(r'^license = .*"Apache-2.0"', (ROOT / "pyproject.toml").read_text(),
-                     re.MULTILINE)
+    assert re.search(r'^license = .*"Apache-2.0"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)

@@ -24,16 +24,15 @@ SPLIT = 10
 # Each factory gets two param groups (weights, biases) so that state indices span groups.
 OPTIMIZERS = {
     "sgd": lambda groups: SGD(groups, lr=0.1),
-    "sgd_momentum": lambda groups: SGD(groups, lr=0.05, momentum=0.9, dampening=0.1,
-                                       weight_decay=1e-3),
-    "sgd_nesterov": lambda groups: SGD(groups, lr=0.05, momentum=0.9, nesterov=True,
-                                       weight_decay=1e-3),
+    "sgd_momentum": lambda groups: SGD(groups, lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3),
+    "sgd_nesterov": lambda groups: SGD(groups, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "adam": lambda groups: Adam(groups, lr=0.01, weight_decay=1e-3),
     "adam_amsgrad": lambda groups: Adam(groups, lr=0.01, amsgrad=True),
     "adamw": lambda groups: AdamW(groups, lr=0.01, weight_decay=0.1),
     "rmsprop": lambda groups: RMSprop(groups, lr=0.01),
-    "rmsprop_centered_momentum": lambda groups: RMSprop(groups, lr=0.01, momentum=0.9,
-                                                        centered=True, weight_decay=1e-3),
+    "rmsprop_centered_momentum": lambda groups: RMSprop(
+        groups, lr=0.01, momentum=0.9, centered=True, weight_decay=1e-3
+    ),
 }
 
 SCHEDULERS = {
@@ -56,8 +55,9 @@ EXPECTED_STATE = {
 
 def make_batches(dtype=torch.float32):
     g = torch.Generator().manual_seed(1234)
-    return [(torch.randn(8, 4, generator=g, dtype=dtype), torch.randn(8, 2, generator=g, dtype=dtype))
-            for _ in range(STEPS)]
+    return [
+        (torch.randn(8, 4, generator=g, dtype=dtype), torch.randn(8, 2, generator=g, dtype=dtype)) for _ in range(STEPS)
+    ]
 
 
 def build(opt_name, sched_name, seed, dtype=torch.float32):
@@ -83,8 +83,7 @@ def train(model, opt, sched, batches):
 
 
 def save_checkpoint(path, model, opt, sched):
-    genesis.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                  "scheduler": sched.state_dict()}, path)
+    genesis.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, path)
 
 
 def restore(path, model, opt, sched):
@@ -193,8 +192,9 @@ def test_float32_checkpoint_into_float64_params(tmp_path, opt_name):
     ckpt = genesis.load(path)
     model_ref.load_state_dict(ckpt["model"])
     sd = ckpt["optimizer"]
-    sd["state"] = {k: {n: (v if n == "step" else v.double()) for n, v in entries.items()}
-                   for k, entries in sd["state"].items()}
+    sd["state"] = {
+        k: {n: (v if n == "step" else v.double()) for n, v in entries.items()} for k, entries in sd["state"].items()
+    }
     opt_ref.load_state_dict(sd)
     sched_ref.load_state_dict(ckpt["scheduler"])
 
@@ -222,13 +222,11 @@ TARGET = {"w": np.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": np.array([0.5, -0.
 
 def numpy_params(dtype=np.float32):
     rng = np.random.default_rng(7)
-    return {"w": Parameter(rng.normal(size=(3, 4)).astype(dtype)),
-            "b": Parameter(rng.normal(size=4).astype(dtype))}
+    return {"w": Parameter(rng.normal(size=(3, 4)).astype(dtype)), "b": Parameter(rng.normal(size=4).astype(dtype))}
 
 
 def numpy_optimizer(params):
-    opt = AdamW([{"params": [params["w"]]}, {"params": [params["b"]], "weight_decay": 0.0}],
-                lr=0.05, weight_decay=0.1)
+    opt = AdamW([{"params": [params["w"]]}, {"params": [params["b"]], "weight_decay": 0.0}], lr=0.05, weight_decay=0.1)
     return opt, StepLR(opt, step_size=4, gamma=0.7)
 
 
@@ -262,8 +260,9 @@ def test_exact_resume_numpy_adamw(tmp_path):
         assert type(entries["step"]) is float and entries["step"] == SPLIT
         assert isinstance(entries["exp_avg"], np.ndarray) and entries["exp_avg"].dtype == np.float32
     path = tmp_path / "numpy.genesis"
-    genesis.save({"params": {k: p.data for k, p in params_a.items()}, "optimizer": sd,
-                  "scheduler": sched_a.state_dict()}, path)
+    genesis.save(
+        {"params": {k: p.data for k, p in params_a.items()}, "optimizer": sd, "scheduler": sched_a.state_dict()}, path
+    )
 
     ckpt = genesis.load(path)
     assert all(type(e["step"]) is float for e in ckpt["optimizer"]["state"].values())
@@ -308,8 +307,7 @@ def test_numpy_float32_checkpoint_into_float64_params(tmp_path):
         for name in ("exp_avg", "exp_avg_sq"):
             assert entries[name].dtype == np.float64
             assert np.array_equal(entries[name], opt32.state[params32[key]][name].astype(np.float64))
-    assert all(type(e["step"]) is float and e["step"] == SPLIT
-               for e in opt64.state_dict()["state"].values())
+    assert all(type(e["step"]) is float and e["step"] == SPLIT for e in opt64.state_dict()["state"].values())
     losses = numpy_train(params64, opt64, sched64, STEPS - SPLIT)
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert all(p.data.dtype == np.float64 for p in params64.values())

@@ -67,8 +67,9 @@ def test_options_cross_by_name_only(rule):
         cls(no_such_option=1.0)
     # Each key sets exactly its own field.
     for key, kind in fields:
-        values = {"float": [0.125], "bool": [True], "pair": [(0.25, 0.5)],
-                  "optional_pair": [(0.25, 0.5), (None, 0.5)]}[kind]
+        values = {"float": [0.125], "bool": [True], "pair": [(0.25, 0.5)], "optional_pair": [(0.25, 0.5), (None, 0.5)]}[
+            kind
+        ]
         for value in values:
             got = cls(**{key: value}).as_dict()
             want = dict(cls.defaults(), **{key: value})

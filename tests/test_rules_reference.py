@@ -29,8 +29,10 @@ def _make(name, groups):
     """A genesis optimizer over `groups` (list of (Parameters, hyperparameter overrides)),
     where the first group's overrides are passed as the optimizer's keyword arguments."""
     first_hp = groups[0][1]
-    spec = [{"params": ps, **{k: v for k, v in hp.items() if k not in first_hp or hp[k] != first_hp[k]}}
-            for ps, hp in groups]
+    spec = [
+        {"params": ps, **{k: v for k, v in hp.items() if k not in first_hp or hp[k] != first_hp[k]}}
+        for ps, hp in groups
+    ]
     return getattr(genesis.optim, name)(spec, **first_hp)
 
 
@@ -38,8 +40,7 @@ def _close_state(actual, expected, tol, key):
     """State buffers (momentum sums) are larger than the parameters: their absolute tolerance
     scales with their magnitude."""
     scale = max(1.0, float(np.abs(expected).max())) if expected.size else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale,
-                               err_msg=key)
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale, err_msg=key)
 
 
 def _check_state(opt, ref, params, dtype, name, hp_per_param, tol):

@@ -89,7 +89,7 @@ def split_checkpoint(blob):
     """(header dict, data section + checksum table) of a checkpoint, per the documented layout."""
     magic, version, crc, header_nbytes = PREAMBLE.unpack_from(blob)
     assert (magic, version) == (MAGIC, 1)
-    header = blob[PREAMBLE.size:PREAMBLE.size + header_nbytes]
+    header = blob[PREAMBLE.size : PREAMBLE.size + header_nbytes]
     assert zlib.crc32(header) == crc
     data_start = -(-(PREAMBLE.size + header_nbytes) // 64) * 64
     return json.loads(header), blob[data_start:]
@@ -109,12 +109,14 @@ def rng_bytes(rng, nbytes):
 
 def small_checkpoint():
     """A few hundred bytes that exercise every part of the format."""
-    return to_bytes({
-        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.arange(3, dtype=torch.bfloat16)}},
-        "np": np.array([1.5, -0.0], dtype=np.float32),
-        "mask": np.array([True, False]),
-        "groups": [{"lr": 0.1, "betas": (0.9, 0.999), "name": None}],
-    })
+    return to_bytes(
+        {
+            "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.arange(3, dtype=torch.bfloat16)}},
+            "np": np.array([1.5, -0.0], dtype=np.float32),
+            "mask": np.array([True, False]),
+            "groups": [{"lr": 0.1, "betas": (0.9, 0.999), "name": None}],
+        }
+    )
 
 
 # --------------------------------------------------------------------------- round trips
@@ -122,11 +124,33 @@ def small_checkpoint():
 NAN_PAYLOADS = [0x7FF8000000000000, 0xFFF8000000000000, 0x7FF8000000000123, 0x7FF0000000000001]
 
 
-@pytest.mark.parametrize("value", [
-    None, True, False, 0, -1, 2**63, -(2**64) - 1, 2**100_000, 0.0, -0.0, 1.5, 5e-324, 1.7976931348623157e308,
-    math.inf, -math.inf, *[struct.unpack("<d", struct.pack("<Q", bits))[0] for bits in NAN_PAYLOADS],
-    "", "plain", "héllo ✓ 😀", "\ud800 lone surrogate", "nul\x00byte",
-], ids=lambda value: type(value).__name__)  # repr() refuses ints this large
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        2**63,
+        -(2**64) - 1,
+        2**100_000,
+        0.0,
+        -0.0,
+        1.5,
+        5e-324,
+        1.7976931348623157e308,
+        math.inf,
+        -math.inf,
+        *[struct.unpack("<d", struct.pack("<Q", bits))[0] for bits in NAN_PAYLOADS],
+        "",
+        "plain",
+        "héllo ✓ 😀",
+        "\ud800 lone surrogate",
+        "nul\x00byte",
+    ],
+    ids=lambda value: type(value).__name__,
+)  # repr() refuses ints this large
 def test_python_scalars_round_trip_exactly(value):
     assert_identical(value, roundtrip(value))
     assert_identical([value], roundtrip([value]))
@@ -134,8 +158,15 @@ def test_python_scalars_round_trip_exactly(value):
 
 def test_containers_keep_their_types_keys_and_order():
     obj = {
-        "b": 1, "a": 2, 7: "int key", "7": "str key", -3: None, 2.5: "float key", None: "none key",
-        True: "bool key", 2**80: "big int key",
+        "b": 1,
+        "a": 2,
+        7: "int key",
+        "7": "str key",
+        -3: None,
+        2.5: "float key",
+        None: "none key",
+        True: "bool key",
+        2**80: "big int key",
         "nested": [(), [], {}, ((1,), [2.0]), {"x": (None, [True])}],
     }
     assert_identical(obj, roundtrip(obj))
@@ -177,9 +208,13 @@ def test_a_model_state_dict_round_trips_with_its_types_and_versions():
 
 
 def test_torch_sizes_and_parameters_keep_their_types():
-    obj = {"size": torch.Size([2, 0, 5]), "empty": torch.Size([]),
-           "p": torch.nn.Parameter(torch.randn(3)), "frozen": torch.nn.Parameter(torch.ones(2), requires_grad=False),
-           "int_p": torch.nn.Parameter(torch.arange(3), requires_grad=False)}
+    obj = {
+        "size": torch.Size([2, 0, 5]),
+        "empty": torch.Size([]),
+        "p": torch.nn.Parameter(torch.randn(3)),
+        "frozen": torch.nn.Parameter(torch.ones(2), requires_grad=False),
+        "int_p": torch.nn.Parameter(torch.arange(3), requires_grad=False),
+    }
     loaded = roundtrip(obj)
     assert type(loaded["size"]) is torch.Size and loaded["size"] == obj["size"] and loaded["empty"] == ()
     for name in ("p", "frozen", "int_p"):
@@ -212,12 +247,16 @@ class MyTensor(torch.Tensor):
     pass
 
 
-@pytest.mark.parametrize("value, message", [
-    (Point(1, 2), "namedtuple Point: genesis.load never creates classes.*x._asdict()"),
-    (collections.defaultdict(list), r"defaultdict \(a dict subclass.*save dict\(x\)"),
-    (Color(3), r"Color \(a int subclass"),
-    (torch.ones(2).as_subclass(MyTensor), "MyTensor is a torch.Tensor subclass.*as_subclass"),
-], ids=["namedtuple", "defaultdict", "int subclass", "tensor subclass"])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (Point(1, 2), "namedtuple Point: genesis.load never creates classes.*x._asdict()"),
+        (collections.defaultdict(list), r"defaultdict \(a dict subclass.*save dict\(x\)"),
+        (Color(3), r"Color \(a int subclass"),
+        (torch.ones(2).as_subclass(MyTensor), "MyTensor is a torch.Tensor subclass.*as_subclass"),
+    ],
+    ids=["namedtuple", "defaultdict", "int subclass", "tensor subclass"],
+)
 def test_types_that_would_not_survive_are_refused_clearly(tmp_path, value, message):
     with pytest.raises(TypeError, match=message):
         genesis.save({"v": value}, tmp_path / "x.ckpt")
@@ -228,8 +267,20 @@ def test_types_that_would_not_survive_are_refused_clearly(tmp_path, value, messa
         genesis.save(odd, tmp_path / "x.ckpt")
 
 
-NUMPY_DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
-                "float16", "float32", "float64"]
+NUMPY_DTYPES = [
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+]
 SHAPES = [(), (0,), (3, 0, 2), (7,), (4, 5)]
 
 
@@ -260,8 +311,21 @@ def test_numpy_scalars_keep_their_numpy_type():
     assert_identical(values, roundtrip(values))
 
 
-TORCH_DTYPES = [torch.bool, torch.int8, torch.uint8, torch.int16, torch.uint16, torch.int32, torch.uint32,
-                torch.int64, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64]
+TORCH_DTYPES = [
+    torch.bool,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.uint16,
+    torch.int32,
+    torch.uint32,
+    torch.int64,
+    torch.uint64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+]
 
 
 @pytest.mark.parametrize("dtype", TORCH_DTYPES, ids=str)
@@ -293,7 +357,7 @@ def test_non_contiguous_and_big_endian_inputs_are_saved_contiguous():
     for original, result in zip(numpy_inputs, loaded):
         assert result.flags.c_contiguous and result.dtype == np.float32
         np.testing.assert_array_equal(result, original)
-    for original, result in zip(torch_inputs, loaded[len(numpy_inputs):]):
+    for original, result in zip(torch_inputs, loaded[len(numpy_inputs) :]):
         assert result.is_contiguous() and result.dtype == torch.bfloat16
         assert torch.equal(result, original)
 
@@ -337,8 +401,10 @@ def test_torch_optimizer_state_dict_round_trips_with_types():
 
 def test_numpy_optimizer_state_dict_round_trips_with_types():
     state_dict = {
-        "state": {0: {"step": 3.0, "exp_avg": np.random.default_rng(2).random(5)},
-                  1: {"step": 3.0, "exp_avg": np.zeros((2, 2), np.float16)}},
+        "state": {
+            0: {"step": 3.0, "exp_avg": np.random.default_rng(2).random(5)},
+            1: {"step": 3.0, "exp_avg": np.zeros((2, 2), np.float16)},
+        },
         "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0, 1]}],
     }
     assert_identical(state_dict, roundtrip(state_dict))
@@ -352,9 +418,15 @@ def make_params(library):
     return [genesis.nn.Parameter(a) for a in arrays]
 
 
-@pytest.mark.parametrize("make_optimizer, library", [
-    (genesis.optim.AdamW, "torch"), (genesis.optim.AdamW, "numpy"), (torch.optim.AdamW, "torch"),
-], ids=["genesis-torch", "genesis-numpy", "torch.optim"])
+@pytest.mark.parametrize(
+    "make_optimizer, library",
+    [
+        (genesis.optim.AdamW, "torch"),
+        (genesis.optim.AdamW, "numpy"),
+        (torch.optim.AdamW, "torch"),
+    ],
+    ids=["genesis-torch", "genesis-numpy", "torch.optim"],
+)
 def test_resuming_from_a_checkpoint_gives_the_same_bits(tmp_path, make_optimizer, library):
     def run(params, optimizer, seed):
         rng = np.random.default_rng(seed)
@@ -418,26 +490,36 @@ def test_layout_matches_the_documentation():
     header, rest = split_checkpoint(blob)
     data_start = len(blob) - len(rest)
     assert data_start % 64 == 0
-    assert all(byte == 0 for byte in blob[PREAMBLE.size + PREAMBLE.unpack_from(blob)[3]:data_start])
+    assert all(byte == 0 for byte in blob[PREAMBLE.size + PREAMBLE.unpack_from(blob)[3] : data_start])
     assert header["root"] == {"dict": [["a", {"array": 0}], ["b", {"array": 1}], ["e", {"array": 2}]]}
     assert header["buffers"] == [
         {"type": "numpy.ndarray", "dtype": "float32", "shape": [5], "offset": 0, "nbytes": 20},
-        {"type": "torch.Tensor", "dtype": "bfloat16", "shape": [2], "device": "cpu",
-         "offset": 64, "nbytes": 4},
+        {"type": "torch.Tensor", "dtype": "bfloat16", "shape": [2], "device": "cpu", "offset": 64, "nbytes": 4},
         {"type": "numpy.ndarray", "dtype": "float64", "shape": [0, 2], "offset": 128, "nbytes": 0},
     ]
     payloads = [a.tobytes(), tensor_bits(b), b""]
     for entry, payload in zip(header["buffers"], payloads):
-        assert rest[entry["offset"]:entry["offset"] + entry["nbytes"]] == payload
+        assert rest[entry["offset"] : entry["offset"] + entry["nbytes"]] == payload
     assert rest[20:64] == bytes(44) and rest[68:128] == bytes(60)
     assert rest[128:] == struct.pack("<3I", *(zlib.crc32(p) for p in payloads))
 
 
 def test_scalar_encoding_matches_the_documentation():
     header, _ = split_checkpoint(to_bytes([1.0, -31, True, None, "s", (), 2**70]))
-    assert header == {"buffers": [], "root": {"list": [
-        {"float": "3ff0000000000000"}, {"int": "-0x1f"}, True, None, "s", {"tuple": []}, {"int": hex(2**70)},
-    ]}}
+    assert header == {
+        "buffers": [],
+        "root": {
+            "list": [
+                {"float": "3ff0000000000000"},
+                {"int": "-0x1f"},
+                True,
+                None,
+                "s",
+                {"tuple": []},
+                {"int": hex(2**70)},
+            ]
+        },
+    }
 
 
 def test_large_arrays_are_written_and_read_without_extra_copies(tmp_path):
@@ -482,9 +564,15 @@ def test_a_saved_device_that_does_not_exist_loads_on_cpu():
 
 
 @needs_no_cuda7
-@pytest.mark.parametrize("map_location", [
-    "cpu", torch.device("cpu"), {"cuda:7": "cpu"}, {"cuda:3": "cuda:0"},  # the last leaves cuda:7 unmapped
-])
+@pytest.mark.parametrize(
+    "map_location",
+    [
+        "cpu",
+        torch.device("cpu"),
+        {"cuda:7": "cpu"},
+        {"cuda:3": "cuda:0"},  # the last leaves cuda:7 unmapped
+    ],
+)
 def test_map_location_selects_the_device(map_location):
     loaded = load_bytes(checkpoint_with_device("cuda:7"), map_location=map_location)["t"]
     assert loaded.device == torch.device("cpu")
@@ -644,10 +732,12 @@ MALFORMED = {
     "bad int": (replace_in_header(to_bytes(1), '"0x1"', '"1e3"'), "malformed int"),
     "bad float": (replace_in_header(to_bytes(1.0), '"3ff0000000000000"', '"nan"'), "malformed float"),
     "json number": (replace_in_header(to_bytes([None]), "null", "1"), "malformed value"),
-    "list key": (replace_in_header(to_bytes({"k": 1}), '["k"', '[[]'), "key"),
+    "list key": (replace_in_header(to_bytes({"k": 1}), '["k"', "[[]"), "key"),
     "duplicate key": (replace_in_header(to_bytes({"k": 1, "j": 2}), '"j"', '"k"'), "duplicate dict key"),
-    "too deep": (build_checkpoint({"buffers": [], "root": json.loads('{"list": [' * 101 + "]}" * 101)}, b""),
-                 "nested more than 100"),
+    "too deep": (
+        build_checkpoint({"buffers": [], "root": json.loads('{"list": [' * 101 + "]}" * 101)}, b""),
+        "nested more than 100",
+    ),
     "buffer reused": (replace_in_header(TWO_ARRAYS, '{"array": 1}', '{"array": 0}'), "expected 1"),
     "buffer out of range": (build_checkpoint({"buffers": [], "root": {"array": 0}}, b""), "lists only 0"),
     "buffer unused": (replace_in_header(TWO_ARRAYS, '{"array": 1}', "null"), "structure uses 1"),
@@ -660,15 +750,15 @@ MALFORMED = {
     "wrong nbytes": (replace_in_header(TWO_ARRAYS, '"nbytes": 16', '"nbytes": 15'), "nbytes 15"),
     "wrong offset": (replace_in_header(TWO_ARRAYS, '"offset": 64', '"offset": 16'), "offset 16"),
     "bad device": (replace_in_header(to_bytes(torch.ones(1)), '"cpu"', '"cuda:01"'), "device must be"),
-    "device not a string": (replace_in_header(to_bytes(torch.ones(1)), '"cpu"', '7'), "device must be"),
-    "repeated json key": (replace_in_header(TWO_ARRAYS, '"offset": 64', '"offset": 64, "offset": 64'),
-                          "repeats a key"),
-    "repeated top-level key": (build_checkpoint(b'{"buffers": [], "buffers": [], "root": null}', b""),
-                               "repeats a key"),
+    "device not a string": (replace_in_header(to_bytes(torch.ones(1)), '"cpu"', "7"), "device must be"),
+    "repeated json key": (replace_in_header(TWO_ARRAYS, '"offset": 64', '"offset": 64, "offset": 64'), "repeats a key"),
+    "repeated top-level key": (build_checkpoint(b'{"buffers": [], "buffers": [], "root": null}', b""), "repeats a key"),
     "NaN": (build_checkpoint(b'{"buffers": [], "root": NaN}', b""), "NaN is not a JSON value"),
     "minus zero count": (replace_in_header(TWO_ARRAYS, '"shape": [2]', '"shape": [-0]'), "non-negative"),
-    "int and float keys equal": (replace_in_header(to_bytes({1: 1, 2: 2}), '{"int": "0x2"}',
-                                                   '{"float": "3ff0000000000000"}'), "duplicate dict key"),
+    "int and float keys equal": (
+        replace_in_header(to_bytes({1: 1, 2: 2}), '{"int": "0x2"}', '{"float": "3ff0000000000000"}'),
+        "duplicate dict key",
+    ),
 }
 
 
@@ -697,17 +787,20 @@ def test_checkpoint_error_is_a_value_error():
     assert issubclass(genesis.CheckpointError, ValueError)
 
 
-@pytest.mark.parametrize("value, message", [
-    ({1, 2}, "unsupported type set"),
-    (b"bytes", "unsupported type bytes"),
-    (1j, "unsupported type complex"),
-    (object(), "unsupported type object"),
-    ({(1, 2): 3}, "dict key"),
-    (np.zeros(2, np.complex64), "unsupported NumPy dtype complex64"),
-    (np.array(["text"]), "unsupported NumPy dtype"),
-    (torch.zeros(2, dtype=torch.complex64), "unsupported torch tensor"),
-    (torch.zeros(2).to_sparse(), "unsupported torch tensor"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({1, 2}, "unsupported type set"),
+        (b"bytes", "unsupported type bytes"),
+        (1j, "unsupported type complex"),
+        (object(), "unsupported type object"),
+        ({(1, 2): 3}, "dict key"),
+        (np.zeros(2, np.complex64), "unsupported NumPy dtype complex64"),
+        (np.array(["text"]), "unsupported NumPy dtype"),
+        (torch.zeros(2, dtype=torch.complex64), "unsupported torch tensor"),
+        (torch.zeros(2).to_sparse(), "unsupported torch tensor"),
+    ],
+)
 def test_unsupported_values_raise_type_error_and_leave_the_file_alone(tmp_path, value, message):
     path = tmp_path / "existing.ckpt"
     path.write_bytes(b"previous checkpoint")
@@ -752,8 +845,9 @@ def test_genesis_saves_and_loads_numpy_without_importing_torch(tmp_path):
         print("ok")
     """)
     genesis.save({"t": torch.ones(2)}, tmp_path / "torch.ckpt")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env=NO_TORCH_ENV)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=NO_TORCH_ENV
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -763,8 +857,9 @@ def test_genesis_saves_and_loads_numpy_without_importing_torch(tmp_path):
 
 def run_child(script, timeout=120):
     """Run `script` in a fresh interpreter (for cases that set process limits or could crash)."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -827,7 +922,11 @@ def test_concurrent_readers_see_the_old_or_the_new_file_only(tmp_path):
     done = tmp_path / "done"
     versions = [np.full(2**19, float(i)) for i in range(2)]  # 4 MiB each: writes take a while
     genesis.save({"v": versions[0]}, path)
-    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import os
         import genesis
         loads = 0
@@ -838,7 +937,12 @@ def test_concurrent_readers_see_the_old_or_the_new_file_only(tmp_path):
             if loads == 1:
                 print("reading", flush=True)
         print(loads)
-    """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert reader.stdout.readline() == "reading\n"  # the reader is up: now overwrite under it
         for i in range(1, 41):
@@ -869,11 +973,19 @@ def test_save_to_and_load_from_a_pipe():
     obj = {"state": {0: {"exp_avg": torch.randn(1000)}}, "np": np.arange(300_000.0)}  # > a pipe's buffer
     read_fd, write_fd = os.pipe()
     with open(read_fd, "rb") as reading:
-        writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent("""
             import sys
             import genesis
             genesis.save(genesis.load(sys.stdin.buffer), sys.stdout.buffer)
-        """)], stdin=subprocess.PIPE, stdout=write_fd)
+        """),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=write_fd,
+        )
         os.close(write_fd)
         genesis.save(obj, writer.stdin)  # save writes a pipe as it comes
         writer.stdin.close()
@@ -903,8 +1015,11 @@ def test_named_pipes_are_written_into_not_replaced(tmp_path):
     # regression would replace the machine's /dev/null when the tests run as root).
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    reader = subprocess.Popen([sys.executable, "-c", "import sys, genesis; print(genesis.load(sys.argv[1])['x'].sum())",
-                               str(fifo)], stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import sys, genesis; print(genesis.load(sys.argv[1])['x'].sum())", str(fifo)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     genesis.save({"x": np.arange(3)}, fifo)
     out, _ = reader.communicate(timeout=120)
     assert reader.returncode == 0 and out.strip() == "3"

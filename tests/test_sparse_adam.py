@@ -35,20 +35,22 @@ class EmbeddingModel(torch.nn.Module):
         self.head = torch.nn.Linear(9, 1, dtype=dtype).requires_grad_(False)
 
     def forward(self, words, tags):
-        features = torch.cat([self.words(words), self.tags(tags), self.frozen(tags % 5),
-                              self.empty(tags % 6)], dim=1)
+        features = torch.cat([self.words(words), self.tags(tags), self.frozen(tags % 5), self.empty(tags % 6)], dim=1)
         return self.head(torch.tanh(features))
 
     def param_groups(self):
-        return [{"params": [self.words.weight, self.frozen.weight]},
-                {"params": [self.tags.weight, self.empty.weight], "lr": 0.05, "betas": (0.8, 0.99)}]
+        return [
+            {"params": [self.words.weight, self.frozen.weight]},
+            {"params": [self.tags.weight, self.empty.weight], "lr": 0.05, "betas": (0.8, 0.99)},
+        ]
 
 
 def batches(steps):
     gen = torch.Generator().manual_seed(1)
     # Repeated indices within a batch: the sparse gradients hold duplicates to coalesce.
-    return [(torch.randint(0, 30, (12,), generator=gen), torch.randint(0, 7, (12,), generator=gen))
-            for _ in range(steps)]
+    return [
+        (torch.randint(0, 30, (12,), generator=gen), torch.randint(0, 7, (12,), generator=gen)) for _ in range(steps)
+    ]
 
 
 def train(model, opt, data):
@@ -60,8 +62,10 @@ def train(model, opt, data):
 
 def twin(dtype, maximize=False):
     models = [EmbeddingModel(dtype), EmbeddingModel(dtype)]
-    opts = [torch.optim.SparseAdam(models[0].param_groups(), lr=0.01, maximize=maximize),
-            genesis.optim.SparseAdam(models[1].param_groups(), lr=0.01, maximize=maximize)]
+    opts = [
+        torch.optim.SparseAdam(models[0].param_groups(), lr=0.01, maximize=maximize),
+        genesis.optim.SparseAdam(models[1].param_groups(), lr=0.01, maximize=maximize),
+    ]
     return models, opts
 
 
@@ -142,8 +146,9 @@ def reference_sparse_adam(p0, grads, lr, betas, eps, maximize=False):
 
 def sparse_grad(indices, values):
     """The torch sparse gradient holding NumPy (indices, values) rows of a (20, 3) parameter."""
-    return torch.sparse_coo_tensor(torch.from_numpy(indices)[None], torch.from_numpy(values), (20, 3),
-                                   check_invariants=True)
+    return torch.sparse_coo_tensor(
+        torch.from_numpy(indices)[None], torch.from_numpy(values), (20, 3), check_invariants=True
+    )
 
 
 def numpy_grads(dtype, steps, rows=20, cols=3):
@@ -209,8 +214,7 @@ def test_state_dict_crosses_to_torch_and_back():
         train(model, opt, data[:10])
     sd = opts[1].state_dict()
     assert sorted(sd["state"]) == [0, 2, 3] and isinstance(sd["state"][0]["step"], int)
-    assert sd["param_groups"][1] == {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-8,
-                                     "maximize": False, "params": [2, 3]}
+    assert sd["param_groups"][1] == {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-8, "maximize": False, "params": [2, 3]}
     fresh = [EmbeddingModel(dtype), EmbeddingModel(dtype)]
     fresh[0].load_state_dict(models[1].state_dict())
     fresh[1].load_state_dict(models[0].state_dict())
@@ -251,10 +255,12 @@ def test_errors_as_torch():
     emb = torch.nn.Embedding(4, 2, sparse=True)
     sparse_param = torch.nn.Parameter(torch.zeros(3, 3).to_sparse())
     for cls in (torch.optim.SparseAdam, genesis.optim.SparseAdam):
-        for kwargs, message in [(dict(lr=0.0), "Invalid learning rate: 0.0"),
-                                (dict(eps=0.0), "Invalid epsilon value: 0.0"),
-                                (dict(betas=(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0"),
-                                (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1")]:
+        for kwargs, message in [
+            (dict(lr=0.0), "Invalid learning rate: 0.0"),
+            (dict(eps=0.0), "Invalid epsilon value: 0.0"),
+            (dict(betas=(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0"),
+            (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
+        ]:
             with pytest.raises(ValueError, match=re.escape(message)):
                 cls([emb.weight], **kwargs)
         with pytest.raises(ValueError, match=re.escape("Sparse params at indices [[1, 0]]")):
@@ -282,6 +288,7 @@ def test_closure_is_called_with_grad_enabled():
         losses.append(emb(torch.tensor([0, 3])).sum())
         losses[-1].backward()
         return losses[-1]
+
     with torch.no_grad():
         assert opt.step(closure) is losses[0]
     assert opt.state[emb.weight]["step"] == 1
@@ -291,8 +298,10 @@ def test_closure_is_called_with_grad_enabled():
 def test_cuda_matches_torch():
     dtype = torch.float32
     models = [EmbeddingModel(dtype).cuda(), EmbeddingModel(dtype).cuda()]
-    opts = [torch.optim.SparseAdam(models[0].param_groups(), lr=0.01),
-            genesis.optim.SparseAdam(models[1].param_groups(), lr=0.01)]
+    opts = [
+        torch.optim.SparseAdam(models[0].param_groups(), lr=0.01),
+        genesis.optim.SparseAdam(models[1].param_groups(), lr=0.01),
+    ]
     data = [(w.cuda(), t.cuda()) for w, t in batches(STEPS)]
     for model, opt in zip(models, opts):
         train(model, opt, data)

@@ -13,8 +13,7 @@ torch = pytest.importorskip("torch")
 
 import genesis.optim  # noqa: E402
 
-NAMES = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam",
-         "RAdam", "Rprop"]
+NAMES = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "Rprop"]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
 
 
@@ -32,8 +31,11 @@ def _train(lib, name, dtype, lr, steps=24, **kwargs):
     return model, opt
 
 
-@pytest.mark.parametrize("lr", [torch.tensor(0.01), torch.tensor([[0.01]]),
-                                torch.tensor(0.01, dtype=torch.float64)], ids=["0-dim", "1x1", "float64"])
+@pytest.mark.parametrize(
+    "lr",
+    [torch.tensor(0.01), torch.tensor([[0.01]]), torch.tensor(0.01, dtype=torch.float64)],
+    ids=["0-dim", "1x1", "float64"],
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", NAMES)
 def test_tensor_lr_trains_as_torch_under_a_scheduler(name, dtype, lr):
@@ -78,8 +80,11 @@ def test_tensor_lr_flag_checks_are_torchs_class_by_class(name):
         opt.step()
         return p.detach()
 
-    for kwargs in (dict(lr=torch.tensor(0.1), foreach=True), dict(lr=torch.tensor([0.1, 0.2])),
-                   dict(lr=torch.tensor(0.1), foreach=False)):
+    for kwargs in (
+        dict(lr=torch.tensor(0.1), foreach=True),
+        dict(lr=torch.tensor([0.1, 0.2])),
+        dict(lr=torch.tensor(0.1), foreach=False),
+    ):
         want, got = outcome(torch.optim, **kwargs), outcome(genesis.optim, **kwargs)
         if isinstance(want, str):
             assert got == want

@@ -61,8 +61,13 @@ SCHEDULERS = {
     "CosineAnnealingLR": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
     "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.01, total_steps=20),
     "warmup+cosine": lambda o: torch.optim.lr_scheduler.SequentialLR(
-        o, [torch.optim.lr_scheduler.LinearLR(o, 0.1, total_iters=4),
-            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=16)], milestones=[4]),
+        o,
+        [
+            torch.optim.lr_scheduler.LinearLR(o, 0.1, total_iters=4),
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=16),
+        ],
+        milestones=[4],
+    ),
     "SWALR": lambda o: torch.optim.swa_utils.SWALR(o, swa_lr=0.005, anneal_epochs=5),
 }
 
@@ -86,7 +91,7 @@ def test_torch_grad_scaler_drives_genesis_as_torch():
     for module in (torch.optim, genesis.optim):
         model = _model()
         opt = module.AdamW(model.parameters(), lr=1e-2)
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
         scales = []
         for k in range(12):
             x, y = _batch(k)
@@ -168,8 +173,10 @@ def test_hooks_fire_as_around_torch_steps():
         model = _model()
         opt = module.SGD(model.parameters(), lr=0.1)
         _record_hooks(opt, log)
-        handles = [register_optimizer_step_pre_hook(lambda o, a, k, log=log: log.append("global_pre")),
-                   register_optimizer_step_post_hook(lambda o, a, k, log=log: log.append("global_post"))]
+        handles = [
+            register_optimizer_step_pre_hook(lambda o, a, k, log=log: log.append("global_pre")),
+            register_optimizer_step_post_hook(lambda o, a, k, log=log: log.append("global_post")),
+        ]
         try:
             _train(model, opt, 2)
             opt.load_state_dict(opt.state_dict())
@@ -218,14 +225,11 @@ def test_named_parameters_state_dict_as_torch():
         _train(model, opt, 2)
         sds[module] = opt.state_dict()
     t, g = sds[torch.optim], sds[genesis.optim]
-    assert [grp["param_names"] for grp in g["param_groups"]] == \
-           [grp["param_names"] for grp in t["param_groups"]]
+    assert [grp["param_names"] for grp in g["param_groups"]] == [grp["param_names"] for grp in t["param_groups"]]
     assert [grp["params"] for grp in g["param_groups"]] == [grp["params"] for grp in t["param_groups"]]
     # Each loads into the other library's optimizer.
-    torch.optim.AdamW(list(_model().named_parameters())).load_state_dict(copy.deepcopy(
-        _single_group(g)))
-    genesis.optim.AdamW(list(_model().named_parameters())).load_state_dict(copy.deepcopy(
-        _single_group(t)))
+    torch.optim.AdamW(list(_model().named_parameters())).load_state_dict(copy.deepcopy(_single_group(g)))
+    genesis.optim.AdamW(list(_model().named_parameters())).load_state_dict(copy.deepcopy(_single_group(t)))
 
 
 def _single_group(sd):
@@ -272,9 +276,11 @@ def test_numpy_only_install_uses_the_standalone_base_with_the_same_behaviour():
         "    opt.step()\n"
         "h.remove()\n"
         "opt.load_state_dict(opt.state_dict())\n"
-        "print(' '.join(log)); print(repr(p.data.tolist()))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=NO_TORCH_ENV, check=True).stdout.splitlines()
+        "print(' '.join(log)); print(repr(p.data.tolist()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=NO_TORCH_ENV, check=True
+    ).stdout.splitlines()
     assert out[0] == " ".join(["global_pre", "pre", "post"] * 3 + ["load_post"])
     import numpy as np
 

@@ -49,8 +49,7 @@ def _input_cases():
         name = info.optim_cls.__name__
         for dtype in (torch.float32, torch.float64):
             for oi in info.optim_inputs_func(device="cpu", dtype=dtype):
-                yield pytest.param(info, oi, dtype,
-                                   id=f"{name}-{oi.desc}-{str(dtype)[6:]}")
+                yield pytest.param(info, oi, dtype, id=f"{name}-{oi.desc}-{str(dtype)[6:]}")
 
 
 def _genesis_class(info):
@@ -59,8 +58,7 @@ def _genesis_class(info):
 
 def _sample_params(dtype=torch.float32):
     torch.manual_seed(0)
-    return [torch.nn.Parameter(torch.randn(2, 2, dtype=dtype)),
-            torch.nn.Parameter(torch.randn(2, dtype=dtype))]
+    return [torch.nn.Parameter(torch.randn(2, 2, dtype=dtype)), torch.nn.Parameter(torch.randn(2, dtype=dtype))]
 
 
 def _raises(cls, ei):
@@ -69,7 +67,7 @@ def _raises(cls, ei):
     params = oi.params if oi.params is not None else _sample_params()
     if ei.error_on == OptimizerErrorEnum.STEP_ERROR:
         opt = cls(params, **oi.kwargs)
-        for p in (params if isinstance(params, list) else [params]):
+        for p in params if isinstance(params, list) else [params]:
             if isinstance(p, torch.Tensor):
                 p.grad = torch.rand_like(p)
         with pytest.raises(ei.error_type, match=ei.error_regex):
@@ -94,8 +92,9 @@ def _model(name, dtype):
     if name == "SparseAdam":
         return torch.nn.Embedding(10, 3, sparse=True).to(dtype)
     bias = name != "Muon"  # Muon takes 2-D parameters only
-    return torch.nn.Sequential(torch.nn.Linear(4, 5, bias=bias), torch.nn.Tanh(),
-                               torch.nn.Linear(5, 2, bias=bias)).to(dtype)
+    return torch.nn.Sequential(torch.nn.Linear(4, 5, bias=bias), torch.nn.Tanh(), torch.nn.Linear(5, 2, bias=bias)).to(
+        dtype
+    )
 
 
 def _loss(name, model, step, dtype):
@@ -109,11 +108,13 @@ def _loss(name, model, step, dtype):
 
 def _run(name, model, opt, dtype, steps, start=0):
     for k in range(start, start + steps):
+
         def closure(k=k):
             opt.zero_grad()
             loss = _loss(name, model, k, dtype)
             loss.backward()
             return loss
+
         if name == "LBFGS":
             opt.step(closure)
         else:
@@ -170,8 +171,10 @@ def _unrolled(cls, kwargs, steps):
     with create_graph=True, and return the final parameters, the tensors of the final state
     and the gradient of a loss on them with respect to the initial parameters."""
     torch.manual_seed(3)
-    leaves = [torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
-              torch.randn(2, dtype=torch.float64, requires_grad=True)]
+    leaves = [
+        torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, dtype=torch.float64, requires_grad=True),
+    ]
     x = torch.randn(5, 3, dtype=torch.float64)
     params = [w.clone() for w in leaves]
     opt = cls(params, **copy.deepcopy(kwargs))
@@ -215,6 +218,17 @@ def test_every_torch_optimizer_genesis_has_is_covered():
     names = {info.optim_cls.__name__ for info in INFOS}
     assert {"SGD", "Adam", "AdamW", "RMSprop"} <= names
     differentiable = {info.optim_cls.__name__ for info in INFOS if "differentiable" in info.supported_impls}
-    assert {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam",
-            "RAdam", "Rprop"} <= differentiable
+    assert {
+        "SGD",
+        "Adam",
+        "AdamW",
+        "RMSprop",
+        "Adagrad",
+        "Adadelta",
+        "Adamax",
+        "ASGD",
+        "NAdam",
+        "RAdam",
+        "Rprop",
+    } <= differentiable
     assert all(re.match(r"^[A-Z]", n) for n in names)

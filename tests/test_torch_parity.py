@@ -48,14 +48,18 @@ class MLP(torch.nn.Module):
         return self.fc2(torch.tanh(self.fc1(x))) + self.empty.sum()
 
     def groups(self, lr):
-        return [{"params": [self.fc1.weight, self.frozen, self.fc1.bias]},
-                {"params": [self.fc2.weight, self.empty, self.fc2.bias], "lr": lr * 0.5}]
+        return [
+            {"params": [self.fc1.weight, self.frozen, self.fc1.bias]},
+            {"params": [self.fc2.weight, self.empty, self.fc2.bias], "lr": lr * 0.5},
+        ]
 
 
 def _data(dtype, steps=STEPS):
     gen = torch.Generator().manual_seed(42)
-    return [(torch.randn(8, 4, generator=gen, dtype=dtype),
-             torch.randn(8, 3, generator=gen, dtype=dtype)) for _ in range(steps)]
+    return [
+        (torch.randn(8, 4, generator=gen, dtype=dtype), torch.randn(8, 3, generator=gen, dtype=dtype))
+        for _ in range(steps)
+    ]
 
 
 def _train_step(model, opt, x, y):
@@ -78,8 +82,7 @@ def _assert_models_close(a, b, tol):
 
 def _twin_params(init):
     """Two independent lists of parameters with the same initial values: torch's and genesis'."""
-    return ([torch.nn.Parameter(x.clone()) for x in init],
-            [torch.nn.Parameter(x.clone()) for x in init])
+    return ([torch.nn.Parameter(x.clone()) for x in init], [torch.nn.Parameter(x.clone()) for x in init])
 
 
 def _pair(name, hp, dtype, seed=0):
@@ -115,8 +118,12 @@ def test_training_matches_torch(name, hp, dtype):
             if key == "step":
                 assert float(sg[key]) == float(value)
             else:
-                torch.testing.assert_close(sg[key], value, rtol=tol["rtol"],
-                                           atol=tol["atol"] * max(1.0, float(value.abs().max()) if value.numel() else 1.0))
+                torch.testing.assert_close(
+                    sg[key],
+                    value,
+                    rtol=tol["rtol"],
+                    atol=tol["atol"] * max(1.0, float(value.abs().max()) if value.numel() else 1.0),
+                )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -150,18 +157,20 @@ def test_state_dict_crosses_between_torch_and_genesis(name, dtype):
             elif value.numel():
                 assert value.data_ptr() != src.data_ptr()
     for x, y in data[5:]:
-        _train_step(mg, og, x, y)      # genesis, uninterrupted
-        _train_step(mg2, ot2, x, y)    # torch, resumed from genesis
-        _train_step(mt, ot, x, y)      # torch, uninterrupted
-        _train_step(mt2, og2, x, y)    # genesis, resumed from torch
+        _train_step(mg, og, x, y)  # genesis, uninterrupted
+        _train_step(mg2, ot2, x, y)  # torch, resumed from genesis
+        _train_step(mt, ot, x, y)  # torch, uninterrupted
+        _train_step(mt2, og2, x, y)  # genesis, resumed from torch
         _assert_models_close(mg2, mg, tol)
         _assert_models_close(mt2, mt, tol)
     _assert_models_close(mg, mt, tol)
 
 
-@pytest.mark.parametrize("name,hp", [(n, R.CONFIGS[n][0]) for n in NAMES] +
-                         [(n, R.RICH[n]) for n in NAMES],
-                         ids=[f"{n}-plain" for n in NAMES] + [f"{n}-rich" for n in NAMES])
+@pytest.mark.parametrize(
+    "name,hp",
+    [(n, R.CONFIGS[n][0]) for n in NAMES] + [(n, R.RICH[n]) for n in NAMES],
+    ids=[f"{n}-plain" for n in NAMES] + [f"{n}-rich" for n in NAMES],
+)
 def test_state_dict_layout_matches_torch(name, hp):
     """After the same steps, genesis' state_dict has torch's layout: the same param_groups, the
     same parameter indices in 'state', the same state names, step as a 0-dim float32 tensor
@@ -228,8 +237,9 @@ def test_model_with_2000_tensors(name):
             a.grad, b.grad = g.clone(), g.clone()
         ot.step()
         og.step()
-    torch.testing.assert_close(torch.cat([p.flatten() for p in pg]),
-                               torch.cat([p.flatten() for p in pt]), **TOL[torch.float32])
+    torch.testing.assert_close(
+        torch.cat([p.flatten() for p in pg]), torch.cat([p.flatten() for p in pt]), **TOL[torch.float32]
+    )
     assert len(og.state) == len(ot.state)
 
 
@@ -308,8 +318,7 @@ def test_replacing_a_whole_param_state(name):
         if i == 4:
             for opt, model in ((ot, mt), (og, mg)):
                 p = model.fc2.weight
-                opt.state[p] = {k: (v.clone() * 0.5 if k != "step" else v.clone())
-                                for k, v in opt.state[p].items()}
+                opt.state[p] = {k: (v.clone() * 0.5 if k != "step" else v.clone()) for k, v in opt.state[p].items()}
         _train_step(mt, ot, x, y)
         _train_step(mg, og, x, y)
         _assert_models_close(mg, mt, TOL[torch.float64])
@@ -422,9 +431,13 @@ def test_sgd_switching_momentum_and_flags_between_steps():
     init = torch.rand(5, 3, generator=gen, dtype=torch.float64)
     a, b = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
     ot, og = torch.optim.SGD([a], lr=0.1), genesis.optim.SGD([b], lr=0.1)
-    edits = {2: dict(momentum=0.9), 4: dict(nesterov=True, maximize=True),
-             6: dict(momentum=0.0, nesterov=False), 8: dict(momentum=0.5, dampening=0.2),
-             10: dict(weight_decay=0.05, maximize=False)}
+    edits = {
+        2: dict(momentum=0.9),
+        4: dict(nesterov=True, maximize=True),
+        6: dict(momentum=0.0, nesterov=False),
+        8: dict(momentum=0.5, dampening=0.2),
+        10: dict(weight_decay=0.05, maximize=False),
+    }
     for i in range(12):
         for opt in (ot, og):
             opt.param_groups[0].update(edits.get(i, {}))
@@ -433,8 +446,7 @@ def test_sgd_switching_momentum_and_flags_between_steps():
         ot.step()
         og.step()
         torch.testing.assert_close(b, a, **TOL[torch.float64])
-    torch.testing.assert_close(og.state[b]["momentum_buffer"], ot.state[a]["momentum_buffer"],
-                               **TOL[torch.float64])
+    torch.testing.assert_close(og.state[b]["momentum_buffer"], ot.state[a]["momentum_buffer"], **TOL[torch.float64])
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])

@@ -55,8 +55,9 @@ def tracked_files():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true",
-                    help="change nothing; list remaining SPEC mentions and exit 1 if any")
+    ap.add_argument(
+        "--check", action="store_true", help="change nothing; list remaining SPEC mentions and exit 1 if any"
+    )
     args = ap.parse_args()
     changed, left, long = [], [], []
     for path in tracked_files():
@@ -71,8 +72,11 @@ def main():
             path.write_text(new, encoding="utf-8")
             changed.append(path)
             old_lines = set(text.splitlines())
-            long.extend(f"{path}:{n}" for n, line in enumerate(new.splitlines(), 1)
-                        if len(line) > LINE_LIMIT and line not in old_lines)
+            long.extend(
+                f"{path}:{n}"
+                for n, line in enumerate(new.splitlines(), 1)
+                if len(line) > LINE_LIMIT and line not in old_lines
+            )
         for lineno, line in enumerate(new.splitlines(), 1):
             if ANY_MENTION.search(line):
                 left.append(f"{path}:{lineno}: {line.strip()}")

@@ -57,12 +57,10 @@ struct StoredDType {
   DType dtype;
 };
 constexpr StoredDType kDTypes[] = {
-    {"bool", 1, false, DType::Float32},    {"int8", 1, false, DType::Float32},
-    {"uint8", 1, true, DType::UInt8},      {"int16", 2, false, DType::Float32},
-    {"uint16", 2, false, DType::Float32},  {"int32", 4, false, DType::Float32},
-    {"uint32", 4, false, DType::Float32},  {"int64", 8, false, DType::Float32},
-    {"uint64", 8, false, DType::Float32},  {"float16", 2, true, DType::Float16},
-    {"float32", 4, true, DType::Float32},  {"float64", 8, true, DType::Float64},
+    {"bool", 1, false, DType::Float32},     {"int8", 1, false, DType::Float32},   {"uint8", 1, true, DType::UInt8},
+    {"int16", 2, false, DType::Float32},    {"uint16", 2, false, DType::Float32}, {"int32", 4, false, DType::Float32},
+    {"uint32", 4, false, DType::Float32},   {"int64", 8, false, DType::Float32},  {"uint64", 8, false, DType::Float32},
+    {"float16", 2, true, DType::Float16},   {"float32", 4, true, DType::Float32}, {"float64", 8, true, DType::Float64},
     {"bfloat16", 2, true, DType::BFloat16},
 };
 
@@ -120,15 +118,20 @@ std::string canonical_float(double d) {
 
 std::string canonical_key(const Value& key) {
   switch (key.kind) {
-    case Value::Kind::None: return "n";
-    case Value::Kind::Bool: return key.boolean ? "i1" : "i0";
-    case Value::Kind::String: return "s" + key.text;
+    case Value::Kind::None:
+      return "n";
+    case Value::Kind::Bool:
+      return key.boolean ? "i1" : "i0";
+    case Value::Kind::String:
+      return "s" + key.text;
     case Value::Kind::Int: {
       const std::string text = hex_int(key.integer);
       return canonical_integer(text[0] == '-', text.substr(text.find('x') + 1));
     }
-    case Value::Kind::Float: return canonical_float(key.number);
-    default: return "";
+    case Value::Kind::Float:
+      return canonical_float(key.number);
+    default:
+      return "";
   }
 }
 
@@ -136,15 +139,24 @@ std::string canonical_key(const Value& key) {
 
 // Writes a value; arrays are numbered in the order met, which is the file order the format
 // requires, and `order` collects them.
-void write_value(const Value& v, const Document& doc, std::string& out, std::vector<const Array*>& order,
-                 int depth) {
+void write_value(const Value& v, const Document& doc, std::string& out, std::vector<const Array*>& order, int depth) {
   using K = Value::Kind;
   switch (v.kind) {
-    case K::None: out += "null"; return;
-    case K::Bool: out += v.boolean ? "true" : "false"; return;
-    case K::Int: out += "{\"int\": \"" + hex_int(v.integer) + "\"}"; return;
-    case K::Float: out += "{\"float\": \"" + hex_bits(v.number) + "\"}"; return;
-    case K::String: out += json::quote(v.text); return;
+    case K::None:
+      out += "null";
+      return;
+    case K::Bool:
+      out += v.boolean ? "true" : "false";
+      return;
+    case K::Int:
+      out += "{\"int\": \"" + hex_int(v.integer) + "\"}";
+      return;
+    case K::Float:
+      out += "{\"float\": \"" + hex_bits(v.number) + "\"}";
+      return;
+    case K::String:
+      out += json::quote(v.text);
+      return;
     case K::Array:
       if (v.array < 0 || static_cast<size_t>(v.array) >= doc.arrays.size())
         throw std::invalid_argument("checkpoint value refers to array " + std::to_string(v.array) +
@@ -157,8 +169,7 @@ void write_value(const Value& v, const Document& doc, std::string& out, std::vec
     case K::Dict:
       break;
   }
-  if (depth >= kMaxDepth)
-    throw std::invalid_argument("checkpoint containers are nested more than 100 levels deep");
+  if (depth >= kMaxDepth) throw std::invalid_argument("checkpoint containers are nested more than 100 levels deep");
   if (v.kind != K::Dict) {
     out += v.kind == K::List ? "{\"list\": [" : "{\"tuple\": [";
     for (size_t i = 0; i < v.items.size(); ++i) {
@@ -168,7 +179,8 @@ void write_value(const Value& v, const Document& doc, std::string& out, std::vec
     out += "]}";
     return;
   }
-  if (v.keys.size() != v.items.size()) throw std::invalid_argument("checkpoint dict has keys and values of different counts");
+  if (v.keys.size() != v.items.size())
+    throw std::invalid_argument("checkpoint dict has keys and values of different counts");
   std::unordered_set<std::string> seen;
   out += "{\"dict\": [";
   for (size_t i = 0; i < v.items.size(); ++i) {
@@ -224,7 +236,10 @@ bool parse_count(const json::Node& n, uint64_t& out) {
   out = 0;
   for (const char c : n.text) {
     const uint64_t digit = uint64_t(c - '0');
-    if (out > (kMaxArrayBytes - digit) / 10) { out = UINT64_MAX; return true; }
+    if (out > (kMaxArrayBytes - digit) / 10) {
+      out = UINT64_MAX;
+      return true;
+    }
     out = out * 10 + digit;
   }
   return true;
@@ -259,8 +274,8 @@ BufferEntry parse_entry(const json::Node& e, size_t index, uint64_t offset) {
   BufferEntry b;
   b.kind = type->text;
   const bool torch = b.kind == "torch.Tensor";
-  const json::Node *dtype = e.get("dtype"), *shape = e.get("shape"), *off = e.get("offset"),
-                   *nbytes = e.get("nbytes"), *device = e.get("device");
+  const json::Node *dtype = e.get("dtype"), *shape = e.get("shape"), *off = e.get("offset"), *nbytes = e.get("nbytes"),
+                   *device = e.get("device");
   if (!dtype || !shape || !off || !nbytes || bool(device) != torch || e.keys.size() != (torch ? 6u : 5u))
     throw CheckpointError(where + ": fields must be type, dtype, shape, offset, nbytes (and device for torch.Tensor)");
   b.dtype = dtype->kind == NK::String ? find_dtype(dtype->text) : nullptr;
@@ -274,12 +289,15 @@ BufferEntry parse_entry(const json::Node& e, size_t index, uint64_t offset) {
   for (const json::Node& d : shape->items) {
     uint64_t n;
     if (!parse_count(d, n)) throw CheckpointError(where + ": shape must be a list of at most 64 non-negative integers");
-    if (n == 0) empty = true;
-    else nonzero = nonzero * n > kMaxArrayBytes ? static_cast<U128>(UINT64_MAX) : nonzero * n;
+    if (n == 0)
+      empty = true;
+    else
+      nonzero = nonzero * n > kMaxArrayBytes ? static_cast<U128>(UINT64_MAX) : nonzero * n;
     b.shape.push_back(n == UINT64_MAX ? -1 : static_cast<int64_t>(n));
   }
   if (nonzero > kMaxArrayBytes) throw CheckpointError(where + ": shape is too large");
-  if (b.kind == "numpy.generic" && !b.shape.empty()) throw CheckpointError(where + ": a NumPy scalar must have shape []");
+  if (b.kind == "numpy.generic" && !b.shape.empty())
+    throw CheckpointError(where + ": a NumPy scalar must have shape []");
   b.nbytes = empty ? 0 : static_cast<uint64_t>(nonzero);
   uint64_t declared;
   if (!parse_count(*nbytes, declared) || declared != b.nbytes)
@@ -307,8 +325,8 @@ class ValueReader {
     const std::string& tag = n.keys[0];
     const json::Node& body = n.items[0];
     const bool v1_tag = tag == "array" || tag == "list" || tag == "tuple" || tag == "dict";
-    const bool v2_tag = tag == "ordered_dict" || tag == "torch.Size" || tag == "torch.nn.Parameter" ||
-                        tag == "genesis.nn.Parameter";
+    const bool v2_tag =
+        tag == "ordered_dict" || tag == "torch.Size" || tag == "torch.nn.Parameter" || tag == "genesis.nn.Parameter";
     if (!v1_tag && !(v2_tag && version_ >= 2))
       throw CheckpointError("checkpoint header: unknown value tag " + json::quote(tag));
     if (tag == "array") return array(body, nullptr);
@@ -362,8 +380,8 @@ class ValueReader {
 
   void check_all_used() const {
     if (next_array_ != buffers_.size())
-      throw CheckpointError("checkpoint header lists " + std::to_string(buffers_.size()) + " buffers but the structure uses " +
-                            std::to_string(next_array_));
+      throw CheckpointError("checkpoint header lists " + std::to_string(buffers_.size()) +
+                            " buffers but the structure uses " + std::to_string(next_array_));
   }
   // Why the document cannot be represented in C++ (empty when it can).
   const std::string& unsupported() const { return unsupported_; }
@@ -386,7 +404,8 @@ class ValueReader {
     std::unordered_set<std::string> seen;
     for (const json::Node& pair : body.items) {
       if (pair.kind != NK::Array || pair.items.size() != 2 || !is_scalar(pair.items[0]))
-        throw CheckpointError("checkpoint header: dict entries must be [key, value] with a str/int/float/bool/None key");
+        throw CheckpointError(
+            "checkpoint header: dict entries must be [key, value] with a str/int/float/bool/None key");
       Value key = read_scalar(pair.items[0]);
       const std::string canonical = key_text_.empty() ? canonical_key(key) : key_text_;
       if (!canonical.empty() && !seen.insert(canonical).second)
@@ -428,7 +447,8 @@ class ValueReader {
       throw CheckpointError("checkpoint header: malformed int");
     const std::string canonical = canonical_integer(negative, t.substr(digits));
     const size_t significant = canonical.size() - (negative && canonical != "i0" ? 2 : 1);
-    const uint64_t magnitude = significant <= 16 ? std::stoull(canonical.substr(canonical.size() - significant), nullptr, 16) : 0;
+    const uint64_t magnitude =
+        significant <= 16 ? std::stoull(canonical.substr(canonical.size() - significant), nullptr, 16) : 0;
     if (significant > 16 || magnitude > (negative ? uint64_t(1) << 63 : (uint64_t(1) << 63) - 1)) {
       if (unsupported_.empty()) unsupported_ = "an int beyond 64 bits (" + t + ")";
       key_text_ = canonical;
@@ -587,7 +607,8 @@ Document read(Source& source, uint64_t size) {
   const uint64_t version = get_le(preamble + 8, 4);
   if (version < 1 || version > kMaxVersion)
     throw CheckpointError("unsupported checkpoint format version " + std::to_string(version) +
-                          (version > kMaxVersion ? " (written by a newer genesis)" : "") + "; this reader reads versions 1, 2");
+                          (version > kMaxVersion ? " (written by a newer genesis)" : "") +
+                          "; this reader reads versions 1, 2");
   const uint64_t header_len = get_le(preamble + 16, 8);
   if (header_len > size - kPreamble) throw CheckpointError("checkpoint is truncated (header runs past the end)");
   std::string header(static_cast<size_t>(header_len), '\0');
@@ -599,7 +620,8 @@ Document read(Source& source, uint64_t size) {
   const json::Node* root = top.get("root");
   if (top.kind != json::Node::Kind::Object || top.keys.size() != 2 || !buffers || !root ||
       buffers->kind != json::Node::Kind::Array)
-    throw CheckpointError("checkpoint header must be a JSON object with exactly the keys \"buffers\" (a list) and \"root\"");
+    throw CheckpointError(
+        "checkpoint header must be a JSON object with exactly the keys \"buffers\" (a list) and \"root\"");
 
   // The whole buffer table against the real size, before anything is allocated.
   std::vector<BufferEntry> entries;
@@ -625,14 +647,17 @@ Document read(Source& source, uint64_t size) {
     const BufferEntry& b = entries[i];
     read_padding(source, data_start + b.offset - position);
     Array a;
-    if (b.dtype->kept) a.dtype = b.dtype->dtype;
-    else if (unsupported.empty()) unsupported = std::string("an array of dtype ") + b.dtype->name;
+    if (b.dtype->kept)
+      a.dtype = b.dtype->dtype;
+    else if (unsupported.empty())
+      unsupported = std::string("an array of dtype ") + b.dtype->name;
     a.shape = b.shape;
     crcs.push_back(read_checked(source, a.bytes, b.nbytes));
     // Bytes other than 0/1 in a bool array are undefined behaviour for NumPy and torch.
     if (std::string(b.dtype->name) == "bool")
       for (unsigned char byte : a.bytes)
-        if (byte > 1) throw CheckpointError("checkpoint bool buffer " + std::to_string(i) + " holds bytes other than 0 and 1");
+        if (byte > 1)
+          throw CheckpointError("checkpoint bool buffer " + std::to_string(i) + " holds bytes other than 0 and 1");
     if (!b.dtype->kept) a.bytes = {};  // only validated, never returned
     doc.arrays.push_back(std::move(a));
     position = data_start + b.offset + b.nbytes;
@@ -644,7 +669,8 @@ Document read(Source& source, uint64_t size) {
     if (get_le(table.data() + 4 * i, 4) != crcs[i])
       throw CheckpointError("checksum mismatch in buffer " + std::to_string(i) + ": the file is corrupted");
   if (!unsupported.empty())
-    throw UnsupportedContent("valid checkpoint, but it holds " + unsupported + ", which the C++ API does not represent");
+    throw UnsupportedContent("valid checkpoint, but it holds " + unsupported +
+                             ", which the C++ API does not represent");
   return doc;
 }
 

@@ -108,7 +108,8 @@ class PreviousFile {
  public:
   PreviousFile(const std::string& path, const struct stat& st)
       : fd_(S_ISREG(st.st_mode) && st.st_size >= kReleaseInBackground
-                ? ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1) {}
+                ? ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                : -1) {}
   PreviousFile(const PreviousFile&) = delete;
   PreviousFile& operator=(const PreviousFile&) = delete;
   ~PreviousFile() {

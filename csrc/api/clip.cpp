@@ -48,8 +48,10 @@ namespace {
 // The norm over buffers of several dtypes: one core call per dtype (norm_of(dtype, buffers,
 // count)), then the norm of those norms, which is the norm of everything (true for every p-norm
 // and max).
-template <typename NormOf> double norm_by_dtype(const std::vector<TypedBuffer>& buffers, double norm_type, NormOf&& norm_of) {
-  if (!(norm_type > 0)) throw std::invalid_argument("norm_type must be positive or infinity, got " + std::to_string(norm_type));
+template <typename NormOf>
+double norm_by_dtype(const std::vector<TypedBuffer>& buffers, double norm_type, NormOf&& norm_of) {
+  if (!(norm_type > 0))
+    throw std::invalid_argument("norm_type must be positive or infinity, got " + std::to_string(norm_type));
   const auto buckets = by_dtype(buffers);
   std::vector<double> per_dtype;
   for (int d = 0; d < kNumDTypes; ++d)
@@ -62,9 +64,8 @@ template <typename NormOf> double norm_by_dtype(const std::vector<TypedBuffer>& 
 }  // namespace
 
 double total_norm(const std::vector<TypedBuffer>& buffers, double norm_type) {
-  return norm_by_dtype(buffers, norm_type, [&](DType d, const Buffer* b, int64_t n) {
-    return cpu::global_norm(norm_type, d, b, n);
-  });
+  return norm_by_dtype(buffers, norm_type,
+                       [&](DType d, const Buffer* b, int64_t n) { return cpu::global_norm(norm_type, d, b, n); });
 }
 
 std::pair<double, bool> total_norm_scaled(const std::vector<TypedBuffer>& buffers, double norm_type, double factor) {
@@ -84,7 +85,8 @@ bool unscale_all(const std::vector<TypedBuffer>& buffers, double factor) {
   const auto buckets = by_dtype(buffers);
   bool nonfinite = false;
   for (int d = 0; d < kNumDTypes; ++d)
-    if (!buckets[d].empty()) nonfinite |= cpu::unscale(factor, static_cast<DType>(d), buckets[d].data(), buckets[d].size());
+    if (!buckets[d].empty())
+      nonfinite |= cpu::unscale(factor, static_cast<DType>(d), buckets[d].data(), buckets[d].size());
   return nonfinite;
 }
 
@@ -92,7 +94,8 @@ bool any_nonfinite(const std::vector<TypedBuffer>& buffers) {
   const auto buckets = by_dtype(buffers);
   bool nonfinite = false;
   for (int d = 0; d < kNumDTypes; ++d)
-    if (!buckets[d].empty()) nonfinite |= cpu::has_nonfinite(static_cast<DType>(d), buckets[d].data(), buckets[d].size());
+    if (!buckets[d].empty())
+      nonfinite |= cpu::has_nonfinite(static_cast<DType>(d), buckets[d].data(), buckets[d].size());
   return nonfinite;
 }
 

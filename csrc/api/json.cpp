@@ -13,7 +13,10 @@ namespace {
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) { out += char(cp); return; }
+  if (cp < 0x80) {
+    out += char(cp);
+    return;
+  }
   if (cp < 0x800) {
     out += char(0xC0 | (cp >> 6));
   } else if (cp < 0x10000) {
@@ -56,7 +59,10 @@ class Parser {
   }
   bool take(char c) {
     skip_space();
-    if (pos_ < s_.size() && s_[pos_] == c) { ++pos_; return true; }
+    if (pos_ < s_.size() && s_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
     return false;
   }
   void expect(char c) {
@@ -93,7 +99,8 @@ class Parser {
       ++pos_;
       n.kind = Node::Kind::Array;
       if (take(']')) return n;
-      do n.items.push_back(value(depth + 1)); while (take(','));
+      do n.items.push_back(value(depth + 1));
+      while (take(','));
       expect(']');
     } else if (c == '"') {
       n.kind = Node::Kind::String;
@@ -125,9 +132,14 @@ class Parser {
       if (pos_ == first) fail("malformed number");
     };
     if (s_[pos_] == '-') ++pos_;
-    if (pos_ < s_.size() && s_[pos_] == '0') ++pos_;
-    else digits();
-    if (pos_ < s_.size() && s_[pos_] == '.') { ++pos_; digits(); }
+    if (pos_ < s_.size() && s_[pos_] == '0')
+      ++pos_;
+    else
+      digits();
+    if (pos_ < s_.size() && s_[pos_] == '.') {
+      ++pos_;
+      digits();
+    }
     if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
       ++pos_;
       if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
@@ -142,10 +154,14 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       const char h = s_[pos_++];
       v <<= 4;
-      if (is_digit(h)) v |= uint32_t(h - '0');
-      else if (h >= 'a' && h <= 'f') v |= uint32_t(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F') v |= uint32_t(h - 'A' + 10);
-      else fail("bad \\u escape");
+      if (is_digit(h))
+        v |= uint32_t(h - '0');
+      else if (h >= 'a' && h <= 'f')
+        v |= uint32_t(h - 'a' + 10);
+      else if (h >= 'A' && h <= 'F')
+        v |= uint32_t(h - 'A' + 10);
+      else
+        fail("bad \\u escape");
     }
     return v;
   }
@@ -159,16 +175,33 @@ class Parser {
       const char c = s_[pos_++];
       if (c == '"') return out;
       if (static_cast<unsigned char>(c) < 0x20) fail("control character in string");
-      if (c != '\\') { out += c; continue; }
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
       if (pos_ >= s_.size()) fail("unterminated escape");
       const char e = s_[pos_++];
       switch (e) {
-        case '"': case '\\': case '/': out += e; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+        case '\\':
+        case '/':
+          out += e;
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           uint32_t cp = hex4();
           // A high surrogate directly followed by an escaped low one is a pair; anything else
@@ -177,13 +210,16 @@ class Parser {
             const size_t after_high = pos_;
             pos_ += 2;
             const uint32_t low = hex4();
-            if (low >= 0xDC00 && low < 0xE000) cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-            else pos_ = after_high;
+            if (low >= 0xDC00 && low < 0xE000)
+              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            else
+              pos_ = after_high;
           }
           append_utf8(out, cp);
           break;
         }
-        default: fail("bad escape");
+        default:
+          fail("bad escape");
       }
     }
   }
@@ -199,11 +235,25 @@ bool next_code_point(const std::string& s, size_t& i, uint32_t& cp, bool allow_s
   const unsigned char c = static_cast<unsigned char>(s[i]);
   int extra;
   uint32_t min;
-  if (c < 0x80) { cp = c; ++i; return true; }
-  if (c >= 0xC2 && c <= 0xDF) { extra = 1; cp = c & 0x1F; min = 0x80; }
-  else if (c >= 0xE0 && c <= 0xEF) { extra = 2; cp = c & 0x0F; min = 0x800; }
-  else if (c >= 0xF0 && c <= 0xF4) { extra = 3; cp = c & 0x07; min = 0x10000; }
-  else return false;
+  if (c < 0x80) {
+    cp = c;
+    ++i;
+    return true;
+  }
+  if (c >= 0xC2 && c <= 0xDF) {
+    extra = 1;
+    cp = c & 0x1F;
+    min = 0x80;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    extra = 2;
+    cp = c & 0x0F;
+    min = 0x800;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    extra = 3;
+    cp = c & 0x07;
+    min = 0x10000;
+  } else
+    return false;
   if (i + extra >= s.size()) return false;  // truncated sequence
   for (int k = 1; k <= extra; ++k) {
     const unsigned char b = static_cast<unsigned char>(s[i + k]);
@@ -222,9 +272,7 @@ const Node* Node::get(const std::string& key) const {
   return nullptr;
 }
 
-bool Node::is_integer() const {
-  return kind == Kind::Number && text.find_first_of(".eE") == std::string::npos;
-}
+bool Node::is_integer() const { return kind == Kind::Number && text.find_first_of(".eE") == std::string::npos; }
 
 Node parse(const std::string& text, int max_depth) { return Parser(text, max_depth).document(); }
 
@@ -232,8 +280,17 @@ std::string quote(const std::string& s) {
   std::string out = "\"";
   for (size_t i = 0; i < s.size();) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') { out += '\\'; out += char(c); ++i; continue; }
-    if (c >= 0x20 && c < 0x7F) { out += char(c); ++i; continue; }
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+      ++i;
+      continue;
+    }
+    if (c >= 0x20 && c < 0x7F) {
+      out += char(c);
+      ++i;
+      continue;
+    }
     uint32_t cp;
     if (!next_code_point(s, i, cp, true)) throw std::invalid_argument("checkpoint strings must be UTF-8");
     char buf[16];

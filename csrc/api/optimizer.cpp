@@ -51,12 +51,14 @@ DType state_dtype_for(DType param) {
 
 // 8-bit state (docs/low-bit-state.md) for this parameter of this group: float32 and 16-bit
 // parameters of at least min_8bit_size elements, for a rule that keeps state arrays.
-template <typename O> bool wants_8bit(const ParamGroup<O>& g, const ParamView& p) {
+template <typename O>
+bool wants_8bit(const ParamGroup<O>& g, const ParamView& p) {
   return g.int8_state && p.dtype != DType::Float64 && p.numel >= g.min_8bit_size &&
          !RuleSpec<O>::state_names(g.options).empty();
 }
 
-template <typename O> bool is_unsigned_state(const O& o, const std::string& name) {
+template <typename O>
+bool is_unsigned_state(const O& o, const std::string& name) {
   for (const std::string& n : nonnegative_states(o))
     if (n == name) return true;
   return false;
@@ -81,16 +83,15 @@ std::vector<unsigned char> dequantize_bytes(const std::vector<unsigned char>& co
 }
 
 // Whether `name` is one of the per-tensor scalars of the rule with these options.
-template <typename O> bool is_scalar(const O& o, const std::string& name) {
+template <typename O>
+bool is_scalar(const O& o, const std::string& name) {
   for (const auto& scalar : scalar_state(o))
     if (scalar.first == name) return true;
   return false;
 }
 
 // The shape of a parameter: ParamView::shape, or one dimension of numel.
-std::vector<int64_t> shape_of(const ParamView& p) {
-  return p.shape.empty() ? std::vector<int64_t>{p.numel} : p.shape;
-}
+std::vector<int64_t> shape_of(const ParamView& p) { return p.shape.empty() ? std::vector<int64_t>{p.numel} : p.shape; }
 int64_t numel_of(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -101,7 +102,10 @@ void put_flag(Value& group, const char* key, bool v) { group.set(Value::of(std::
 
 // Each option of an Options struct with its state_dict key, in torch's param_group order: the
 // rule's schema (RuleSpec::fields) serves both directions (OptionWriter, OptionReader).
-template <typename O, typename F> void visit_options(O& o, F&& f) { RuleSpec<O>::fields(o, f); }
+template <typename O, typename F>
+void visit_options(O& o, F&& f) {
+  RuleSpec<O>::fields(o, f);
+}
 
 struct OptionWriter {
   Value& group;
@@ -150,12 +154,14 @@ struct OptionReader {
 
 // --- Optimizer<Options> --------------------------------------------------------------------
 
-template <typename O> void Optimizer<O>::init(std::vector<Group> groups) {
+template <typename O>
+void Optimizer<O>::init(std::vector<Group> groups) {
   if (groups.empty()) throw std::invalid_argument("optimizer got an empty parameter list");
   for (Group& g : groups) add_param_group(std::move(g));
 }
 
-template <typename O> void Optimizer<O>::add_param_group(Group group) {
+template <typename O>
+void Optimizer<O>::add_param_group(Group group) {
   validate(group.options);
   if (group.min_8bit_size < 0) throw std::invalid_argument("min_8bit_size must be non-negative");
   std::unordered_set<const void*> seen;
@@ -185,7 +191,8 @@ template <typename O> void Optimizer<O>::add_param_group(Group group) {
   groups_.push_back(std::move(group));
 }
 
-template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_t g, size_t i) {
+template <typename O>
+typename Optimizer<O>::State& Optimizer<O>::state_of(size_t g, size_t i) {
   State& s = state_[g][i];
   const ParamView& p = groups_[g].params[i];
   std::vector<std::string> names;
@@ -244,7 +251,8 @@ template <typename O> typename Optimizer<O>::State& Optimizer<O>::state_of(size_
   return s;
 }
 
-template <typename O> void Optimizer<O>::step() {
+template <typename O>
+void Optimizer<O>::step() {
   // Options may have been edited since the last step: check them all before touching anything.
   for (const Group& g : groups_) validate(g.options);
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
@@ -286,13 +294,15 @@ template <typename O> void Optimizer<O>::step() {
   discard_clip();
 }
 
-template <typename O> void Optimizer<O>::discard_clip() {
+template <typename O>
+void Optimizer<O>::discard_clip() {
   clip_pending_ = false;
   clip_coef_ = 1.0;
   clip_value_ = std::numeric_limits<double>::infinity();
 }
 
-template <typename O> double Optimizer<O>::clip_grad_norm(double max_norm, double norm_type, bool error_if_nonfinite) {
+template <typename O>
+double Optimizer<O>::clip_grad_norm(double max_norm, double norm_type, bool error_if_nonfinite) {
   if (clip_pending_) throw std::logic_error("clip_grad_norm: already called since the last step (clip once per step)");
   if (clip_value_ != std::numeric_limits<double>::infinity())
     throw std::logic_error("clip_grad_norm: called after clip_grad_value (call it first)");
@@ -313,19 +323,22 @@ template <typename O> double Optimizer<O>::clip_grad_norm(double max_norm, doubl
   return total;
 }
 
-template <typename O> void Optimizer<O>::clip_grad_value(double clip_value) {
+template <typename O>
+void Optimizer<O>::clip_grad_value(double clip_value) {
   if (!(clip_value >= 0)) throw std::invalid_argument("clip_grad_value: clip_value must be >= 0");
   clip_value_ = std::min(clip_value_, clip_value);
 }
 
-template <typename O> void Optimizer<O>::zero_grad() {
+template <typename O>
+void Optimizer<O>::zero_grad() {
   discard_clip();
   for (const Group& g : groups_)
     for (const ParamView& p : g.params)
       if (p.grad) std::memset(p.grad, 0, static_cast<size_t>(p.numel) * dtype_size(p.dtype));
 }
 
-template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
+template <typename O>
+checkpoint::Document Optimizer<O>::state_dict() const {
   checkpoint::Document doc;
   Value state = Value::dict(), groups = Value::list();
   int64_t index = 0;
@@ -370,11 +383,12 @@ template <typename O> checkpoint::Document Optimizer<O>::state_dict() const {
   return doc;
 }
 
-template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Document& doc) {
+template <typename O>
+void Optimizer<O>::load_state_dict(const checkpoint::Document& doc) {
   const Value* saved_state = doc.root.find(std::string("state"));
   const Value* saved_groups = doc.root.find(std::string("param_groups"));
-  if (doc.root.kind != Value::Kind::Dict || !saved_state || !saved_groups ||
-      saved_state->kind != Value::Kind::Dict || saved_groups->kind != Value::Kind::List)
+  if (doc.root.kind != Value::Kind::Dict || !saved_state || !saved_groups || saved_state->kind != Value::Kind::Dict ||
+      saved_groups->kind != Value::Kind::List)
     throw CheckpointError("state dict must be a dict with 'state' and 'param_groups'");
   if (saved_groups->items.size() != groups_.size())
     throw std::invalid_argument("loaded state dict has a different number of parameter groups");
@@ -386,7 +400,8 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
     const Value& saved = saved_groups->items[gi];
     const Value* params = saved.find(std::string("params"));
     if (saved.kind != Value::Kind::Dict || !params || params->items.size() != groups_[gi].params.size())
-      throw std::invalid_argument("loaded state dict contains a parameter group that doesn't match the size of optimizer's group");
+      throw std::invalid_argument(
+          "loaded state dict contains a parameter group that doesn't match the size of optimizer's group");
     options.push_back(groups_[gi].options);
     visit_options(options.back(), OptionReader{saved});
     validate(options.back());
@@ -403,8 +418,7 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
       const Value& key = params->items[i];
       const Value* entry = key.kind == Value::Kind::Int ? saved_state->find(key.integer) : nullptr;
       if (!entry) continue;
-      if (entry->kind != Value::Kind::Dict)
-        throw CheckpointError("state of " + where(gi, i) + " must be a dict");
+      if (entry->kind != Value::Kind::Dict) throw CheckpointError("state of " + where(gi, i) + " must be a dict");
       const ParamView& p = groups_[gi].params[i];
       if (staged.int8_state && p.dtype == DType::Float64)
         throw std::invalid_argument(where(gi, i) + ": 8-bit state is not supported for float64 parameters");
@@ -429,7 +443,8 @@ template <typename O> void Optimizer<O>::load_state_dict(const checkpoint::Docum
           double step = 0.0;
           if (array) copy_cast(*array, DType::Float64, reinterpret_cast<unsigned char*>(&step));
           s.step = static_cast<float>(array ? step : v.as_number("state 'step'"));
-          if (!(s.step >= 0)) throw CheckpointError("state 'step' of " + where(gi, i) + " must be a non-negative count");
+          if (!(s.step >= 0))
+            throw CheckpointError("state 'step' of " + where(gi, i) + " must be a non-negative count");
           continue;
         }
         if (is_scalar(options.back(), name.text)) {

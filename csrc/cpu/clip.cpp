@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "flat_partition.h"
-#include "kernels.h"
 #include "genesis/rules/norm.h"
+#include "kernels.h"
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
@@ -97,8 +97,8 @@ double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t
     const double total =
         dispatch_norm(norm_type, [&](auto op) { return norm_of<decltype(op), S>(op, value, buffers, count); });
     const bool exact = dtype != DType::Float64 && (norm_type == 1.0 || norm_type == 2.0 || std::isinf(norm_type));
-    *nonfinite = !std::isfinite(total) &&
-                 (exact || transform_all<S, false>(buffers, count, [f](M x) { return M(x * f); }));
+    *nonfinite =
+        !std::isfinite(total) && (exact || transform_all<S, false>(buffers, count, [f](M x) { return M(x * f); }));
     return total;
   });
 }

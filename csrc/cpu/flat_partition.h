@@ -23,7 +23,8 @@ constexpr int64_t kShareAlign = 16;
 // offsets[t] <= k < offsets[t + 1].
 class FlatIndex {
  public:
-  template <typename NumelOf> FlatIndex(int64_t count, NumelOf numel_of) : offsets_(count + 1, 0) {
+  template <typename NumelOf>
+  FlatIndex(int64_t count, NumelOf numel_of) : offsets_(count + 1, 0) {
     for (int64_t t = 0; t < count; ++t) offsets_[t + 1] = offsets_[t] + numel_of(t);
   }
 
@@ -31,7 +32,8 @@ class FlatIndex {
 
   // Calls body(t, begin, end) for each tensor t overlapping the flat range [first, last), with
   // begin/end local to tensor t. Empty tensors are never visited.
-  template <typename Body> void for_each_piece(int64_t first, int64_t last, Body&& body) const {
+  template <typename Body>
+  void for_each_piece(int64_t first, int64_t last, Body&& body) const {
     if (first >= last) return;
     const int64_t count = static_cast<int64_t>(offsets_.size()) - 1;
     int64_t t = std::upper_bound(offsets_.begin(), offsets_.end(), first) - offsets_.begin() - 1;

@@ -16,8 +16,7 @@ GENESIS_RULES(GENESIS_CPU_STEP)
 GENESIS_STAGE_RULES(GENESIS_CPU_STEP)
 #undef GENESIS_CPU_STEP
 double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count);
-double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double factor,
-                   bool* nonfinite);
+double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double factor, bool* nonfinite);
 void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
 bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count);
 bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);

@@ -54,8 +54,8 @@ void run_quantized(const typename Rule::Options& options, const StepConfig& conf
   const FlatIndex blocks(count, [&](int64_t t) { return quant_blocks(tensors[t].numel); });
   blocks.parallel_for_each_piece(
       [&](int64_t t, int64_t first, int64_t last) {
-        const uint32_t key = kStore == ParamStore::Stochastic
-                                 ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
+        const uint32_t key =
+            kStore == ParamStore::Stochastic ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
         update_blocks<Rule, P, kStore, T>(tensors[t], coeffs[t], gx, key, mask, first, last);
       },
       kParallelThreshold / kQuantBlock, 1);

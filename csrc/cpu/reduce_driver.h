@@ -105,7 +105,7 @@ void run_reduction_rule(const Options& options, const StepConfig& config, Tensor
   Spec::select(options, [&](auto rule) {
     dispatch_storage(op.c_str(), config, [&](auto param, auto state, auto store) {
       run_reduction<decltype(rule), decltype(param), decltype(state), decltype(store)::value>(options, config, tensors,
-                                                                                            count);
+                                                                                              count);
     });
   });
 }

@@ -17,8 +17,8 @@ namespace genesis::cpu::GENESIS_CPU_VARIANT {
 // Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
 // pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
 template <typename Rule, typename P, typename S, ParamStore kStore, typename T>
-void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs,
-                  const GradTransform<T>& gx, uint32_t rng_key, int64_t begin, int64_t end) {
+void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, const GradTransform<T>& gx,
+                  uint32_t rng_key, int64_t begin, int64_t end) {
   // A local copy: the compiler then knows no store in the loop can change a coefficient.
   const typename Rule::template Coeffs<T> c = coeffs;
   P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
@@ -52,8 +52,8 @@ void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>&
 // recomputed only when it changes. Rules with per-tensor scalars (NOTE: [per-tensor scalars])
 // compute each tensor's own, and advance them here: nothing after this reads them again.
 template <typename Rule, typename T>
-std::vector<typename Rule::template Coeffs<T>> step_coeffs(const typename Rule::Options& options,
-                                                           TensorSlots* tensors, int64_t count) {
+std::vector<typename Rule::template Coeffs<T>> step_coeffs(const typename Rule::Options& options, TensorSlots* tensors,
+                                                           int64_t count) {
   constexpr bool kScalars = ScalarCount<Rule>::value > 0;
   std::vector<typename Rule::template Coeffs<T>> coeffs(count);
   float last_step = -1.0f;
@@ -63,8 +63,9 @@ std::vector<typename Rule::template Coeffs<T>> step_coeffs(const typename Rule::
     if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
     const double step = ts.step ? *ts.step : 0.0;
     const bool same = !kScalars && t > 0 && ts.fresh == last_fresh && (!ts.step || *ts.step == last_step);
-    coeffs[t] = same ? coeffs[t - 1]
-                     : rule_coeffs<Rule, T>(options, step, ts.fresh, kScalars ? load_scalars<Rule>(ts.state) : TensorScalars{});
+    coeffs[t] =
+        same ? coeffs[t - 1]
+             : rule_coeffs<Rule, T>(options, step, ts.fresh, kScalars ? load_scalars<Rule>(ts.state) : TensorScalars{});
     if constexpr (kScalars) advance_scalars<Rule>(options, step, ts.state);
     last_step = ts.step ? *ts.step : -1.0f;
     last_fresh = ts.fresh;
@@ -74,15 +75,13 @@ std::vector<typename Rule::template Coeffs<T>> step_coeffs(const typename Rule::
 
 // One step of Rule over `count` tensors whose parameters are stored as P and state as S.
 template <typename Rule, typename P, typename S, ParamStore kStore>
-void run_update(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors,
-                int64_t count) {
+void run_update(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
   using T = MathType<P>;
   const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
   const GradTransform<T> gx = grad_transform<T>(config);
   const FlatIndex index(count, [&](int64_t t) { return tensors[t].numel; });
   index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
-    const uint32_t key = kStore == ParamStore::Stochastic
-                             ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
+    const uint32_t key = kStore == ParamStore::Stochastic ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
     update_range<Rule, P, S, kStore, T>(tensors[t], coeffs[t], gx, key, begin, end);
   });
 }
@@ -109,9 +108,8 @@ template <typename Options>
 void run_rule(const Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
   using Spec = RuleSpec<Options>;
   const std::string op = std::string(Spec::name(options)) + " step";
-  Spec::select(options, [&](auto rule) {
-    dispatch_update<decltype(rule)>(op.c_str(), options, config, tensors, count);
-  });
+  Spec::select(options,
+               [&](auto rule) { dispatch_update<decltype(rule)>(op.c_str(), options, config, tensors, count); });
 }
 
 }  // namespace genesis::cpu::GENESIS_CPU_VARIANT

@@ -10,7 +10,10 @@ namespace genesis::cuda {
 
 namespace {
 
-template <typename S> struct alignas(sizeof(S) * kVec) Pack { S v[kVec]; };
+template <typename S>
+struct alignas(sizeof(S) * kVec) Pack {
+  S v[kVec];
+};
 
 std::vector<BufferTensor> views_of(const Buffer* buffers, int64_t count, int elem_bytes) {
   std::vector<BufferTensor> views;
@@ -20,7 +23,8 @@ std::vector<BufferTensor> views_of(const Buffer* buffers, int64_t count, int ele
 }
 
 // Combines the kThreads values of a block in a fixed tree order (deterministic).
-template <typename Op> __device__ double block_combine(const Op& op, double v) {
+template <typename Op>
+__device__ double block_combine(const Op& op, double v) {
   __shared__ double lane[kThreads];
   lane[threadIdx.x] = v;
   __syncthreads();
@@ -105,7 +109,10 @@ struct ClipByNorm {
   __device__ double scalar() const { return max_norm / (*total + 1e-6); }
   __device__ static bool active(double coef) { return !(coef >= 1.0); }
   __device__ bool writes() const { return true; }
-  template <typename M> __device__ static M apply(M x, M coef) { return x * coef; }
+  template <typename M>
+  __device__ static M apply(M x, M coef) {
+    return x * coef;
+  }
 };
 
 struct Clamp {
@@ -113,7 +120,10 @@ struct Clamp {
   __device__ double scalar() const { return limit; }
   __device__ static bool active(double) { return true; }
   __device__ bool writes() const { return true; }
-  template <typename M> __device__ static M apply(M x, M limit) { return clamp_symmetric(x, limit); }
+  template <typename M>
+  __device__ static M apply(M x, M limit) {
+    return clamp_symmetric(x, limit);
+  }
 };
 
 // GradScaler: x * (*factor), or only the check when factor is null (a factor of 1 is exact).
@@ -122,7 +132,10 @@ struct Unscale {
   __device__ double scalar() const { return factor ? double(*factor) : 1.0; }
   __device__ static bool active(double) { return true; }
   __device__ bool writes() const { return factor != nullptr; }
-  template <typename M> __device__ static M apply(M x, M factor) { return x * factor; }
+  template <typename M>
+  __device__ static M apply(M x, M factor) {
+    return x * factor;
+  }
 };
 
 template <typename Fn>
@@ -146,8 +159,8 @@ int64_t norm_workspace_size(const Buffer* buffers, int64_t count) {
   return std::max<int64_t>(chunks, 1);
 }
 
-void global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double* total,
-                 double* workspace, void* stream) {
+void global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double* total, double* workspace,
+                 void* stream) {
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const DeviceGuard guard(stream, total);
   dispatch_dtype(dtype, "global norm", [&](auto tag) {
@@ -175,8 +188,7 @@ void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count, void
   transform_all(dtype, buffers, count, Clamp{limit}, nullptr, stream, "clip value");
 }
 
-void unscale(const float* factor, DType dtype, const Buffer* buffers, int64_t count, float* found_inf,
-             void* stream) {
+void unscale(const float* factor, DType dtype, const Buffer* buffers, int64_t count, float* found_inf, void* stream) {
   transform_all(dtype, buffers, count, Unscale{factor}, found_inf, stream, "unscale");
 }
 

@@ -19,9 +19,9 @@ constexpr int kQuantThreads = 256;  // 8 warps: 8 blocks of state per CUDA block
 constexpr int kQuantPerLane = kQuantBlock / 32;
 
 template <typename Rule, typename P, ParamStore kStore>
-__global__ void __launch_bounds__(kQuantThreads) quantized_kernel(const TensorSlots t,
-                                                                  const typename Rule::Options options,
-                                                                  const StepConfig config, unsigned unsigned_mask) {
+__global__ void __launch_bounds__(kQuantThreads)
+    quantized_kernel(const TensorSlots t, const typename Rule::Options options, const StepConfig config,
+                     unsigned unsigned_mask) {
   using T = MathType<P>;
   using Coeffs = typename Rule::template Coeffs<T>;
   constexpr int K = Rule::kStates;
@@ -63,8 +63,7 @@ __global__ void __launch_bounds__(kQuantThreads) quantized_kernel(const TensorSl
     const int i = lane + 32 * j;
     if (i < n)
       update_element<Rule, kStore, P, float, T>(param[i], grad[i], kMaster ? master[i] : scratch_master, v[0][j],
-                                                v[K > 1 ? 1 : 0][j], v[K > 2 ? 2 : 0][j], uint32_t(lo + i), c,
-                                                gx, key);
+                                                v[K > 1 ? 1 : 0][j], v[K > 2 ? 2 : 0][j], uint32_t(lo + i), c, gx, key);
   }
 #pragma unroll
   for (int k = 0; k < K; ++k) {
@@ -98,7 +97,8 @@ void launch_quantized(const char* op, const typename Rule::Options& options, con
   for (int64_t t = 0; t < count; ++t) {
     const int64_t blocks = (quant_blocks(tensors[t].numel) + kQuantThreads / 32 - 1) / (kQuantThreads / 32);
     if (blocks == 0) continue;
-    quantized_kernel<Rule, P, kStore><<<unsigned(blocks), kQuantThreads, 0, stream>>>(tensors[t], options, config, mask);
+    quantized_kernel<Rule, P, kStore>
+        <<<unsigned(blocks), kQuantThreads, 0, stream>>>(tensors[t], options, config, mask);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
       throw std::runtime_error(std::string("genesis CUDA ") + op + ": launch for tensor " + std::to_string(t) +

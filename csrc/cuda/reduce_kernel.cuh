@@ -59,9 +59,9 @@ __device__ TensorRef<P, S, kStore> ref_of(const ReduceTensor& d, const StepConfi
 }
 
 template <typename Rule, typename P, typename S, ParamStore kStore>
-__global__ void __launch_bounds__(kThreads) reduce_task_kernel(const __grid_constant__ ReduceTable table,
-                                                              const typename Rule::Options options,
-                                                              const StepConfig config, int pass, double* scratch) {
+__global__ void __launch_bounds__(kThreads)
+    reduce_task_kernel(const __grid_constant__ ReduceTable table, const typename Rule::Options options,
+                       const StepConfig config, int pass, double* scratch) {
   using Ref = TensorRef<P, S, kStore>;
   using Coeffs = typename Rule::template Coeffs<typename Ref::T>;
   if (config.found_inf && *config.found_inf != 0.0f) return;
@@ -141,8 +141,8 @@ void launch_reduction(const char* op, const typename Rule::Options& options, con
   // Stream-ordered scratch: allocated and freed on the stream, no host synchronization (and
   // capturable in a CUDA graph as allocation nodes).
   double* scratch = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&scratch), size_t(scratch_size > 0 ? scratch_size : 1) * sizeof(double),
-                        stream),
+  check(cudaMallocAsync(reinterpret_cast<void**>(&scratch),
+                        size_t(scratch_size > 0 ? scratch_size : 1) * sizeof(double), stream),
         "reduction scratch");
   // Tables of up to kReduceTensors tensors; a pass's blocks are its tasks.
   auto for_each_table = [&](int pass, auto&& launch) {
@@ -154,7 +154,8 @@ void launch_reduction(const char* op, const typename Rule::Options& options, con
         table.tensor[i] = all[first + i];
         table.first_task[i] = 0;
         table.first_block[i] = int32_t(blocks);
-        if (pass >= 0) blocks += Rule::tasks(pass, TensorShape{all[first + i].numel, all[first + i].rows, all[first + i].cols});
+        if (pass >= 0)
+          blocks += Rule::tasks(pass, TensorShape{all[first + i].numel, all[first + i].rows, all[first + i].cols});
       }
       table.first_block[table.count] = int32_t(blocks);
       if (blocks >= (int64_t(1) << 31)) throw std::invalid_argument(std::string(op) + ": too many tasks in one launch");
@@ -164,16 +165,16 @@ void launch_reduction(const char* op, const typename Rule::Options& options, con
   };
   auto per_tensor = [&](int pass) {
     for_each_table(-1, [&](const ReduceTable& table, int64_t) {
-      reduce_tensor_kernel<Rule, P, S, kStore><<<(table.count + 127) / 128, 128, 0, stream>>>(table, options, config,
-                                                                                              pass, scratch);
+      reduce_tensor_kernel<Rule, P, S, kStore>
+          <<<(table.count + 127) / 128, 128, 0, stream>>>(table, options, config, pass, scratch);
     });
   };
   per_tensor(-1);
   for (int pass = 0; pass < Rule::kPasses; ++pass) {
     for_each_table(pass, [&](const ReduceTable& table, int64_t blocks) {
       if (blocks > 0)
-        reduce_task_kernel<Rule, P, S, kStore><<<unsigned(blocks), kThreads, 0, stream>>>(table, options, config, pass,
-                                                                                         scratch);
+        reduce_task_kernel<Rule, P, S, kStore>
+            <<<unsigned(blocks), kThreads, 0, stream>>>(table, options, config, pass, scratch);
     });
     per_tensor(pass);
   }

@@ -54,7 +54,8 @@ struct StepList {
   void* state[kMaxStates][kStepListSize];  // each tensor's state slots: its scalars follow its arrays
   int count;
 };
-static_assert(sizeof(StepList) + 512 <= kKernelArgBytes, "a step list (and the rule's options) must fit the kernel argument limit");
+static_assert(sizeof(StepList) + 512 <= kKernelArgBytes,
+              "a step list (and the rule's options) must fit the kernel argument limit");
 
 inline bool aligned_to(const void* p, size_t bytes) {
   return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0;
@@ -130,7 +131,8 @@ struct BuiltTable {
 
 // Packs `count` tensors (empty ones take no block) into tables, in input order. Built in full
 // before anything is launched, so that a failure to build changes nothing.
-template <typename Tensor> std::vector<BuiltTable> build_tables(const Tensor* tensors, int64_t count) {
+template <typename Tensor>
+std::vector<BuiltTable> build_tables(const Tensor* tensors, int64_t count) {
   std::vector<BuiltTable> out;
   bool open = false;  // out.back() takes more blocks
   int n_tensors = 0;

@@ -17,7 +17,10 @@ namespace genesis::cuda {
 
 // kVec elements of S, loaded and stored as one access (16 bytes of float32, 8 of 16-bit
 // types, two 16-byte accesses of float64).
-template <typename S> struct alignas(sizeof(S) * kVec) Pack { S v[kVec]; };
+template <typename S>
+struct alignas(sizeof(S) * kVec) Pack {
+  S v[kVec];
+};
 
 // The per-tensor coefficients of this step. A rule that counts steps reads the count before
 // this step's increment (advance_steps runs after every update launch), and its per-tensor
@@ -27,7 +30,7 @@ template <typename S> struct alignas(sizeof(S) * kVec) Pack { S v[kVec]; };
 // `state`: the tensor's state slots (arrays, then scalars); `host_fresh`: TensorSlots::fresh.
 template <typename Rule, typename T>
 __device__ typename Rule::template Coeffs<T> slot_coeffs(const typename Rule::Options& options, const float* counter,
-                                                        void* const* state, bool host_fresh) {
+                                                         void* const* state, bool host_fresh) {
   TensorScalars scalars{};
   if constexpr (ScalarCount<Rule>::value > 0) scalars = load_scalars<Rule>(state);
   if constexpr (Rule::kCountsSteps) return rule_coeffs<Rule, T>(options, double(*counter) + 1.0, false, scalars);
@@ -36,16 +39,16 @@ __device__ typename Rule::template Coeffs<T> slot_coeffs(const typename Rule::Op
 }
 template <typename Rule, typename T>
 __device__ typename Rule::template Coeffs<T> coeffs_of(const typename Rule::Options& options, const TensorTable& table,
-                                                      int t) {
+                                                       int t) {
   void* state[kMaxStates];
   for (int k = 0; k < kMaxStates; ++k) state[k] = table.ptr[3 + k][t];
   return slot_coeffs<Rule, T>(options, table.step[t], state, (table.flags[t] & kFresh) != 0);
 }
 
 template <typename Rule, typename P, typename S, ParamStore kStore>
-__global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant__ TensorTable table,
-                                                         const typename Rule::Options options,
-                                                         const StepConfig config) {
+__global__ void __launch_bounds__(kThreads)
+    update_kernel(const __grid_constant__ TensorTable table, const typename Rule::Options options,
+                  const StepConfig config) {
   using T = MathType<P>;
   using Coeffs = typename Rule::template Coeffs<T>;
   if (config.found_inf && *config.found_inf != 0.0f) return;
@@ -83,7 +86,8 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
     if constexpr (K > 2) d = *reinterpret_cast<const Pack<S>*>(s2 + i);
 #pragma unroll
     for (int k = 0; k < kVec; ++k)
-      update_element<Rule, kStore, P, S, T>(p.v[k], g.v[k], m.v[k], a.v[k], b.v[k], d.v[k], uint32_t(i + k), c, gx, key);
+      update_element<Rule, kStore, P, S, T>(p.v[k], g.v[k], m.v[k], a.v[k], b.v[k], d.v[k], uint32_t(i + k), c, gx,
+                                            key);
     *reinterpret_cast<Pack<P>*>(param + i) = p;
     if constexpr (kMaster) *reinterpret_cast<Pack<float>*>(master + i) = m;
     if constexpr (K > 0) *reinterpret_cast<Pack<S>*>(s0 + i) = a;
@@ -161,8 +165,8 @@ void dispatch_update(const char* op, const typename Rule::Options& options, cons
   if (config.state_dtype == DType::UInt8)
     return dispatch_quantized<Rule>(op, options, config, tensors, count, static_cast<cudaStream_t>(stream));
   dispatch_storage(op, config, [&](auto param, auto state, auto store) {
-    launch_update<Rule, decltype(param), decltype(state), decltype(store)::value>(
-        op, options, config, tensors, count, static_cast<cudaStream_t>(stream));
+    launch_update<Rule, decltype(param), decltype(state), decltype(store)::value>(op, options, config, tensors, count,
+                                                                                  static_cast<cudaStream_t>(stream));
   });
 }
 

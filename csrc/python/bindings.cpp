@@ -68,10 +68,13 @@ struct Member {
   py::object operator()(PyObject* obj) const {
     PyObject* r;
     if (descr && _PyType_Lookup(Py_TYPE(obj), name) == descr) {
-      if (method) r = method(obj, nullptr);
-      else if (get_fn) r = get_fn(obj, closure);
-      else r = kind == Call ? PyObject_Vectorcall(descr, &obj, 1, nullptr)
-                            : Py_TYPE(descr)->tp_descr_get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
+      if (method)
+        r = method(obj, nullptr);
+      else if (get_fn)
+        r = get_fn(obj, closure);
+      else
+        r = kind == Call ? PyObject_Vectorcall(descr, &obj, 1, nullptr)
+                         : Py_TYPE(descr)->tp_descr_get(descr, obj, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
     } else {
       r = kind == Call ? PyObject_CallMethodNoArgs(obj, name) : PyObject_GetAttr(obj, name);
     }
@@ -120,11 +123,20 @@ constexpr int kNumpyHalf = 23;  // NPY_HALF (pybind11's npy_api does not name it
 
 bool numpy_dtype(int type_num, DType& out) {
   switch (type_num) {
-    case py::detail::npy_api::NPY_FLOAT_: out = DType::Float32; return true;
-    case py::detail::npy_api::NPY_DOUBLE_: out = DType::Float64; return true;
-    case kNumpyHalf: out = DType::Float16; return true;
-    case py::detail::npy_api::NPY_UBYTE_: out = DType::UInt8; return true;
-    default: return false;
+    case py::detail::npy_api::NPY_FLOAT_:
+      out = DType::Float32;
+      return true;
+    case py::detail::npy_api::NPY_DOUBLE_:
+      out = DType::Float64;
+      return true;
+    case kNumpyHalf:
+      out = DType::Float16;
+      return true;
+    case py::detail::npy_api::NPY_UBYTE_:
+      out = DType::UInt8;
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -157,9 +169,7 @@ bool describe_ndarray(PyObject* obj, ArrayInfo& out, Access access) {
   return true;
 }
 
-bool is_torch_tensor(PyObject* obj) {
-  return torch_tensor_type && PyObject_TypeCheck(obj, torch_tensor_type);
-}
+bool is_torch_tensor(PyObject* obj) { return torch_tensor_type && PyObject_TypeCheck(obj, torch_tensor_type); }
 
 // The core's dtype of a torch tensor, or -1 for a dtype it does not handle.
 int torch_dtype_code(PyObject* obj) {
@@ -290,7 +300,8 @@ ArrayInfo describe_for_write(const py::object& array, bool cuda, const char* wha
   ArrayInfo info;
   const bool ok = cuda ? describe_torch(array.ptr(), info, /*check_cpu=*/false) && is_cuda(array.ptr()).ptr() == Py_True
                        : describe(array.ptr(), info, Access::Write);
-  if (!ok) throw py::value_error(std::string("genesis internal error: ") + what + " is not a writeable contiguous array");
+  if (!ok)
+    throw py::value_error(std::string("genesis internal error: ") + what + " is not a writeable contiguous array");
   return info;
 }
 
@@ -323,9 +334,9 @@ class GroupPlan {
   // column factors, RuleSpec::state_arrays); `shape`: the parameter's, whose last two
   // dimensions the reduction rules that factor matrices read. With 8-bit state (state_dtype
   // UInt8) the state arrays are uint8 codes and `absmax` holds each one's float32 block scales.
-  void admit(size_t i, py::object data, std::vector<py::object> state, std::vector<py::object> scalars,
-             int state_dtype, py::object step, py::object master, bool fresh, uint64_t id, bool cuda,
-             std::vector<int64_t> state_numel, std::vector<int64_t> shape, std::vector<py::object> absmax) {
+  void admit(size_t i, py::object data, std::vector<py::object> state, std::vector<py::object> scalars, int state_dtype,
+             py::object step, py::object master, bool fresh, uint64_t id, bool cuda, std::vector<int64_t> state_numel,
+             std::vector<int64_t> shape, std::vector<py::object> absmax) {
     Entry& e = entries_.at(i);
     if (state.size() + scalars.size() > static_cast<size_t>(kMaxStates))
       throw py::value_error("genesis internal error: too many state arrays");
@@ -447,8 +458,8 @@ class GroupPlan {
       config.clip_value = control.clip_value;
       // Stochastic rounding applies to bfloat16 parameters without master weights; the
       // group's other parameters round to nearest.
-      config.stochastic_rounding = control.stochastic_rounding &&
-                                   config.param_dtype == DType::BFloat16 && !config.master_weights;
+      config.stochastic_rounding =
+          control.stochastic_rounding && config.param_dtype == DType::BFloat16 && !config.master_weights;
       config.seed = control.seed;
       config.counter = control.counter;
       const int64_t n = static_cast<int64_t>(buckets_[b].size());
@@ -489,13 +500,13 @@ class GroupPlan {
   }
 
   struct Entry {
-    py::object param;  // the parameter as listed in the group
-    Held data;   // the array holding its values (torch: the tensor itself; NumPy: .data)
+    py::object param;         // the parameter as listed in the group
+    Held data;                // the array holding its values (torch: the tensor itself; NumPy: .data)
     std::vector<Held> state;  // state arrays in slot order, then the step counter, then master
-    bool torch = false;  // a torch tensor, else a genesis.nn.Parameter
-    bool cuda = false;   // on a CUDA device (torch tensors only)
-    bool duplicate = false;  // listed earlier in the group already
-    bool staged = false;     // updated by Python through contiguous copies (Optimizer._run_staged)
+    bool torch = false;       // a torch tensor, else a genesis.nn.Parameter
+    bool cuda = false;        // on a CUDA device (torch tensors only)
+    bool duplicate = false;   // listed earlier in the group already
+    bool staged = false;      // updated by Python through contiguous copies (Optimizer._run_staged)
     bool ready = false;
     DType state_dtype = DType::Float32;
     TensorSlots slots;
@@ -581,7 +592,8 @@ class BufferList {
   void clamp(double limit, uintptr_t stream) const {
     py::gil_scoped_release release;
     if (!cuda_) return clamp_all(buffers_, limit);
-    for_each_dtype([&](DType d, const Buffer* b, int64_t n) { GENESIS_CUDA_CALL(clamp(limit, d, b, n, as_stream(stream))); });
+    for_each_dtype(
+        [&](DType d, const Buffer* b, int64_t n) { GENESIS_CUDA_CALL(clamp(limit, d, b, n, as_stream(stream))); });
   }
   bool unscale(double factor) const {
     require_cpu();
@@ -612,17 +624,16 @@ class BufferList {
     });
     if (kinds > 1) {
       const Buffer partial{per_dtype, kinds};
-      GENESIS_CUDA_CALL(global_norm(norm_type, DType::Float64, &partial, 1, reinterpret_cast<double*>(total),
-                                    partials, as_stream(stream)));
+      GENESIS_CUDA_CALL(global_norm(norm_type, DType::Float64, &partial, 1, reinterpret_cast<double*>(total), partials,
+                                    as_stream(stream)));
     }
   }
   int64_t scratch_size() const {
     const int kinds = dtype_count();
     int64_t partials = 1;
 #ifdef GENESIS_WITH_CUDA
-    for_each_dtype([&](DType, const Buffer* b, int64_t n) {
-      partials = std::max(partials, cuda::norm_workspace_size(b, n));
-    });
+    for_each_dtype(
+        [&](DType, const Buffer* b, int64_t n) { partials = std::max(partials, cuda::norm_workspace_size(b, n)); });
 #endif
     return (kinds > 1 ? kinds : 0) + partials;
   }
@@ -651,7 +662,8 @@ class BufferList {
     if (!cuda_) throw py::type_error("this operation needs CUDA gradients");
   }
 
-  template <typename Fn> void for_each_dtype(Fn&& fn) const {
+  template <typename Fn>
+  void for_each_dtype(Fn&& fn) const {
     for (int d = 0; d < kNumDTypes; ++d) {
       std::vector<Buffer> same;
       for (const TypedBuffer& b : buffers_)
@@ -725,7 +737,8 @@ struct FieldWriter {
   }
 };
 
-template <typename O> py::dict options_dict(O o) {
+template <typename O>
+py::dict options_dict(O o) {
   py::dict out;
   RuleSpec<O>::fields(o, FieldWriter{out});
   return out;
@@ -745,37 +758,50 @@ void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, co
           py::dict known = options_dict(O{});
           std::string unknown;
           for (auto item : kwargs)
-            if (!known.contains(item.first)) unknown += (unknown.empty() ? "" : ", ") + py::str(item.first).cast<std::string>();
+            if (!known.contains(item.first))
+              unknown += (unknown.empty() ? "" : ", ") + py::str(item.first).cast<std::string>();
           throw py::type_error(std::string(Spec::name(o)) + " got unexpected option(s): " + unknown);
         }
         return o;
       }))
-      .def_static("fields", [] {
-        py::list out;
-        O o;
-        Spec::fields(o, FieldLister{out});
-        return out;
-      }, "The schema: (param_group key, kind) pairs, kind \"float\", \"bool\" or \"pair\", in torch's order.")
-      .def_static("defaults", [] { return options_dict(O{}); }, "The core's default value of every option.")
+      .def_static(
+          "fields",
+          [] {
+            py::list out;
+            O o;
+            Spec::fields(o, FieldLister{out});
+            return out;
+          },
+          "The schema: (param_group key, kind) pairs, kind \"float\", \"bool\" or \"pair\", in torch's order.")
+      .def_static(
+          "defaults", [] { return options_dict(O{}); }, "The core's default value of every option.")
       .def_property_readonly_static("counts_steps", [](py::object) { return Spec::kCountsSteps; })
       .def("as_dict", [](const O& o) { return options_dict(o); })
-      .def("state_names", [](const O& o) { return Spec::state_names(o); },
-           "Names of the per-element state arrays for these options, in the core's slot order.")
-      .def("state_arrays", [](const O& o, std::vector<int64_t> shape) {
-        py::list out;
-        for (const StateArray& a : state_arrays(o, shape)) out.append(py::make_tuple(a.name, py::tuple(py::cast(a.shape))));
-        return out;
-      }, "(name, shape) of each state array of a parameter of this shape, in slot order.")
+      .def(
+          "state_names", [](const O& o) { return Spec::state_names(o); },
+          "Names of the per-element state arrays for these options, in the core's slot order.")
+      .def(
+          "state_arrays",
+          [](const O& o, std::vector<int64_t> shape) {
+            py::list out;
+            for (const StateArray& a : state_arrays(o, shape))
+              out.append(py::make_tuple(a.name, py::tuple(py::cast(a.shape))));
+            return out;
+          },
+          "(name, shape) of each state array of a parameter of this shape, in slot order.")
       .def_property_readonly_static("reduction", [](py::object) { return IsReduction<O>::value; })
-      .def("nonnegative_states", [](const O& o) { return nonnegative_states(o); },
-           "State arrays the rule never makes negative (stored with the unsigned 8-bit map).")
-      .def("scalar_state", [](const O& o) { return scalar_state(o); },
-           "(name, initial value) of each per-tensor float32 scalar, in slot order after the arrays.")
+      .def(
+          "nonnegative_states", [](const O& o) { return nonnegative_states(o); },
+          "State arrays the rule never makes negative (stored with the unsigned 8-bit map).")
+      .def(
+          "scalar_state", [](const O& o) { return scalar_state(o); },
+          "(name, initial value) of each per-tensor float32 scalar, in slot order after the arrays.")
       .def("name", [](const O& o) { return Spec::name(o); });
   m.def("validate", [](const O& o) { validate(o); });
   plan.def(rule, [](GroupPlan& p, const O& o, const StepControl& control) {
-    p.run(control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::step(o, c, t, n); },
-          [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(step(o, c, t, n, s)); });
+    p.run(
+        control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::step(o, c, t, n); },
+        [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(step(o, c, t, n, s)); });
   });
 }
 
@@ -786,11 +812,11 @@ PYBIND11_MODULE(_C, m) {
   using namespace genesis;
   m.doc() = "genesis compiled core (private; the public C++ API is include/genesis/)";
 
-  m.def("register_torch", &register_torch, "Registers torch.Tensor and torch's float32/float64/float16/bfloat16/uint8 dtypes (in DType order).");
+  m.def("register_torch", &register_torch,
+        "Registers torch.Tensor and torch's float32/float64/float16/bfloat16/uint8 dtypes (in DType order).");
 
-  m.def("supported_storage", [](int param, int state) {
-    return supported_storage(static_cast<DType>(param), static_cast<DType>(state));
-  });
+  m.def("supported_storage",
+        [](int param, int state) { return supported_storage(static_cast<DType>(param), static_cast<DType>(state)); });
   m.def("cuda_built", [] {
 #ifdef GENESIS_WITH_CUDA
     return true;
@@ -809,23 +835,29 @@ PYBIND11_MODULE(_C, m) {
   // codes and float32 block scales, with the maps the kernels use (include/genesis/quantized.h).
   m.attr("QUANT_BLOCK") = kQuantBlock;
   m.attr("DEFAULT_MIN_8BIT_SIZE") = kDefaultMin8BitSize;
-  m.def("quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> values, bool unsigned_map) {
-    const int64_t n = values.size();
-    py::array_t<uint8_t> codes(n);
-    py::array_t<float> absmax(quant_blocks(n));
-    quantize_array(values.data(), n, codes.mutable_data(), absmax.mutable_data(), unsigned_map);
-    return py::make_tuple(codes, absmax);
-  }, py::arg("values"), py::arg("unsigned_map"));
-  m.def("dequantize", [](py::array_t<uint8_t, py::array::c_style | py::array::forcecast> codes,
-                         py::array_t<float, py::array::c_style | py::array::forcecast> absmax, bool unsigned_map) {
-    const int64_t n = codes.size();
-    if (absmax.size() != quant_blocks(n))
-      throw py::value_error("dequantize: " + std::to_string(n) + " codes need " + std::to_string(quant_blocks(n)) +
-                            " block scales, got " + std::to_string(absmax.size()));
-    py::array_t<float> values(n);
-    dequantize_array(codes.data(), absmax.data(), n, values.mutable_data(), unsigned_map);
-    return values;
-  }, py::arg("codes"), py::arg("absmax"), py::arg("unsigned_map"));
+  m.def(
+      "quantize",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> values, bool unsigned_map) {
+        const int64_t n = values.size();
+        py::array_t<uint8_t> codes(n);
+        py::array_t<float> absmax(quant_blocks(n));
+        quantize_array(values.data(), n, codes.mutable_data(), absmax.mutable_data(), unsigned_map);
+        return py::make_tuple(codes, absmax);
+      },
+      py::arg("values"), py::arg("unsigned_map"));
+  m.def(
+      "dequantize",
+      [](py::array_t<uint8_t, py::array::c_style | py::array::forcecast> codes,
+         py::array_t<float, py::array::c_style | py::array::forcecast> absmax, bool unsigned_map) {
+        const int64_t n = codes.size();
+        if (absmax.size() != quant_blocks(n))
+          throw py::value_error("dequantize: " + std::to_string(n) + " codes need " + std::to_string(quant_blocks(n)) +
+                                " block scales, got " + std::to_string(absmax.size()));
+        py::array_t<float> values(n);
+        dequantize_array(codes.data(), absmax.data(), n, values.mutable_data(), unsigned_map);
+        return values;
+      },
+      py::arg("codes"), py::arg("absmax"), py::arg("unsigned_map"));
   m.def("cpu_isa", &cpu::isa, "The CPU kernel variant in use: \"avx2\" or \"baseline\".");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
@@ -865,19 +897,20 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter,
                        uintptr_t grad_scale_ptr, uintptr_t found_inf_ptr, uintptr_t stream, double clip_coef,
                        uintptr_t clip_coef_ptr, double clip_value) {
-             return StepControl{grad_scale, stochastic_rounding, seed,          counter,       grad_scale_ptr,
-                                found_inf_ptr, stream,          clip_coef, clip_coef_ptr, clip_value};
+             return StepControl{grad_scale,     stochastic_rounding, seed,   counter,
+                                grad_scale_ptr, found_inf_ptr,       stream, clip_coef,
+                                clip_coef_ptr,  clip_value};
            }),
-           py::kw_only(), py::arg("grad_scale") = 1.0f, py::arg("stochastic_rounding") = false,
-           py::arg("seed") = 0, py::arg("counter") = 0, py::arg("grad_scale_ptr") = 0,
-           py::arg("found_inf_ptr") = 0, py::arg("stream") = 0, py::arg("clip_coef") = 1.0,
-           py::arg("clip_coef_ptr") = 0, py::arg("clip_value") = std::numeric_limits<double>::infinity());
+           py::kw_only(), py::arg("grad_scale") = 1.0f, py::arg("stochastic_rounding") = false, py::arg("seed") = 0,
+           py::arg("counter") = 0, py::arg("grad_scale_ptr") = 0, py::arg("found_inf_ptr") = 0, py::arg("stream") = 0,
+           py::arg("clip_coef") = 1.0, py::arg("clip_coef_ptr") = 0,
+           py::arg("clip_value") = std::numeric_limits<double>::infinity());
 
   py::class_<GroupPlan> plan(m, "GroupPlan");
   plan.def(py::init<py::list>())
       .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("scalars"),
-           py::arg("state_dtype"), py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"),
-           py::arg("cuda"), py::arg("state_numel") = std::vector<int64_t>{}, py::arg("shape") = std::vector<int64_t>{},
+           py::arg("state_dtype"), py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"), py::arg("cuda"),
+           py::arg("state_numel") = std::vector<int64_t>{}, py::arg("shape") = std::vector<int64_t>{},
            py::arg("absmax") = std::vector<py::object>())
       .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
       .def("stage", &GroupPlan::stage, py::arg("index"), py::arg("staged"))
@@ -886,8 +919,8 @@ PYBIND11_MODULE(_C, m) {
   // Every element-wise rule: its options class (see NOTE: [options by name]), validate() and
   // the plan method named after it (plan.adam(options, control)). RULES lists them in order.
   py::list rules;
-#define GENESIS_BIND_RULE(rule, Options, Class)               \
-  bind_rule<Options>(m, plan, #rule, #Options);               \
+#define GENESIS_BIND_RULE(rule, Options, Class) \
+  bind_rule<Options>(m, plan, #rule, #Options); \
   rules.append(py::make_tuple(#rule, #Options));
   GENESIS_RULES(GENESIS_BIND_RULE)
   m.attr("RULES") = rules;

@@ -68,9 +68,8 @@ int main(int argc, char** argv) {
   const Data data = make_data();
   std::vector<float> w(kFeatures, 0.0f), gw(kFeatures);
   float b = 0.0f, gb = 0.0f;
-  const std::vector<genesis::ParamView> params = {
-      {w.data(), gw.data(), kFeatures, genesis::DType::Float32},
-      {&b, &gb, 1, genesis::DType::Float32}};
+  const std::vector<genesis::ParamView> params = {{w.data(), gw.data(), kFeatures, genesis::DType::Float32},
+                                                  {&b, &gb, 1, genesis::DType::Float32}};
 
   genesis::AdamOptions options = genesis::adamw_defaults();
   options.lr = 0.1;

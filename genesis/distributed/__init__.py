@@ -15,5 +15,4 @@ from .comm import CollectiveError
 from .flat_buffer import FlatBuffer, FlatParameters
 from .zero import ZeroOptimizer
 
-__all__ = ["FlatBuffer", "FlatParameters", "ZeroOptimizer", "save_checkpoint", "load_checkpoint",
-           "CollectiveError"]
+__all__ = ["FlatBuffer", "FlatParameters", "ZeroOptimizer", "save_checkpoint", "load_checkpoint", "CollectiveError"]

@@ -52,8 +52,12 @@ def save_checkpoint(zero, directory):
     comm.barrier(group)  # every shard is in place
     if zero.rank == 0:
         files = [_shard_name(tag, r, zero.world_size) for r in range(zero.world_size)]
-        index = {"world_size": zero.world_size, "files": files, "stage": zero.stage,
-                 "param_groups": _state._groups_without_params(zero)}
+        index = {
+            "world_size": zero.world_size,
+            "files": files,
+            "stage": zero.stage,
+            "param_groups": _state._groups_without_params(zero),
+        }
         _write_atomic(index, os.path.join(directory, INDEX))
         for old in os.listdir(directory):
             if old.startswith("shard-") and old not in files:
@@ -64,11 +68,12 @@ def save_checkpoint(zero, directory):
 def load_checkpoint(zero, directory):
     """Load a checkpoint saved by save_checkpoint at any world size (a collective)."""
     index = serialization.load(os.path.join(directory, INDEX))
-    entries_of_ranks = [serialization.load(os.path.join(directory, f))["entries"]
-                        for f in index["files"]]
+    entries_of_ranks = [serialization.load(os.path.join(directory, f))["entries"] for f in index["files"]]
     if any(len(e) != len(zero._shards) for e in entries_of_ranks):
-        raise ValueError(f"the checkpoint in {directory} has a different number of flat buffers "
-                         "(param groups, dtypes or devices differ)")
+        raise ValueError(
+            f"the checkpoint in {directory} has a different number of flat buffers "
+            "(param groups, dtypes or devices differ)"
+        )
     fulls = _state.assemble(zero, entries_of_ranks)
     groups = [dict(g) for g in index["param_groups"]]
     for g in groups:

@@ -18,7 +18,8 @@ def _fail(name, group, error):
     raise CollectiveError(
         f"genesis.distributed: {name} failed on rank {rank} of {size}: another rank probably "
         f"died or did not reach this collective within the process group's timeout "
-        f"({type(error).__name__}: {error})") from error
+        f"({type(error).__name__}: {error})"
+    ) from error
 
 
 class Pending:

@@ -43,11 +43,11 @@ class FlatBuffer:
         with torch.no_grad():
             for p, offset in zip(params, self.layout.offsets):
                 n = p.numel()
-                self.data[offset:offset + n].copy_(p.reshape(-1))
+                self.data[offset : offset + n].copy_(p.reshape(-1))
                 if p.grad is not None:
-                    self.grad[offset:offset + n].copy_(p.grad.reshape(-1))
-                p.data = self.data[offset:offset + n].view(p.shape)
-                p.grad = self.grad[offset:offset + n].view(p.shape)
+                    self.grad[offset : offset + n].copy_(p.grad.reshape(-1))
+                p.data = self.data[offset : offset + n].view(p.shape)
+                p.grad = self.grad[offset : offset + n].view(p.shape)
 
     def param_slice(self, index):
         """Buffer range of parameter `index`."""
@@ -59,8 +59,11 @@ class FlatBuffer:
         may have replaced a ``.data`` or set a ``.grad`` to None)."""
         for p, offset in zip(self.params, self.layout.offsets):
             for tensor, buf in ((p, self.data), (p.grad, self.grad)):
-                if (tensor is None or tensor.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr()
-                        or tensor.storage_offset() != offset):
+                if (
+                    tensor is None
+                    or tensor.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr()
+                    or tensor.storage_offset() != offset
+                ):
                     return False
         return True
 
@@ -70,7 +73,7 @@ class FlatBuffer:
         with torch.no_grad():
             for p, offset in zip(self.params, self.layout.offsets):
                 n = p.numel()
-                view = self.grad[offset:offset + n].view(p.shape)
+                view = self.grad[offset : offset + n].view(p.shape)
                 if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
                     view.copy_(p.grad)
                 elif p.grad is None:
@@ -92,8 +95,7 @@ def _as_groups(params):
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError("param groups must be dicts with a 'params' entry")
         group = dict(group)
-        group["params"] = [group["params"]] if isinstance(group["params"], torch.Tensor) \
-            else list(group["params"])
+        group["params"] = [group["params"]] if isinstance(group["params"], torch.Tensor) else list(group["params"])
         groups.append(group)
     check_params([p for g in groups for p in g["params"]])
     return groups

@@ -22,28 +22,31 @@ def round_up(n, multiple):
 
 @dataclass(frozen=True)
 class Bucket:
-    start: int          # first buffer position
+    start: int  # first buffer position
     logical_start: int  # first logical position
-    numel: int          # parameter elements it holds
-    padded: int         # numel rounded up to a multiple of world_size * ALIGN
-    params: tuple       # indices of its parameters (consecutive)
+    numel: int  # parameter elements it holds
+    padded: int  # numel rounded up to a multiple of world_size * ALIGN
+    params: tuple  # indices of its parameters (consecutive)
 
     def piece(self, rank, world_size):
         """Rank `rank`'s piece: (buffer_lo, buffer_hi, logical_lo, logical_hi). The logical
         range is shorter than the buffer range where the piece covers the bucket's padding."""
         size = self.padded // world_size
         lo = rank * size
-        return (self.start + lo, self.start + lo + size,
-                self.logical_start + min(lo, self.numel),
-                self.logical_start + min(lo + size, self.numel))
+        return (
+            self.start + lo,
+            self.start + lo + size,
+            self.logical_start + min(lo, self.numel),
+            self.logical_start + min(lo + size, self.numel),
+        )
 
 
 @dataclass(frozen=True)
 class Layout:
-    numels: tuple   # each parameter's element count
+    numels: tuple  # each parameter's element count
     offsets: tuple  # each parameter's first buffer position
     buckets: tuple
-    total: int      # padded buffer size
+    total: int  # padded buffer size
     logical_total: int
 
     def pieces(self, rank, world_size):

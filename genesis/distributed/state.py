@@ -20,15 +20,15 @@ def local_entries(zero):
             state = zero.optimizer.state.get(piece)
             if not state:
                 continue
-            arrays = {name: value.detach()[:lhi - llo].cpu().clone()
-                      for name, value in state.items()
-                      if isinstance(value, torch.Tensor) and name != "step"}
+            arrays = {
+                name: value.detach()[: lhi - llo].cpu().clone()
+                for name, value in state.items()
+                if isinstance(value, torch.Tensor) and name != "step"
+            }
             step = state.get("step")
-            arrays["step"] = torch.as_tensor(float(step), dtype=torch.float32) if step is not None \
-                else None
+            arrays["step"] = torch.as_tensor(float(step), dtype=torch.float32) if step is not None else None
             pieces.append({"lo": llo, "hi": lhi, "state": arrays})
-        entries.append({"buffer": k, "logical_total": shard.buffer.layout.logical_total,
-                        "pieces": pieces})
+        entries.append({"buffer": k, "logical_total": shard.buffer.layout.logical_total, "pieces": pieces})
     return entries
 
 
@@ -41,9 +41,11 @@ def assemble(zero, entries_of_ranks):
         for entries in entries_of_ranks:
             entry = entries[k]
             if entry["logical_total"] != total:
-                raise ValueError(f"state of flat buffer {k} covers {entry['logical_total']} "
-                                 f"elements, but this optimizer's buffer has {total}: the "
-                                 "parameters differ")
+                raise ValueError(
+                    f"state of flat buffer {k} covers {entry['logical_total']} "
+                    f"elements, but this optimizer's buffer has {total}: the "
+                    "parameters differ"
+                )
             for piece in entry["pieces"]:
                 lo, hi = piece["lo"], piece["hi"]
                 for name, value in piece["state"].items():
@@ -78,7 +80,7 @@ def consolidate(zero):
             n = p.numel()
             entry = {"step": step.clone()} if step is not None else {}
             for name, value in full.items():
-                entry[name] = value[logical:logical + n].view(p.shape).clone()
+                entry[name] = value[logical : logical + n].view(p.shape).clone()
             state[index_of[id(p)]] = entry
             logical += n
     groups = _groups_without_params(zero)
@@ -96,8 +98,9 @@ def load_full(zero, fulls, param_groups):
     assemble() returns), with the groups' hyperparameters `param_groups` (dicts without params),
     through the wrapped optimizer's load_state_dict (which validates everything first)."""
     if len(param_groups) != len(zero.optimizer.param_groups):
-        raise ValueError(f"the state has {len(param_groups)} param groups, this optimizer "
-                         f"{len(zero.optimizer.param_groups)}")
+        raise ValueError(
+            f"the state has {len(param_groups)} param groups, this optimizer {len(zero.optimizer.param_groups)}"
+        )
     piece_index = {}
     for group in zero.optimizer.param_groups:
         for p in group["params"]:
@@ -110,7 +113,7 @@ def load_full(zero, fulls, param_groups):
                 entry["step"] = step.clone()
             for name, value in full.items():
                 cut = torch.zeros(hi - lo, dtype=value.dtype)
-                cut[:lhi - llo] = value[llo:lhi]
+                cut[: lhi - llo] = value[llo:lhi]
                 entry[name] = cut
             if entry:
                 state[piece_index[id(piece)]] = entry
@@ -127,8 +130,7 @@ def load_consolidated(zero, state_dict):
     saved_groups = state_dict["param_groups"]
     order = [i for g in saved_groups for i in g["params"]]
     if len(order) != len(zero._user_params):
-        raise ValueError(f"the state dict has {len(order)} parameters, this optimizer "
-                         f"{len(zero._user_params)}")
+        raise ValueError(f"the state dict has {len(order)} parameters, this optimizer {len(zero._user_params)}")
     key_of = {id(p): key for p, key in zip(zero._user_params, order)}
     fulls = []
     for shard in zero._shards:
@@ -144,11 +146,12 @@ def load_consolidated(zero, state_dict):
                 if not isinstance(value, torch.Tensor):
                     continue
                 if value.numel() != n:
-                    raise ValueError(f"state '{name}' of parameter {key_of[id(p)]} has "
-                                     f"{value.numel()} elements, the parameter {n}")
+                    raise ValueError(
+                        f"state '{name}' of parameter {key_of[id(p)]} has {value.numel()} elements, the parameter {n}"
+                    )
                 if name not in full:
                     full[name] = torch.zeros(total, dtype=value.dtype)
-                full[name][logical:logical + n] = value.detach().reshape(-1).cpu()
+                full[name][logical : logical + n] = value.detach().reshape(-1).cpu()
             logical += n
         fulls.append((full, step))
     load_full(zero, fulls, [{k: v for k, v in g.items() if k != "params"} for g in saved_groups])

@@ -54,8 +54,8 @@ class _Shard:
     def __init__(self, buffer, group_index, rank, world_size):
         self.buffer = buffer
         self.group_index = group_index
-        self.pieces = []      # data views, each with .grad set
-        self.ranges = []      # (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
+        self.pieces = []  # data views, each with .grad set
+        self.ranges = []  # (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
         for bucket in buffer.layout.buckets:
             lo, hi, llo, lhi = bucket.piece(rank, world_size)
             piece = buffer.data[lo:hi]
@@ -67,11 +67,11 @@ class _Shard:
 
     def bucket_grad(self, index):
         b = self.buffer.layout.buckets[index]
-        return self.buffer.grad[b.start:b.start + b.padded]
+        return self.buffer.grad[b.start : b.start + b.padded]
 
     def bucket_data(self, index):
         b = self.buffer.layout.buckets[index]
-        return self.buffer.data[b.start:b.start + b.padded]
+        return self.buffer.data[b.start : b.start + b.padded]
 
 
 class ZeroOptimizer(torch.optim.Optimizer):
@@ -94,22 +94,32 @@ class ZeroOptimizer(torch.optim.Optimizer):
     rank's pieces), so genesis's and torch's lr schedulers work on it.
     """
 
-    def __init__(self, params, optimizer_class, *, stage=2, process_group=None,
-                 bucket_numel=DEFAULT_BUCKET_NUMEL, **defaults):
+    def __init__(
+        self, params, optimizer_class, *, stage=2, process_group=None, bucket_numel=DEFAULT_BUCKET_NUMEL, **defaults
+    ):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage!r}")
         if not isinstance(optimizer_class, type):
             raise TypeError(f"optimizer_class must be an optimizer class, got {optimizer_class!r}")
         _refuse_reduction_rules(optimizer_class)
         if not dist.is_available() or not dist.is_initialized():
-            raise RuntimeError("ZeroOptimizer needs an initialized torch.distributed process group "
-                               "(torch.distributed.init_process_group)")
+            raise RuntimeError(
+                "ZeroOptimizer needs an initialized torch.distributed process group "
+                "(torch.distributed.init_process_group)"
+            )
         groups = _as_groups(params)
         # Hyperparameters are checked by a throwaway optimizer before the parameters move into
         # the flat buffers, so a bad one raises with the model untouched.
-        optimizer_class([{**{k: v for k, v in g.items() if k != "params"},
-                          "params": [torch.zeros(1, dtype=g["params"][0].dtype)]}
-                         for g in groups], **defaults)
+        optimizer_class(
+            [
+                {
+                    **{k: v for k, v in g.items() if k != "params"},
+                    "params": [torch.zeros(1, dtype=g["params"][0].dtype)],
+                }
+                for g in groups
+            ],
+            **defaults,
+        )
         self.process_group = process_group
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
@@ -124,8 +134,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 shard = _Shard(buffer, gi, self.rank, self.world_size)
                 self._shards.append(shard)
                 pieces.extend(shard.pieces)
-            inner_groups.append({**{k: v for k, v in group.items() if k != "params"},
-                                 "params": pieces})
+            inner_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": pieces})
         # Every rank starts from rank 0's parameters, as DDP does at construction.
         src = dist.get_global_rank(process_group, 0) if process_group is not None else 0
         for shard in self._shards:
@@ -138,16 +147,16 @@ class ZeroOptimizer(torch.optim.Optimizer):
         self.defaults = self.optimizer.defaults
         self.state = self.optimizer.state  # keyed by this rank's pieces
         self._sync = True
-        self._order = [_Bucket(s, i) for s in reversed(self._shards)
-                       for i in reversed(range(len(s.buffer.layout.buckets)))]
+        self._order = [
+            _Bucket(s, i) for s in reversed(self._shards) for i in reversed(range(len(s.buffer.layout.buckets)))
+        ]
         self._next = 0
         self._hooks = []
         for record in self._order:
             buffer = record.shard.buffer
             for pi in buffer.layout.buckets[record.index].params:
                 p = buffer.params[pi]
-                self._hooks.append(p.register_post_accumulate_grad_hook(
-                    self._make_hook(record, buffer, pi)))
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(record, buffer, pi)))
 
     # ---------------------------------------------------------------- gradient reduction
     def _make_hook(self, record, buffer, index):
@@ -163,9 +172,11 @@ class ZeroOptimizer(torch.optim.Optimizer):
             if not self._sync:
                 return
             if record.pending is not None:
-                raise RuntimeError("ZeroOptimizer: a second backward reached a gradient bucket "
-                                   "already being reduced; accumulate micro-batches under "
-                                   "`with optimizer.no_sync():` and call step() once")
+                raise RuntimeError(
+                    "ZeroOptimizer: a second backward reached a gradient bucket "
+                    "already being reduced; accumulate micro-batches under "
+                    "`with optimizer.no_sync():` and call step() once"
+                )
             record.ready += 1
             self._launch_ready()
 
@@ -185,8 +196,9 @@ class ZeroOptimizer(torch.optim.Optimizer):
         if self.stage == 1:
             record.pending = comm.all_reduce(grad, self.process_group, async_op=True)
         else:
-            record.pending = comm.reduce_scatter(shard.pieces[record.index].grad, grad,
-                                                 self.process_group, async_op=True)
+            record.pending = comm.reduce_scatter(
+                shard.pieces[record.index].grad, grad, self.process_group, async_op=True
+            )
 
     def _finish_reduction(self):
         """Launch what backward did not (parameters without a gradient this step, or a
@@ -224,8 +236,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         gathers = []
         for shard in self._shards:
             for i, piece in enumerate(shard.pieces):
-                gathers.append(comm.all_gather(shard.bucket_data(i), piece, self.process_group,
-                                               async_op=True))
+                gathers.append(comm.all_gather(shard.bucket_data(i), piece, self.process_group, async_op=True))
         for g in gathers:
             g.wait()
         self._reset()
@@ -247,17 +258,16 @@ class ZeroOptimizer(torch.optim.Optimizer):
             raise ValueError(f"norm_type must be positive, got {norm_type}")
         self._finish_reduction()
         grads = [piece.grad for shard in self._shards for piece in shard.pieces]
-        partial = torch.tensor(_local_norm(grads, norm_type), dtype=torch.float64,
-                               device=grads[0].device)
+        partial = torch.tensor(_local_norm(grads, norm_type), dtype=torch.float64, device=grads[0].device)
         inf = norm_type == float("inf")
         if not inf:
-            partial = partial ** norm_type
-        comm.all_reduce(partial, self.process_group,
-                        op=dist.ReduceOp.MAX if inf else dist.ReduceOp.SUM)
+            partial = partial**norm_type
+        comm.all_reduce(partial, self.process_group, op=dist.ReduceOp.MAX if inf else dist.ReduceOp.SUM)
         total = partial if inf else partial ** (1.0 / norm_type)
         if error_if_nonfinite and not torch.isfinite(total):
-            raise RuntimeError(f"the total norm of order {norm_type} of the gradients is "
-                               "non-finite, so it cannot be clipped")
+            raise RuntimeError(
+                f"the total norm of order {norm_type} of the gradients is non-finite, so it cannot be clipped"
+            )
         coef = max_norm / (float(total) + 1e-6)
         if not coef >= 1.0:
             _scale(grads, coef)
@@ -277,8 +287,12 @@ class ZeroOptimizer(torch.optim.Optimizer):
 
     def local_state_bytes(self):
         """Bytes of optimizer state (including master weights) held by this rank."""
-        return sum(v.numel() * v.element_size() for s in self.optimizer.state.values()
-                   for k, v in s.items() if isinstance(v, torch.Tensor) and k != "step")
+        return sum(
+            v.numel() * v.element_size()
+            for s in self.optimizer.state.values()
+            for k, v in s.items()
+            if isinstance(v, torch.Tensor) and k != "step"
+        )
 
     def __repr__(self):
         return f"ZeroOptimizer(stage={self.stage}, world_size={self.world_size}, {self.optimizer!r})"
@@ -291,10 +305,12 @@ def _refuse_reduction_rules(optimizer_class):
 
     rule = getattr(optimizer_class, "_rule", None)
     if rule is not None and OPTIONS[rule].reduction:
-        raise ValueError(f"ZeroOptimizer splits tensors over ranks, and {optimizer_class.__name__} "
-                         "reduces over whole tensors; use torch.distributed.optim."
-                         f"ZeroRedundancyOptimizer(params, optimizer_class=genesis.optim."
-                         f"{optimizer_class.__name__}), which keeps whole tensors per rank")
+        raise ValueError(
+            f"ZeroOptimizer splits tensors over ranks, and {optimizer_class.__name__} "
+            "reduces over whole tensors; use torch.distributed.optim."
+            f"ZeroRedundancyOptimizer(params, optimizer_class=genesis.optim."
+            f"{optimizer_class.__name__}), which keeps whole tensors per rank"
+        )
 
 
 def _local_norm(grads, norm_type):
@@ -302,9 +318,11 @@ def _local_norm(grads, norm_type):
     CPU (float64 accumulation), torch on other devices."""
     if grads[0].device.type == "cpu":
         return _clip._buffers(grads).norm(norm_type)
-    return float(torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g, norm_type, dtype=torch.float64) for g in grads]),
-        norm_type))
+    return float(
+        torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g, norm_type, dtype=torch.float64) for g in grads]), norm_type
+        )
+    )
 
 
 def _scale(grads, coef):

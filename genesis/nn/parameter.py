@@ -17,8 +17,9 @@ class Parameter:
     def __init__(self, data, grad=None):
         if not isinstance(data, np.ndarray):
             if not hasattr(data, "__dlpack__"):
-                raise TypeError("genesis.nn.Parameter needs a NumPy array or a DLPack array, got "
-                                f"{type(data).__name__}")
+                raise TypeError(
+                    f"genesis.nn.Parameter needs a NumPy array or a DLPack array, got {type(data).__name__}"
+                )
             data = np.from_dlpack(data)
         self.data = data
         self.grad = grad

@@ -110,9 +110,14 @@ class StandaloneBase:
 
 Base = _torch_optimizer.Optimizer if HAS_TORCH_BASE else StandaloneBase
 
-HOOK_TABLES = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
-               "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
-               "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
+HOOK_TABLES = (
+    "_optimizer_step_pre_hooks",
+    "_optimizer_step_post_hooks",
+    "_optimizer_state_dict_pre_hooks",
+    "_optimizer_state_dict_post_hooks",
+    "_optimizer_load_state_dict_pre_hooks",
+    "_optimizer_load_state_dict_post_hooks",
+)
 
 
 def init_hook_tables(optimizer):
@@ -132,8 +137,9 @@ def with_step_hooks(step):
 
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
-        if not (_global_pre_hooks or _global_post_hooks or self._optimizer_step_pre_hooks
-                or self._optimizer_step_post_hooks):
+        if not (
+            _global_pre_hooks or _global_post_hooks or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+        ):
             return step(self, *args, **kwargs)
         for pre_hook in chain(_global_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
             result = pre_hook(self, args, kwargs)
@@ -141,8 +147,9 @@ def with_step_hooks(step):
                 if isinstance(result, tuple) and len(result) == 2:
                     args, kwargs = result
                 else:
-                    raise RuntimeError(f"{step} must return None or a tuple of (new_args, "
-                                       f"new_kwargs), but got {result}.")
+                    raise RuntimeError(
+                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                    )
         out = step(self, *args, **kwargs)
         for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_post_hooks.values()):
             post_hook(self, args, kwargs)

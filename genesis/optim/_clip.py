@@ -81,13 +81,16 @@ def _current(pending, params):
         return True
     now = [(p, g) for p, g in ((p, p.grad) for p in params) if g is not None]
     return len(now) == len(fp) and all(
-        p is q and g is h and getattr(g, "_version", None) == v for (p, g), (q, h, v) in zip(now, fp))
+        p is q and g is h and getattr(g, "_version", None) == v for (p, g), (q, h, v) in zip(now, fp)
+    )
 
 
-_CHANGED = ("the gradients changed after clip_grad_norm_/clip_grad_value_ or GradScaler.unscale_ "
-            "(another backward, an in-place edit such as torch.nn.utils.clip_grad_norm_, or new "
-            "gradient tensors): what is pending was computed for the old ones. Call "
-            "optimizer.zero_grad() (which discards it), or clip again after the backward")
+_CHANGED = (
+    "the gradients changed after clip_grad_norm_/clip_grad_value_ or GradScaler.unscale_ "
+    "(another backward, an in-place edit such as torch.nn.utils.clip_grad_norm_, or new "
+    "gradient tensors): what is pending was computed for the old ones. Call "
+    "optimizer.zero_grad() (which discards it), or clip again after the backward"
+)
 
 
 def _pending(optimizer, create=True):
@@ -107,9 +110,11 @@ def _pending(optimizer, create=True):
 
 def _check_supported(optimizer, what):
     if not supports_lazy_unscale(optimizer):
-        raise TypeError(f"{type(optimizer).__name__} does not support the deferred {what} "
-                        f"(not a fused rule optimizer, or a group with differentiable=True); "
-                        f"use genesis.nn.utils.{what} on its parameters")
+        raise TypeError(
+            f"{type(optimizer).__name__} does not support the deferred {what} "
+            f"(not a fused rule optimizer, or a group with differentiable=True); "
+            f"use genesis.nn.utils.{what} on its parameters"
+        )
 
 
 def supports_lazy_unscale(optimizer):
@@ -117,7 +122,8 @@ def supports_lazy_unscale(optimizer):
     deferred scale and clip as it loads the gradients. differentiable=True groups run torch's
     traceable update instead (_differentiable.py), so they keep the eager passes."""
     return getattr(optimizer, "_fused_grad_transform", False) and not any(
-        g.get("differentiable") for g in optimizer.param_groups)
+        g.get("differentiable") for g in optimizer.param_groups
+    )
 
 
 def lazy_unscale(optimizer, inv_scale):
@@ -205,12 +211,16 @@ def clip_grad_norm(optimizer, max_norm, norm_type, error_if_nonfinite):
     params = _params(optimizer)
     pending = _pending(optimizer)
     if pending.coef is not None:
-        raise RuntimeError("clip_grad_norm_ was already called on this optimizer since its last "
-                           "step; deferred clips do not compose (clip once per step)")
+        raise RuntimeError(
+            "clip_grad_norm_ was already called on this optimizer since its last "
+            "step; deferred clips do not compose (clip once per step)"
+        )
     if pending.limit is not None:
-        raise RuntimeError("clip_grad_norm_ after clip_grad_value_ is not supported by the "
-                           "deferred clip (the update clamps after scaling): call "
-                           "clip_grad_norm_ first")
+        raise RuntimeError(
+            "clip_grad_norm_ after clip_grad_value_ is not supported by the "
+            "deferred clip (the update clamps after scaling): call "
+            "clip_grad_norm_ first"
+        )
     grads, torch_params = _cg._grads(params)
     if not grads:
         return _cg._as_scalar(0.0, None, grads, torch_params)
@@ -258,8 +268,10 @@ def clip_grad_value(optimizer, clip_value):
     _check_supported(optimizer, "clip_grad_value_")
     clip_value = float(clip_value)
     if not (clip_value >= 0 and math.copysign(1.0, clip_value) > 0):
-        raise ValueError(f"the deferred clip_grad_value_ needs clip_value >= 0, got {clip_value}; "
-                         "use genesis.nn.utils.clip_grad_value_ for other bounds")
+        raise ValueError(
+            f"the deferred clip_grad_value_ needs clip_value >= 0, got {clip_value}; "
+            "use genesis.nn.utils.clip_grad_value_ for other bounds"
+        )
     params = _params(optimizer)
     pending = _pending(optimizer)
     # Clamping twice is clamping once to the smaller bound.

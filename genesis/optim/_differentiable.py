@@ -35,8 +35,11 @@ _FUNCTIONALS = {  # torch.optim.<name>.<name>
 }
 
 # Group keys holding a pair that the functional takes as two keywords.
-_PAIRS = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
-          "step_sizes": ("step_size_min", "step_size_max")}
+_PAIRS = {
+    "betas": ("beta1", "beta2"),
+    "etas": ("etaminus", "etaplus"),
+    "step_sizes": ("step_size_min", "step_size_max"),
+}
 
 # State that torch does not start at zero: name -> the group key it starts at.
 _FILLED = {("rprop", "step_size"): "lr", ("adagrad", "sum"): "initial_accumulator_value"}
@@ -60,22 +63,28 @@ def check_group(optimizer, group):
     """The constructor's (and load_state_dict's) checks of a group with differentiable=True."""
     rule = getattr(optimizer, "_rule", None)
     if not supports(rule):
-        raise ValueError(f"{type(optimizer).__name__} does not support differentiable=True "
-                         "(torch has no differentiable implementation of it)")
+        raise ValueError(
+            f"{type(optimizer).__name__} does not support differentiable=True "
+            "(torch has no differentiable implementation of it)"
+        )
     if _interop.torch_module() is None:
         raise ValueError("differentiable=True needs torch: the step is recorded by torch's autograd")
     used = [k for k in MIXED_PRECISION if group.get(k)]
     if used:
-        raise ValueError(f"differentiable=True runs torch's own update, which has no "
-                         f"{', '.join(used)}; drop them or use differentiable=False")
+        raise ValueError(
+            f"differentiable=True runs torch's own update, which has no "
+            f"{', '.join(used)}; drop them or use differentiable=False"
+        )
 
 
 def check_params(params, where):
     """NumPy arrays (genesis.nn.Parameter) have no autograd: refuse them clearly."""
     for i, p in enumerate(params):
         if not _interop.is_torch(p):
-            raise TypeError(f"differentiable=True needs torch tensors (autograd records the step), "
-                            f"but parameter {i} of {where} is a {type(p).__name__}")
+            raise TypeError(
+                f"differentiable=True needs torch tensors (autograd records the step), "
+                f"but parameter {i} of {where} is a {type(p).__name__}"
+            )
 
 
 def prepare(optimizer, group, group_index):
@@ -117,17 +126,19 @@ def _run(optimizer, group, params, grad_enabled, grad_scale):
         lists = []
         for name in _FUNCTIONALS[rule][1]:
             used = name in names or name in scalars or (name == "step" and optimizer._counts_steps)
-            lists.append([_state_of(optimizer, group, rule, p, name, scalars) for p in params]
-                         if used else [])
+            lists.append([_state_of(optimizer, group, rule, p, name, scalars) for p in params] if used else [])
         kwargs = {}
         for key, value in group.items():
             if key in _PAIRS:
                 kwargs.update(zip(_PAIRS[key], value))
             elif key in accepted and key not in ("params", "foreach", "fused"):
                 kwargs[key] = value
-        for key, value in (("foreach", False), ("differentiable", True),
-                           ("has_complex", any(torch.is_complex(p) for p in params)),
-                           ("has_sparse_grad", any(g.is_sparse for g in grads))):
+        for key, value in (
+            ("foreach", False),
+            ("differentiable", True),
+            ("has_complex", any(torch.is_complex(p) for p in params)),
+            ("has_sparse_grad", any(g.is_sparse for g in grads)),
+        ):
             if key in accepted:
                 kwargs[key] = value
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}

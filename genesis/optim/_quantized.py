@@ -96,12 +96,15 @@ def convert_entries(entries, names, quantized, unsigned_names, key):
         scale = absmax_name(name)
         if is_codes(value):
             if out.get(scale) is None:
-                raise ValueError(f"state '{name}' of parameter {key} holds 8-bit codes, but '{scale}' "
-                                 "(its block scales) is missing")
+                raise ValueError(
+                    f"state '{name}' of parameter {key} holds 8-bit codes, but '{scale}' (its block scales) is missing"
+                )
             if int(np.prod(out[scale].shape)) != blocks(int(np.prod(value.shape))):
-                raise ValueError(f"state '{scale}' of parameter {key} has {int(np.prod(out[scale].shape))} "
-                                 f"block scales; {int(np.prod(value.shape))} codes need "
-                                 f"{blocks(int(np.prod(value.shape)))}")
+                raise ValueError(
+                    f"state '{scale}' of parameter {key} has {int(np.prod(out[scale].shape))} "
+                    f"block scales; {int(np.prod(value.shape))} codes need "
+                    f"{blocks(int(np.prod(value.shape)))}"
+                )
             if not quantized:
                 out[name] = dequantize(value, out.pop(scale), name in unsigned_names)
         elif quantized:

@@ -32,8 +32,12 @@ def _pair(key, value, optional_first=False):
     return (first, as_float(value[1]))
 
 
-_CONVERT = {"float": lambda key, v: as_float(v), "bool": lambda key, v: bool(v), "pair": _pair,
-            "optional_pair": lambda key, v: _pair(key, v, optional_first=True)}
+_CONVERT = {
+    "float": lambda key, v: as_float(v),
+    "bool": lambda key, v: bool(v),
+    "pair": _pair,
+    "optional_pair": lambda key, v: _pair(key, v, optional_first=True),
+}
 
 
 def core_options(rule, group):
@@ -94,8 +98,10 @@ class RuleOptimizer(Optimizer):
         for name, _ in self._scalars(group):
             value = self.state[param].get(name)
             if value is not None and not _is_step_counter(value, arr):
-                raise ValueError(f"state '{name}' of {where} must be a 0-dim float32 array on the CPU "
-                                 "(on the parameter's device for CUDA parameters)")
+                raise ValueError(
+                    f"state '{name}' of {where} must be a 0-dim float32 array on the CPU "
+                    "(on the parameter's device for CUDA parameters)"
+                )
 
     def _import_state(self, param, group, entries, key):
         names = [n for n, _ in self._scalars(group)]
@@ -121,7 +127,6 @@ def rule_classes():
     for rule in OPTIONS:
         module = importlib.import_module(f"{__package__}.{rule}")
         for name, value in vars(module).items():
-            if (isinstance(value, type) and issubclass(value, RuleOptimizer)
-                    and value.__module__ == module.__name__):
+            if isinstance(value, type) and issubclass(value, RuleOptimizer) and value.__module__ == module.__name__:
                 out[name] = value
     return out

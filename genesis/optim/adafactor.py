@@ -23,10 +23,29 @@ class Adafactor(RuleOptimizer, rule="adafactor"):
     its zero size). Complex parameters are refused, as torch refuses them.
     """
 
-    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
-                 weight_decay=0.0, *, foreach=None, maximize=False, **precision):
-        defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
-                        foreach=foreach, maximize=maximize, **precision_defaults(precision))
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        beta2_decay=-0.8,
+        eps=(None, 1e-3),
+        d=1.0,
+        weight_decay=0.0,
+        *,
+        foreach=None,
+        maximize=False,
+        **precision,
+    ):
+        defaults = dict(
+            lr=lr,
+            beta2_decay=beta2_decay,
+            eps=eps,
+            d=d,
+            weight_decay=weight_decay,
+            foreach=foreach,
+            maximize=maximize,
+            **precision_defaults(precision),
+        )
         super().__init__(params, defaults)
 
     def _check_state(self, param, group, where):

@@ -18,13 +18,33 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
 
     _eager_state = True
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-                 eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None,
-                 **precision):
-        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable, fused=fused,
-                        **precision_defaults(precision))
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        lr_decay=0,
+        weight_decay=0,
+        initial_accumulator_value=0,
+        eps=1e-10,
+        foreach=None,
+        *,
+        maximize=False,
+        differentiable=False,
+        fused=None,
+        **precision,
+    ):
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            eps=eps,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
+            **precision_defaults(precision),
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -34,7 +54,8 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
                 state["step"] = _interop.new_step(arr)
                 if code == _interop.UINT8:  # 8-bit state: the initial value, quantized
                     state["sum"], state["sum_absmax"] = _quantized.filled(
-                        arr, as_float(group["initial_accumulator_value"]), unsigned=True)
+                        arr, as_float(group["initial_accumulator_value"]), unsigned=True
+                    )
                     continue
                 total = _new_state_array(p, arr, code)
                 total += as_float(group["initial_accumulator_value"])

@@ -23,11 +23,33 @@ class LAMB(RuleOptimizer, rule="lamb"):
     ``exp_avg``, ``exp_avg_sq``.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, *,
-                 bias_correction=True, adam_w_mode=True, grad_averaging=True, use_nvlamb=False,
-                 maximize=False, foreach=None, **precision):
-        defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
-                        weight_decay=weight_decay, adam_w_mode=adam_w_mode,
-                        grad_averaging=grad_averaging, use_nvlamb=use_nvlamb, maximize=maximize,
-                        foreach=foreach, **precision_defaults(precision))
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.01,
+        *,
+        bias_correction=True,
+        adam_w_mode=True,
+        grad_averaging=True,
+        use_nvlamb=False,
+        maximize=False,
+        foreach=None,
+        **precision,
+    ):
+        defaults = dict(
+            lr=lr,
+            bias_correction=bias_correction,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            adam_w_mode=adam_w_mode,
+            grad_averaging=grad_averaging,
+            use_nvlamb=use_nvlamb,
+            maximize=maximize,
+            foreach=foreach,
+            **precision_defaults(precision),
+        )
         super().__init__(params, defaults)

@@ -55,7 +55,7 @@ class _TorchVectors:
         offset = 0
         for p in self.params:
             n = p.numel()
-            p.add_(direction[offset:offset + n].view_as(p), alpha=step)
+            p.add_(direction[offset : offset + n].view_as(p), alpha=step)
             offset += n
 
     def save_params(self):
@@ -116,7 +116,7 @@ class _NumpyVectors:
         offset = 0
         for p in self.params:
             n = p.data.size
-            p.data += step * direction[offset:offset + n].reshape(p.data.shape)
+            p.data += step * direction[offset : offset + n].reshape(p.data.shape)
             offset += n
 
     def save_params(self):
@@ -159,8 +159,7 @@ def _vectors_for(params):
     """The flat-vector implementation for these parameters (all of one library)."""
     kinds = {_interop.is_torch(p) for p in params}
     if len(kinds) > 1:
-        raise ValueError("all parameters must be of one library: torch tensors or "
-                         "genesis.nn.Parameter, not both")
+        raise ValueError("all parameters must be of one library: torch tensors or genesis.nn.Parameter, not both")
     return _TorchVectors(params) if kinds == {True} else _NumpyVectors(params)
 
 
@@ -233,8 +232,16 @@ def _strong_wolfe(evaluate, sqrt, d, start, t, c1=1e-4, c2=0.9, tolerance_change
         if current.gtd >= 0:
             bracket = [previous, current]
             break
-        t = _cubic_minimum(previous.t, previous.f, previous.gtd, current.t, current.f, current.gtd,
-                           sqrt, bounds=(current.t + 0.01 * (current.t - previous.t), current.t * 10))
+        t = _cubic_minimum(
+            previous.t,
+            previous.f,
+            previous.gtd,
+            current.t,
+            current.f,
+            current.gtd,
+            sqrt,
+            bounds=(current.t + 0.01 * (current.t - previous.t), current.t * 10),
+        )
         previous, current = current, trial_at(t)
         evals += 1
         iters += 1
@@ -303,17 +310,32 @@ class LBFGS(Optimizer):
     ``al``; the vectors are flat arrays of the parameters' library, the scalars 0-dim ones.
     """
 
-    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
-                 tolerance_change=1e-9, history_size=100, line_search_fn=None):
+    def __init__(
+        self,
+        params,
+        lr=1,
+        max_iter=20,
+        max_eval=None,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-9,
+        history_size=100,
+        line_search_fn=None,
+    ):
         if hasattr(lr, "numel") and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if max_eval is None:
             max_eval = max_iter * 5 // 4
-        defaults = dict(lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-                        tolerance_change=tolerance_change, history_size=history_size,
-                        line_search_fn=line_search_fn)
+        defaults = dict(
+            lr=lr,
+            max_iter=max_iter,
+            max_eval=max_eval,
+            tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change,
+            history_size=history_size,
+            line_search_fn=line_search_fn,
+        )
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
@@ -335,14 +357,18 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         if not callable(closure):
-            raise TypeError("LBFGS.step() needs a closure that recomputes the loss and the "
-                            f"gradients and returns the loss, got {type(closure).__name__}")
+            raise TypeError(
+                "LBFGS.step() needs a closure that recomputes the loss and the "
+                f"gradients and returns the loss, got {type(closure).__name__}"
+            )
         group = self.param_groups[0]
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise RuntimeError("only 'strong_wolfe' is supported")
         if getattr(self, "grad_scale", None) is not None:
-            raise RuntimeError("LBFGS does not unscale gradients inside step(): call "
-                               "scaler.unscale_(optimizer) before scaler.step(optimizer)")
+            raise RuntimeError(
+                "LBFGS does not unscale gradients inside step(): call "
+                "scaler.unscale_(optimizer) before scaler.step(optimizer)"
+            )
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and float(found_inf) != 0.0:
             return None  # GradScaler found an inf/NaN gradient: skip the step
@@ -425,8 +451,9 @@ class LBFGS(Optimizer):
                 break  # not a descent direction any more
 
             if group["line_search_fn"] is not None:
-                loss, flat_grad, t, ls_evals = self._line_search(vectors, closure, d, t, loss,
-                                                                 flat_grad, gtd, max_eval - evals)
+                loss, flat_grad, t, ls_evals = self._line_search(
+                    vectors, closure, d, t, loss, flat_grad, gtd, max_eval - evals
+                )
                 vectors.add_to_params(t, d)
             else:
                 vectors.add_to_params(t, d)
@@ -468,8 +495,7 @@ class LBFGS(Optimizer):
             vectors.restore_params(start_params)
             return f, g
 
-        return _strong_wolfe(evaluate, vectors.sqrt, d, _Trial(0, loss, flat_grad, gtd), t,
-                             max_ls=max_ls)
+        return _strong_wolfe(evaluate, vectors.sqrt, d, _Trial(0, loss, flat_grad, gtd), t, max_ls=max_ls)
 
     # ------------------------------------------------------------------------- state_dict
     def load_state_dict(self, state_dict):
@@ -485,8 +511,9 @@ class LBFGS(Optimizer):
         group, saved = self.param_groups[0], saved_groups[0]
         params = group["params"]
         if len(saved["params"]) != len(params):
-            raise ValueError("loaded state dict contains a parameter group that doesn't match the "
-                             "size of optimizer's group")
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+            )
         new_group = {k: v for k, v in saved.items() if k != "params"}
         for name, default in self.defaults.items():
             new_group.setdefault(name, default)
@@ -528,5 +555,7 @@ def _check_vector_lengths(state, numel):
         value = state.get(name)
         for v in value if isinstance(value, list) else [value]:
             if v is not None and tuple(v.shape) != (numel,):
-                raise ValueError(f"state '{name}' holds a vector of shape {tuple(v.shape)}, but the "
-                                 f"parameters have {numel} elements in all")
+                raise ValueError(
+                    f"state '{name}' holds a vector of shape {tuple(v.shape)}, but the "
+                    f"parameters have {numel} elements in all"
+                )

@@ -14,8 +14,15 @@ class Lion(RuleOptimizer, rule="lion"):
     ``exp_avg`` (m); no step count.
     """
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0, *, maximize=False,
-                 foreach=None, **precision):
-        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize,
-                        foreach=foreach, **precision_defaults(precision))
+    def __init__(
+        self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0, *, maximize=False, foreach=None, **precision
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+            **precision_defaults(precision),
+        )
         super().__init__(params, defaults)

@@ -66,9 +66,7 @@ _STEP_ORDER_WARNING = (
     "Call them in the opposite order: `optimizer.step()` before `lr_scheduler.step()`. "
     "Otherwise the first value of the learning rate schedule is skipped."
 )
-_GET_LR_WARNING = (
-    "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."
-)
+_GET_LR_WARNING = "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."
 
 # Attribute set on the wrapper that replaces ``optimizer.step``.  torch uses the same name
 # and the same ``_opt_called`` flag, so a genesis scheduler and a torch scheduler attached
@@ -132,9 +130,7 @@ def _momentum_key(optimizer) -> str:
     for key in ("betas", "momentum"):
         if all(key in group for group in groups):
             return key
-    raise ValueError(
-        "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
-    )
+    raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
 
 
 def _set_momentum(group: dict, key: str, momentum) -> None:
@@ -207,8 +203,7 @@ def _equal(a, b) -> bool:
 def _group_entries(optimizer) -> list:
     """Each param group's entries except its parameters (tensor values cloned)."""
     return [
-        {key: _snapshot(value) for key, value in group.items() if key != "params"}
-        for group in optimizer.param_groups
+        {key: _snapshot(value) for key, value in group.items() if key != "params"} for group in optimizer.param_groups
     ]
 
 
@@ -453,9 +448,7 @@ class LambdaLR(_LambdaScheduler):
 
     def get_lr(self) -> list:
         self._warn_if_get_lr_called_directly()
-        return [
-            base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)
-        ]
+        return [base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
 
 
 class MultiplicativeLR(_LambdaScheduler):
@@ -478,10 +471,7 @@ class MultiplicativeLR(_LambdaScheduler):
         self._warn_if_get_lr_called_directly()
         if self._is_initial:
             return _group_values(self.optimizer, "lr")
-        return [
-            group["lr"] * fn(self.last_epoch)
-            for fn, group in zip(self.lr_lambdas, self.optimizer.param_groups)
-        ]
+        return [group["lr"] * fn(self.last_epoch) for fn, group in zip(self.lr_lambdas, self.optimizer.param_groups)]
 
 
 class StepLR(LRScheduler):
@@ -603,9 +593,7 @@ class LinearLR(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         if start_factor > 1.0 or start_factor <= 0:
-            raise ValueError(
-                "Starting multiplicative factor expected to be greater than 0 and less or equal to 1."
-            )
+            raise ValueError("Starting multiplicative factor expected to be greater than 0 and less or equal to 1.")
         if end_factor > 1.0 or end_factor < 0:
             raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
         self.start_factor = start_factor
@@ -752,9 +740,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         last_epoch: index of the last epoch; -1 starts a new schedule.
     """
 
-    def __init__(
-        self, optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1
-    ) -> None:
+    def __init__(self, optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1) -> None:
         if T_0 <= 0 or not isinstance(T_0, int):
             raise ValueError(f"Expected positive integer T_0, but got {T_0}")
         if T_mult < 1 or not isinstance(T_mult, int):
@@ -881,9 +867,7 @@ class OneCycleLR(LRScheduler):
         if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
             raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
         if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(
-                f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
-            )
+            raise ValueError(f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}")
         self._anneal_func_type = anneal_strategy
 
         max_lrs = _per_group("max_lr", optimizer, max_lr)
@@ -1036,8 +1020,7 @@ class CyclicLR(LRScheduler):
         scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
 
         lrs = [
-            base_lr + (max_lr - base_lr) * scale_factor * scale
-            for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)
+            base_lr + (max_lr - base_lr) * scale_factor * scale for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)
         ]
         if self.cycle_momentum:
             for group, m_base, m_max in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):

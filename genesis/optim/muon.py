@@ -61,12 +61,32 @@ class Muon(Optimizer):
     # Its stages keep the momentum buffer outside the element-wise plan's state handling.
     _supports_8bit_state = False
 
-    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-                 ns_coefficients=DEFAULT_NS_COEFFICIENTS, eps=EPS, ns_steps=DEFAULT_NS_STEPS,
-                 adjust_lr_fn=None, *, ns_dtype=None, **precision):
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
-                        adjust_lr_fn=adjust_lr_fn, **precision_defaults(precision))
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        weight_decay=0.1,
+        momentum=0.95,
+        nesterov=True,
+        ns_coefficients=DEFAULT_NS_COEFFICIENTS,
+        eps=EPS,
+        ns_steps=DEFAULT_NS_STEPS,
+        adjust_lr_fn=None,
+        *,
+        ns_dtype=None,
+        **precision,
+    ):
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_coefficients=ns_coefficients,
+            eps=eps,
+            ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn,
+            **precision_defaults(precision),
+        )
         if ns_dtype is not None:
             defaults["ns_dtype"] = ns_dtype
         super().__init__(params, defaults)
@@ -75,8 +95,7 @@ class Muon(Optimizer):
                 shape = _shape(p)
                 if len(shape) != 2:
                     size = p.size() if _interop.is_torch(p) else shape
-                    raise ValueError("Muon only supports 2D parameters whereas we found a parameter "
-                                     f"with size: {size}")
+                    raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: {size}")
 
     # ----------------------------------------------------------------- hyperparameters
     def _check_group(self, group):
@@ -99,8 +118,9 @@ class Muon(Optimizer):
         super()._check_group(group)
 
     def _options(self, group):
-        return _C.MuonMomentumOptions(momentum=as_float(group["momentum"], "momentum"),
-                                      nesterov=bool(group["nesterov"]))
+        return _C.MuonMomentumOptions(
+            momentum=as_float(group["momentum"], "momentum"), nesterov=bool(group["nesterov"])
+        )
 
     def _state_names(self, group):
         return ("momentum_buffer",)
@@ -206,8 +226,9 @@ class Muon(Optimizer):
         for k, (i, p, target) in enumerate(targets):
             state_code, master = self._storage(group, target)
             master_param = self._staged_state(p, group, "master_param") if master else None
-            plan.admit(k, target, [], [], state_code, None, master_param, False, first_index + i,
-                       _interop.is_cuda(target))
+            plan.admit(
+                k, target, [], [], state_code, None, master_param, False, first_index + i, _interop.is_cuda(target)
+            )
         _gather(plan, holders)
         options = _C.MuonUpdateOptions(decay=decay, adjusted_lr=adj)
         plan.muon_update(options, control)

@@ -29,8 +29,7 @@ required = _RequiredParameter()
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "found_inf",
-                 "staged")
+    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "found_inf", "staged")
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
@@ -167,12 +166,16 @@ class Optimizer(Base):
         if not any(v is required for v in defaults.values()):
             self._check_group(dict(defaults))
         if _interop.is_parameter(params):
-            raise TypeError("params argument given to the optimizer should be an iterable of "
-                            f"Tensors or dicts, but got {_interop.typename(params)}")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                f"Tensors or dicts, but got {_interop.typename(params)}"
+            )
         if isinstance(params, (set, frozenset)):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but "
-                            "the ordering of tensors in sets will change between runs. Please use a "
-                            "list instead.")
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a "
+                "list instead."
+            )
         param_groups = list(params)
         if len(param_groups) == 0:
             raise ValueError("optimizer got an empty parameter list")
@@ -204,8 +207,11 @@ class Optimizer(Base):
     # Pickling and copy.deepcopy (as torch optimizers allow): the compiled plans hold raw
     # pointers, so they are left out and rebuilt on the next step. Hooks are kept, as torch does.
     def __getstate__(self):
-        state = {"defaults": self.defaults, "param_groups": self.param_groups,
-                 "state": {p: dict(s) for p, s in self._state.items()}}
+        state = {
+            "defaults": self.defaults,
+            "param_groups": self.param_groups,
+            "state": {p: dict(s) for p, s in self._state.items()},
+        }
         for name in HOOK_TABLES:
             state[name] = getattr(self, name)
         return state
@@ -234,27 +240,28 @@ class Optimizer(Base):
         if _interop.is_parameter(params):
             params = [params]
         elif isinstance(params, (set, frozenset)):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but "
-                            "the ordering of tensors in sets will change between runs. Please use a "
-                            "list instead.")
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a "
+                "list instead."
+            )
         params = list(params)
         names = [p[0] for p in params if isinstance(p, tuple)]
         params = [p[1] if isinstance(p, tuple) else p for p in params]
         if names:
             if len(names) != len(params):
-                raise ValueError("all optimizer params should be with/without names. Some param "
-                                 "names are missing")
+                raise ValueError("all optimizer params should be with/without names. Some param names are missing")
             group["param_names"] = names
         group_index = len(self.param_groups)
         if group.get("differentiable", self.defaults.get("differentiable")):
             _differentiable.check_params(params, f"param group {group_index}")
         for i, p in enumerate(params):
-            _interop.check_param_type(p, _where(group_index, i),
-                                      differentiable=bool(self.defaults.get("differentiable")))
+            _interop.check_param_type(
+                p, _where(group_index, i), differentiable=bool(self.defaults.get("differentiable"))
+            )
         for name, default in self.defaults.items():
             if default is required and name not in group:
-                raise ValueError("parameter group didn't specify a value of required optimization "
-                                 f"parameter {name}")
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
             group.setdefault(name, default)
         for name, value in self._fixed_options.items():
             group[name] = value
@@ -263,28 +270,33 @@ class Optimizer(Base):
         devices = {_interop.device_of(_interop.array_of(p)) for p in params}
         devices.discard("meta")  # materialized later (to_empty), checked at the first step
         if len(devices) > 1:
-            raise ValueError("a param group holds parameters on several devices "
-                             f"({', '.join(sorted(devices))}); use one group per device")
+            raise ValueError(
+                "a param group holds parameters on several devices "
+                f"({', '.join(sorted(devices))}); use one group per device"
+            )
         # capturable=True: step() launches only device work on torch's current stream and reads
         # nothing back (step counters on the device, GradScaler's values too), so a CUDA graph
         # can capture it; the learning rate is a host float, fixed in a captured graph.
         if group.get("capturable") and "cpu" in devices:
-            raise ValueError("capturable=True needs CUDA parameters (a CUDA graph captures only "
-                             "device work)")
+            raise ValueError("capturable=True needs CUDA parameters (a CUDA graph captures only device work)")
         ids = [id(p) for p in params]
         if len(set(ids)) != len(ids):
             # As torch; the compiled plan updates such a parameter once per step.
-            warnings.warn("optimizer contains a parameter group with duplicate parameters; "
-                          "in future, this will cause an error; "
-                          "see github.com/pytorch/pytorch/issues/40967 for more information",
-                          stacklevel=3)
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; "
+                "in future, this will cause an error; "
+                "see github.com/pytorch/pytorch/issues/40967 for more information",
+                stacklevel=3,
+            )
         seen = set()
         for g in self.param_groups:
             seen.update(id(p) for p in g["params"])
             if ("param_names" in group) != ("param_names" in g):
                 text = "with names" if "param_names" in group else "without names"
-                raise ValueError("all optimizer param groups should be with/without names. "
-                                 f"cannot add param group {text} to the optimizer")
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {text} to the optimizer"
+                )
         if any(i in seen for i in ids):
             raise ValueError("some parameters appear in more than one parameter group")
         group["params"] = params
@@ -301,19 +313,23 @@ class Optimizer(Base):
             as_float(group["lr"], "lr")  # a string is a TypeError, as in torch; not converted
         _check_torch_flags(group)
         if group.get("capturable") and group.get("stochastic_rounding"):
-            raise ValueError("capturable=True cannot be combined with stochastic_rounding: the "
-                             "rounding stream advances on the host, so every replay of a captured "
-                             "step would draw the same bits")
+            raise ValueError(
+                "capturable=True cannot be combined with stochastic_rounding: the "
+                "rounding stream advances on the host, so every replay of a captured "
+                "step would draw the same bits"
+            )
         _C.validate(self._options(group))
         if group.get("state_dtype") is not None:
             code = _interop.dtype_code_of_name(group["state_dtype"])
             if code == _interop.UINT8 and not self._supports_8bit_state:
-                raise ValueError(f"state_dtype='int8' is not supported by {type(self).__name__}; "
-                                 f"8-bit state is for the element-wise rules (docs/low-bit-state.md)")
+                raise ValueError(
+                    f"state_dtype='int8' is not supported by {type(self).__name__}; "
+                    f"8-bit state is for the element-wise rules (docs/low-bit-state.md)"
+                )
         if "min_8bit_size" in group:
             _quantized.check_min_size(group["min_8bit_size"])
         seed = group.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
 
     def _storage(self, group, arr):
@@ -329,8 +345,9 @@ class Optimizer(Base):
         if state == _interop.UINT8:
             state = _quantized.storage(group, code, arr, bool(self._state_names(group)))
         if not _C.supported_storage(code, state):
-            raise ValueError(f"state_dtype {_interop.CODE_NAMES[state]} is not supported for "
-                             f"{_interop.CODE_NAMES[code]} parameters")
+            raise ValueError(
+                f"state_dtype {_interop.CODE_NAMES[state]} is not supported for {_interop.CODE_NAMES[code]} parameters"
+            )
         return state, bool(group.get("master_weights")) and code in _HALF_CODES
 
     def _control(self, group, cached, grad_scale, found_inf, clip=None):
@@ -368,8 +385,13 @@ class Optimizer(Base):
             inv_scale = clip.inv_scale
         if clip is not None:
             device.update(clip.control(cuda))
-        return _C.StepControl(grad_scale=inv_scale, stochastic_rounding=rounding,
-                              seed=int(group.get("seed", 0)), counter=counter, **device)
+        return _C.StepControl(
+            grad_scale=inv_scale,
+            stochastic_rounding=rounding,
+            seed=int(group.get("seed", 0)),
+            counter=counter,
+            **device,
+        )
 
     # -------------------------------------------------------------------- deferred clipping
     def clip_grad_norm_(self, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -452,9 +474,11 @@ class Optimizer(Base):
             elif group.get("capturable"):
                 _check_capturable_lr(group["lr"])
         if traced and clip is not None:
-            raise TypeError("a deferred clip_grad_norm_/clip_grad_value_ cannot apply to "
-                            "differentiable=True groups (they run torch's traceable update); "
-                            "use genesis.nn.utils.clip_grad_norm_ on the parameters instead")
+            raise TypeError(
+                "a deferred clip_grad_norm_/clip_grad_value_ cannot apply to "
+                "differentiable=True groups (they run torch's traceable update); "
+                "use genesis.nn.utils.clip_grad_norm_ on the parameters instead"
+            )
         if traced and found_inf is not None and as_float(found_inf) != 0.0:
             return loss  # a device flag, read on the host: only on this uncommon path
         self._prepare()
@@ -516,8 +540,12 @@ class Optimizer(Base):
             params = group["params"]
             if type(params) is not list:  # the user may have set a tuple (torch iterates it)
                 params = group["params"] = list(params)
-            layout = (self._state_names(group), group.get("state_dtype"),
-                      bool(group.get("master_weights")), group.get("min_8bit_size"))
+            layout = (
+                self._state_names(group),
+                group.get("state_dtype"),
+                bool(group.get("master_weights")),
+                group.get("min_8bit_size"),
+            )
             cached = self._plans[gi]
             missing = None
             if cached is not None and cached.version == self._version and cached.layout == layout:
@@ -553,22 +581,25 @@ class Optimizer(Base):
                         cached.plan.stage(i, True)
                         cached.staged.add(i)
                     else:
-                        self._admit(cached.plan, i, p, _interop.array_of(p), group,
-                                    first_index[gi] + i)
+                        self._admit(cached.plan, i, p, _interop.array_of(p), group, first_index[gi] + i)
                 cached.cuda_device = cuda_device_of(group["params"])  # a parameter may have moved
             still = []
             for gi, group, cached, _ in pending:
                 missing = cached.plan.gather(group["params"])
                 if missing is None:
-                    raise RuntimeError(f"the parameter list of param group {gi} changed while "
-                                       "step() was preparing it (another thread?)")
+                    raise RuntimeError(
+                        f"the parameter list of param group {gi} changed while "
+                        "step() was preparing it (another thread?)"
+                    )
                 if missing:
                     still.append((gi, group, cached, missing))
             if not still:
                 return
             pending = still
-        raise RuntimeError(f"parameters of param group {pending[0][0]} kept changing while step() "
-                           "was preparing them (is another thread modifying them?)")
+        raise RuntimeError(
+            f"parameters of param group {pending[0][0]} kept changing while step() "
+            "was preparing them (is another thread modifying them?)"
+        )
 
     def _check_state(self, param, group, where):
         """Existing state must match the parameter (it may have been loaded or replaced): same
@@ -586,8 +617,9 @@ class Optimizer(Base):
                 scale = _quantized.absmax_name(name)
                 expected[scale] = (_interop.FLOAT32, (_quantized.blocks(_interop.numel(arr)),))
                 if (dict.get(state, name) is None) != (dict.get(state, scale) is None):
-                    raise ValueError(f"state '{name}' of {where} has 8-bit codes or block scales "
-                                     f"('{scale}') without the other")
+                    raise ValueError(
+                        f"state '{name}' of {where} has 8-bit codes or block scales ('{scale}') without the other"
+                    )
         if master:
             expected["master_param"] = (_interop.FLOAT32, shape)
         for name, (code, shape) in expected.items():
@@ -595,22 +627,28 @@ class Optimizer(Base):
             if value is None:
                 continue
             value = _interop.core_view(value)
-            if (_interop.is_torch(value) != _interop.is_torch(arr)
-                    or tuple(value.shape) != shape
-                    or _interop.dtype_code(value) != code
-                    or _interop.device_of(value) != _interop.device_of(arr)
-                    or not _interop.is_contiguous(value)):
-                raise ValueError(f"state '{name}' of {where} does not match the parameter (library, "
-                                 f"shape, device and contiguity must be equal, dtype "
-                                 f"{_interop.CODE_NAMES[code]})")
+            if (
+                _interop.is_torch(value) != _interop.is_torch(arr)
+                or tuple(value.shape) != shape
+                or _interop.dtype_code(value) != code
+                or _interop.device_of(value) != _interop.device_of(arr)
+                or not _interop.is_contiguous(value)
+            ):
+                raise ValueError(
+                    f"state '{name}' of {where} does not match the parameter (library, "
+                    f"shape, device and contiguity must be equal, dtype "
+                    f"{_interop.CODE_NAMES[code]})"
+                )
             if not _interop.is_torch(value):
                 _interop.check_native(value, f"state '{name}' of {where}")
                 if not value.flags.writeable:
                     raise ValueError(f"state '{name}' of {where} is a read-only array")
         step = state.get("step")
         if self._counts_steps and step is not None and not _is_step_counter(step, arr):
-            raise ValueError(f"state 'step' of {where} must be a 0-dim float32 array on the CPU "
-                             "(on the parameter's device for CUDA parameters)")
+            raise ValueError(
+                f"state 'step' of {where} must be a 0-dim float32 array on the CPU "
+                "(on the parameter's device for CUDA parameters)"
+            )
 
     def _admit(self, plan, index, param, arr, group, uid):
         """Create missing state for `param` (internal writes: no staleness notice) and hand
@@ -648,12 +686,23 @@ class Optimizer(Base):
                 step = self._applied_steps_counter(param, dict.__getitem__(state, names[0]), fresh)
             if master:
                 if dict.get(state, "master_param") is None:
-                    dict.__setitem__(state, "master_param",
-                                     _interop.copy_into_like(arr, arr, _interop.FLOAT32))
+                    dict.__setitem__(state, "master_param", _interop.copy_into_like(arr, arr, _interop.FLOAT32))
                 master_param = dict.__getitem__(state, "master_param")
-        plan.admit(index, arr, state_arrays, scalars, state_code, step, master_param, fresh, uid,
-                   _interop.is_cuda(arr), state_numel=[_interop.numel(a) for a in state_arrays],
-                   shape=list(arr.shape), absmax=absmax)
+        plan.admit(
+            index,
+            arr,
+            state_arrays,
+            scalars,
+            state_code,
+            step,
+            master_param,
+            fresh,
+            uid,
+            _interop.is_cuda(arr),
+            state_numel=[_interop.numel(a) for a in state_arrays],
+            shape=list(arr.shape),
+            absmax=absmax,
+        )
 
     def _run_staged(self, cached, group, control, first_index):
         """Update the group's staged parameters (complex, strided, or with a strided or sparse
@@ -727,8 +776,7 @@ class Optimizer(Base):
         for p, entries in self._state.items():
             if id(p) not in index_of:
                 continue
-            state[index_of[id(p)]] = {
-                k: (_export_step(v) if k == "step" else v) for k, v in entries.items()}
+            state[index_of[id(p)]] = {k: (_export_step(v) if k == "step" else v) for k, v in entries.items()}
         state_dict = {"state": state, "param_groups": groups}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
@@ -745,7 +793,10 @@ class Optimizer(Base):
         groups, state = [], dict(state_dict["state"])
         for group, packed in zip(self.param_groups, state_dict["param_groups"]):
             packed = dict(packed)
-            if packed.get("state_dtype") is not None and _interop.dtype_code_of_name(packed["state_dtype"]) == _interop.UINT8:
+            if (
+                packed.get("state_dtype") is not None
+                and _interop.dtype_code_of_name(packed["state_dtype"]) == _interop.UINT8
+            ):
                 packed.pop("state_dtype")
                 packed.pop("min_8bit_size", None)
             groups.append(packed)
@@ -774,10 +825,15 @@ class Optimizer(Base):
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         if any(len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)):
-            raise ValueError("loaded state dict contains a parameter group that doesn't match the "
-                             "size of optimizer's group")
-        param_of = dict(zip(chain.from_iterable(s["params"] for s in saved_groups),
-                            chain.from_iterable(g["params"] for g in self.param_groups)))
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+            )
+        param_of = dict(
+            zip(
+                chain.from_iterable(s["params"] for s in saved_groups),
+                chain.from_iterable(g["params"] for g in self.param_groups),
+            )
+        )
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
             new_group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
@@ -816,8 +872,9 @@ class Optimizer(Base):
         # and LBFGS, never have any): convert it to what this group keeps.
         if state_code == _interop.UINT8 or any(_quantized.is_codes(v) for v in entries.values()):
             names = self._state_names(group)
-            entries = _quantized.convert_entries(entries, names, state_code == _interop.UINT8,
-                                                 self._nonnegative_states(group), key)
+            entries = _quantized.convert_entries(
+                entries, names, state_code == _interop.UINT8, self._nonnegative_states(group), key
+            )
         if state_code == _interop.UINT8:
             scales = {_quantized.absmax_name(n) for n in names}
         out = {}
@@ -837,8 +894,9 @@ class Optimizer(Base):
                 size = int(np.prod(value.shape))
                 if tuple(value.shape) != shape and size != int(np.prod(shape)):
                     what = "the parameter has" if shape == tuple(arr.shape) else "it must have"
-                    raise ValueError(f"state '{name}' of parameter {key} has shape {tuple(value.shape)}, "
-                                     f"but {what} shape {shape}")
+                    raise ValueError(
+                        f"state '{name}' of parameter {key} has shape {tuple(value.shape)}, but {what} shape {shape}"
+                    )
                 code = _interop.FLOAT32 if name == "master_param" else state_code
                 out[name] = _interop.copy_into_like(value, arr, code, shape)
         return out
@@ -855,10 +913,10 @@ def _is_step_counter(step, arr):
     if _interop.is_torch(arr):
         torch = _interop.torch_module()
         device = arr.device if arr.is_cuda else torch.device("cpu")
-        return (isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32
-                and step.device == device)
-    return (isinstance(step, np.ndarray) and step.shape == () and step.dtype == np.float32
-            and step.flags.writeable)
+        return (
+            isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32 and step.device == device
+        )
+    return isinstance(step, np.ndarray) and step.shape == () and step.dtype == np.float32 and step.flags.writeable
 
 
 def _export_step(step):
@@ -886,9 +944,11 @@ def _check_capturable_lr(lr):
     which a stream being captured into a CUDA graph refuses with a CUDA error part-way through
     the step. Say so before anything changes."""
     if _interop.is_cuda(lr) and _interop.torch_module().cuda.is_current_stream_capturing():
-        raise RuntimeError("capturable=True: genesis reads a tensor lr on the host, which cannot "
-                           "happen while a CUDA graph is being captured; capture with a float lr "
-                           "(fixed in the graph) or keep lr on the CPU")
+        raise RuntimeError(
+            "capturable=True: genesis reads a tensor lr on the host, which cannot "
+            "happen while a CUDA graph is being captured; capture with a float lr "
+            "(fixed in the graph) or keep lr on the CPU"
+        )
 
 
 def _check_torch_flags(group):

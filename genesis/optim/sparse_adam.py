@@ -83,8 +83,10 @@ class SparseAdam(Optimizer):
                 with torch.enable_grad():
                     loss = closure()
         if getattr(self, "grad_scale", None) is not None:
-            raise RuntimeError("SparseAdam does not unscale gradients inside step(): call "
-                               "scaler.unscale_(optimizer) before scaler.step(optimizer)")
+            raise RuntimeError(
+                "SparseAdam does not unscale gradients inside step(): call "
+                "scaler.unscale_(optimizer) before scaler.step(optimizer)"
+            )
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and float(found_inf) != 0.0:
             return loss  # GradScaler found an inf/NaN gradient: skip the step
@@ -214,8 +216,7 @@ def _refuse_sparse_params(params):
     if sparse:
         raise ValueError(f"Sparse params at indices {sparse}: SparseAdam requires dense parameter tensors")
     if complex_:
-        raise ValueError(f"Complex params at indices {complex_}: SparseAdam does not support complex "
-                         "parameters")
+        raise ValueError(f"Complex params at indices {complex_}: SparseAdam does not support complex parameters")
 
 
 _DENSE_ERROR = "SparseAdam does not support dense gradients, please consider Adam instead"
@@ -232,8 +233,10 @@ def _sparse_rows(param, grad, where):
         if not grad.is_sparse:
             raise RuntimeError(_DENSE_ERROR)
         if grad.shape != arr.shape or grad.dtype != arr.dtype or grad.device != arr.device:
-            raise ValueError(f"the gradient of {where} is {tuple(grad.shape)} {grad.dtype} on {grad.device}, "
-                             f"but the parameter is {tuple(arr.shape)} {arr.dtype} on {arr.device}")
+            raise ValueError(
+                f"the gradient of {where} is {tuple(grad.shape)} {grad.dtype} on {grad.device}, "
+                f"but the parameter is {tuple(arr.shape)} {arr.dtype} on {arr.device}"
+            )
         grad = grad.coalesce()  # the update is not linear: each row must appear once
         indices = grad._indices()
         # Several sparse dimensions address rows of the parameter viewed as
@@ -243,19 +246,21 @@ def _sparse_rows(param, grad, where):
             rows = rows * grad.shape[dim] + indices[dim]
         return rows, grad._values()
     if isinstance(grad, np.ndarray):
-        raise RuntimeError(_DENSE_ERROR + " (a NumPy parameter's sparse gradient is a pair "
-                           "(row indices, row values))")
+        raise RuntimeError(_DENSE_ERROR + " (a NumPy parameter's sparse gradient is a pair (row indices, row values))")
     if not (isinstance(grad, tuple) and len(grad) == 2):
-        raise TypeError(f"the gradient of {where} must be a pair (row indices, row values), "
-                        f"got {type(grad).__name__}")
+        raise TypeError(f"the gradient of {where} must be a pair (row indices, row values), got {type(grad).__name__}")
     indices, values = np.asarray(grad[0]), np.asarray(grad[1])
     if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"the row indices of {where}'s gradient must be a 1-d integer array, "
-                         f"got shape {indices.shape} of {indices.dtype}")
+        raise ValueError(
+            f"the row indices of {where}'s gradient must be a 1-d integer array, "
+            f"got shape {indices.shape} of {indices.dtype}"
+        )
     if values.dtype != arr.dtype or values.shape != indices.shape + arr.shape[1:]:
-        raise ValueError(f"the row values of {where}'s gradient must have shape "
-                         f"{indices.shape + arr.shape[1:]} and dtype {arr.dtype}, got "
-                         f"{values.shape} of {values.dtype}")
+        raise ValueError(
+            f"the row values of {where}'s gradient must have shape "
+            f"{indices.shape + arr.shape[1:]} and dtype {arr.dtype}, got "
+            f"{values.shape} of {values.dtype}"
+        )
     if indices.size and (indices.min() < 0 or indices.max() >= arr.shape[0]):
         raise ValueError(f"the row indices of {where}'s gradient must be in [0, {arr.shape[0]})")
     rows, position = np.unique(indices, return_inverse=True)

@@ -40,16 +40,52 @@ struct Value {
   int64_t array = -1;        // Array: index into Document::arrays
 
   static Value none() { return {}; }
-  static Value of(bool b) { Value v; v.kind = Kind::Bool; v.boolean = b; return v; }
-  static Value of(int64_t i) { Value v; v.kind = Kind::Int; v.integer = i; return v; }
-  static Value of(double d) { Value v; v.kind = Kind::Float; v.number = d; return v; }
-  static Value of(std::string s) { Value v; v.kind = Kind::String; v.text = std::move(s); return v; }
-  static Value list(Kind kind = Kind::List) { Value v; v.kind = kind; return v; }
-  static Value dict() { Value v; v.kind = Kind::Dict; return v; }
-  static Value array_ref(int64_t index) { Value v; v.kind = Kind::Array; v.array = index; return v; }
+  static Value of(bool b) {
+    Value v;
+    v.kind = Kind::Bool;
+    v.boolean = b;
+    return v;
+  }
+  static Value of(int64_t i) {
+    Value v;
+    v.kind = Kind::Int;
+    v.integer = i;
+    return v;
+  }
+  static Value of(double d) {
+    Value v;
+    v.kind = Kind::Float;
+    v.number = d;
+    return v;
+  }
+  static Value of(std::string s) {
+    Value v;
+    v.kind = Kind::String;
+    v.text = std::move(s);
+    return v;
+  }
+  static Value list(Kind kind = Kind::List) {
+    Value v;
+    v.kind = kind;
+    return v;
+  }
+  static Value dict() {
+    Value v;
+    v.kind = Kind::Dict;
+    return v;
+  }
+  static Value array_ref(int64_t index) {
+    Value v;
+    v.kind = Kind::Array;
+    v.array = index;
+    return v;
+  }
 
   // Dict access; find returns nullptr for a missing key.
-  void set(Value key, Value value) { keys.push_back(std::move(key)); items.push_back(std::move(value)); }
+  void set(Value key, Value value) {
+    keys.push_back(std::move(key));
+    items.push_back(std::move(value));
+  }
   const Value* find(const std::string& key) const;
   const Value* find(int64_t key) const;
   // A number (Int or Float) as a double; throws CheckpointError naming `what` otherwise.

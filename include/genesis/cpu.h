@@ -69,8 +69,7 @@ double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t
 // The norm of every element times `factor` (rounded as the update rounds it, NOTE: [fused
 // clip norm]) and, in *nonfinite, whether any such value is inf or NaN: one read serves
 // the deferred clip and GradScaler's inf check.
-double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double factor,
-                   bool* nonfinite);
+double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t count, double factor, bool* nonfinite);
 // x = clamp(x, -limit, limit) over every element of every buffer.
 void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
 // x *= factor in place (clip_grad_norm_'s scale, GradScaler's unscale); returns true if any

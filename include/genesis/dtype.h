@@ -20,11 +20,16 @@ constexpr int kNumDTypes = 4;
 
 inline const char* dtype_name(DType d) {
   switch (d) {
-    case DType::Float32: return "float32";
-    case DType::Float64: return "float64";
-    case DType::Float16: return "float16";
-    case DType::BFloat16: return "bfloat16";
-    case DType::UInt8: return "uint8";
+    case DType::Float32:
+      return "float32";
+    case DType::Float64:
+      return "float64";
+    case DType::Float16:
+      return "float16";
+    case DType::BFloat16:
+      return "bfloat16";
+    case DType::UInt8:
+      return "uint8";
   }
   return "unknown";
 }
@@ -35,16 +40,35 @@ inline std::size_t dtype_size(DType d) {
 
 // 16-bit storage types. Nothing computes in them: values widen to float on load and round
 // once on store, so every rule only ever sees float or double registers.
-struct Half { uint16_t bits; };
-struct BFloat16 { uint16_t bits; };
+struct Half {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
 
 // The register type a storage type computes in.
-template <typename S> struct MathTypeOf { using type = float; };
-template <> struct MathTypeOf<double> { using type = double; };
-template <typename S> using MathType = typename MathTypeOf<S>::type;
+template <typename S>
+struct MathTypeOf {
+  using type = float;
+};
+template <>
+struct MathTypeOf<double> {
+  using type = double;
+};
+template <typename S>
+using MathType = typename MathTypeOf<S>::type;
 
-GENESIS_HD float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
-GENESIS_HD uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+GENESIS_HD float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+GENESIS_HD uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
 
 // NOTE: [16-bit conversions]
 // bfloat16 is the top half of a float32, so both directions are integer arithmetic. float16
@@ -98,16 +122,35 @@ GENESIS_HD uint16_t float_to_bfloat16_stochastic(float f, uint32_t random) {
 }
 
 // Widening load and rounding store: the only place a storage type meets a math type.
-template <typename M, typename S> GENESIS_HD M load(S x) { return static_cast<M>(x); }
-template <typename M> GENESIS_HD M load(Half x) { return static_cast<M>(half_to_float(x.bits)); }
-template <typename M> GENESIS_HD M load(BFloat16 x) { return static_cast<M>(bfloat16_to_float(x.bits)); }
+template <typename M, typename S>
+GENESIS_HD M load(S x) {
+  return static_cast<M>(x);
+}
+template <typename M>
+GENESIS_HD M load(Half x) {
+  return static_cast<M>(half_to_float(x.bits));
+}
+template <typename M>
+GENESIS_HD M load(BFloat16 x) {
+  return static_cast<M>(bfloat16_to_float(x.bits));
+}
 
-template <typename S, typename M> GENESIS_HD void store(S& dst, M v) { dst = static_cast<S>(v); }
-template <typename M> GENESIS_HD void store(Half& dst, M v) { dst.bits = float_to_half(static_cast<float>(v)); }
-template <typename M> GENESIS_HD void store(BFloat16& dst, M v) { dst.bits = float_to_bfloat16(static_cast<float>(v)); }
+template <typename S, typename M>
+GENESIS_HD void store(S& dst, M v) {
+  dst = static_cast<S>(v);
+}
+template <typename M>
+GENESIS_HD void store(Half& dst, M v) {
+  dst.bits = float_to_half(static_cast<float>(v));
+}
+template <typename M>
+GENESIS_HD void store(BFloat16& dst, M v) {
+  dst.bits = float_to_bfloat16(static_cast<float>(v));
+}
 
 // The runtime dtype of a storage type.
-template <typename S> constexpr DType dtype_of() {
+template <typename S>
+constexpr DType dtype_of() {
   if constexpr (std::is_same_v<S, double>) return DType::Float64;
   if constexpr (std::is_same_v<S, Half>) return DType::Float16;
   if constexpr (std::is_same_v<S, BFloat16>) return DType::BFloat16;
@@ -117,13 +160,19 @@ template <typename S> constexpr DType dtype_of() {
 // Maps a runtime dtype to its storage type and calls fn(tag) with a value of that type, so one
 // template instantiates per dtype instead of one hand-written copy per dtype. `op` names the
 // operation in the error for a dtype it does not support.
-template <typename Fn> decltype(auto) dispatch_dtype(DType d, const char* op, Fn&& fn) {
+template <typename Fn>
+decltype(auto) dispatch_dtype(DType d, const char* op, Fn&& fn) {
   switch (d) {
-    case DType::Float32: return fn(float{});
-    case DType::Float64: return fn(double{});
-    case DType::Float16: return fn(Half{});
-    case DType::BFloat16: return fn(BFloat16{});
-    case DType::UInt8: break;  // 8-bit state codes: no element type of their own
+    case DType::Float32:
+      return fn(float{});
+    case DType::Float64:
+      return fn(double{});
+    case DType::Float16:
+      return fn(Half{});
+    case DType::BFloat16:
+      return fn(BFloat16{});
+    case DType::UInt8:
+      break;  // 8-bit state codes: no element type of their own
   }
   throw std::invalid_argument(std::string(op) + ": unsupported dtype " + std::to_string(int(d)));
 }

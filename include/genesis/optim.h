@@ -38,7 +38,8 @@ struct ParamView {
   std::vector<int64_t> shape = {};
 };
 
-template <typename Options> struct ParamGroup {
+template <typename Options>
+struct ParamGroup {
   std::vector<ParamView> params;
   Options options;
   // 8-bit blockwise state (docs/low-bit-state.md, Python's state_dtype="int8") for parameters
@@ -51,7 +52,8 @@ template <typename Options> struct ParamGroup {
 // checkpoint format of genesis.save (the same layout as the Python optimizer's state_dict).
 // Errors throw std::invalid_argument (bad options or parameters) or
 // checkpoint::CheckpointError (a bad checkpoint); a failed load leaves the optimizer unchanged.
-template <typename Options> class Optimizer {
+template <typename Options>
+class Optimizer {
  public:
   using Group = ParamGroup<Options>;
   virtual ~Optimizer() = default;
@@ -119,7 +121,8 @@ template <typename Options> class Optimizer {
 // The optimizer of one rule (element-wise or reduction): state arrays, step counting and the CPU call come
 // from its RuleSpec (include/genesis/rules/<rule>.h); every rule of rules/list.h gets one,
 // named as torch names it: genesis::SGD, genesis::Adam, genesis::RMSprop, ...
-template <typename Options> class RuleOptimizer : public Optimizer<Options> {
+template <typename Options>
+class RuleOptimizer : public Optimizer<Options> {
  public:
   using Group = ParamGroup<Options>;
   explicit RuleOptimizer(std::vector<Group> groups) { this->init(std::move(groups)); }

@@ -49,7 +49,8 @@ constexpr float kQuantMax = 1.875f;
 GENESIS_HD int64_t quant_blocks(int64_t numel) { return (numel + kQuantBlock - 1) / kQuantBlock; }
 
 // kBias: the exponent bias (15 signed, 31 unsigned); kMaxMag: the largest magnitude code.
-template <bool kUnsigned> struct QuantMap {
+template <bool kUnsigned>
+struct QuantMap {
   static constexpr uint32_t kBias = kUnsigned ? 31 : 15;
   static constexpr uint32_t kMaxMag = kUnsigned ? 255 : 127;
   // float32 bits of the smallest normal magnitude, 2^(1 - bias)
@@ -59,7 +60,8 @@ template <bool kUnsigned> struct QuantMap {
 };
 
 // A normalized value x (|x| <= 1.875, or non-finite) -> its code.
-template <bool kUnsigned> GENESIS_HD uint32_t encode_code(float x) {
+template <bool kUnsigned>
+GENESIS_HD uint32_t encode_code(float x) {
   using M = QuantMap<kUnsigned>;
   const uint32_t u = float_to_bits(x);
   const uint32_t a = u & 0x7FFFFFFFu;
@@ -74,7 +76,8 @@ template <bool kUnsigned> GENESIS_HD uint32_t encode_code(float x) {
 }
 
 // A code -> its normalized value (exact).
-template <bool kUnsigned> GENESIS_HD float decode_code(uint32_t c) {
+template <bool kUnsigned>
+GENESIS_HD float decode_code(uint32_t c) {
   using M = QuantMap<kUnsigned>;
   const uint32_t mag = c & M::kMaxMag;
   const float normal = bits_to_float((mag + ((127u - M::kBias) << 3)) << 20);
@@ -151,12 +154,14 @@ inline void dequantize_array(const uint8_t* codes, const float* absmax, int64_t 
 // moments): those use the unsigned map, which spends the sign bit on precision and range. The
 // declaration is storage metadata next to state_names(); the math (apply) does not change.
 // A rule that declares nothing gets the signed map everywhere, which is always correct.
-template <typename O, typename = void> struct HasNonNegativeStates : std::false_type {};
+template <typename O, typename = void>
+struct HasNonNegativeStates : std::false_type {};
 template <typename O>
 struct HasNonNegativeStates<O, std::void_t<decltype(RuleSpec<O>::nonnegative_states(std::declval<const O&>()))>>
     : std::true_type {};
 
-template <typename O> std::vector<std::string> nonnegative_states(const O& o) {
+template <typename O>
+std::vector<std::string> nonnegative_states(const O& o) {
   if constexpr (HasNonNegativeStates<O>::value) {
     return RuleSpec<O>::nonnegative_states(o);
   } else {
@@ -166,7 +171,8 @@ template <typename O> std::vector<std::string> nonnegative_states(const O& o) {
 }
 
 // Bit k set: state slot k uses the unsigned map.
-template <typename O> unsigned unsigned_state_mask(const O& o) {
+template <typename O>
+unsigned unsigned_state_mask(const O& o) {
   const std::vector<std::string> names = RuleSpec<O>::state_names(o);
   const std::vector<std::string> nonneg = nonnegative_states(o);
   unsigned mask = 0;

@@ -39,8 +39,6 @@ GENESIS_HD uint32_t block_key(uint32_t key, uint64_t high) {
 // `key` (already adjusted by block_key for the upper bits). Only 32-bit arithmetic, so the CPU
 // loop vectorizes. Multiplying by an odd constant (a bijection) first spreads neighbouring
 // indices, which differ in few bits, over the whole word before the full mix.
-GENESIS_HD uint32_t random_bits(uint32_t key, uint32_t low) {
-  return mix32((low * 0x9E3779B1u) ^ key);
-}
+GENESIS_HD uint32_t random_bits(uint32_t key, uint32_t low) { return mix32((low * 0x9E3779B1u) ^ key); }
 
 }  // namespace genesis

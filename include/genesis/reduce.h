@@ -31,7 +31,7 @@ namespace genesis {
 // (Rule::scratch_size), in host memory on the CPU and device memory on CUDA (no host sync).
 constexpr int kLanes = 512;
 constexpr int64_t kSumChunk = int64_t(1) << 16;  // elements per task of a whole-tensor sum
-constexpr int kMaxSums = 2;                       // accumulators per lane
+constexpr int kMaxSums = 2;                      // accumulators per lane
 
 enum class TaskMode { Sum, Lanes, None };
 
@@ -69,7 +69,8 @@ struct TensorShape {
 
 // Rules whose RuleSpec says kReduction run through the reduction drivers
 // (csrc/cpu/reduce_driver.h, csrc/cuda/reduce_kernel.cuh) instead of the element-wise ones.
-template <typename Options, typename = void> struct IsReduction : std::false_type {};
+template <typename Options, typename = void>
+struct IsReduction : std::false_type {};
 template <typename Options>
 struct IsReduction<Options, std::enable_if_t<RuleSpec<Options>::kReduction>> : std::true_type {};
 

@@ -13,10 +13,11 @@ namespace genesis {
 // One tensor of a reduction step, as a rule's passes see it: typed element access through the
 // same loads and stores as the element-wise rules (update_element.h), the step t of this step,
 // and the tensor's double scratch.
-template <typename P, typename S, ParamStore kStore> struct TensorRef {
+template <typename P, typename S, ParamStore kStore>
+struct TensorRef {
   using T = MathType<P>;
   // The parameter dtype's machine epsilon (torch.finfo(dtype).eps).
-  static constexpr double kParamEpsilon = std::is_same_v<P, double>  ? 0x1p-52
+  static constexpr double kParamEpsilon = std::is_same_v<P, double>     ? 0x1p-52
                                           : std::is_same_v<P, Half>     ? 0x1p-10
                                           : std::is_same_v<P, BFloat16> ? 0x1p-7
                                                                         : 0x1p-23;
@@ -26,8 +27,8 @@ template <typename P, typename S, ParamStore kStore> struct TensorRef {
   S* state[kMaxStates];
   TensorShape shape;
   GradTransform<T> grad_transform;  // NOTE: [gradient transform]
-  uint32_t rng_key;  // stochastic rounding stream of this tensor and step
-  double t;          // this step's count (after the increment) for rules that count steps
+  uint32_t rng_key;                 // stochastic rounding stream of this tensor and step
+  double t;                         // this step's count (after the increment) for rules that count steps
   double* scratch;
 
   GENESIS_HD T p(int64_t i) const {

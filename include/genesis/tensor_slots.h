@@ -55,18 +55,17 @@ struct TensorSlots {
   uint64_t id = 0;
 };
 
-
 // A contiguous array of `numel` elements: what the clip reductions read and rescale.
 struct Buffer {
   void* data = nullptr;
   int64_t numel = 0;
 };
 
-
 // The state values of one element, as a rule sees them: references to three registers, indexed
 // with compile-time constants. Not an array: an array would live in memory, and the CPU
 // vectorizer treats its stores as scatters and gives up; these references stay registers.
-template <typename T> struct StateRegs {
+template <typename T>
+struct StateRegs {
   T& s0;
   T& s1;
   T& s2;

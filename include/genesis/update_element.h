@@ -24,7 +24,8 @@ enum class ParamStore { Nearest, Master, Stochastic };
 
 // How many per-tensor scalars a rule keeps (Rule::kScalars, 0 when it declares none), and its
 // coefficients from the step, freshness and those scalars. See NOTE: [per-tensor scalars].
-template <typename Rule, typename = void> struct ScalarCount : std::integral_constant<int, 0> {};
+template <typename Rule, typename = void>
+struct ScalarCount : std::integral_constant<int, 0> {};
 template <typename Rule>
 struct ScalarCount<Rule, std::void_t<decltype(Rule::kScalars)>> : std::integral_constant<int, Rule::kScalars> {};
 
@@ -41,7 +42,8 @@ GENESIS_HD typename Rule::template Coeffs<T> rule_coeffs(const typename Rule::Op
 
 // Reads a tensor's scalars (float32 pointers after its kStates arrays) and, after its update,
 // writes their advanced values (Rule::advance, from this step's t).
-template <typename Rule> GENESIS_HD TensorScalars load_scalars(void* const* state) {
+template <typename Rule>
+GENESIS_HD TensorScalars load_scalars(void* const* state) {
   TensorScalars s{};
   for (int j = 0; j < ScalarCount<Rule>::value; ++j) s.v[j] = *static_cast<const float*>(state[Rule::kStates + j]);
   return s;
@@ -63,19 +65,22 @@ GENESIS_HD void advance_scalars(const typename Rule::Options& o, double step, vo
 // eager passes' two 16-bit roundings). With no scaler and no clip the factors are 1 and the
 // limit infinite: the gradient passes through unchanged, bit for bit (NaN included).
 // Every driver's gradient load goes through load_grad (docs/mixed-precision.md#fused-clipping).
-template <typename T> struct GradTransform {
+template <typename T>
+struct GradTransform {
   T scale;  // 1/scale
   T coef;   // clip_grad_norm_'s min(max_norm / (norm + 1e-6), 1)
   T limit;  // clip_grad_value_'s bound
 };
 
 // The transform of one step (its pointers are device memory on CUDA, read where it runs).
-template <typename T> GENESIS_HD GradTransform<T> grad_transform(const StepConfig& config) {
+template <typename T>
+GENESIS_HD GradTransform<T> grad_transform(const StepConfig& config) {
   return {config.grad_scale ? T(*config.grad_scale) : T(1), config.clip_coef ? T(*config.clip_coef) : T(1),
           T(config.clip_value)};
 }
 
-template <typename T, typename P> GENESIS_HD T load_grad(const P& grad, const GradTransform<T>& x) {
+template <typename T, typename P>
+GENESIS_HD T load_grad(const P& grad, const GradTransform<T>& x) {
   const T scaled = load<T>(grad) * x.scale;
   return clamp_symmetric(T(scaled * x.coef), x.limit);
 }
@@ -83,7 +88,8 @@ template <typename T, typename P> GENESIS_HD T load_grad(const P& grad, const Gr
 // The loads and stores every rule's elements go through, with load_grad above: the element-wise
 // update below and the passes of the reduction rules (include/genesis/reduce.h), so that a
 // change to how gradients or parameters are read applies to every rule.
-template <ParamStore kStore, typename T, typename P> GENESIS_HD T load_param(const P& param, const float& master) {
+template <ParamStore kStore, typename T, typename P>
+GENESIS_HD T load_param(const P& param, const float& master) {
   if constexpr (kStore == ParamStore::Master) {
     // NOTE: [master re-seed]
     // After every step the parameter holds exactly the rounding of its master copy. An element
@@ -128,7 +134,8 @@ GENESIS_HD void update_element(P& param, const P& grad, float& master, S& s0, S&
 // Checks a StepConfig and calls fn(P{}, S{}, std::integral_constant<ParamStore, kStore>{}) for
 // its parameter storage P, state storage S and parameter store: the one place every backend
 // learns which combinations exist (only those are instantiated).
-template <typename Fn> void dispatch_storage(const char* op, const StepConfig& config, Fn&& fn) {
+template <typename Fn>
+void dispatch_storage(const char* op, const StepConfig& config, Fn&& fn) {
   if (!supported_storage(config.param_dtype, config.state_dtype))
     throw std::invalid_argument(std::string(op) + ": state dtype " + dtype_name(config.state_dtype) +
                                 " is not supported for " + dtype_name(config.param_dtype) + " parameters");
@@ -136,7 +143,8 @@ template <typename Fn> void dispatch_storage(const char* op, const StepConfig& c
   if (config.master_weights && !half_param)
     throw std::invalid_argument(std::string(op) + ": master weights are for float16/bfloat16 parameters");
   if (config.stochastic_rounding && (config.param_dtype != DType::BFloat16 || config.master_weights))
-    throw std::invalid_argument(std::string(op) + ": stochastic rounding is for bfloat16 parameters without master weights");
+    throw std::invalid_argument(std::string(op) +
+                                ": stochastic rounding is for bfloat16 parameters without master weights");
   using Nearest = std::integral_constant<ParamStore, ParamStore::Nearest>;
   using Master = std::integral_constant<ParamStore, ParamStore::Master>;
   using Stochastic = std::integral_constant<ParamStore, ParamStore::Stochastic>;

@@ -7,6 +7,9 @@
 
 namespace genesis {
 
-template <typename Options> void validate(const Options& o) { RuleSpec<Options>::validate(o); }
+template <typename Options>
+void validate(const Options& o) {
+  RuleSpec<Options>::validate(o);
+}
 
 }  // namespace genesis

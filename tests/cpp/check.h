@@ -26,18 +26,25 @@ inline bool close(double a, double b, double rtol, double atol = 0.0) {
 
 }  // namespace check
 
-#define TEST(name)                                              \
-  static void name();                                           \
-  static check::Register name##_registration(#name, name);     \
+#define TEST(name)                                         \
+  static void name();                                      \
+  static check::Register name##_registration(#name, name); \
   static void name()
 
-#define CHECK(cond) \
-  do { if (!(cond)) check::fail(__FILE__, __LINE__, #cond); } while (0)
+#define CHECK(cond)                                      \
+  do {                                                   \
+    if (!(cond)) check::fail(__FILE__, __LINE__, #cond); \
+  } while (0)
 
 // Passes when `stmt` throws an exception of type `type`.
-#define CHECK_THROWS(type, stmt)                                             \
-  do {                                                                       \
-    bool thrown_ = false;                                                    \
-    try { stmt; } catch (const type&) { thrown_ = true; } catch (...) {}    \
+#define CHECK_THROWS(type, stmt)                                                 \
+  do {                                                                           \
+    bool thrown_ = false;                                                        \
+    try {                                                                        \
+      stmt;                                                                      \
+    } catch (const type&) {                                                      \
+      thrown_ = true;                                                            \
+    } catch (...) {                                                              \
+    }                                                                            \
     if (!thrown_) check::fail(__FILE__, __LINE__, "expected " #type ": " #stmt); \
   } while (0)

@@ -39,7 +39,8 @@ TEST(checkpoint_round_trip) {
   const std::vector<unsigned char> bytes = encode(sample());
   const Document back = decode(bytes.data(), bytes.size());
   CHECK(back.arrays.size() == 2);
-  CHECK(back.arrays[0].shape == std::vector<int64_t>({2, 2}) && back.arrays[0].bytes == std::vector<unsigned char>(16, 7));
+  CHECK(back.arrays[0].shape == std::vector<int64_t>({2, 2}) &&
+        back.arrays[0].bytes == std::vector<unsigned char>(16, 7));
   CHECK(back.root.find(int64_t(-5))->array == 0);
   const Value* t = back.root.find(std::string("tuple"));
   CHECK(t->kind == Value::Kind::Tuple && t->items[0].number == 0.9 && std::signbit(t->items[1].number));
@@ -75,7 +76,7 @@ TEST(reads_a_checkpoint_written_by_python) {
   const AdamwFixture computed;
   std::vector<float> q0(4), q1(6);
   AdamW loaded(std::vector<AdamW::Group>{{{{q0.data(), nullptr, 4, DType::Float32}}, adamw_defaults()},
-                                        {{{q1.data(), nullptr, 6, DType::Float32}}, adamw_defaults()}});
+                                         {{{q1.data(), nullptr, 6, DType::Float32}}, adamw_defaults()}});
   loaded.load(GENESIS_TEST_DATA "/python_adamw.genesis");
   const AdamOptions& o0 = loaded.param_groups()[0].options;
   const AdamOptions& o1 = loaded.param_groups()[1].options;
@@ -142,7 +143,8 @@ TEST(replacing_a_large_file_releases_the_old_one_and_keeps_the_new_one) {
   const std::string path = (folder / "big.genesis").string();
   auto big = [](unsigned char fill) {
     Document doc;
-    doc.arrays.push_back({genesis::DType::Float32, {int64_t(17) << 20}, std::vector<unsigned char>(size_t(68) << 20, fill)});
+    doc.arrays.push_back(
+        {genesis::DType::Float32, {int64_t(17) << 20}, std::vector<unsigned char>(size_t(68) << 20, fill)});
     doc.root = Value::array_ref(0);
     return doc;
   };
@@ -164,7 +166,8 @@ TEST(concurrent_readers_see_the_old_or_the_new_file_only) {
   const std::string path = (folder / "shared.genesis").string();
   std::vector<Document> versions(2);
   for (size_t v = 0; v < 2; ++v) {  // 4 MiB each, so that each save takes a while
-    versions[v].arrays.push_back({genesis::DType::Float32, {1 << 20}, std::vector<unsigned char>(4 << 20, (unsigned char)(v + 1))});
+    versions[v].arrays.push_back(
+        {genesis::DType::Float32, {1 << 20}, std::vector<unsigned char>(4 << 20, (unsigned char)(v + 1))});
     versions[v].root = Value::array_ref(0);
   }
   save_file(versions[0], path);

@@ -19,8 +19,10 @@ TEST(crc32_matches_zlib) {
       mismatches += genesis::checkpoint::crc32(start, p, n) != static_cast<uint32_t>(crc32_z(start, p, n));
     }
   CHECK(mismatches == 0);
-  CHECK(genesis::checkpoint::crc32(0, data.data() + 3, 1 << 20) == static_cast<uint32_t>(crc32_z(0, data.data() + 3, 1 << 20)));
+  CHECK(genesis::checkpoint::crc32(0, data.data() + 3, 1 << 20) ==
+        static_cast<uint32_t>(crc32_z(0, data.data() + 3, 1 << 20)));
   // Continuing from a previous CRC is the same as one pass (the chunked reader relies on it).
   const uint32_t first = genesis::checkpoint::crc32(0, data.data(), 1000);
-  CHECK(genesis::checkpoint::crc32(first, data.data() + 1000, 5000) == static_cast<uint32_t>(crc32_z(0, data.data(), 6000)));
+  CHECK(genesis::checkpoint::crc32(first, data.data() + 1000, 5000) ==
+        static_cast<uint32_t>(crc32_z(0, data.data(), 6000)));
 }

@@ -18,14 +18,14 @@
 namespace {
 
 int failures = 0;
-#define EXPECT(cond, ...)                           \
-  do {                                              \
-    if (!(cond)) {                                  \
-      ++failures;                                   \
+#define EXPECT(cond, ...)                          \
+  do {                                             \
+    if (!(cond)) {                                 \
+      ++failures;                                  \
       std::printf("  FAILED line %d: ", __LINE__); \
-      std::printf(__VA_ARGS__);                     \
-      std::printf("\n");                            \
-    }                                               \
+      std::printf(__VA_ARGS__);                    \
+      std::printf("\n");                           \
+    }                                              \
   } while (0)
 
 void ok(cudaError_t e) {
@@ -35,7 +35,8 @@ void ok(cudaError_t e) {
   }
 }
 
-template <typename S> std::vector<S> random_storage(std::mt19937& rng, size_t n, float scale) {
+template <typename S>
+std::vector<S> random_storage(std::mt19937& rng, size_t n, float scale) {
   std::normal_distribution<float> normal(0.0f, scale);
   std::vector<S> v(n);
   for (S& x : v) genesis::store(x, normal(rng));
@@ -44,7 +45,8 @@ template <typename S> std::vector<S> random_storage(std::mt19937& rng, size_t n,
 
 std::vector<void*> allocations;
 
-template <typename T> T* to_device(const std::vector<T>& v) {
+template <typename T>
+T* to_device(const std::vector<T>& v) {
   T* d = nullptr;
   ok(cudaMalloc(&d, sizeof(T) * std::max<size_t>(v.size(), 1)));
   allocations.push_back(d);
@@ -52,7 +54,8 @@ template <typename T> T* to_device(const std::vector<T>& v) {
   return d;
 }
 
-template <typename T> std::vector<T> to_host(const T* d, size_t n) {
+template <typename T>
+std::vector<T> to_host(const T* d, size_t n) {
   std::vector<T> v(n);
   if (n) ok(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
   return v;
@@ -65,14 +68,16 @@ void free_all() {
 }
 
 // The index of the first element whose bits differ, or -1.
-template <typename T> int64_t first_difference(const T* a, const T* b, int64_t n) {
+template <typename T>
+int64_t first_difference(const T* a, const T* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i)
     if (std::memcmp(a + i, b + i, sizeof(T)) != 0) return i;
   return -1;
 }
 
 // One parameter's host arrays; the device copies hang off the GPU TensorSlots.
-template <typename P, typename S> struct Case {
+template <typename P, typename S>
+struct Case {
   std::vector<P> p, g;
   std::vector<S> s[3];
   std::vector<float> master;
@@ -152,18 +157,21 @@ void compare(const char* label, const Setup& setup, const Step& cpu_step, const 
   };
   for (size_t t = 0; t < sizes.size(); ++t) {
     const int64_t n = sizes[t];
-    report("parameter", t, first_difference(static_cast<P*>(cpu[t].param), to_host(static_cast<P*>(gpu[t].param), n).data(), n));
+    report("parameter", t,
+           first_difference(static_cast<P*>(cpu[t].param), to_host(static_cast<P*>(gpu[t].param), n).data(), n));
     for (int k = 0; k < setup.states; ++k) {
       const std::string name = "state " + std::to_string(k);
-      report(name.c_str(), t, first_difference(static_cast<S*>(cpu[t].state[k]), to_host(static_cast<S*>(gpu[t].state[k]), n).data(), n));
+      report(
+          name.c_str(), t,
+          first_difference(static_cast<S*>(cpu[t].state[k]), to_host(static_cast<S*>(gpu[t].state[k]), n).data(), n));
     }
     if (setup.master) report("master", t, first_difference(cpu[t].master, to_host(gpu[t].master, n).data(), n));
     if (setup.device_counter) {
       const float dstep = to_host(gpu[t].step, 1)[0];
       // SGD's device counter counts applied steps, which the CPU does not track.
       const float expected = *cpu[t].step != 0.0f ? *cpu[t].step : float(setup.steps);
-      EXPECT(dstep == expected, "%s tensor %zu (n=%lld): device step %g, expected %g", label, t,
-             (long long)sizes[t], dstep, expected);
+      EXPECT(dstep == expected, "%s tensor %zu (n=%lld): device step %g, expected %g", label, t, (long long)sizes[t],
+             dstep, expected);
     }
   }
   free_all();
@@ -190,7 +198,8 @@ int main() {
     host.clip_value = device.clip_value = 0.1;
     device.grad_scale = to_device(std::vector<float>{inv_scale});
     device.clip_coef = to_device(std::vector<double>{coef});
-    compare<float, float>("adamw f32, scale x clip coefficient + clamp", Setup{2},
+    compare<float, float>(
+        "adamw f32, scale x clip coefficient + clamp", Setup{2},
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, host, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, device, t, n, nullptr); });
   }
@@ -199,7 +208,8 @@ int main() {
     adam.amsgrad = amsgrad;
     StepConfig c;
     Setup s{amsgrad ? 3 : 2};
-    compare<float, float>(amsgrad ? "adamw f32 amsgrad" : "adamw f32", s,
+    compare<float, float>(
+        amsgrad ? "adamw f32 amsgrad" : "adamw f32", s,
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); }, /*many=*/!amsgrad);
   }
@@ -213,8 +223,8 @@ int main() {
     StepConfig c;
     c.param_dtype = DType::Float64;
     c.state_dtype = DType::Float64;
-    compare<double, double>("adam f64", Setup{2},
-        [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, false, c, t, n); },
+    compare<double, double>(
+        "adam f64", Setup{2}, [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, false, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, false, c, t, n, nullptr); });
   }
   {
@@ -222,20 +232,20 @@ int main() {
     StepConfig c;
     c.param_dtype = DType::BFloat16;
     c.master_weights = true;
-    compare<BFloat16, float>("adamw bf16 master", Setup{2, true},
-        [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
+    compare<BFloat16, float>(
+        "adamw bf16 master", Setup{2, true}, [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); });
     c.master_weights = false;
     c.stochastic_rounding = true;
     c.seed = 7;
-    compare<BFloat16, BFloat16>("adamw bf16 stochastic", Setup{2},
-        [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
+    compare<BFloat16, BFloat16>(
+        "adamw bf16 stochastic", Setup{2}, [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); });
     c.stochastic_rounding = false;
     c.param_dtype = DType::Float16;
     c.state_dtype = DType::BFloat16;
-    compare<Half, BFloat16>("adamw f16 bf16-state", Setup{2},
-        [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
+    compare<Half, BFloat16>(
+        "adamw f16 bf16-state", Setup{2}, [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, c, t, n, nullptr); });
   }
   for (bool nesterov : {false, true}) {
@@ -244,8 +254,8 @@ int main() {
       StepConfig c;
       Setup s{1};
       s.device_counter = device_counter;  // SGD's first step decided on the device, or by the host flag
-      compare<float, float>(nesterov ? "sgd nesterov" : "sgd", s,
-          [&](TensorSlots* t, int64_t n) { cpu::sgd_step(sgd, c, t, n); },
+      compare<float, float>(
+          nesterov ? "sgd nesterov" : "sgd", s, [&](TensorSlots* t, int64_t n) { cpu::sgd_step(sgd, c, t, n); },
           [&](TensorSlots* t, int64_t n) { cuda::sgd_step(sgd, c, t, n, nullptr); });
     }
   }
@@ -254,15 +264,15 @@ int main() {
     StepConfig c;
     Setup s{0};
     s.device_counter = false;
-    compare<float, float>("sgd plain maximize", s,
-        [&](TensorSlots* t, int64_t n) { cpu::sgd_step(plain, c, t, n); },
+    compare<float, float>(
+        "sgd plain maximize", s, [&](TensorSlots* t, int64_t n) { cpu::sgd_step(plain, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::sgd_step(plain, c, t, n, nullptr); });
   }
   {
     const RmspropOptions rms{0.01, 0.99, 1e-8, 0.0, 0.9, true, false};
     StepConfig c;
-    compare<float, float>("rmsprop centered momentum", Setup{3},
-        [&](TensorSlots* t, int64_t n) { cpu::rmsprop_step(rms, c, t, n); },
+    compare<float, float>(
+        "rmsprop centered momentum", Setup{3}, [&](TensorSlots* t, int64_t n) { cpu::rmsprop_step(rms, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::rmsprop_step(rms, c, t, n, nullptr); });
   }
   {
@@ -271,17 +281,28 @@ int main() {
     LambOptions lamb;
     lamb.weight_decay = 0.1;
     StepConfig c;
-    compare<float, float>("lamb", Setup{2},
-        [&](TensorSlots* t, int64_t n) { cpu::step(lamb, c, t, n); },
+    compare<float, float>(
+        "lamb", Setup{2}, [&](TensorSlots* t, int64_t n) { cpu::step(lamb, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::step(lamb, c, t, n, nullptr); }, /*many=*/true);
     AdafactorOptions adafactor;
     adafactor.weight_decay = 0.1;
-    compare<float, float>("adafactor vectors", Setup{1},
-        [&](TensorSlots* t, int64_t n) { cpu::step(adafactor, c, t, n); },
+    compare<float, float>(
+        "adafactor vectors", Setup{1}, [&](TensorSlots* t, int64_t n) { cpu::step(adafactor, c, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::step(adafactor, c, t, n, nullptr); }, /*many=*/true);
-    compare<BFloat16, float>("lamb bfloat16 master", Setup{2, true},
-        [&](TensorSlots* t, int64_t n) { StepConfig m; m.param_dtype = DType::BFloat16; m.master_weights = true; cpu::step(lamb, m, t, n); },
-        [&](TensorSlots* t, int64_t n) { StepConfig m; m.param_dtype = DType::BFloat16; m.master_weights = true; cuda::step(lamb, m, t, n, nullptr); });
+    compare<BFloat16, float>(
+        "lamb bfloat16 master", Setup{2, true},
+        [&](TensorSlots* t, int64_t n) {
+          StepConfig m;
+          m.param_dtype = DType::BFloat16;
+          m.master_weights = true;
+          cpu::step(lamb, m, t, n);
+        },
+        [&](TensorSlots* t, int64_t n) {
+          StepConfig m;
+          m.param_dtype = DType::BFloat16;
+          m.master_weights = true;
+          cuda::step(lamb, m, t, n, nullptr);
+        });
   }
   {
     // Device-side GradScaler inputs: 1/scale read by the kernels, found_inf clear.
@@ -291,7 +312,8 @@ int main() {
     cpu_config.grad_scale = &inv;
     gpu_config.grad_scale = to_device(std::vector<float>{inv});
     gpu_config.found_inf = to_device(std::vector<float>{0.0f});
-    compare<float, float>("adamw device grad scale", Setup{2},
+    compare<float, float>(
+        "adamw device grad scale", Setup{2},
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, cpu_config, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, gpu_config, t, n, nullptr); });
   }
@@ -363,7 +385,8 @@ int main() {
       const double first = to_host(total, 1)[0];
       cuda::global_norm(norm_type, DType::Float32, dev.data(), 2, total, workspace, nullptr);
       const double second = to_host(total, 1)[0];
-      EXPECT(std::fabs(first - expected) <= 1e-12 * expected, "norm %g: gpu %.17g cpu %.17g", norm_type, first, expected);
+      EXPECT(std::fabs(first - expected) <= 1e-12 * expected, "norm %g: gpu %.17g cpu %.17g", norm_type, first,
+             expected);
       EXPECT(std::memcmp(&first, &second, sizeof(double)) == 0, "norm %g is not deterministic", norm_type);
     }
     // Clip: the same coefficient as the CPU's on the same norm, so the same bits.
@@ -371,16 +394,18 @@ int main() {
     const double norm = to_host(total, 1)[0];
     cuda::clip_by_norm(1.0, total, DType::Float32, dev.data(), 2, nullptr);
     cpu::unscale(1.0 / (norm + 1e-6), DType::Float32, host.data(), 2);
-    EXPECT(first_difference(a.data(), to_host(static_cast<float*>(dev[0].data), a.size()).data(), (int64_t)a.size()) < 0,
-           "clipped gradients differ from the CPU's");
+    EXPECT(
+        first_difference(a.data(), to_host(static_cast<float*>(dev[0].data), a.size()).data(), (int64_t)a.size()) < 0,
+        "clipped gradients differ from the CPU's");
     EXPECT(first_difference(b.data(), to_host(b_dev + 1, b.size()).data(), (int64_t)b.size()) < 0,
            "clipped unaligned gradients differ from the CPU's");
     cuda::global_norm(2.0, DType::Float32, dev.data(), 2, total, workspace, nullptr);
     EXPECT(std::fabs(to_host(total, 1)[0] - 1.0) < 1e-5, "clipped norm %g", to_host(total, 1)[0]);
     cuda::clamp(0.001, DType::Float32, dev.data(), 2, nullptr);
     cpu::clamp(0.001, DType::Float32, host.data(), 2);
-    EXPECT(first_difference(a.data(), to_host(static_cast<float*>(dev[0].data), a.size()).data(), (int64_t)a.size()) < 0,
-           "clamped gradients differ from the CPU's");
+    EXPECT(
+        first_difference(a.data(), to_host(static_cast<float*>(dev[0].data), a.size()).data(), (int64_t)a.size()) < 0,
+        "clamped gradients differ from the CPU's");
     float* found = to_device(std::vector<float>{0.0f});
     cuda::unscale(nullptr, DType::Float32, dev.data(), 2, found, nullptr);
     EXPECT(to_host(found, 1)[0] == 0.0f, "finite gradients reported non-finite");

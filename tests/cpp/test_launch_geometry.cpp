@@ -44,10 +44,14 @@ RandomList random_list(std::mt19937_64& rng, bool huge_allowed) {
   for (int t = 0; t < count; ++t) {
     TensorSlots& s = l.slots[t];
     const int kind = int(rng() % 10);
-    if (kind == 0) s.numel = 0;
-    else if (kind < 4) s.numel = 1 + int64_t(rng() % 16);
-    else if (huge_allowed && kind == 9 && rng() % 8 == 0) s.numel = kChunk * (kTableBlocks + int64_t(rng() % 3000)) + int64_t(rng() % 7);
-    else s.numel = int64_t(rng() % (3 * kChunk + 1));
+    if (kind == 0)
+      s.numel = 0;
+    else if (kind < 4)
+      s.numel = 1 + int64_t(rng() % 16);
+    else if (huge_allowed && kind == 9 && rng() % 8 == 0)
+      s.numel = kChunk * (kTableBlocks + int64_t(rng() % 3000)) + int64_t(rng() % 7);
+    else
+      s.numel = int64_t(rng() % (3 * kChunk + 1));
     const bool all_aligned = rng() % 3 != 0;
     auto maybe = [&](int b) { return address(rng, b, all_aligned || rng() % 4 != 0); };
     s.param = maybe(l.param_bytes);
@@ -97,7 +101,8 @@ void check_list(const RandomList& l, bool elements) {
       const TensorSlots& s = l.slots[size_t(t)];
       // the slot holds this tensor's arrays, and the vector path only when all are aligned
       CHECK(b.table.ptr[0][slot] == s.param && b.table.ptr[1][slot] == s.grad && b.table.ptr[2][slot] == s.master);
-      CHECK(b.table.ptr[3][slot] == s.state[0] && b.table.ptr[4][slot] == s.state[1] && b.table.ptr[5][slot] == s.state[2]);
+      CHECK(b.table.ptr[3][slot] == s.state[0] && b.table.ptr[4][slot] == s.state[1] &&
+            b.table.ptr[5][slot] == s.state[2]);
       CHECK(b.table.numel[slot] == s.numel && b.table.step[slot] == s.step);
       CHECK(((b.table.flags[slot] & kVectorPath) != 0) == all_aligned(s, l.param_bytes, l.state_bytes));
       CHECK(((b.table.flags[slot] & kFresh) != 0) == s.fresh);

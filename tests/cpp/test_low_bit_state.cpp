@@ -6,8 +6,8 @@
 
 #include <cstring>
 #include <memory>
-#include <stdexcept>
 #include <random>
+#include <stdexcept>
 
 #include "check.h"
 
@@ -77,7 +77,8 @@ TEST(int8_state_checkpoints_round_trip_and_convert) {
   const int n = 3000;
   std::vector<float> a = randn(rng, n), ga(n), b = a, gb(n), c = a, gc(n);
   AdamW straight({int8_group({{a.data(), ga.data(), n, DType::Float32}}, 0)});
-  auto resumed = std::make_unique<AdamW>(std::vector<ParamGroup<AdamOptions>>{int8_group({{b.data(), gb.data(), n, DType::Float32}}, 0)});
+  auto resumed = std::make_unique<AdamW>(
+      std::vector<ParamGroup<AdamOptions>>{int8_group({{b.data(), gb.data(), n, DType::Float32}}, 0)});
   for (int t = 0; t < 12; ++t) {
     const std::vector<float> grad = randn(rng, n);
     ga = grad;
@@ -119,7 +120,8 @@ TEST(int8_state_checkpoints_round_trip_and_convert) {
   CHECK(std::memcmp(requant.data(), state_array(back, 0, "exp_avg_sq")->bytes.data(), n) == 0);
   // Codes without their scales are refused.
   checkpoint::Document broken = straight.state_dict();
-  checkpoint::Value& st = entry(entry(broken.root, checkpoint::Value::of(std::string("state"))), checkpoint::Value::of(int64_t(0)));
+  checkpoint::Value& st =
+      entry(entry(broken.root, checkpoint::Value::of(std::string("state"))), checkpoint::Value::of(int64_t(0)));
   entry(st, checkpoint::Value::of(std::string("exp_avg_absmax"))) = checkpoint::Value::of(1.0);
   bool threw = false;
   try {

@@ -31,8 +31,10 @@ std::vector<double> reference_adam(std::vector<double> p, const std::vector<std:
   for (size_t t = 1; t <= grads.size(); ++t) {
     for (size_t i = 0; i < p.size(); ++i) {
       double g = o.maximize ? -grads[t - 1][i] : grads[t - 1][i];
-      if (decoupled) p[i] *= 1 - o.lr * o.weight_decay;
-      else g += o.weight_decay * p[i];
+      if (decoupled)
+        p[i] *= 1 - o.lr * o.weight_decay;
+      else
+        g += o.weight_decay * p[i];
       m[i] = o.beta1 * m[i] + (1 - o.beta1) * g;
       v[i] = o.beta2 * v[i] + (1 - o.beta2) * g * g;
       double vhat = v[i];
@@ -110,7 +112,8 @@ void check_against_reference(const char* label, Make make, Reference reference) 
     }
     for (int i = 0; i < n; ++i) {
       if (!check::close(p[i], expected[i], 1e-12, 1e-14) || !check::close(pf[i], expected[i], 1e-4, 1e-5)) {
-        std::printf("  %s n=%d i=%d: float64 %.17g float32 %.9g reference %.17g\n", label, n, i, p[i], pf[i], expected[i]);
+        std::printf("  %s n=%d i=%d: float64 %.17g float32 %.9g reference %.17g\n", label, n, i, p[i], pf[i],
+                    expected[i]);
         CHECK(false);
         return;
       }
@@ -137,8 +140,10 @@ TEST(adam_and_adamw_match_reference) {
 }
 
 TEST(sgd_matches_reference) {
-  const SgdOptions variants[] = {{0.1, 0, 0, 0, false, false},      {0.1, 0.9, 0, 0.01, false, false},
-                                 {0.1, 0.9, 0.2, 0, false, true},    {0.1, 0.9, 0, 0.01, true, false}};
+  const SgdOptions variants[] = {{0.1, 0, 0, 0, false, false},
+                                 {0.1, 0.9, 0, 0.01, false, false},
+                                 {0.1, 0.9, 0.2, 0, false, true},
+                                 {0.1, 0.9, 0, 0.01, true, false}};
   for (const SgdOptions& o : variants)
     check_against_reference(
         "sgd", [&](std::vector<ParamView> ps) { return std::make_unique<SGD>(ps, o); },
@@ -174,7 +179,8 @@ TEST(state_save_and_restore_resumes_exactly) {
     resumed->step();
     if (t == 9) {
       resumed->save("resume_state.gckpt");
-      resumed = std::make_unique<AdamW>(std::vector<ParamView>{{b.data(), gb.data(), n, DType::Float32}}, adamw_defaults());
+      resumed =
+          std::make_unique<AdamW>(std::vector<ParamView>{{b.data(), gb.data(), n, DType::Float32}}, adamw_defaults());
       resumed->load("resume_state.gckpt");
       CHECK(resumed->param_groups()[0].options.amsgrad);
     }
@@ -288,7 +294,8 @@ TEST(clip_grad_norm_and_value) {
 
 // The deferred clip (docs/mixed-precision.md#fused-clipping): opt.clip_grad_norm then opt.step()
 // gives the bits of genesis::clip_grad_norm then step(), for several rules, and writes no gradient.
-template <typename Opt, typename Options> void check_deferred_clip(const Options& options) {
+template <typename Opt, typename Options>
+void check_deferred_clip(const Options& options) {
   const int n = 37;
   std::vector<float> pf(n), pe(n), gf(n), ge(n), hf(5), he(5), kf(5), ke(5);
   for (int i = 0; i < n; ++i) pf[i] = pe[i] = std::sin(0.3f * i);

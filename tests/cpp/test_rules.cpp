@@ -36,7 +36,8 @@ struct Run {
   }
 };
 
-template <typename Optimizer, typename Options> void check_resume(Options o) {
+template <typename Optimizer, typename Options>
+void check_resume(Options o) {
   Run whole(1), first(1), second(1);
   Optimizer straight(whole.params(), o);
   Optimizer before(first.params(), o);
@@ -73,14 +74,14 @@ template <typename Optimizer, typename Options> void check_resume(Options o) {
 
 }  // namespace
 
-TEST(every_rule_resumes_from_its_state_dict_bit_for_bit) {
+TEST(every_rule_resumes_from_its_state_dict_bit_for_bit){
 #define GENESIS_CHECK_RESUME(rule, Options, Class) \
   {                                                \
     Options o;                                     \
     if (o.lr == 0.0) o.lr = 0.01;                  \
     check_resume<Class>(o);                        \
   }
-  GENESIS_RULES(GENESIS_CHECK_RESUME)
+    GENESIS_RULES(GENESIS_CHECK_RESUME)
 #undef GENESIS_CHECK_RESUME
 }
 
@@ -92,10 +93,12 @@ TEST(nadam_mu_product_follows_the_schedule) {
   for (int step = 1; step <= 3; ++step) {
     run.grads(step);
     opt.step();
-    product = static_cast<float>(product) * static_cast<float>(o.beta1 * (1.0 - 0.5 * std::pow(0.96, step * o.momentum_decay)));
+    product = static_cast<float>(product) *
+              static_cast<float>(o.beta1 * (1.0 - 0.5 * std::pow(0.96, step * o.momentum_decay)));
   }
   const checkpoint::Document doc = opt.state_dict();
-  const checkpoint::Value* value = doc.root.find(std::string("state"))->find(int64_t(1))->find(std::string("mu_product"));
+  const checkpoint::Value* value =
+      doc.root.find(std::string("state"))->find(int64_t(1))->find(std::string("mu_product"));
   float saved;
   std::memcpy(&saved, doc.arrays.at(value->array).bytes.data(), sizeof(float));
   CHECK(saved == static_cast<float>(product));

@@ -35,7 +35,7 @@ def split(blob):
     """(header text, data section + checksum table) of a checkpoint."""
     header_nbytes = PREAMBLE.unpack_from(blob)[3]
     data_start = -(-(PREAMBLE.size + header_nbytes) // 64) * 64
-    return blob[PREAMBLE.size:PREAMBLE.size + header_nbytes], blob[data_start:]
+    return blob[PREAMBLE.size : PREAMBLE.size + header_nbytes], blob[data_start:]
 
 
 def build(header, rest, version=1, magic=MAGIC):
@@ -65,8 +65,8 @@ def recheck(blob):
     """Recompute the buffer checksums of a checkpoint whose data was edited on purpose."""
     header, rest = split(blob)
     entries = json.loads(header)["buffers"]
-    crcs = [zlib.crc32(rest[e["offset"]:e["offset"] + e["nbytes"]]) for e in entries]
-    return blob[:len(blob) - 4 * len(entries)] + struct.pack(f"<{len(crcs)}I", *crcs)
+    crcs = [zlib.crc32(rest[e["offset"] : e["offset"] + e["nbytes"]]) for e in entries]
+    return blob[: len(blob) - 4 * len(entries)] + struct.pack(f"<{len(crcs)}I", *crcs)
 
 
 def corpus():
@@ -75,8 +75,10 @@ def corpus():
     floats = saved({"x": np.arange(3, dtype=np.float64)})
     scalars = saved({"k": [1, 2.5, None, True, "s"]})
     nothing = saved(None)
-    torch_entry = ('{"buffers": [{"type": "torch.Tensor", "dtype": "float32", "shape": [1], "device": "cpu", '
-                   '"offset": 0, "nbytes": 4}], "root": {"array": 0}}')
+    torch_entry = (
+        '{"buffers": [{"type": "torch.Tensor", "dtype": "float32", "shape": [1], "device": "cpu", '
+        '"offset": 0, "nbytes": 4}], "root": {"array": 0}}'
+    )
     one_float = struct.pack("<f", 1.0) + struct.pack("<I", zlib.crc32(struct.pack("<f", 1.0)))
     header_end = PREAMBLE.size + PREAMBLE.unpack_from(floats)[3]
 
@@ -88,9 +90,16 @@ def corpus():
 
     ordered = collections.OrderedDict(w=np.ones(2, np.float32))
     ordered._metadata = collections.OrderedDict([("", {"version": 2})])
-    version_2 = saved({"od": ordered, "size": torch.Size([2, 3]), "p": torch.nn.Parameter(torch.arange(3.0)),
-                       "ip": torch.nn.Parameter(torch.arange(2), requires_grad=False),
-                       "gp": genesis.nn.Parameter(np.arange(2.0)), "plain": collections.OrderedDict(a=1)})
+    version_2 = saved(
+        {
+            "od": ordered,
+            "size": torch.Size([2, 3]),
+            "p": torch.nn.Parameter(torch.arange(3.0)),
+            "ip": torch.nn.Parameter(torch.arange(2), requires_grad=False),
+            "gp": genesis.nn.Parameter(np.arange(2.0)),
+            "plain": collections.OrderedDict(a=1),
+        }
+    )
 
     def nested_ordered_dicts(levels):
         value = None
@@ -176,14 +185,18 @@ def corpus():
         "value_dict_list_key": header_only('{"buffers": [], "root": {"dict": [[{"list": []}, null]]}}'),
         "value_dict_repeated_key": header_only('{"buffers": [], "root": {"dict": [["a", null], ["a", 1]]}}'),
         "value_dict_int_equals_float": header_only(
-            '{"buffers": [], "root": {"dict": [[{"int": "0x1"}, null], [{"float": "3ff0000000000000"}, null]]}}'),
+            '{"buffers": [], "root": {"dict": [[{"int": "0x1"}, null], [{"float": "3ff0000000000000"}, null]]}}'
+        ),
         "value_dict_true_equals_one": header_only(
-            '{"buffers": [], "root": {"dict": [[true, null], [{"int": "0x01"}, null]]}}'),
+            '{"buffers": [], "root": {"dict": [[true, null], [{"int": "0x01"}, null]]}}'
+        ),
         "value_dict_zero_equals_minus_zero": header_only(
-            '{"buffers": [], "root": {"dict": [[{"int": "-0x0"}, null], [{"float": "8000000000000000"}, null]]}}'),
+            '{"buffers": [], "root": {"dict": [[{"int": "-0x0"}, null], [{"float": "8000000000000000"}, null]]}}'
+        ),
         "value_dict_big_int_equals_float": header_only(
             '{"buffers": [], "root": {"dict": [[{"int": "0x10000000000000000"}, null], '
-            '[{"float": "43f0000000000000"}, null]]}}'),
+            '[{"float": "43f0000000000000"}, null]]}}'
+        ),
         "value_dict_escaped_key_repeated": header_only('{"buffers": [], "root": {"dict": [["A", 1], ["\\u0041", 2]]}}'),
         "value_nested_101": header_only(deep(101)),
         "array_reused": edit(two, b'{"array":1}', b'{"array":0}'),
@@ -193,49 +206,76 @@ def corpus():
         "array_index_bool": header_only('{"buffers": [], "root": {"array": false}}'),
         # version 2 types
         "version_1_with_a_version_2_tag": with_byte(version_2, 8, 1),
-        "ordered_dict_one_item": edit(version_2, b'{"ordered_dict":[[["a",{"int":"0x1"}]],null]}',
-                                      b'{"ordered_dict":[[["a",{"int":"0x1"}]]]}'),
-        "ordered_dict_items_not_a_list": edit(version_2, b'{"ordered_dict":[[["a",{"int":"0x1"}]],null]}',
-                                              b'{"ordered_dict":[{},null]}'),
-        "ordered_dict_repeated_key": edit(version_2, b'[["a",{"int":"0x1"}]],null]',
-                                          b'[["a",{"int":"0x1"}],["a",null]],null]'),
+        "ordered_dict_one_item": edit(
+            version_2, b'{"ordered_dict":[[["a",{"int":"0x1"}]],null]}', b'{"ordered_dict":[[["a",{"int":"0x1"}]]]}'
+        ),
+        "ordered_dict_items_not_a_list": edit(
+            version_2, b'{"ordered_dict":[[["a",{"int":"0x1"}]],null]}', b'{"ordered_dict":[{},null]}'
+        ),
+        "ordered_dict_repeated_key": edit(
+            version_2, b'[["a",{"int":"0x1"}]],null]', b'[["a",{"int":"0x1"}],["a",null]],null]'
+        ),
         "torch_size_float_item": edit(version_2, b'{"torch.Size":[{"int":"0x2"}', b'{"torch.Size":[{"float":"0"}'),
-        "torch_size_beyond_64_bits": edit(version_2, b'{"torch.Size":[{"int":"0x2"}',
-                                          b'{"torch.Size":[{"int":"0x10000000000000000"}'),
-        "torch_size_not_a_list": edit(version_2, b'{"torch.Size":[{"int":"0x2"},{"int":"0x3"}]}',
-                                      b'{"torch.Size":{"int":"0x2"}}'),
+        "torch_size_beyond_64_bits": edit(
+            version_2, b'{"torch.Size":[{"int":"0x2"}', b'{"torch.Size":[{"int":"0x10000000000000000"}'
+        ),
+        "torch_size_not_a_list": edit(
+            version_2, b'{"torch.Size":[{"int":"0x2"},{"int":"0x3"}]}', b'{"torch.Size":{"int":"0x2"}}'
+        ),
         "parameter_int_requires_grad": edit(version_2, b'{"array":2},false]', b'{"array":2},true]'),
         "parameter_requires_grad_not_bool": edit(version_2, b'{"array":2},false]', b'{"array":2},0]'),
-        "parameter_on_a_numpy_buffer": edit(version_2, b'{"type":"torch.Tensor","dtype":"float32","shape":[3],"device":"cpu"',
-                                            b'{"type":"numpy.ndarray","dtype":"float32","shape":[3]'),
-        "genesis_parameter_on_a_torch_buffer": edit(version_2, b'{"type":"numpy.ndarray","dtype":"float64","shape":[2]',
-                                                    b'{"type":"torch.Tensor","dtype":"float64","shape":[2],"device":"cpu"'),
-        "genesis_parameter_not_an_array": edit(version_2, b'{"genesis.nn.Parameter":{"array":3}}',
-                                               b'{"genesis.nn.Parameter":[{"array":3}]}'),
+        "parameter_on_a_numpy_buffer": edit(
+            version_2,
+            b'{"type":"torch.Tensor","dtype":"float32","shape":[3],"device":"cpu"',
+            b'{"type":"numpy.ndarray","dtype":"float32","shape":[3]',
+        ),
+        "genesis_parameter_on_a_torch_buffer": edit(
+            version_2,
+            b'{"type":"numpy.ndarray","dtype":"float64","shape":[2]',
+            b'{"type":"torch.Tensor","dtype":"float64","shape":[2],"device":"cpu"',
+        ),
+        "genesis_parameter_not_an_array": edit(
+            version_2, b'{"genesis.nn.Parameter":{"array":3}}', b'{"genesis.nn.Parameter":[{"array":3}]}'
+        ),
     }
     valid = {
-        "everything": saved({"state": {0: {"step": 3.0, "m": np.arange(3, dtype=np.float32)}}, 2**70: "big key",
-                             -1.5: (None, True, "h\u00e9 \ud800 \U0001f600"), "b": np.array([True]),
-                             "e": np.zeros((0, 4), np.int16), "s": np.float16(2)}),
+        "everything": saved(
+            {
+                "state": {0: {"step": 3.0, "m": np.arange(3, dtype=np.float32)}},
+                2**70: "big key",
+                -1.5: (None, True, "h\u00e9 \ud800 \U0001f600"),
+                "b": np.array([True]),
+                "e": np.zeros((0, 4), np.int16),
+                "s": np.float16(2),
+            }
+        ),
         "floats_only": floats,
         "version_2_types": version_2,
         "nothing": nothing,
         "nested_100": header_only(deep(100)),
         "nested_100_ordered_dicts": saved(nested_ordered_dicts(100)),
         "torch_tensor_on_an_absent_device": build(torch_entry.replace('"cpu"', '"cuda:7"').encode(), one_float),
-        "torch_tensor_on_an_unknown_device_type": build(torch_entry.replace('"cpu"', '"banana_2:0"').encode(),
-                                                        one_float),
+        "torch_tensor_on_an_unknown_device_type": build(
+            torch_entry.replace('"cpu"', '"banana_2:0"').encode(), one_float
+        ),
         "json_whitespace_and_escapes": header_only(
             ' \r\n\t{ "root" : { "list" : [ "\\u0041\\/\\"\\\\\\b\\f\\n\\r\\t" , "\\ud800\\u0041", "\\udc00\\ud800" ] } ,'
-            ' "buffers" : [ ] } \n'),
+            ' "buffers" : [ ] } \n'
+        ),
         "int_with_leading_zeros_and_minus_zero": header_only(
-            '{"buffers": [], "root": {"list": [{"int": "0x0001"}, {"int": "-0x0"}]}}'),
+            '{"buffers": [], "root": {"list": [{"int": "0x0001"}, {"int": "-0x0"}]}}'
+        ),
         "dict_nan_keys_are_distinct": header_only(
-            '{"buffers": [], "root": {"dict": [[{"float": "7ff8000000000000"}, null], [{"float": "7ff8000000000000"}, null]]}}'),
+            '{"buffers": [], "root": {"dict": [[{"float": "7ff8000000000000"}, null], [{"float": "7ff8000000000000"}, null]]}}'
+        ),
     }
     # An empty array whose other dimension is as large as the size rule allows (float64: 2^60 - 1).
-    empty = edit(floats, b'"shape":[3],"offset":0,"nbytes":24', b'"shape":[0,1152921504606846975],"offset":0,"nbytes":0')
-    valid["empty_with_a_huge_dimension"] = empty[:len(empty) - len(split(empty)[1])] + struct.pack("<I", zlib.crc32(b""))
+    empty = edit(
+        floats, b'"shape":[3],"offset":0,"nbytes":24', b'"shape":[0,1152921504606846975],"offset":0,"nbytes":0'
+    )
+    valid["empty_with_a_huge_dimension"] = empty[: len(empty) - len(split(empty)[1])] + struct.pack(
+        "<I", zlib.crc32(b"")
+    )
     files = {f"invalid/{name}.genesis": blob for name, blob in invalid.items()}
     files.update({f"valid/{name}.genesis": blob for name, blob in valid.items()})
     return files

@@ -29,9 +29,13 @@ def _entry(rank, world_size, port, fn, args, out_dir, timeout_s):
     torch.set_num_threads(1)
     result = None
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
         try:
             result = ("ok", fn(rank, world_size, *args))
         finally:
@@ -46,8 +50,7 @@ def _entry(rank, world_size, port, fn, args, out_dir, timeout_s):
 def run(fn, world_size, *args, out_dir, deadline_s=120, pg_timeout_s=PG_TIMEOUT_S):
     """fn(rank, world_size, *args) on every rank; returns the per-rank results, raising
     AssertionError with the worker's traceback if any rank failed."""
-    results = run_raw(fn, world_size, *args, out_dir=out_dir, deadline_s=deadline_s,
-                      pg_timeout_s=pg_timeout_s)
+    results = run_raw(fn, world_size, *args, out_dir=out_dir, deadline_s=deadline_s, pg_timeout_s=pg_timeout_s)
     for rank, (kind, value) in enumerate(results):
         if kind != "ok":
             raise AssertionError(f"rank {rank} failed:\n{value}")
@@ -59,9 +62,10 @@ def run_raw(fn, world_size, *args, out_dir, deadline_s=120, pg_timeout_s=PG_TIME
     per rank instead of raising."""
     ctx = mp.get_context("spawn")
     port = free_port()
-    procs = [ctx.Process(target=_entry, args=(r, world_size, port, fn, args, str(out_dir),
-                                               pg_timeout_s))
-             for r in range(world_size)]
+    procs = [
+        ctx.Process(target=_entry, args=(r, world_size, port, fn, args, str(out_dir), pg_timeout_s))
+        for r in range(world_size)
+    ]
     for p in procs:
         p.start()
     import time

@@ -52,16 +52,18 @@ def test_parameters_and_gradients_become_views():
     assert [p.grad.data_ptr() for p in model.parameters()] == grad_ptrs
     assert buf.views_intact()
     expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    assert torch.equal(buf.grad[:expected.numel()], expected)
+    assert torch.equal(buf.grad[: expected.numel()], expected)
 
 
 def test_flat_parameters_step_equals_per_tensor_step():
     flat_model, ref_model = _model(), _model()
-    flat = FlatParameters([{"params": list(flat_model.parameters())[:2]},
-                           {"params": list(flat_model.parameters())[2:], "lr": 0.1}])
+    flat = FlatParameters(
+        [{"params": list(flat_model.parameters())[:2]}, {"params": list(flat_model.parameters())[2:], "lr": 0.1}]
+    )
     opt = genesis.optim.AdamW(flat.param_groups, lr=0.01)
-    ref = genesis.optim.AdamW([{"params": list(ref_model.parameters())[:2]},
-                               {"params": list(ref_model.parameters())[2:], "lr": 0.1}], lr=0.01)
+    ref = genesis.optim.AdamW(
+        [{"params": list(ref_model.parameters())[:2]}, {"params": list(ref_model.parameters())[2:], "lr": 0.1}], lr=0.01
+    )
     assert [len(g["params"]) for g in opt.param_groups] == [1, 1]
     for step in range(5):
         x = torch.randn(4, 5, generator=torch.Generator().manual_seed(step))

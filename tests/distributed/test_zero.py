@@ -27,22 +27,27 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 
 
 def _two_ranks_first(rank, world_size, save_dir):
-    return dict(equivalence=workers.equivalence(rank, world_size, list(workers.CASES)),
-                consolidated=workers.consolidated_loads(rank, world_size),
-                mixed=workers.mixed_precision(rank, world_size),
-                reshard=workers.resharding(rank, world_size, save_dir, None))
+    return dict(
+        equivalence=workers.equivalence(rank, world_size, list(workers.CASES)),
+        consolidated=workers.consolidated_loads(rank, world_size),
+        mixed=workers.mixed_precision(rank, world_size),
+        reshard=workers.resharding(rank, world_size, save_dir, None),
+    )
 
 
 def _four_ranks(rank, world_size, save_dir, load_dir):
-    return dict(equivalence=workers.equivalence(rank, world_size, ["adamw-1", "adamw-2", "sgd-2",
-                                                                    "adam-2-extras"]),
-                reshard=workers.resharding(rank, world_size, save_dir, load_dir))
+    return dict(
+        equivalence=workers.equivalence(rank, world_size, ["adamw-1", "adamw-2", "sgd-2", "adam-2-extras"]),
+        reshard=workers.resharding(rank, world_size, save_dir, load_dir),
+    )
 
 
 def _two_ranks_second(rank, world_size, load_dir, interrupted_dir):
-    return dict(reshard=workers.resharding(rank, world_size, None, load_dir),
-                interrupted=workers.interrupted_checkpoint(rank, world_size, interrupted_dir),
-                zero_redundancy=workers.torch_zero_redundancy(rank, world_size))
+    return dict(
+        reshard=workers.resharding(rank, world_size, None, load_dir),
+        interrupted=workers.interrupted_checkpoint(rank, world_size, interrupted_dir),
+        zero_redundancy=workers.torch_zero_redundancy(rank, world_size),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +66,12 @@ def two(dirs):
 
 @pytest.fixture(scope="module")
 def four(dirs, two):  # loads the checkpoint the 2-rank run wrote
-    return harness.run(_four_ranks, 4, dirs["ckpt4"], dirs["ckpt2"], out_dir=dirs["out"],
-                       deadline_s=180)
+    return harness.run(_four_ranks, 4, dirs["ckpt4"], dirs["ckpt2"], out_dir=dirs["out"], deadline_s=180)
 
 
 @pytest.fixture(scope="module")
 def two_again(dirs, four):  # loads the checkpoint the 4-rank run wrote
-    return harness.run(_two_ranks_second, 2, dirs["ckpt4"], dirs["interrupted"],
-                       out_dir=dirs["out"])
+    return harness.run(_two_ranks_second, 2, dirs["ckpt4"], dirs["interrupted"], out_dir=dirs["out"])
 
 
 def _check_equivalence(results, world_size):
@@ -144,8 +147,7 @@ def test_zero_optimizer_refuses_reduction_rules():
 
 
 def test_dead_rank_fails_the_others_with_a_clear_error(dirs):
-    results = harness.run_raw(workers.rank_dies, 2, out_dir=dirs["out"], pg_timeout_s=15,
-                              deadline_s=90)
+    results = harness.run_raw(workers.rank_dies, 2, out_dir=dirs["out"], pg_timeout_s=15, deadline_s=90)
     kind, value = results[0]
     assert kind == "ok", value
     assert value["error"] is not None, "the surviving rank's step did not fail"

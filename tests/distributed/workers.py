@@ -21,8 +21,9 @@ BUCKET = 100  # elements: several buckets for the MLP below, each split over the
 
 def make_model(dtype=torch.float64):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16),
-                               torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(dtype)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)
+    ).to(dtype)
 
 
 def batch(step, dtype):
@@ -32,7 +33,7 @@ def batch(step, dtype):
 
 def local_rows(rank, world_size, x):
     n = GLOBAL_BATCH // world_size
-    return x[rank * n:(rank + 1) * n]
+    return x[rank * n : (rank + 1) * n]
 
 
 def loss_of(model, x, y):
@@ -51,16 +52,24 @@ CASES = {
     "adamw-1": (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
     "adamw-2": (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
     "sgd-1": (genesis.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True), 1, torch.float64, {}),
-    "sgd-2": (genesis.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-3), 2,
-              torch.float64, {}),
+    "sgd-2": (genesis.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-3), 2, torch.float64, {}),
     "adamw-2-f32": (genesis.optim.AdamW, dict(lr=1e-2), 2, torch.float32, {}),
     "adamw-1-f32": (genesis.optim.AdamW, dict(lr=1e-2), 1, torch.float32, {}),
     # param groups + genesis scheduler + gradient accumulation + clipping + closure
-    "adam-2-extras": (genesis.optim.Adam, dict(lr=1e-2, amsgrad=True), 2, torch.float64,
-                      dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5,
-                           closure=True)),
-    "rmsprop-1-extras": (genesis.optim.RMSprop, dict(lr=1e-3, momentum=0.5), 1, torch.float64,
-                         dict(two_groups=True, scheduler="torch", accumulate=2, clip=0.1)),
+    "adam-2-extras": (
+        genesis.optim.Adam,
+        dict(lr=1e-2, amsgrad=True),
+        2,
+        torch.float64,
+        dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5, closure=True),
+    ),
+    "rmsprop-1-extras": (
+        genesis.optim.RMSprop,
+        dict(lr=1e-3, momentum=0.5),
+        1,
+        torch.float64,
+        dict(two_groups=True, scheduler="torch", accumulate=2, clip=0.1),
+    ),
 }
 
 
@@ -74,8 +83,7 @@ def _scheduler(kind, opt):
 
 def train(model, opt, rank, world_size, dtype, extras, steps, start=0, sharded=True):
     """`steps` steps from step `start`. The reference (sharded=False) sees the global batch."""
-    sched = _scheduler(extras.get("scheduler") if sharded else
-                       ("genesis" if extras.get("scheduler") else None), opt)
+    sched = _scheduler(extras.get("scheduler") if sharded else ("genesis" if extras.get("scheduler") else None), opt)
     for _ in range(start):
         if sched is not None:
             sched.step()
@@ -88,7 +96,7 @@ def train(model, opt, rank, world_size, dtype, extras, steps, start=0, sharded=T
 
         def closure(x=x, y=y, micro=micro):
             for k in range(accumulate):
-                xs, ys = x[k * micro:(k + 1) * micro], y[k * micro:(k + 1) * micro]
+                xs, ys = x[k * micro : (k + 1) * micro], y[k * micro : (k + 1) * micro]
                 last = k == accumulate - 1
                 if sharded and not last:
                     with opt.no_sync():
@@ -125,8 +133,12 @@ def max_diff(a_params, b_params):
 
 
 def state_bytes(opt):
-    return sum(v.numel() * v.element_size() for s in opt.state.values()
-               for k, v in s.items() if isinstance(v, torch.Tensor) and k != "step")
+    return sum(
+        v.numel() * v.element_size()
+        for s in opt.state.values()
+        for k, v in s.items()
+        if isinstance(v, torch.Tensor) and k != "step"
+    )
 
 
 def equivalence(rank, world_size, cases):
@@ -136,19 +148,27 @@ def equivalence(rank, world_size, cases):
     for case in cases:
         cls, options, stage, dtype, extras = CASES[case]
         model = make_model(dtype)
-        opt = ZeroOptimizer(groups_of(model, extras.get("two_groups")), cls, stage=stage,
-                            bucket_numel=BUCKET, **options)
+        opt = ZeroOptimizer(
+            groups_of(model, extras.get("two_groups")), cls, stage=stage, bucket_numel=BUCKET, **options
+        )
         train(model, opt, rank, world_size, dtype, extras, STEPS)
         ref_model, ref_opt = reference(case)
         consolidated = opt.state_dict()
         ref_state = ref_opt.state_dict()["state"]
-        state_diff = max(float((torch.as_tensor(consolidated["state"][i][k]) - torch.as_tensor(v)).abs().max())
-                         for i, entries in ref_state.items() for k, v in entries.items())
-        out[case] = dict(params=max_diff(list(model.parameters()), list(ref_model.parameters())),
-                         local_bytes=opt.local_state_bytes(), full_bytes=state_bytes(ref_opt),
-                         state=state_diff, numel=sum(p.numel() for p in model.parameters()),
-                         lrs=[g["lr"] for g in opt.param_groups],
-                         ref_lrs=[g["lr"] for g in ref_opt.param_groups])
+        state_diff = max(
+            float((torch.as_tensor(consolidated["state"][i][k]) - torch.as_tensor(v)).abs().max())
+            for i, entries in ref_state.items()
+            for k, v in entries.items()
+        )
+        out[case] = dict(
+            params=max_diff(list(model.parameters()), list(ref_model.parameters())),
+            local_bytes=opt.local_state_bytes(),
+            full_bytes=state_bytes(ref_opt),
+            state=state_diff,
+            numel=sum(p.numel() for p in model.parameters()),
+            lrs=[g["lr"] for g in opt.param_groups],
+            ref_lrs=[g["lr"] for g in ref_opt.param_groups],
+        )
     return out
 
 
@@ -199,14 +219,14 @@ def resharding(rank, world_size, save_dir, load_dir, case="adamw-2"):
         train(model, opt, rank, world_size, dtype, extras, STEPS // 2)
         save_checkpoint(opt, save_dir)
         if rank == 0:
-            genesis.save({str(i): p.detach() for i, p in enumerate(model.parameters())},
-                         os.path.join(save_dir, "model.gen"))
+            genesis.save(
+                {str(i): p.detach() for i, p in enumerate(model.parameters())}, os.path.join(save_dir, "model.gen")
+            )
         dist.barrier()
     if load_dir:
         model = make_model(dtype)
         # a different bucket size too: the checkpoint does not depend on the layout
-        opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET * 3,
-                            **options)
+        opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET * 3, **options)
         saved = genesis.load(os.path.join(load_dir, "model.gen"))
         with torch.no_grad():
             for i, p in enumerate(model.parameters()):
@@ -246,8 +266,11 @@ def interrupted_checkpoint(rank, world_size, directory):
     dist.barrier()
     load_checkpoint(opt, directory)
     after = opt.state_dict()
-    diff = max(float((torch.as_tensor(after["state"][i][k]) - torch.as_tensor(v)).abs().max())
-               for i, entries in before["state"].items() for k, v in entries.items())
+    diff = max(
+        float((torch.as_tensor(after["state"][i][k]) - torch.as_tensor(v)).abs().max())
+        for i, entries in before["state"].items()
+        for k, v in entries.items()
+    )
     leftovers = sorted(f for f in os.listdir(directory) if ".tmp" in f)
     return dict(crashed=crashed, diff=diff, leftovers=leftovers)
 
@@ -261,9 +284,11 @@ def torch_zero_redundancy(rank, world_size):
     from torch.nn.parallel import DistributedDataParallel
 
     out = {}
-    for cls, options in ((genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1)),
-                         (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1)),
-                         (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1))):
+    for cls, options in (
+        (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1)),
+        (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1)),
+        (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1)),
+    ):
         model = make_model()
         ddp = DistributedDataParallel(model)
         opt = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=cls, **options)
@@ -273,8 +298,7 @@ def torch_zero_redundancy(rank, world_size):
             opt.step()
             opt.zero_grad()
         ref_model = make_model()
-        train(ref_model, cls(ref_model.parameters(), **options), 0, 1, torch.float64, {}, 10,
-              sharded=False)
+        train(ref_model, cls(ref_model.parameters(), **options), 0, 1, torch.float64, {}, 10, sharded=False)
         out[cls.__name__] = max_diff(list(model.parameters()), list(ref_model.parameters()))
     return out
 
@@ -292,8 +316,7 @@ def rank_dies(rank, world_size):
     try:
         train(model, opt, rank, world_size, torch.float64, {}, 1, start=2)
     except RuntimeError as error:
-        return dict(error=type(error).__name__, message=str(error),
-                    seconds=time.monotonic() - start)
+        return dict(error=type(error).__name__, message=str(error), seconds=time.monotonic() - start)
     return dict(error=None, seconds=time.monotonic() - start)
 
 
@@ -302,20 +325,26 @@ def mixed_precision(rank, world_size):
     rank holds its 1/N of the moments and of the master weights, every rank ends with the same
     parameters, and each parameter is its master weight rounded to bfloat16."""
     model = make_model(torch.bfloat16)
-    opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=2, bucket_numel=BUCKET,
-                        lr=1e-2, master_weights=True)
+    opt = ZeroOptimizer(
+        model.parameters(), genesis.optim.AdamW, stage=2, bucket_numel=BUCKET, lr=1e-2, master_weights=True
+    )
     start = [p.detach().clone() for p in model.parameters()]
     train(model, opt, rank, world_size, torch.bfloat16, {}, 5)
     consolidated = opt.state_dict()
-    rounding = max(float((consolidated["state"][i]["master_param"].to(torch.bfloat16) - p.detach())
-                         .abs().max()) for i, p in enumerate(model.parameters()))
+    rounding = max(
+        float((consolidated["state"][i]["master_param"].to(torch.bfloat16) - p.detach()).abs().max())
+        for i, p in enumerate(model.parameters())
+    )
     flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
     everyone = comm_all_gather(flat)
-    return dict(local_bytes=opt.local_state_bytes(),
-                numel=sum(p.numel() for p in model.parameters()),
-                master_dtypes=sorted({str(s["master_param"].dtype) for s in opt.optimizer.state.values()}),
-                rounding=rounding, moved=max_diff(start, list(model.parameters())),
-                same_on_all=all(torch.equal(flat, other) for other in everyone))
+    return dict(
+        local_bytes=opt.local_state_bytes(),
+        numel=sum(p.numel() for p in model.parameters()),
+        master_dtypes=sorted({str(s["master_param"].dtype) for s in opt.optimizer.state.values()}),
+        rounding=rounding,
+        moved=max_diff(start, list(model.parameters())),
+        same_on_all=all(torch.equal(flat, other) for other in everyone),
+    )
 
 
 def comm_all_gather(tensor):

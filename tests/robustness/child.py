@@ -25,10 +25,9 @@ def run_case(source, setup="", timeout=300):
     """Run `setup` then `source` in a fresh interpreter; return what `source` reported (a
     dict). Fails with the child's output if it crashed, raised or reported nothing."""
     code = _PRELUDE + textwrap.dedent(setup) + "\n" + textwrap.dedent(source)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     tail = (proc.stdout[-3000:] + "\n" + proc.stderr[-3000:]).strip()
     assert proc.returncode == 0, f"child exited with {proc.returncode}:\n{tail}"
-    reports = [line[len("REPORT "):] for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    reports = [line[len("REPORT ") :] for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
     assert reports, f"child reported nothing:\n{tail}"
     return json.loads(reports[-1])

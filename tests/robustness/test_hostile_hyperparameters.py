@@ -17,7 +17,7 @@ def test_lr_given_as_a_string_is_a_type_error_as_in_torch(name):
         getattr(genesis.optim, name)([p], lr="0.1")
 
 
-@pytest.mark.parametrize("seed", [-1, 2 ** 64, 1.5, "7", True])
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "7", True])
 def test_seed_out_of_range_fails_at_construction(seed):
     p = torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="seed"):

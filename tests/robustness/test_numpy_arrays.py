@@ -48,41 +48,53 @@ def _check_refused(result, *words):
 
 
 def test_big_endian_gradient_after_caching():
-    result = run_case(setup=_SETUP, source="""
+    result = run_case(
+        setup=_SETUP,
+        source="""
     p, opt = stepped()
     p.grad = np.ones(64, dtype=">f4")
     report(**outcome(opt, p))
-    """)
+    """,
+    )
     _check_refused(result, "ValueError", "gradient", "byte order")
 
 
 def test_big_endian_parameter_after_caching():
-    result = run_case(setup=_SETUP, source="""
+    result = run_case(
+        setup=_SETUP,
+        source="""
     p, opt = stepped()
     p.data = p.data.astype(">f4")
     p.grad = np.ones(64, dtype=">f4")
     report(**outcome(opt, p))
-    """)
+    """,
+    )
     _check_refused(result, "ValueError", "parameter 0 of param group 0", "byte order")
 
 
 def test_parameter_made_read_only_after_caching():
-    result = run_case(setup=_SETUP, source="""
+    result = run_case(
+        setup=_SETUP,
+        source="""
     p, opt = stepped()
     p.data.flags.writeable = False
     p.grad = np.ones(64, dtype=np.float32)
     report(**outcome(opt, p))
-    """)
+    """,
+    )
     _check_refused(result, "ValueError", "read-only")
 
 
 def test_parameter_backed_by_immutable_bytes():
-    result = run_case(setup=_SETUP, source="""
+    result = run_case(
+        setup=_SETUP,
+        source="""
     p, opt = stepped()
     p.data = np.frombuffer(bytes(256), dtype=np.float32)
     p.grad = np.ones(64, dtype=np.float32)
     report(**outcome(opt, p))
-    """)
+    """,
+    )
     _check_refused(result, "ValueError", "read-only")
 
 
@@ -90,7 +102,9 @@ def test_parameter_backed_by_immutable_bytes():
 def test_state_array_changed_after_caching(change):
     """A state array made read-only, replaced by a big-endian copy, or reinterpreted in place
     (`a.dtype = ...` keeps the buffer and changes what the bytes mean)."""
-    result = run_case(setup=_SETUP, source=f"""
+    result = run_case(
+        setup=_SETUP,
+        source=f"""
     p, opt = stepped()
     change = {change!r}
     if change == "read_only":
@@ -101,13 +115,16 @@ def test_state_array_changed_after_caching(change):
         opt.state[p]["exp_avg"].dtype = np.int32
     p.grad = np.ones(64, dtype=np.float32)
     report(**outcome(opt, p))
-    """)
+    """,
+    )
     _check_refused(result, "ValueError", "exp_avg")
 
 
 def test_native_arrays_still_step_after_a_refusal():
     """Fixing the array lets training continue from where it was."""
-    result = run_case(setup=_SETUP, source="""
+    result = run_case(
+        setup=_SETUP,
+        source="""
     p, opt = stepped()
     p.grad = np.ones(64, dtype=">f4")
     first = outcome(opt, p)
@@ -116,5 +133,6 @@ def test_native_arrays_still_step_after_a_refusal():
     opt.step()
     report(first=first["err"] is not None, moved=bool((p.data != before).all()),
            step=float(opt.state[p]["step"]))
-    """)
+    """,
+    )
     assert result == {"first": True, "moved": True, "step": 2.0}

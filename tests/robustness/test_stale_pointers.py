@@ -47,7 +47,9 @@ def same_bits(a, b):
 def test_parameter_dtype_changed_at_the_same_address(n):
     """`p.data = p.data.double(); p.data = p.data.half()` after a step: the new float16 storage
     may land where the float32 one was. The step must update float16 memory as float16."""
-    result = run_case(setup=_TWIN, source=f"""
+    result = run_case(
+        setup=_TWIN,
+        source=f"""
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn({n}))
     opt = genesis.optim.AdamW([p], lr=1e-2)
@@ -59,14 +61,17 @@ def test_parameter_dtype_changed_at_the_same_address(n):
     twins, _ = twin_step([p], opt, genesis.optim.AdamW, lr=1e-2)
     opt.step()
     report(dtype=str(p.dtype), finite=bool(torch.isfinite(p).all()), same=same_bits(p, twins[0]))
-    """)
+    """,
+    )
     assert result == {"dtype": "torch.float16", "finite": True, "same": True}
 
 
 def test_float16_view_of_float32_parameter():
     """`p.data = p.data.view(torch.float16)[:n]` keeps the data pointer and the element count:
     only the dtype says it is another array now."""
-    result = run_case(setup=_TWIN, source="""
+    result = run_case(
+        setup=_TWIN,
+        source="""
     torch.manual_seed(0)
     n = 4096
     p = torch.nn.Parameter(torch.randn(n) * 1e-3)
@@ -79,13 +84,16 @@ def test_float16_view_of_float32_parameter():
     twins, _ = twin_step([p], opt, genesis.optim.AdamW, lr=1e-2)
     opt.step()
     report(same_ptr=p.data_ptr() == before, same=same_bits(p, twins[0]))
-    """)
+    """,
+    )
     assert result == {"same_ptr": True, "same": True}
 
 
 def test_module_double_then_half():
     """`model.double(); model.half()` on an nn.Linear(512, 512) after a step."""
-    result = run_case(setup=_TWIN, source="""
+    result = run_case(
+        setup=_TWIN,
+        source="""
     torch.manual_seed(0)
     model = torch.nn.Linear(512, 512)
     opt = genesis.optim.AdamW(model.parameters(), lr=1e-3)
@@ -99,7 +107,8 @@ def test_module_double_then_half():
     twins, _ = twin_step(params, opt, genesis.optim.AdamW, lr=1e-3)
     opt.step()
     report(same=[same_bits(p, t) for p, t in zip(params, twins)])
-    """)
+    """,
+    )
     assert result == {"same": [True, True]}
 
 
@@ -130,8 +139,7 @@ def test_state_storage_replaced_as_torch_users_do(n):
     report(param=bool(torch.allclose(pg, pt, rtol=1e-5, atol=1e-6)),
            state={{k: bool(torch.allclose(sg[k], st[k], rtol=1e-5, atol=1e-6)) for k in st}})
     """)
-    assert result == {"param": True,
-                      "state": {"step": True, "exp_avg": True, "exp_avg_sq": True}}
+    assert result == {"param": True, "state": {"step": True, "exp_avg": True, "exp_avg_sq": True}}
 
 
 def test_state_dtype_reinterpreted_in_place_is_refused():
@@ -164,7 +172,8 @@ def test_other_thread_changes_the_group_during_step(what):
     step() runs (with the GIL released for a 64 MB parameter) must not make the kernel touch
     freed memory. The outcome of such a race is unspecified, as in torch; the process must
     survive, and the parameter stay finite."""
-    result = run_case(f"""
+    result = run_case(
+        f"""
     import threading, torch, genesis
     n = 1 << 24
     p = torch.nn.Parameter(torch.zeros(n))
@@ -198,7 +207,9 @@ def test_other_thread_changes_the_group_during_step(what):
         stop.set()
         meddler.join()
     report(finite=bool(torch.isfinite(p.detach()).all()))
-    """, timeout=600)
+    """,
+        timeout=600,
+    )
     assert result == {"finite": True}
 
 
@@ -210,8 +221,7 @@ _REPOINT = {
     "get": "opt.state[p].get('exp_avg').data = opt.state[p].get('exp_avg').data.clone()",
     "dict_copy": "for v in dict(opt.state[p]).values(): v.data = v.data.clone()",
     "unpacked": "for v in {**opt.state[p]}.values(): v.data = v.data.clone()",
-    "state_dict": "for v in opt.state_dict()['state'][0].values():\n"
-                  "    v.data = v.data.clone() if v.dim() else v.data",
+    "state_dict": "for v in opt.state_dict()['state'][0].values():\n    v.data = v.data.clone() if v.dim() else v.data",
     "held_since_first_step": "held.data = held.data.clone()",
 }
 

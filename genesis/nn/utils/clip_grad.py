@@ -27,12 +27,13 @@ def _check_writable_native(grads):
     for i, g in enumerate(grads):
         if isinstance(g, np.ndarray):
             if not g.dtype.isnative:
-                raise TypeError(f"gradient {i} has non-native byte order (dtype '{g.dtype.str}'); "
-                                "genesis reads native-endian arrays only: convert it, e.g. "
-                                "p.grad = p.grad.astype(p.grad.dtype.newbyteorder('='))")
+                raise TypeError(
+                    f"gradient {i} has non-native byte order (dtype '{g.dtype.str}'); "
+                    "genesis reads native-endian arrays only: convert it, e.g. "
+                    "p.grad = p.grad.astype(p.grad.dtype.newbyteorder('='))"
+                )
             if not g.flags.writeable:
-                raise ValueError(f"gradient {i} is a read-only array; clipping writes the "
-                                 "gradients in place")
+                raise ValueError(f"gradient {i} is a read-only array; clipping writes the gradients in place")
 
 
 def _buffers(grads):
@@ -42,21 +43,23 @@ def _buffers(grads):
     _check_writable_native(grads)
     cuda = _interop.is_cuda(grads[0])
     if cuda and any(g.device != grads[0].device for g in grads):
-        raise ValueError("gradients are on several devices; clip each device's parameters "
-                         "separately")
+        raise ValueError("gradients are on several devices; clip each device's parameters separately")
     try:
         return _C.BufferList(grads, cuda)
     except TypeError:
         for i, g in enumerate(grads):
             if not (_interop.is_torch(g) or isinstance(g, np.ndarray)):
-                raise TypeError(f"gradient {i} is a {type(g).__name__}; expected a torch tensor "
-                                "or a NumPy array") from None
+                raise TypeError(
+                    f"gradient {i} is a {type(g).__name__}; expected a torch tensor or a NumPy array"
+                ) from None
             if _interop.device_of(g) != _interop.device_of(grads[0]):
-                raise ValueError(f"gradient {i} is on {_interop.device_of(g)}, gradient 0 on "
-                                 f"{_interop.device_of(grads[0])}") from None
+                raise ValueError(
+                    f"gradient {i} is on {_interop.device_of(g)}, gradient 0 on {_interop.device_of(grads[0])}"
+                ) from None
             if _interop.dtype_code(g) not in _interop.SUPPORTED_CODES:
-                raise TypeError(f"gradient {i} has dtype {g.dtype}; genesis supports float32, "
-                                "float64, float16 and bfloat16") from None
+                raise TypeError(
+                    f"gradient {i} has dtype {g.dtype}; genesis supports float32, float64, float16 and bfloat16"
+                ) from None
             if not _interop.is_contiguous(g):
                 raise ValueError(f"gradient {i} is not contiguous") from None
         raise
@@ -75,8 +78,7 @@ def _as_scalar(value, buffers, grads, torch_params):
         return np.float64(value)
     if not grads:
         return torch.tensor(value)
-    return torch.tensor(value, dtype=_interop.torch_dtype(buffers.result_dtype()),
-                        device=grads[0].device)
+    return torch.tensor(value, dtype=_interop.torch_dtype(buffers.result_dtype()), device=grads[0].device)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -128,8 +130,7 @@ def _torch_cpu_norm(buffers, grads, norm_type, norm=None):
         return math.inf if _sum_overflows_float32(total, count, norm_type) else total
     if not (total > min(torch.finfo(d).max for d in narrow) or _sum_overflows_float32(total, 2, norm_type)):
         return total
-    norms = [_as_torch_computes(norm(_C.BufferList([g], False)), g.numel(), g.dtype, norm_type)
-             for g in grads]
+    norms = [_as_torch_computes(norm(_C.BufferList([g], False)), g.numel(), g.dtype, norm_type) for g in grads]
     total = _norm_of_norms(norms, norm_type)
     promoted = _interop.torch_dtype(buffers.result_dtype())
     if promoted != torch.float64 and _sum_overflows_float32(total, len(grads), norm_type):
@@ -149,8 +150,10 @@ def _norm_in_python(grads, norm_type):
     if norm_type < 0:
         for i, g in enumerate(grads):
             if _interop.numel(g) == 0:
-                raise RuntimeError(f"the {norm_type} norm of gradient {i} is undefined: it is "
-                                   "empty, and that norm has no identity element")
+                raise RuntimeError(
+                    f"the {norm_type} norm of gradient {i} is undefined: it is "
+                    "empty, and that norm has no identity element"
+                )
     if _interop.is_torch(grads[0]):
         torch = _interop.torch_module()
         norms = [torch.linalg.vector_norm(g, norm_type, dtype=torch.float64) for g in grads]
@@ -208,7 +211,8 @@ def _nonfinite_error(norm_type):
     return RuntimeError(
         f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "
         "it cannot be clipped. To disable this error and scale the gradients by the non-finite "
-        "norm anyway, set `error_if_nonfinite=False`")
+        "norm anyway, set `error_if_nonfinite=False`"
+    )
 
 
 def _stream(grads):

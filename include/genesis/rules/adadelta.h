@@ -17,7 +17,8 @@ struct AdadeltaOptions {
   bool maximize = false;
 };
 
-template <typename T> struct AdadeltaCoeffs {
+template <typename T>
+struct AdadeltaCoeffs {
   T lr, rho, one_minus_rho, eps, weight_decay;
   T sign;  // -1 to maximize (negating g is exact), else 1
 };
@@ -27,9 +28,11 @@ struct AdadeltaRule {
   static constexpr int kStates = 2;
   static constexpr bool kCountsSteps = true;
   using Options = AdadeltaOptions;
-  template <typename T> using Coeffs = AdadeltaCoeffs<T>;
+  template <typename T>
+  using Coeffs = AdadeltaCoeffs<T>;
 
-  template <typename T> GENESIS_HD static AdadeltaCoeffs<T> coeffs(const AdadeltaOptions& o, double, bool) {
+  template <typename T>
+  GENESIS_HD static AdadeltaCoeffs<T> coeffs(const AdadeltaOptions& o, double, bool) {
     return {T(o.lr), T(o.rho), T(1.0 - o.rho), T(o.eps), T(o.weight_decay), T(o.maximize ? -1.0 : 1.0)};
   }
 
@@ -48,10 +51,12 @@ struct AdadeltaRule {
   }
 };
 
-template <> struct RuleSpec<AdadeltaOptions> {
+template <>
+struct RuleSpec<AdadeltaOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const AdadeltaOptions&) { return "Adadelta"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("rho", o.rho);
     f("eps", o.eps);
@@ -67,7 +72,10 @@ template <> struct RuleSpec<AdadeltaOptions> {
     detail::require_non_negative("epsilon value", o.eps);
     detail::require_non_negative("weight_decay value", o.weight_decay);
   }
-  template <typename F> static void select(const AdadeltaOptions&, F&& f) { f(AdadeltaRule{}); }
+  template <typename F>
+  static void select(const AdadeltaOptions&, F&& f) {
+    f(AdadeltaRule{});
+  }
 };
 
 }  // namespace genesis

@@ -24,11 +24,12 @@ struct AdafactorOptions {
   bool maximize = false;
 };
 
-template <typename T> struct AdafactorCoeffs {
-  T w;          // 1 - beta2_t = t^beta2_decay, the weight of this step's squares
+template <typename T>
+struct AdafactorCoeffs {
+  T w;  // 1 - beta2_t = t^beta2_decay, the weight of this step's squares
   T eps1, eps1_sq, sign;
-  T decay;      // 1 - lr * weight_decay
-  T step;       // -alpha / denom (pass 2)
+  T decay;  // 1 - lr * weight_decay
+  T step;   // -alpha / denom (pass 2)
   // Of the task (a matrix's row n of matrix b, or a block of its columns from col0):
   T row_var, mean;  // passes 1, 2: row_var[n] and max(mean(row_var of b), eps1)
   int64_t first;    // pass 0 columns: the block's first element; passes 1, 2: b * cols
@@ -51,7 +52,8 @@ struct AdafactorRule {
   static constexpr int kPasses = 3;
   static constexpr bool kCountsSteps = true;
   using Options = AdafactorOptions;
-  template <typename T> using Coeffs = AdafactorCoeffs<T>;
+  template <typename T>
+  using Coeffs = AdafactorCoeffs<T>;
 
   GENESIS_HD static int64_t chunks(const TensorShape& s) { return (s.numel + kSumChunk - 1) / kSumChunk; }
   GENESIS_HD static int64_t nrows(const TensorShape& s) { return s.batch() * s.rows; }
@@ -91,8 +93,9 @@ struct AdafactorRule {
     const double* scratch = r.scratch;
     const double t = r.t;
     const double eps1 = scratch[3];
-    Coeffs<T> c{T(scratch[2]), T(eps1), T(eps1 * eps1), T(o.maximize ? -1.0 : 1.0), T(1.0 - o.lr * o.weight_decay),
-                T(0), T(0), T(0), 0};
+    Coeffs<T> c{
+        T(scratch[2]), T(eps1), T(eps1 * eps1), T(o.maximize ? -1.0 : 1.0), T(1.0 - o.lr * o.weight_decay), T(0), T(0),
+        T(0),          0};
     if (s.matrix() && pass == 0 && task >= nrows(s)) {
       const int64_t blocks = (s.cols + kLanes - 1) / kLanes;
       const int64_t b = (task - nrows(s)) / blocks;
@@ -162,12 +165,14 @@ struct AdafactorRule {
   }
 
   // p = p * (1 - lr wd) (when wd != 0, a separate rounding as torch's mul_), then p + step * u.
-  template <typename Ref, typename T> GENESIS_HD static void apply(const Ref& r, const Coeffs<T>& c, int64_t i, T p, T u) {
+  template <typename Ref, typename T>
+  GENESIS_HD static void apply(const Ref& r, const Coeffs<T>& c, int64_t i, T p, T u) {
     if (c.decay != T(1)) p = p * c.decay;
     r.set_p(i, p + c.step * u);
   }
 
-  template <typename Ref> GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
+  template <typename Ref>
+  GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
     const TensorShape& s = r.shape;
     if (!s.matrix() || (pass == 0 && task < nrows(s))) {  // a chunk's or a row's two sums
       r.scratch[4 + 2 * task] = acc[0];
@@ -184,12 +189,14 @@ struct AdafactorRule {
 
   // Per tensor before pass 0: this step's weight and eps1 (by default the parameter dtype's
   // machine epsilon, as torch's torch.finfo(param.dtype).eps).
-  template <typename Ref> GENESIS_HD static void begin(const AdafactorOptions& o, const Ref& r) {
+  template <typename Ref>
+  GENESIS_HD static void begin(const AdafactorOptions& o, const Ref& r) {
     r.scratch[2] = std::pow(r.t, o.beta2_decay);
     r.scratch[3] = o.eps1 ? *o.eps1 : Ref::kParamEpsilon;
   }
 
-  template <typename Ref> GENESIS_HD static void finish(int pass, const AdafactorOptions& o, const Ref& r) {
+  template <typename Ref>
+  GENESIS_HD static void finish(int pass, const AdafactorOptions& o, const Ref& r) {
     const TensorShape& s = r.shape;
     if (s.numel == 0 || pass == 2) return;
     if (!s.matrix()) {
@@ -222,11 +229,13 @@ struct AdafactorRule {
   }
 };
 
-template <> struct RuleSpec<AdafactorOptions> {
+template <>
+struct RuleSpec<AdafactorOptions> {
   static constexpr bool kCountsSteps = true;
   static constexpr bool kReduction = true;
   static const char* name(const AdafactorOptions&) { return "Adafactor"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("beta2_decay", o.beta2_decay);
     f("eps", o.eps1, o.eps2);
@@ -256,7 +265,10 @@ template <> struct RuleSpec<AdafactorOptions> {
     check(1.0 <= o.d, "Clipping threshold d should be >= 1 but is: ", o.d);
     check(0.0 <= o.weight_decay, "weight_decay should be >= 0 but is: ", o.weight_decay);
   }
-  template <typename F> static void select(const AdafactorOptions&, F&& f) { f(AdafactorRule{}); }
+  template <typename F>
+  static void select(const AdafactorOptions&, F&& f) {
+    f(AdafactorRule{});
+  }
 };
 
 }  // namespace genesis

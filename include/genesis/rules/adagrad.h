@@ -18,23 +18,30 @@ struct AdagradOptions {
   bool maximize = false;
 };
 
-template <typename T> struct AdagradCoeffs {
-  T clr;           // lr / (1 + (t - 1) * lr_decay)
+template <typename T>
+struct AdagradCoeffs {
+  T clr;  // lr / (1 + (t - 1) * lr_decay)
   T weight_decay, eps;
-  T initial;       // initial_accumulator_value
-  T first;         // 1 on a fresh accumulator: it starts from `initial`, not from its memory
-  T sign;          // -1 to maximize (negating g is exact), else 1
+  T initial;  // initial_accumulator_value
+  T first;    // 1 on a fresh accumulator: it starts from `initial`, not from its memory
+  T sign;     // -1 to maximize (negating g is exact), else 1
 };
 
 struct AdagradRule {
   static constexpr int kStates = 1;
   static constexpr bool kCountsSteps = true;
   using Options = AdagradOptions;
-  template <typename T> using Coeffs = AdagradCoeffs<T>;
+  template <typename T>
+  using Coeffs = AdagradCoeffs<T>;
 
-  template <typename T> GENESIS_HD static AdagradCoeffs<T> coeffs(const AdagradOptions& o, double step, bool fresh) {
-    return {T(o.lr / (1.0 + (step - 1.0) * o.lr_decay)), T(o.weight_decay), T(o.eps),
-            T(o.initial_accumulator_value), T(fresh ? 1.0 : 0.0), T(o.maximize ? -1.0 : 1.0)};
+  template <typename T>
+  GENESIS_HD static AdagradCoeffs<T> coeffs(const AdagradOptions& o, double step, bool fresh) {
+    return {T(o.lr / (1.0 + (step - 1.0) * o.lr_decay)),
+            T(o.weight_decay),
+            T(o.eps),
+            T(o.initial_accumulator_value),
+            T(fresh ? 1.0 : 0.0),
+            T(o.maximize ? -1.0 : 1.0)};
   }
 
   // sum_t = sum_{t-1} + g_t^2   (sum_0 = initial_accumulator_value)
@@ -49,10 +56,12 @@ struct AdagradRule {
   }
 };
 
-template <> struct RuleSpec<AdagradOptions> {
+template <>
+struct RuleSpec<AdagradOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const AdagradOptions&) { return "Adagrad"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("lr_decay", o.lr_decay);
     f("weight_decay", o.weight_decay);
@@ -70,7 +79,10 @@ template <> struct RuleSpec<AdagradOptions> {
     detail::require_non_negative("initial_accumulator_value value", o.initial_accumulator_value);
     detail::require_non_negative("epsilon value", o.eps);
   }
-  template <typename F> static void select(const AdagradOptions&, F&& f) { f(AdagradRule{}); }
+  template <typename F>
+  static void select(const AdagradOptions&, F&& f) {
+    f(AdagradRule{});
+  }
 };
 
 }  // namespace genesis

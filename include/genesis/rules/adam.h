@@ -22,27 +22,37 @@ struct AdamOptions {
 
 // Per-tensor scalars in the math type. The bias corrections depend on the tensor's step t and
 // are computed once per step in double on the host (torch does the same in Python floats).
-template <typename T> struct AdamCoeffs {
+template <typename T>
+struct AdamCoeffs {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
-  T decay;            // 1 - lr * wd (AdamW's decoupled decay factor)
-  T step_size;        // lr / (1 - beta1^t)
-  T bc2_sqrt;         // sqrt(1 - beta2^t)
-  T sign;  // -1 to maximize (negating g is exact), else 1
+  T decay;      // 1 - lr * wd (AdamW's decoupled decay factor)
+  T step_size;  // lr / (1 - beta1^t)
+  T bc2_sqrt;   // sqrt(1 - beta2^t)
+  T sign;       // -1 to maximize (negating g is exact), else 1
 };
 
 // kDecoupled: AdamW (decay the weights directly) versus Adam (L2 term added to the gradient).
 // kAmsgrad: keep v_max = max(v_max, v_t) as a third state and normalise by it.
-template <bool kDecoupled, bool kAmsgrad> struct AdamRule {
+template <bool kDecoupled, bool kAmsgrad>
+struct AdamRule {
   static constexpr int kStates = kAmsgrad ? 3 : 2;
   static constexpr bool kCountsSteps = true;
   using Options = AdamOptions;
-  template <typename T> using Coeffs = AdamCoeffs<T>;
+  template <typename T>
+  using Coeffs = AdamCoeffs<T>;
 
   // `step` is t after this step's increment; `fresh` is unused (the moments start at zero).
-  template <typename T> GENESIS_HD static AdamCoeffs<T> coeffs(const AdamOptions& o, double step, bool) {
-    return {T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(o.eps), T(o.weight_decay),
-            T(1.0 - o.lr * o.weight_decay), T(o.lr / (1.0 - std::pow(o.beta1, step))),
-            T(std::sqrt(1.0 - std::pow(o.beta2, step))), T(o.maximize ? -1.0 : 1.0)};
+  template <typename T>
+  GENESIS_HD static AdamCoeffs<T> coeffs(const AdamOptions& o, double step, bool) {
+    return {T(1.0 - o.beta1),
+            T(o.beta2),
+            T(1.0 - o.beta2),
+            T(o.eps),
+            T(o.weight_decay),
+            T(1.0 - o.lr * o.weight_decay),
+            T(o.lr / (1.0 - std::pow(o.beta1, step))),
+            T(std::sqrt(1.0 - std::pow(o.beta2, step))),
+            T(o.maximize ? -1.0 : 1.0)};
   }
 
   // m_t = lerp(m_{t-1}, g_t, 1 - beta1)                 (torch's lerp form, same rounding)
@@ -69,10 +79,12 @@ template <bool kDecoupled, bool kAmsgrad> struct AdamRule {
   }
 };
 
-template <> struct RuleSpec<AdamOptions> {
+template <>
+struct RuleSpec<AdamOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const AdamOptions& o) { return o.decoupled_weight_decay ? "AdamW" : "Adam"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("betas", o.beta1, o.beta2);
     f("eps", o.eps);
@@ -94,11 +106,13 @@ template <> struct RuleSpec<AdamOptions> {
     detail::require_beta(1, o.beta2);
     detail::require_non_negative("weight_decay value", o.weight_decay);
   }
-  template <typename F> static void select(const AdamOptions& o, F&& f) {
+  template <typename F>
+  static void select(const AdamOptions& o, F&& f) {
     if (o.decoupled_weight_decay) return variant<true>(o, f);
     variant<false>(o, f);
   }
-  template <bool kDecoupled, typename F> static void variant(const AdamOptions& o, F& f) {
+  template <bool kDecoupled, typename F>
+  static void variant(const AdamOptions& o, F& f) {
     if (o.amsgrad) return f(AdamRule<kDecoupled, true>{});
     f(AdamRule<kDecoupled, false>{});
   }

@@ -18,7 +18,8 @@ struct AdamaxOptions {
   bool maximize = false;
 };
 
-template <typename T> struct AdamaxCoeffs {
+template <typename T>
+struct AdamaxCoeffs {
   T one_minus_beta1, beta2, eps, weight_decay;
   T clr;   // lr / (1 - beta1^t)
   T sign;  // -1 to maximize (negating g is exact), else 1
@@ -29,11 +30,14 @@ struct AdamaxRule {
   static constexpr int kStates = 2;
   static constexpr bool kCountsSteps = true;
   using Options = AdamaxOptions;
-  template <typename T> using Coeffs = AdamaxCoeffs<T>;
+  template <typename T>
+  using Coeffs = AdamaxCoeffs<T>;
 
-  template <typename T> GENESIS_HD static AdamaxCoeffs<T> coeffs(const AdamaxOptions& o, double step, bool) {
-    return {T(1.0 - o.beta1), T(o.beta2), T(o.eps), T(o.weight_decay),
-            T(o.lr / (1.0 - std::pow(o.beta1, step))), T(o.maximize ? -1.0 : 1.0)};
+  template <typename T>
+  GENESIS_HD static AdamaxCoeffs<T> coeffs(const AdamaxOptions& o, double step, bool) {
+    return {
+        T(1.0 - o.beta1),          T(o.beta2), T(o.eps), T(o.weight_decay), T(o.lr / (1.0 - std::pow(o.beta1, step))),
+        T(o.maximize ? -1.0 : 1.0)};
   }
 
   // m_t = lerp(m_{t-1}, g, 1 - beta1);  u_t = max(beta2 * u_{t-1}, |g| + eps)
@@ -53,10 +57,12 @@ struct AdamaxRule {
   }
 };
 
-template <> struct RuleSpec<AdamaxOptions> {
+template <>
+struct RuleSpec<AdamaxOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const AdamaxOptions&) { return "Adamax"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("betas", o.beta1, o.beta2);
     f("eps", o.eps);
@@ -73,7 +79,10 @@ template <> struct RuleSpec<AdamaxOptions> {
     detail::require_beta(1, o.beta2);
     detail::require_non_negative("weight_decay value", o.weight_decay);
   }
-  template <typename F> static void select(const AdamaxOptions&, F&& f) { f(AdamaxRule{}); }
+  template <typename F>
+  static void select(const AdamaxOptions&, F&& f) {
+    f(AdamaxRule{});
+  }
 };
 
 }  // namespace genesis

@@ -18,13 +18,14 @@ struct AsgdOptions {
   bool maximize = false;
 };
 
-template <typename T> struct AsgdCoeffs {
-  T eta;           // this step's step size (the eta scalar before the step)
-  T decay;         // 1 - lambd * eta
-  T mu;            // averaging weight (the mu scalar before the step)
-  T copy;          // 1 while mu == 1: the average is the parameter itself
+template <typename T>
+struct AsgdCoeffs {
+  T eta;    // this step's step size (the eta scalar before the step)
+  T decay;  // 1 - lambd * eta
+  T mu;     // averaging weight (the mu scalar before the step)
+  T copy;   // 1 while mu == 1: the average is the parameter itself
   T weight_decay;
-  T sign;          // -1 to maximize (negating g is exact), else 1
+  T sign;  // -1 to maximize (negating g is exact), else 1
 };
 
 // State slot 0 = ax (the averaged parameter); per-tensor scalars eta and mu (float32 as torch
@@ -35,7 +36,8 @@ struct AsgdRule {
   static constexpr int kScalars = 2;
   static constexpr bool kCountsSteps = true;
   using Options = AsgdOptions;
-  template <typename T> using Coeffs = AsgdCoeffs<T>;
+  template <typename T>
+  using Coeffs = AsgdCoeffs<T>;
 
   GENESIS_HD static TensorScalars advance(const AsgdOptions& o, double step, const TensorScalars&) {
     const double eta = o.lr / std::pow(1.0 + o.lambd * o.lr * step, o.alpha);
@@ -46,8 +48,8 @@ struct AsgdRule {
   template <typename T>
   GENESIS_HD static AsgdCoeffs<T> coeffs(const AsgdOptions& o, double, bool, const TensorScalars& s) {
     const double eta = s.v[0], mu = s.v[1];
-    return {T(eta), T(1.0 - o.lambd * eta), T(mu), T(mu == 1.0 ? 1.0 : 0.0), T(o.weight_decay),
-            T(o.maximize ? -1.0 : 1.0)};
+    return {
+        T(eta), T(1.0 - o.lambd * eta), T(mu), T(mu == 1.0 ? 1.0 : 0.0), T(o.weight_decay), T(o.maximize ? -1.0 : 1.0)};
   }
 
   // p = p * (1 - lambd eta) - eta g;  ax = p while mu == 1, else ax += mu (p - ax)
@@ -61,10 +63,12 @@ struct AsgdRule {
   }
 };
 
-template <> struct RuleSpec<AsgdOptions> {
+template <>
+struct RuleSpec<AsgdOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const AsgdOptions&) { return "ASGD"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("lambd", o.lambd);
     f("alpha", o.alpha);
@@ -80,7 +84,10 @@ template <> struct RuleSpec<AsgdOptions> {
     detail::require_non_negative("learning rate", o.lr);
     detail::require_non_negative("weight_decay value", o.weight_decay);
   }
-  template <typename F> static void select(const AsgdOptions&, F&& f) { f(AsgdRule{}); }
+  template <typename F>
+  static void select(const AsgdOptions&, F&& f) {
+    f(AsgdRule{});
+  }
 };
 
 }  // namespace genesis

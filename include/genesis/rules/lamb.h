@@ -24,7 +24,8 @@ struct LambOptions {
   bool maximize = false;
 };
 
-template <typename T> struct LambCoeffs {
+template <typename T>
+struct LambCoeffs {
   T beta1, beta3, beta2, one_minus_beta2, eps, weight_decay, bc1, bc2, sign;
   T ratio;  // pass 1: lr * ||p|| / ||u|| (lr when a norm is 0 or the trust ratio is off)
 };
@@ -41,7 +42,8 @@ struct LambRule {
   static constexpr int kPasses = 2;
   static constexpr bool kCountsSteps = true;
   using Options = LambOptions;
-  template <typename T> using Coeffs = LambCoeffs<T>;
+  template <typename T>
+  using Coeffs = LambCoeffs<T>;
 
   GENESIS_HD static int64_t chunks(const TensorShape& s) { return (s.numel + kSumChunk - 1) / kSumChunk; }
   GENESIS_HD static int64_t scratch_size(const TensorShape& s) { return 2 + 2 * chunks(s); }
@@ -59,9 +61,16 @@ struct LambRule {
     const double t = r.t;
     const double* scratch = r.scratch;
     const bool bc = o.bias_correction;
-    Coeffs<T> c{T(o.beta1), T(o.grad_averaging ? 1.0 - o.beta1 : 1.0), T(o.beta2), T(1.0 - o.beta2), T(o.eps),
-                T(o.weight_decay), T(bc ? 1.0 - std::pow(o.beta1, t) : 1.0), T(bc ? 1.0 - std::pow(o.beta2, t) : 1.0),
-                T(o.maximize ? -1.0 : 1.0), T(0)};
+    Coeffs<T> c{T(o.beta1),
+                T(o.grad_averaging ? 1.0 - o.beta1 : 1.0),
+                T(o.beta2),
+                T(1.0 - o.beta2),
+                T(o.eps),
+                T(o.weight_decay),
+                T(bc ? 1.0 - std::pow(o.beta1, t) : 1.0),
+                T(bc ? 1.0 - std::pow(o.beta2, t) : 1.0),
+                T(o.maximize ? -1.0 : 1.0),
+                T(0)};
     if (pass == 1) {
       const double p_norm = std::sqrt(scratch[0]), u_norm = std::sqrt(scratch[1]);
       const bool trust = o.use_nvlamb || o.weight_decay != 0.0;
@@ -71,7 +80,8 @@ struct LambRule {
   }
 
   // The update direction from the stored moments: m_hat / (sqrt(v_hat) + eps) (+ wd * p).
-  template <typename T> GENESIS_HD static T direction(T p, T m, T v, const Coeffs<T>& c, bool adam_w) {
+  template <typename T>
+  GENESIS_HD static T direction(T p, T m, T v, const Coeffs<T>& c, bool adam_w) {
     T u = (m / c.bc1) / (std::sqrt(v / c.bc2) + c.eps);
     if (adam_w) u = u + c.weight_decay * p;
     return u;
@@ -95,23 +105,28 @@ struct LambRule {
     }
   }
 
-  template <typename Ref> GENESIS_HD static void task_done(int, const Ref& r, int64_t task, int, const double* acc) {
+  template <typename Ref>
+  GENESIS_HD static void task_done(int, const Ref& r, int64_t task, int, const double* acc) {
     r.scratch[2 + 2 * task] = acc[0];
     r.scratch[3 + 2 * task] = acc[1];
   }
-  template <typename Ref> GENESIS_HD static void begin(const LambOptions&, const Ref&) {}
-  template <typename Ref> GENESIS_HD static void finish(int pass, const LambOptions&, const Ref& r) {
+  template <typename Ref>
+  GENESIS_HD static void begin(const LambOptions&, const Ref&) {}
+  template <typename Ref>
+  GENESIS_HD static void finish(int pass, const LambOptions&, const Ref& r) {
     if (pass != 0) return;
     r.scratch[0] = sum_in_order(r.scratch + 2, chunks(r.shape), 2);
     r.scratch[1] = sum_in_order(r.scratch + 3, chunks(r.shape), 2);
   }
 };
 
-template <> struct RuleSpec<LambOptions> {
+template <>
+struct RuleSpec<LambOptions> {
   static constexpr bool kCountsSteps = true;
   static constexpr bool kReduction = true;
   static const char* name(const LambOptions&) { return "LAMB"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("bias_correction", o.bias_correction);
     f("betas", o.beta1, o.beta2);
@@ -130,7 +145,10 @@ template <> struct RuleSpec<LambOptions> {
     detail::require_beta(1, o.beta2);
     detail::require_non_negative("weight_decay value", o.weight_decay);
   }
-  template <typename F> static void select(const LambOptions&, F&& f) { f(LambRule{}); }
+  template <typename F>
+  static void select(const LambOptions&, F&& f) {
+    f(LambRule{});
+  }
 };
 
 }  // namespace genesis

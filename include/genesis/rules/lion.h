@@ -17,7 +17,8 @@ struct LionOptions {
   bool maximize = false;
 };
 
-template <typename T> struct LionCoeffs {
+template <typename T>
+struct LionCoeffs {
   T lr, beta1, one_minus_beta1, beta2, one_minus_beta2;
   T decay;  // 1 - lr * wd
   T sign;   // -1 to maximize (negating g is exact), else 1
@@ -27,10 +28,17 @@ struct LionRule {
   static constexpr int kStates = 1;
   static constexpr bool kCountsSteps = false;
   using Options = LionOptions;
-  template <typename T> using Coeffs = LionCoeffs<T>;
+  template <typename T>
+  using Coeffs = LionCoeffs<T>;
 
-  template <typename T> GENESIS_HD static LionCoeffs<T> coeffs(const LionOptions& o, double, bool) {
-    return {T(o.lr), T(o.beta1), T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(1.0 - o.lr * o.weight_decay),
+  template <typename T>
+  GENESIS_HD static LionCoeffs<T> coeffs(const LionOptions& o, double, bool) {
+    return {T(o.lr),
+            T(o.beta1),
+            T(1.0 - o.beta1),
+            T(o.beta2),
+            T(1.0 - o.beta2),
+            T(1.0 - o.lr * o.weight_decay),
             T(o.maximize ? -1.0 : 1.0)};
   }
 
@@ -46,10 +54,12 @@ struct LionRule {
   }
 };
 
-template <> struct RuleSpec<LionOptions> {
+template <>
+struct RuleSpec<LionOptions> {
   static constexpr bool kCountsSteps = false;
   static const char* name(const LionOptions&) { return "Lion"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("betas", o.beta1, o.beta2);
     f("weight_decay", o.weight_decay);
@@ -62,7 +72,10 @@ template <> struct RuleSpec<LionOptions> {
     detail::require_beta(1, o.beta2);
     detail::require_non_negative("weight_decay value", o.weight_decay);
   }
-  template <typename F> static void select(const LionOptions&, F&& f) { f(LionRule{}); }
+  template <typename F>
+  static void select(const LionOptions&, F&& f) {
+    f(LionRule{});
+  }
 };
 
 }  // namespace genesis

@@ -11,9 +11,9 @@
 #pragma once
 
 #include "genesis/rules/adadelta.h"
+#include "genesis/rules/adafactor.h"
 #include "genesis/rules/adagrad.h"
 #include "genesis/rules/adam.h"
-#include "genesis/rules/adafactor.h"
 #include "genesis/rules/adamax.h"
 #include "genesis/rules/asgd.h"
 #include "genesis/rules/lamb.h"
@@ -25,21 +25,21 @@
 #include "genesis/rules/rprop.h"
 #include "genesis/rules/sgd.h"
 
-#define GENESIS_ELEMENTWISE_RULES(X) \
-  X(sgd, SgdOptions, SGD)            \
-  X(adam, AdamOptions, Adam)         \
-  X(rmsprop, RmspropOptions, RMSprop) \
-  X(adagrad, AdagradOptions, Adagrad) \
+#define GENESIS_ELEMENTWISE_RULES(X)     \
+  X(sgd, SgdOptions, SGD)                \
+  X(adam, AdamOptions, Adam)             \
+  X(rmsprop, RmspropOptions, RMSprop)    \
+  X(adagrad, AdagradOptions, Adagrad)    \
   X(adadelta, AdadeltaOptions, Adadelta) \
-  X(adamax, AdamaxOptions, Adamax)   \
-  X(nadam, NadamOptions, NAdam)      \
-  X(radam, RadamOptions, RAdam)      \
-  X(asgd, AsgdOptions, ASGD)         \
-  X(rprop, RpropOptions, Rprop)      \
+  X(adamax, AdamaxOptions, Adamax)       \
+  X(nadam, NadamOptions, NAdam)          \
+  X(radam, RadamOptions, RAdam)          \
+  X(asgd, AsgdOptions, ASGD)             \
+  X(rprop, RpropOptions, Rprop)          \
   X(lion, LionOptions, Lion)
 
-#define GENESIS_REDUCTION_RULES(X)   \
-  X(lamb, LambOptions, LAMB)         \
+#define GENESIS_REDUCTION_RULES(X) \
+  X(lamb, LambOptions, LAMB)       \
   X(adafactor, AdafactorOptions, Adafactor)
 
 #define GENESIS_RULES(X) GENESIS_ELEMENTWISE_RULES(X) GENESIS_REDUCTION_RULES(X)
@@ -50,6 +50,6 @@
 // Options, Owner) form, Owner being the optimizer the stage belongs to; CMakeLists.txt reads
 // these lines too.
 //   muon_momentum, muon_update  before and after Muon's Newton-Schulz matrix products
-#define GENESIS_STAGE_RULES(X)                  \
-  X(muon_momentum, MuonMomentumOptions, Muon)   \
+#define GENESIS_STAGE_RULES(X)                \
+  X(muon_momentum, MuonMomentumOptions, Muon) \
   X(muon_update, MuonUpdateOptions, Muon)

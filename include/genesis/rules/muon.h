@@ -19,7 +19,6 @@
 
 namespace genesis {
 
-
 // ------------------------------------------------------------------------- momentum stage
 // Slots: param = the NS input U (a scratch array of the parameter's dtype, written only),
 // grad = the gradient, state[0] = momentum_buffer (state dtype).
@@ -28,18 +27,22 @@ struct MuonMomentumOptions {
   bool nesterov = true;
 };
 
-template <typename T> struct MuonMomentumCoeffs {
-  T weight;    // 1 - momentum, rounded once from double as torch rounds its Python float
+template <typename T>
+struct MuonMomentumCoeffs {
+  T weight;  // 1 - momentum, rounded once from double as torch rounds its Python float
   T momentum;
 };
 
-template <bool kNesterov> struct MuonMomentumRule {
+template <bool kNesterov>
+struct MuonMomentumRule {
   static constexpr int kStates = 1;
   static constexpr bool kCountsSteps = false;
   using Options = MuonMomentumOptions;
-  template <typename T> using Coeffs = MuonMomentumCoeffs<T>;
+  template <typename T>
+  using Coeffs = MuonMomentumCoeffs<T>;
 
-  template <typename T> GENESIS_HD static MuonMomentumCoeffs<T> coeffs(const MuonMomentumOptions& o, double, bool) {
+  template <typename T>
+  GENESIS_HD static MuonMomentumCoeffs<T> coeffs(const MuonMomentumOptions& o, double, bool) {
     return {T(1.0 - o.momentum), T(o.momentum)};
   }
 
@@ -52,10 +55,12 @@ template <bool kNesterov> struct MuonMomentumRule {
   }
 };
 
-template <> struct RuleSpec<MuonMomentumOptions> {
+template <>
+struct RuleSpec<MuonMomentumOptions> {
   static constexpr bool kCountsSteps = false;
   static const char* name(const MuonMomentumOptions&) { return "Muon"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("momentum", o.momentum);
     f("nesterov", o.nesterov);
   }
@@ -65,7 +70,8 @@ template <> struct RuleSpec<MuonMomentumOptions> {
     if (!(0.0 <= o.momentum))
       throw std::invalid_argument("momentum should be >= 0 but is: " + detail::float_repr(o.momentum));
   }
-  template <typename F> static void select(const MuonMomentumOptions& o, F&& f) {
+  template <typename F>
+  static void select(const MuonMomentumOptions& o, F&& f) {
     if (o.nesterov) return f(MuonMomentumRule<true>{});
     f(MuonMomentumRule<false>{});
   }
@@ -77,11 +83,12 @@ template <> struct RuleSpec<MuonMomentumOptions> {
 // (in double from Python floats, or in float32 from a float32 tensor lr), and makes one call
 // per adjusted learning rate (it depends on the matrix shape).
 struct MuonUpdateOptions {
-  double decay = 1.0;          // 1 - lr * weight_decay
-  double adjusted_lr = 1e-3;   // lr scaled for the matrix shape (adjust_lr_fn)
+  double decay = 1.0;         // 1 - lr * weight_decay
+  double adjusted_lr = 1e-3;  // lr scaled for the matrix shape (adjust_lr_fn)
 };
 
-template <typename T> struct MuonUpdateCoeffs {
+template <typename T>
+struct MuonUpdateCoeffs {
   T decay;
   T step;  // -adjusted_lr
 };
@@ -90,30 +97,38 @@ struct MuonUpdateRule {
   static constexpr int kStates = 0;
   static constexpr bool kCountsSteps = false;
   using Options = MuonUpdateOptions;
-  template <typename T> using Coeffs = MuonUpdateCoeffs<T>;
+  template <typename T>
+  using Coeffs = MuonUpdateCoeffs<T>;
 
-  template <typename T> GENESIS_HD static MuonUpdateCoeffs<T> coeffs(const MuonUpdateOptions& o, double, bool) {
+  template <typename T>
+  GENESIS_HD static MuonUpdateCoeffs<T> coeffs(const MuonUpdateOptions& o, double, bool) {
     return {T(o.decay), T(-o.adjusted_lr)};
   }
 
   // torch: param.mul_(1 - lr * weight_decay); param.add_(update, alpha=-adjusted_lr), whose
   // CPU and CUDA kernels compute p + alpha * o as one fused multiply-add (see torch_lerp).
-  template <typename T> GENESIS_HD static void apply(T& p, T o, const StateRegs<T>&, const MuonUpdateCoeffs<T>& c) {
+  template <typename T>
+  GENESIS_HD static void apply(T& p, T o, const StateRegs<T>&, const MuonUpdateCoeffs<T>& c) {
     p = std::fma(c.step, o, p * c.decay);
   }
 };
 
-template <> struct RuleSpec<MuonUpdateOptions> {
+template <>
+struct RuleSpec<MuonUpdateOptions> {
   static constexpr bool kCountsSteps = false;
   static const char* name(const MuonUpdateOptions&) { return "Muon"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("decay", o.decay);
     f("adjusted_lr", o.adjusted_lr);
   }
   static std::vector<std::string> state_names(const MuonUpdateOptions&) { return {}; }
   // Derived values: torch's checks of lr and weight_decay run on the group (genesis/optim/muon.py).
   static void validate(const MuonUpdateOptions&) {}
-  template <typename F> static void select(const MuonUpdateOptions&, F&& f) { f(MuonUpdateRule{}); }
+  template <typename F>
+  static void select(const MuonUpdateOptions&, F&& f) {
+    f(MuonUpdateRule{});
+  }
 };
 
 }  // namespace genesis

@@ -20,7 +20,8 @@ struct NadamOptions {
   bool maximize = false;
 };
 
-template <typename T> struct NadamCoeffs {
+template <typename T>
+struct NadamCoeffs {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
   T decay;      // 1 - lr * wd (decoupled weight decay)
   T bc2;        // 1 - beta2^t
@@ -31,12 +32,14 @@ template <typename T> struct NadamCoeffs {
 
 // State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v); one per-tensor scalar, mu_product (the
 // running product of the momentum schedule mu_t, float32 as torch keeps it).
-template <bool kDecoupled> struct NadamRule {
+template <bool kDecoupled>
+struct NadamRule {
   static constexpr int kStates = 2;
   static constexpr int kScalars = 1;
   static constexpr bool kCountsSteps = true;
   using Options = NadamOptions;
-  template <typename T> using Coeffs = NadamCoeffs<T>;
+  template <typename T>
+  using Coeffs = NadamCoeffs<T>;
 
   // mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay))
   GENESIS_HD static double mu(const NadamOptions& o, double t) {
@@ -55,9 +58,15 @@ template <bool kDecoupled> struct NadamRule {
   GENESIS_HD static NadamCoeffs<T> coeffs(const NadamOptions& o, double step, bool, const TensorScalars& scalars) {
     const double mu_t = mu(o, step), mu_next = mu(o, step + 1.0);
     const double prod = product(o, step, scalars);
-    return {T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(o.eps), T(o.weight_decay),
-            T(1.0 - o.lr * o.weight_decay), T(1.0 - std::pow(o.beta2, step)),
-            T(o.lr * (1.0 - mu_t) / (1.0 - prod)), T(o.lr * mu_next / (1.0 - prod * mu_next)),
+    return {T(1.0 - o.beta1),
+            T(o.beta2),
+            T(1.0 - o.beta2),
+            T(o.eps),
+            T(o.weight_decay),
+            T(1.0 - o.lr * o.weight_decay),
+            T(1.0 - std::pow(o.beta2, step)),
+            T(o.lr * (1.0 - mu_t) / (1.0 - prod)),
+            T(o.lr * mu_next / (1.0 - prod * mu_next)),
             T(o.maximize ? -1.0 : 1.0)};
   }
 
@@ -83,10 +92,12 @@ template <bool kDecoupled> struct NadamRule {
   }
 };
 
-template <> struct RuleSpec<NadamOptions> {
+template <>
+struct RuleSpec<NadamOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const NadamOptions&) { return "NAdam"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("betas", o.beta1, o.beta2);
     f("eps", o.eps);
@@ -108,7 +119,8 @@ template <> struct RuleSpec<NadamOptions> {
     detail::require_non_negative("weight_decay value", o.weight_decay);
     detail::require_non_negative("momentum_decay value", o.momentum_decay);
   }
-  template <typename F> static void select(const NadamOptions& o, F&& f) {
+  template <typename F>
+  static void select(const NadamOptions& o, F&& f) {
     if (o.decoupled_weight_decay) return f(NadamRule<true>{});
     f(NadamRule<false>{});
   }

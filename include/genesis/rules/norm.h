@@ -14,7 +14,8 @@ enum class NormKind : int8_t { L1, L2, Lp, Inf };
 // value becomes the norm. The kind is a template parameter so the inner loops stay branch-free
 // and vectorize. Partials accumulate in double: sums over hundreds of millions of float32
 // squares would lose most of their digits in float.
-template <NormKind K> struct NormOp {
+template <NormKind K>
+struct NormOp {
   double p;  // the exponent, read only by NormKind::Lp
 
   GENESIS_HD double contribution(double x) const {
@@ -36,7 +37,8 @@ template <NormKind K> struct NormOp {
 };
 
 // Calls fn(NormOp<K>{p}) for the kind that `norm_type` names: 1, 2, inf, or any other p > 0.
-template <typename Fn> decltype(auto) dispatch_norm(double norm_type, Fn&& fn) {
+template <typename Fn>
+decltype(auto) dispatch_norm(double norm_type, Fn&& fn) {
   if (norm_type == 1.0) return fn(NormOp<NormKind::L1>{1.0});
   if (norm_type == 2.0) return fn(NormOp<NormKind::L2>{2.0});
   if (std::isinf(norm_type)) return fn(NormOp<NormKind::Inf>{norm_type});
@@ -44,7 +46,8 @@ template <typename Fn> decltype(auto) dispatch_norm(double norm_type, Fn&& fn) {
 }
 
 // g <- clamp(g, -c, c); NaN stays NaN, as in torch.clamp.
-template <typename T> GENESIS_HD T clamp_symmetric(T g, T c) {
+template <typename T>
+GENESIS_HD T clamp_symmetric(T g, T c) {
   return g < -c ? -c : (g > c ? c : g);
 }
 

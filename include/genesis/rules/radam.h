@@ -19,35 +19,49 @@ struct RadamOptions {
   bool maximize = false;
 };
 
-template <typename T> struct RadamCoeffs {
+template <typename T>
+struct RadamCoeffs {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
-  T decay;        // 1 - lr * wd (decoupled weight decay)
-  T lr, bc1;      // bc1 = 1 - beta1^t
-  T bc2_sqrt;     // sqrt(1 - beta2^t)
-  T rect;         // the rectification term r_t
-  T rectified;    // 1 once rho_t > 5 (then the adaptive step), else 0 (plain momentum step)
-  T sign;         // -1 to maximize (negating g is exact), else 1
+  T decay;      // 1 - lr * wd (decoupled weight decay)
+  T lr, bc1;    // bc1 = 1 - beta1^t
+  T bc2_sqrt;   // sqrt(1 - beta2^t)
+  T rect;       // the rectification term r_t
+  T rectified;  // 1 once rho_t > 5 (then the adaptive step), else 0 (plain momentum step)
+  T sign;       // -1 to maximize (negating g is exact), else 1
 };
 
-template <bool kDecoupled> struct RadamRule {
+template <bool kDecoupled>
+struct RadamRule {
   static constexpr int kStates = 2;
   static constexpr bool kCountsSteps = true;
   using Options = RadamOptions;
-  template <typename T> using Coeffs = RadamCoeffs<T>;
+  template <typename T>
+  using Coeffs = RadamCoeffs<T>;
 
   // The rectification switch depends on t only, so it is a coefficient: one branch per tensor.
   // rho_inf = 2 / (1 - beta2) - 1;  rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
   // r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
-  template <typename T> GENESIS_HD static RadamCoeffs<T> coeffs(const RadamOptions& o, double step, bool) {
+  template <typename T>
+  GENESIS_HD static RadamCoeffs<T> coeffs(const RadamOptions& o, double step, bool) {
     const double bc2 = 1.0 - std::pow(o.beta2, step);
     const double rho_inf = 2.0 / (1.0 - o.beta2) - 1.0;
     const double rho_t = rho_inf - 2.0 * step * std::pow(o.beta2, step) / bc2;
     const bool rectified = rho_t > 5.0;
     const double rect =
-        rectified ? std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) : 0.0;
-    return {T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(o.eps), T(o.weight_decay),
-            T(1.0 - o.lr * o.weight_decay), T(o.lr), T(1.0 - std::pow(o.beta1, step)), T(std::sqrt(bc2)),
-            T(rect), T(rectified ? 1.0 : 0.0), T(o.maximize ? -1.0 : 1.0)};
+        rectified ? std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                  : 0.0;
+    return {T(1.0 - o.beta1),
+            T(o.beta2),
+            T(1.0 - o.beta2),
+            T(o.eps),
+            T(o.weight_decay),
+            T(1.0 - o.lr * o.weight_decay),
+            T(o.lr),
+            T(1.0 - std::pow(o.beta1, step)),
+            T(std::sqrt(bc2)),
+            T(rect),
+            T(rectified ? 1.0 : 0.0),
+            T(o.maximize ? -1.0 : 1.0)};
   }
 
   // m_t = lerp(m_{t-1}, g, 1 - beta1);  v_t = beta2 v_{t-1} + (1 - beta2) g^2
@@ -72,10 +86,12 @@ template <bool kDecoupled> struct RadamRule {
   }
 };
 
-template <> struct RuleSpec<RadamOptions> {
+template <>
+struct RuleSpec<RadamOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const RadamOptions&) { return "RAdam"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("betas", o.beta1, o.beta2);
     f("eps", o.eps);
@@ -93,7 +109,8 @@ template <> struct RuleSpec<RadamOptions> {
     detail::require_beta(1, o.beta2);
     detail::require_non_negative("weight_decay value", o.weight_decay);
   }
-  template <typename F> static void select(const RadamOptions& o, F&& f) {
+  template <typename F>
+  static void select(const RadamOptions& o, F&& f) {
     if (o.decoupled_weight_decay) return f(RadamRule<true>{});
     f(RadamRule<false>{});
   }

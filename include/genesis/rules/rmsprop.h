@@ -19,23 +19,27 @@ struct RmspropOptions {
   bool maximize = false;
 };
 
-template <typename T> struct RmspropCoeffs {
+template <typename T>
+struct RmspropCoeffs {
   T lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
   T sign;  // -1 to maximize (negating g is exact), else 1
 };
 
 // State slots: 0 = square_avg (v), then grad_avg (centered), then momentum_buffer (momentum).
-template <bool kCentered, bool kMomentum> struct RmspropRule {
+template <bool kCentered, bool kMomentum>
+struct RmspropRule {
   static constexpr int kGradAvg = 1;
   static constexpr int kBuffer = kCentered ? 2 : 1;
   static constexpr int kStates = 1 + int(kCentered) + int(kMomentum);
   static constexpr bool kCountsSteps = true;
   using Options = RmspropOptions;
-  template <typename T> using Coeffs = RmspropCoeffs<T>;
+  template <typename T>
+  using Coeffs = RmspropCoeffs<T>;
 
-  template <typename T> GENESIS_HD static RmspropCoeffs<T> coeffs(const RmspropOptions& o, double, bool) {
-    return {T(o.lr), T(o.alpha), T(1.0 - o.alpha), T(o.eps), T(o.weight_decay), T(o.momentum),
-            T(o.maximize ? -1.0 : 1.0)};
+  template <typename T>
+  GENESIS_HD static RmspropCoeffs<T> coeffs(const RmspropOptions& o, double, bool) {
+    return {T(o.lr),           T(o.alpha),    T(1.0 - o.alpha),          T(o.eps),
+            T(o.weight_decay), T(o.momentum), T(o.maximize ? -1.0 : 1.0)};
   }
 
   // v_t = alpha * v_{t-1} + (1 - alpha) * g_t^2
@@ -66,10 +70,12 @@ template <bool kCentered, bool kMomentum> struct RmspropRule {
   }
 };
 
-template <> struct RuleSpec<RmspropOptions> {
+template <>
+struct RuleSpec<RmspropOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const RmspropOptions&) { return "RMSprop"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("alpha", o.alpha);
     f("eps", o.eps);
@@ -93,11 +99,13 @@ template <> struct RuleSpec<RmspropOptions> {
     detail::require_non_negative("weight_decay value", o.weight_decay);
     detail::require_non_negative("alpha value", o.alpha);
   }
-  template <typename F> static void select(const RmspropOptions& o, F&& f) {
+  template <typename F>
+  static void select(const RmspropOptions& o, F&& f) {
     if (o.centered) return variant<true>(o, f);
     variant<false>(o, f);
   }
-  template <bool kCentered, typename F> static void variant(const RmspropOptions& o, F& f) {
+  template <bool kCentered, typename F>
+  static void variant(const RmspropOptions& o, F& f) {
     if (o.momentum > 0.0) return f(RmspropRule<kCentered, true>{});
     f(RmspropRule<kCentered, false>{});
   }

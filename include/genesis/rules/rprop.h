@@ -18,7 +18,8 @@ struct RpropOptions {
   bool maximize = false;
 };
 
-template <typename T> struct RpropCoeffs {
+template <typename T>
+struct RpropCoeffs {
   T lr, etaminus, etaplus, step_size_min, step_size_max;
   T first;  // 1 on fresh state: every step size starts at lr (torch fills it so)
   T sign;   // -1 to maximize (negating g is exact), else 1
@@ -29,10 +30,17 @@ struct RpropRule {
   static constexpr int kStates = 2;
   static constexpr bool kCountsSteps = true;
   using Options = RpropOptions;
-  template <typename T> using Coeffs = RpropCoeffs<T>;
+  template <typename T>
+  using Coeffs = RpropCoeffs<T>;
 
-  template <typename T> GENESIS_HD static RpropCoeffs<T> coeffs(const RpropOptions& o, double, bool fresh) {
-    return {T(o.lr), T(o.etaminus), T(o.etaplus), T(o.step_size_min), T(o.step_size_max), T(fresh ? 1.0 : 0.0),
+  template <typename T>
+  GENESIS_HD static RpropCoeffs<T> coeffs(const RpropOptions& o, double, bool fresh) {
+    return {T(o.lr),
+            T(o.etaminus),
+            T(o.etaplus),
+            T(o.step_size_min),
+            T(o.step_size_max),
+            T(fresh ? 1.0 : 0.0),
             T(o.maximize ? -1.0 : 1.0)};
   }
 
@@ -57,10 +65,12 @@ struct RpropRule {
   }
 };
 
-template <> struct RuleSpec<RpropOptions> {
+template <>
+struct RuleSpec<RpropOptions> {
   static constexpr bool kCountsSteps = true;
   static const char* name(const RpropOptions&) { return "Rprop"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("etas", o.etaminus, o.etaplus);
     f("step_sizes", o.step_size_min, o.step_size_max);
@@ -75,7 +85,10 @@ template <> struct RuleSpec<RpropOptions> {
       throw std::invalid_argument("Invalid eta values: " + detail::float_repr(o.etaminus) + ", " +
                                   detail::float_repr(o.etaplus));
   }
-  template <typename F> static void select(const RpropOptions&, F&& f) { f(RpropRule{}); }
+  template <typename F>
+  static void select(const RpropOptions&, F&& f) {
+    f(RpropRule{});
+  }
 };
 
 }  // namespace genesis

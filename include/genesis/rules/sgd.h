@@ -17,23 +17,31 @@ struct SgdOptions {
 };
 
 // Per-tensor scalars in the math type T, computed once per step on the host.
-template <typename T> struct SgdCoeffs {
+template <typename T>
+struct SgdCoeffs {
   T lr, weight_decay, momentum, one_minus_dampening;
   T first;  // 1 on a fresh buffer: b_1 = g_1 exactly (torch clones the gradient), else 0
-  T sign;  // -1 to maximize (negating g is exact), else 1
+  T sign;   // -1 to maximize (negating g is exact), else 1
 };
 
 // kMomentum and kNesterov select the variant at compile time: without momentum there is no
 // buffer to read or write, which halves the memory traffic of plain SGD.
-template <bool kMomentum, bool kNesterov> struct SgdRule {
+template <bool kMomentum, bool kNesterov>
+struct SgdRule {
   static constexpr int kStates = kMomentum ? 1 : 0;
   static constexpr bool kCountsSteps = false;
   using Options = SgdOptions;
-  template <typename T> using Coeffs = SgdCoeffs<T>;
+  template <typename T>
+  using Coeffs = SgdCoeffs<T>;
 
   // `fresh`: the momentum buffer was just created (SGD counts no steps).
-  template <typename T> GENESIS_HD static SgdCoeffs<T> coeffs(const SgdOptions& o, double, bool fresh) {
-    return {T(o.lr), T(o.weight_decay), T(o.momentum), T(1.0 - o.dampening), T(fresh ? 1.0 : 0.0),
+  template <typename T>
+  GENESIS_HD static SgdCoeffs<T> coeffs(const SgdOptions& o, double, bool fresh) {
+    return {T(o.lr),
+            T(o.weight_decay),
+            T(o.momentum),
+            T(1.0 - o.dampening),
+            T(fresh ? 1.0 : 0.0),
             T(o.maximize ? -1.0 : 1.0)};
   }
 
@@ -52,10 +60,12 @@ template <bool kMomentum, bool kNesterov> struct SgdRule {
   }
 };
 
-template <> struct RuleSpec<SgdOptions> {
+template <>
+struct RuleSpec<SgdOptions> {
   static constexpr bool kCountsSteps = false;
   static const char* name(const SgdOptions&) { return "SGD"; }
-  template <typename O, typename F> static void fields(O& o, F&& f) {
+  template <typename O, typename F>
+  static void fields(O& o, F&& f) {
     f("lr", o.lr);
     f("momentum", o.momentum);
     f("dampening", o.dampening);
@@ -75,7 +85,8 @@ template <> struct RuleSpec<SgdOptions> {
     if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
       throw std::invalid_argument("Nesterov momentum requires a momentum and zero dampening");
   }
-  template <typename F> static void select(const SgdOptions& o, F&& f) {
+  template <typename F>
+  static void select(const SgdOptions& o, F&& f) {
     if (o.momentum == 0.0) return f(SgdRule<false, false>{});
     if (o.nesterov) return f(SgdRule<true, true>{});
     f(SgdRule<true, false>{});

@@ -27,7 +27,8 @@
 
 namespace genesis {
 
-template <typename Options> struct RuleSpec;
+template <typename Options>
+struct RuleSpec;
 
 // One state array of a parameter: its name and shape. Element-wise rules keep arrays of the
 // parameter's shape (state_names); a reduction rule may declare others (Adafactor's row and
@@ -62,10 +63,12 @@ inline void require_beta(int index, double value) {
 
 // The per-tensor scalars of a rule with these options (names and initial values, in slot
 // order after its arrays); none for a rule whose RuleSpec declares no scalars().
-template <typename O, typename = void> struct HasScalars : std::false_type {};
+template <typename O, typename = void>
+struct HasScalars : std::false_type {};
 template <typename O>
 struct HasScalars<O, std::void_t<decltype(RuleSpec<O>::scalars(std::declval<const O&>()))>> : std::true_type {};
-template <typename O> std::vector<std::pair<std::string, double>> scalar_state(const O& o) {
+template <typename O>
+std::vector<std::pair<std::string, double>> scalar_state(const O& o) {
   if constexpr (HasScalars<O>::value) {
     return RuleSpec<O>::scalars(o);
   } else {
@@ -75,12 +78,14 @@ template <typename O> std::vector<std::pair<std::string, double>> scalar_state(c
 }
 
 // The state arrays of a parameter of this shape, in slot order.
-template <typename O, typename = void> struct HasStateArrays : std::false_type {};
+template <typename O, typename = void>
+struct HasStateArrays : std::false_type {};
 template <typename O>
 struct HasStateArrays<O, std::void_t<decltype(RuleSpec<O>::state_arrays(std::declval<const O&>(),
-                                                                         std::declval<const std::vector<int64_t>&>()))>>
+                                                                        std::declval<const std::vector<int64_t>&>()))>>
     : std::true_type {};
-template <typename O> std::vector<StateArray> state_arrays(const O& o, const std::vector<int64_t>& shape) {
+template <typename O>
+std::vector<StateArray> state_arrays(const O& o, const std::vector<int64_t>& shape) {
   if constexpr (HasStateArrays<O>::value) {
     return RuleSpec<O>::state_arrays(o, shape);
   } else {
