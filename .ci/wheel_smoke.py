@@ -37,7 +37,9 @@ def optimizer_classes():
 def minimize(name, cls, steps=30):
     rng = np.random.default_rng(0)
     target = rng.normal(size=(8, 5)).astype(np.float32)
-    params = [Parameter(np.zeros((8, 5), np.float32)), Parameter(np.ones(5, np.float32))]
+    # Muon updates matrices only (torch's rule), so its "bias" is a 1 x 5 matrix.
+    bias_shape = (1, 5) if name == "Muon" else (5,)
+    params = [Parameter(np.zeros((8, 5), np.float32)), Parameter(np.ones(bias_shape, np.float32))]
     # Optimizers whose lr has no default (SGD's is a "required" marker) get one; the others
     # run on their defaults.
     lr = inspect.signature(cls).parameters.get("lr")
