@@ -18,29 +18,58 @@
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
-// Runs task `task` of pass `pass` of one tensor: its lanes interleaved (element k on lane
-// k % lanes), then the tree or the per-lane hand-over.
-template <typename Rule, typename Ref>
-void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t task) {
-  const typename Rule::template Coeffs<typename Ref::T> c = Rule::coeffs(pass, o, r, task);
-  const TaskInfo info = Rule::task(pass, r.shape, task);
+// Lane j's accumulators in a lane-major block (sum k of lane j at acc[k][j]): neighbouring lanes
+// are neighbouring doubles, so the loop over a round's lanes vectorizes.
+struct LaneSums {
+  double* at;
+  double& operator[](int k) const { return at[k * kLanes]; }
+};
+
+// Runs task `task` (of kind kKind) of pass kPass of one tensor: its lanes interleaved (element
+// k on lane k % lanes), then the tree or the per-lane hand-over. Pass and kind are template
+// arguments and the tensor and coefficients local copies, so that the compiler sees a
+// branch-free lane loop whose only stores are the tensor's arrays and the accumulators: it
+// vectorizes it (with run-time pass or kind it did not).
+template <typename Rule, int kPass, int kKind, typename Ref>
+void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t task, const TaskInfo& info) {
+  const Ref r = tensor;
+  const typename Rule::template Coeffs<typename Ref::T> c = Rule::coeffs(kPass, o, r, task);
   const int64_t length = info.length;
-  const TaskMode mode = info.mode;
   const int lanes = info.lanes;
-  double acc[kLanes][kMaxSums];
-  for (int j = 0; j < lanes; ++j)
-    for (int k = 0; k < kMaxSums; ++k) acc[j][k] = 0.0;
-  for (int64_t base = 0; base < length; base += lanes) {
+  alignas(64) double acc[kMaxSums][kLanes];
+  if (info.mode != TaskMode::None)  // a pass that only writes adds into acc but never reads it
+    for (int k = 0; k < kMaxSums; ++k)
+      for (int j = 0; j < lanes; ++j) acc[k][j] = 0.0;
+  int64_t round = 0;
+  for (int64_t base = 0; base < length; base += lanes, ++round) {
     const int n = int(std::min<int64_t>(lanes, length - base));
-    for (int j = 0; j < n; ++j) Rule::visit(pass, o, r, c, task, base + j, acc[j]);
+    for (int j = 0; j < n; ++j) Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind}, LaneSums{&acc[0][j]});
   }
-  if (mode == TaskMode::Sum) {
+  double sums[kMaxSums];
+  if (info.mode == TaskMode::Sum) {
     for (int s = lanes / 2; s > 0; s /= 2)
-      for (int j = 0; j < s; ++j)
-        for (int k = 0; k < kMaxSums; ++k) acc[j][k] += acc[j + s][k];
-    Rule::task_done(pass, r, task, 0, acc[0]);
-  } else if (mode == TaskMode::Lanes) {
-    for (int j = 0; j < lanes; ++j) Rule::task_done(pass, r, task, j, acc[j]);
+      for (int k = 0; k < kMaxSums; ++k)
+        for (int j = 0; j < s; ++j) acc[k][j] += acc[k][j + s];
+    for (int k = 0; k < kMaxSums; ++k) sums[k] = acc[k][0];
+    Rule::task_done(kPass, r, task, 0, sums);
+  } else if (info.mode == TaskMode::Lanes) {
+    for (int j = 0; j < lanes; ++j) {
+      for (int k = 0; k < kMaxSums; ++k) sums[k] = acc[k][j];
+      Rule::task_done(kPass, r, task, j, sums);
+    }
+  }
+}
+
+// run_task_pass for a pass and kind known at run time.
+template <typename Rule, int kPass = 0, int kKind = 0, typename Ref>
+void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t task, const TaskInfo& info) {
+  if constexpr (kPass < Rule::kPasses) {
+    if constexpr (kKind < Rule::kKinds) {
+      if (pass == kPass && info.kind == kKind) return run_task_pass<Rule, kPass, kKind>(o, r, task, info);
+      run_task<Rule, kPass, kKind + 1>(pass, o, r, task, info);
+    } else {
+      run_task<Rule, kPass + 1, 0>(pass, o, r, task, info);
+    }
   }
 }
 
@@ -87,7 +116,7 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
       for (int64_t task = 0; task < f[count]; ++task) {
         const int64_t t = std::upper_bound(f.begin(), f.end(), task) - f.begin() - 1;
         const Ref& r = refs[t];
-        run_task<Rule>(p, o, r, task - f[t]);
+        run_task<Rule>(p, o, r, task - f[t], Rule::task(p, r.shape, task - f[t]));
       }
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < count; ++t) Rule::finish(p, o, refs[t]);

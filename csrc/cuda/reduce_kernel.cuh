@@ -82,7 +82,8 @@ __global__ void __launch_bounds__(kThreads)
   const int j = threadIdx.x;
   double acc[kMaxSums] = {};
   if (j < width)
-    for (int64_t k = j; k < length; k += width) Rule::visit(pass, options, r, c, task, k, acc);
+    for (int64_t k = j, round = 0; k < length; k += width, ++round)
+      Rule::visit(pass, options, r, c, task, LaneAt{k, round, j, info.kind}, acc);
   if (mode == TaskMode::Lanes) {
     if (j < width) Rule::task_done(pass, r, task, j, acc);
   } else if (mode == TaskMode::Sum) {

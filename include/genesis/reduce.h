@@ -15,8 +15,8 @@ namespace genesis {
 // A reduction rule runs Rule::kPasses passes over the tensors of a step. Pass k of a tensor is
 // a list of tasks (Rule::tasks). Rule::task says what a task is (TaskInfo): `length` elements,
 // visited as `lanes` lanes (at most kLanes): lane j visits the task's elements j, j + lanes,
-// j + 2 lanes, ... in that order, adding what Rule::visit returns into its double
-// accumulators. Then, by its mode, the lanes are combined by a fixed pairwise tree (lane j +=
+// j + 2 lanes, ... in that order (round 0, 1, 2, ...; LaneAt), adding what Rule::visit returns
+// into its double accumulators (`acc[k]`, k < kMaxSums, whatever type the backend gives). Then, by its mode, the lanes are combined by a fixed pairwise tree (lane j +=
 // lane j + s, for s = lanes/2, ..., 1; lanes is a power of two) and handed to Rule::task_done
 // once (Sum), or handed over one per lane (Lanes: Adafactor's column sums, one column per
 // lane), or not at all (None: a pass that only writes). Rule::coeffs gives each task its
@@ -51,11 +51,24 @@ GENESIS_HD double sum_in_order(const double* first, int64_t count, int64_t strid
   return sum;
 }
 
+// `lanes` is a power of two for a Sum task (the tree); a Lanes task may use any count. `kind`
+// (0 .. Rule::kKinds - 1) says which of the rule's kinds of task this is (Adafactor: a vector's
+// chunk, a matrix row, a block of columns): the CPU driver compiles a lane loop per pass and
+// kind, so that each loop is free of the branches between them (GCC vectorizes only those).
 struct TaskInfo {
   int64_t length;
   int lanes;
   TaskMode mode;
+  int kind = 0;
 };
+
+// Where Rule::visit is: element k = round * lanes + lane of a task of kind `kind`. Both backends
+// walk the rounds in order, so a rule reads the round and lane instead of dividing k by `lanes`.
+struct LaneAt {
+  int64_t k, round;
+  int lane, kind;
+};
+
 // A whole-tensor sum's task: `length` elements on lane_width(length) lanes, tree-combined.
 GENESIS_HD TaskInfo sum_task(int64_t length) { return {length, lane_width(length), TaskMode::Sum}; }
 

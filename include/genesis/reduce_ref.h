@@ -42,6 +42,7 @@ struct TensorRef {
   // pass computes from it equals what a later pass reloads.
   GENESIS_HD T set_s(int k, int64_t i, T v) const {
     store(state[k][i], v);
+    if constexpr (std::is_same_v<S, T>) return v;  // nothing to round (and no reload in the loop)
     return load<T>(state[k][i]);
   }
   GENESIS_HD void set_p(int64_t i, T v) const {

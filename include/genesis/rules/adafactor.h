@@ -50,6 +50,9 @@ struct AdafactorCoeffs {
 struct AdafactorRule {
   static constexpr int kStates = 2;  // row_var, col_var; or variance
   static constexpr int kPasses = 3;
+  // Kinds of task (TaskInfo::kind): a vector's chunk, a matrix row, a block of matrix columns.
+  enum Kind { kChunk, kRow, kColumns };
+  static constexpr int kKinds = 3;
   static constexpr bool kCountsSteps = true;
   using Options = AdafactorOptions;
   template <typename T>
@@ -57,7 +60,9 @@ struct AdafactorRule {
 
   GENESIS_HD static int64_t chunks(const TensorShape& s) { return (s.numel + kSumChunk - 1) / kSumChunk; }
   GENESIS_HD static int64_t nrows(const TensorShape& s) { return s.batch() * s.rows; }
-  GENESIS_HD static int64_t col_blocks(const TensorShape& s) { return s.batch() * ((s.cols + kLanes - 1) / kLanes); }
+  // Column blocks of kLanes columns: per matrix, and in the whole batch.
+  GENESIS_HD static int64_t blocks(const TensorShape& s) { return (s.cols + kLanes - 1) / kLanes; }
+  GENESIS_HD static int64_t col_blocks(const TensorShape& s) { return s.batch() * blocks(s); }
   // Scratch offsets (matrix).
   GENESIS_HD static int64_t col_at(const TensorShape& s) { return 4 + 2 * nrows(s); }
   GENESIS_HD static int64_t mean_at(const TensorShape& s) { return col_at(s) + s.batch() * s.cols; }
@@ -70,17 +75,23 @@ struct AdafactorRule {
     if (!s.matrix()) return pass == 1 ? 0 : chunks(s);
     return pass == 0 ? nrows(s) + col_blocks(s) : nrows(s);
   }
-  // Lanes of a column block: one per column, as many as a block of kLanes columns needs.
-  GENESIS_HD static int block_lanes(const TensorShape& s) { return s.cols < kLanes ? int(s.cols) : kLanes; }
+  // Lanes of column block `block` (of a matrix's blocks of kLanes columns): one per column, the
+  // last block only as many as it has columns.
+  GENESIS_HD static int block_lanes(const TensorShape& s, int64_t block) {
+    const int64_t rest = s.cols - block * kLanes;
+    return rest < kLanes ? int(rest) : kLanes;
+  }
   GENESIS_HD static TaskInfo task(int pass, const TensorShape& s, int64_t task) {
     TaskInfo info;
     if (!s.matrix()) {
       const int64_t rest = s.numel - task * kSumChunk;
       info = sum_task(rest < kSumChunk ? rest : kSumChunk);
     } else if (pass == 0 && task >= nrows(s)) {
-      info = {s.rows * block_lanes(s), block_lanes(s), TaskMode::Lanes};
+      const int lanes = block_lanes(s, (task - nrows(s)) % blocks(s));
+      info = {s.rows * lanes, lanes, TaskMode::Lanes, kColumns};
     } else {
       info = sum_task(s.cols);
+      info.kind = kRow;
     }
     if (pass == 2) info.mode = TaskMode::None;
     return info;
@@ -97,9 +108,8 @@ struct AdafactorRule {
         T(scratch[2]), T(eps1), T(eps1 * eps1), T(o.maximize ? -1.0 : 1.0), T(1.0 - o.lr * o.weight_decay), T(0), T(0),
         T(0),          0};
     if (s.matrix() && pass == 0 && task >= nrows(s)) {
-      const int64_t blocks = (s.cols + kLanes - 1) / kLanes;
-      const int64_t b = (task - nrows(s)) / blocks;
-      c.first = b * s.rows * s.cols + ((task - nrows(s)) % blocks) * kLanes;
+      const int64_t b = (task - nrows(s)) / blocks(s);
+      c.first = b * s.rows * s.cols + ((task - nrows(s)) % blocks(s)) * kLanes;
     } else if (s.matrix() && pass > 0) {
       const int64_t b = task / s.rows;
       c.row_var = r.s(0, task);
@@ -124,12 +134,12 @@ struct AdafactorRule {
     return T(1) / std::sqrt(var) * g;
   }
 
-  template <typename Ref, typename T>
+  template <typename Ref, typename T, typename Acc>
   GENESIS_HD static void visit(int pass, const AdafactorOptions&, const Ref& r, const Coeffs<T>& c, int64_t task,
-                               int64_t k, double* acc) {
+                               LaneAt at, Acc acc) {
     const TensorShape& s = r.shape;
-    if (!s.matrix()) {
-      const int64_t i = task * kSumChunk + k;
+    if (at.kind == kChunk) {
+      const int64_t i = task * kSumChunk + at.k;
       const T p = r.p(i), g = c.sign * r.g(i);
       T var = pass == 0 ? r.set_s(0, i, torch_lerp(r.s(0, i), g * g, c.w)) : r.s(0, i);
       var = var < c.eps1_sq ? c.eps1_sq : var;
@@ -142,15 +152,12 @@ struct AdafactorRule {
       }
       return;
     }
-    if (pass == 0 && task >= nrows(s)) {  // a block of columns: lane k % lanes, row k / lanes
-      const int lanes = block_lanes(s);
-      const int64_t row = k / lanes, lane = k % lanes;
-      if (c.first % s.cols + lane >= s.cols) return;  // the last block's lanes past the end
-      const T g = r.g(c.first + row * s.cols + lane);
+    if (at.kind == kColumns) {  // a lane per column, a round per row
+      const T g = r.g(c.first + at.round * s.cols + at.lane);
       acc[0] += double(g) * double(g);
       return;
     }
-    const int64_t i = task * s.cols + k;  // row `task`, column k
+    const int64_t k = at.k, i = task * s.cols + k;  // row `task`, column k
     const T g = c.sign * r.g(i);
     if (pass == 0) {
       const T p = r.p(i);
@@ -178,10 +185,9 @@ struct AdafactorRule {
       r.scratch[4 + 2 * task] = acc[0];
       r.scratch[5 + 2 * task] = acc[1];
     } else if (pass == 0) {
-      const int64_t blocks = (s.cols + kLanes - 1) / kLanes;
-      const int64_t b = (task - nrows(s)) / blocks;
-      const int64_t col = ((task - nrows(s)) % blocks) * kLanes + lane;
-      if (col < s.cols) r.scratch[col_at(s) + b * s.cols + col] = acc[0];
+      const int64_t b = (task - nrows(s)) / blocks(s);
+      const int64_t col = ((task - nrows(s)) % blocks(s)) * kLanes + lane;
+      r.scratch[col_at(s) + b * s.cols + col] = acc[0];
     } else {
       r.scratch[rowu_at(s) + task] = acc[0];
     }
