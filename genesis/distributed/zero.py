@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from ..nn.utils import clip_grad as _clip
 from . import comm
+from . import layout as _layout
 from . import state as _state
 from .flat_buffer import FlatBuffer, _as_groups, split_by_storage
 
@@ -49,13 +50,32 @@ class _Bucket:
 
 
 class _Shard:
-    """One flat buffer and this rank's pieces of it (the wrapped optimizer's parameters)."""
+    """One flat buffer and this rank's part of it: the wrapped optimizer's parameters.
 
-    def __init__(self, buffer, group_index, rank, world_size):
+    Element-wise rules (``whole_tensors`` false): one equal piece of every bucket per rank
+    (``pieces[i]`` is this rank's 1-D piece of bucket i; ``owned`` is None).
+    Rules that reduce over whole tensors: every parameter is kept whole by the rank `owner`
+    gives it (layout.owners over all buffers together); ``pieces`` are this rank's parameters as views of the buffer in their own
+    shapes, ``indices`` their positions in the buffer, and ``owned[i][r]`` the buffer range of
+    bucket i that rank r owns (the collectives then go per rank range: see ZeroOptimizer)."""
+
+    def __init__(self, buffer, group_index, rank, world_size, owner=None):
         self.buffer = buffer
         self.group_index = group_index
         self.pieces = []  # data views, each with .grad set
-        self.ranges = []  # (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
+        self.ranges = []  # element-wise: (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
+        self.owned = None
+        self.indices = []
+        if owner is not None:
+            self.owned = _layout.owned_ranges(buffer.layout, owner, world_size)
+            self.indices = [i for i, r in enumerate(owner) if r == rank]
+            for i in self.indices:
+                lo, hi = buffer.param_slice(i)
+                shape = buffer.params[i].shape
+                view = buffer.data[lo:hi].view(shape)
+                view.grad = buffer.grad[lo:hi].view(shape)
+                self.pieces.append(view)
+            return
         for bucket in buffer.layout.buckets:
             lo, hi, llo, lhi = bucket.piece(rank, world_size)
             piece = buffer.data[lo:hi]
@@ -101,7 +121,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
             raise ValueError(f"stage must be 1 or 2, got {stage!r}")
         if not isinstance(optimizer_class, type):
             raise TypeError(f"optimizer_class must be an optimizer class, got {optimizer_class!r}")
-        _refuse_reduction_rules(optimizer_class)
+        whole_tensors = not _element_wise(optimizer_class)
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "ZeroOptimizer needs an initialized torch.distributed process group "
@@ -114,7 +134,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
             [
                 {
                     **{k: v for k, v in g.items() if k != "params"},
-                    "params": [torch.zeros(1, dtype=g["params"][0].dtype)],
+                    "params": [torch.zeros([1] * g["params"][0].dim(), dtype=g["params"][0].dtype)],
                 }
                 for g in groups
             ],
@@ -124,21 +144,29 @@ class ZeroOptimizer(torch.optim.Optimizer):
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
         self.stage = stage
+        self.whole_tensors = whole_tensors
         self._user_params = [p for g in groups for p in g["params"]]
-        self._shards = []
-        inner_groups = []
-        for gi, group in enumerate(groups):
-            pieces = []
-            for params_of_kind in split_by_storage(group["params"]):
-                buffer = FlatBuffer(params_of_kind, self.world_size, bucket_numel)
-                shard = _Shard(buffer, gi, self.rank, self.world_size)
-                self._shards.append(shard)
-                pieces.extend(shard.pieces)
-            inner_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": pieces})
-        # Every rank starts from rank 0's parameters, as DDP does at construction.
-        src = dist.get_global_rank(process_group, 0) if process_group is not None else 0
+        buffers = [
+            (gi, FlatBuffer(params_of_kind, self.world_size, bucket_numel))
+            for gi, group in enumerate(groups)
+            for params_of_kind in split_by_storage(group["params"])
+        ]
+        owners = [None] * len(buffers)
+        if whole_tensors:
+            # One split of all buffers' tensors together, so that small buffers (a param group
+            # of biases) do not all land on the first ranks.
+            flat = _layout.owners([n for _, b in buffers for n in b.layout.numels], self.world_size)
+            start = 0
+            for k, (_, b) in enumerate(buffers):
+                owners[k] = flat[start : start + len(b.params)]
+                start += len(b.params)
+        self._shards = [_Shard(b, gi, self.rank, self.world_size, owner) for (gi, b), owner in zip(buffers, owners)]
+        inner_groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": []} for g in groups]
         for shard in self._shards:
-            comm.broadcast(shard.buffer.data, src, process_group)
+            inner_groups[shard.group_index]["params"].extend(shard.pieces)
+        # Every rank starts from rank 0's parameters, as DDP does at construction.
+        for shard in self._shards:
+            comm.broadcast(shard.buffer.data, self._global_rank(0), process_group)
         self.optimizer = optimizer_class(inner_groups, **defaults)
         # torch.optim.Optimizer's bookkeeping (hooks, the attributes torch's lr schedulers
         # read), then the wrapped optimizer's groups and state in place of its own.
@@ -190,28 +218,56 @@ class ZeroOptimizer(torch.optim.Optimizer):
             self._launch(record)
             self._next += 1
 
+    def _global_rank(self, rank):
+        return dist.get_global_rank(self.process_group, rank) if self.process_group is not None else rank
+
     def _launch(self, record):
-        shard, grad = record.shard, record.shard.bucket_grad(record.index)
+        shard, index = record.shard, record.index
+        grad = shard.bucket_grad(index)
         grad.div_(self.world_size)  # average = sum of grad/N (exact for powers of two)
+        group = self.process_group
         if self.stage == 1:
-            record.pending = comm.all_reduce(grad, self.process_group, async_op=True)
+            record.pending = [comm.all_reduce(grad, group, async_op=True)]
+        elif shard.owned is None:
+            record.pending = [comm.reduce_scatter(shard.pieces[index].grad, grad, group, async_op=True)]
         else:
-            record.pending = comm.reduce_scatter(
-                shard.pieces[record.index].grad, grad, self.process_group, async_op=True
-            )
+            # Whole tensors: the ranks' ranges differ in size, which reduce-scatter does not
+            # allow; one reduce to each owner moves the same bytes.
+            record.pending = [
+                comm.reduce(shard.buffer.grad[lo:hi], self._global_rank(r), group, async_op=True)
+                for r, (lo, hi) in enumerate(shard.owned[index])
+                if hi > lo
+            ]
+
+    def _gather(self):
+        """Every rank's updated part into every rank's parameter buffer: one all-gather per
+        bucket, or (whole tensors) one broadcast per owner's range of it."""
+        group, pending = self.process_group, []
+        for shard in self._shards:
+            for i, piece in enumerate(shard.pieces if shard.owned is None else shard.owned):
+                if shard.owned is None:
+                    pending.append(comm.all_gather(shard.bucket_data(i), piece, group, async_op=True))
+                    continue
+                for r, (lo, hi) in enumerate(piece):
+                    if hi > lo:
+                        src = self._global_rank(r)
+                        pending.append(comm.broadcast(shard.buffer.data[lo:hi], src, group, async_op=True))
+        for p in pending:
+            p.wait()
 
     def _finish_reduction(self):
         """Launch what backward did not (parameters without a gradient this step, or a
         backward that ran under no_sync), then wait for every bucket. Idempotent in a step."""
         self._launch_ready(force=True)
         for record in self._order:
-            record.pending.wait()
+            for p in record.pending:
+                p.wait()
 
     def _reset(self):
         for record in self._order:
             record.ready = 0
-            if record.pending is not None:
-                record.pending.wait()
+            for p in record.pending or ():
+                p.wait()
             record.pending = None
         self._next = 0
 
@@ -233,12 +289,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self._finish_reduction()
         self.optimizer.step()
-        gathers = []
-        for shard in self._shards:
-            for i, piece in enumerate(shard.pieces):
-                gathers.append(comm.all_gather(shard.bucket_data(i), piece, self.process_group, async_op=True))
-        for g in gathers:
-            g.wait()
+        self._gather()
         self._reset()
         return loss
 
@@ -258,7 +309,9 @@ class ZeroOptimizer(torch.optim.Optimizer):
             raise ValueError(f"norm_type must be positive, got {norm_type}")
         self._finish_reduction()
         grads = [piece.grad for shard in self._shards for piece in shard.pieces]
-        partial = torch.tensor(_local_norm(grads, norm_type), dtype=torch.float64, device=grads[0].device)
+        # A rank may own no tensor at all (whole tensors, more ranks than tensors): its part is 0.
+        device = self._shards[0].buffer.grad.device
+        partial = torch.tensor(_local_norm(grads, norm_type) if grads else 0.0, dtype=torch.float64, device=device)
         inf = norm_type == float("inf")
         if not inf:
             partial = partial**norm_type
@@ -269,9 +322,9 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 f"the total norm of order {norm_type} of the gradients is non-finite, so it cannot be clipped"
             )
         coef = max_norm / (float(total) + 1e-6)
-        if not coef >= 1.0:
+        if not coef >= 1.0 and grads:
             _scale(grads, coef)
-        return total.to(grads[0].dtype)
+        return total.to(self._shards[0].buffer.grad.dtype)
 
     # -------------------------------------------------------------------------- state
     def state_dict(self):
@@ -298,19 +351,16 @@ class ZeroOptimizer(torch.optim.Optimizer):
         return f"ZeroOptimizer(stage={self.stage}, world_size={self.world_size}, {self.optimizer!r})"
 
 
-def _refuse_reduction_rules(optimizer_class):
-    """The pieces split tensors over ranks, so a rule that reduces over whole tensors (LAMB's
-    trust ratio, Adafactor's factored moments; docs/distributed.md) would see parts of them."""
+def _element_wise(optimizer_class):
+    """True for genesis's element-wise rules, whose update of an element reads only that
+    element: they may see any piece of a tensor. Rules that reduce over whole tensors (LAMB's
+    trust ratio, Adafactor's factored moments and update clipping, Muon's orthogonalization)
+    and classes genesis does not know keep every tensor whole on one rank instead
+    (docs/distributed.md, "whole tensors per rank")."""
     from ..optim._rules import OPTIONS
 
     rule = getattr(optimizer_class, "_rule", None)
-    if rule is not None and OPTIONS[rule].reduction:
-        raise ValueError(
-            f"ZeroOptimizer splits tensors over ranks, and {optimizer_class.__name__} "
-            "reduces over whole tensors; use torch.distributed.optim."
-            f"ZeroRedundancyOptimizer(params, optimizer_class=genesis.optim."
-            f"{optimizer_class.__name__}), which keeps whole tensors per rank"
-        )
+    return rule is not None and not OPTIONS[rule].reduction
 
 
 def _local_norm(grads, norm_type):

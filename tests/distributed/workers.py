@@ -63,6 +63,26 @@ CASES = {
         torch.float64,
         dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5, closure=True),
     ),
+    # rules that reduce over whole tensors: each tensor kept whole on one rank
+    "lamb-1": (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
+    "lamb-2": (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
+    "adafactor-1": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
+    "adafactor-2": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
+    "lamb-2-f32": (genesis.optim.LAMB, dict(lr=1e-2), 2, torch.float32, {}),
+    "lamb-2-extras": (
+        genesis.optim.LAMB,
+        dict(lr=1e-2, weight_decay=0.01),
+        2,
+        torch.float64,
+        dict(two_groups=True, scheduler="torch", accumulate=2, clip=0.5, closure=True),
+    ),
+    "adafactor-1-extras": (
+        genesis.optim.Adafactor,
+        dict(lr=1e-2),
+        1,
+        torch.float64,
+        dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.1),
+    ),
     "rmsprop-1-extras": (
         genesis.optim.RMSprop,
         dict(lr=1e-3, momentum=0.5),
@@ -132,10 +152,12 @@ def max_diff(a_params, b_params):
     return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(a_params, b_params))
 
 
-def state_bytes(opt):
+def state_bytes(opt, param=None):
+    """Bytes of `opt`'s state tensors (of parameter `param` only, if given)."""
+    states = opt.state.values() if param is None else [opt.state[param]]
     return sum(
         v.numel() * v.element_size()
-        for s in opt.state.values()
+        for s in states
         for k, v in s.items()
         if isinstance(v, torch.Tensor) and k != "step"
     )
@@ -166,22 +188,37 @@ def equivalence(rank, world_size, cases):
             full_bytes=state_bytes(ref_opt),
             state=state_diff,
             numel=sum(p.numel() for p in model.parameters()),
+            whole_tensors=opt.whole_tensors,
+            max_tensor_bytes=max(state_bytes(ref_opt, p) for p in ref_model.parameters()),
             lrs=[g["lr"] for g in opt.param_groups],
             ref_lrs=[g["lr"] for g in ref_opt.param_groups],
         )
     return out
 
 
-def consolidated_loads(rank, world_size):
-    """The consolidated state_dict of ZeRO AdamW loads into genesis's and torch's AdamW, and
-    both then take the same next step as the reference."""
+def consolidated_loads(rank, world_size, case="adamw-2", targets=(genesis.optim.AdamW, torch.optim.AdamW)):
+    """The consolidated state_dict of a ZeroOptimizer loads into each of `targets` (unsharded
+    optimizers of the same kind: genesis's, torch's), and each then takes the same next step
+    as the reference; the dict also loads back into a fresh ZeroOptimizer."""
     model = make_model()
-    cls, options, stage, _, _ = CASES["adamw-2"]
+    cls, options, stage, _, _ = CASES[case]
     opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET, **options)
     train(model, opt, rank, world_size, torch.float64, {}, 5)
     sd = opt.state_dict()
-    ref_model, ref_opt = reference("adamw-2", steps=6)
+    ref_model, ref_opt = reference(case, steps=6)
     results = {}
+    # ... and back into a ZeroOptimizer (another bucket size)
+    again = make_model()
+    with torch.no_grad():
+        for a, b in zip(again.parameters(), model.parameters()):
+            a.copy_(b)
+    o = ZeroOptimizer(again.parameters(), cls, stage=stage, bucket_numel=BUCKET * 3, **options)
+    o.load_state_dict(sd)
+    train(again, o, rank, world_size, torch.float64, {}, 1, start=5)
+    results["zero"] = max_diff(list(again.parameters()), list(ref_model.parameters()))
+    if case != "adamw-2":
+        results.update(_load_into(sd, model, targets, options, ref_model))
+        return results
     # construction gives every rank rank 0's parameters
     moved = make_model()
     with torch.no_grad():
@@ -195,7 +232,15 @@ def consolidated_loads(rank, world_size):
         results["bad_lr"] = "accepted"
     except ValueError:
         results["bad_lr"] = "untouched" if fresh[0].weight.grad is None else "moved"
-    for name, cls in (("genesis", genesis.optim.AdamW), ("torch", torch.optim.AdamW)):
+    results.update(_load_into(sd, model, targets, options, ref_model))
+    return results
+
+
+def _load_into(sd, model, targets, options, ref_model):
+    """{"genesis"/"torch": difference to the reference after loading `sd` into that unsharded
+    optimizer over a copy of `model` and taking step 5}."""
+    results = {}
+    for cls in targets:
         m = make_model()
         with torch.no_grad():
             for a, b in zip(m.parameters(), model.parameters()):
@@ -203,7 +248,7 @@ def consolidated_loads(rank, world_size):
         o = cls(m.parameters(), **options)
         o.load_state_dict(sd)
         train(m, o, 0, 1, torch.float64, {}, 1, start=5, sharded=False)
-        results[name] = max_diff(list(m.parameters()), list(ref_model.parameters()))
+        results[cls.__module__.split(".")[0]] = max_diff(list(m.parameters()), list(ref_model.parameters()))
     return results
 
 
@@ -212,6 +257,8 @@ def resharding(rank, world_size, save_dir, load_dir, case="adamw-2"):
     `load_dir` (if given, written at another world size after 15 steps), train the remaining
     15 steps, and return the difference to the uninterrupted reference."""
     cls, options, stage, dtype, extras = CASES[case]
+    save_dir = save_dir and os.path.join(save_dir, case)
+    load_dir = load_dir and os.path.join(load_dir, case)
     out = {}
     if save_dir:
         model = make_model(dtype)
