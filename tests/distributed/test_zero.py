@@ -43,6 +43,7 @@ def _two_ranks_first(rank, world_size, save_dir):
             rank, world_size, "adafactor-1", (genesis.optim.Adafactor, torch.optim.Adafactor)
         ),
         mixed=workers.mixed_precision(rank, world_size),
+        mixed_lamb=workers.mixed_precision(rank, world_size, genesis.optim.LAMB),
         reshard=_reshard(rank, world_size, save_dir, None),
     )
 
@@ -111,7 +112,7 @@ def test_two_ranks_match_unsharded(two):
     _check_equivalence(two, 2)
     assert set(two[0]["equivalence"]) == set(workers.CASES)
     assert {c for c, r in two[0]["equivalence"].items() if r["whole_tensors"]} == {
-        c for c in workers.CASES if c.startswith(("lamb", "adafactor"))
+        c for c in workers.CASES if c.startswith(("lamb", "adafactor", "muon"))
     }
 
 
@@ -127,6 +128,16 @@ def test_bfloat16_with_master_weights_shards_the_master_weights(two):
         assert abs(r["local_bytes"] - 12 * r["numel"] / 2) <= workers.BUCKET * 12
         assert r["rounding"] == 0.0
         assert r["moved"] > 0 and r["same_on_all"]
+
+
+def test_bfloat16_lamb_keeps_whole_tensors_with_their_master_weights(two):
+    for result in two:
+        r = result["mixed_lamb"]
+        assert r["master_dtypes"] == ["torch.float32"]
+        assert abs(r["local_bytes"] - 12 * r["numel"] / 2) <= 12 * r["max_numel"]
+        assert r["rounding"] == 0.0
+        assert r["moved"] > 0 and r["same_on_all"]
+    assert sum(result["mixed_lamb"]["local_bytes"] for result in two) == 12 * two[0]["mixed_lamb"]["numel"]
 
 
 def test_consolidated_state_dict_loads_into_genesis_and_torch(two):

@@ -19,10 +19,14 @@ GLOBAL_BATCH = 8
 BUCKET = 100  # elements: several buckets for the MLP below, each split over the ranks
 
 
-def make_model(dtype=torch.float64):
+def make_model(dtype=torch.float64, bias=True):
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)
+        torch.nn.Linear(6, 16, bias=bias),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 16, bias=bias),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 3, bias=bias),
     ).to(dtype)
 
 
@@ -69,6 +73,8 @@ CASES = {
     "adafactor-1": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
     "adafactor-2": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
     "lamb-2-f32": (genesis.optim.LAMB, dict(lr=1e-2), 2, torch.float32, {}),
+    # Muon orthogonalizes whole matrices (and takes matrices only: no biases)
+    "muon-2": (genesis.optim.Muon, dict(lr=1e-2), 2, torch.float64, dict(bias=False)),
     "lamb-2-extras": (
         genesis.optim.LAMB,
         dict(lr=1e-2, weight_decay=0.01),
@@ -142,7 +148,7 @@ def train(model, opt, rank, world_size, dtype, extras, steps, start=0, sharded=T
 
 def reference(case, steps=STEPS):
     cls, options, _, dtype, extras = CASES[case]
-    model = make_model(dtype)
+    model = make_model(dtype, extras.get("bias", True))
     opt = cls(groups_of(model, extras.get("two_groups")), **options)
     train(model, opt, 0, 1, dtype, extras, steps, sharded=False)
     return model, opt
@@ -169,7 +175,7 @@ def equivalence(rank, world_size, cases):
     out = {}
     for case in cases:
         cls, options, stage, dtype, extras = CASES[case]
-        model = make_model(dtype)
+        model = make_model(dtype, extras.get("bias", True))
         opt = ZeroOptimizer(
             groups_of(model, extras.get("two_groups")), cls, stage=stage, bucket_numel=BUCKET, **options
         )
@@ -367,14 +373,12 @@ def rank_dies(rank, world_size):
     return dict(error=None, seconds=time.monotonic() - start)
 
 
-def mixed_precision(rank, world_size):
+def mixed_precision(rank, world_size, cls=genesis.optim.AdamW):
     """bfloat16 parameters with float32 master weights (genesis's master_weights=True): each
     rank holds its 1/N of the moments and of the master weights, every rank ends with the same
     parameters, and each parameter is its master weight rounded to bfloat16."""
     model = make_model(torch.bfloat16)
-    opt = ZeroOptimizer(
-        model.parameters(), genesis.optim.AdamW, stage=2, bucket_numel=BUCKET, lr=1e-2, master_weights=True
-    )
+    opt = ZeroOptimizer(model.parameters(), cls, stage=2, bucket_numel=BUCKET, lr=1e-2, master_weights=True)
     start = [p.detach().clone() for p in model.parameters()]
     train(model, opt, rank, world_size, torch.bfloat16, {}, 5)
     consolidated = opt.state_dict()
@@ -387,6 +391,7 @@ def mixed_precision(rank, world_size):
     return dict(
         local_bytes=opt.local_state_bytes(),
         numel=sum(p.numel() for p in model.parameters()),
+        max_numel=max(p.numel() for p in model.parameters()),
         master_dtypes=sorted({str(s["master_param"].dtype) for s in opt.optimizer.state.values()}),
         rounding=rounding,
         moved=max_diff(start, list(model.parameters())),
