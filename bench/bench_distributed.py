@@ -8,6 +8,8 @@ what a user waits for; ZeRO-2 overlaps its reduction with backward), for
   zero1         genesis ZeroOptimizer(stage=1), genesis AdamW
   zero2         genesis ZeroOptimizer(stage=2), genesis AdamW
   torch-zero    DDP + torch ZeroRedundancyOptimizer with torch AdamW (foreach)
+  ddp+genesis-lamb, zero2-lamb   the same with genesis LAMB (ZeroOptimizer keeps each tensor
+                whole on one rank for it: docs/distributed.md)
 it reports the median iteration time, the bytes this rank wrote to its sockets per
 iteration (/proc/self/io wchar: gloo's sockets are the only writes during the loop), and the
 optimizer state bytes this rank holds.
@@ -68,14 +70,16 @@ def _setup(name, width, layers):
     from torch.nn.parallel import DistributedDataParallel
 
     model = _model(width, layers)
+    cls = genesis.optim.LAMB if name.endswith("-lamb") else genesis.optim.AdamW
+    name = name.removesuffix("-lamb")
     if name == "ddp+genesis":
         net = DistributedDataParallel(model)
-        return net, genesis.optim.AdamW(net.parameters(), lr=1e-4)
+        return net, cls(net.parameters(), lr=1e-4)
     if name == "torch-zero":
         net = DistributedDataParallel(model)
         return net, ZeroRedundancyOptimizer(net.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4)
     stage = 1 if name == "zero1" else 2
-    return model, ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=stage, lr=1e-4)
+    return model, ZeroOptimizer(model.parameters(), cls, stage=stage, lr=1e-4)
 
 
 def _worker(rank, world_size, port, width, layers, steps, queue):
@@ -90,7 +94,7 @@ def _worker(rank, world_size, port, width, layers, steps, queue):
     )
     x = torch.randn(BATCH, width, generator=torch.Generator().manual_seed(rank))
     rows = {}
-    for name in ("ddp+genesis", "zero1", "zero2", "torch-zero"):
+    for name in ("ddp+genesis", "zero1", "zero2", "torch-zero", "ddp+genesis-lamb", "zero2-lamb"):
         net, opt = _setup(name, width, layers)
         times, sent = [], []
         for i in range(steps + 2):  # two warm-up iterations

@@ -15,7 +15,11 @@ parameters) exists only for them, 1/N of the whole.
 The gradient buffer itself stays full size on every rank (backward accumulates into it), as in
 Megatron-LM's distributed optimizer; the sharded part is the optimizer state, master weights
 and the reduced gradients (docs/distributed.md has the memory per stage).
-Both start a bucket's collective from the gradient hooks as soon as backward has produced all of
+Rules that reduce over whole tensors (LAMB, Adafactor, Muon, and classes genesis does not know)
+keep every tensor whole on one rank instead of equal pieces: the same stages with per-owner
+reduce and broadcast in place of reduce-scatter and all-gather (docs/distributed.md, "whole
+tensors per rank"; _Shard).
+Both stages start a bucket's collective from the gradient hooks as soon as backward has produced all of
 its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
 order (the reverse of the parameter order, which is how backward usually produces them) so that
 every rank issues the same collectives in the same order.
