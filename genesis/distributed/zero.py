@@ -25,6 +25,7 @@ order (the reverse of the parameter order, which is how backward usually produce
 every rank issues the same collectives in the same order.
 """
 
+import collections
 import contextlib
 
 import torch
@@ -37,13 +38,16 @@ from . import state as _state
 from .flat_buffer import FlatBuffer, _as_groups, split_by_storage
 
 DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per collective
+# shard_grads: buckets whose reduction may be in flight at once (each holds a staging copy of
+# the bucket's gradient until its reduction is done and added to this rank's part).
+MAX_IN_FLIGHT = 2
 
 
 class _Bucket:
     """One bucket of one buffer during a step: how many of its gradients are ready, and its
     collective once launched."""
 
-    __slots__ = ("shard", "index", "needed", "ready", "pending")
+    __slots__ = ("shard", "index", "needed", "ready", "pending", "staging")
 
     def __init__(self, shard, index):
         self.shard = shard
@@ -51,6 +55,7 @@ class _Bucket:
         self.needed = len(shard.buffer.layout.buckets[index].params)
         self.ready = 0
         self.pending = None
+        self.staging = None  # shard_grads: the bucket's gradient while its reduction runs
 
 
 class _Shard:
@@ -77,7 +82,7 @@ class _Shard:
                 lo, hi = buffer.param_slice(i)
                 shape = buffer.params[i].shape
                 view = buffer.data[lo:hi].view(shape)
-                view.grad = buffer.grad[lo:hi].view(shape)
+                view.grad = _grad_of(buffer, lo, hi).view(shape)
                 self.pieces.append(view)
             return
         for bucket in buffer.layout.buckets:
@@ -85,9 +90,23 @@ class _Shard:
             piece = buffer.data[lo:hi]
             # Both stages reduce into the piece's own place in the gradient buffer (stage 2's
             # reduce-scatter in place, as NCCL allows when output = input + rank * size).
-            piece.grad = buffer.grad[lo:hi]
+            piece.grad = _grad_of(buffer, lo, hi)
             self.pieces.append(piece)
             self.ranges.append((lo, hi, llo, lhi))
+
+    def add_reduced(self, index, staging, rank):
+        """shard_grads: add this rank's reduced part of bucket `index`'s `staging` copy to its
+        gradients."""
+        start = self.buffer.layout.buckets[index].start
+        if self.owned is None:
+            lo, hi = self.ranges[index][:2]
+            self.pieces[index].grad.add_(staging[lo - start : hi - start])
+            return
+        lo, hi = self.owned[index][rank]
+        for i, view in zip(self.indices, self.pieces):
+            plo, phi = self.buffer.param_slice(i)
+            if lo <= plo and phi <= hi:
+                view.grad.add_(staging[plo - start : phi - start].view(view.shape))
 
     def bucket_grad(self, index):
         b = self.buffer.layout.buckets[index]
@@ -96,6 +115,13 @@ class _Shard:
     def bucket_data(self, index):
         b = self.buffer.layout.buckets[index]
         return self.buffer.data[b.start : b.start + b.padded]
+
+
+def _grad_of(buffer, lo, hi):
+    """A part's gradient: a view of the gradient buffer, or (shard_grads: no buffer) its own."""
+    if buffer.grad is None:
+        return torch.zeros(hi - lo, dtype=buffer.data.dtype, device=buffer.data.device)
+    return buffer.grad[lo:hi]
 
 
 class ZeroOptimizer(torch.optim.Optimizer):
@@ -116,13 +142,30 @@ class ZeroOptimizer(torch.optim.Optimizer):
     backward under ``with opt.no_sync():``. Clipping: ``opt.clip_grad_norm_(max_norm)`` between
     backward and step. ``param_groups`` are the wrapped optimizer's (their ``params`` are this
     rank's pieces), so genesis's and torch's lr schedulers work on it.
+
+    ``shard_grads=True`` (stage 2 only) also shards the gradient memory: there is no full-size
+    gradient buffer; autograd's gradients of a bucket are copied into a staging buffer once the
+    bucket is complete and dropped (``param.grad`` is None after backward), the staging buffer
+    is reduce-scattered and this rank's part added to its gradients (1/N), and at most
+    MAX_IN_FLIGHT staging buffers exist at a time. Under ``no_sync`` the parameters keep
+    accumulating their own (full-size) gradients until the next synchronized backward.
     """
 
     def __init__(
-        self, params, optimizer_class, *, stage=2, process_group=None, bucket_numel=DEFAULT_BUCKET_NUMEL, **defaults
+        self,
+        params,
+        optimizer_class,
+        *,
+        stage=2,
+        process_group=None,
+        bucket_numel=DEFAULT_BUCKET_NUMEL,
+        shard_grads=False,
+        **defaults,
     ):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        if shard_grads and stage != 2:
+            raise ValueError(f"shard_grads=True needs stage=2 (stage 1 all-reduces full gradients), got stage={stage}")
         if not isinstance(optimizer_class, type):
             raise TypeError(f"optimizer_class must be an optimizer class, got {optimizer_class!r}")
         whole_tensors = not _element_wise(optimizer_class)
@@ -149,9 +192,10 @@ class ZeroOptimizer(torch.optim.Optimizer):
         self.world_size = dist.get_world_size(process_group)
         self.stage = stage
         self.whole_tensors = whole_tensors
+        self.shard_grads = bool(shard_grads)
         self._user_params = [p for g in groups for p in g["params"]]
         buffers = [
-            (gi, FlatBuffer(params_of_kind, self.world_size, bucket_numel))
+            (gi, FlatBuffer(params_of_kind, self.world_size, bucket_numel, grads=not shard_grads))
             for gi, group in enumerate(groups)
             for params_of_kind in split_by_storage(group["params"])
         ]
@@ -183,6 +227,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
             _Bucket(s, i) for s in reversed(self._shards) for i in reversed(range(len(s.buffer.layout.buckets)))
         ]
         self._next = 0
+        self._in_flight = collections.deque()  # shard_grads: launched, not yet added
         self._hooks = []
         for record in self._order:
             buffer = record.shard.buffer
@@ -195,24 +240,31 @@ class ZeroOptimizer(torch.optim.Optimizer):
         lo, hi = buffer.param_slice(index)
 
         def hook(param):
+            if buffer.grad is None:  # shard_grads: the gradient stays autograd's until _stage
+                if self._sync:
+                    self._count(record)
+                return
             view = buffer.grad[lo:hi]
             if param.grad.data_ptr() != view.data_ptr():
                 # Someone set .grad to None (model.zero_grad()): autograd made a new tensor.
                 with torch.no_grad():
                     view.copy_(param.grad.reshape(-1))
                 param.grad = view.view(param.shape)
-            if not self._sync:
-                return
-            if record.pending is not None:
-                raise RuntimeError(
-                    "ZeroOptimizer: a second backward reached a gradient bucket "
-                    "already being reduced; accumulate micro-batches under "
-                    "`with optimizer.no_sync():` and call step() once"
-                )
-            record.ready += 1
-            self._launch_ready()
+            if self._sync:
+                self._count(record)
 
         return hook
+
+    def _count(self, record):
+        """One more gradient of `record`'s bucket is ready; launch every bucket now complete."""
+        if record.pending is not None:
+            raise RuntimeError(
+                "ZeroOptimizer: a second backward reached a gradient bucket "
+                "already being reduced; accumulate micro-batches under "
+                "`with optimizer.no_sync():` and call step() once"
+            )
+        record.ready += 1
+        self._launch_ready()
 
     def _launch_ready(self, force=False):
         while self._next < len(self._order):
@@ -227,21 +279,57 @@ class ZeroOptimizer(torch.optim.Optimizer):
 
     def _launch(self, record):
         shard, index = record.shard, record.index
-        grad = shard.bucket_grad(index)
+        if shard.buffer.grad is None:
+            record.staging = grad = self._stage(shard, index)
+        else:
+            grad = shard.bucket_grad(index)
+        start = shard.buffer.layout.buckets[index].start
         grad.div_(self.world_size)  # average = sum of grad/N (exact for powers of two)
         group = self.process_group
         if self.stage == 1:
             record.pending = [comm.all_reduce(grad, group, async_op=True)]
         elif shard.owned is None:
-            record.pending = [comm.reduce_scatter(shard.pieces[index].grad, grad, group, async_op=True)]
+            # In place: this rank's piece of the bucket receives its reduced part.
+            lo, hi = shard.ranges[index][:2]
+            record.pending = [comm.reduce_scatter(grad[lo - start : hi - start], grad, group, async_op=True)]
         else:
             # Whole tensors: the ranks' ranges differ in size, which reduce-scatter does not
             # allow; one reduce to each owner moves the same bytes.
             record.pending = [
-                comm.reduce(shard.buffer.grad[lo:hi], self._global_rank(r), group, async_op=True)
+                comm.reduce(grad[lo - start : hi - start], self._global_rank(r), group, async_op=True)
                 for r, (lo, hi) in enumerate(shard.owned[index])
                 if hi > lo
             ]
+        if record.staging is not None:
+            self._in_flight.append(record)
+            while len(self._in_flight) > MAX_IN_FLIGHT:
+                self._settle(self._in_flight.popleft())
+
+    @staticmethod
+    def _stage(shard, index):
+        """shard_grads: the bucket's gradients (autograd's, per parameter) copied into one
+        staging buffer and dropped from the parameters."""
+        buffer = shard.buffer
+        bucket = buffer.layout.buckets[index]
+        staging = torch.zeros(bucket.padded, dtype=buffer.data.dtype, device=buffer.data.device)
+        with torch.no_grad():
+            for i in bucket.params:
+                p = buffer.params[i]
+                if p.grad is not None:
+                    lo, hi = buffer.param_slice(i)
+                    staging[lo - bucket.start : hi - bucket.start].copy_(p.grad.reshape(-1))
+                    p.grad = None
+        return staging
+
+    def _settle(self, record):
+        """Wait for `record`'s reduction; with shard_grads add this rank's part to its
+        gradients and free the staging buffer. Idempotent."""
+        for p in record.pending:
+            p.wait()
+        if record.staging is not None:
+            staging, record.staging = record.staging, None
+            with torch.no_grad():
+                record.shard.add_reduced(record.index, staging, self.rank)
 
     def _gather(self):
         """Every rank's updated part into every rank's parameter buffer: one all-gather per
@@ -264,8 +352,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
         backward that ran under no_sync), then wait for every bucket. Idempotent in a step."""
         self._launch_ready(force=True)
         for record in self._order:
-            for p in record.pending:
-                p.wait()
+            self._settle(record)
+        self._in_flight.clear()
 
     def _reset(self):
         for record in self._order:
@@ -273,6 +361,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
             for p in record.pending or ():
                 p.wait()
             record.pending = None
+            record.staging = None
+        self._in_flight.clear()
         self._next = 0
 
     @contextlib.contextmanager
@@ -301,6 +391,12 @@ class ZeroOptimizer(torch.optim.Optimizer):
         """Zero the gradient buffers (the gradients stay views of them, see the class)."""
         self._reset()
         for shard in self._shards:
+            if shard.buffer.grad is None:  # shard_grads
+                for p in shard.buffer.params:
+                    p.grad = None
+                for piece in shard.pieces:
+                    piece.grad.zero_()
+                continue
             shard.buffer.reattach()
             shard.buffer.zero_grad()
 
@@ -314,7 +410,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         self._finish_reduction()
         grads = [piece.grad for shard in self._shards for piece in shard.pieces]
         # A rank may own no tensor at all (whole tensors, more ranks than tensors): its part is 0.
-        device = self._shards[0].buffer.grad.device
+        device = self._shards[0].buffer.data.device
         partial = torch.tensor(_local_norm(grads, norm_type) if grads else 0.0, dtype=torch.float64, device=device)
         inf = norm_type == float("inf")
         if not inf:
@@ -328,7 +424,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         coef = max_norm / (float(total) + 1e-6)
         if not coef >= 1.0 and grads:
             _scale(grads, coef)
-        return total.to(self._shards[0].buffer.grad.dtype)
+        return total.to(self._shards[0].buffer.data.dtype)
 
     # -------------------------------------------------------------------------- state
     def state_dict(self):
@@ -341,6 +437,13 @@ class ZeroOptimizer(torch.optim.Optimizer):
         """Load a consolidated state dict (from ``state_dict()``, or from the unsharded genesis or
         torch optimizer over the same parameters): each rank keeps its pieces."""
         _state.load_consolidated(self, state_dict)
+
+    def local_gradient_bytes(self):
+        """Bytes of gradient memory this optimizer keeps on this rank between backward and
+        step: the full gradient buffers, or with shard_grads this rank's parts only."""
+        if self.shard_grads:
+            return sum(p.grad.numel() * p.grad.element_size() for s in self._shards for p in s.pieces)
+        return sum(s.buffer.grad.numel() * s.buffer.grad.element_size() for s in self._shards)
 
     def local_state_bytes(self):
         """Bytes of optimizer state (including master weights) held by this rank."""

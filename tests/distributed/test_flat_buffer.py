@@ -127,3 +127,18 @@ def test_zero_optimizer_checks_arguments_first():
         ZeroOptimizer([p], genesis.optim.AdamW, stage=3)
     with pytest.raises(TypeError, match="optimizer class"):
         ZeroOptimizer([p], genesis.optim.AdamW(list(_model().parameters())))
+    with pytest.raises(ValueError, match="shard_grads=True needs stage=2"):
+        ZeroOptimizer([p], genesis.optim.AdamW, stage=1, shard_grads=True)
+    assert p.grad is None  # untouched
+
+
+def test_flat_buffer_without_gradient_buffer_leaves_gradients_alone():
+    model = _model()
+    grads = [torch.full_like(p, 2.0) for p in model.parameters()]
+    for p, g in zip(model.parameters(), grads):
+        p.grad = g
+    buf = FlatBuffer(list(model.parameters()), grads=False)
+    assert buf.grad is None and buf.views_intact()
+    for p, g in zip(model.parameters(), grads):
+        assert p.grad is g
+        assert p.untyped_storage().data_ptr() == buf.data.untyped_storage().data_ptr()

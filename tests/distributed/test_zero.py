@@ -27,7 +27,19 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 
 # resharded in both directions: an element-wise rule and one that keeps whole tensors per rank
 RESHARD_CASES = ("adamw-2", "lamb-2", "adafactor-1")
-FOUR_RANK_CASES = ["adamw-1", "adamw-2", "sgd-2", "adam-2-extras", "lamb-1", "lamb-2", "adafactor-2", "lamb-2-extras"]
+FOUR_RANK_CASES = [
+    "adamw-1",
+    "adamw-2",
+    "sgd-2",
+    "adam-2-extras",
+    "lamb-1",
+    "lamb-2",
+    "adafactor-2",
+    "lamb-2-extras",
+    "adamw-2-sg",
+    "lamb-2-sg",
+    "adam-2-extras-sg",
+]
 
 
 def _reshard(rank, world_size, save_dir, load_dir):
@@ -103,9 +115,21 @@ def _check_equivalence(results, world_size):
                 arrays = r["full_bytes"] // (r["numel"] * dtype.itemsize)
                 bound = workers.BUCKET * dtype.itemsize * arrays
             assert abs(r["local_bytes"] - r["full_bytes"] / world_size) <= bound, (case, r)
+            grad_bytes = r["numel"] * dtype.itemsize
+            if r["shard_grads"]:
+                # 1/N of the gradients, give or take a bucket's padding or the largest tensor
+                # (the state bound above, for one array); none left on the parameters
+                arrays = max(1, r["full_bytes"] // (r["numel"] * dtype.itemsize))
+                assert abs(r["grad_bytes"] - grad_bytes / world_size) <= bound / arrays, (case, r)
+                assert r["grads_left"] == 0, (case, r)
+            else:  # the full gradient buffer (padded), every parameter's gradient a view of it
+                assert r["grad_bytes"] >= grad_bytes and r["grads_left"] == r["params_count"], (case, r)
     for case, r in results[0]["equivalence"].items():
         if r["whole_tensors"]:  # no padding: the ranks' states add up to the unsharded one
             assert sum(result["equivalence"][case]["local_bytes"] for result in results) == r["full_bytes"], case
+        if r["shard_grads"]:  # every element's gradient is kept by one rank (plus padding)
+            total = sum(result["equivalence"][case]["grad_bytes"] for result in results)
+            assert total >= r["numel"] * workers.CASES[case][3].itemsize, case
 
 
 def test_two_ranks_match_unsharded(two):

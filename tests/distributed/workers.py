@@ -73,6 +73,16 @@ CASES = {
     "adafactor-1": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
     "adafactor-2": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
     "lamb-2-f32": (genesis.optim.LAMB, dict(lr=1e-2), 2, torch.float32, {}),
+    # ZeRO-2 with sharded gradient memory (shard_grads=True)
+    "adamw-2-sg": (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, dict(shard_grads=True)),
+    "lamb-2-sg": (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, dict(shard_grads=True)),
+    "adam-2-extras-sg": (
+        genesis.optim.Adam,
+        dict(lr=1e-2, amsgrad=True),
+        2,
+        torch.float64,
+        dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5, closure=True, shard_grads=True),
+    ),
     # Muon orthogonalizes whole matrices (and takes matrices only: no biases)
     "muon-2": (genesis.optim.Muon, dict(lr=1e-2), 2, torch.float64, dict(bias=False)),
     "lamb-2-extras": (
@@ -176,10 +186,24 @@ def equivalence(rank, world_size, cases):
     for case in cases:
         cls, options, stage, dtype, extras = CASES[case]
         model = make_model(dtype, extras.get("bias", True))
+        shard_grads = extras.get("shard_grads", False)
         opt = ZeroOptimizer(
-            groups_of(model, extras.get("two_groups")), cls, stage=stage, bucket_numel=BUCKET, **options
+            groups_of(model, extras.get("two_groups")),
+            cls,
+            stage=stage,
+            bucket_numel=BUCKET,
+            shard_grads=shard_grads,
+            **options,
         )
         train(model, opt, rank, world_size, dtype, extras, STEPS)
+        # after a backward, the gradient memory this rank keeps (and, with shard_grads, none
+        # left on the parameters); the reduction is discarded by zero_grad
+        x, y = batch(STEPS, dtype)
+        loss_of(model, local_rows(rank, world_size, x), local_rows(rank, world_size, y)).backward()
+        opt._finish_reduction()
+        grads_left = sum(p.grad is not None for p in model.parameters())
+        grad_bytes = opt.local_gradient_bytes()
+        opt.zero_grad()
         ref_model, ref_opt = reference(case)
         consolidated = opt.state_dict()
         ref_state = ref_opt.state_dict()["state"]
@@ -194,7 +218,11 @@ def equivalence(rank, world_size, cases):
             full_bytes=state_bytes(ref_opt),
             state=state_diff,
             numel=sum(p.numel() for p in model.parameters()),
+            params_count=len(list(model.parameters())),
             whole_tensors=opt.whole_tensors,
+            shard_grads=shard_grads,
+            grads_left=grads_left,
+            grad_bytes=grad_bytes,
             max_tensor_bytes=max(state_bytes(ref_opt, p) for p in ref_model.parameters()),
             lrs=[g["lr"] for g in opt.param_groups],
             ref_lrs=[g["lr"] for g in ref_opt.param_groups],
