@@ -19,8 +19,8 @@ Rules that reduce over whole tensors (LAMB, Adafactor, Muon, and classes genesis
 keep every tensor whole on one rank instead of equal pieces: the same stages with per-owner
 reduce and broadcast in place of reduce-scatter and all-gather (docs/distributed.md, "whole
 tensors per rank"; _Shard).
-Both stages start a bucket's collective from the gradient hooks as soon as backward has produced all of
-its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
+Both stages start a bucket's collective from the gradient hooks as soon as backward has produced
+all of its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
 order (the reverse of the parameter order, which is how backward usually produces them) so that
 every rank issues the same collectives in the same order.
 """
@@ -64,9 +64,10 @@ class _Shard:
     Element-wise rules (``whole_tensors`` false): one equal piece of every bucket per rank
     (``pieces[i]`` is this rank's 1-D piece of bucket i; ``owned`` is None).
     Rules that reduce over whole tensors: every parameter is kept whole by the rank `owner`
-    gives it (layout.owners over all buffers together); ``pieces`` are this rank's parameters as views of the buffer in their own
-    shapes, ``indices`` their positions in the buffer, and ``owned[i][r]`` the buffer range of
-    bucket i that rank r owns (the collectives then go per rank range: see ZeroOptimizer)."""
+    gives it (layout.owners over all buffers together); ``pieces`` are this rank's parameters
+    as views of the buffer in their own shapes, ``indices`` their positions in the buffer, and
+    ``owned[i][r]`` the buffer range of bucket i that rank r owns (the collectives then go per
+    rank range: see ZeroOptimizer)."""
 
     def __init__(self, buffer, group_index, rank, world_size, owner=None):
         self.buffer = buffer
@@ -336,11 +337,12 @@ class ZeroOptimizer(torch.optim.Optimizer):
         bucket, or (whole tensors) one broadcast per owner's range of it."""
         group, pending = self.process_group, []
         for shard in self._shards:
-            for i, piece in enumerate(shard.pieces if shard.owned is None else shard.owned):
-                if shard.owned is None:
+            if shard.owned is None:
+                for i, piece in enumerate(shard.pieces):
                     pending.append(comm.all_gather(shard.bucket_data(i), piece, group, async_op=True))
-                    continue
-                for r, (lo, hi) in enumerate(piece):
+                continue
+            for ranges in shard.owned:
+                for r, (lo, hi) in enumerate(ranges):
                     if hi > lo:
                         src = self._global_rank(r)
                         pending.append(comm.broadcast(shard.buffer.data[lo:hi], src, group, async_op=True))

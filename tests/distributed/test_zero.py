@@ -67,8 +67,9 @@ def _four_ranks(rank, world_size, save_dir, load_dir):
     )
 
 
-def _two_ranks_second(rank, world_size, load_dir, interrupted_dir):
+def _two_ranks_second(rank, world_size, load_dir, interrupted_dir, kind_dir):
     return dict(
+        another_kind=workers.checkpoint_of_another_kind(rank, world_size, kind_dir),
         reshard=_reshard(rank, world_size, None, load_dir),
         interrupted=workers.interrupted_checkpoint(rank, world_size, interrupted_dir),
         zero_redundancy=workers.torch_zero_redundancy(rank, world_size),
@@ -78,7 +79,7 @@ def _two_ranks_second(rank, world_size, load_dir, interrupted_dir):
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
-    names = ("out", "ckpt2", "ckpt4", "interrupted")
+    names = ("out", "ckpt2", "ckpt4", "interrupted", "kind")
     for n in names:
         (root / n).mkdir()
     return {n: str(root / n) for n in names}
@@ -96,7 +97,7 @@ def four(dirs, two):  # loads the checkpoint the 2-rank run wrote
 
 @pytest.fixture(scope="module")
 def two_again(dirs, four):  # loads the checkpoint the 4-rank run wrote
-    return harness.run(_two_ranks_second, 2, dirs["ckpt4"], dirs["interrupted"], out_dir=dirs["out"])
+    return harness.run(_two_ranks_second, 2, dirs["ckpt4"], dirs["interrupted"], dirs["kind"], out_dir=dirs["out"])
 
 
 def _check_equivalence(results, world_size):
@@ -194,6 +195,11 @@ def test_reshard_4_to_2(two_again):
         assert set(result["reshard"]) == set(RESHARD_CASES)
         for case, r in result["reshard"].items():
             assert r["resumed"] <= 1e-12, case
+
+
+def test_checkpoint_of_another_kind_of_rule_is_refused(two_again):
+    for result in two_again:
+        assert "another kind" in result["another_kind"], result["another_kind"]
 
 
 def test_interrupted_checkpoint_leaves_previous_loadable(two_again):

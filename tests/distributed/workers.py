@@ -356,6 +356,21 @@ def interrupted_checkpoint(rank, world_size, directory):
     return dict(crashed=crashed, diff=diff, leftovers=leftovers)
 
 
+def checkpoint_of_another_kind(rank, world_size, directory):
+    """A checkpoint of an element-wise rule (pieces) does not load into a rule that keeps whole
+    tensors per rank: a ValueError on every rank, the optimizer's state untouched."""
+    model = make_model()
+    opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, bucket_numel=BUCKET)
+    train(model, opt, rank, world_size, torch.float64, {}, 1)
+    save_checkpoint(opt, directory)
+    lamb = ZeroOptimizer(model.parameters(), genesis.optim.LAMB, bucket_numel=BUCKET)
+    try:
+        load_checkpoint(lamb, directory)
+        return "loaded"
+    except ValueError as error:
+        return str(error) if not lamb.optimizer.state else "state changed"
+
+
 def torch_zero_redundancy(rank, world_size):
     """torch's ZeroRedundancyOptimizer with genesis's AdamW, LAMB and Adafactor as the local
     optimizer, against the unsharded genesis optimizer (the model is wrapped in DDP, as
