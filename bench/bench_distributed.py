@@ -8,9 +8,13 @@ what a user waits for; ZeRO-2 overlaps its reduction with backward), for
   zero1         genesis ZeroOptimizer(stage=1), genesis AdamW
   zero2         genesis ZeroOptimizer(stage=2), genesis AdamW
   torch-zero    DDP + torch ZeroRedundancyOptimizer with torch AdamW (foreach)
+  zero2-sg      genesis ZeroOptimizer(stage=2, shard_grads=True), genesis AdamW
+  ddp+genesis-lamb, zero2-lamb   the same with genesis LAMB (ZeroOptimizer keeps each tensor
+                whole on one rank for it: docs/distributed.md)
 it reports the median iteration time, the bytes this rank wrote to its sockets per
-iteration (/proc/self/io wchar: gloo's sockets are the only writes during the loop), and the
-optimizer state bytes this rank holds.
+iteration (/proc/self/io wchar: gloo's sockets are the only writes during the loop), the
+optimizer state bytes this rank holds, and the gradient bytes it keeps between backward and
+step.
 
 Part 2 (--flat; one process): genesis AdamW step time over 2000 tensors x 10 and 2000 x 1000
 elements, per tensor (today's path) and with the tensors in one FlatParameters buffer.
@@ -63,22 +67,33 @@ def _state_bytes(opt):
     )
 
 
+def _grad_bytes(net, opt):
+    if isinstance(opt, ZeroOptimizer):
+        return opt.local_gradient_bytes()
+    return sum(p.grad.numel() * p.grad.element_size() for p in net.parameters() if p.grad is not None)
+
+
 def _setup(name, width, layers):
     from torch.distributed.optim import ZeroRedundancyOptimizer
     from torch.nn.parallel import DistributedDataParallel
 
     model = _model(width, layers)
+    cls = genesis.optim.LAMB if name.endswith("-lamb") else genesis.optim.AdamW
+    name = name.removesuffix("-lamb")
     if name == "ddp+genesis":
         net = DistributedDataParallel(model)
-        return net, genesis.optim.AdamW(net.parameters(), lr=1e-4)
+        return net, cls(net.parameters(), lr=1e-4)
     if name == "torch-zero":
         net = DistributedDataParallel(model)
         return net, ZeroRedundancyOptimizer(net.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4)
     stage = 1 if name == "zero1" else 2
-    return model, ZeroOptimizer(model.parameters(), genesis.optim.AdamW, stage=stage, lr=1e-4)
+    return model, ZeroOptimizer(model.parameters(), cls, stage=stage, shard_grads=name == "zero2-sg", lr=1e-4)
 
 
-def _worker(rank, world_size, port, width, layers, steps, queue):
+SETUPS = ("ddp+genesis", "zero1", "zero2", "torch-zero", "zero2-sg", "ddp+genesis-lamb", "zero2-lamb")
+
+
+def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS):
     torch.set_num_threads(1)
     genesis.set_num_threads(1)
     dist.init_process_group(
@@ -90,7 +105,7 @@ def _worker(rank, world_size, port, width, layers, steps, queue):
     )
     x = torch.randn(BATCH, width, generator=torch.Generator().manual_seed(rank))
     rows = {}
-    for name in ("ddp+genesis", "zero1", "zero2", "torch-zero"):
+    for name in setups:
         net, opt = _setup(name, width, layers)
         times, sent = [], []
         for i in range(steps + 2):  # two warm-up iterations
@@ -98,25 +113,26 @@ def _worker(rank, world_size, port, width, layers, steps, queue):
             w0, t0 = _wchar(), time.perf_counter()
             net(x).square().mean().backward()
             opt.step()
+            grads = _grad_bytes(net, opt)
             opt.zero_grad()
             t1, w1 = time.perf_counter(), _wchar()
             if i >= 2:
                 times.append(t1 - t0)
                 sent.append(w1 - w0)
-        rows[name] = (statistics.median(times), statistics.median(sent), _state_bytes(opt))
+        rows[name] = (statistics.median(times), statistics.median(sent), _state_bytes(opt), grads)
         del net, opt
     queue.put((rank, rows))
     dist.barrier()
     dist.destroy_process_group()
 
 
-def distributed_part(width, layers, steps):
+def distributed_part(width, layers, steps, setups=SETUPS):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue, setups)) for r in range(2)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=1800) for _ in procs)
@@ -130,11 +146,13 @@ def distributed_part(width, layers, steps):
         f"({layers} x Linear({width}, {width})), batch {BATCH} per rank; median of {steps} "
         "iterations; rank 0's numbers\n"
     )
-    print("| setup | iteration ms | MB sent / iteration | state MB / rank | vs ddp+genesis time |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    base = results[0]["ddp+genesis"][0]
-    for name, (t, sent, state) in results[0].items():
-        print(f"| {name} | {t * 1e3:.1f} | {sent / 1e6:.1f} | {state / 1e6:.1f} | {base / t:.2f}x |")
+    print("| setup | iteration ms | MB sent / iteration | state MB / rank | grad MB / rank | vs ddp+genesis time |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    base = results[0].get("ddp+genesis", next(iter(results[0].values())))[0]
+    for name, (t, sent, state, grads) in results[0].items():
+        print(
+            f"| {name} | {t * 1e3:.1f} | {sent / 1e6:.1f} | {state / 1e6:.1f} | {grads / 1e6:.1f} | {base / t:.2f}x |"
+        )
 
 
 def _time(fn, reps):
@@ -182,6 +200,7 @@ def main(argv=None):
     parser.add_argument("--flat", action="store_true", help="only part 2")
     parser.add_argument("--distributed", action="store_true", help="only part 1")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--setups", default=",".join(SETUPS), help="part 1's setups, comma-separated")
     args = parser.parse_args(argv)
     width, layers, steps, reps = (WIDTH, LAYERS, 10, 50) if not args.quick else (256, 2, 3, 5)
     print(
@@ -189,7 +208,7 @@ def main(argv=None):
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
     if not args.flat:
-        distributed_part(width, layers, steps)
+        distributed_part(width, layers, steps, tuple(args.setups.split(",")))
     if not args.distributed:
         flat_part(reps, args.threads)
     return 0

@@ -58,8 +58,14 @@ def all_reduce(tensor, group, op=dist.ReduceOp.SUM, async_op=False):
     return _call("all_reduce", group, dist.all_reduce, tensor, op=op, async_op=async_op)
 
 
-def broadcast(tensor, src, group):
-    return _call("broadcast", group, dist.broadcast, tensor, src)
+def broadcast(tensor, src, group, async_op=False):
+    return _call("broadcast", group, dist.broadcast, tensor, src, async_op=async_op)
+
+
+def reduce(tensor, dst, group, async_op=False):
+    """Sum `tensor` over the ranks into rank `dst`'s (a global rank); the others' copies are
+    left undefined, as torch.distributed.reduce documents."""
+    return _call("reduce", group, dist.reduce, tensor, dst, async_op=async_op)
 
 
 def reduce_scatter(output, input, group, async_op=False):

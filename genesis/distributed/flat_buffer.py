@@ -28,9 +28,10 @@ class FlatBuffer:
     """Parameters of one dtype and device, moved into ``data`` (with their gradients in
     ``grad``), laid out in buckets for a world of `world_size` ranks (see layout.py). Padding
     elements are zero and stay zero: their gradient is zero, so no element-wise rule moves
-    them."""
+    them. With ``grads=False`` there is no gradient buffer (``grad`` is None): the parameters
+    keep autograd's own gradients (ZeroOptimizer's sharded gradient memory)."""
 
-    def __init__(self, params, world_size=1, bucket_numel=None):
+    def __init__(self, params, world_size=1, bucket_numel=None, grads=True):
         params = list(params)
         check_params(params)
         if len({(p.dtype, p.device) for p in params}) != 1:
@@ -39,15 +40,16 @@ class FlatBuffer:
         self.layout = _layout.plan([p.numel() for p in params], world_size, bucket_numel)
         first = params[0]
         self.data = torch.zeros(self.layout.total, dtype=first.dtype, device=first.device)
-        self.grad = torch.zeros_like(self.data)
+        self.grad = torch.zeros_like(self.data) if grads else None
         with torch.no_grad():
             for p, offset in zip(params, self.layout.offsets):
                 n = p.numel()
                 self.data[offset : offset + n].copy_(p.reshape(-1))
-                if p.grad is not None:
-                    self.grad[offset : offset + n].copy_(p.grad.reshape(-1))
                 p.data = self.data[offset : offset + n].view(p.shape)
-                p.grad = self.grad[offset : offset + n].view(p.shape)
+                if grads:
+                    if p.grad is not None:
+                        self.grad[offset : offset + n].copy_(p.grad.reshape(-1))
+                    p.grad = self.grad[offset : offset + n].view(p.shape)
 
     def param_slice(self, index):
         """Buffer range of parameter `index`."""
@@ -59,6 +61,8 @@ class FlatBuffer:
         may have replaced a ``.data`` or set a ``.grad`` to None)."""
         for p, offset in zip(self.params, self.layout.offsets):
             for tensor, buf in ((p, self.data), (p.grad, self.grad)):
+                if buf is None:
+                    continue
                 if (
                     tensor is None
                     or tensor.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr()

@@ -85,3 +85,34 @@ def plan(numels, world_size=1, bucket_numel=None):
     if current:
         close()
     return Layout(tuple(numels), tuple(offsets), tuple(buckets), start, logical)
+
+
+def owners(numels, world_size):
+    """The rank that keeps each parameter whole, for rules that reduce over whole tensors
+    (docs/distributed.md, "whole tensors per rank"): a contiguous split of the parameters in
+    order, parameter i going to the rank whose equal share of the elements holds i's midpoint.
+    Rank r's elements then differ from total / world_size by at most the largest parameter (its
+    first and last parameters each reach at most half their size outside its share, and the
+    share's uncovered ends are at most half a neighbour each). Depends only on the numels."""
+    total = sum(numels)
+    out, start = [], 0
+    for n in numels:
+        out.append(min(world_size - 1, (2 * start + n) * world_size // (2 * total)) if total else 0)
+        start += n
+    return tuple(out)
+
+
+def owned_ranges(layout, owner, world_size):
+    """Per bucket, per rank: the (buffer_lo, buffer_hi) range of the bucket's parameters that
+    rank owns under `owner` (contiguous because owners() is monotonic; lo == hi when none)."""
+    result = []
+    for bucket in layout.buckets:
+        ranges = []
+        for r in range(world_size):
+            mine = [i for i in bucket.params if owner[i] == r]
+            if mine:
+                ranges.append((layout.offsets[mine[0]], layout.offsets[mine[-1]] + layout.numels[mine[-1]]))
+            else:
+                ranges.append((bucket.start, bucket.start))
+        result.append(tuple(ranges))
+    return tuple(result)

@@ -3,7 +3,12 @@
 The common form is, per flat buffer, one tensor per state name over the buffer's *logical*
 elements (layout.py: the parameters' elements without padding) plus the step count. Pieces are
 cut from it and written back into it; it is independent of world size and bucket size, which
-is what lets a checkpoint written by N ranks load on M (resharding)."""
+is what lets a checkpoint written by N ranks load on M (resharding).
+
+Buffers whose tensors are kept whole (``shard.owned`` set: rules that reduce over whole
+tensors) use a simpler common form: each parameter's own state dict (any shapes, e.g.
+Adafactor's row and column moments), keyed by the parameter's index in the buffer. It too is
+independent of world size and bucket size."""
 
 import torch
 
@@ -15,6 +20,15 @@ def local_entries(zero):
     arrays cut to the piece's logical length (padding left out), on the CPU."""
     entries = []
     for k, shard in enumerate(zero._shards):
+        total = shard.buffer.layout.logical_total
+        if shard.owned is not None:
+            tensors = {}
+            for i, view in zip(shard.indices, shard.pieces):
+                state = zero.optimizer.state.get(view)
+                if state:
+                    tensors[i] = _cpu_copy(state)
+            entries.append({"buffer": k, "logical_total": total, "tensors": tensors})
+            continue
         pieces = []
         for piece, (_lo, _hi, llo, lhi) in zip(shard.pieces, shard.ranges):
             state = zero.optimizer.state.get(piece)
@@ -28,16 +42,21 @@ def local_entries(zero):
             step = state.get("step")
             arrays["step"] = torch.as_tensor(float(step), dtype=torch.float32) if step is not None else None
             pieces.append({"lo": llo, "hi": lhi, "state": arrays})
-        entries.append({"buffer": k, "logical_total": shard.buffer.layout.logical_total, "pieces": pieces})
+        entries.append({"buffer": k, "logical_total": total, "pieces": pieces})
     return entries
 
 
+def _cpu_copy(state):
+    return {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
 def assemble(zero, entries_of_ranks):
-    """Per flat buffer: ({name: full logical tensor}, step or None), from every rank's entries."""
+    """Per flat buffer, from every rank's entries: ({name: full logical tensor}, step or None),
+    or for a buffer of whole tensors {parameter index in the buffer: its state}."""
     result = []
     for k, shard in enumerate(zero._shards):
         total = shard.buffer.layout.logical_total
-        full, step = {}, None
+        full, step, tensors = {}, None, {}
         for entries in entries_of_ranks:
             entry = entries[k]
             if entry["logical_total"] != total:
@@ -46,7 +65,10 @@ def assemble(zero, entries_of_ranks):
                     f"elements, but this optimizer's buffer has {total}: the "
                     "parameters differ"
                 )
-            for piece in entry["pieces"]:
+            if ("tensors" in entry) != (shard.owned is not None):
+                raise ValueError(f"state of flat buffer {k} was saved by an optimizer of another kind")
+            tensors.update(entry.get("tensors", {}))
+            for piece in entry.get("pieces", ()):
                 lo, hi = piece["lo"], piece["hi"]
                 for name, value in piece["state"].items():
                     if name == "step":
@@ -55,7 +77,7 @@ def assemble(zero, entries_of_ranks):
                     if name not in full:
                         full[name] = torch.zeros(total, dtype=value.dtype)
                     full[name][lo:hi] = value.reshape(-1)
-        result.append((full, step))
+        result.append(tensors if shard.owned is not None else (full, step))
     return result
 
 
@@ -72,7 +94,12 @@ def consolidate(zero):
     entries_of_ranks = comm.all_gather_object(local_entries(zero), zero.process_group)
     index_of = _param_index(zero)
     state = {}
-    for shard, (full, step) in zip(zero._shards, assemble(zero, entries_of_ranks)):
+    for shard, assembled in zip(zero._shards, assemble(zero, entries_of_ranks)):
+        if shard.owned is not None:
+            for i, entry in sorted(assembled.items()):
+                state[index_of[id(shard.buffer.params[i])]] = entry
+            continue
+        full, step = assembled
         if not full and step is None:
             continue
         logical = 0
@@ -106,7 +133,13 @@ def load_full(zero, fulls, param_groups):
         for p in group["params"]:
             piece_index[id(p)] = len(piece_index)
     state = {}
-    for shard, (full, step) in zip(zero._shards, fulls):
+    for shard, assembled in zip(zero._shards, fulls):
+        if shard.owned is not None:
+            for i, view in zip(shard.indices, shard.pieces):
+                if i in assembled:
+                    state[piece_index[id(view)]] = _cpu_copy(assembled[i])
+            continue
+        full, step = assembled
         for piece, (lo, hi, llo, lhi) in zip(shard.pieces, shard.ranges):
             entry = {}
             if step is not None:
@@ -134,6 +167,10 @@ def load_consolidated(zero, state_dict):
     key_of = {id(p): key for p, key in zip(zero._user_params, order)}
     fulls = []
     for shard in zero._shards:
+        if shard.owned is not None:
+            saved = state_dict["state"]
+            fulls.append({i: saved[key_of[id(p)]] for i, p in enumerate(shard.buffer.params) if key_of[id(p)] in saved})
+            continue
         total = shard.buffer.layout.logical_total
         full, step, logical = {}, None, 0
         for p in shard.buffer.params:

@@ -15,12 +15,17 @@ parameters) exists only for them, 1/N of the whole.
 The gradient buffer itself stays full size on every rank (backward accumulates into it), as in
 Megatron-LM's distributed optimizer; the sharded part is the optimizer state, master weights
 and the reduced gradients (docs/distributed.md has the memory per stage).
-Both start a bucket's collective from the gradient hooks as soon as backward has produced all of
-its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
+Rules that reduce over whole tensors (LAMB, Adafactor, Muon, and classes genesis does not know)
+keep every tensor whole on one rank instead of equal pieces: the same stages with per-owner
+reduce and broadcast in place of reduce-scatter and all-gather (docs/distributed.md, "whole
+tensors per rank"; _Shard).
+Both stages start a bucket's collective from the gradient hooks as soon as backward has produced
+all of its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
 order (the reverse of the parameter order, which is how backward usually produces them) so that
 every rank issues the same collectives in the same order.
 """
 
+import collections
 import contextlib
 
 import torch
@@ -28,17 +33,21 @@ import torch.distributed as dist
 
 from ..nn.utils import clip_grad as _clip
 from . import comm
+from . import layout as _layout
 from . import state as _state
 from .flat_buffer import FlatBuffer, _as_groups, split_by_storage
 
 DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per collective
+# shard_grads: buckets whose reduction may be in flight at once (each holds a staging copy of
+# the bucket's gradient until its reduction is done and added to this rank's part).
+MAX_IN_FLIGHT = 2
 
 
 class _Bucket:
     """One bucket of one buffer during a step: how many of its gradients are ready, and its
     collective once launched."""
 
-    __slots__ = ("shard", "index", "needed", "ready", "pending")
+    __slots__ = ("shard", "index", "needed", "ready", "pending", "staging")
 
     def __init__(self, shard, index):
         self.shard = shard
@@ -46,24 +55,59 @@ class _Bucket:
         self.needed = len(shard.buffer.layout.buckets[index].params)
         self.ready = 0
         self.pending = None
+        self.staging = None  # shard_grads: the bucket's gradient while its reduction runs
 
 
 class _Shard:
-    """One flat buffer and this rank's pieces of it (the wrapped optimizer's parameters)."""
+    """One flat buffer and this rank's part of it: the wrapped optimizer's parameters.
 
-    def __init__(self, buffer, group_index, rank, world_size):
+    Element-wise rules (``whole_tensors`` false): one equal piece of every bucket per rank
+    (``pieces[i]`` is this rank's 1-D piece of bucket i; ``owned`` is None).
+    Rules that reduce over whole tensors: every parameter is kept whole by the rank `owner`
+    gives it (layout.owners over all buffers together); ``pieces`` are this rank's parameters
+    as views of the buffer in their own shapes, ``indices`` their positions in the buffer, and
+    ``owned[i][r]`` the buffer range of bucket i that rank r owns (the collectives then go per
+    rank range: see ZeroOptimizer)."""
+
+    def __init__(self, buffer, group_index, rank, world_size, owner=None):
         self.buffer = buffer
         self.group_index = group_index
         self.pieces = []  # data views, each with .grad set
-        self.ranges = []  # (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
+        self.ranges = []  # element-wise: (buffer_lo, buffer_hi, logical_lo, logical_hi) per bucket
+        self.owned = None
+        self.indices = []
+        if owner is not None:
+            self.owned = _layout.owned_ranges(buffer.layout, owner, world_size)
+            self.indices = [i for i, r in enumerate(owner) if r == rank]
+            for i in self.indices:
+                lo, hi = buffer.param_slice(i)
+                shape = buffer.params[i].shape
+                view = buffer.data[lo:hi].view(shape)
+                view.grad = _grad_of(buffer, lo, hi).view(shape)
+                self.pieces.append(view)
+            return
         for bucket in buffer.layout.buckets:
             lo, hi, llo, lhi = bucket.piece(rank, world_size)
             piece = buffer.data[lo:hi]
             # Both stages reduce into the piece's own place in the gradient buffer (stage 2's
             # reduce-scatter in place, as NCCL allows when output = input + rank * size).
-            piece.grad = buffer.grad[lo:hi]
+            piece.grad = _grad_of(buffer, lo, hi)
             self.pieces.append(piece)
             self.ranges.append((lo, hi, llo, lhi))
+
+    def add_reduced(self, index, staging, rank):
+        """shard_grads: add this rank's reduced part of bucket `index`'s `staging` copy to its
+        gradients."""
+        start = self.buffer.layout.buckets[index].start
+        if self.owned is None:
+            lo, hi = self.ranges[index][:2]
+            self.pieces[index].grad.add_(staging[lo - start : hi - start])
+            return
+        lo, hi = self.owned[index][rank]
+        for i, view in zip(self.indices, self.pieces):
+            plo, phi = self.buffer.param_slice(i)
+            if lo <= plo and phi <= hi:
+                view.grad.add_(staging[plo - start : phi - start].view(view.shape))
 
     def bucket_grad(self, index):
         b = self.buffer.layout.buckets[index]
@@ -72,6 +116,13 @@ class _Shard:
     def bucket_data(self, index):
         b = self.buffer.layout.buckets[index]
         return self.buffer.data[b.start : b.start + b.padded]
+
+
+def _grad_of(buffer, lo, hi):
+    """A part's gradient: a view of the gradient buffer, or (shard_grads: no buffer) its own."""
+    if buffer.grad is None:
+        return torch.zeros(hi - lo, dtype=buffer.data.dtype, device=buffer.data.device)
+    return buffer.grad[lo:hi]
 
 
 class ZeroOptimizer(torch.optim.Optimizer):
@@ -92,16 +143,33 @@ class ZeroOptimizer(torch.optim.Optimizer):
     backward under ``with opt.no_sync():``. Clipping: ``opt.clip_grad_norm_(max_norm)`` between
     backward and step. ``param_groups`` are the wrapped optimizer's (their ``params`` are this
     rank's pieces), so genesis's and torch's lr schedulers work on it.
+
+    ``shard_grads=True`` (stage 2 only) also shards the gradient memory: there is no full-size
+    gradient buffer; autograd's gradients of a bucket are copied into a staging buffer once the
+    bucket is complete and dropped (``param.grad`` is None after backward), the staging buffer
+    is reduce-scattered and this rank's part added to its gradients (1/N), and at most
+    MAX_IN_FLIGHT staging buffers exist at a time. Under ``no_sync`` the parameters keep
+    accumulating their own (full-size) gradients until the next synchronized backward.
     """
 
     def __init__(
-        self, params, optimizer_class, *, stage=2, process_group=None, bucket_numel=DEFAULT_BUCKET_NUMEL, **defaults
+        self,
+        params,
+        optimizer_class,
+        *,
+        stage=2,
+        process_group=None,
+        bucket_numel=DEFAULT_BUCKET_NUMEL,
+        shard_grads=False,
+        **defaults,
     ):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        if shard_grads and stage != 2:
+            raise ValueError(f"shard_grads=True needs stage=2 (stage 1 all-reduces full gradients), got stage={stage}")
         if not isinstance(optimizer_class, type):
             raise TypeError(f"optimizer_class must be an optimizer class, got {optimizer_class!r}")
-        _refuse_reduction_rules(optimizer_class)
+        whole_tensors = not _element_wise(optimizer_class)
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "ZeroOptimizer needs an initialized torch.distributed process group "
@@ -114,7 +182,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
             [
                 {
                     **{k: v for k, v in g.items() if k != "params"},
-                    "params": [torch.zeros(1, dtype=g["params"][0].dtype)],
+                    "params": [torch.zeros([1] * g["params"][0].dim(), dtype=g["params"][0].dtype)],
                 }
                 for g in groups
             ],
@@ -124,21 +192,30 @@ class ZeroOptimizer(torch.optim.Optimizer):
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
         self.stage = stage
+        self.whole_tensors = whole_tensors
+        self.shard_grads = bool(shard_grads)
         self._user_params = [p for g in groups for p in g["params"]]
-        self._shards = []
-        inner_groups = []
-        for gi, group in enumerate(groups):
-            pieces = []
-            for params_of_kind in split_by_storage(group["params"]):
-                buffer = FlatBuffer(params_of_kind, self.world_size, bucket_numel)
-                shard = _Shard(buffer, gi, self.rank, self.world_size)
-                self._shards.append(shard)
-                pieces.extend(shard.pieces)
-            inner_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": pieces})
-        # Every rank starts from rank 0's parameters, as DDP does at construction.
-        src = dist.get_global_rank(process_group, 0) if process_group is not None else 0
+        buffers = [
+            (gi, FlatBuffer(params_of_kind, self.world_size, bucket_numel, grads=not shard_grads))
+            for gi, group in enumerate(groups)
+            for params_of_kind in split_by_storage(group["params"])
+        ]
+        owners = [None] * len(buffers)
+        if whole_tensors:
+            # One split of all buffers' tensors together, so that small buffers (a param group
+            # of biases) do not all land on the first ranks.
+            flat = _layout.owners([n for _, b in buffers for n in b.layout.numels], self.world_size)
+            start = 0
+            for k, (_, b) in enumerate(buffers):
+                owners[k] = flat[start : start + len(b.params)]
+                start += len(b.params)
+        self._shards = [_Shard(b, gi, self.rank, self.world_size, owner) for (gi, b), owner in zip(buffers, owners)]
+        inner_groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": []} for g in groups]
         for shard in self._shards:
-            comm.broadcast(shard.buffer.data, src, process_group)
+            inner_groups[shard.group_index]["params"].extend(shard.pieces)
+        # Every rank starts from rank 0's parameters, as DDP does at construction.
+        for shard in self._shards:
+            comm.broadcast(shard.buffer.data, self._global_rank(0), process_group)
         self.optimizer = optimizer_class(inner_groups, **defaults)
         # torch.optim.Optimizer's bookkeeping (hooks, the attributes torch's lr schedulers
         # read), then the wrapped optimizer's groups and state in place of its own.
@@ -151,6 +228,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
             _Bucket(s, i) for s in reversed(self._shards) for i in reversed(range(len(s.buffer.layout.buckets)))
         ]
         self._next = 0
+        self._in_flight = collections.deque()  # shard_grads: launched, not yet added
         self._hooks = []
         for record in self._order:
             buffer = record.shard.buffer
@@ -163,24 +241,31 @@ class ZeroOptimizer(torch.optim.Optimizer):
         lo, hi = buffer.param_slice(index)
 
         def hook(param):
+            if buffer.grad is None:  # shard_grads: the gradient stays autograd's until _stage
+                if self._sync:
+                    self._count(record)
+                return
             view = buffer.grad[lo:hi]
             if param.grad.data_ptr() != view.data_ptr():
                 # Someone set .grad to None (model.zero_grad()): autograd made a new tensor.
                 with torch.no_grad():
                     view.copy_(param.grad.reshape(-1))
                 param.grad = view.view(param.shape)
-            if not self._sync:
-                return
-            if record.pending is not None:
-                raise RuntimeError(
-                    "ZeroOptimizer: a second backward reached a gradient bucket "
-                    "already being reduced; accumulate micro-batches under "
-                    "`with optimizer.no_sync():` and call step() once"
-                )
-            record.ready += 1
-            self._launch_ready()
+            if self._sync:
+                self._count(record)
 
         return hook
+
+    def _count(self, record):
+        """One more gradient of `record`'s bucket is ready; launch every bucket now complete."""
+        if record.pending is not None:
+            raise RuntimeError(
+                "ZeroOptimizer: a second backward reached a gradient bucket "
+                "already being reduced; accumulate micro-batches under "
+                "`with optimizer.no_sync():` and call step() once"
+            )
+        record.ready += 1
+        self._launch_ready()
 
     def _launch_ready(self, force=False):
         while self._next < len(self._order):
@@ -190,29 +275,96 @@ class ZeroOptimizer(torch.optim.Optimizer):
             self._launch(record)
             self._next += 1
 
+    def _global_rank(self, rank):
+        return dist.get_global_rank(self.process_group, rank) if self.process_group is not None else rank
+
     def _launch(self, record):
-        shard, grad = record.shard, record.shard.bucket_grad(record.index)
-        grad.div_(self.world_size)  # average = sum of grad/N (exact for powers of two)
-        if self.stage == 1:
-            record.pending = comm.all_reduce(grad, self.process_group, async_op=True)
+        shard, index = record.shard, record.index
+        if shard.buffer.grad is None:
+            record.staging = grad = self._stage(shard, index)
         else:
-            record.pending = comm.reduce_scatter(
-                shard.pieces[record.index].grad, grad, self.process_group, async_op=True
-            )
+            grad = shard.bucket_grad(index)
+        start = shard.buffer.layout.buckets[index].start
+        grad.div_(self.world_size)  # average = sum of grad/N (exact for powers of two)
+        group = self.process_group
+        if self.stage == 1:
+            record.pending = [comm.all_reduce(grad, group, async_op=True)]
+        elif shard.owned is None:
+            # In place: this rank's piece of the bucket receives its reduced part.
+            lo, hi = shard.ranges[index][:2]
+            record.pending = [comm.reduce_scatter(grad[lo - start : hi - start], grad, group, async_op=True)]
+        else:
+            # Whole tensors: the ranks' ranges differ in size, which reduce-scatter does not
+            # allow; one reduce to each owner moves the same bytes.
+            record.pending = [
+                comm.reduce(grad[lo - start : hi - start], self._global_rank(r), group, async_op=True)
+                for r, (lo, hi) in enumerate(shard.owned[index])
+                if hi > lo
+            ]
+        if record.staging is not None:
+            self._in_flight.append(record)
+            while len(self._in_flight) > MAX_IN_FLIGHT:
+                self._settle(self._in_flight.popleft())
+
+    @staticmethod
+    def _stage(shard, index):
+        """shard_grads: the bucket's gradients (autograd's, per parameter) copied into one
+        staging buffer and dropped from the parameters."""
+        buffer = shard.buffer
+        bucket = buffer.layout.buckets[index]
+        staging = torch.zeros(bucket.padded, dtype=buffer.data.dtype, device=buffer.data.device)
+        with torch.no_grad():
+            for i in bucket.params:
+                p = buffer.params[i]
+                if p.grad is not None:
+                    lo, hi = buffer.param_slice(i)
+                    staging[lo - bucket.start : hi - bucket.start].copy_(p.grad.reshape(-1))
+                    p.grad = None
+        return staging
+
+    def _settle(self, record):
+        """Wait for `record`'s reduction; with shard_grads add this rank's part to its
+        gradients and free the staging buffer. Idempotent."""
+        for p in record.pending:
+            p.wait()
+        if record.staging is not None:
+            staging, record.staging = record.staging, None
+            with torch.no_grad():
+                record.shard.add_reduced(record.index, staging, self.rank)
+
+    def _gather(self):
+        """Every rank's updated part into every rank's parameter buffer: one all-gather per
+        bucket, or (whole tensors) one broadcast per owner's range of it."""
+        group, pending = self.process_group, []
+        for shard in self._shards:
+            if shard.owned is None:
+                for i, piece in enumerate(shard.pieces):
+                    pending.append(comm.all_gather(shard.bucket_data(i), piece, group, async_op=True))
+                continue
+            for ranges in shard.owned:
+                for r, (lo, hi) in enumerate(ranges):
+                    if hi > lo:
+                        src = self._global_rank(r)
+                        pending.append(comm.broadcast(shard.buffer.data[lo:hi], src, group, async_op=True))
+        for p in pending:
+            p.wait()
 
     def _finish_reduction(self):
         """Launch what backward did not (parameters without a gradient this step, or a
         backward that ran under no_sync), then wait for every bucket. Idempotent in a step."""
         self._launch_ready(force=True)
         for record in self._order:
-            record.pending.wait()
+            self._settle(record)
+        self._in_flight.clear()
 
     def _reset(self):
         for record in self._order:
             record.ready = 0
-            if record.pending is not None:
-                record.pending.wait()
+            for p in record.pending or ():
+                p.wait()
             record.pending = None
+            record.staging = None
+        self._in_flight.clear()
         self._next = 0
 
     @contextlib.contextmanager
@@ -233,12 +385,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self._finish_reduction()
         self.optimizer.step()
-        gathers = []
-        for shard in self._shards:
-            for i, piece in enumerate(shard.pieces):
-                gathers.append(comm.all_gather(shard.bucket_data(i), piece, self.process_group, async_op=True))
-        for g in gathers:
-            g.wait()
+        self._gather()
         self._reset()
         return loss
 
@@ -246,6 +393,12 @@ class ZeroOptimizer(torch.optim.Optimizer):
         """Zero the gradient buffers (the gradients stay views of them, see the class)."""
         self._reset()
         for shard in self._shards:
+            if shard.buffer.grad is None:  # shard_grads
+                for p in shard.buffer.params:
+                    p.grad = None
+                for piece in shard.pieces:
+                    piece.grad.zero_()
+                continue
             shard.buffer.reattach()
             shard.buffer.zero_grad()
 
@@ -258,7 +411,9 @@ class ZeroOptimizer(torch.optim.Optimizer):
             raise ValueError(f"norm_type must be positive, got {norm_type}")
         self._finish_reduction()
         grads = [piece.grad for shard in self._shards for piece in shard.pieces]
-        partial = torch.tensor(_local_norm(grads, norm_type), dtype=torch.float64, device=grads[0].device)
+        # A rank may own no tensor at all (whole tensors, more ranks than tensors): its part is 0.
+        device = self._shards[0].buffer.data.device
+        partial = torch.tensor(_local_norm(grads, norm_type) if grads else 0.0, dtype=torch.float64, device=device)
         inf = norm_type == float("inf")
         if not inf:
             partial = partial**norm_type
@@ -269,9 +424,9 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 f"the total norm of order {norm_type} of the gradients is non-finite, so it cannot be clipped"
             )
         coef = max_norm / (float(total) + 1e-6)
-        if not coef >= 1.0:
+        if not coef >= 1.0 and grads:
             _scale(grads, coef)
-        return total.to(grads[0].dtype)
+        return total.to(self._shards[0].buffer.data.dtype)
 
     # -------------------------------------------------------------------------- state
     def state_dict(self):
@@ -284,6 +439,13 @@ class ZeroOptimizer(torch.optim.Optimizer):
         """Load a consolidated state dict (from ``state_dict()``, or from the unsharded genesis or
         torch optimizer over the same parameters): each rank keeps its pieces."""
         _state.load_consolidated(self, state_dict)
+
+    def local_gradient_bytes(self):
+        """Bytes of gradient memory this optimizer keeps on this rank between backward and
+        step: the full gradient buffers, or with shard_grads this rank's parts only."""
+        if self.shard_grads:
+            return sum(p.grad.numel() * p.grad.element_size() for s in self._shards for p in s.pieces)
+        return sum(s.buffer.grad.numel() * s.buffer.grad.element_size() for s in self._shards)
 
     def local_state_bytes(self):
         """Bytes of optimizer state (including master weights) held by this rank."""
@@ -298,19 +460,16 @@ class ZeroOptimizer(torch.optim.Optimizer):
         return f"ZeroOptimizer(stage={self.stage}, world_size={self.world_size}, {self.optimizer!r})"
 
 
-def _refuse_reduction_rules(optimizer_class):
-    """The pieces split tensors over ranks, so a rule that reduces over whole tensors (LAMB's
-    trust ratio, Adafactor's factored moments; docs/distributed.md) would see parts of them."""
+def _element_wise(optimizer_class):
+    """True for genesis's element-wise rules, whose update of an element reads only that
+    element: they may see any piece of a tensor. Rules that reduce over whole tensors (LAMB's
+    trust ratio, Adafactor's factored moments and update clipping, Muon's orthogonalization)
+    and classes genesis does not know keep every tensor whole on one rank instead
+    (docs/distributed.md, "whole tensors per rank")."""
     from ..optim._rules import OPTIONS
 
     rule = getattr(optimizer_class, "_rule", None)
-    if rule is not None and OPTIONS[rule].reduction:
-        raise ValueError(
-            f"ZeroOptimizer splits tensors over ranks, and {optimizer_class.__name__} "
-            "reduces over whole tensors; use torch.distributed.optim."
-            f"ZeroRedundancyOptimizer(params, optimizer_class=genesis.optim."
-            f"{optimizer_class.__name__}), which keeps whole tensors per rank"
-        )
+    return rule is not None and not OPTIONS[rule].reduction
 
 
 def _local_norm(grads, norm_type):

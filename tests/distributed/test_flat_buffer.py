@@ -32,6 +32,28 @@ def test_layout_pieces_cover_every_element_once(world_size, bucket):
         assert offset + n <= nxt
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("numels", [[45, 9, 36, 4, 1], [1000, 1, 1, 1], [1, 1, 1, 1000], [5] * 13, [0, 3, 0], [2, 3]])
+def test_whole_tensor_owners_balance_within_the_largest_tensor(world_size, numels):
+    """layout.owners: a contiguous, monotonic split of whole tensors whose per-rank totals are
+    within the largest tensor of total / world_size; owned_ranges covers each tensor once."""
+    owner = layout.owners(numels, world_size)
+    assert list(owner) == sorted(owner) and all(0 <= r < world_size for r in owner)
+    loads = [sum(n for n, r in zip(numels, owner) if r == rank) for rank in range(world_size)]
+    assert sum(loads) == sum(numels)
+    for load in loads:
+        assert abs(load - sum(numels) / world_size) <= max(numels)
+    for bucket in (None, 1, 40):
+        plan = layout.plan(numels, world_size, bucket)
+        covered = []
+        for b, ranges in zip(plan.buckets, layout.owned_ranges(plan, owner, world_size)):
+            for rank, (lo, hi) in enumerate(ranges):
+                mine = [i for i in b.params if owner[i] == rank]
+                assert hi - lo == sum(numels[i] for i in mine)
+                covered.extend(mine)
+        assert sorted(covered) == list(range(len(numels)))
+
+
 def test_layout_rejects_bad_sizes():
     with pytest.raises(ValueError, match="world_size"):
         layout.plan([3], 0)
@@ -105,3 +127,18 @@ def test_zero_optimizer_checks_arguments_first():
         ZeroOptimizer([p], genesis.optim.AdamW, stage=3)
     with pytest.raises(TypeError, match="optimizer class"):
         ZeroOptimizer([p], genesis.optim.AdamW(list(_model().parameters())))
+    with pytest.raises(ValueError, match="shard_grads=True needs stage=2"):
+        ZeroOptimizer([p], genesis.optim.AdamW, stage=1, shard_grads=True)
+    assert p.grad is None  # untouched
+
+
+def test_flat_buffer_without_gradient_buffer_leaves_gradients_alone():
+    model = _model()
+    grads = [torch.full_like(p, 2.0) for p in model.parameters()]
+    for p, g in zip(model.parameters(), grads):
+        p.grad = g
+    buf = FlatBuffer(list(model.parameters()), grads=False)
+    assert buf.grad is None and buf.views_intact()
+    for p, g in zip(model.parameters(), grads):
+        assert p.grad is g
+        assert p.untyped_storage().data_ptr() == buf.data.untyped_storage().data_ptr()

@@ -13,7 +13,6 @@ if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 import genesis  # noqa: E402
-from genesis.distributed import ZeroOptimizer  # noqa: E402
 
 import harness  # noqa: E402
 import workers  # noqa: E402
@@ -26,25 +25,52 @@ import workers  # noqa: E402
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 
 
+# resharded in both directions: an element-wise rule and one that keeps whole tensors per rank
+RESHARD_CASES = ("adamw-2", "lamb-2", "adafactor-1")
+FOUR_RANK_CASES = [
+    "adamw-1",
+    "adamw-2",
+    "sgd-2",
+    "adam-2-extras",
+    "lamb-1",
+    "lamb-2",
+    "adafactor-2",
+    "lamb-2-extras",
+    "adamw-2-sg",
+    "lamb-2-sg",
+    "adam-2-extras-sg",
+]
+
+
+def _reshard(rank, world_size, save_dir, load_dir):
+    return {case: workers.resharding(rank, world_size, save_dir, load_dir, case) for case in RESHARD_CASES}
+
+
 def _two_ranks_first(rank, world_size, save_dir):
     return dict(
         equivalence=workers.equivalence(rank, world_size, list(workers.CASES)),
         consolidated=workers.consolidated_loads(rank, world_size),
+        consolidated_lamb=workers.consolidated_loads(rank, world_size, "lamb-2", (genesis.optim.LAMB,)),
+        consolidated_adafactor=workers.consolidated_loads(
+            rank, world_size, "adafactor-1", (genesis.optim.Adafactor, torch.optim.Adafactor)
+        ),
         mixed=workers.mixed_precision(rank, world_size),
-        reshard=workers.resharding(rank, world_size, save_dir, None),
+        mixed_lamb=workers.mixed_precision(rank, world_size, genesis.optim.LAMB),
+        reshard=_reshard(rank, world_size, save_dir, None),
     )
 
 
 def _four_ranks(rank, world_size, save_dir, load_dir):
     return dict(
-        equivalence=workers.equivalence(rank, world_size, ["adamw-1", "adamw-2", "sgd-2", "adam-2-extras"]),
-        reshard=workers.resharding(rank, world_size, save_dir, load_dir),
+        equivalence=workers.equivalence(rank, world_size, FOUR_RANK_CASES),
+        reshard=_reshard(rank, world_size, save_dir, load_dir),
     )
 
 
-def _two_ranks_second(rank, world_size, load_dir, interrupted_dir):
+def _two_ranks_second(rank, world_size, load_dir, interrupted_dir, kind_dir):
     return dict(
-        reshard=workers.resharding(rank, world_size, None, load_dir),
+        another_kind=workers.checkpoint_of_another_kind(rank, world_size, kind_dir),
+        reshard=_reshard(rank, world_size, None, load_dir),
         interrupted=workers.interrupted_checkpoint(rank, world_size, interrupted_dir),
         zero_redundancy=workers.torch_zero_redundancy(rank, world_size),
     )
@@ -53,7 +79,7 @@ def _two_ranks_second(rank, world_size, load_dir, interrupted_dir):
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
-    names = ("out", "ckpt2", "ckpt4", "interrupted")
+    names = ("out", "ckpt2", "ckpt4", "interrupted", "kind")
     for n in names:
         (root / n).mkdir()
     return {n: str(root / n) for n in names}
@@ -71,7 +97,7 @@ def four(dirs, two):  # loads the checkpoint the 2-rank run wrote
 
 @pytest.fixture(scope="module")
 def two_again(dirs, four):  # loads the checkpoint the 4-rank run wrote
-    return harness.run(_two_ranks_second, 2, dirs["ckpt4"], dirs["interrupted"], out_dir=dirs["out"])
+    return harness.run(_two_ranks_second, 2, dirs["ckpt4"], dirs["interrupted"], dirs["kind"], out_dir=dirs["out"])
 
 
 def _check_equivalence(results, world_size):
@@ -81,15 +107,38 @@ def _check_equivalence(results, world_size):
             assert r["params"] <= TOLERANCE[dtype], (case, rank, r)
             assert r["state"] <= TOLERANCE[dtype], (case, rank, r)
             assert r["lrs"] == r["ref_lrs"], (case, rank, r)
-            # each rank holds 1/N of the state, give or take the padding of its bucket pieces
-            arrays = r["full_bytes"] // (r["numel"] * dtype.itemsize)
-            bucket_bytes = workers.BUCKET * dtype.itemsize * arrays
-            assert abs(r["local_bytes"] - r["full_bytes"] / world_size) <= bucket_bytes, (case, r)
+            if r["whole_tensors"]:
+                # whole tensors per rank: 1/N give or take the largest tensor's state
+                # (layout.owners; docs/distributed.md)
+                bound = r["max_tensor_bytes"]
+            else:
+                # each rank holds 1/N of the state, give or take the padding of its bucket pieces
+                arrays = r["full_bytes"] // (r["numel"] * dtype.itemsize)
+                bound = workers.BUCKET * dtype.itemsize * arrays
+            assert abs(r["local_bytes"] - r["full_bytes"] / world_size) <= bound, (case, r)
+            grad_bytes = r["numel"] * dtype.itemsize
+            if r["shard_grads"]:
+                # 1/N of the gradients, give or take a bucket's padding or the largest tensor
+                # (the state bound above, for one array); none left on the parameters
+                arrays = max(1, r["full_bytes"] // (r["numel"] * dtype.itemsize))
+                assert abs(r["grad_bytes"] - grad_bytes / world_size) <= bound / arrays, (case, r)
+                assert r["grads_left"] == 0, (case, r)
+            else:  # the full gradient buffer (padded), every parameter's gradient a view of it
+                assert r["grad_bytes"] >= grad_bytes and r["grads_left"] == r["params_count"], (case, r)
+    for case, r in results[0]["equivalence"].items():
+        if r["whole_tensors"]:  # no padding: the ranks' states add up to the unsharded one
+            assert sum(result["equivalence"][case]["local_bytes"] for result in results) == r["full_bytes"], case
+        if r["shard_grads"]:  # every element's gradient is kept by one rank (plus padding)
+            total = sum(result["equivalence"][case]["grad_bytes"] for result in results)
+            assert total >= r["numel"] * workers.CASES[case][3].itemsize, case
 
 
 def test_two_ranks_match_unsharded(two):
     _check_equivalence(two, 2)
     assert set(two[0]["equivalence"]) == set(workers.CASES)
+    assert {c for c, r in two[0]["equivalence"].items() if r["whole_tensors"]} == {
+        c for c in workers.CASES if c.startswith(("lamb", "adafactor", "muon"))
+    }
 
 
 def test_four_ranks_match_unsharded(four):
@@ -106,22 +155,51 @@ def test_bfloat16_with_master_weights_shards_the_master_weights(two):
         assert r["moved"] > 0 and r["same_on_all"]
 
 
+def test_bfloat16_lamb_keeps_whole_tensors_with_their_master_weights(two):
+    for result in two:
+        r = result["mixed_lamb"]
+        assert r["master_dtypes"] == ["torch.float32"]
+        assert abs(r["local_bytes"] - 12 * r["numel"] / 2) <= 12 * r["max_numel"]
+        assert r["rounding"] == 0.0
+        assert r["moved"] > 0 and r["same_on_all"]
+    assert sum(result["mixed_lamb"]["local_bytes"] for result in two) == 12 * two[0]["mixed_lamb"]["numel"]
+
+
 def test_consolidated_state_dict_loads_into_genesis_and_torch(two):
     for result in two:
         assert result["consolidated"]["bad_lr"] == "untouched"
         assert result["consolidated"]["broadcast"] == 0.0
         assert result["consolidated"]["genesis"] <= 1e-12
         assert result["consolidated"]["torch"] <= 1e-12
+        assert result["consolidated"]["zero"] <= 1e-12
+
+
+def test_consolidated_state_dict_of_whole_tensor_rules_loads_unsharded(two):
+    """LAMB's into genesis's LAMB (torch has none), Adafactor's into genesis's and torch's."""
+    for result in two:
+        assert set(result["consolidated_lamb"]) == {"genesis", "zero"}
+        assert set(result["consolidated_adafactor"]) == {"genesis", "torch", "zero"}
+        for diff in (*result["consolidated_lamb"].values(), *result["consolidated_adafactor"].values()):
+            assert diff <= 1e-12
 
 
 def test_reshard_2_to_4(four):
     for result in four:
-        assert result["reshard"]["resumed"] <= 1e-12
+        assert set(result["reshard"]) == set(RESHARD_CASES)
+        for case, r in result["reshard"].items():
+            assert r["resumed"] <= 1e-12, case
 
 
 def test_reshard_4_to_2(two_again):
     for result in two_again:
-        assert result["reshard"]["resumed"] <= 1e-12
+        assert set(result["reshard"]) == set(RESHARD_CASES)
+        for case, r in result["reshard"].items():
+            assert r["resumed"] <= 1e-12, case
+
+
+def test_checkpoint_of_another_kind_of_rule_is_refused(two_again):
+    for result in two_again:
+        assert "another kind" in result["another_kind"], result["another_kind"]
 
 
 def test_interrupted_checkpoint_leaves_previous_loadable(two_again):
@@ -137,13 +215,6 @@ def test_torch_zero_redundancy_optimizer_with_genesis_adamw_lamb_adafactor(two_a
         assert set(result["zero_redundancy"]) == {"AdamW", "LAMB", "Adafactor"}
         for diff in result["zero_redundancy"].values():
             assert diff <= 1e-12
-
-
-def test_zero_optimizer_refuses_reduction_rules():
-    """ZeroOptimizer splits tensors over ranks: a per-tensor reduction would see a piece."""
-    for cls in (genesis.optim.LAMB, genesis.optim.Adafactor):
-        with pytest.raises(ValueError, match="ZeroRedundancyOptimizer"):
-            ZeroOptimizer([torch.nn.Parameter(torch.zeros(3))], cls)
 
 
 def test_dead_rank_fails_the_others_with_a_clear_error(dirs):

@@ -19,10 +19,14 @@ GLOBAL_BATCH = 8
 BUCKET = 100  # elements: several buckets for the MLP below, each split over the ranks
 
 
-def make_model(dtype=torch.float64):
+def make_model(dtype=torch.float64, bias=True):
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)
+        torch.nn.Linear(6, 16, bias=bias),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 16, bias=bias),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 3, bias=bias),
     ).to(dtype)
 
 
@@ -62,6 +66,38 @@ CASES = {
         2,
         torch.float64,
         dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5, closure=True),
+    ),
+    # rules that reduce over whole tensors: each tensor kept whole on one rank
+    "lamb-1": (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
+    "lamb-2": (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
+    "adafactor-1": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 1, torch.float64, {}),
+    "adafactor-2": (genesis.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, {}),
+    "lamb-2-f32": (genesis.optim.LAMB, dict(lr=1e-2), 2, torch.float32, {}),
+    # ZeRO-2 with sharded gradient memory (shard_grads=True)
+    "adamw-2-sg": (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, dict(shard_grads=True)),
+    "lamb-2-sg": (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1), 2, torch.float64, dict(shard_grads=True)),
+    "adam-2-extras-sg": (
+        genesis.optim.Adam,
+        dict(lr=1e-2, amsgrad=True),
+        2,
+        torch.float64,
+        dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5, closure=True, shard_grads=True),
+    ),
+    # Muon orthogonalizes whole matrices (and takes matrices only: no biases)
+    "muon-2": (genesis.optim.Muon, dict(lr=1e-2), 2, torch.float64, dict(bias=False)),
+    "lamb-2-extras": (
+        genesis.optim.LAMB,
+        dict(lr=1e-2, weight_decay=0.01),
+        2,
+        torch.float64,
+        dict(two_groups=True, scheduler="torch", accumulate=2, clip=0.5, closure=True),
+    ),
+    "adafactor-1-extras": (
+        genesis.optim.Adafactor,
+        dict(lr=1e-2),
+        1,
+        torch.float64,
+        dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.1),
     ),
     "rmsprop-1-extras": (
         genesis.optim.RMSprop,
@@ -122,7 +158,7 @@ def train(model, opt, rank, world_size, dtype, extras, steps, start=0, sharded=T
 
 def reference(case, steps=STEPS):
     cls, options, _, dtype, extras = CASES[case]
-    model = make_model(dtype)
+    model = make_model(dtype, extras.get("bias", True))
     opt = cls(groups_of(model, extras.get("two_groups")), **options)
     train(model, opt, 0, 1, dtype, extras, steps, sharded=False)
     return model, opt
@@ -132,10 +168,12 @@ def max_diff(a_params, b_params):
     return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(a_params, b_params))
 
 
-def state_bytes(opt):
+def state_bytes(opt, param=None):
+    """Bytes of `opt`'s state tensors (of parameter `param` only, if given)."""
+    states = opt.state.values() if param is None else [opt.state[param]]
     return sum(
         v.numel() * v.element_size()
-        for s in opt.state.values()
+        for s in states
         for k, v in s.items()
         if isinstance(v, torch.Tensor) and k != "step"
     )
@@ -147,11 +185,25 @@ def equivalence(rank, world_size, cases):
     out = {}
     for case in cases:
         cls, options, stage, dtype, extras = CASES[case]
-        model = make_model(dtype)
+        model = make_model(dtype, extras.get("bias", True))
+        shard_grads = extras.get("shard_grads", False)
         opt = ZeroOptimizer(
-            groups_of(model, extras.get("two_groups")), cls, stage=stage, bucket_numel=BUCKET, **options
+            groups_of(model, extras.get("two_groups")),
+            cls,
+            stage=stage,
+            bucket_numel=BUCKET,
+            shard_grads=shard_grads,
+            **options,
         )
         train(model, opt, rank, world_size, dtype, extras, STEPS)
+        # after a backward, the gradient memory this rank keeps (and, with shard_grads, none
+        # left on the parameters); the reduction is discarded by zero_grad
+        x, y = batch(STEPS, dtype)
+        loss_of(model, local_rows(rank, world_size, x), local_rows(rank, world_size, y)).backward()
+        opt._finish_reduction()
+        grads_left = sum(p.grad is not None for p in model.parameters())
+        grad_bytes = opt.local_gradient_bytes()
+        opt.zero_grad()
         ref_model, ref_opt = reference(case)
         consolidated = opt.state_dict()
         ref_state = ref_opt.state_dict()["state"]
@@ -166,22 +218,41 @@ def equivalence(rank, world_size, cases):
             full_bytes=state_bytes(ref_opt),
             state=state_diff,
             numel=sum(p.numel() for p in model.parameters()),
+            params_count=len(list(model.parameters())),
+            whole_tensors=opt.whole_tensors,
+            shard_grads=shard_grads,
+            grads_left=grads_left,
+            grad_bytes=grad_bytes,
+            max_tensor_bytes=max(state_bytes(ref_opt, p) for p in ref_model.parameters()),
             lrs=[g["lr"] for g in opt.param_groups],
             ref_lrs=[g["lr"] for g in ref_opt.param_groups],
         )
     return out
 
 
-def consolidated_loads(rank, world_size):
-    """The consolidated state_dict of ZeRO AdamW loads into genesis's and torch's AdamW, and
-    both then take the same next step as the reference."""
+def consolidated_loads(rank, world_size, case="adamw-2", targets=(genesis.optim.AdamW, torch.optim.AdamW)):
+    """The consolidated state_dict of a ZeroOptimizer loads into each of `targets` (unsharded
+    optimizers of the same kind: genesis's, torch's), and each then takes the same next step
+    as the reference; the dict also loads back into a fresh ZeroOptimizer."""
     model = make_model()
-    cls, options, stage, _, _ = CASES["adamw-2"]
+    cls, options, stage, _, _ = CASES[case]
     opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET, **options)
     train(model, opt, rank, world_size, torch.float64, {}, 5)
     sd = opt.state_dict()
-    ref_model, ref_opt = reference("adamw-2", steps=6)
+    ref_model, ref_opt = reference(case, steps=6)
     results = {}
+    # ... and back into a ZeroOptimizer (another bucket size)
+    again = make_model()
+    with torch.no_grad():
+        for a, b in zip(again.parameters(), model.parameters()):
+            a.copy_(b)
+    o = ZeroOptimizer(again.parameters(), cls, stage=stage, bucket_numel=BUCKET * 3, **options)
+    o.load_state_dict(sd)
+    train(again, o, rank, world_size, torch.float64, {}, 1, start=5)
+    results["zero"] = max_diff(list(again.parameters()), list(ref_model.parameters()))
+    if case != "adamw-2":
+        results.update(_load_into(sd, model, targets, options, ref_model))
+        return results
     # construction gives every rank rank 0's parameters
     moved = make_model()
     with torch.no_grad():
@@ -195,7 +266,15 @@ def consolidated_loads(rank, world_size):
         results["bad_lr"] = "accepted"
     except ValueError:
         results["bad_lr"] = "untouched" if fresh[0].weight.grad is None else "moved"
-    for name, cls in (("genesis", genesis.optim.AdamW), ("torch", torch.optim.AdamW)):
+    results.update(_load_into(sd, model, targets, options, ref_model))
+    return results
+
+
+def _load_into(sd, model, targets, options, ref_model):
+    """{"genesis"/"torch": difference to the reference after loading `sd` into that unsharded
+    optimizer over a copy of `model` and taking step 5}."""
+    results = {}
+    for cls in targets:
         m = make_model()
         with torch.no_grad():
             for a, b in zip(m.parameters(), model.parameters()):
@@ -203,7 +282,7 @@ def consolidated_loads(rank, world_size):
         o = cls(m.parameters(), **options)
         o.load_state_dict(sd)
         train(m, o, 0, 1, torch.float64, {}, 1, start=5, sharded=False)
-        results[name] = max_diff(list(m.parameters()), list(ref_model.parameters()))
+        results[cls.__module__.split(".")[0]] = max_diff(list(m.parameters()), list(ref_model.parameters()))
     return results
 
 
@@ -212,6 +291,8 @@ def resharding(rank, world_size, save_dir, load_dir, case="adamw-2"):
     `load_dir` (if given, written at another world size after 15 steps), train the remaining
     15 steps, and return the difference to the uninterrupted reference."""
     cls, options, stage, dtype, extras = CASES[case]
+    save_dir = save_dir and os.path.join(save_dir, case)
+    load_dir = load_dir and os.path.join(load_dir, case)
     out = {}
     if save_dir:
         model = make_model(dtype)
@@ -275,6 +356,21 @@ def interrupted_checkpoint(rank, world_size, directory):
     return dict(crashed=crashed, diff=diff, leftovers=leftovers)
 
 
+def checkpoint_of_another_kind(rank, world_size, directory):
+    """A checkpoint of an element-wise rule (pieces) does not load into a rule that keeps whole
+    tensors per rank: a ValueError on every rank, the optimizer's state untouched."""
+    model = make_model()
+    opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, bucket_numel=BUCKET)
+    train(model, opt, rank, world_size, torch.float64, {}, 1)
+    save_checkpoint(opt, directory)
+    lamb = ZeroOptimizer(model.parameters(), genesis.optim.LAMB, bucket_numel=BUCKET)
+    try:
+        load_checkpoint(lamb, directory)
+        return "loaded"
+    except ValueError as error:
+        return str(error) if not lamb.optimizer.state else "state changed"
+
+
 def torch_zero_redundancy(rank, world_size):
     """torch's ZeroRedundancyOptimizer with genesis's AdamW, LAMB and Adafactor as the local
     optimizer, against the unsharded genesis optimizer (the model is wrapped in DDP, as
@@ -320,14 +416,12 @@ def rank_dies(rank, world_size):
     return dict(error=None, seconds=time.monotonic() - start)
 
 
-def mixed_precision(rank, world_size):
+def mixed_precision(rank, world_size, cls=genesis.optim.AdamW):
     """bfloat16 parameters with float32 master weights (genesis's master_weights=True): each
     rank holds its 1/N of the moments and of the master weights, every rank ends with the same
     parameters, and each parameter is its master weight rounded to bfloat16."""
     model = make_model(torch.bfloat16)
-    opt = ZeroOptimizer(
-        model.parameters(), genesis.optim.AdamW, stage=2, bucket_numel=BUCKET, lr=1e-2, master_weights=True
-    )
+    opt = ZeroOptimizer(model.parameters(), cls, stage=2, bucket_numel=BUCKET, lr=1e-2, master_weights=True)
     start = [p.detach().clone() for p in model.parameters()]
     train(model, opt, rank, world_size, torch.bfloat16, {}, 5)
     consolidated = opt.state_dict()
@@ -340,6 +434,7 @@ def mixed_precision(rank, world_size):
     return dict(
         local_bytes=opt.local_state_bytes(),
         numel=sum(p.numel() for p in model.parameters()),
+        max_numel=max(p.numel() for p in model.parameters()),
         master_dtypes=sorted({str(s["master_param"].dtype) for s in opt.optimizer.state.values()}),
         rounding=rounding,
         moved=max_diff(start, list(model.parameters())),
