@@ -222,9 +222,102 @@ def test_state_of_another_library_is_refused(cuda_backend):
     assert not _optimizer._is_step_counter(np.array(0.0, np.float32), p.data)
 
 
-# ---------------------------------------------------------------------- on a GPU, with CuPy
+# ------------------------------------------------------------------------------- on a GPU
 def _cupy():
-    return pytest.importorskip("cupy")
+    return pytest.importorskip("cupy", reason="needs CuPy")
+
+
+class TorchBacked:
+    """A CUDA array library of the smallest kind, for the GPU tests where CuPy is absent (the
+    device machines ship torch, not CuPy): device memory held by a torch tensor, seen by genesis
+    only through __cuda_array_interface__ (torch's own, version 2: no stream, so the updates run
+    on the default stream, which is torch's too). This module is its library: state arrays are
+    made by its zeros() and asarray() below (_cuda_array.namespace)."""
+
+    def __init__(self, tensor):
+        self.t = tensor
+
+    @property
+    def __cuda_array_interface__(self):
+        return self.t.__cuda_array_interface__
+
+    shape = property(lambda self: tuple(self.t.shape))
+    dtype = property(lambda self: np.dtype(str(self.t.dtype).rpartition(".")[2]))
+
+    def astype(self, dtype):
+        return TorchBacked(self.t.to(_torch_dtype(dtype)))
+
+    def reshape(self, shape):
+        return TorchBacked(self.t.reshape(shape))
+
+    def __setitem__(self, key, value):
+        self.t[key] = value.t
+
+    def __float__(self):
+        return float(self.t)
+
+    def numpy(self):
+        return self.t.cpu().numpy()
+
+
+def _torch_dtype(dtype):
+    import torch
+
+    return getattr(torch, np.dtype(dtype).name)
+
+
+def zeros(shape, dtype):  # TorchBacked's library (see its docstring)
+    import torch
+
+    return TorchBacked(torch.zeros(shape, dtype=_torch_dtype(dtype), device="cuda"))
+
+
+def asarray(value):
+    import torch
+
+    if isinstance(value, TorchBacked):
+        return value
+    return TorchBacked(torch.as_tensor(np.asarray(value), device="cuda"))
+
+
+_FLOATS = (np.float32, np.float64, np.float16)
+TORCH_BACKED_CASES = (
+    [("AdamW", dict(lr=1e-2, amsgrad=True), d) for d in _FLOATS]
+    + [("SGD", dict(lr=0.1, momentum=0.9, dampening=0.2), d) for d in _FLOATS]  # first step on the device
+    + [("NAdam", dict(lr=1e-2), d) for d in _FLOATS]  # per-tensor scalars of the array's library
+    + [("Adam", dict(lr=1e-2, state_dtype="int8", min_8bit_size=1), d) for d in _FLOATS[::2]]  # 8-bit state
+    + [("Adam", dict(lr=1e-2, master_weights=True), np.float16)]
+)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,kw,dtype", TORCH_BACKED_CASES)
+def test_cuda_arrays_give_the_cpu_cores_bits_without_cupy(name, kw, dtype):
+    """The interface path on a GPU with the device machine's torch only: every parameter, state
+    array and step counter equals the NumPy CPU path's, bit for bit."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    sizes = [1, 0, 4097, 65537 + 3]
+    init = [rng.standard_normal(n).astype(dtype) for n in sizes]
+    gpu = [genesis.nn.Parameter(TorchBacked(torch.from_numpy(x.copy()).cuda())) for x in init]
+    cpu = [genesis.nn.Parameter(x.copy()) for x in init]
+    cls = getattr(genesis.optim, name)
+    gopt, copt = cls(gpu, **kw), cls(cpu, **kw)
+    for _ in range(20):
+        grads = [rng.standard_normal(n).astype(dtype) for n in sizes]
+        for g, c, x in zip(gpu, cpu, grads):
+            g.grad, c.grad = TorchBacked(torch.from_numpy(x).cuda()), x
+        gopt.step()
+        copt.step()
+    torch.cuda.synchronize()
+    for i, (g, c) in enumerate(zip(gpu, cpu)):
+        np.testing.assert_array_equal(g.data.numpy(), c.data, err_msg=f"parameter {i}")
+        assert set(gopt.state[g]) == set(copt.state[c])
+        for key, value in copt.state[c].items():
+            got = gopt.state[g][key]
+            assert isinstance(got, TorchBacked), key  # state of the parameter's library
+            np.testing.assert_array_equal(got.numpy(), np.asarray(value), err_msg=f"{key} of {i}")
 
 
 CUPY_CASES = [

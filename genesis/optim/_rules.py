@@ -46,8 +46,9 @@ def core_options(rule, group, host_lr=True):
     ``host_lr=False`` leaves lr at 0 instead of reading it: for a CUDA tensor lr where its value
     does not matter (state layout) or the kernels read it on the device (_device_lr.py)."""
     cls = OPTIONS[rule]
-    values = {key: group[key] if host_lr or key != "lr" else 0.0 for key, _ in cls.fields()}
-    return cls(**{key: _CONVERT[kind](key, values[key]) for key, kind in cls.fields()})
+    return cls(
+        **{key: _CONVERT[kind](key, group[key] if host_lr or key != "lr" else 0.0) for key, kind in cls.fields()}
+    )
 
 
 class RuleOptimizer(Optimizer):

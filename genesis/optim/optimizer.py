@@ -10,7 +10,7 @@ from itertools import accumulate, chain
 
 import numpy as np
 
-from .. import _C, _interop
+from .. import _C, _cuda_array, _interop
 from . import _clip, _device_lr, _differentiable, _quantized
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
@@ -944,7 +944,10 @@ def _check_scaler_groups(groups):
     """GradScaler's values reach torch parameters only (their kernels read them on the device
     from torch tensors): refuse them for CUDA arrays of other libraries before any update."""
     for gi, group in enumerate(groups):
-        if any(_interop.on_cuda(a) and not _interop.is_torch(a) for a in map(_interop.array_of, group["params"])):
+        # A group holding a CUDA array holds only arrays of its library (add_param_group): one
+        # look per group keeps this off the per-parameter cost of a GradScaler step.
+        first = group["params"][:1]
+        if first and _cuda_array.is_cuda_array(_interop.array_of(first[0])):
             raise TypeError(
                 f"param group {gi} holds CUDA arrays of another library than torch; GradScaler's "
                 "grad_scale/found_inf apply to torch parameters only"
