@@ -324,7 +324,8 @@ struct StepControl {
 // 1. Every array the kernel writes is pinned when it is admitted: for torch, the plan holds a
 //    second alias (`detach()`) of the admitted storage, so that memory stays allocated however
 //    the user's tensor is re-pointed, and no other tensor can ever be given its address. For
-//    NumPy, holding the array object is enough (its buffer cannot be swapped).
+//    NumPy, holding the array object is enough (its buffer cannot be swapped); likewise for CUDA
+//    arrays of other libraries (NOTE: [CUDA array interface]).
 // 2. Before an array is used again, its data pointer and dtype (NumPy: also contiguity, byte
 //    order and writeability, from its C struct) are re-read and compared with what was
 //    admitted. Because of (1), an equal pointer means the same memory. Anything different is
