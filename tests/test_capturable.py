@@ -124,6 +124,44 @@ def _loss(params, x, y):
     return sum(((p * xi - yi) ** 2).sum() for p, xi, yi in zip(params, x, y))
 
 
+def _twins(seed):
+    """Inputs, and two identical parameter lists: one for the graph, one for eager steps."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [1, 4097, 65537 + 3]
+    init = [torch.randn(n, generator=gen) for n in sizes]
+    x = [torch.randn(n, generator=gen).cuda() for n in sizes]
+    y = [torch.randn(n, generator=gen).cuda() for n in sizes]
+    return x, y, [torch.nn.Parameter(t.cuda()) for t in init], [torch.nn.Parameter(t.cuda()) for t in init]
+
+
+def _train_step(params, o, x, y):
+    o.zero_grad(set_to_none=False)  # the captured graph keeps the same gradient tensors
+    _loss(params, x, y).backward()
+    o.step()
+
+
+def _capture(step, warm_up):
+    """Runs `warm_up` on a side stream (gradients and state are created outside the graph), then
+    captures `step`; capturing runs none of its launches."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        warm_up()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
+
+
+def _assert_same_bits(opt, graphed, ref, eager):
+    torch.cuda.synchronize()
+    for a, b in zip(graphed, eager):
+        assert torch.equal(a, b)
+        for key, value in ref.state[b].items():
+            assert torch.equal(opt.state[a][key], value), key
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize(
     "name,kw",
@@ -134,41 +172,22 @@ def _loss(params, x, y):
     ],
 )
 def test_a_captured_training_step_replays_like_eager_steps(name, kw):
-    gen = torch.Generator().manual_seed(0)
-    sizes = [1, 4097, 65537 + 3]
-    init = [torch.randn(n, generator=gen) for n in sizes]
-    x = [torch.randn(n, generator=gen).cuda() for n in sizes]
-    y = [torch.randn(n, generator=gen).cuda() for n in sizes]
-    graphed = [torch.nn.Parameter(t.cuda()) for t in init]
-    eager = [torch.nn.Parameter(t.cuda()) for t in init]
+    x, y, graphed, eager = _twins(0)
     cls = getattr(genesis.optim, name)
     opt = cls(graphed, **kw)
     ref = cls(eager, **{k: v for k, v in kw.items() if k != "capturable"})
 
-    def train_step(params, o):
-        o.zero_grad(set_to_none=False)  # the captured graph keeps the same gradient tensors
-        _loss(params, x, y).backward()
-        o.step()
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up creates gradients and state outside the graph
+    def warm_up():
         for _ in range(3):
-            train_step(graphed, opt)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        train_step(graphed, opt)
+            _train_step(graphed, opt, x, y)
+
+    graph = _capture(lambda: _train_step(graphed, opt, x, y), warm_up)
     for _ in range(3):
-        train_step(eager, ref)
+        _train_step(eager, ref, x, y)
     for _ in range(5):
         graph.replay()
-        train_step(eager, ref)
-    torch.cuda.synchronize()
-    for a, b in zip(graphed, eager):
-        assert torch.equal(a, b)
-        for key, value in ref.state[b].items():
-            assert torch.equal(opt.state[a][key], value), key
+        _train_step(eager, ref, x, y)
+    _assert_same_bits(opt, graphed, ref, eager)
 
 
 @pytest.mark.cuda
@@ -188,53 +207,27 @@ def test_a_captured_step_reads_a_device_lr_written_between_replays(name, kw, lr_
     """torch's capturable Adam pattern: lr a CUDA tensor, the step captured once, the lr changed
     by writing into the tensor (lr.fill_, as a scheduler does) before each replay. The eager twin
     gets the same values as host floats (the float32 value, widened as the kernels widen it)."""
-    gen = torch.Generator().manual_seed(1)
-    sizes = [1, 4097, 65537 + 3]
-    init = [torch.randn(n, generator=gen) for n in sizes]
-    x = [torch.randn(n, generator=gen).cuda() for n in sizes]
-    y = [torch.randn(n, generator=gen).cuda() for n in sizes]
-    graphed = [torch.nn.Parameter(t.cuda()) for t in init]
-    eager = [torch.nn.Parameter(t.cuda()) for t in init]
+    x, y, graphed, eager = _twins(1)
     cls = getattr(genesis.optim, name)
     lr = torch.tensor(1e-2, dtype=lr_dtype, device="cuda")
     opt = cls(graphed, lr=lr, capturable=True, **kw)
     ref = cls(eager, lr=float(lr), **kw)
-    schedule = [1e-2, 1e-2, 1e-2, 1e-2, 3e-3, 5e-2, 0.0, 2e-2, 1e-3]
+    schedule = [1e-2, 1e-2, 1e-2, 3e-3, 5e-2, 0.0, 2e-2, 1e-3]
 
-    def train_step(params, o):
-        o.zero_grad(set_to_none=False)
-        _loss(params, x, y).backward()
-        o.step()
-
-    def eager_step(value):
-        lr.fill_(value)
-        ref.param_groups[0]["lr"] = float(lr)  # the value as stored (float32 rounding included)
-        train_step(eager, ref)
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+    def warm_up():
         for value in schedule[:3]:
             lr.fill_(value)
-            train_step(graphed, opt)
-    torch.cuda.current_stream().wait_stream(side)
-    for value in schedule[:3]:
-        eager_step(value)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        train_step(graphed, opt)
-    lr.fill_(schedule[3])  # the captured launches ran at capture time: none of them executed
-    graph.replay()
-    eager_step(schedule[3])
-    for value in schedule[4:]:
-        lr.fill_(value)
-        graph.replay()
-        eager_step(value)
-    torch.cuda.synchronize()
-    for a, b in zip(graphed, eager):
-        assert torch.equal(a, b)
-        for key, value in ref.state[b].items():
-            assert torch.equal(opt.state[a][key], value), key
+            _train_step(graphed, opt, x, y)
+
+    graph = _capture(lambda: _train_step(graphed, opt, x, y), warm_up)
+    for i, value in enumerate(schedule):
+        if i >= 3:  # the graph's steps
+            lr.fill_(value)
+            graph.replay()
+        lr_value = torch.tensor(value, dtype=lr_dtype)  # the value as stored (float32 rounding included)
+        ref.param_groups[0]["lr"] = float(lr_value)
+        _train_step(eager, ref, x, y)
+    _assert_same_bits(opt, graphed, ref, eager)
 
 
 @pytest.mark.cuda
