@@ -146,7 +146,7 @@ def test_a_cuda_tensor_lr_read_on_the_host_is_refused_while_a_graph_is_captured(
     p.grad = torch.ones(3)
     monkeypatch.setattr(_interop, "is_cuda", lambda x: isinstance(x, torch.Tensor) and x.dim() == 0)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    with pytest.raises(RuntimeError, match="cannot happen while a CUDA graph is being captured: capturable=False"):
+    with pytest.raises(RuntimeError, match="cannot happen while a CUDA graph is being captured: capturable is not set"):
         opt.step()
     assert torch.equal(p.detach(), torch.ones(3)) and len(opt.state) == 0
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)

@@ -48,7 +48,7 @@ def check(optimizer, group, group_index, device):
         why = (
             "its rule takes lr from the host"
             if group.get("capturable")
-            else "capturable=False (set capturable=True to read lr on the device)"
+            else "capturable is not set (capturable=True, given to the optimizer or set in the param group, reads it on the device)"
         )
         raise RuntimeError(
             f"a CUDA tensor lr of {where} is read on the host, which cannot happen while a CUDA graph "
