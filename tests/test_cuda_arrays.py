@@ -222,6 +222,47 @@ def test_state_of_another_library_is_refused(cuda_backend):
     assert not _optimizer._is_step_counter(np.array(0.0, np.float32), p.data)
 
 
+def test_state_is_made_by_the_arrays_own_library_on_its_device(monkeypatch):
+    """State arrays come from the package of the array's type (CuPy: cupy.zeros), with the
+    array's device current while they are made; NumPy stands in for the library here."""
+    import sys
+    import types
+
+    lib = types.ModuleType("fakelib")
+    current = []
+
+    class Device:
+        id = 1
+
+        def __enter__(self):
+            current.append(self.id)
+
+        def __exit__(self, *exc):
+            current.pop()
+
+    def zeros(shape, dtype):
+        assert current == [1], "allocated with another device current"
+        return np.zeros(shape, dtype)
+
+    lib.zeros, lib.asarray = zeros, np.asarray
+    monkeypatch.setitem(sys.modules, "fakelib", lib)
+    Arr = type("Arr", (FakeCudaArray,), {"__module__": "fakelib.core", "device": Device()})
+    a = Arr(shape=(2, 3))
+    assert _interop.device_of(a) == "cuda:1" and _interop.library_of(a) == "fakelib.Arr"
+    z = _interop.zeros_like(a)
+    assert z.shape == (2, 3) and z.dtype == np.float32 and not z.any()
+    assert _interop.zeros_like(a, _interop.UINT8, (5,)).dtype == np.uint8
+    step = _interop.new_step(a, 3.0)
+    assert step.shape == () and step.dtype == np.float32 and step == 3.0
+    values = np.arange(6.0)
+    copied = _interop.copy_into_like(values, a, _interop.FLOAT32)
+    assert copied.shape == (2, 3) and copied.dtype == np.float32 and np.array_equal(copied.ravel(), values)
+    assert copied.base is None and current == []  # a new array; the device context was left
+    bare = type("Bare", (FakeCudaArray,), {"__module__": "nowhere"})()
+    with pytest.raises(TypeError, match="cannot create state arrays like a Bare"):
+        _interop.zeros_like(bare)
+
+
 # ------------------------------------------------------------------------------- on a GPU
 def _cupy():
     return pytest.importorskip("cupy", reason="needs CuPy")
