@@ -56,6 +56,11 @@ class StepControl:
         grad_scale_ptr: int = 0,
         found_inf_ptr: int = 0,
         stream: int = 0,
+        clip_coef: float = 1.0,
+        clip_coef_ptr: int = 0,
+        clip_value: float = ...,
+        lr_ptr: int = 0,  # capturable=True: a CUDA lr tensor's address, read by the kernels
+        lr_is_double: bool = False,
     ) -> None: ...
 
 class GroupPlan:

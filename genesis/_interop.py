@@ -3,7 +3,8 @@
 Two kinds of parameter are understood (docs/semantics.md#parameters):
 - a ``torch.Tensor`` (typically ``torch.nn.Parameter``), whose gradient is ``.grad``;
 - a ``genesis.nn.Parameter``, holding a NumPy array in ``.data`` (any other CPU DLPack array is
-  wrapped as a NumPy view of the same memory when the Parameter is built).
+  wrapped as a NumPy view of the same memory when the Parameter is built), or a CUDA array of
+  another library (CuPy...) read through ``__cuda_array_interface__`` (_cuda_array.py).
 
 torch is optional: it is looked up in ``sys.modules`` and only used when the user already
 imported it, so ``import genesis`` works with NumPy alone.
@@ -13,7 +14,7 @@ import sys
 
 import numpy as np
 
-from . import _C
+from . import _C, _cuda_array
 
 # The compiled core's dtype codes (include/genesis/dtype.h, enum DType).
 FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
@@ -72,7 +73,14 @@ def dtype_code(arr):
     """The core's dtype code of an array, or None for a dtype genesis does not handle."""
     if is_torch(arr):
         return _torch_codes.get(arr.dtype)
+    if _cuda_array.is_cuda_array(arr):
+        return _cuda_array.interface(arr).code
     return _NUMPY_CODES.get(arr.dtype)
+
+
+def dtype_name(arr):
+    """The array's dtype as messages name it (a CUDA array's typestr, e.g. '<i4')."""
+    return _cuda_array.interface(arr).typestr if _cuda_array.is_cuda_array(arr) else str(arr.dtype)
 
 
 def torch_dtype(code):
@@ -82,19 +90,44 @@ def torch_dtype(code):
 
 
 def data_ptr(arr):
-    return arr.data_ptr() if is_torch(arr) else arr.ctypes.data
+    if is_torch(arr):
+        return arr.data_ptr()
+    return _cuda_array.interface(arr).ptr if _cuda_array.is_cuda_array(arr) else arr.ctypes.data
 
 
 def numel(arr):
-    return arr.numel() if is_torch(arr) else arr.size
+    if is_torch(arr):
+        return arr.numel()
+    return _cuda_array.numel(_cuda_array.interface(arr)) if _cuda_array.is_cuda_array(arr) else arr.size
 
 
 def is_contiguous(arr):
-    return arr.is_contiguous() if is_torch(arr) else arr.flags.c_contiguous
+    if is_torch(arr):
+        return arr.is_contiguous()
+    return _cuda_array.interface(arr).contiguous if _cuda_array.is_cuda_array(arr) else arr.flags.c_contiguous
+
+
+def is_writeable(arr):
+    """Whether the core may write a NumPy or CUDA array (torch tensors always are)."""
+    if is_torch(arr):
+        return True
+    return not _cuda_array.interface(arr).readonly if _cuda_array.is_cuda_array(arr) else arr.flags.writeable
 
 
 def device_of(arr):
+    if _cuda_array.is_cuda_array(arr):
+        return _cuda_array.device_of(arr)
     return str(arr.device) if is_torch(arr) else "cpu"
+
+
+def library_of(arr):
+    """Which kind of array this is, for messages and for "state must be of the parameter's
+    library" checks: "torch", "numpy", or the CUDA array's type name."""
+    if is_torch(arr):
+        return "torch"
+    if _cuda_array.is_cuda_array(arr):
+        return type(arr).__module__.partition(".")[0] + "." + type(arr).__name__
+    return "numpy" if isinstance(arr, np.ndarray) else type(arr).__name__
 
 
 def typename(x):
@@ -118,6 +151,8 @@ def check_param_type(param, where, differentiable=False):
     if is_torch(param) and not differentiable and not (param.is_leaf or param.retains_grad):
         raise ValueError("can't optimize a non-leaf Tensor")
     arr = core_view(array_of(param))
+    if _cuda_array.is_cuda_array(arr):
+        return check_param(param, where)  # its interface, with errors naming the parameter
     if dtype_code(arr) not in SUPPORTED_CODES:
         raise TypeError(f"{where} has dtype {arr.dtype}; genesis supports float32, float64, float16 and bfloat16")
     if not is_torch(arr):  # NumPy parameters are updated in place, never through copies
@@ -132,6 +167,8 @@ def check_param(param, where):
             f"but {where} is {type(param).__name__}"
         )
     arr = core_view(array_of(param))
+    if _cuda_array.is_cuda_array(arr):
+        return _check_cuda_array(arr, where)
     check_native(arr, where)
     code = dtype_code(arr)
     if code not in SUPPORTED_CODES:
@@ -141,12 +178,7 @@ def check_param(param, where):
         )
     device = device_of(arr)
     if device.startswith("cuda"):
-        if not _C.cuda_built():
-            raise ValueError(
-                f"{where} is on {device}, but this genesis was built without CUDA (install it where nvcc is available)"
-            )
-        if _C.cuda_device_count() == 0:
-            raise ValueError(f"{where} is on {device}, but genesis's CUDA runtime sees no GPU")
+        _check_cuda_backend(where, device)
     elif device != "cpu":
         raise ValueError(f"{where} is on device {device}; genesis updates CPU and CUDA parameters")
     if not is_torch(arr) and not is_contiguous(arr):
@@ -156,6 +188,53 @@ def check_param(param, where):
         )
     if not is_torch(arr) and not arr.flags.writeable:
         raise ValueError(f"{where} is a read-only array and cannot be updated in place")
+
+
+def _check_cuda_backend(where, device):
+    if not _C.cuda_built():
+        raise ValueError(
+            f"{where} is on {device}, but this genesis was built without CUDA (install it where nvcc is available)"
+        )
+    if _C.cuda_device_count() == 0:
+        raise ValueError(f"{where} is on {device}, but genesis's CUDA runtime sees no GPU")
+
+
+def _check_cuda_array(arr, where):
+    """A CUDA array of another library (_cuda_array.py) as a parameter: everything its interface
+    says is checked first (so these errors do not depend on the build), then the backend."""
+    iface = _cuda_array.interface(arr, where)
+    if iface.code not in (FLOAT32, FLOAT64, FLOAT16):
+        raise TypeError(
+            f"{where} has dtype {iface.typestr}; genesis supports float32, float64 and float16 CUDA arrays "
+            "(bfloat16 CUDA parameters: torch tensors)"
+        )
+    if not iface.contiguous:
+        raise ValueError(f"{where} is not contiguous; genesis updates contiguous CUDA arrays only")
+    if iface.readonly:
+        raise ValueError(f"{where} is a read-only array and cannot be updated in place")
+    _check_cuda_backend(where, _cuda_array.device_of(arr))
+    return iface
+
+
+def _check_cuda_grad(arr, grad, where):
+    """The gradient of a CUDA-array parameter: a CUDA array like it, on the same stream."""
+    if not _cuda_array.is_cuda_array(grad):
+        raise TypeError(f"the gradient of {where} is a {library_of(grad)}, but the parameter is a {library_of(arr)}")
+    p = _cuda_array.interface(arr, where)
+    g = _cuda_array.interface(grad, f"the gradient of {where}")
+    if g.code != p.code:
+        raise TypeError(f"the gradient of {where} has dtype {g.typestr}, but the parameter has dtype {p.typestr}")
+    if g.shape != p.shape:
+        raise ValueError(f"the gradient of {where} has shape {g.shape}, but the parameter has shape {p.shape}")
+    if device_of(grad) != device_of(arr):
+        raise ValueError(f"the gradient of {where} is on {device_of(grad)}, but the parameter is on {device_of(arr)}")
+    if not g.contiguous:
+        raise ValueError(f"the gradient of {where} is not contiguous")
+    if g.stream is not None and p.stream is not None and g.stream != p.stream:
+        raise ValueError(
+            f"the gradient of {where} is on CUDA stream {g.stream:#x}, but the parameter on stream {p.stream:#x}; "
+            "genesis updates on the parameter's stream and does not synchronize streams"
+        )
 
 
 def check_native(arr, where):
@@ -173,6 +252,8 @@ def check_grad(param, grad, where, sparse_ok=False):
     gradients may be strided (and sparse where the optimizer supports it, as torch's SGD):
     such parameters go through a contiguous staging copy (see Optimizer._run_staged)."""
     arr = array_of(param)
+    if _cuda_array.is_cuda_array(arr):
+        return _check_cuda_grad(arr, grad, where)
     if is_torch(grad) and grad.is_sparse:
         if not sparse_ok:
             raise RuntimeError(
@@ -248,11 +329,19 @@ def zeros_like(arr, code=None, shape=None):
         return _torch().zeros(shape, dtype=dtype, device=arr.device)
     if code == BFLOAT16:
         raise TypeError("NumPy has no bfloat16: bfloat16 state needs torch parameters")
+    if _cuda_array.is_cuda_array(arr):
+        return _cuda_array.zeros(arr, shape, dtype_code(arr) if code is None else code)
     return np.zeros(shape, dtype=arr.dtype if code is None else _NUMPY_OF_CODE[code])
 
 
 def is_cuda(arr):
+    """A torch CUDA tensor (lr, GradScaler values and torch parameters ask this)."""
     return is_torch(arr) and arr.is_cuda
+
+
+def on_cuda(arr):
+    """An array the CUDA backend updates: a torch CUDA tensor or a CUDA array (_cuda_array.py)."""
+    return is_cuda(arr) or _cuda_array.is_cuda_array(arr)
 
 
 def new_step(arr, value=0.0):
@@ -263,6 +352,8 @@ def new_step(arr, value=0.0):
     if is_torch(arr):
         device = arr.device if arr.is_cuda else "cpu"
         return _torch().tensor(float(value), dtype=_torch().float32, device=device)
+    if _cuda_array.is_cuda_array(arr):
+        return _cuda_array.filled(arr, (), FLOAT32, float(value))
     return np.array(value, dtype=np.float32)
 
 
@@ -279,6 +370,8 @@ def copy_into_like(value, arr, code, shape=None):
         if value.dtype == _torch().bfloat16:  # NumPy cannot hold it: widen first
             value = value.float()
         value = value.detach().cpu().numpy()
+    if _cuda_array.is_cuda_array(arr):
+        return _cuda_array.filled(arr, shape, code, value)
     return np.array(np.asarray(value).reshape(shape), dtype=_NUMPY_OF_CODE[code], order="C")
 
 

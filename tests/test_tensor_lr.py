@@ -134,22 +134,20 @@ def test_tensor_betas_as_torch(name):
             torch.testing.assert_close(a, b, **tol)
 
 
-def test_a_cuda_tensor_lr_is_refused_while_a_graph_is_captured(monkeypatch):
-    """capturable=True reads lr on the host; a CUDA tensor lr cannot be read while a stream is
-    being captured. No GPU here: the CUDA checks are stood in for, and the refusal must come
-    before anything changes."""
+def test_a_cuda_tensor_lr_read_on_the_host_is_refused_while_a_graph_is_captured(monkeypatch):
+    """Without capturable=True a CUDA tensor lr is read on the host, which a stream being
+    captured cannot do. No GPU here: the CUDA checks are stood in for, and the refusal must come
+    before anything changes. (capturable=True reads it on the device: test_capturable.py.)"""
     from genesis import _interop
-    from genesis.optim import optimizer
+    from genesis.optim import _device_lr
 
     p = torch.nn.Parameter(torch.ones(3))
     opt = genesis.optim.Adam([p], lr=torch.tensor(0.1))
-    opt.param_groups[0]["capturable"] = True  # the constructor refuses it for CPU parameters
     p.grad = torch.ones(3)
     monkeypatch.setattr(_interop, "is_cuda", lambda x: isinstance(x, torch.Tensor) and x.dim() == 0)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    with pytest.raises(RuntimeError, match="cannot happen while a CUDA graph is being captured"):
+    with pytest.raises(RuntimeError, match="cannot happen while a CUDA graph is being captured: capturable is not set"):
         opt.step()
     assert torch.equal(p.detach(), torch.ones(3)) and len(opt.state) == 0
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    optimizer._check_capturable_lr(torch.tensor(0.1))  # outside a capture: read as usual
-    optimizer._check_capturable_lr(0.1)
+    _device_lr.check(opt, opt.param_groups[0], 0, None)  # outside a capture: read as usual

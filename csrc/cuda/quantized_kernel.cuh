@@ -28,7 +28,8 @@ __global__ void __launch_bounds__(kQuantThreads)
   constexpr bool kMaster = kStore == ParamStore::Master;
   if (config.found_inf && *config.found_inf != 0.0f) return;
   __shared__ Coeffs shared;
-  if (threadIdx.x == 0) shared = slot_coeffs<Rule, T>(options, t.step, t.state, t.fresh);
+  if (threadIdx.x == 0)
+    shared = slot_coeffs<Rule, T>(with_device_lr(options, config.lr, config.lr_is_double), t.step, t.state, t.fresh);
   __syncthreads();
   const Coeffs c = shared;
   const GradTransform<T> gx = grad_transform<T>(config);

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "device_lr.cuh"
 #include "genesis/cuda.h"
 #include "genesis/update_element.h"
 #include "tensor_table.cuh"
@@ -56,7 +57,7 @@ __global__ void __launch_bounds__(kThreads)
   const int t = r.tensor;
   // The bias corrections need pow() in double: one thread computes them for the block.
   __shared__ Coeffs shared;
-  if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(options, table, t);
+  if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(with_device_lr(options, config.lr, config.lr_is_double), table, t);
   __syncthreads();
   const Coeffs c = shared;
   const GradTransform<T> gx = grad_transform<T>(config);
@@ -107,11 +108,13 @@ __global__ void __launch_bounds__(kThreads)
 
 // Advances every step counter of a step and the per-tensor scalars that go with it (NOTE:
 // [per-tensor scalars]), unless the step was skipped: one launch after all update launches, so
-// a tensor split over tables read the same values in each.
+// a tensor split over tables read the same values in each. `lr`: StepConfig::lr (ASGD's scalars
+// follow the learning rate).
 template <typename Rule>
 __global__ void advance_steps(const __grid_constant__ StepList list, const float* found_inf,
-                              const typename Rule::Options options) {
+                              typename Rule::Options options, const void* lr = nullptr, bool lr_is_double = false) {
   if (found_inf && *found_inf != 0.0f) return;
+  options = with_device_lr(options, lr, lr_is_double);
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < list.count; i += gridDim.x * blockDim.x) {
     if constexpr (ScalarCount<Rule>::value > 0) {
       void* state[kMaxStates];
@@ -127,7 +130,8 @@ template <typename Rule>
 void launch_advance(const typename Rule::Options& options, const StepConfig& config, const TensorSlots* tensors,
                     int64_t count, cudaStream_t stream) {
   for (const StepList& list : build_step_lists(tensors, count)) {
-    advance_steps<Rule><<<(list.count + 127) / 128, 128, 0, stream>>>(list, config.found_inf, options);
+    advance_steps<Rule>
+        <<<(list.count + 127) / 128, 128, 0, stream>>>(list, config.found_inf, options, config.lr, config.lr_is_double);
     check(cudaGetLastError(), "step counters (the parameters and state were updated)");
   }
 }

@@ -202,6 +202,91 @@ bool describe(PyObject* obj, ArrayInfo& out, Access access) {
   return describe_ndarray(obj, out, access) || describe_torch(obj, out, /*check_cpu=*/true);
 }
 
+// NOTE: [CUDA array interface]
+// CUDA arrays of other libraries (CuPy, ...) arrive as a genesis.nn.Parameter's .data exposing
+// __cuda_array_interface__ (versions 2 and 3; genesis/_cuda_array.py validates it with named
+// errors, docs/semantics.md#cuda-arrays). There is no C struct to read: every step looks up the
+// interface dict of each such parameter and gradient (about a microsecond per array; CuPy
+// builds the dict on each access), for the data pointer and read-only flag, shape, typestr
+// (native float32/float64/float16, or uint8 state codes), strides (None or C-contiguous), mask
+// (absent or None) and stream (the producer's: CuPy's current stream; the launch stream). As
+// with NumPy, holding the array object keeps its memory allocated (the protocol asks consumers
+// to), so Held needs no pin; anything unexpected goes back to Python.
+PyObject* const cuda_array_interface = intern("__cuda_array_interface__");
+
+struct CudaArrayView {
+  PyObject* shape = nullptr;  // the interface's shape tuple (borrowed from `interface`)
+  uintptr_t stream = 0;       // the interface's stream, 0 for None (no synchronization needed)
+  py::object interface;
+};
+
+bool cuda_array_dtype(PyObject* typestr, DType& out) {
+  Py_ssize_t n = 0;
+  const char* s = PyUnicode_Check(typestr) ? PyUnicode_AsUTF8AndSize(typestr, &n) : nullptr;
+  if (!s || n != 3 || s[0] == kForeignByteOrder || (s[0] == '|') != (s[2] == '1')) return false;
+  const std::string kind(s + 1, 2);
+  if (kind == "f4")
+    out = DType::Float32;
+  else if (kind == "f8")
+    out = DType::Float64;
+  else if (kind == "f2")
+    out = DType::Float16;
+  else if (kind == "u1")
+    out = DType::UInt8;
+  else
+    return false;
+  return true;
+}
+
+// Describes a contiguous CUDA array of a supported dtype from its interface (writeable too for
+// Access::Write); `view` receives its shape and stream. See NOTE: [CUDA array interface].
+bool describe_cuda_array(PyObject* obj, ArrayInfo& out, Access access, CudaArrayView& view) {
+  if (is_torch_tensor(obj) || py::isinstance<py::array>(obj)) return false;
+  view.interface = py::reinterpret_steal<py::object>(PyObject_GetAttr(obj, cuda_array_interface));
+  PyObject* d = view.interface.ptr();
+  if (!d || !PyDict_Check(d)) return PyErr_Clear(), false;
+  PyObject* data = PyDict_GetItemString(d, "data");  // borrowed, as every item below
+  PyObject* shape = PyDict_GetItemString(d, "shape");
+  PyObject* typestr = PyDict_GetItemString(d, "typestr");
+  PyObject* strides = PyDict_GetItemString(d, "strides");
+  PyObject* mask = PyDict_GetItemString(d, "mask");
+  PyObject* stream = PyDict_GetItemString(d, "stream");
+  PyObject* version = PyDict_GetItemString(d, "version");
+  if (!data || !PyTuple_Check(data) || PyTuple_GET_SIZE(data) != 2 || !PyLong_Check(PyTuple_GET_ITEM(data, 0)) ||
+      !shape || !PyTuple_Check(shape) || !typestr || !version || !PyLong_Check(version) || PyLong_AsLong(version) < 2 ||
+      (mask && mask != Py_None) || !cuda_array_dtype(typestr, out.dtype))
+    return PyErr_Clear(), false;
+  if (access == Access::Write && PyObject_IsTrue(PyTuple_GET_ITEM(data, 1)) != 0) return PyErr_Clear(), false;
+  const Py_ssize_t nd = PyTuple_GET_SIZE(shape);
+  const bool strided = strides && strides != Py_None;
+  if (strided && (!PyTuple_Check(strides) || PyTuple_GET_SIZE(strides) != nd)) return false;
+  int64_t n = 1, expected = dtype_size(out.dtype);
+  bool contiguous = true;
+  for (Py_ssize_t i = nd - 1; i >= 0; --i) {
+    const int64_t extent = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
+    if (extent < 0) return PyErr_Clear(), false;
+    // A dimension of extent 1 may have any stride (NumPy's rule), as in genesis/_cuda_array.py.
+    if (strided && extent != 1 && PyLong_AsLongLong(PyTuple_GET_ITEM(strides, i)) != expected) contiguous = false;
+    n *= extent;
+    expected *= extent;
+  }
+  if ((!contiguous && n != 0) || PyErr_Occurred()) return PyErr_Clear(), false;
+  view.stream = 0;
+  if (stream && stream != Py_None) {
+    if (!PyLong_Check(stream) || PyBool_Check(stream)) return false;
+    view.stream = reinterpret_cast<uintptr_t>(PyLong_AsVoidPtr(stream));
+    if (view.stream == 0) return PyErr_Clear(), false;  // 0 is disallowed by the protocol
+  }
+  out.data = PyLong_AsVoidPtr(PyTuple_GET_ITEM(data, 0));
+  out.numel = n;
+  view.shape = shape;
+  return !PyErr_Occurred() || (PyErr_Clear(), false);
+}
+bool describe_cuda_array(PyObject* obj, ArrayInfo& out, Access access) {
+  CudaArrayView view;
+  return describe_cuda_array(obj, out, access, view);
+}
+
 bool same_shape(PyObject* a, PyObject* b) {
   auto* x = py::detail::array_proxy(a);
   auto* y = py::detail::array_proxy(b);
@@ -226,6 +311,9 @@ struct StepControl {
   double clip_coef = 1.0;
   uintptr_t clip_coef_ptr = 0;
   double clip_value = std::numeric_limits<double>::infinity();
+  // capturable=True with a CUDA tensor lr: its device address (StepConfig::lr), 0 otherwise.
+  uintptr_t lr_ptr = 0;
+  bool lr_is_double = false;
 };
 
 // NOTE: [pinned storage]
@@ -236,7 +324,8 @@ struct StepControl {
 // 1. Every array the kernel writes is pinned when it is admitted: for torch, the plan holds a
 //    second alias (`detach()`) of the admitted storage, so that memory stays allocated however
 //    the user's tensor is re-pointed, and no other tensor can ever be given its address. For
-//    NumPy, holding the array object is enough (its buffer cannot be swapped).
+//    NumPy, holding the array object is enough (its buffer cannot be swapped); likewise for CUDA
+//    arrays of other libraries (NOTE: [CUDA array interface]).
 // 2. Before an array is used again, its data pointer and dtype (NumPy: also contiguity, byte
 //    order and writeability, from its C struct) are re-read and compared with what was
 //    admitted. Because of (1), an equal pointer means the same memory. Anything different is
@@ -262,15 +351,16 @@ struct Held {
   bool watched = true;  // referenced from outside the optimizer: re-check every step
 
   // Whether `array` still is the memory that was admitted (see NOTE: [pinned storage]).
-  bool unchanged(bool torch) const {
+  bool unchanged(bool torch, bool cuda_array = false) const {
     PyObject* obj = array.ptr();
     if (torch) {
       const py::object ptr = data_ptr_of(obj);
       return ptr && PyLong_AsVoidPtr(ptr.ptr()) == info.data && torch_dtype_code(obj) == static_cast<int>(info.dtype);
     }
     ArrayInfo now;
-    return describe_ndarray(obj, now, Access::Write) && now.data == info.data && now.numel == info.numel &&
-           now.dtype == info.dtype;
+    const bool ok =
+        cuda_array ? describe_cuda_array(obj, now, Access::Write) : describe_ndarray(obj, now, Access::Write);
+    return ok && now.data == info.data && now.numel == info.numel && now.dtype == info.dtype;
   }
 };
 
@@ -298,8 +388,10 @@ py::object pin_of(const py::object& array) {
 // plan will assume.
 ArrayInfo describe_for_write(const py::object& array, bool cuda, const char* what) {
   ArrayInfo info;
-  const bool ok = cuda ? describe_torch(array.ptr(), info, /*check_cpu=*/false) && is_cuda(array.ptr()).ptr() == Py_True
-                       : describe(array.ptr(), info, Access::Write);
+  const bool ok =
+      cuda ? (describe_torch(array.ptr(), info, /*check_cpu=*/false) && is_cuda(array.ptr()).ptr() == Py_True) ||
+                 describe_cuda_array(array.ptr(), info, Access::Write)
+           : describe(array.ptr(), info, Access::Write);
   if (!ok)
     throw py::value_error(std::string("genesis internal error: ") + what + " is not a writeable contiguous array");
   return info;
@@ -375,6 +467,7 @@ class GroupPlan {
     }
     fresh_entry.ready = true;
     fresh_entry.cuda = cuda;
+    fresh_entry.cuda_array = cuda && !e.torch;
     fresh_entry.state_dtype = static_cast<DType>(state_dtype);
     TensorSlots& slots = fresh_entry.slots;
     size_t next = 0;
@@ -416,6 +509,17 @@ class GroupPlan {
         continue;
       }
       e.slots.grad = g.data;
+      if (e.cuda_array && e.stream) {
+        // One launch stream per group (NOTE: [CUDA array interface]); Python cannot see this
+        // mismatch per parameter, so it is reported here, before any update.
+        if (stream_ && stream_ != e.stream) {
+          release();
+          throw py::value_error("the CUDA arrays of this param group are on different streams (" +
+                                std::to_string(stream_) + " and " + std::to_string(e.stream) +
+                                "); genesis launches one group on one stream");
+        }
+        stream_ = e.stream;
+      }
       buckets_[bucket_of(e.data.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
       fresh_.push_back(&e.slots.fresh);
       grads_.push_back(std::move(grad));
@@ -456,6 +560,8 @@ class GroupPlan {
       config.found_inf = cuda ? reinterpret_cast<const float*>(control.found_inf_ptr) : nullptr;
       config.clip_coef = cuda ? reinterpret_cast<const double*>(control.clip_coef_ptr) : &control.clip_coef;
       config.clip_value = control.clip_value;
+      config.lr = cuda ? reinterpret_cast<const void*>(control.lr_ptr) : nullptr;
+      config.lr_is_double = control.lr_is_double;
       // Stochastic rounding applies to bfloat16 parameters without master weights; the
       // group's other parameters round to nearest.
       config.stochastic_rounding =
@@ -464,7 +570,11 @@ class GroupPlan {
       config.counter = control.counter;
       const int64_t n = static_cast<int64_t>(buckets_[b].size());
       if (cuda) {
-        cuda_step(config, buckets_[b].data(), n, reinterpret_cast<void*>(control.stream));
+        // CUDA arrays launch on their interface's stream (NOTE: [CUDA array interface]), torch
+        // tensors on the stream Python passes (torch's current one). The protocol's 1 is the
+        // legacy default stream, which is the null stream of the runtime's default mode.
+        const uintptr_t stream = stream_ == 1 ? 0 : (stream_ ? stream_ : control.stream);
+        cuda_step(config, buckets_[b].data(), n, reinterpret_cast<void*>(stream));
       } else {
         cpu_step(config, buckets_[b].data(), n);
       }
@@ -504,7 +614,9 @@ class GroupPlan {
     Held data;                // the array holding its values (torch: the tensor itself; NumPy: .data)
     std::vector<Held> state;  // state arrays in slot order, then the step counter, then master
     bool torch = false;       // a torch tensor, else a genesis.nn.Parameter
-    bool cuda = false;        // on a CUDA device (torch tensors only)
+    bool cuda = false;        // on a CUDA device
+    bool cuda_array = false;  // a CUDA array read through its interface (NOTE: [CUDA array interface])
+    uintptr_t stream = 0;     // cuda_array: its interface's stream this step (0: None)
     bool duplicate = false;   // listed earlier in the group already
     bool staged = false;      // updated by Python through contiguous copies (Optimizer._run_staged)
     bool ready = false;
@@ -518,7 +630,7 @@ class GroupPlan {
   bool current(Entry& e, PyObject* grad, ArrayInfo& g, bool verify_state) const {
     for (Held& h : e.state) {
       if (!verify_state && !h.watched) continue;
-      if (!h.unchanged(e.torch)) return false;
+      if (!h.unchanged(e.torch, e.cuda_array)) return false;
       h.watched = !is_private(h.array.ptr());
     }
     if (e.torch) {
@@ -534,12 +646,31 @@ class GroupPlan {
     // A genesis.nn.Parameter: its .data may have been replaced, and its gradient is a plain
     // attribute nobody checked, so everything is compared, from NumPy's C struct.
     const py::object data = data_of(e.param.ptr());
-    if (!data || data.ptr() != e.data.array.ptr() || !e.data.unchanged(false)) return false;
+    if (!data || data.ptr() != e.data.array.ptr()) return false;
+    if (e.cuda_array) return current_cuda_array(e, grad, g);
+    if (!e.data.unchanged(false)) return false;
     return describe_ndarray(grad, g, Access::Read) && same_shape(data.ptr(), grad) && g.dtype == e.data.info.dtype;
+  }
+
+  // current() for a CUDA array: the parameter is still the admitted memory, the gradient a
+  // contiguous CUDA array of its dtype and shape, on its stream (or on none). Records the stream.
+  static bool current_cuda_array(Entry& e, PyObject* grad, ArrayInfo& g) {
+    ArrayInfo now;
+    CudaArrayView param_view, grad_view;
+    if (!describe_cuda_array(e.data.array.ptr(), now, Access::Write, param_view) || now.data != e.data.info.data ||
+        now.numel != e.data.info.numel || now.dtype != e.data.info.dtype)
+      return false;
+    if (!describe_cuda_array(grad, g, Access::Read, grad_view) || g.dtype != now.dtype ||
+        PyObject_RichCompareBool(param_view.shape, grad_view.shape, Py_EQ) != 1)
+      return PyErr_Clear(), false;
+    if (grad_view.stream && param_view.stream && grad_view.stream != param_view.stream) return false;
+    e.stream = param_view.stream;
+    return true;
   }
 
   // Drops what one step gathered (the gradients' references included).
   void release() {
+    stream_ = 0;
     for (auto& bucket : buckets_) bucket.clear();
     fresh_.clear();
     grads_.clear();
@@ -551,6 +682,7 @@ class GroupPlan {
   std::vector<bool*> fresh_;
   std::vector<py::object> grads_;  // this step's gradients, held until the update is done
   int64_t elements_ = 0;
+  uintptr_t stream_ = 0;  // the CUDA arrays' stream of this step (0: none named)
 };
 
 // Gradients for the clip functions, described once (see NOTE: [fast array description]).
@@ -896,15 +1028,16 @@ PYBIND11_MODULE(_C, m) {
   py::class_<StepControl>(m, "StepControl")
       .def(py::init([](float grad_scale, bool stochastic_rounding, uint64_t seed, uint64_t counter,
                        uintptr_t grad_scale_ptr, uintptr_t found_inf_ptr, uintptr_t stream, double clip_coef,
-                       uintptr_t clip_coef_ptr, double clip_value) {
+                       uintptr_t clip_coef_ptr, double clip_value, uintptr_t lr_ptr, bool lr_is_double) {
              return StepControl{grad_scale,     stochastic_rounding, seed,   counter,
                                 grad_scale_ptr, found_inf_ptr,       stream, clip_coef,
-                                clip_coef_ptr,  clip_value};
+                                clip_coef_ptr,  clip_value,          lr_ptr, lr_is_double};
            }),
            py::kw_only(), py::arg("grad_scale") = 1.0f, py::arg("stochastic_rounding") = false, py::arg("seed") = 0,
            py::arg("counter") = 0, py::arg("grad_scale_ptr") = 0, py::arg("found_inf_ptr") = 0, py::arg("stream") = 0,
            py::arg("clip_coef") = 1.0, py::arg("clip_coef_ptr") = 0,
-           py::arg("clip_value") = std::numeric_limits<double>::infinity());
+           py::arg("clip_value") = std::numeric_limits<double>::infinity(), py::arg("lr_ptr") = 0,
+           py::arg("lr_is_double") = false);
 
   py::class_<GroupPlan> plan(m, "GroupPlan");
   plan.def(py::init<py::list>())

@@ -13,6 +13,7 @@ into the hooks of ``Optimizer``, so a rule's Python class is only its torch sign
 import math
 
 from .. import _C, _interop
+from . import _device_lr
 from .optimizer import Optimizer, _is_step_counter, as_float
 
 # rule name ("adam") -> its options class (_C.AdamOptions), in the core's order.
@@ -40,10 +41,14 @@ _CONVERT = {
 }
 
 
-def core_options(rule, group):
-    """The core's options struct for a param group: every key of the rule's schema, by name."""
+def core_options(rule, group, host_lr=True):
+    """The core's options struct for a param group: every key of the rule's schema, by name.
+    ``host_lr=False`` leaves lr at 0 instead of reading it: for a CUDA tensor lr where its value
+    does not matter (state layout) or the kernels read it on the device (_device_lr.py)."""
     cls = OPTIONS[rule]
-    return cls(**{key: _CONVERT[kind](key, group[key]) for key, kind in cls.fields()})
+    return cls(
+        **{key: _CONVERT[kind](key, group[key] if host_lr or key != "lr" else 0.0) for key, kind in cls.fields()}
+    )
 
 
 class RuleOptimizer(Optimizer):
@@ -65,23 +70,31 @@ class RuleOptimizer(Optimizer):
             # 8-bit state is a storage of the element-wise drivers; the reduction rules'
             # passes (and Adafactor's factored state) read their state as stored.
             cls._supports_8bit_state = not OPTIONS[rule].reduction
+            # The element-wise kernels substitute a device lr into the options (device_lr.cuh).
+            cls._device_lr = not OPTIONS[rule].reduction and "lr" in dict(OPTIONS[rule].fields())
 
     def _options(self, group):
         return core_options(self._rule, group)
 
+    def _layout_options(self, group):
+        # The state layout never depends on lr: a CUDA tensor lr is not read back for it (a
+        # host read each step, and impossible while a CUDA graph is being captured).
+        return core_options(self._rule, group, host_lr=not _interop.is_cuda(group.get("lr")))
+
     def _state_names(self, group):
-        return tuple(self._options(group).state_names())
+        return tuple(self._layout_options(group).state_names())
 
     def _state_shapes(self, group, arr):
         # The rule's schema decides (RuleSpec::state_arrays): the parameter's shape for the
         # element-wise rules, Adafactor's row and column factors for matrices.
-        return [(name, tuple(shape)) for name, shape in self._options(group).state_arrays(list(arr.shape))]
+        return [(name, tuple(shape)) for name, shape in self._layout_options(group).state_arrays(list(arr.shape))]
 
     def _nonnegative_states(self, group):
-        return tuple(self._options(group).nonnegative_states())
+        return tuple(self._layout_options(group).nonnegative_states())
 
     def _run(self, plan, group, control):
-        getattr(plan, self._rule)(self._options(group), control)
+        options = core_options(self._rule, group, host_lr=not _device_lr.uses_device_lr(self, group))
+        getattr(plan, self._rule)(options, control)
 
     # NOTE: [per-tensor scalars] (include/genesis/tensor_slots.h): NAdam's mu_product, ASGD's
     # eta and mu are 0-dim float32 arrays in a parameter's state, laid out like its step
@@ -95,7 +108,7 @@ class RuleOptimizer(Optimizer):
         if param not in self.state:
             return
         arr = _interop.array_of(param)
-        for name, _ in self._scalars(group):
+        for name, _ in self._layout_options(group).scalar_state():  # names only: no lr read
             value = self.state[param].get(name)
             if value is not None and not _is_step_counter(value, arr):
                 raise ValueError(

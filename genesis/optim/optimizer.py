@@ -10,8 +10,8 @@ from itertools import accumulate, chain
 
 import numpy as np
 
-from .. import _C, _interop
-from . import _clip, _differentiable, _quantized
+from .. import _C, _cuda_array, _interop
+from . import _clip, _device_lr, _differentiable, _quantized
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
 
@@ -29,7 +29,7 @@ required = _RequiredParameter()
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "found_inf", "staged")
+    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "found_inf", "staged", "lr")
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
@@ -42,6 +42,7 @@ class _CachedPlan:
         # kept until the next step so the launch never sees freed memory.
         self.inv_scale = None
         self.found_inf = None  # likewise, GradScaler's flag copied to the group's device
+        self.lr = None  # likewise, a capturable group's lr tensor (_device_lr.control)
 
 
 def cuda_device_of(params):
@@ -269,14 +270,22 @@ class Optimizer(Base):
         # One device per group: a step's skip flag and stream then belong to the whole group.
         devices = {_interop.device_of(_interop.array_of(p)) for p in params}
         devices.discard("meta")  # materialized later (to_empty), checked at the first step
+        cuda_kinds = {
+            _interop.library_of(_interop.array_of(p)) for p in params if _interop.on_cuda(_interop.array_of(p))
+        }
+        if len(cuda_kinds) > 1:  # each launches on its own library's stream
+            raise ValueError(
+                f"a param group mixes CUDA arrays of several libraries ({', '.join(sorted(cuda_kinds))}); "
+                "use one group per library"
+            )
         if len(devices) > 1:
             raise ValueError(
                 "a param group holds parameters on several devices "
                 f"({', '.join(sorted(devices))}); use one group per device"
             )
         # capturable=True: step() launches only device work on torch's current stream and reads
-        # nothing back (step counters on the device, GradScaler's values too), so a CUDA graph
-        # can capture it; the learning rate is a host float, fixed in a captured graph.
+        # nothing back (step counters on the device, GradScaler's values too, a CUDA tensor lr:
+        # _device_lr.py), so a CUDA graph can capture it.
         if group.get("capturable") and "cpu" in devices:
             raise ValueError("capturable=True needs CUDA parameters (a CUDA graph captures only device work)")
         ids = [id(p) for p in params]
@@ -369,6 +378,8 @@ class Optimizer(Base):
                 # flag may live on another GPU); a device-to-device copy, no host sync.
                 cached.found_inf = found_inf.to(device=cuda, dtype=torch.float32).reshape(())
                 device["found_inf_ptr"] = cached.found_inf.data_ptr()
+            if _device_lr.uses_device_lr(self, group):
+                device.update(_device_lr.control(group, cached))
             if grad_scale is not None:
                 # The kernels read 1/scale from device memory: computed there from a device
                 # scale (no sync, moved to the group's device), or filled from a host one.
@@ -451,6 +462,8 @@ class Optimizer(Base):
     _step_supports_amp_scaling = True
     # Whether state_dtype="int8" (docs/low-bit-state.md) applies to this optimizer's state.
     _supports_8bit_state = True
+    # Whether the kernels can read a capturable group's CUDA tensor lr on the device (_device_lr.py).
+    _device_lr = False
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient. If ``closure`` is given it is
@@ -465,14 +478,16 @@ class Optimizer(Base):
         if found_inf is not None and not _interop.is_cuda(found_inf) and as_float(found_inf) != 0.0:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
+        if grad_scale is not None or found_inf is not None:
+            _check_scaler_groups(self.param_groups)
         # differentiable=True groups run torch's autograd-traceable update (_differentiable.py);
         # every group is validated before any is updated.
         traced = {}
         for gi, group in enumerate(self.param_groups):
             if group.get("differentiable"):
                 traced[gi] = _differentiable.prepare(self, group, gi)
-            elif group.get("capturable"):
-                _check_capturable_lr(group["lr"])
+            elif _interop.is_cuda(group.get("lr")):
+                _device_lr.check(self, group, gi, cuda_device_of(group["params"]))
         if traced and clip is not None:
             raise TypeError(
                 "a deferred clip_grad_norm_/clip_grad_value_ cannot apply to "
@@ -628,7 +643,7 @@ class Optimizer(Base):
                 continue
             value = _interop.core_view(value)
             if (
-                _interop.is_torch(value) != _interop.is_torch(arr)
+                _interop.library_of(value) != _interop.library_of(arr)
                 or tuple(value.shape) != shape
                 or _interop.dtype_code(value) != code
                 or _interop.device_of(value) != _interop.device_of(arr)
@@ -641,7 +656,7 @@ class Optimizer(Base):
                 )
             if not _interop.is_torch(value):
                 _interop.check_native(value, f"state '{name}' of {where}")
-                if not value.flags.writeable:
+                if not _interop.is_writeable(value):
                     raise ValueError(f"state '{name}' of {where} is a read-only array")
         step = state.get("step")
         if self._counts_steps and step is not None and not _is_step_counter(step, arr):
@@ -682,7 +697,7 @@ class Optimizer(Base):
                 if "step" not in state:
                     dict.__setitem__(state, "step", _interop.new_step(arr))
                 step = dict.__getitem__(state, "step")
-            elif names and _interop.is_cuda(arr):
+            elif names and _interop.on_cuda(arr):
                 step = self._applied_steps_counter(param, dict.__getitem__(state, names[0]), fresh)
             if master:
                 if dict.get(state, "master_param") is None:
@@ -698,7 +713,7 @@ class Optimizer(Base):
             master_param,
             fresh,
             uid,
-            _interop.is_cuda(arr),
+            _interop.on_cuda(arr),
             state_numel=[_interop.numel(a) for a in state_arrays],
             shape=list(arr.shape),
             absmax=absmax,
@@ -749,9 +764,7 @@ class Optimizer(Base):
         counters = self.__dict__.setdefault("_applied_steps", {})
         entry = counters.get(param)
         if entry is None or entry[0] is not buffer:
-            torch = _interop.torch_module()
-            counter = (torch.zeros if fresh else torch.ones)((), dtype=torch.float32, device=buffer.device)
-            entry = counters[param] = (buffer, counter)
+            entry = counters[param] = (buffer, _interop.new_step(buffer, 0.0 if fresh else 1.0))
         return entry[1]
 
     # ------------------------------------------------------------------------- state_dict
@@ -916,7 +929,29 @@ def _is_step_counter(step, arr):
         return (
             isinstance(step, torch.Tensor) and step.dim() == 0 and step.dtype == torch.float32 and step.device == device
         )
+    if _interop.on_cuda(arr):  # a CUDA array (_cuda_array.py): a counter of its library on its device
+        return (
+            _interop.library_of(step) == _interop.library_of(arr)
+            and tuple(step.shape) == ()
+            and _interop.dtype_code(step) == _interop.FLOAT32
+            and _interop.device_of(step) == _interop.device_of(arr)
+            and _interop.is_writeable(step)
+        )
     return isinstance(step, np.ndarray) and step.shape == () and step.dtype == np.float32 and step.flags.writeable
+
+
+def _check_scaler_groups(groups):
+    """GradScaler's values reach torch parameters only (their kernels read them on the device
+    from torch tensors): refuse them for CUDA arrays of other libraries before any update."""
+    for gi, group in enumerate(groups):
+        # A group holding a CUDA array holds only arrays of its library (add_param_group): one
+        # look per group keeps this off the per-parameter cost of a GradScaler step.
+        first = group["params"][:1]
+        if first and _cuda_array.is_cuda_array(_interop.array_of(first[0])):
+            raise TypeError(
+                f"param group {gi} holds CUDA arrays of another library than torch; GradScaler's "
+                "grad_scale/found_inf apply to torch parameters only"
+            )
 
 
 def _export_step(step):
@@ -937,18 +972,6 @@ def _new_state_array(param, arr, state_code, shape=None):
     if _interop.is_torch(param) and param.is_complex() and state_code != _interop.UINT8:
         return _interop.torch_module().zeros(param.shape, dtype=param.dtype, device=param.device)
     return _interop.zeros_like(arr, state_code, shape)
-
-
-def _check_capturable_lr(lr):
-    """The core takes lr as a host number: a CUDA tensor lr is read with a device-to-host copy,
-    which a stream being captured into a CUDA graph refuses with a CUDA error part-way through
-    the step. Say so before anything changes."""
-    if _interop.is_cuda(lr) and _interop.torch_module().cuda.is_current_stream_capturing():
-        raise RuntimeError(
-            "capturable=True: genesis reads a tensor lr on the host, which cannot "
-            "happen while a CUDA graph is being captured; capture with a float lr "
-            "(fixed in the graph) or keep lr on the CPU"
-        )
 
 
 def _check_torch_flags(group):

@@ -31,6 +31,12 @@ struct StepConfig {
   bool stochastic_rounding = false;
   uint64_t seed = 0;
   uint64_t counter = 0;
+  // CUDA only (capturable=True with a CUDA tensor lr, docs/semantics.md#capturable-steps): the
+  // learning rate as a device scalar, float32 (float64 if lr_is_double), that the kernels read
+  // in place of Options::lr, so a step captured in a CUDA graph uses whatever was last written
+  // into it. Null: Options::lr. The CPU backend never reads it.
+  const void* lr = nullptr;
+  bool lr_is_double = false;
 };
 
 // The (parameter, state) dtype pairs the core implements: float64 state with float64

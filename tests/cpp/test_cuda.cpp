@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -202,6 +203,37 @@ int main() {
         "adamw f32, scale x clip coefficient + clamp", Setup{2},
         [&](TensorSlots* t, int64_t n) { cpu::adam_step(adam, true, host, t, n); },
         [&](TensorSlots* t, int64_t n) { cuda::adam_step(adam, true, device, t, n, nullptr); });
+  }
+  {
+    // capturable=True's device lr (StepConfig::lr, docs/semantics.md#capturable-steps): the
+    // kernels read it in place of Options::lr, widened as the host widens a float32 lr. The GPU
+    // options carry lr 0, so only the device value can give the CPU's bits.
+    AdamOptions cpu_adam = adam_base, gpu_adam = adam_base;
+    const float lr32 = 3e-3f;
+    cpu_adam.lr = double(lr32);
+    gpu_adam.lr = 0.0;
+    StepConfig host, device;
+    device.lr = to_device(std::vector<float>{lr32});
+    compare<float, float>(
+        "adamw f32, lr on the device", Setup{2},
+        [&](TensorSlots* t, int64_t n) { cpu::adam_step(cpu_adam, true, host, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(gpu_adam, true, device, t, n, nullptr); });
+    device.lr = to_device(std::vector<double>{0.125});
+    device.lr_is_double = true;
+    cpu_adam.lr = 0.125;
+    compare<float, float>(
+        "adamw f32, float64 lr on the device", Setup{2},
+        [&](TensorSlots* t, int64_t n) { cpu::adam_step(cpu_adam, true, host, t, n); },
+        [&](TensorSlots* t, int64_t n) { cuda::adam_step(gpu_adam, true, device, t, n, nullptr); });
+    // A reduction rule takes its options from the host: a device lr is refused, not ignored.
+    bool refused = false;
+    try {
+      cuda::step(LambOptions{}, device, nullptr, 1, nullptr);
+    } catch (const std::invalid_argument&) {
+      refused = true;
+    }
+    EXPECT(refused, "LAMB accepted a device lr");
+    free_all();
   }
   for (bool amsgrad : {false, true}) {
     AdamOptions adam = adam_base;  // each case its own options
