@@ -43,7 +43,8 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
   int64_t round = 0;
   for (int64_t base = 0; base < length; base += lanes, ++round) {
     const int n = int(std::min<int64_t>(lanes, length - base));
-    for (int j = 0; j < n; ++j) Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind}, LaneSums{&acc[0][j]});
+    for (int j = 0; j < n; ++j)
+      Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind}, LaneSums{&acc[0][j]});
   }
   double sums[kMaxSums];
   if (info.mode == TaskMode::Sum) {

@@ -92,8 +92,8 @@ struct LambRule {
   }
 
   template <typename Ref, typename T, typename Acc>
-  GENESIS_HD static void visit(int pass, const LambOptions&, const Ref& r, const Coeffs<T>& c, int64_t task,
-                               LaneAt at, Acc acc) {
+  GENESIS_HD static void visit(int pass, const LambOptions&, const Ref& r, const Coeffs<T>& c, int64_t task, LaneAt at,
+                               Acc acc) {
     const int64_t i = task * kSumChunk + at.k;
     const T p = r.p(i);
     if (pass == 0) {
