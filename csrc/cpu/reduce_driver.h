@@ -37,26 +37,28 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
   const int64_t length = info.length;
   const int lanes = info.lanes;
   alignas(64) double acc[kMaxSums][kLanes];
-  if (info.mode != TaskMode::None)  // a pass that only writes adds into acc but never reads it
-    for (int k = 0; k < kMaxSums; ++k)
-      for (int j = 0; j < lanes; ++j) acc[k][j] = 0.0;
+  // Only the sums the task uses (a pass that only writes uses none): for a short task (a
+  // matrix row) zeroing and combining all kMaxSums x kLanes costs as much as its elements.
+  const int sums = info.mode == TaskMode::None ? 0 : info.sums;
+  for (int k = 0; k < sums; ++k)
+    for (int j = 0; j < lanes; ++j) acc[k][j] = 0.0;
   int64_t round = 0;
   for (int64_t base = 0; base < length; base += lanes, ++round) {
     const int n = int(std::min<int64_t>(lanes, length - base));
     for (int j = 0; j < n; ++j)
       Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind}, LaneSums{&acc[0][j]});
   }
-  double sums[kMaxSums];
+  double total[kMaxSums] = {};
   if (info.mode == TaskMode::Sum) {
     for (int s = lanes / 2; s > 0; s /= 2)
-      for (int k = 0; k < kMaxSums; ++k)
+      for (int k = 0; k < sums; ++k)
         for (int j = 0; j < s; ++j) acc[k][j] += acc[k][j + s];
-    for (int k = 0; k < kMaxSums; ++k) sums[k] = acc[k][0];
-    Rule::task_done(kPass, r, task, 0, sums);
+    for (int k = 0; k < sums; ++k) total[k] = acc[k][0];
+    Rule::task_done(kPass, r, task, 0, total);
   } else if (info.mode == TaskMode::Lanes) {
     for (int j = 0; j < lanes; ++j) {
-      for (int k = 0; k < kMaxSums; ++k) sums[k] = acc[k][j];
-      Rule::task_done(kPass, r, task, j, sums);
+      for (int k = 0; k < sums; ++k) total[k] = acc[k][j];
+      Rule::task_done(kPass, r, task, j, total);
     }
   }
 }

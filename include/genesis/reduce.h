@@ -55,11 +55,14 @@ GENESIS_HD double sum_in_order(const double* first, int64_t count, int64_t strid
 // (0 .. Rule::kKinds - 1) says which of the rule's kinds of task this is (Adafactor: a vector's
 // chunk, a matrix row, a block of columns): the CPU driver compiles a lane loop per pass and
 // kind, so that each loop is free of the branches between them (GCC vectorizes only those).
+// `sums`: how many of the kMaxSums accumulators the task's visits add to (the CPU driver zeroes
+// and combines only those).
 struct TaskInfo {
   int64_t length;
   int lanes;
   TaskMode mode;
   int kind = 0;
+  int sums = kMaxSums;
 };
 
 // Where Rule::visit is: element k = round * lanes + lane of a task of kind `kind`. Both backends

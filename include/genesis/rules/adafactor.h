@@ -44,9 +44,10 @@ struct AdafactorCoeffs {
 //           pass 2: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
 //   vector, pass 0 (chunks): variance updated and stored; sums of p^2 and u^2.
 //           pass 2 (chunks): as for a matrix. Pass 1 has no tasks.
-// Scratch per tensor: [0] sum p^2, [1] sum u^2, [2] w, [3] eps1; then for a matrix of N = B*R
-// rows and M = B*C columns: 2N row sums (g^2, p^2), M column sums, B means, N row sums of u^2;
-// for a vector: two partial sums per chunk.
+// Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows and M = B*C
+// columns: 2N row sums (g^2, p^2), M column sums, B means, N row sums of u^2; for a vector: two
+// partial sums per chunk.
+enum AdafactorScratch { kSumP2, kSumU2, kWeight, kEps1, kStep, kHead };
 struct AdafactorRule {
   static constexpr int kStates = 2;  // row_var, col_var; or variance
   static constexpr int kPasses = 3;
@@ -64,12 +65,12 @@ struct AdafactorRule {
   GENESIS_HD static int64_t blocks(const TensorShape& s) { return (s.cols + kLanes - 1) / kLanes; }
   GENESIS_HD static int64_t col_blocks(const TensorShape& s) { return s.batch() * blocks(s); }
   // Scratch offsets (matrix).
-  GENESIS_HD static int64_t col_at(const TensorShape& s) { return 4 + 2 * nrows(s); }
+  GENESIS_HD static int64_t col_at(const TensorShape& s) { return kHead + 2 * nrows(s); }
   GENESIS_HD static int64_t mean_at(const TensorShape& s) { return col_at(s) + s.batch() * s.cols; }
   GENESIS_HD static int64_t rowu_at(const TensorShape& s) { return mean_at(s) + s.batch(); }
 
   GENESIS_HD static int64_t scratch_size(const TensorShape& s) {
-    return s.matrix() ? rowu_at(s) + nrows(s) : 4 + 2 * chunks(s);
+    return s.matrix() ? rowu_at(s) + nrows(s) : kHead + 2 * chunks(s);
   }
   GENESIS_HD static int64_t tasks(int pass, const TensorShape& s) {
     if (!s.matrix()) return pass == 1 ? 0 : chunks(s);
@@ -88,10 +89,11 @@ struct AdafactorRule {
       info = sum_task(rest < kSumChunk ? rest : kSumChunk);
     } else if (pass == 0 && task >= nrows(s)) {
       const int lanes = block_lanes(s, (task - nrows(s)) % blocks(s));
-      info = {s.rows * lanes, lanes, TaskMode::Lanes, kColumns};
+      info = {s.rows * lanes, lanes, TaskMode::Lanes, kColumns, 1};
     } else {
       info = sum_task(s.cols);
       info.kind = kRow;
+      info.sums = pass == 0 ? 2 : 1;
     }
     if (pass == 2) info.mode = TaskMode::None;
     return info;
@@ -102,11 +104,16 @@ struct AdafactorRule {
     using T = typename Ref::T;
     const TensorShape& s = r.shape;
     const double* scratch = r.scratch;
-    const double t = r.t;
-    const double eps1 = scratch[3];
-    Coeffs<T> c{
-        T(scratch[2]), T(eps1), T(eps1 * eps1), T(o.maximize ? -1.0 : 1.0), T(1.0 - o.lr * o.weight_decay), T(0), T(0),
-        T(0),          0};
+    const double eps1 = scratch[kEps1];
+    Coeffs<T> c{T(scratch[kWeight]),
+                T(eps1),
+                T(eps1 * eps1),
+                T(o.maximize ? -1.0 : 1.0),
+                T(1.0 - o.lr * o.weight_decay),
+                T(scratch[kStep]),
+                T(0),
+                T(0),
+                0};
     if (s.matrix() && pass == 0 && task >= nrows(s)) {
       const int64_t b = (task - nrows(s)) / blocks(s);
       c.first = b * s.rows * s.cols + ((task - nrows(s)) % blocks(s)) * kLanes;
@@ -115,13 +122,6 @@ struct AdafactorRule {
       c.row_var = r.s(0, task);
       c.mean = T(scratch[mean_at(s) + b]);
       c.first = b * s.cols;
-    }
-    if (pass == 2 && s.numel > 0) {
-      const double rho = std::fmin(o.lr, 1.0 / std::sqrt(t));
-      const double root_n = std::sqrt(double(s.numel));
-      const double alpha = std::fmax(o.eps2, std::sqrt(scratch[0]) / root_n) * rho;
-      const double denom = std::fmax(1.0, std::sqrt(scratch[1]) / (root_n * o.d));
-      c.step = T(-alpha / denom);
     }
     return c;
   }
@@ -182,8 +182,8 @@ struct AdafactorRule {
   GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
     const TensorShape& s = r.shape;
     if (!s.matrix() || (pass == 0 && task < nrows(s))) {  // a chunk's or a row's two sums
-      r.scratch[4 + 2 * task] = acc[0];
-      r.scratch[5 + 2 * task] = acc[1];
+      r.scratch[kHead + 2 * task] = acc[0];
+      r.scratch[kHead + 1 + 2 * task] = acc[1];
     } else if (pass == 0) {
       const int64_t b = (task - nrows(s)) / blocks(s);
       const int64_t col = ((task - nrows(s)) % blocks(s)) * kLanes + lane;
@@ -197,38 +197,43 @@ struct AdafactorRule {
   // machine epsilon, as torch's torch.finfo(param.dtype).eps).
   template <typename Ref>
   GENESIS_HD static void begin(const AdafactorOptions& o, const Ref& r) {
-    r.scratch[2] = std::pow(r.t, o.beta2_decay);
-    r.scratch[3] = o.eps1 ? *o.eps1 : Ref::kParamEpsilon;
+    r.scratch[kWeight] = std::pow(r.t, o.beta2_decay);
+    r.scratch[kEps1] = o.eps1 ? *o.eps1 : Ref::kParamEpsilon;
   }
 
   template <typename Ref>
   GENESIS_HD static void finish(int pass, const AdafactorOptions& o, const Ref& r) {
     const TensorShape& s = r.shape;
     if (s.numel == 0 || pass == 2) return;
+    double* scratch = r.scratch;
+    if (pass == 1) {  // every sum is in: the step size of pass 2, once per tensor
+      if (s.matrix()) scratch[kSumU2] = sum_in_order(scratch + rowu_at(s), nrows(s));
+      const double rho = std::fmin(o.lr, 1.0 / std::sqrt(r.t));
+      const double root_n = std::sqrt(double(s.numel));
+      const double alpha = std::fmax(o.eps2, std::sqrt(scratch[kSumP2]) / root_n) * rho;
+      const double denom = std::fmax(1.0, std::sqrt(scratch[kSumU2]) / (root_n * o.d));
+      scratch[kStep] = -alpha / denom;
+      return;
+    }
     if (!s.matrix()) {
-      if (pass == 1) return;
-      r.scratch[0] = sum_in_order(r.scratch + 4, chunks(s), 2);
-      r.scratch[1] = sum_in_order(r.scratch + 5, chunks(s), 2);
+      scratch[kSumP2] = sum_in_order(scratch + kHead, chunks(s), 2);
+      scratch[kSumU2] = sum_in_order(scratch + kHead + 1, chunks(s), 2);
       return;
     }
     using T = typename Ref::T;
-    if (pass == 1) {
-      r.scratch[1] = sum_in_order(r.scratch + rowu_at(s), nrows(s));
-      return;
-    }
-    const T w = T(r.scratch[2]);
-    r.scratch[0] = sum_in_order(r.scratch + 5, nrows(s), 2);
+    const T w = T(scratch[kWeight]);
+    scratch[kSumP2] = sum_in_order(scratch + kHead + 1, nrows(s), 2);
     for (int64_t b = 0; b < s.batch(); ++b) {
       double sum = 0.0;
       for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) {
-        const T mean = T(r.scratch[4 + 2 * q] / double(s.cols));
+        const T mean = T(scratch[kHead + 2 * q] / double(s.cols));
         sum += double(r.set_s(0, q, torch_lerp(r.s(0, q), mean, w)));
       }
       const T mean = T(sum / double(s.rows));
-      const T eps1 = T(r.scratch[3]);
-      r.scratch[mean_at(s) + b] = double(mean < eps1 ? eps1 : mean);
+      const T eps1 = T(scratch[kEps1]);
+      scratch[mean_at(s) + b] = double(mean < eps1 ? eps1 : mean);
       for (int64_t q = b * s.cols; q < (b + 1) * s.cols; ++q) {
-        const T mean_sq = T(r.scratch[col_at(s) + q] / double(s.rows));
+        const T mean_sq = T(scratch[col_at(s) + q] / double(s.rows));
         r.set_s(1, q, torch_lerp(r.s(1, q), mean_sq, w));
       }
     }
