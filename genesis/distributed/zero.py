@@ -23,6 +23,8 @@ Both stages start a bucket's collective from the gradient hooks as soon as backw
 all of its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
 order (the reverse of the parameter order, which is how backward usually produces them) so that
 every rank issues the same collectives in the same order.
+With ``overlap_param_gather=model`` step() only starts the parameter all-gathers and the model's
+forward pre-hooks wait for them bucket by bucket (param_gather.py; docs/distributed.md).
 """
 
 import collections
