@@ -99,9 +99,3 @@ class ParamGather:
         self.pending = False
         for slot in self.slots.values():
             slot.wait()
-
-    def remove(self):
-        self.wait_all()
-        for h in self.handles:
-            h.remove()
-        self.handles = []
