@@ -9,9 +9,14 @@ what a user waits for; ZeRO-2 overlaps its reduction with backward), for
   zero2         genesis ZeroOptimizer(stage=2), genesis AdamW
   torch-zero    DDP + torch ZeroRedundancyOptimizer with torch AdamW (foreach)
   zero2-sg      genesis ZeroOptimizer(stage=2, shard_grads=True), genesis AdamW
+  zero2-overlap genesis ZeroOptimizer(stage=2, overlap_param_gather=model), genesis AdamW:
+                step() only starts the parameter all-gather, the next forward waits for it
+                module by module
   ddp+genesis-lamb, zero2-lamb   the same with genesis LAMB (ZeroOptimizer keeps each tensor
                 whole on one rank for it: docs/distributed.md)
-it reports the median iteration time, the bytes this rank wrote to its sockets per
+Iterations run back to back (one barrier before the timed ones), and an iteration's time runs
+from the end of the previous one, so whatever one step leaves in flight (zero2-overlap's
+gathers) is paid for in the next iteration's forward. It reports the median iteration time, the bytes this rank wrote to its sockets per
 iteration (/proc/self/io wchar: gloo's sockets are the only writes during the loop), the
 optimizer state bytes this rank holds, and the gradient bytes it keeps between backward and
 step.
@@ -87,13 +92,29 @@ def _setup(name, width, layers):
         net = DistributedDataParallel(model)
         return net, ZeroRedundancyOptimizer(net.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4)
     stage = 1 if name == "zero1" else 2
-    return model, ZeroOptimizer(model.parameters(), cls, stage=stage, shard_grads=name == "zero2-sg", lr=1e-4)
+    return model, ZeroOptimizer(
+        model.parameters(),
+        cls,
+        stage=stage,
+        shard_grads=name == "zero2-sg",
+        overlap_param_gather=model if name == "zero2-overlap" else None,
+        lr=1e-4,
+    )
 
 
-SETUPS = ("ddp+genesis", "zero1", "zero2", "torch-zero", "zero2-sg", "ddp+genesis-lamb", "zero2-lamb")
+SETUPS = (
+    "ddp+genesis",
+    "zero1",
+    "zero2",
+    "zero2-overlap",
+    "torch-zero",
+    "zero2-sg",
+    "ddp+genesis-lamb",
+    "zero2-lamb",
+)
 
 
-def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS):
+def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS, batch=BATCH):
     torch.set_num_threads(1)
     genesis.set_num_threads(1)
     dist.init_process_group(
@@ -103,14 +124,14 @@ def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS):
         world_size=world_size,
         timeout=datetime.timedelta(seconds=300),
     )
-    x = torch.randn(BATCH, width, generator=torch.Generator().manual_seed(rank))
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(rank))
     rows = {}
     for name in setups:
         net, opt = _setup(name, width, layers)
         times, sent = [], []
+        dist.barrier()
+        w0, t0 = _wchar(), time.perf_counter()
         for i in range(steps + 2):  # two warm-up iterations
-            dist.barrier()
-            w0, t0 = _wchar(), time.perf_counter()
             net(x).square().mean().backward()
             opt.step()
             grads = _grad_bytes(net, opt)
@@ -119,6 +140,9 @@ def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS):
             if i >= 2:
                 times.append(t1 - t0)
                 sent.append(w1 - w0)
+            t0, w0 = t1, w1
+        if isinstance(opt, ZeroOptimizer):
+            opt.wait_param_gather()
         rows[name] = (statistics.median(times), statistics.median(sent), _state_bytes(opt), grads)
         del net, opt
     queue.put((rank, rows))
@@ -126,13 +150,15 @@ def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS):
     dist.destroy_process_group()
 
 
-def distributed_part(width, layers, steps, setups=SETUPS):
+def distributed_part(width, layers, steps, setups=SETUPS, batch=BATCH):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue, setups)) for r in range(2)]
+    procs = [
+        ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue, setups, batch)) for r in range(2)
+    ]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=1800) for _ in procs)
@@ -143,7 +169,7 @@ def distributed_part(width, layers, steps, setups=SETUPS):
     params = layers * (width * width + width)
     print(
         f"\n2 ranks, gloo, 1 thread each; model {params / 1e6:.1f}M float32 parameters "
-        f"({layers} x Linear({width}, {width})), batch {BATCH} per rank; median of {steps} "
+        f"({layers} x Linear({width}, {width})), batch {batch} per rank; median of {steps} "
         "iterations; rank 0's numbers\n"
     )
     print("| setup | iteration ms | MB sent / iteration | state MB / rank | grad MB / rank | vs ddp+genesis time |")
@@ -200,6 +226,7 @@ def main(argv=None):
     parser.add_argument("--flat", action="store_true", help="only part 2")
     parser.add_argument("--distributed", action="store_true", help="only part 1")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=BATCH, help="part 1's batch per rank")
     parser.add_argument("--setups", default=",".join(SETUPS), help="part 1's setups, comma-separated")
     args = parser.parse_args(argv)
     width, layers, steps, reps = (WIDTH, LAYERS, 10, 50) if not args.quick else (256, 2, 3, 5)
@@ -208,7 +235,7 @@ def main(argv=None):
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
     if not args.flat:
-        distributed_part(width, layers, steps, tuple(args.setups.split(",")))
+        distributed_part(width, layers, steps, tuple(args.setups.split(",")), args.batch)
     if not args.distributed:
         flat_part(reps, args.threads)
     return 0

@@ -41,6 +41,7 @@ def _shard_name(tag, rank, world_size):
 
 def save_checkpoint(zero, directory):
     """Save `zero`'s state into `directory` (a collective: call it on every rank)."""
+    zero.wait_param_gather()
     group = zero.process_group
     if zero.rank == 0:
         os.makedirs(directory, exist_ok=True)
@@ -67,6 +68,7 @@ def save_checkpoint(zero, directory):
 
 def load_checkpoint(zero, directory):
     """Load a checkpoint saved by save_checkpoint at any world size (a collective)."""
+    zero.wait_param_gather()
     index = serialization.load(os.path.join(directory, INDEX))
     entries_of_ranks = [serialization.load(os.path.join(directory, f))["entries"] for f in index["files"]]
     if any(len(e) != len(zero._shards) for e in entries_of_ranks):

@@ -23,6 +23,8 @@ Both stages start a bucket's collective from the gradient hooks as soon as backw
 all of its gradients, so communication overlaps the rest of backward. Buckets are launched in one fixed
 order (the reverse of the parameter order, which is how backward usually produces them) so that
 every rank issues the same collectives in the same order.
+With ``overlap_param_gather=model`` step() only starts the parameter all-gathers and the model's
+forward pre-hooks wait for them bucket by bucket (param_gather.py; docs/distributed.md).
 """
 
 import collections
@@ -36,6 +38,7 @@ from . import comm
 from . import layout as _layout
 from . import state as _state
 from .flat_buffer import FlatBuffer, _as_groups, split_by_storage
+from .param_gather import ParamGather
 
 DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per collective
 # shard_grads: buckets whose reduction may be in flight at once (each holds a staging copy of
@@ -150,6 +153,19 @@ class ZeroOptimizer(torch.optim.Optimizer):
     is reduce-scattered and this rank's part added to its gradients (1/N), and at most
     MAX_IN_FLIGHT staging buffers exist at a time. Under ``no_sync`` the parameters keep
     accumulating their own (full-size) gradients until the next synchronized backward.
+
+    ``overlap_param_gather=model`` (the torch.nn.Module whose parameters these are) hides the
+    parameter all-gather behind the next forward pass: step() only starts the gathers, one per
+    bucket, and returns; a forward pre-hook on each of the model's modules waits for the
+    buckets holding that module's own parameters before it runs (param_gather.py). The results
+    are bit for bit those without it. Between step() and the model's next forward the
+    parameters of other ranks' pieces may still be arriving: code that reads (or writes) them
+    there in any other way than the model's own forward or ``model.state_dict()`` /
+    ``model.load_state_dict()`` (which wait by themselves) must call
+    ``opt.wait_param_gather()`` first; so must code that calls a submodule's ``forward()``
+    directly or uses a parameter in a module other than its owner's (tied weights are fine when
+    the owner runs first). step(), state_dict(), load_state_dict() and the checkpoint functions
+    wait by themselves; zero_grad() and clip_grad_norm_() do not need to.
     """
 
     def __init__(
@@ -161,6 +177,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         process_group=None,
         bucket_numel=DEFAULT_BUCKET_NUMEL,
         shard_grads=False,
+        overlap_param_gather=None,
         **defaults,
     ):
         if stage not in (1, 2):
@@ -176,6 +193,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 "(torch.distributed.init_process_group)"
             )
         groups = _as_groups(params)
+        if overlap_param_gather is not None:
+            _check_model(overlap_param_gather, [p for g in groups for p in g["params"]])
         # Hyperparameters are checked by a throwaway optimizer before the parameters move into
         # the flat buffers, so a bad one raises with the model untouched.
         optimizer_class(
@@ -235,6 +254,9 @@ class ZeroOptimizer(torch.optim.Optimizer):
             for pi in buffer.layout.buckets[record.index].params:
                 p = buffer.params[pi]
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(record, buffer, pi)))
+        self._param_gather = None
+        if overlap_param_gather is not None:
+            self._param_gather = ParamGather(self, overlap_param_gather)
 
     # ---------------------------------------------------------------- gradient reduction
     def _make_hook(self, record, buffer, index):
@@ -332,22 +354,41 @@ class ZeroOptimizer(torch.optim.Optimizer):
             with torch.no_grad():
                 record.shard.add_reduced(record.index, staging, self.rank)
 
+    def _gather_bucket(self, k, index):
+        """Start gathering bucket `index` of shard `k` into every rank's parameter buffer: one
+        all-gather of the ranks' pieces, or (whole tensors) one broadcast per owner's range of
+        it. Returns the pending collectives."""
+        shard, group = self._shards[k], self.process_group
+        if shard.owned is None:
+            return [comm.all_gather(shard.bucket_data(index), shard.pieces[index], group, async_op=True)]
+        return [
+            comm.broadcast(shard.buffer.data[lo:hi], self._global_rank(r), group, async_op=True)
+            for r, (lo, hi) in enumerate(shard.owned[index])
+            if hi > lo
+        ]
+
     def _gather(self):
-        """Every rank's updated part into every rank's parameter buffer: one all-gather per
-        bucket, or (whole tensors) one broadcast per owner's range of it."""
-        group, pending = self.process_group, []
-        for shard in self._shards:
-            if shard.owned is None:
-                for i, piece in enumerate(shard.pieces):
-                    pending.append(comm.all_gather(shard.bucket_data(i), piece, group, async_op=True))
-                continue
-            for ranges in shard.owned:
-                for r, (lo, hi) in enumerate(ranges):
-                    if hi > lo:
-                        src = self._global_rank(r)
-                        pending.append(comm.broadcast(shard.buffer.data[lo:hi], src, group, async_op=True))
+        """Every rank's updated part into every rank's parameter buffer, bucket by bucket; with
+        overlap_param_gather only started (the model's forward pre-hooks wait for them)."""
+        if self._param_gather is not None:
+            self._param_gather.launch(self._gather_bucket)
+            return
+        pending = [
+            p
+            for k, shard in enumerate(self._shards)
+            for i in range(len(shard.buffer.layout.buckets))
+            for p in self._gather_bucket(k, i)
+        ]
         for p in pending:
             p.wait()
+
+    def wait_param_gather(self):
+        """Wait for the parameter all-gathers that step() started (overlap_param_gather only;
+        otherwise a no-op). Call it before reading or writing parameters between step() and the
+        next forward of the model in any way other than the model's own forward,
+        ``model.state_dict()`` or ``model.load_state_dict()`` (which wait by themselves)."""
+        if self._param_gather is not None:
+            self._param_gather.wait_all()
 
     def _finish_reduction(self):
         """Launch what backward did not (parameters without a gradient this step, or a
@@ -380,6 +421,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
     # -------------------------------------------------------------------------- step
     def step(self, closure=None):
         loss = None
+        self.wait_param_gather()  # the last step's gathers read the pieces this step updates
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
@@ -433,11 +475,13 @@ class ZeroOptimizer(torch.optim.Optimizer):
         """The consolidated (unsharded) state on every rank, in the layout of the wrapped
         optimizer over the original parameters: loads into the unsharded genesis optimizer
         and into torch's optimizer of the same kind. A collective: call it on every rank."""
+        self.wait_param_gather()
         return _state.consolidate(self)
 
     def load_state_dict(self, state_dict):
         """Load a consolidated state dict (from ``state_dict()``, or from the unsharded genesis or
         torch optimizer over the same parameters): each rank keeps its pieces."""
+        self.wait_param_gather()
         _state.load_consolidated(self, state_dict)
 
     def local_gradient_bytes(self):
@@ -458,6 +502,16 @@ class ZeroOptimizer(torch.optim.Optimizer):
 
     def __repr__(self):
         return f"ZeroOptimizer(stage={self.stage}, world_size={self.world_size}, {self.optimizer!r})"
+
+
+def _check_model(model, params):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"overlap_param_gather must be the torch.nn.Module whose parameters are optimized, got {type(model).__name__}"
+        )
+    ids = {id(p) for p in model.parameters()}
+    if not any(id(p) in ids for p in params):
+        raise ValueError("overlap_param_gather: the model holds none of the optimizer's parameters")
 
 
 def _element_wise(optimizer_class):
