@@ -64,18 +64,14 @@ void run_quantized(const typename Rule::Options& options, const StepConfig& conf
 template <typename Rule>
 void dispatch_quantized(const char* op, const typename Rule::Options& options, const StepConfig& config,
                         TensorSlots* tensors, int64_t count) {
-  check_quantized_slots(op, config.param_dtype, tensors, count, Rule::kStates);
-  // The parameter dtype and store dispatch is the float32-state one; only the state differs.
-  StepConfig dense = config;
-  dense.state_dtype = DType::Float32;
-  dispatch_storage(op, dense, [&](auto param, auto state, auto store) {
-    using P = decltype(param);
-    if constexpr (Rule::kStates == 0) {
-      run_update<Rule, P, decltype(state), decltype(store)::value>(options, config, tensors, count);
-    } else {
-      run_quantized<Rule, P, decltype(store)::value>(options, config, tensors, count);
-    }
-  });
+  dispatch_quantized_storage<Rule::kStates>(
+      op, config, tensors, count,
+      [&](auto param, auto store) {
+        run_quantized<Rule, decltype(param), decltype(store)::value>(options, config, tensors, count);
+      },
+      [&](auto param, auto state, auto store) {
+        run_update<Rule, decltype(param), decltype(state), decltype(store)::value>(options, config, tensors, count);
+      });
 }
 
 }  // namespace genesis::cpu::GENESIS_CPU_VARIANT

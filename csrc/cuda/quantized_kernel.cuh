@@ -112,18 +112,15 @@ void launch_quantized(const char* op, const typename Rule::Options& options, con
 template <typename Rule>
 void dispatch_quantized(const char* op, const typename Rule::Options& options, const StepConfig& config,
                         const TensorSlots* tensors, int64_t count, cudaStream_t stream) {
-  check_quantized_slots(op, config.param_dtype, tensors, count, Rule::kStates);
-  // The parameter dtype and store dispatch is the float32-state one; only the state differs.
-  StepConfig dense = config;
-  dense.state_dtype = DType::Float32;
-  dispatch_storage(op, dense, [&](auto param, auto state, auto store) {
-    using P = decltype(param);
-    if constexpr (Rule::kStates == 0) {
-      launch_update<Rule, P, decltype(state), decltype(store)::value>(op, options, config, tensors, count, stream);
-    } else {
-      launch_quantized<Rule, P, decltype(store)::value>(op, options, config, tensors, count, stream);
-    }
-  });
+  dispatch_quantized_storage<Rule::kStates>(
+      op, config, tensors, count,
+      [&](auto param, auto store) {
+        launch_quantized<Rule, decltype(param), decltype(store)::value>(op, options, config, tensors, count, stream);
+      },
+      [&](auto param, auto state, auto store) {
+        launch_update<Rule, decltype(param), decltype(state), decltype(store)::value>(op, options, config, tensors,
+                                                                                      count, stream);
+      });
 }
 
 }  // namespace genesis::cuda

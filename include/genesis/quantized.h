@@ -34,6 +34,7 @@
 #include "genesis/macros.h"
 #include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
+#include "genesis/update_element.h"
 
 namespace genesis {
 
@@ -193,6 +194,26 @@ inline void check_quantized_slots(const char* op, DType param, const TensorSlots
       if (!tensors[t].state[k] || !tensors[t].absmax[k])
         throw std::invalid_argument(std::string(op) + ": tensor " + std::to_string(t) +
                                     " has 8-bit state without its codes or block scales");
+}
+
+// The storage dispatch of an 8-bit step, shared by both backends: the checks above, then
+// quantized(P{}, store) for the parameter storage P (float32 or 16-bit) and its store, or, for a
+// rule without state (nothing to quantize), stateless(P{}, S{}, store) as a float32-state step.
+// The parameter dispatch is the float32-state one; float64 parameters are refused by the checks
+// and not instantiated.
+template <int kStates, typename Quantized, typename Stateless>
+void dispatch_quantized_storage(const char* op, const StepConfig& config, const TensorSlots* tensors, int64_t count,
+                                Quantized&& quantized, Stateless&& stateless) {
+  check_quantized_slots(op, config.param_dtype, tensors, count, kStates);
+  StepConfig dense = config;
+  dense.state_dtype = DType::Float32;
+  dispatch_storage(op, dense, [&](auto param, auto state, auto store) {
+    if constexpr (kStates == 0) {
+      stateless(param, state, store);
+    } else if constexpr (!std::is_same_v<decltype(param), double>) {
+      quantized(param, store);
+    }
+  });
 }
 
 }  // namespace genesis
