@@ -16,13 +16,13 @@ namespace genesis {
 // a list of tasks (Rule::tasks). Rule::task says what a task is (TaskInfo): `length` elements,
 // visited as `lanes` lanes (at most kLanes): lane j visits the task's elements j, j + lanes,
 // j + 2 lanes, ... in that order (round 0, 1, 2, ...; LaneAt), adding what Rule::visit returns
-// into its double accumulators (`acc[k]`, k < kMaxSums, whatever type the backend gives). Then, by its mode, the lanes
-// are combined by a fixed pairwise tree (lane j += lane j + s, for s = lanes/2, ..., 1; lanes is a power of two) and
-// handed to Rule::task_done once (Sum), or handed over one per lane (Lanes: Adafactor's column sums, one column per
-// lane), or not at all (None: a pass that only writes). Rule::coeffs gives each task its
-// numbers (computed once per task, from the tensor's scratch). After every task of the pass,
-// Rule::finish runs once per tensor (task results combined in task order, the next pass's
-// per-tensor numbers).
+// into its double accumulators (`acc[k]`, k < kMaxSums, whatever type the backend gives).
+// Then, by its mode, the lanes are combined by a fixed pairwise tree (lane j += lane j + s, for
+// s = lanes/2, ..., 1; lanes is a power of two) and handed to Rule::task_done once (Sum), or
+// handed over one per lane (Lanes: Adafactor's column sums, one column per lane), or not at all
+// (None: a pass that only writes). Rule::coeffs gives each task its numbers (computed once per
+// task, from the tensor's scratch). After every task of the pass, Rule::finish runs once per
+// tensor (task results combined in task order, the next pass's per-tensor numbers).
 //
 // Every sum therefore has one order, fixed by the tensor's shape alone: the CPU (one thread
 // runs a task, its lanes interleaved) and CUDA (one block of kLanes threads runs a task) give
