@@ -4,6 +4,8 @@ read by the kernels so that writing into it between replays changes the captured
 (docs/semantics.md#capturable-steps), and the settings that cannot be captured are refused up
 front (these run on the CPU, the CUDA checks stood in for)."""
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -239,6 +241,11 @@ def test_eager_capturable_steps_with_a_device_lr_do_not_synchronize():
         p.grad = torch.randn_like(p)
     opt.step()  # state created
     torch.cuda.synchronize()
+    # The same steps with the lr given from the host (the device value, widened as the kernels do).
+    ref_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    ref = genesis.optim.AdamW(ref_params, lr=1e-2, capturable=True)
+    ref.load_state_dict(copy.deepcopy(opt.state_dict()))  # a copy: opt's steps below must not reach it
+    values = [float(lr) * 0.5 ** (k + 1) for k in range(3)]
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
@@ -247,3 +254,10 @@ def test_eager_capturable_steps_with_a_device_lr_do_not_synchronize():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+    for value in values:
+        ref.param_groups[0]["lr"] = value
+        for rp, p in zip(ref_params, params):
+            rp.grad = p.grad
+        ref.step()
+    for rp, p in zip(ref_params, params):
+        assert torch.equal(rp, p)

@@ -110,7 +110,10 @@ def test_contiguity_follows_numpy_rules(cuda_backend):
         dict(typestr="<f2", stream=None),  # None: no synchronization needed
     ]
     for changes in ok:
-        _construct(FakeCudaArray(**changes))
+        array = FakeCudaArray(**changes)
+        opt = _construct(array)
+        # Admitted as given: the optimizer holds the very array, not a copy.
+        assert opt.param_groups[0]["params"][0].data is array
 
 
 def _stepped(cuda_backend, grad, param=None):
