@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "genesis/cpu.h"
+#include "genesis/matmul.h"
 
 #define GENESIS_CPU_VARIANT baseline
 #include "kernels.h"
@@ -56,5 +57,11 @@ double global_norm(double norm_type, DType d, const Buffer* b, int64_t n, double
 void clamp(double limit, DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(clamp(limit, d, b, n)); }
 bool unscale(double factor, DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(unscale(factor, d, b, n)); }
 bool has_nonfinite(DType d, const Buffer* b, int64_t n) { GENESIS_DISPATCH(has_nonfinite(d, b, n)); }
+template <typename T>
+void matmul(int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c) {
+  GENESIS_DISPATCH(matmul(m, n, k, a, b, c));
+}
+template void matmul<float>(int64_t, int64_t, int64_t, const float*, const float*, float*);
+template void matmul<double>(int64_t, int64_t, int64_t, const double*, const double*, double*);
 
 }  // namespace genesis::cpu

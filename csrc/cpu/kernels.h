@@ -20,5 +20,7 @@ double global_norm(double norm_type, DType dtype, const Buffer* buffers, int64_t
 void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
 bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count);
 bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);
+template <typename T>
+void matmul(int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c);  // csrc/cpu/matmul.cpp
 
 }  // namespace genesis::cpu::GENESIS_CPU_VARIANT
