@@ -122,6 +122,19 @@ struct OptionWriter {
     pair.items = {a ? Value::of(*a) : Value::none(), Value::of(b)};
     group.set(Value::of(std::string(key)), std::move(pair));
   }
+  // Muon's ns_steps, ns_coefficients, adjust_lr_fn (None or a name) and ns_dtype (a name).
+  void operator()(const char* key, int64_t v) const { group.set(Value::of(std::string(key)), Value::of(v)); }
+  void operator()(const char* key, const std::array<double, 3>& v) const {
+    Value triple = Value::list(Value::Kind::Tuple);
+    triple.items = {Value::of(v[0]), Value::of(v[1]), Value::of(v[2])};
+    group.set(Value::of(std::string(key)), std::move(triple));
+  }
+  void operator()(const char* key, const std::optional<std::string>& v) const {
+    group.set(Value::of(std::string(key)), v ? Value::of(*v) : Value::none());
+  }
+  void operator()(const char* key, DType v) const {
+    group.set(Value::of(std::string(key)), Value::of(std::string(dtype_name(v))));
+  }
 };
 
 // Reads the options a saved group has; the others keep their current values.
@@ -147,6 +160,39 @@ struct OptionReader {
     if (x->items.size() != 2) throw CheckpointError(std::string("param group option '") + key + "' must be a pair");
     a = x->items[0].kind == Value::Kind::None ? std::nullopt : std::optional<double>(x->items[0].as_number(key));
     b = x->items[1].as_number(key);
+  }
+  void operator()(const char* key, int64_t& v) const {
+    const Value* x = find(key);
+    if (!x) return;
+    const double d = x->as_number(std::string("param group option '") + key + "'");
+    if (!(d == std::floor(d) && std::fabs(d) < 9.0e15))
+      throw CheckpointError(std::string("param group option '") + key + "' must be an integer");
+    v = static_cast<int64_t>(d);
+  }
+  void operator()(const char* key, std::array<double, 3>& v) const {
+    const Value* x = find(key);
+    if (!x) return;
+    if (x->items.size() != 3) throw CheckpointError(std::string("param group option '") + key + "' must be 3 numbers");
+    for (size_t i = 0; i < 3; ++i) v[i] = x->items[i].as_number(key);
+  }
+  // None or a string.
+  void operator()(const char* key, std::optional<std::string>& v) const {
+    const Value* x = find(key);
+    if (!x) return;
+    if (x->kind != Value::Kind::None && x->kind != Value::Kind::String)
+      throw CheckpointError(std::string("param group option '") + key + "' must be None or a string");
+    v = x->kind == Value::Kind::None ? std::nullopt : std::optional<std::string>(x->text);
+  }
+  // A dtype name; None keeps the current value (Python's "not given").
+  void operator()(const char* key, DType& v) const {
+    const Value* x = find(key);
+    if (!x || x->kind == Value::Kind::None) return;
+    for (int d = 0; d < kNumDTypes; ++d)
+      if (x->kind == Value::Kind::String && x->text == dtype_name(static_cast<DType>(d))) {
+        v = static_cast<DType>(d);
+        return;
+      }
+    throw CheckpointError(std::string("param group option '") + key + "' must name a float dtype");
   }
 };
 
@@ -187,6 +233,7 @@ void Optimizer<O>::add_param_group(Group group) {
     if (group.int8_state && p.dtype == DType::Float64)
       throw std::invalid_argument(where(gi, i) + ": 8-bit state is not supported for float64 parameters");
   }
+  check_group(group, gi);
   state_.emplace_back(group.params.size());
   groups_.push_back(std::move(group));
 }
@@ -254,7 +301,10 @@ typename Optimizer<O>::State& Optimizer<O>::state_of(size_t g, size_t i) {
 template <typename O>
 void Optimizer<O>::step() {
   // Options may have been edited since the last step: check them all before touching anything.
-  for (const Group& g : groups_) validate(g.options);
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    validate(groups_[gi].options);
+    check_group(groups_[gi], gi);
+  }
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Group& group = groups_[gi];
     // By parameter dtype, then float or 8-bit state.
@@ -513,5 +563,6 @@ void Optimizer<O>::load_state_dict(const checkpoint::Document& doc) {
 #define GENESIS_INSTANTIATE(rule, Options, Class) template class Optimizer<Options>;
 GENESIS_RULES(GENESIS_INSTANTIATE)
 #undef GENESIS_INSTANTIATE
+template class Optimizer<MuonOptions>;  // genesis::Muon (csrc/api/muon.cpp)
 
 }  // namespace genesis

@@ -16,6 +16,7 @@
 #include "genesis/checkpoint.h"
 #include "genesis/cpu.h"
 #include "genesis/dtype.h"
+#include "genesis/muon.h"
 #include "genesis/quantized.h"
 #include "genesis/rules/list.h"
 #include "genesis/tensor_slots.h"
@@ -92,6 +93,10 @@ class Optimizer {
     return {Group{std::move(params), options}};
   }
   virtual bool counts_steps() const { return true; }
+  // Checks an optimizer makes of a group beyond the common ones (Muon: 2-D parameters), when
+  // the group is added (as group `index`) and again before each step; throws
+  // std::invalid_argument.
+  virtual void check_group(const Group&, size_t /*index*/) const {}
   virtual void run(const Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count) const = 0;
   // Entries a param group carries in a state_dict beyond its Options fields.
   virtual void write_extra_options(checkpoint::Value&) const {}
@@ -169,6 +174,22 @@ class AdamW : public Adam {
     for (Group& g : groups) g.options.decoupled_weight_decay = true;
     return groups;
   }
+};
+
+// torch.optim.Muon (docs/cpp.md#muon): momentum, Newton-Schulz orthogonalization of each
+// parameter's update, decoupled weight decay and the step, as genesis.optim.Muon with
+// ns_dtype="float32" computes them. Newton-Schulz runs on the CPU in MuonOptions::ns_dtype
+// (float32 or float64, not torch's bfloat16). Every parameter needs a 2-D ParamView::shape.
+// State: "momentum_buffer" of the parameter's shape (float32 for 16-bit parameters).
+class Muon : public Optimizer<MuonOptions> {
+ public:
+  explicit Muon(std::vector<Group> groups) { init(std::move(groups)); }
+  Muon(std::vector<ParamView> params, MuonOptions options = {}) { init(one_group(std::move(params), options)); }
+
+ protected:
+  bool counts_steps() const override { return false; }
+  void check_group(const Group& group, size_t index) const override;
+  void run(const MuonOptions& o, const StepConfig& c, TensorSlots* t, int64_t n) const override;
 };
 
 }  // namespace genesis
