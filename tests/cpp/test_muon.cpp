@@ -11,6 +11,7 @@
 #include <string>
 
 #include "check.h"
+#include "muon_fixture.h"
 
 using namespace genesis;
 
@@ -393,4 +394,37 @@ TEST(muon_skips_null_grads_and_takes_empty_matrices) {
   const checkpoint::Document doc = opt.state_dict();
   const checkpoint::Value* state = doc.root.find(std::string("state"));
   CHECK(state->find(int64_t(0)) && !state->find(int64_t(1)) && state->find(int64_t(2)));
+}
+
+// The run of muon_fixture.h written by Python (tests/cpp/data/python_muon.genesis, made by
+// tests/cpp/data/make_python_muon.py: genesis.optim.Muon over torch parameters, ns_dtype="float32",
+// Newton-Schulz through torch.mm) and computed here. The momentum buffers depend on the
+// gradients alone: the same bits. The parameters went through each side's float32 matrix
+// products: within float32 rounding of each other.
+TEST(muon_reads_a_checkpoint_written_by_python) {
+  const MuonFixture computed;
+  const checkpoint::Document doc = checkpoint::load_file(GENESIS_TEST_DATA "/python_muon.genesis");
+  const checkpoint::Value* params = doc.root.find(std::string("params"));
+  CHECK(params && params->items.size() == computed.params.size());
+  std::vector<std::vector<float>> values;
+  values.reserve(computed.params.size());  // the views point into them
+  std::vector<ParamView> views;
+  for (size_t k = 0; params && k < params->items.size(); ++k) {
+    const MuonFixture::Matrix& m = computed.params[k];
+    const checkpoint::Array& array = doc.arrays.at(params->items[k].array);
+    CHECK(array.dtype == DType::Float32 && (array.shape == std::vector<int64_t>{m.rows, m.cols}));
+    const float* torch_value = reinterpret_cast<const float*>(array.bytes.data());
+    double largest = 0;
+    for (size_t i = 0; i < m.value.size(); ++i)
+      largest = std::max(largest, double(std::fabs(torch_value[i] - m.value[i])));
+    CHECK(largest <= 1e-6);  // 2 units of the last place of the largest values (about 0.7)
+    values.emplace_back(m.value.size());
+    views.push_back({values.back().data(), nullptr, m.rows * m.cols, DType::Float32, Device::CPU, {m.rows, m.cols}});
+  }
+  Muon loaded(std::vector<Muon::Group>{{{views[0], views[1]}, {}}, {{views[2]}, {}}});
+  loaded.load_state_dict(doc);
+  const MuonOptions& second = loaded.param_groups()[1].options;
+  CHECK(second.lr == 0.01 && second.momentum == 0.9 && !second.nesterov && second.weight_decay == 0.0);
+  CHECK(second.adjust_lr_fn == std::optional<std::string>("match_rms_adamw"));
+  CHECK(checkpoint::encode(loaded.state_dict()) == checkpoint::encode(computed.opt.state_dict()));
 }
