@@ -1,12 +1,15 @@
 // The matrix product of include/genesis/matmul.h in one instruction-set variant.
 //
-// Blocking: c is computed in tiles of kRows rows x kCols<T> columns (one 64-byte cache line of
-// T) held in registers: 4 rows x 2 AVX2 vectors, 8 accumulators, leave registers for the row of
-// b and the broadcast element of a. b is packed block by block (kDepth rows x kWidth<T>
-// columns, 256 KB, shared by the threads and kept in L2) into column panels of kCols<T>, so a
-// tile's inner loop reads b contiguously whatever n is (a row stride of 4 KB would alias in L1).
-// Threads split the row tiles of c; nothing is summed across threads. Across the depth blocks a
-// tile resumes from the sums c holds, so every element adds its products in k order.
+// b is first packed, by all threads, into panels of kLine<T> columns (each panel all k rows
+// of its columns, contiguous), so the inner loop reads b contiguously whatever n is (a row
+// stride of 4 KB would alias in L1). That is the one barrier. Then c is cut into work items of
+// kChunk rows x one column block of kPanels<T> panels; a thread takes items one at a time
+// (dynamic schedule: a thread the OS delays holds up nobody) and computes each whole, so
+// nothing is summed across threads. Within an item, the depth is walked in blocks of kDepth:
+// a block of b (256 KB) stays in the thread's L2 while every row tile of the item passes over
+// it, and c is computed in tiles of kRows rows x kLine<T> columns held in registers. Across
+// the depth blocks a tile resumes from the sums c holds, so every element adds its products in
+// k order.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -38,23 +41,30 @@ struct VecOf<double> {
 template <typename T>
 using Vec = typename VecOf<T>::type;
 
-// A tile of c is kRows rows x kLine<T> columns: two vectors per row, eight accumulators in all,
-// which leaves registers for the panel row and the broadcast element of a.
-constexpr int64_t kRows = 4;
+// A tile of c is kRows rows x kLine<T> columns: two vectors per row, twelve accumulators, which
+// with the panel row (two) and the broadcast element of a fill 15 of the 16 vector registers
+// (AVX2 and SSE2 alike).
+constexpr int64_t kRows = 6;
 constexpr int64_t kVecs = 2;
 template <typename T>
 constexpr int64_t kLine = kVecs * kVectorBytes / sizeof(T);
 constexpr int64_t kDepth = 256;
-constexpr int64_t kPanels = 32;
-constexpr int64_t kParallelWork = int64_t(1) << 20;  // a block of b: kDepth x kPanels lines, 128-256 KB
-
-// b[k0 : k0+depth, j0 : j0+kLine) as `depth` rows of kVecs vectors, the columns past n zero.
+// A block of b is kDepth rows x kPanels<T> panels of kLine<T> columns: 256 KB.
 template <typename T>
-void pack_panel(const T* b, int64_t n, int64_t k0, int64_t depth, int64_t j0, Vec<T>* panel) {
+constexpr int64_t kPanels = (int64_t(256) << 10) / (kDepth * kLine<T> * int64_t(sizeof(T)));
+// The rows of c in one work item (a multiple of kRows): each block of b is read into L2 once
+// for them.
+constexpr int64_t kChunk = 60;
+// Products under about 2 MFLOP take less time than waking the threads.
+constexpr int64_t kParallelWork = int64_t(1) << 20;
+
+// b[0 : k, j0 : j0+kLine) as k rows of kVecs vectors, the columns past n zero.
+template <typename T>
+void pack_panel(const T* b, int64_t n, int64_t k, int64_t j0, Vec<T>* panel) {
   const size_t bytes = static_cast<size_t>(std::min(kLine<T>, n - j0)) * sizeof(T);
-  for (int64_t p = 0; p < depth; ++p) {
+  for (int64_t p = 0; p < k; ++p) {
     Vec<T> line[kVecs] = {};
-    std::memcpy(line, b + (k0 + p) * n + j0, bytes);
+    std::memcpy(line, b + p * n + j0, bytes);
     for (int v = 0; v < kVecs; ++v) panel[p * kVecs + v] = line[v];
   }
 }
@@ -94,36 +104,36 @@ void matmul(int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c) {
     std::fill(c, c + m * n, T(0));
     return;
   }
-  constexpr int64_t W = kLine<T>;
-  std::vector<Vec<T>> packed(static_cast<size_t>(kDepth * kPanels * kVecs));  // shared by the threads
-  Vec<T>* const panels = packed.data();
-  const int64_t row_tiles = (m + kRows - 1) / kRows;
-  // Products under about 2 MFLOP take less time than waking the threads.
+  constexpr int64_t W = kLine<T>, kWidth = kPanels<T> * W;
+  const int64_t panels = (n + W - 1) / W;
+  const int64_t chunks = (m + kChunk - 1) / kChunk, blocks = (n + kWidth - 1) / kWidth;
+  std::vector<Vec<T>> packed(static_cast<size_t>(panels * k * kVecs));
 #pragma omp parallel if (m * n * k >= kParallelWork)
-  for (int64_t j0 = 0; j0 < n; j0 += kPanels * W) {
-    const int64_t width = std::min(kPanels * W, n - j0);
-    const int64_t count = (width + W - 1) / W;
-    for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
-      const int64_t depth = std::min(kDepth, k - k0);
+  {
 #pragma omp for schedule(static)
-      for (int64_t q = 0; q < count; ++q) pack_panel(b, n, k0, depth, j0 + q * W, panels + q * depth * kVecs);
-      // (the implicit barrier: every panel is packed before any tile reads one)
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < row_tiles; ++t) {
-        const int64_t i = t * kRows, rows = std::min(kRows, m - i);
-        const T* at = a + i * k + k0;
-        for (int64_t q = 0; q < count; ++q) {
-          const Vec<T>* panel = panels + q * depth * kVecs;
-          T* ct = c + i * n + j0 + q * W;
-          const int64_t cols = std::min(W, width - q * W);
-          if (rows == kRows) {
-            tile<kRows>(depth, at, k, panel, ct, n, cols, k0 == 0);
-          } else {
-            for (int64_t r = 0; r < rows; ++r) tile<1>(depth, at + r * k, k, panel, ct + r * n, n, cols, k0 == 0);
+    for (int64_t q = 0; q < panels; ++q) pack_panel(b, n, k, q * W, packed.data() + q * k * kVecs);
+    // (the implicit barrier: b is packed before any item reads it)
+#pragma omp for schedule(dynamic) nowait
+    for (int64_t item = 0; item < chunks * blocks; ++item) {
+      const int64_t i0 = item / blocks * kChunk, i1 = std::min(m, i0 + kChunk);
+      const int64_t q0 = item % blocks * kPanels<T>, q1 = std::min(panels, q0 + kPanels<T>);
+      for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
+        const int64_t depth = std::min(kDepth, k - k0);
+        for (int64_t i = i0; i < i1; i += kRows) {
+          const int64_t rows = std::min(kRows, i1 - i);
+          const T* at = a + i * k + k0;
+          for (int64_t q = q0; q < q1; ++q) {
+            const Vec<T>* panel = packed.data() + (q * k + k0) * kVecs;
+            T* ct = c + i * n + q * W;
+            const int64_t cols = std::min(W, n - q * W);
+            if (rows == kRows) {
+              tile<kRows>(depth, at, k, panel, ct, n, cols, k0 == 0);
+            } else {
+              for (int64_t r = 0; r < rows; ++r) tile<1>(depth, at + r * k, k, panel, ct + r * n, n, cols, k0 == 0);
+            }
           }
         }
       }
-      // (the implicit barrier: no thread repacks while another still reads the panels)
     }
   }
 }

@@ -20,9 +20,10 @@ std::vector<T> random_values(std::mt19937& rng, int64_t n) {
   return v;
 }
 
-// The sizes cross the 4-row tiles, the column panels (16 floats, 8 doubles in AVX2) and the
-// 256-deep blocks; k = 0 gives zeros.
-constexpr int64_t kSizes[][3] = {{1, 1, 1}, {3, 5, 7}, {4, 16, 256}, {67, 300, 513}, {130, 17, 260}, {5, 3, 0}};
+// The sizes cross the 6-row tiles and 60-row work items, the column panels (16 floats, 8
+// doubles in AVX2), the 256-column blocks and the 256-deep blocks; k = 0 gives zeros; with 2
+// threads the two largest run in parallel (over 2^20 multiplications).
+constexpr int64_t kSizes[][3] = {{1, 1, 1}, {3, 5, 7}, {4, 16, 256}, {67, 300, 513}, {130, 40, 260}, {5, 3, 0}};
 
 template <typename T>
 void check_k_ordered_sum() {
