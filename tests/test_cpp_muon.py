@@ -18,18 +18,19 @@ SHAPES = [(5, 8), (9, 4), (6, 6)]
 STEPS = 20
 
 
-# muon_fixture.h's values, exact in float32.
-def _initial(k, shape):
+# muon_fixture.h's values, exact in float32, and its optimizer (tests/cpp/data/make_python_muon.py
+# runs the same with torch parameters).
+def initial_value(k, shape):
     i = np.arange(shape[0] * shape[1])
     return (((i * 37 + k * 11) % 23 - 11) / 16).astype(np.float32).reshape(shape)
 
 
-def _gradient(k, t, shape):
+def gradient(k, t, shape):
     i = np.arange(shape[0] * shape[1])
     return (((i * 13 + t * 7 + k * 5) % 19 - 9) / 8).astype(np.float32).reshape(shape)
 
 
-def _optimizer(params):
+def make_optimizer(params):
     return genesis.optim.Muon(
         [
             {"params": params[:2], "lr": 0.02},
@@ -46,23 +47,23 @@ def _optimizer(params):
     )
 
 
-def _step(params, opt, t):
+def step(params, opt, t):
     for k, (p, shape) in enumerate(zip(params, SHAPES)):
-        p.grad = _gradient(k, t, shape)
+        p.grad = gradient(k, t, shape)
     opt.step()
 
 
 def test_cpp_muon_matches_python_muon_in_float32():
-    params = [Parameter(_initial(k, shape)) for k, shape in enumerate(SHAPES)]
-    opt = _optimizer(params)
+    params = [Parameter(initial_value(k, shape)) for k, shape in enumerate(SHAPES)]
+    opt = make_optimizer(params)
     for t in range(STEPS):
-        _step(params, opt, t)
+        step(params, opt, t)
 
     saved = genesis.load(FIXTURE)
     cpp_params = saved.pop("params")
     for k, (cpp, p) in enumerate(zip(cpp_params, params)):
         assert cpp.shape == p.data.shape == SHAPES[k] and cpp.dtype == np.float32
-        assert np.abs(cpp - _initial(k, SHAPES[k])).max() > 0.02  # the runs moved the parameters
+        assert np.abs(cpp - initial_value(k, SHAPES[k])).max() > 0.02  # the runs moved the parameters
         # float32 NS, different summation orders: the largest difference seen is 2e-7.
         np.testing.assert_allclose(cpp, p.data, rtol=1e-5, atol=1e-6)
     want = opt.state_dict()
@@ -76,10 +77,10 @@ def test_cpp_muon_matches_python_muon_in_float32():
 
     # The C++ state in a Python optimizer continues exactly as the Python state does.
     same = [Parameter(p.data.copy()) for p in params]
-    loaded = _optimizer(same)
+    loaded = make_optimizer(same)
     loaded.load_state_dict(saved)
     for t in range(STEPS, STEPS + 5):
-        _step(params, opt, t)
-        _step(same, loaded, t)
+        step(params, opt, t)
+        step(same, loaded, t)
     for a, b in zip(params, same):
         np.testing.assert_array_equal(a.data.view(np.uint32), b.data.view(np.uint32))

@@ -1,41 +1,25 @@
 """Writes python_muon.genesis, the Python-side fixture of tests/cpp/test_muon.cpp
 (muon_reads_a_checkpoint_written_by_python): the state_dict of genesis.optim.Muon over torch
 parameters with ns_dtype="float32" (Newton-Schulz through torch.mm) after the run of
-tests/cpp/muon_fixture.h, plus the parameters reached under the extra key "params". Run from the
-repository root after a change to the checkpoint format or to Muon's arithmetic:
-python tests/cpp/data/make_python_muon.py"""
+tests/cpp/muon_fixture.h (values and options from tests/test_cpp_muon.py), plus the parameters
+reached under the extra key "params". Run from the repository root after a change to the
+checkpoint format or to Muon's arithmetic: python tests/cpp/data/make_python_muon.py"""
+
+import pathlib
+import sys
 
 import torch
 
 import genesis
 
-SHAPES = [(5, 8), (9, 4), (6, 6)]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # tests/
+from test_cpp_muon import SHAPES, STEPS, gradient, initial_value, make_optimizer  # noqa: E402
 
-
-def values(k, t, shape, gradient):
-    i = torch.arange(shape[0] * shape[1], dtype=torch.float64)
-    v = ((i * 13 + t * 7 + k * 5) % 19 - 9) / 8 if gradient else ((i * 37 + k * 11) % 23 - 11) / 16
-    return v.to(torch.float32).reshape(shape)
-
-
-params = [torch.nn.Parameter(values(k, 0, shape, False)) for k, shape in enumerate(SHAPES)]
-opt = genesis.optim.Muon(
-    [
-        {"params": params[:2], "lr": 0.02},
-        {
-            "params": params[2:],
-            "lr": 0.01,
-            "momentum": 0.9,
-            "nesterov": False,
-            "weight_decay": 0.0,
-            "adjust_lr_fn": "match_rms_adamw",
-        },
-    ],
-    ns_dtype="float32",
-)
-for t in range(20):
+params = [torch.nn.Parameter(torch.from_numpy(initial_value(k, shape))) for k, shape in enumerate(SHAPES)]
+opt = make_optimizer(params)
+for t in range(STEPS):
     for k, (p, shape) in enumerate(zip(params, SHAPES)):
-        p.grad = values(k, t, shape, True)
+        p.grad = torch.from_numpy(gradient(k, t, shape))
     opt.step()
 state = opt.state_dict()
 state["params"] = [p.detach().clone() for p in params]
