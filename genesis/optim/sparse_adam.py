@@ -133,9 +133,7 @@ class SparseAdam(Optimizer):
         denom += eps
         m /= denom
         # With a tensor lr the step size is computed in the tensor's precision, as torch does.
-        m *= -as_float(
-            group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step), "lr"
-        )  # a tensor lr: in its dtype, as torch
+        m *= -as_float(group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step), "lr")
         _add(table, rows, m)
 
     # ------------------------------------------------------------------------- state_dict
