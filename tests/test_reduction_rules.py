@@ -69,6 +69,55 @@ def test_task_edges_match_reference(name, shapes, dtype):
         assert float(opt.state[p]["step"]) == 4.0
 
 
+def _clamp_grads(rng, shape, steps, dtype):
+    """Gradients whose Adafactor variance estimate straddles eps1^2 = 1e-6: rows and columns of
+    magnitude 1e-5 among ones of magnitude 1, a zero row and a zero column (row_var or col_var
+    zero: the estimate is 0 and the clamp decides alone)."""
+    scale = np.ones(shape)
+    scale[..., 1::3, :] = 1e-5
+    scale[..., :, 2::5] = 1e-5
+    out = []
+    for _ in range(steps):
+        g = rng.normal(0, 1, shape) * scale
+        g[..., 0, :] = 0.0
+        g[..., :, 0] = 0.0
+        out.append(g.astype(dtype))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_adafactor_eps1_clamp_matches_reference_and_torch(dtype):
+    """u = min(row_factor * col_factor, 1 / eps1) * g (the factored form of torch's
+    g * rsqrt(max(row_var * col_var / mean, eps1^2))) where the clamp binds for part of every
+    matrix: equal to the float64 reference, and to torch for float32."""
+    import torch
+
+    hp = dict(lr=0.05, eps=(1e-3, 1e-3), weight_decay=0.1)
+    shapes = [(12, 70), (2, 9, 40)]
+    rng = np.random.default_rng(3)
+    init = [rng.uniform(-1, 1, s).astype(dtype) for s in shapes]
+    grads = list(zip(*[_clamp_grads(rng, s, 25, dtype) for s in shapes]))
+    params = [Parameter(x.copy()) for x in init]
+    opt = genesis.optim.Adafactor(params, **hp)
+    ref = R.ReferenceOptimizer("Adafactor", [([x.copy() for x in init], hp)])
+    tparams = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in init]
+    topt = torch.optim.Adafactor(tparams, **hp)
+    for gs in grads:
+        for p, tp, g in zip(params, tparams, gs):
+            p.grad = g
+            tp.grad = torch.from_numpy(g.copy())
+        opt.step()
+        ref.step([list(gs)])
+        topt.step()
+        for state in ref.state[0]:  # the clamp binds somewhere in every matrix, not everywhere
+            row, col = state["row_var"], state["col_var"]
+            v = row * col / np.maximum(row.mean(axis=-2, keepdims=True), 1e-3)
+            assert (v < 1e-6).any() and (v > 1e-6).any()
+    for p, tp, expected in zip(params, tparams, ref.params[0]):
+        np.testing.assert_allclose(p.data, expected, **TOL[dtype])
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL[np.float32])
+
+
 def test_lamb_trust_ratio_is_one_when_a_norm_is_zero():
     """A zero parameter (||p|| = 0) takes the plain Adam-like step lr * u, as apex does."""
     p = Parameter(np.zeros(5))

@@ -21,6 +21,11 @@ def uses_device_lr(optimizer, group):
     return bool(group.get("capturable")) and optimizer._device_lr and _interop.is_cuda(group.get("lr"))
 
 
+def _dtype_name(lr):
+    """The lr's dtype as "float32", "float64", ... (torch's and CuPy's dtypes alike)."""
+    return str(lr.dtype).rpartition(".")[2]
+
+
 def check(optimizer, group, group_index, device):
     """Validate the lr of a group about to be stepped, before anything changes. `device`: the
     group's CUDA device (None for CPU groups)."""
@@ -31,7 +36,7 @@ def check(optimizer, group, group_index, device):
     if uses_device_lr(optimizer, group):
         if lr.numel() != 1:
             raise ValueError(f"Tensor lr must be 1-element (lr of {where} has {lr.numel()} elements)")
-        if str(lr.dtype).rpartition(".")[2] not in _LR_DTYPES:
+        if _dtype_name(lr) not in _LR_DTYPES:
             raise TypeError(
                 f"capturable=True reads lr on the device as float32 or float64; lr of {where} is {lr.dtype}"
             )
@@ -61,4 +66,4 @@ def control(group, cached):
     step so that the launches never read freed memory."""
     lr = group["lr"]
     cached.lr = lr
-    return {"lr_ptr": lr.data_ptr(), "lr_is_double": str(lr.dtype) == "torch.float64"}
+    return {"lr_ptr": lr.data_ptr(), "lr_is_double": _dtype_name(lr) == "float64"}

@@ -15,7 +15,7 @@ import contextlib
 import numpy as np
 
 from .. import _interop
-from .optimizer import Optimizer
+from .optimizer import Optimizer, as_float
 
 
 # ----------------------------------------------------------------------------- flat vectors
@@ -161,11 +161,6 @@ def _vectors_for(params):
     if len(kinds) > 1:
         raise ValueError("all parameters must be of one library: torch tensors or genesis.nn.Parameter, not both")
     return _TorchVectors(params) if kinds == {True} else _NumpyVectors(params)
-
-
-def _scalar(x):
-    """A hyperparameter as a Python number (torch allows a 1-element tensor lr)."""
-    return x.item() if hasattr(x, "item") else x
 
 
 # ------------------------------------------------------------------------------ line search
@@ -321,9 +316,7 @@ class LBFGS(Optimizer):
         history_size=100,
         line_search_fn=None,
     ):
-        if hasattr(lr, "numel") and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not 0.0 <= lr:
+        if not 0.0 <= as_float(lr, "lr"):  # a tensor lr of more than one element: torch's ValueError
             raise ValueError(f"Invalid learning rate: {lr}")
         if max_eval is None:
             max_eval = max_iter * 5 // 4
@@ -377,7 +370,7 @@ class LBFGS(Optimizer):
             return self._minimize(vectors, group, closure)
 
     def _minimize(self, vectors, group, closure):
-        lr = _scalar(group["lr"])
+        lr = as_float(group["lr"], "lr")
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         history_size = group["history_size"]

@@ -102,9 +102,7 @@ class Muon(Optimizer):
         """torch's constructor checks in torch's order and with its messages (lr, momentum,
         weight_decay, adjust_lr_fn), then the checks every genesis optimizer makes."""
         lr = group["lr"]
-        if _interop.is_torch(lr) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        lr = as_float(lr, "lr")
+        lr = as_float(lr, "lr")  # a tensor lr of more than one element: torch's ValueError
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         _C.validate(self._options(group))  # momentum

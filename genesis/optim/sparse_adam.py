@@ -7,12 +7,7 @@ import math
 import numpy as np
 
 from .. import _interop
-from .optimizer import Optimizer
-
-
-def _scalar(x):
-    """A hyperparameter as a Python number (torch allows a 1-element tensor lr)."""
-    return x.item() if hasattr(x, "item") else x
+from .optimizer import Optimizer, as_float
 
 
 class SparseAdam(Optimizer):
@@ -39,8 +34,7 @@ class SparseAdam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
-        if hasattr(lr, "numel") and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        as_float(lr, "lr")  # a tensor lr of more than one element: torch's ValueError
         defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
         _check_hyperparameters(defaults)
         if not _interop.is_parameter(params) and not isinstance(params, (set, frozenset)):
@@ -113,8 +107,8 @@ class SparseAdam(Optimizer):
         state["step"] += 1
         if _interop.numel(values) == 0:
             return  # an empty gradient: only the step count moves, as in torch
-        beta1, beta2 = (_scalar(b) for b in group["betas"])
-        eps, step = _scalar(group["eps"]), state["step"]
+        beta1, beta2 = (as_float(b, "betas") for b in group["betas"])
+        eps, step = as_float(group["eps"], "eps"), state["step"]
         if group["maximize"]:
             values = -values
         # Views with the gradient's rows along the first axis (the parameters are contiguous).
@@ -139,7 +133,7 @@ class SparseAdam(Optimizer):
         denom += eps
         m /= denom
         # With a tensor lr the step size is computed in the tensor's precision, as torch does.
-        m *= -_scalar(group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step))
+        m *= -as_float(group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step), "lr")
         _add(table, rows, m)
 
     # ------------------------------------------------------------------------- state_dict

@@ -28,11 +28,14 @@ template <typename T>
 struct AdafactorCoeffs {
   T w;  // 1 - beta2_t = t^beta2_decay, the weight of this step's squares
   T eps1, eps1_sq, sign;
-  T decay;  // 1 - lr * weight_decay
-  T step;   // -alpha / denom (pass 2)
+  T decay;     // 1 - lr * weight_decay
+  T step;      // -alpha / denom (pass 2)
+  T inv_eps1;  // 1 / eps1, the largest factor 1 / sqrt(max(var, eps1^2)) can be
   // Of the task (a matrix's row n of matrix b, or a block of its columns from col0):
-  T row_var, mean;  // passes 1, 2: row_var[n] and max(mean(row_var of b), eps1)
-  int64_t first;    // pass 0 columns: the block's first element; passes 1, 2: b * cols
+  T row_factor;  // passes 1, 2: sqrt(max(mean(row_var of b), eps1) / row_var[n])
+  // pass 0 columns: the block's first element; passes 1, 2: where the column factors of matrix b
+  // start in the scratch (computed once per task: the offset needs a division)
+  int64_t first;
 };
 
 // Three passes for a matrix, two for a vector; fewer are impossible (docs/architecture.md):
@@ -42,6 +45,14 @@ struct AdafactorCoeffs {
 //           row_var mean of each matrix of the batch.
 //           pass 1: per row the sum of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)).
 //           pass 2: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
+//           In passes 1 and 2, u = min(row_factor * col_factor, 1 / eps1) * g, with
+//           row_factor = sqrt(mean / row_var) per row (a task's coefficient) and
+//           col_factor = 1 / sqrt(col_var) per column (finish(0) keeps them in the scratch in
+//           place of the column sums): the same number up to rounding (a few units in the last
+//           place; 1/sqrt is decreasing, so the clamp of var at eps1^2 becomes the min). Per
+//           element that is two products and a min instead of torch's two divisions and a
+//           square root, which made both passes bound by arithmetic, not memory
+//           (docs/performance.md).
 //   vector, pass 0 (chunks): variance updated and stored; sums of p^2 and u^2.
 //           pass 2 (chunks): as for a matrix. Pass 1 has no tasks.
 // Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows and M = B*C
@@ -111,7 +122,7 @@ struct AdafactorRule {
                 T(o.maximize ? -1.0 : 1.0),
                 T(1.0 - o.lr * o.weight_decay),
                 T(scratch[kStep]),
-                T(0),
+                T(1.0 / eps1),
                 T(0),
                 0};
     if (s.matrix() && pass == 0 && task >= nrows(s)) {
@@ -119,19 +130,18 @@ struct AdafactorRule {
       c.first = b * s.rows * s.cols + ((task - nrows(s)) % blocks(s)) * kLanes;
     } else if (s.matrix() && pass > 0) {
       const int64_t b = task / s.rows;
-      c.row_var = r.s(0, task);
-      c.mean = T(scratch[mean_at(s) + b]);
-      c.first = b * s.cols;
+      c.row_factor = T(std::sqrt(scratch[mean_at(s) + b] / double(r.s(0, task))));
+      c.first = col_at(s) + b * s.cols;
     }
     return c;
   }
 
-  // u for the element in column `col` of the task's row (torch: (row_var @ col_var) / mean).
+  // u for the element in column `col` of the task's row (torch: g * rsqrt(max((row_var @
+  // col_var) / mean, eps1^2))), from the row's and the column's factor. The min propagates NaN.
   template <typename Ref, typename T>
   GENESIS_HD static T matrix_update(const Ref& r, const Coeffs<T>& c, int64_t col, T g) {
-    T var = c.row_var * r.s(1, c.first + col) / c.mean;
-    var = var < c.eps1_sq ? c.eps1_sq : var;
-    return T(1) / std::sqrt(var) * g;
+    const T f = c.row_factor * T(r.scratch[c.first + col]);
+    return (f > c.inv_eps1 ? c.inv_eps1 : f) * g;
   }
 
   template <typename Ref, typename T, typename Acc>
@@ -234,7 +244,7 @@ struct AdafactorRule {
       scratch[mean_at(s) + b] = double(mean < eps1 ? eps1 : mean);
       for (int64_t q = b * s.cols; q < (b + 1) * s.cols; ++q) {
         const T mean_sq = T(scratch[col_at(s) + q] / double(s.rows));
-        r.set_s(1, q, torch_lerp(r.s(1, q), mean_sq, w));
+        scratch[col_at(s) + q] = 1.0 / std::sqrt(double(r.set_s(1, q, torch_lerp(r.s(1, q), mean_sq, w))));
       }
     }
   }

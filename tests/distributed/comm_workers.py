@@ -1,0 +1,53 @@
+"""What each rank runs for test_comm.py: genesis.distributed.comm's reduce-scatter and
+all-gather (on gloo through all_to_all_single, NOTE: [gloo reduce-scatter and all-gather] in
+genesis/distributed/comm.py) against torch.distributed's own collectives on the same data."""
+
+import torch
+import torch.distributed as dist
+
+from genesis.distributed import comm
+
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+def _data(rank, numel, dtype, salt):
+    # Small integers: every order of summing them gives the same bits, so the comparison with
+    # gloo's own reduce-scatter (another order) can be exact.
+    g = torch.Generator().manual_seed(1000 * salt + rank)
+    return torch.randint(-8, 9, (numel,), generator=g).to(dtype)
+
+
+def collectives(rank, world_size):
+    out = []
+    cases = [(d, p) for d in DTYPES for p in (0, 1, 37, 4096)]
+    for salt, (dtype, piece) in enumerate(cases):
+        numel = piece * world_size
+        x = _data(rank, numel, dtype, salt)
+        expected = torch.empty(piece, dtype=dtype)
+        dist.reduce_scatter_tensor(expected, x.clone())
+        # in place and asynchronous (as ZeroOptimizer calls it): this rank's piece of x
+        inplace = x.clone()
+        mine = inplace[rank * piece : (rank + 1) * piece]
+        pending = comm.reduce_scatter(mine, inplace, None, async_op=True)
+        pending.wait()
+        pending.wait()  # idempotent
+        synchronous = torch.empty(piece, dtype=dtype)
+        comm.reduce_scatter(synchronous, x, None)
+        gathered = torch.empty(numel, dtype=dtype)
+        dist.all_gather_into_tensor(gathered, _data(rank, piece, dtype, salt))
+        buffer = torch.zeros(numel, dtype=dtype)
+        buffer[rank * piece : (rank + 1) * piece] = _data(rank, piece, dtype, salt)
+        comm.all_gather(buffer, buffer[rank * piece : (rank + 1) * piece], None, async_op=True).wait()
+        out.append(
+            dict(
+                case=(str(dtype), piece),
+                reduce_scatter=torch.equal(mine, expected),
+                reduce_scatter_sync=torch.equal(synchronous, expected),
+                others_untouched=torch.equal(
+                    torch.cat([inplace[: rank * piece], inplace[(rank + 1) * piece :]]),
+                    torch.cat([x[: rank * piece], x[(rank + 1) * piece :]]),
+                ),
+                all_gather=torch.equal(buffer, gathered),
+            )
+        )
+    return out

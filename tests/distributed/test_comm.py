@@ -1,0 +1,26 @@
+"""genesis.distributed.comm on gloo: the reduce-scatter and all-gather that go through
+all_to_all_single (NOTE: [gloo reduce-scatter and all-gather] in genesis/distributed/comm.py)
+give the bits of torch.distributed's own collectives, in place and asynchronously as
+ZeroOptimizer calls them, on 2 and 4 ranks, for empty, one-element and odd-sized pieces."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+import comm_workers  # noqa: E402
+
+import harness  # noqa: E402
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_all_to_all_collectives_equal_torch(world_size, tmp_path):
+    results = harness.run(comm_workers.collectives, world_size, out_dir=tmp_path)
+    for rank, cases in enumerate(results):
+        assert len(cases) == len(comm_workers.DTYPES) * 4
+        for r in cases:
+            assert r["reduce_scatter"] and r["reduce_scatter_sync"], (rank, r)
+            assert r["others_untouched"], (rank, r)
+            assert r["all_gather"], (rank, r)
