@@ -43,7 +43,10 @@ class Pending:
         then, self.then = self.then, None
         if then is not None:
             then()
-        self.buffers = ()
+        buffers, self.buffers = self.buffers, ()
+        for buffer, pool in buffers:
+            if pool is not None:
+                pool.give_back(buffer)
 
 
 def _call(name, group, fn, *args, async_op=False, **kwargs):
@@ -85,28 +88,62 @@ def _through_all_to_all(tensor, group):
     return tensor.device.type == "cpu" and dist.get_backend(group) == "gloo"
 
 
-def reduce_scatter(output, input, group, async_op=False):
+class BufferPool:
+    """Bucket-sized temporaries (the all-to-all path's, ZeroOptimizer's shard_grads staging),
+    kept for the next use of the same size, dtype and device instead of freed: a fresh tensor
+    of a bucket's size is fresh memory from the system (page faults on first touch) every
+    iteration, which cost ZeRO-2 on gloo about as much as the all-to-all saved
+    (docs/distributed.md#speed). A buffer returns to the pool when its user is done with it
+    (a collective when it is waited for), so the pool never holds more than was in use at
+    once, the peak the step needed anyway; it is freed with its owner (one per
+    ZeroOptimizer)."""
+
+    def __init__(self):
+        self._free = {}
+
+    def take(self, numel, dtype, device):
+        """A 1-D tensor of `numel` elements, its contents undefined."""
+        free = self._free.get((numel, dtype, device))
+        return free.pop() if free else torch.empty(numel, dtype=dtype, device=device)
+
+    def give_back(self, buffer):
+        self._free.setdefault((buffer.numel(), buffer.dtype, buffer.device), []).append(buffer)
+
+
+def _temporary(like, pool):
+    """A contiguous tensor of `like`'s shape, dtype and device (from `pool` if given), and the
+    pool it goes back to."""
+    if pool is None:
+        return torch.empty(like.shape, dtype=like.dtype, device=like.device), None
+    return pool.take(like.numel(), like.dtype, like.device).view(like.shape), pool
+
+
+def reduce_scatter(output, input, group, async_op=False, pool=None):
     """output = this rank's piece of the sum of every rank's `input` (N equal pieces). `output`
-    may be a view of `input`."""
+    may be a view of `input`. `pool`: a BufferPool for the gloo path's temporary."""
     if not _through_all_to_all(input, group):
         return _call("reduce_scatter", group, _reduce_scatter, output, input, async_op=async_op)
-    received = torch.empty_like(input)  # piece r = rank r's copy of this rank's piece
+    received, pool = _temporary(input, pool)  # piece r = rank r's copy of this rank's piece
     pending = _call("reduce_scatter", group, dist.all_to_all_single, received, input, async_op=True)
     size = dist.get_world_size(group)
     pending.then = lambda: torch.sum(received.view(size, -1), dim=0, out=output)
-    pending.buffers = (received,)
+    pending.buffers = ((received, pool),)
     if not async_op:
         pending.wait()
     return pending
 
 
-def all_gather(output, input, group, async_op=False):
-    """output = every rank's `input`, in rank order. `input` may be a view of `output`."""
+def all_gather(output, input, group, async_op=False, pool=None):
+    """output = every rank's `input`, in rank order. `input` may be a view of `output`.
+    `pool`: a BufferPool for the gloo path's temporary."""
     if not _through_all_to_all(input, group):
         return _call("all_gather", group, _all_gather, output, input, async_op=async_op)
-    copies = input.reshape(1, -1).expand(dist.get_world_size(group), -1).contiguous()
-    pending = _call("all_gather", group, dist.all_to_all_single, output, copies.view(-1), async_op=async_op)
-    pending.buffers = (copies,)
+    copies, pool = _temporary(output, pool)
+    copies.view(dist.get_world_size(group), -1).copy_(input.reshape(1, -1))
+    pending = _call("all_gather", group, dist.all_to_all_single, output, copies, async_op=True)
+    pending.buffers = ((copies, pool),)
+    if not async_op:
+        pending.wait()
     return pending
 
 

@@ -248,6 +248,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
         ]
         self._next = 0
         self._in_flight = collections.deque()  # shard_grads: launched, not yet added
+        # bucket-sized temporaries (gloo's all-to-all, shard_grads' staging), reused
+        self._comm_pool = comm.BufferPool()
         self._hooks = []
         for record in self._order:
             buffer = record.shard.buffer
@@ -303,7 +305,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
     def _launch(self, record):
         shard, index = record.shard, record.index
         if shard.buffer.grad is None:
-            record.staging = grad = self._stage(shard, index)
+            record.staging = grad = self._stage(shard, index, self._comm_pool)
         else:
             grad = shard.bucket_grad(index)
         start = shard.buffer.layout.buckets[index].start
@@ -314,7 +316,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
         elif shard.owned is None:
             # In place: this rank's piece of the bucket receives its reduced part.
             lo, hi = shard.ranges[index][:2]
-            record.pending = [comm.reduce_scatter(grad[lo - start : hi - start], grad, group, async_op=True)]
+            piece = grad[lo - start : hi - start]
+            record.pending = [comm.reduce_scatter(piece, grad, group, async_op=True, pool=self._comm_pool)]
         else:
             # Whole tensors: the ranks' ranges differ in size, which reduce-scatter does not
             # allow; one reduce to each owner moves the same bytes.
@@ -329,12 +332,12 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 self._settle(self._in_flight.popleft())
 
     @staticmethod
-    def _stage(shard, index):
+    def _stage(shard, index, pool):
         """shard_grads: the bucket's gradients (autograd's, per parameter) copied into one
         staging buffer and dropped from the parameters."""
         buffer = shard.buffer
         bucket = buffer.layout.buckets[index]
-        staging = torch.zeros(bucket.padded, dtype=buffer.data.dtype, device=buffer.data.device)
+        staging = pool.take(bucket.padded, buffer.data.dtype, buffer.data.device).zero_()
         with torch.no_grad():
             for i in bucket.params:
                 p = buffer.params[i]
@@ -346,13 +349,14 @@ class ZeroOptimizer(torch.optim.Optimizer):
 
     def _settle(self, record):
         """Wait for `record`'s reduction; with shard_grads add this rank's part to its
-        gradients and free the staging buffer. Idempotent."""
+        gradients and return the staging buffer to the pool. Idempotent."""
         for p in record.pending:
             p.wait()
         if record.staging is not None:
             staging, record.staging = record.staging, None
             with torch.no_grad():
                 record.shard.add_reduced(record.index, staging, self.rank)
+            self._comm_pool.give_back(staging)
 
     def _gather_bucket(self, k, index):
         """Start gathering bucket `index` of shard `k` into every rank's parameter buffer: one
@@ -360,7 +364,8 @@ class ZeroOptimizer(torch.optim.Optimizer):
         it. Returns the pending collectives."""
         shard, group = self._shards[k], self.process_group
         if shard.owned is None:
-            return [comm.all_gather(shard.bucket_data(index), shard.pieces[index], group, async_op=True)]
+            data, piece = shard.bucket_data(index), shard.pieces[index]
+            return [comm.all_gather(data, piece, group, async_op=True, pool=self._comm_pool)]
         return [
             comm.broadcast(shard.buffer.data[lo:hi], self._global_rank(r), group, async_op=True)
             for r, (lo, hi) in enumerate(shard.owned[index])

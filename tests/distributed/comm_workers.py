@@ -38,6 +38,23 @@ def collectives(rank, world_size):
         buffer = torch.zeros(numel, dtype=dtype)
         buffer[rank * piece : (rank + 1) * piece] = _data(rank, piece, dtype, salt)
         comm.all_gather(buffer, buffer[rank * piece : (rank + 1) * piece], None, async_op=True).wait()
+        # with a pool (as ZeroOptimizer calls them): the same results, the temporary of the
+        # first call reused by the second and third
+        pool = comm.BufferPool()
+        pooled, temporaries = [], []
+        for _ in range(2):
+            reduced = torch.empty(piece, dtype=dtype)
+            pending = comm.reduce_scatter(reduced, x, None, async_op=True, pool=pool)
+            temporaries.append(pending.buffers[0][0].data_ptr())
+            pending.wait()
+            pooled.append(torch.equal(reduced, expected))
+        gathered_pooled = torch.zeros(numel, dtype=dtype)
+        gathered_pooled[rank * piece : (rank + 1) * piece] = _data(rank, piece, dtype, salt)
+        own = gathered_pooled[rank * piece : (rank + 1) * piece]
+        pending = comm.all_gather(gathered_pooled, own, None, async_op=True, pool=pool)
+        temporaries.append(pending.buffers[0][0].data_ptr())
+        pending.wait()
+        pooled.append(torch.equal(gathered_pooled, gathered))
         out.append(
             dict(
                 case=(str(dtype), piece),
@@ -48,6 +65,8 @@ def collectives(rank, world_size):
                     torch.cat([x[: rank * piece], x[(rank + 1) * piece :]]),
                 ),
                 all_gather=torch.equal(buffer, gathered),
+                pooled=all(pooled),
+                reused=numel == 0 or len(set(temporaries)) == 1,
             )
         )
     return out

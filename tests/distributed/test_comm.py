@@ -1,7 +1,8 @@
 """genesis.distributed.comm on gloo: the reduce-scatter and all-gather that go through
 all_to_all_single (NOTE: [gloo reduce-scatter and all-gather] in genesis/distributed/comm.py)
 give the bits of torch.distributed's own collectives, in place and asynchronously as
-ZeroOptimizer calls them, on 2 and 4 ranks, for empty, one-element and odd-sized pieces."""
+ZeroOptimizer calls them (with its BufferPool, whose temporaries are reused), on 2 and 4
+ranks, for empty, one-element and odd-sized pieces."""
 
 import pytest
 
@@ -24,3 +25,4 @@ def test_all_to_all_collectives_equal_torch(world_size, tmp_path):
             assert r["reduce_scatter"] and r["reduce_scatter_sync"], (rank, r)
             assert r["others_untouched"], (rank, r)
             assert r["all_gather"], (rank, r)
+            assert r["pooled"] and r["reused"], (rank, r)
