@@ -88,6 +88,12 @@ def _through_all_to_all(tensor, group):
     return tensor.device.type == "cpu" and dist.get_backend(group) == "gloo"
 
 
+def uses_temporaries(tensor, group):
+    """Whether reduce_scatter and all_gather of `tensor` take a temporary of its size (the
+    all-to-all path) until they are waited for."""
+    return _through_all_to_all(tensor, group)
+
+
 class BufferPool:
     """Bucket-sized temporaries (the all-to-all path's, ZeroOptimizer's shard_grads staging),
     kept for the next use of the same size, dtype and device instead of freed: a fresh tensor

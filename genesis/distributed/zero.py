@@ -41,8 +41,11 @@ from .flat_buffer import FlatBuffer, _as_groups, split_by_storage
 from .param_gather import ParamGather
 
 DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per collective
-# shard_grads: buckets whose reduction may be in flight at once (each holds a staging copy of
-# the bucket's gradient until its reduction is done and added to this rank's part).
+# Buckets whose reduction may be in flight at once when each holds a bucket-sized buffer:
+# shard_grads' staging copy of the bucket's gradient (until its reduction is done and added to
+# this rank's part), and gloo's all-to-all reduce-scatter its receive buffer
+# (NOTE: [gloo reduce-scatter and all-gather] in comm.py). A bound keeps that memory at a few
+# buckets instead of a gradient-sized buffer.
 MAX_IN_FLIGHT = 2
 
 
@@ -247,7 +250,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
             _Bucket(s, i) for s in reversed(self._shards) for i in reversed(range(len(s.buffer.layout.buckets)))
         ]
         self._next = 0
-        self._in_flight = collections.deque()  # shard_grads: launched, not yet added
+        self._in_flight = collections.deque()  # launched with a bucket-sized buffer, not settled
         # bucket-sized temporaries (gloo's all-to-all, shard_grads' staging), reused
         self._comm_pool = comm.BufferPool()
         self._hooks = []
@@ -326,7 +329,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 for r, (lo, hi) in enumerate(shard.owned[index])
                 if hi > lo
             ]
-        if record.staging is not None:
+        if record.staging is not None or (self.stage == 2 and comm.uses_temporaries(grad, group)):
             self._in_flight.append(record)
             while len(self._in_flight) > MAX_IN_FLIGHT:
                 self._settle(self._in_flight.popleft())
