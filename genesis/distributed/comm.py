@@ -100,20 +100,30 @@ class BufferPool:
     of a bucket's size is fresh memory from the system (page faults on first touch) every
     iteration, which cost ZeRO-2 on gloo about as much as the all-to-all saved
     (docs/distributed.md#speed). A buffer returns to the pool when its user is done with it
-    (a collective when it is waited for), so the pool never holds more than was in use at
-    once, the peak the step needed anyway; it is freed with its owner (one per
-    ZeroOptimizer)."""
+    (a collective when it is waited for) and is kept if the pool holds fewer than `limit`
+    buffers (buckets differ in size, so a bound on what is in use at once does not bound the
+    sizes seen over a step); it is freed with its owner (one per ZeroOptimizer)."""
 
-    def __init__(self):
+    def __init__(self, limit):
         self._free = {}
+        self._count = 0
+        self._limit = limit
 
     def take(self, numel, dtype, device):
         """A 1-D tensor of `numel` elements, its contents undefined."""
         free = self._free.get((numel, dtype, device))
-        return free.pop() if free else torch.empty(numel, dtype=dtype, device=device)
+        if not free:
+            return torch.empty(numel, dtype=dtype, device=device)
+        self._count -= 1
+        return free.pop()
 
     def give_back(self, buffer):
-        self._free.setdefault((buffer.numel(), buffer.dtype, buffer.device), []).append(buffer)
+        if self._count < self._limit:
+            self._free.setdefault((buffer.numel(), buffer.dtype, buffer.device), []).append(buffer)
+            self._count += 1
+
+    def __len__(self):
+        return self._count
 
 
 def _temporary(like, pool):
@@ -141,8 +151,9 @@ def reduce_scatter(output, input, group, async_op=False, pool=None):
 
 def all_gather(output, input, group, async_op=False, pool=None):
     """output = every rank's `input`, in rank order. `input` may be a view of `output`.
-    `pool`: a BufferPool for the gloo path's temporary."""
-    if not _through_all_to_all(input, group):
+    `pool`: a BufferPool for the gloo path's temporary; without one the backend's own
+    all-gather runs (no temporary: for callers with many gathers in flight at once)."""
+    if pool is None or not _through_all_to_all(input, group):
         return _call("all_gather", group, _all_gather, output, input, async_op=async_op)
     copies, pool = _temporary(output, pool)
     copies.view(dist.get_world_size(group), -1).copy_(input.reshape(1, -1))

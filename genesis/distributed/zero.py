@@ -47,6 +47,9 @@ DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per c
 # (NOTE: [gloo reduce-scatter and all-gather] in comm.py). A bound keeps that memory at a few
 # buckets instead of a gradient-sized buffer.
 MAX_IN_FLIGHT = 2
+# Bucket-sized temporaries kept for reuse: what MAX_IN_FLIGHT + 1 reductions hold at once (a
+# receive buffer each, and with shard_grads a staging copy).
+POOLED_BUFFERS = 2 * (MAX_IN_FLIGHT + 1)
 
 
 class _Bucket:
@@ -252,7 +255,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         self._next = 0
         self._in_flight = collections.deque()  # launched with a bucket-sized buffer, not settled
         # bucket-sized temporaries (gloo's all-to-all, shard_grads' staging), reused
-        self._comm_pool = comm.BufferPool()
+        self._comm_pool = comm.BufferPool(POOLED_BUFFERS)
         self._hooks = []
         for record in self._order:
             buffer = record.shard.buffer
@@ -361,14 +364,16 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 record.shard.add_reduced(record.index, staging, self.rank)
             self._comm_pool.give_back(staging)
 
-    def _gather_bucket(self, k, index):
+    def _gather_bucket(self, k, index, pool=None):
         """Start gathering bucket `index` of shard `k` into every rank's parameter buffer: one
         all-gather of the ranks' pieces, or (whole tensors) one broadcast per owner's range of
-        it. Returns the pending collectives."""
+        it. Returns the pending collectives. `pool`: the all-gather may take a temporary from
+        it (gloo's all-to-all path); without one it uses the backend's own all-gather, which
+        takes none (the overlapped gathers: all of them are in flight until the forward)."""
         shard, group = self._shards[k], self.process_group
         if shard.owned is None:
             data, piece = shard.bucket_data(index), shard.pieces[index]
-            return [comm.all_gather(data, piece, group, async_op=True, pool=self._comm_pool)]
+            return [comm.all_gather(data, piece, group, async_op=True, pool=pool)]
         return [
             comm.broadcast(shard.buffer.data[lo:hi], self._global_rank(r), group, async_op=True)
             for r, (lo, hi) in enumerate(shard.owned[index])
@@ -381,14 +386,18 @@ class ZeroOptimizer(torch.optim.Optimizer):
         if self._param_gather is not None:
             self._param_gather.launch(self._gather_bucket)
             return
-        pending = [
-            p
-            for k, shard in enumerate(self._shards)
-            for i in range(len(shard.buffer.layout.buckets))
-            for p in self._gather_bucket(k, i)
-        ]
-        for p in pending:
-            p.wait()
+        # At most MAX_IN_FLIGHT + 1 buckets in flight, so that the temporaries of gloo's
+        # all-to-all path stay a few buckets.
+        pending = collections.deque()
+        for k, shard in enumerate(self._shards):
+            for i in range(len(shard.buffer.layout.buckets)):
+                pending.append(self._gather_bucket(k, i, self._comm_pool))
+                while len(pending) > MAX_IN_FLIGHT:
+                    for p in pending.popleft():
+                        p.wait()
+        for bucket in pending:
+            for p in bucket:
+                p.wait()
 
     def wait_param_gather(self):
         """Wait for the parameter all-gathers that step() started (overlap_param_gather only;

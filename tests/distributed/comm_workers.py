@@ -5,7 +5,8 @@ genesis/distributed/comm.py) against torch.distributed's own collectives on the 
 import torch
 import torch.distributed as dist
 
-from genesis.distributed import comm
+import genesis
+from genesis.distributed import ZeroOptimizer, comm
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
@@ -40,7 +41,7 @@ def collectives(rank, world_size):
         comm.all_gather(buffer, buffer[rank * piece : (rank + 1) * piece], None, async_op=True).wait()
         # with a pool (as ZeroOptimizer calls them): the same results, the temporary of the
         # first call reused by the second and third
-        pool = comm.BufferPool()
+        pool = comm.BufferPool(limit=1)
         pooled, temporaries = [], []
         for _ in range(2):
             reduced = torch.empty(piece, dtype=dtype)
@@ -70,3 +71,22 @@ def collectives(rank, world_size):
             )
         )
     return out
+
+
+def pooled_temporaries(rank, world_size, shard_grads):
+    """ZeroOptimizer at stage 2 on a model cut into many small buckets: how many bucket-sized
+    temporaries its pool keeps after a few steps, and how many buckets there are."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(10)]).to(torch.float64)
+    opt = ZeroOptimizer(
+        model.parameters(), genesis.optim.SGD, stage=2, bucket_numel=8, shard_grads=shard_grads, lr=0.1, momentum=0.9
+    )
+    for step in range(3):
+        x = torch.randn(8, 8, generator=torch.Generator().manual_seed(10 * step + rank), dtype=torch.float64)
+        model(x).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+    return dict(
+        pooled=len(opt._comm_pool),
+        buckets=sum(len(s.buffer.layout.buckets) for s in opt._shards),
+    )

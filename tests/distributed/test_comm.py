@@ -26,3 +26,14 @@ def test_all_to_all_collectives_equal_torch(world_size, tmp_path):
             assert r["others_untouched"], (rank, r)
             assert r["all_gather"], (rank, r)
             assert r["pooled"] and r["reused"], (rank, r)
+
+
+@pytest.mark.parametrize("shard_grads", [False, True], ids=["zero2", "shard_grads"])
+def test_zero2_keeps_a_few_bucket_temporaries_not_one_per_bucket(shard_grads, tmp_path):
+    """At most MAX_IN_FLIGHT reductions (and gathers) holding a temporary run at once, so the
+    pool keeps a few buckets' worth (a receive buffer, and with shard_grads a staging buffer,
+    per bucket in flight), however many buckets the model has."""
+    from genesis.distributed.zero import POOLED_BUFFERS
+
+    for r in harness.run(comm_workers.pooled_temporaries, 2, shard_grads, out_dir=tmp_path):
+        assert 0 < r["pooled"] <= POOLED_BUFFERS < r["buckets"], r
