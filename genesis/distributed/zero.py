@@ -317,12 +317,14 @@ class ZeroOptimizer(torch.optim.Optimizer):
         start = shard.buffer.layout.buckets[index].start
         grad.div_(self.world_size)  # average = sum of grad/N (exact for powers of two)
         group = self.process_group
+        temporary = False  # the reduction holds a bucket-sized temporary (gloo's all-to-all)
         if self.stage == 1:
             record.pending = [comm.all_reduce(grad, group, async_op=True)]
         elif shard.owned is None:
             # In place: this rank's piece of the bucket receives its reduced part.
             lo, hi = shard.ranges[index][:2]
             piece = grad[lo - start : hi - start]
+            temporary = comm.uses_temporaries(grad, group)
             record.pending = [comm.reduce_scatter(piece, grad, group, async_op=True, pool=self._comm_pool)]
         else:
             # Whole tensors: the ranks' ranges differ in size, which reduce-scatter does not
@@ -332,7 +334,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 for r, (lo, hi) in enumerate(shard.owned[index])
                 if hi > lo
             ]
-        if record.staging is not None or (self.stage == 2 and comm.uses_temporaries(grad, group)):
+        if record.staging is not None or temporary:
             self._in_flight.append(record)
             while len(self._in_flight) > MAX_IN_FLIGHT:
                 self._settle(self._in_flight.popleft())
