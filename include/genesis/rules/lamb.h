@@ -26,8 +26,9 @@ struct LambOptions {
 
 template <typename T>
 struct LambCoeffs {
-  T beta1, beta3, beta2, one_minus_beta2, eps, weight_decay, bc1, bc2, sign;
-  T ratio;  // pass 1: lr * ||p|| / ||u|| (lr when a norm is 0 or the trust ratio is off)
+  T beta1, beta3, beta2, one_minus_beta2, eps, weight_decay, sign;
+  T inv_bc1, inv_bc2;  // 1 / (1 - beta^t): products, not divisions, in the lane loops (below)
+  T ratio;             // pass 1: lr * ||p|| / ||u|| (lr when a norm is 0 or the trust ratio is off)
 };
 
 // Two passes, the fewest a per-tensor trust ratio allows (the step needs ||u|| over the whole
@@ -71,9 +72,9 @@ struct LambRule {
                 T(1.0 - o.beta2),
                 T(o.eps),
                 T(o.weight_decay),
-                T(bc ? 1.0 - std::pow(o.beta1, t) : 1.0),
-                T(bc ? 1.0 - std::pow(o.beta2, t) : 1.0),
                 T(o.maximize ? -1.0 : 1.0),
+                T(bc ? 1.0 / (1.0 - std::pow(o.beta1, t)) : 1.0),
+                T(bc ? 1.0 / (1.0 - std::pow(o.beta2, t)) : 1.0),
                 T(0)};
     if (pass == 1) {
       const double p_norm = std::sqrt(scratch[0]), u_norm = std::sqrt(scratch[1]);
@@ -84,9 +85,13 @@ struct LambRule {
   }
 
   // The update direction from the stored moments: m_hat / (sqrt(v_hat) + eps) (+ wd * p).
+  // apex divides m and v by the bias corrections; multiplying by their reciprocals (computed
+  // once per task in double) differs by an ulp or so and leaves one division and one square
+  // root per element, which the two passes pay each: with three divisions and a square root
+  // both passes were bound by the divider, not by memory (docs/performance.md#passes-over-memory).
   template <typename T>
   GENESIS_HD static T direction(T p, T m, T v, const Coeffs<T>& c) {
-    T u = (m / c.bc1) / (std::sqrt(v / c.bc2) + c.eps);
+    T u = (m * c.inv_bc1) / (std::sqrt(v * c.inv_bc2) + c.eps);
     if constexpr (kAdamW) u = u + c.weight_decay * p;
     return u;
   }
