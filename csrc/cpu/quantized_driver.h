@@ -11,8 +11,8 @@
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 // Updates blocks [first, last) of one tensor. `unsigned_mask` bit k: state k uses the unsigned map.
-template <typename Rule, typename P, ParamStore kStore, typename T>
-void update_blocks(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, const GradTransform<T>& gx,
+template <typename Rule, typename P, ParamStore kStore, typename T, typename GX>
+void update_blocks(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, const GX& gx,
                    uint32_t rng_key, unsigned unsigned_mask, int64_t first, int64_t last) {
   const typename Rule::template Coeffs<T> c = coeffs;
   constexpr int K = Rule::kStates;
@@ -49,16 +49,17 @@ void run_quantized(const typename Rule::Options& options, const StepConfig& conf
                    int64_t count) {
   using T = MathType<P>;
   const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
-  const GradTransform<T> gx = grad_transform<T>(config);
   const unsigned mask = unsigned_state_mask(options);
   const FlatIndex blocks(count, [&](int64_t t) { return quant_blocks(tensors[t].numel); });
-  blocks.parallel_for_each_piece(
-      [&](int64_t t, int64_t first, int64_t last) {
-        const uint32_t key =
-            kStore == ParamStore::Stochastic ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
-        update_blocks<Rule, P, kStore, T>(tensors[t], coeffs[t], gx, key, mask, first, last);
-      },
-      kParallelThreshold / kQuantBlock, 1);
+  with_grad_transform(grad_transform<T>(config), [&](const auto& gx) {
+    blocks.parallel_for_each_piece(
+        [&](int64_t t, int64_t first, int64_t last) {
+          const uint32_t key =
+              kStore == ParamStore::Stochastic ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
+          update_blocks<Rule, P, kStore, T>(tensors[t], coeffs[t], gx, key, mask, first, last);
+        },
+        kParallelThreshold / kQuantBlock, 1);
+  });
 }
 
 template <typename Rule>

@@ -116,11 +116,11 @@ std::vector<int64_t> cache_groups(const std::vector<Ref>& refs, int threads) {
   return groups;
 }
 
-template <typename Rule, typename P, typename S, ParamStore kStore>
-void run_reduction(const typename Rule::Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count) {
-  using Ref = TensorRef<P, S, kStore>;
-  using T = typename Ref::T;
-  const GradTransform<T> gx = grad_transform<T>(config);
+// GX: the step's gradient transform, GradTransform<T> or PlainGrad (with_grad_transform).
+template <typename Rule, typename P, typename S, ParamStore kStore, typename GX>
+void run_reduction(const typename Rule::Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count,
+                   const GX& gx) {
+  using Ref = TensorRef<P, S, kStore, GX>;
   std::vector<Ref> refs(count);
   std::vector<int64_t> scratch_at(count + 1, 0);
   for (int64_t t = 0; t < count; ++t) {
@@ -180,8 +180,10 @@ void run_reduction_rule(const Options& options, const StepConfig& config, Tensor
   if (config.found_inf && *config.found_inf != 0.0f) return;
   Spec::select(options, [&](auto rule) {
     dispatch_storage(op.c_str(), config, [&](auto param, auto state, auto store) {
-      run_reduction<decltype(rule), decltype(param), decltype(state), decltype(store)::value>(options, config, tensors,
-                                                                                              count);
+      using P = decltype(param);
+      with_grad_transform(grad_transform<MathType<P>>(config), [&](const auto& gx) {
+        run_reduction<decltype(rule), P, decltype(state), decltype(store)::value>(options, config, tensors, count, gx);
+      });
     });
   });
 }

@@ -16,9 +16,9 @@ namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 // Updates elements [begin, end) of one tensor. Everything the loop touches is a restrict
 // pointer or a loop-invariant scalar, so the compiler vectorizes the whole rule.
-template <typename Rule, typename P, typename S, ParamStore kStore, typename T>
-void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, const GradTransform<T>& gx,
-                  uint32_t rng_key, int64_t begin, int64_t end) {
+template <typename Rule, typename P, typename S, ParamStore kStore, typename T, typename GX>
+void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, const GX& gx, uint32_t rng_key,
+                  int64_t begin, int64_t end) {
   // A local copy: the compiler then knows no store in the loop can change a coefficient.
   const typename Rule::template Coeffs<T> c = coeffs;
   P* GENESIS_RESTRICT param = static_cast<P*>(t.param);
@@ -45,6 +45,15 @@ void update_range(const TensorSlots& t, const typename Rule::template Coeffs<T>&
                                             s1[K > 1 ? i : 0], s2[K > 2 ? i : 0], uint32_t(i), c, gx, key);
     lo = hi;
   }
+}
+
+// Calls fn(PlainGrad{}) for a step whose gradients pass through unchanged (no scaler, no
+// clip), else fn(gx): every CPU driver's loops are compiled for both, and the plain one runs
+// two products and a clamp fewer per element (update_element.h, PlainGrad). Same bits.
+template <typename T, typename Fn>
+void with_grad_transform(const GradTransform<T>& gx, Fn&& fn) {
+  if (is_plain(gx)) return fn(PlainGrad{});
+  fn(gx);
 }
 
 // Per-tensor scalars of one step, advancing step counters and per-tensor scalars. Tensors of a
@@ -78,11 +87,13 @@ template <typename Rule, typename P, typename S, ParamStore kStore>
 void run_update(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
   using T = MathType<P>;
   const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
-  const GradTransform<T> gx = grad_transform<T>(config);
   const FlatIndex index(count, [&](int64_t t) { return tensors[t].numel; });
-  index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
-    const uint32_t key = kStore == ParamStore::Stochastic ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
-    update_range<Rule, P, S, kStore, T>(tensors[t], coeffs[t], gx, key, begin, end);
+  with_grad_transform(grad_transform<T>(config), [&](const auto& gx) {
+    index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
+      const uint32_t key =
+          kStore == ParamStore::Stochastic ? stream_key(config.seed, tensors[t].id, config.counter) : 0u;
+      update_range<Rule, P, S, kStore, T>(tensors[t], coeffs[t], gx, key, begin, end);
+    });
   });
 }
 

@@ -13,7 +13,8 @@ namespace genesis {
 // One tensor of a reduction step, as a rule's passes see it: typed element access through the
 // same loads and stores as the element-wise rules (update_element.h), the step t of this step,
 // and the tensor's double scratch.
-template <typename P, typename S, ParamStore kStore>
+// GX: the gradient transform's type, GradTransform<T> or PlainGrad (update_element.h).
+template <typename P, typename S, ParamStore kStore, typename GX = GradTransform<MathType<P>>>
 struct TensorRef {
   using T = MathType<P>;
   // The parameter dtype's machine epsilon (torch.finfo(dtype).eps).
@@ -26,9 +27,9 @@ struct TensorRef {
   float* master;  // null unless kStore == Master
   S* state[kMaxStates];
   TensorShape shape;
-  GradTransform<T> grad_transform;  // NOTE: [gradient transform]
-  uint32_t rng_key;                 // stochastic rounding stream of this tensor and step
-  double t;                         // this step's count (after the increment) for rules that count steps
+  GX grad_transform;  // NOTE: [gradient transform]
+  uint32_t rng_key;   // stochastic rounding stream of this tensor and step
+  double t;           // this step's count (after the increment) for rules that count steps
   double* scratch;
 
   GENESIS_HD T p(int64_t i) const {
@@ -36,7 +37,7 @@ struct TensorRef {
     const float unused = 0.0f;
     return load_param<kStore, T>(param[i], unused);
   }
-  GENESIS_HD T g(int64_t i) const { return load_grad(grad[i], grad_transform); }
+  GENESIS_HD T g(int64_t i) const { return load_grad<T>(grad[i], grad_transform); }
   GENESIS_HD T s(int k, int64_t i) const { return load<T>(state[k][i]); }
   // Stores a state value and returns it as stored (rounded to the state dtype), so that what a
   // pass computes from it equals what a later pass reloads.
