@@ -462,3 +462,39 @@ def test_deferred_clip_refuses_differentiable_groups():
         opt.clip_grad_norm_(1.0)
     assert torch.equal(p.detach(), before)
     assert not genesis.optim._clip.supports_lazy_unscale(opt)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("AdamW", {}),
+        ("AdamW", dict(state_dtype="int8", min_8bit_size=1)),
+        ("SGD", dict(momentum=0.9)),
+        ("LAMB", {}),
+        ("Adafactor", {}),
+    ],
+    ids=["AdamW", "AdamW-int8", "SGD", "LAMB", "Adafactor"],
+)
+def test_plain_gradient_loop_gives_the_transform_loops_bits(name, kwargs):
+    """A step without scaler or clip runs the CPU drivers' plain-load loops (PlainGrad in
+    include/genesis/update_element.h); a deferred clip_grad_value_ whose bound no gradient
+    reaches runs the general ones (products by 1, a clamp that never binds). Same bits, every
+    driver: element-wise, 8-bit state, reduction."""
+    shapes = ((300, 40), (4097,), (7, 3), (0,))
+    plain, general = make_params(3, shapes=shapes), make_params(3, shapes=shapes)
+    opts = [getattr(genesis.optim, name)(ps, lr=1e-2, **kwargs) for ps in (plain, general)]
+    g = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in plain]
+        for ps in (plain, general):
+            for p, gr in zip(ps, grads):
+                p.grad = gr.clone()
+        opts[0].step()
+        opts[1].clip_grad_value_(1e30)
+        opts[1].step()
+    for a, b in zip(plain, general):
+        assert torch.equal(a, b)
+    for a, b in zip(plain, general):
+        for k, v in opts[0].state[a].items():
+            if torch.is_tensor(v):
+                assert torch.equal(v, opts[1].state[b][k]), k
