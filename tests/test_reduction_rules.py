@@ -51,28 +51,13 @@ def test_same_bits_for_any_thread_count(name):
             assert a.data.tobytes() == b.data.tobytes()
 
 
-def _last_level_cache_bytes():
-    """What the CPU driver sizes its tensor groups by (csrc/cpu/cache_size.cpp)."""
-    best = (0, 8 << 20)
-    for index in range(16):
-        d = f"/sys/devices/system/cpu/cpu0/cache/index{index}/"
-        try:
-            level, kind = int(open(d + "level").read()), open(d + "type").read().strip()
-            size = open(d + "size").read().strip()
-        except OSError:
-            break
-        if kind != "Instruction" and level >= best[0]:
-            best = (level, int(size[:-1]) << {"K": 10, "M": 20, "G": 30}[size[-1]])
-    return best[1]
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_cache_blocked_groups_change_no_bit(name):
     """NOTE: [cache-blocked passes]: a call runs every pass of a group of tensors before the
     next group. Tensors worth about three times the last-level cache (so several groups, some
     of one large tensor, some of many small ones) stepped in one call give the bits each tensor
     gets stepped alone."""
-    cache = min(_last_level_cache_bytes(), 64 << 20)
+    cache = min(genesis._C.cpu_last_level_cache_bytes(), 64 << 20)
     matrices = 3 * cache // (16 * 600 * 1000) + 1  # 16 bytes per element: p, g and two states
     shapes = []
     for _ in range(matrices):
