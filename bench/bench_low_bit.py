@@ -75,7 +75,8 @@ def main():
             p.grad = g.clone()
         opt = make(params)
         times = common.time_steps(opt.step, warmup=3, seconds=args.seconds, min_steps=5, max_steps=60)
-        if kind == "int8" and state_bytes(opt, params) > 4:
+        state = state_bytes(opt, params)
+        if kind == "int8" and state > 4:
             raise SystemExit(f"{label}: its state is not 8-bit for these tensors; the row would time float32 state")
         ms = common.median(times) * 1e3
         traffic = TRAFFIC[kind]
@@ -84,7 +85,7 @@ def main():
                 impl=label,
                 ms=ms,
                 steps=len(times),
-                state_bytes_per_param=state_bytes(opt, params),
+                state_bytes_per_param=state,
                 traffic_bytes_per_param=traffic,
                 gbs=traffic * args.tensors * numel / (ms * 1e-3) / 1e9,
             )
