@@ -228,7 +228,6 @@ def equivalence(rank, world_size, cases):
             ref_lrs=[g["lr"] for g in ref_opt.param_groups],
             # bucket-sized temporaries kept for reuse (gloo's all-to-all, shard_grads' staging)
             pooled=len(opt._comm_pool),
-            buckets=sum(len(s.buffer.layout.buckets) for s in opt._shards),
             stage=stage,
         )
     return out
