@@ -159,6 +159,7 @@ class GradScaler:
             # clip functions unscale them in place first, and step() multiplies as it loads.
             _clip.lazy_unscale(optimizer, inv_scale)
             state["found_inf"] = None
+            state["lazy"] = True
         else:
             state["found_inf"] = _buffers(grads).unscale(inv_scale)
         state["stage"] = OptState.UNSCALED
@@ -192,7 +193,9 @@ class GradScaler:
         ``found_inf`` attributes, read by ``Optimizer.step``): the check here, the unscale and
         the skip inside the core's update."""
         lazy, found = True, None
-        if state["stage"] is OptState.UNSCALED:
+        if state["stage"] is OptState.UNSCALED and not state.get("lazy"):
+            lazy, found = False, state["found_inf"]  # unscale_ divided them in place
+        elif state["stage"] is OptState.UNSCALED:
             lazy, found = _clip.scaler_inputs(optimizer)
             if not lazy:  # unscale_ divided the gradients in place (and checked them)
                 found = state["found_inf"] if found is None else found

@@ -177,6 +177,23 @@ def test_grad_scale_is_divided_out():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("differentiable", [False, True])
+def test_grad_scaler_unscale_then_step_divides_once(differentiable):
+    """unscale_ divides a differentiable group's gradients in place (its update is torch's
+    traceable one, so the unscale cannot be deferred into it); the step must then not divide
+    them by the scale again. A plain group's unscale_ is lazy and the step divides once."""
+    w = torch.ones(3, requires_grad=True)
+    p = w.clone()
+    p.retain_grad()
+    opt = genesis.optim.SGD([p], lr=1.0, differentiable=differentiable)
+    scaler = genesis.amp.GradScaler(init_scale=4.0)
+    scaler.scale((p * 2.0).sum()).backward()
+    scaler.unscale_(opt)
+    scaler.step(opt)
+    scaler.update()
+    torch.testing.assert_close(p.detach(), torch.full((3,), -1.0), rtol=0, atol=0)  # 1 - lr * 2
+
+
 def test_found_inf_skips_the_step():
     p = torch.ones(3)
     opt = genesis.optim.Adam([p], lr=0.1)
