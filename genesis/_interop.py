@@ -69,6 +69,136 @@ def array_of(param):
     return param if is_torch(param) else param.data
 
 
+# NOTE: [DTensor parameters]
+# torch.distributed's DTensor (FSDP2's `fully_shard`, tensor parallelism) is a torch.Tensor
+# subclass with no storage of its own: its data_ptr() is 0, and each rank's shard is a plain
+# tensor inside it (`to_local()`). Element-wise rules are exact on the shards, so genesis updates
+# `to_local()` of the parameter, its gradient (redistributed to the parameter's placements first
+# where they differ, as DTensor's own operations would) and its state, and keeps the state as
+# DTensors of the parameter's mesh and placements, as torch's optimizers do, so that
+# torch.distributed.checkpoint saves and reshards it. Rules that reduce over a whole tensor
+# (LAMB, Adafactor, Muon, LBFGS) need every shard of it and accept only replicated DTensors.
+# Any other tensor subclass without storage is refused before anything is touched
+# (docs/distributed.md#fsdp2-and-dtensor-parameters).
+def dtensor_type():
+    """torch's DTensor class if torch.distributed.tensor is loaded (no DTensor exists before)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def is_dtensor(x):
+    kind = dtensor_type()
+    return kind is not None and isinstance(x, kind)
+
+
+def local_of(x):
+    """A DTensor's shard on this rank (the same memory), anything else itself."""
+    if not is_dtensor(x):
+        return x
+    torch = _torch()
+    with torch.no_grad():
+        return x.to_local()
+
+
+def shard_object(x):
+    """The tensor object a DTensor keeps its shard in, read without autograd or a new view
+    (to_local() makes a new view of a Parameter's shard on each call): what changes identity
+    when FSDP2 re-shards. Falls back to to_local() should torch ever rename it."""
+    shard = getattr(x, "_local_tensor", None)
+    return shard if shard is not None else local_of(x)
+
+
+def any_dtensor(xs):
+    kind = dtensor_type()
+    return kind is not None and any(isinstance(x, kind) for x in xs)
+
+
+def full_value(x):
+    """A DTensor's whole value on every rank (a collective where it is not replicated);
+    anything else itself."""
+    return x.full_tensor() if is_dtensor(x) else x
+
+
+def is_sharded(x):
+    """A DTensor whose shard on this rank is not the whole tensor (any placement but Replicate)."""
+    return is_dtensor(x) and not all(p.is_replicate() for p in x.placements)
+
+
+def lacks_storage(x):
+    """A torch tensor subclass that wraps other tensors instead of holding memory (data_ptr() is
+    0 though it has elements) and is not a DTensor: the core cannot update it."""
+    if not is_torch(x) or is_dtensor(x) or x.layout != _torch().strided or x.numel() == 0 or x.is_meta:
+        return False  # sparse layouts are another path's business (check_grad)
+    try:
+        return x.data_ptr() == 0
+    except RuntimeError:  # "Cannot access data pointer of Tensor that doesn't have storage"
+        return True
+
+
+def shaped_like(param, local):
+    """`local`, an array made for the core array of `param`, as the parameter's library shows it:
+    for a DTensor parameter a DTensor of its mesh, with its placements where `local` has the
+    shape of the parameter's shard and replicated otherwise (a whole-tensor rule's other
+    states, which only replicated parameters have); anything else unchanged."""
+    if not is_dtensor(param):
+        return local
+    from torch.distributed.tensor import DTensor, Replicate
+
+    if tuple(local.shape) == tuple(local_of(param).shape):
+        return DTensor.from_local(
+            local, param.device_mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride()
+        )
+    return DTensor.from_local(local, param.device_mesh, [Replicate()] * param.device_mesh.ndim, run_check=False)
+
+
+def check_dtensor_state(value, param, what):
+    """A state array of a DTensor parameter is a DTensor laid out by shaped_like; a plain
+    parameter's is not a DTensor."""
+    if not (is_dtensor(param) or is_dtensor(value)):
+        return
+    if not is_dtensor(value):
+        raise ValueError(f"{what} is a plain tensor, but the parameter is a DTensor")
+    if not is_dtensor(param):
+        raise ValueError(f"{what} is a DTensor, but the parameter is not")
+    if tuple(value.shape) == tuple(param.shape):
+        placed = tuple(value.placements) == tuple(param.placements)
+    else:  # another shape (a whole-tensor rule's factors): replicated, as its parameter
+        placed = all(p.is_replicate() for p in value.placements)
+    if value.device_mesh != param.device_mesh or not placed:
+        raise ValueError(
+            f"{what} is laid out as {tuple(value.placements)} on {value.device_mesh}; the parameter's "
+            f"state must be on its mesh {param.device_mesh} with its placements {tuple(param.placements)}"
+        )
+
+
+def import_dtensor_state(value, param, code, local_shape, name, key):
+    """A loaded state array of a DTensor parameter (Optimizer.load_state_dict): a DTensor on the
+    parameter's mesh (torch.distributed.checkpoint's set_optimizer_state_dict makes one from a
+    full state dict), copied into a new contiguous shard of dtype `code` laid out as the
+    parameter (a collective if its placements differ, as DTensor's own operations would)."""
+    what = f"state '{name}' of parameter {key}"
+    if not (is_dtensor(param) and is_dtensor(value)):
+        kinds = ("a plain tensor", "a DTensor") if is_dtensor(param) else ("a DTensor", "a plain tensor")
+        raise ValueError(
+            f"{what} is {kinds[0]}, but the parameter is {kinds[1]}; a distributed state dict loads "
+            "through torch.distributed.checkpoint.state_dict.set_optimizer_state_dict"
+        )
+    if value.device_mesh != param.device_mesh:
+        raise ValueError(f"{what} is on device mesh {value.device_mesh}, the parameter on {param.device_mesh}")
+    if tuple(value.shape) == tuple(param.shape) and not same_distribution(value, param):
+        value = value.redistribute(param.device_mesh, param.placements)
+    local = local_of(value)
+    if tuple(local.shape) != tuple(local_shape):
+        raise ValueError(f"{what} has shard shape {tuple(local.shape)}, but this rank's shard has {tuple(local_shape)}")
+    local = local.detach().to(dtype=torch_dtype(code), copy=True).contiguous()
+    return shaped_like(param, local)
+
+
+def same_distribution(a, b):
+    """Whether two DTensors are laid out alike: the same mesh and placements."""
+    return a.device_mesh == b.device_mesh and tuple(a.placements) == tuple(b.placements)
+
+
 def dtype_code(arr):
     """The core's dtype code of an array, or None for a dtype genesis does not handle."""
     if is_torch(arr):
@@ -150,6 +280,7 @@ def check_param_type(param, where, differentiable=False):
         )
     if is_torch(param) and not differentiable and not (param.is_leaf or param.retains_grad):
         raise ValueError("can't optimize a non-leaf Tensor")
+    check_storage(array_of(param), where)
     arr = core_view(array_of(param))
     if _cuda_array.is_cuda_array(arr):
         return check_param(param, where)  # its interface, with errors naming the parameter
@@ -166,6 +297,7 @@ def check_param(param, where):
             "optimizer can only optimize torch Tensors or genesis.nn.Parameter objects, "
             f"but {where} is {type(param).__name__}"
         )
+    check_storage(array_of(param), where)
     arr = core_view(array_of(param))
     if _cuda_array.is_cuda_array(arr):
         return _check_cuda_array(arr, where)
@@ -188,6 +320,15 @@ def check_param(param, where):
         )
     if not is_torch(arr) and not arr.flags.writeable:
         raise ValueError(f"{where} is a read-only array and cannot be updated in place")
+
+
+def check_storage(arr, where):
+    """Refuse a torch tensor subclass without memory of its own (NOTE: [DTensor parameters])."""
+    if lacks_storage(arr):
+        raise TypeError(
+            f"{where} is a {type(arr).__qualname__}, a torch.Tensor subclass without storage of its own "
+            "(data_ptr() is 0); genesis updates tensors with memory, and DTensors through their shards"
+        )
 
 
 def _check_cuda_backend(where, device):
@@ -254,6 +395,9 @@ def check_grad(param, grad, where, sparse_ok=False):
     arr = array_of(param)
     if _cuda_array.is_cuda_array(arr):
         return _check_cuda_grad(arr, grad, where)
+    if is_dtensor(arr) or is_dtensor(grad):
+        _check_dtensor_grad(arr, grad, where)  # the rest holds for their global views alike
+    check_storage(grad, f"the gradient of {where}")
     if is_torch(grad) and grad.is_sparse:
         if not sparse_ok:
             raise RuntimeError(
@@ -278,9 +422,27 @@ def check_grad(param, grad, where, sparse_ok=False):
         raise ValueError(f"the gradient of {where} is not contiguous")
 
 
+def _check_dtensor_grad(arr, grad, where):
+    """A DTensor parameter has a DTensor gradient on its mesh (any placements: the step
+    redistributes them), and a plain parameter a plain gradient."""
+    if not (is_dtensor(arr) and is_dtensor(grad)):
+        kinds = ("a DTensor", "a plain tensor") if is_dtensor(grad) else ("a plain tensor", "a DTensor")
+        raise TypeError(f"the gradient of {where} is {kinds[0]}, but the parameter is {kinds[1]}")
+    if grad.device_mesh != arr.device_mesh:
+        raise ValueError(
+            f"the gradient of {where} is on device mesh {grad.device_mesh}, the parameter on {arr.device_mesh}"
+        )
+    if tuple(grad.shape) != tuple(arr.shape):
+        raise ValueError(
+            f"the gradient of {where} has shape {tuple(grad.shape)}, but the parameter has shape {tuple(arr.shape)}"
+        )
+
+
 def core_view(arr):
-    """The array the core updates for `arr`: a complex torch tensor as its real view
-    (torch.view_as_real: the same memory, two floats per element), anything else itself."""
+    """The array the core updates for `arr`: a DTensor as its shard on this rank, a complex torch
+    tensor as its real view (torch.view_as_real: the same memory, two floats per element),
+    anything else itself."""
+    arr = local_of(arr)
     if is_torch(arr) and arr.is_complex():
         return _torch().view_as_real(arr)
     return arr
@@ -288,12 +450,14 @@ def core_view(arr):
 
 def needs_staging(param):
     """A torch parameter the cached fast path cannot take as it is: complex, strided, or with a
-    strided or sparse gradient. Optimizer._run_staged updates it through contiguous copies."""
+    strided or sparse gradient, or a DTensor (NOTE: [DTensor parameters]).
+    Optimizer._run_staged updates it through contiguous copies or its shard."""
     if not is_torch(param):
         return False
     grad = param.grad
     return (
-        param.is_complex()
+        is_dtensor(param)
+        or param.is_complex()
         or not param.is_contiguous()
         or (grad is not None and (grad.is_sparse or not grad.is_contiguous()))
     )

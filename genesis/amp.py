@@ -31,6 +31,25 @@ class OptState(Enum):
     STEPPED = 2
 
 
+def _agreed(found, grads):
+    """Whether any rank found inf/NaN, where the gradients include DTensors (FSDP2, tensor
+    parallelism): each rank checked only its shards, and every rank holding a shard must skip
+    the same steps (NOTE: [DTensor parameters] in genesis/_interop.py). A MAX all-reduce of the
+    flag over each device mesh of those gradients, dimension by dimension; anything else as is."""
+    if not _interop.any_dtensor(grads):
+        return found
+    torch = _interop.torch_module()
+    flag = torch.tensor(1.0 if found else 0.0)
+    meshes = {}
+    for g in grads:
+        if _interop.is_dtensor(g):
+            meshes.setdefault(id(g.device_mesh), g.device_mesh)
+    for mesh in meshes.values():
+        for dim in range(mesh.ndim):
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=mesh.get_group(dim))
+    return bool(flag.item())
+
+
 def _fresh_optimizer_state():
     return {"stage": OptState.READY, "found_inf": None}
 
@@ -161,7 +180,7 @@ class GradScaler:
             state["found_inf"] = None
             state["lazy"] = True
         else:
-            state["found_inf"] = _buffers(grads).unscale(inv_scale)
+            state["found_inf"] = _agreed(_buffers(grads).unscale(inv_scale), grads)
         state["stage"] = OptState.UNSCALED
 
     def step(self, optimizer, *args, **kwargs):
@@ -206,7 +225,7 @@ class GradScaler:
             # a clip the check is its own pass: 4 bytes per float32 gradient against the
             # update's 28 (docs/mixed-precision.md#fused-clipping).
             grads = self._optimizer_grads(optimizer)
-            found = bool(grads) and _buffers(grads).has_nonfinite()
+            found = bool(grads) and _agreed(_buffers(grads).has_nonfinite(), grads)
         state["found_inf"] = bool(found)
         optimizer.grad_scale = self._scale if lazy else None
         optimizer.found_inf = 1.0 if state["found_inf"] else 0.0

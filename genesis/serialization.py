@@ -270,6 +270,11 @@ class _Encoder:
                 return self._tagged(
                     "torch.nn.Parameter", [self._add_torch(torch, obj.detach(), path), obj.requires_grad]
                 )
+            if type(obj).__name__ == "DTensor":
+                raise TypeError(
+                    f"cannot save {path}: a DTensor holds one rank's shard of a distributed tensor;"
+                    " save t.to_local() on each rank, or use torch.distributed.checkpoint, which reshards"
+                )
             if kind is not torch.Tensor:
                 raise TypeError(
                     f"cannot save {path}: {kind.__qualname__} is a torch.Tensor subclass, which"

@@ -193,7 +193,9 @@ bool describe_torch(PyObject* obj, ArrayInfo& out, bool check_cpu) {
   out.dtype = static_cast<DType>(code);
   out.data = PyLong_AsVoidPtr(ptr.ptr());
   out.numel = PyLong_AsLongLong(numel.ptr());
-  return true;
+  // A tensor subclass that wraps others (DTensor, ...) has elements but no memory: data_ptr() is
+  // 0. Never described, so never written (NOTE: [DTensor parameters] in genesis/_interop.py).
+  return out.data != nullptr || out.numel == 0;
 }
 
 // Describes a contiguous CPU array (NumPy ndarray or torch tensor) of a supported dtype.
@@ -641,7 +643,7 @@ class GroupPlan {
       const py::object numel = numel_of(grad);
       if (!ptr || !numel) return false;
       g = {PyLong_AsVoidPtr(ptr.ptr()), PyLong_AsLongLong(numel.ptr()), e.data.info.dtype};
-      return g.numel == e.data.info.numel;
+      return g.numel == e.data.info.numel && (g.data != nullptr || g.numel == 0);  // see describe_torch
     }
     // A genesis.nn.Parameter: its .data may have been replaced, and its gradient is a plain
     // attribute nobody checked, so everything is compared, from NumPy's C struct.

@@ -6,6 +6,7 @@ per-tensor work."""
 
 import torch
 
+from .. import _interop
 from . import layout as _layout
 
 
@@ -19,6 +20,12 @@ def check_params(params, where="parameters"):
             raise ValueError(f"{where}: entry {i} is not a leaf tensor (a parameter must be)")
         if not p.is_floating_point():
             raise TypeError(f"{where}: entry {i} has dtype {p.dtype}, not a floating dtype")
+        if _interop.is_dtensor(p) or _interop.lacks_storage(p):  # FSDP2's DTensors, other wrappers
+            raise TypeError(
+                f"{where}: entry {i} is a {type(p).__qualname__}; a flat buffer takes tensors with memory of "
+                "their own (a model sharded by FSDP2 or other DTensor placements is already sharded: "
+                "give its parameters to a genesis optimizer directly)"
+            )
         if id(p) in seen:
             raise ValueError(f"{where}: entry {i} appears more than once")
         seen.add(id(p))

@@ -108,8 +108,17 @@ def _pending(optimizer, create=True):
     return pending
 
 
+def _fused(optimizer):
+    """Whether every update of this optimizer runs through the fused core, which applies the
+    deferred scale and clip as it loads the gradients. differentiable=True groups run torch's
+    traceable update instead (_differentiable.py), so they keep the eager passes."""
+    return getattr(optimizer, "_fused_grad_transform", False) and not any(
+        g.get("differentiable") for g in optimizer.param_groups
+    )
+
+
 def _check_supported(optimizer, what):
-    if not supports_lazy_unscale(optimizer):
+    if not _fused(optimizer):
         raise TypeError(
             f"{type(optimizer).__name__} does not support the deferred {what} "
             f"(not a fused rule optimizer, or a group with differentiable=True); "
@@ -118,12 +127,10 @@ def _check_supported(optimizer, what):
 
 
 def supports_lazy_unscale(optimizer):
-    """Whether every update of this optimizer runs through the fused core, which applies the
-    deferred scale and clip as it loads the gradients. differentiable=True groups run torch's
-    traceable update instead (_differentiable.py), so they keep the eager passes."""
-    return getattr(optimizer, "_fused_grad_transform", False) and not any(
-        g.get("differentiable") for g in optimizer.param_groups
-    )
+    """Whether GradScaler may defer unscale_ into the step: a fused optimizer without DTensor
+    parameters (their inf check must agree across ranks, and their norm comes from torch: both
+    want the gradients unscaled in place, NOTE: [DTensor parameters])."""
+    return _fused(optimizer) and not getattr(optimizer, "_has_dtensors", False)
 
 
 def lazy_unscale(optimizer, inv_scale):
@@ -224,6 +231,12 @@ def clip_grad_norm(optimizer, max_norm, norm_type, error_if_nonfinite):
     grads, torch_params = _cg._grads(params)
     if not grads:
         return _cg._as_scalar(0.0, None, grads, torch_params)
+    if _interop.any_dtensor(grads):  # never lazily unscaled (supports_lazy_unscale)
+        total = _cg.dtensor_norm(grads, norm_type, error_if_nonfinite)
+        coef = max_norm / (float(_interop.full_value(total)) + 1e-6)
+        pending.coef = 1.0 if coef >= 1.0 else coef
+        pending.fingerprint = _fingerprint(params)
+        return total
     buffers = _cg._buffers(grads)
     inv = 1.0 if pending.inv_scale is None else pending.inv_scale
     if _interop.is_cuda(grads[0]):

@@ -70,6 +70,8 @@ class RuleOptimizer(Optimizer):
             # 8-bit state is a storage of the element-wise drivers; the reduction rules'
             # passes (and Adafactor's factored state) read their state as stored.
             cls._supports_8bit_state = not OPTIONS[rule].reduction
+            # Element-wise updates are exact on any shard of a DTensor; reductions need whole tensors.
+            cls._dtensors = "replicated" if OPTIONS[rule].reduction else "sharded"
             # The element-wise kernels substitute a device lr into the options (device_lr.cuh).
             cls._device_lr = not OPTIONS[rule].reduction and "lr" in dict(OPTIONS[rule].fields())
 

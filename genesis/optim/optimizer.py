@@ -29,7 +29,18 @@ required = _RequiredParameter()
 class _CachedPlan:
     """A compiled GroupPlan plus what it was built for; any difference means a rebuild."""
 
-    __slots__ = ("plan", "layout", "version", "exposure", "cuda_device", "inv_scale", "found_inf", "staged", "lr")
+    __slots__ = (
+        "plan",
+        "layout",
+        "version",
+        "exposure",
+        "cuda_device",
+        "inv_scale",
+        "found_inf",
+        "staged",
+        "lr",
+        "shards",
+    )
 
     def __init__(self, params, layout, version):
         self.plan = _C.GroupPlan(params)
@@ -43,6 +54,27 @@ class _CachedPlan:
         self.inv_scale = None
         self.found_inf = None  # likewise, GradScaler's flag copied to the group's device
         self.lr = None  # likewise, a capturable group's lr tensor (_device_lr.control)
+        self.shards = None  # the group's DTensor parameters' _ShardPlan, built at their first step
+
+
+class _ShardPlan:
+    """A GroupPlan over the shards of a group's DTensor parameters (NOTE: [DTensor parameters]
+    in genesis/_interop.py), kept across steps like the group's own plan: the core sees each
+    shard as a plain tensor whose gradient is set, for the step only, to the shard of the
+    parameter's gradient. Rebuilt when a shard object changes (FSDP2 re-sharding, to_empty)
+    and whenever the optimizer's state was exposed: its held arrays are the shards of the
+    state DTensors, which a user replacing a state DTensor does not touch."""
+
+    __slots__ = ("indices", "sources", "shards", "plan", "exposure")
+
+    def __init__(self, params, indices, sources, exposure):
+        self.indices = indices  # the DTensor parameters' indices in the group
+        self.sources = sources  # their shard objects (_interop.shard_object), for identity checks
+        # The core's arrays: views of the shards of our own, so that setting their .grad for a
+        # step never touches the DTensors' internals.
+        self.shards = [_interop.local_of(params[i]).detach() for i in indices]
+        self.plan = _C.GroupPlan(self.shards)
+        self.exposure = exposure
 
 
 def cuda_device_of(params):
@@ -228,6 +260,7 @@ class Optimizer(Base):
         self._exposure = 0
         self._plans = []
         self.state = saved["state"]
+        self._has_dtensors = any(_interop.any_dtensor(g["params"]) for g in self.param_groups)
 
     # ------------------------------------------------------------------------ param groups
     def add_param_group(self, param_group):
@@ -267,6 +300,10 @@ class Optimizer(Base):
         for name, value in self._fixed_options.items():
             group[name] = value
         self._check_group(group)
+        for i, p in enumerate(params):
+            self._check_dtensor(p, group, _where(group_index, i))
+        if _interop.any_dtensor(params):
+            self._has_dtensors = True  # GradScaler unscales them eagerly (_clip.supports_lazy_unscale)
         # One device per group: a step's skip flag and stream then belong to the whole group.
         devices = {_interop.device_of(_interop.array_of(p)) for p in params}
         devices.discard("meta")  # materialized later (to_empty), checked at the first step
@@ -312,6 +349,29 @@ class Optimizer(Base):
         param_group.clear()
         param_group.update(group)
         self.param_groups.append(param_group)
+
+    def _check_dtensor(self, param, group, where):
+        """NOTE: [DTensor parameters] (_interop.py): which DTensors this optimizer's update is
+        exact on, checked when a parameter is added and when its state is created."""
+        if not _interop.is_dtensor(param):
+            return
+        wanted = group.get("state_dtype")
+        if wanted is not None and _interop.dtype_code_of_name(wanted) == _interop.UINT8:
+            raise ValueError(
+                f"{where} is a DTensor; 8-bit state (state_dtype='int8') is not supported for DTensor "
+                "parameters (its block scales follow the local shard, which a distributed checkpoint "
+                "cannot reshard)"
+            )
+        if self._dtensors == "sharded":
+            return
+        if self._dtensors is None:
+            raise TypeError(f"{where} is a DTensor; {type(self).__name__} does not update DTensor parameters")
+        if _interop.is_sharded(param):
+            raise ValueError(
+                f"{where} is a DTensor with placements {tuple(param.placements)}; {type(self).__name__}'s update "
+                "reduces over whole tensors, so it takes replicated DTensors only "
+                "(genesis.distributed.ZeroOptimizer shards it by whole tensors)"
+            )
 
     def _check_group(self, group):
         """Raise ValueError for invalid hyperparameters (the core's checks, shared with the C++
@@ -464,6 +524,9 @@ class Optimizer(Base):
     _supports_8bit_state = True
     # Whether the kernels can read a capturable group's CUDA tensor lr on the device (_device_lr.py).
     _device_lr = False
+    # Which DTensor parameters the update is exact on (NOTE: [DTensor parameters]): "sharded"
+    # (any placements: element-wise rules), "replicated" (whole-tensor reductions), or None.
+    _dtensors = None
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient. If ``closure`` is given it is
@@ -587,6 +650,7 @@ class Optimizer(Base):
                     where = _where(gi, i)
                     _interop.check_param(p, where)
                     _interop.check_grad(p, p.grad, where, sparse_ok=self._supports_sparse)
+                    self._check_dtensor(p, group, where)
                     self._check_state(p, group, where)
             first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
             for gi, group, cached, missing in pending:
@@ -641,6 +705,7 @@ class Optimizer(Base):
             value = dict.get(state, name)
             if value is None:
                 continue
+            _interop.check_dtensor_state(value, param, f"state '{name}' of {where}")
             value = _interop.core_view(value)
             if (
                 _interop.library_of(value) != _interop.library_of(arr)
@@ -701,8 +766,9 @@ class Optimizer(Base):
                 step = self._applied_steps_counter(param, dict.__getitem__(state, names[0]), fresh)
             if master:
                 if dict.get(state, "master_param") is None:
-                    dict.__setitem__(state, "master_param", _interop.copy_into_like(arr, arr, _interop.FLOAT32))
-                master_param = dict.__getitem__(state, "master_param")
+                    master_param = _interop.copy_into_like(arr, arr, _interop.FLOAT32)
+                    dict.__setitem__(state, "master_param", _interop.shaped_like(param, master_param))
+                master_param = _interop.core_view(dict.__getitem__(state, "master_param"))
         plan.admit(
             index,
             arr,
@@ -727,8 +793,12 @@ class Optimizer(Base):
         rarely take."""
         torch = _interop.torch_module()
         works, writebacks, order = [], [], []
+        dtensors = []
         for i in sorted(cached.staged):
             p = group["params"][i]
+            if _interop.is_dtensor(p):
+                dtensors.append(i)
+                continue
             if p.grad is None:
                 continue
             view = _interop.core_view(p.detach())
@@ -742,6 +812,8 @@ class Optimizer(Base):
             if not _interop.needs_staging(p):  # plain again: the fast path takes it next step
                 cached.plan.stage(i, False)
                 cached.staged.discard(i)
+        if dtensors:
+            self._run_shards(cached, group, control, first_index, dtensors)
         if not works:
             return
         plan = _C.GroupPlan(works)
@@ -753,6 +825,46 @@ class Optimizer(Base):
         with torch.no_grad():
             for view, work in writebacks:
                 view.copy_(work)
+
+    def _run_shards(self, cached, group, control, first_index, indices):
+        """Update the group's DTensor parameters (`indices`) through their shards (_ShardPlan).
+        A gradient laid out otherwise than its parameter is redistributed first (a collective,
+        as DTensor's own operations would do); the shards' gradients are cleared again after the
+        update, so no reference to them outlives the step."""
+        params = group["params"]
+        sources = [_interop.shard_object(params[i]) for i in indices]
+        plan = cached.shards
+        if (
+            plan is None
+            or plan.indices != indices
+            or plan.exposure != self._exposure
+            or any(a is not b for a, b in zip(plan.sources, sources))
+        ):
+            plan = cached.shards = _ShardPlan(params, indices, sources, self._exposure)
+        shards = plan.shards
+        try:
+            for i, shard in zip(indices, shards):
+                grad = params[i].grad
+                if grad is not None:
+                    if not _interop.same_distribution(grad, params[i]):
+                        grad = grad.redistribute(params[i].device_mesh, params[i].placements)
+                    grad = _interop.shard_object(grad)
+                    grad = grad if grad.is_contiguous() else grad.contiguous()
+                shard.grad = grad
+            missing = plan.plan.gather(shards, True)
+            if missing is None:
+                raise RuntimeError("genesis internal error: the shard plan does not match its shards")
+            gi = next(k for k, g in enumerate(self.param_groups) if g is group)
+            for k in missing:  # first step, or state exposed: validated, then (re)admitted
+                self._check_state(params[indices[k]], group, _where(gi, indices[k]))
+            for k in missing:
+                self._admit(plan.plan, k, params[indices[k]], shards[k], group, first_index + indices[k])
+            if missing and plan.plan.gather(shards, True):
+                raise RuntimeError("genesis internal error: DTensor shards could not be prepared")
+            self._run(plan.plan, group, control)
+        finally:
+            for shard in shards:
+                shard.grad = None
 
     def _applied_steps_counter(self, param, buffer, fresh):
         """For a CUDA parameter of a rule that counts no steps (SGD): a hidden 0-dim float32
@@ -901,6 +1013,10 @@ class Optimizer(Base):
                 out[name] = _interop.new_step(arr, step)
             elif value is None or isinstance(value, (bool, int, float, str)):
                 out[name] = value
+            elif _interop.is_dtensor(param) or _interop.is_dtensor(value):
+                local = _interop.core_view(arr)
+                code = _interop.FLOAT32 if name == "master_param" else state_code
+                out[name] = _interop.import_dtensor_state(value, param, code, shapes.get(name, local.shape), name, key)
             else:
                 # Same shape, or the same elements flattened (a C++ trainer's checkpoint).
                 shape = tuple(shapes.get(name, arr.shape))
@@ -968,10 +1084,14 @@ Optimizer.step = with_step_hooks(Optimizer.step)
 def _new_state_array(param, arr, state_code, shape=None):
     """A zero state array for `param`, whose core array is `arr`: of the parameter's own complex
     dtype for complex torch parameters (torch's state layout), else of the state dtype;
-    always contiguous, of `shape` (the parameter's, for element-wise rules)."""
+    always contiguous, of `shape` (the parameter's, for element-wise rules); a DTensor laid
+    out like a DTensor parameter (NOTE: [DTensor parameters])."""
     if _interop.is_torch(param) and param.is_complex() and state_code != _interop.UINT8:
-        return _interop.torch_module().zeros(param.shape, dtype=param.dtype, device=param.device)
-    return _interop.zeros_like(arr, state_code, shape)
+        local = _interop.local_of(param)
+        value = _interop.torch_module().zeros(local.shape, dtype=local.dtype, device=local.device)
+    else:
+        value = _interop.zeros_like(arr, state_code, shape)
+    return _interop.shaped_like(param, value)
 
 
 def _check_torch_flags(group):

@@ -41,6 +41,8 @@ def _buffers(grads):
     them all in one pass; only when it refuses one does Python look again, to say precisely
     what is wrong."""
     _check_writable_native(grads)
+    if _interop.any_dtensor(grads):  # element-wise work on this rank's shards
+        grads = [_interop.local_of(g) for g in grads]
     cuda = _interop.is_cuda(grads[0])
     if cuda and any(g.device != grads[0].device for g in grads):
         raise ValueError("gradients are on several devices; clip each device's parameters separately")
@@ -52,6 +54,7 @@ def _buffers(grads):
                 raise TypeError(
                     f"gradient {i} is a {type(g).__name__}; expected a torch tensor or a NumPy array"
                 ) from None
+            _interop.check_storage(g, f"gradient {i}")
             if _interop.device_of(g) != _interop.device_of(grads[0]):
                 raise ValueError(
                     f"gradient {i} is on {_interop.device_of(g)}, gradient 0 on {_interop.device_of(grads[0])}"
@@ -170,14 +173,20 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     accepts (0, negative, ``-inf``, NaN) are computed as torch does, gradient by gradient.
     Gradients are multiplied by ``min(max_norm / (total + 1e-6), 1)``. Returns the total norm
     before clipping. ``foreach`` is accepted for torch compatibility; genesis always processes
-    all tensors in one call.
+    all tensors in one call. DTensor gradients (FSDP2, tensor parallelism) are clipped as
+    torch clips them (their norm needs collectives over the device mesh).
     """
     max_norm = float(max_norm)
     norm_type = float(norm_type)
+    parameters = [parameters] if _interop.is_parameter(parameters) else list(parameters)
     grads, torch_params = _grads(parameters)
     if not grads:
         return _as_scalar(0.0, None, grads, torch_params)
     _unscale_pending(grads)
+    if _interop.any_dtensor(grads):
+        total = dtensor_norm(grads, norm_type, error_if_nonfinite)
+        _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
+        return total
     buffers = _buffers(grads)
     if _interop.is_cuda(grads[0]):
         return _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite)
@@ -196,6 +205,14 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not coef >= 1.0:  # NaN scales too, making every gradient NaN as in torch
         buffers.scale(coef)
     return result
+
+
+def dtensor_norm(grads, norm_type, error_if_nonfinite):
+    """The total norm of gradients that include DTensors (NOTE: [DTensor parameters] in
+    genesis/_interop.py), as torch.nn.utils.get_total_norm computes it: a shard's norm is not
+    the tensor's, and DTensor's own operations combine the shards' norms over the device mesh
+    by their placements. Returned as torch returns it (a DTensor for DTensor gradients)."""
+    return _interop.torch_module().nn.utils.get_total_norm(grads, norm_type, error_if_nonfinite)
 
 
 def _unscale_pending(grads):
