@@ -448,19 +448,46 @@ def core_view(arr):
     return arr
 
 
-def needs_staging(param):
+def needs_staging(param, dense_ok=False):
     """A torch parameter the cached fast path cannot take as it is: complex, strided, or with a
     strided or sparse gradient, or a DTensor (NOTE: [DTensor parameters]).
-    Optimizer._run_staged updates it through contiguous copies or its shard."""
+    Optimizer._run_staged updates it through contiguous copies or its shard. With `dense_ok`
+    (an element-wise rule, NOTE: [dense layouts] in csrc/python/bindings.cpp) a parameter laid
+    out densely in another order (channels_last) is taken as it is, when its gradient has its
+    strides."""
     if not is_torch(param):
         return False
     grad = param.grad
-    return (
-        is_dtensor(param)
-        or param.is_complex()
-        or not param.is_contiguous()
-        or (grad is not None and (grad.is_sparse or not grad.is_contiguous()))
-    )
+    if is_dtensor(param) or param.is_complex():
+        return True
+    if param.is_contiguous():
+        return grad is not None and (grad.is_sparse or not grad.is_contiguous())
+    if not (dense_ok and dense_strides(param)):
+        return True
+    return grad is not None and (grad.is_sparse or grad.stride() != param.stride())
+
+
+def dense_strides(t):
+    """The strides of a non-contiguous torch tensor whose elements fill one block of memory
+    without gaps or overlap, in some order of its dimensions (channels_last, a transposed
+    matrix); None for anything else. An element-wise rule over that block in memory order is
+    the rule over the tensor (NOTE: [dense layouts] in csrc/python/bindings.cpp)."""
+    if not is_torch(t) or t.layout != _torch().strided or t.is_contiguous():
+        return None
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1):
+        if stride != expected:
+            return None
+        expected *= size
+    return tuple(t.stride())
+
+
+def memory_order(t):
+    """A dense non-contiguous torch tensor (dense_strides) as a 1-D contiguous view of its block
+    of memory, for element-wise work and sums; anything else itself."""
+    if dense_strides(t) is None:
+        return t
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
 def dtype_code_of_name(name):
@@ -484,12 +511,16 @@ def dtype_code_of_name(name):
     return code
 
 
-def zeros_like(arr, code=None, shape=None):
+def zeros_like(arr, code=None, shape=None, keep_layout=False):
     """A zero-filled, contiguous array of the parameter's library and device, of its shape (or
-    `shape`), of the parameter's dtype or of the dtype `code`."""
+    `shape`), of the parameter's dtype or of the dtype `code`. `keep_layout`: of the strides of
+    a densely laid out `arr` instead (dense_strides; torch's preserve_format), where the
+    shapes are equal."""
     shape = arr.shape if shape is None else tuple(shape)
     if is_torch(arr):
         dtype = arr.dtype if code is None else torch_dtype(code)
+        if keep_layout and shape == tuple(arr.shape) and dense_strides(arr):
+            return _torch().zeros_like(arr, dtype=dtype, memory_format=_torch().preserve_format)
         return _torch().zeros(shape, dtype=dtype, device=arr.device)
     if code == BFLOAT16:
         raise TypeError("NumPy has no bfloat16: bfloat16 state needs torch parameters")
@@ -521,13 +552,17 @@ def new_step(arr, value=0.0):
     return np.array(value, dtype=np.float32)
 
 
-def copy_into_like(value, arr, code, shape=None):
+def copy_into_like(value, arr, code, shape=None, keep_layout=False):
     """A new contiguous array of `arr`'s library and device, of its shape (or `shape`), of dtype
-    `code`, holding `value` (a torch tensor, a NumPy array or a number) cast to that dtype."""
+    `code`, holding `value` (a torch tensor, a NumPy array or a number) cast to that dtype.
+    `keep_layout`: of `arr`'s strides where it is densely laid out (as zeros_like)."""
     shape = arr.shape if shape is None else tuple(shape)
     if is_torch(arr):
         torch = _torch()
         src = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        if keep_layout and shape == tuple(arr.shape) and dense_strides(arr):
+            out = torch.empty_like(arr, dtype=torch_dtype(code), memory_format=torch.preserve_format)
+            return out.copy_(src.detach().to(device=arr.device).reshape(shape))
         out = src.detach().to(device=arr.device, dtype=torch_dtype(code), copy=True)
         return out.reshape(shape).contiguous()
     if is_torch(value):

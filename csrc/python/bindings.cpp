@@ -95,6 +95,7 @@ Member data_of("data", Member::Get);
 Member data_ptr_of("data_ptr", Member::Call);
 Member numel_of("numel", Member::Call);
 Member is_contiguous("is_contiguous", Member::Call);
+Member stride_of("stride", Member::Call);
 Member dtype_of("dtype", Member::Get);
 Member is_cpu("is_cpu", Member::Get);
 Member is_cuda("is_cuda", Member::Get);
@@ -109,7 +110,7 @@ std::array<PyObject*, kArrayDTypes> torch_dtypes = {nullptr, nullptr, nullptr, n
 void register_torch(py::object tensor_type, py::sequence dtypes) {
   torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
   for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
-  for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &dtype_of, &is_cpu, &is_cuda})
+  for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &stride_of, &dtype_of, &is_cpu, &is_cuda})
     m->resolve(torch_tensor_type);
 }
 
@@ -179,12 +180,28 @@ int torch_dtype_code(PyObject* obj) {
   return code == kArrayDTypes ? -1 : code;
 }
 
-// Describes a contiguous torch tensor of a supported dtype. The device is checked only when
-// asked: a gradient's device is guaranteed by torch to be its parameter's.
-bool describe_torch(PyObject* obj, ArrayInfo& out, bool check_cpu) {
+// NOTE: [dense layouts]
+// An element-wise rule only needs each array's elements in one block of memory, in the same
+// order in every array of a parameter: channels_last weights (strides a permutation of the
+// contiguous ones) qualify as well as contiguous tensors. Python admits such a parameter with
+// its strides (it has checked that they describe a dense, non-overlapping block, and creates
+// the state with the same strides, as torch's preserve_format does); from then on the plan
+// compares the strides of the parameter, its gradient and its state with those, where a
+// contiguous entry asks is_contiguous().
+// Whether a torch tensor has the admitted layout: `strides` None means contiguous.
+bool has_layout(PyObject* obj, PyObject* strides) {
+  if (strides == Py_None) return is_contiguous(obj).ptr() == Py_True;
+  const py::object now = stride_of(obj);
+  return now && PyObject_RichCompareBool(now.ptr(), strides, Py_EQ) == 1;
+}
+
+// Describes a torch tensor of a supported dtype laid out as `strides` says (contiguous when
+// None: NOTE: [dense layouts]). The device is checked only when asked: a gradient's device is
+// guaranteed by torch to be its parameter's.
+bool describe_torch(PyObject* obj, ArrayInfo& out, bool check_cpu, PyObject* strides = Py_None) {
   if (!is_torch_tensor(obj)) return false;
   if (check_cpu && is_cpu(obj).ptr() != Py_True) return false;
-  if (is_contiguous(obj).ptr() != Py_True) return false;
+  if (!has_layout(obj, strides)) return false;
   const int code = torch_dtype_code(obj);
   if (code < 0) return false;
   const py::object ptr = data_ptr_of(obj);
@@ -350,14 +367,16 @@ struct Held {
   py::object array;  // what the user sees (the parameter, or an entry of optimizer.state)
   py::object pin;    // torch: an alias that keeps the admitted storage allocated
   ArrayInfo info;
-  bool watched = true;  // referenced from outside the optimizer: re-check every step
+  bool watched = true;              // referenced from outside the optimizer: re-check every step
+  py::object strides = py::none();  // torch: the admitted strides, None if contiguous (NOTE: [dense layouts])
 
   // Whether `array` still is the memory that was admitted (see NOTE: [pinned storage]).
   bool unchanged(bool torch, bool cuda_array = false) const {
     PyObject* obj = array.ptr();
     if (torch) {
       const py::object ptr = data_ptr_of(obj);
-      return ptr && PyLong_AsVoidPtr(ptr.ptr()) == info.data && torch_dtype_code(obj) == static_cast<int>(info.dtype);
+      return ptr && PyLong_AsVoidPtr(ptr.ptr()) == info.data && torch_dtype_code(obj) == static_cast<int>(info.dtype) &&
+             (strides.is_none() || has_layout(obj, strides.ptr()));
     }
     ArrayInfo now;
     const bool ok =
@@ -388,12 +407,16 @@ py::object pin_of(const py::object& array) {
 // contiguous, writeable array of a supported dtype on the right device. Python has validated
 // it already; this is the last line of defence against a pointer that does not mean what the
 // plan will assume.
-ArrayInfo describe_for_write(const py::object& array, bool cuda, const char* what) {
+ArrayInfo describe_for_write(const py::object& array, bool cuda, const char* what, PyObject* strides = Py_None) {
   ArrayInfo info;
-  const bool ok =
-      cuda ? (describe_torch(array.ptr(), info, /*check_cpu=*/false) && is_cuda(array.ptr()).ptr() == Py_True) ||
-                 describe_cuda_array(array.ptr(), info, Access::Write)
-           : describe(array.ptr(), info, Access::Write);
+  bool ok;
+  if (strides != Py_None)  // a torch tensor of a dense layout (NOTE: [dense layouts])
+    ok = describe_torch(array.ptr(), info, /*check_cpu=*/!cuda, strides) &&
+         (!cuda || is_cuda(array.ptr()).ptr() == Py_True);
+  else
+    ok = cuda ? (describe_torch(array.ptr(), info, /*check_cpu=*/false) && is_cuda(array.ptr()).ptr() == Py_True) ||
+                    describe_cuda_array(array.ptr(), info, Access::Write)
+              : describe(array.ptr(), info, Access::Write);
   if (!ok)
     throw py::value_error(std::string("genesis internal error: ") + what + " is not a writeable contiguous array");
   return info;
@@ -430,21 +453,26 @@ class GroupPlan {
   // UInt8) the state arrays are uint8 codes and `absmax` holds each one's float32 block scales.
   void admit(size_t i, py::object data, std::vector<py::object> state, std::vector<py::object> scalars, int state_dtype,
              py::object step, py::object master, bool fresh, uint64_t id, bool cuda, std::vector<int64_t> state_numel,
-             std::vector<int64_t> shape, std::vector<py::object> absmax) {
+             std::vector<int64_t> shape, std::vector<py::object> absmax, py::object strides) {
     Entry& e = entries_.at(i);
     if (state.size() + scalars.size() > static_cast<size_t>(kMaxStates))
       throw py::value_error("genesis internal error: too many state arrays");
-    auto hold = [&](const py::object& array, const char* what) {
-      Held h{array, pin_of(array), describe_for_write(array, cuda, what)};
+    if (!strides.is_none() && !e.torch)
+      throw py::value_error("genesis internal error: only torch tensors are admitted with strides");
+    // `layout`: the strides the parameter and its element-wise state arrays share (None:
+    // contiguous); scalars, the step counter and block scales are always contiguous.
+    auto hold = [&](const py::object& array, const char* what, const py::object& layout = py::none()) {
+      Held h{array, pin_of(array), describe_for_write(array, cuda, what, layout.ptr())};
+      h.strides = layout;
       return h;
     };
     Entry fresh_entry;
     fresh_entry.param = e.param;
     fresh_entry.torch = e.torch;
     fresh_entry.duplicate = e.duplicate;
-    fresh_entry.data = hold(data, "the parameter");
+    fresh_entry.data = hold(data, "the parameter", strides);
     for (size_t k = 0; k < state.size(); ++k) {
-      fresh_entry.state.push_back(hold(state[k], "a state array"));
+      fresh_entry.state.push_back(hold(state[k], "a state array", strides));
       const int64_t expected = k < state_numel.size() ? state_numel[k] : fresh_entry.data.info.numel;
       if (fresh_entry.state.back().info.numel != expected ||
           fresh_entry.state.back().info.dtype != static_cast<DType>(state_dtype))
@@ -456,7 +484,7 @@ class GroupPlan {
         throw py::value_error("genesis internal error: a per-tensor scalar is not one float32");
     }
     if (!step.is_none()) fresh_entry.state.push_back(hold(step, "the step counter"));
-    if (!master.is_none()) fresh_entry.state.push_back(hold(master, "the master copy"));
+    if (!master.is_none()) fresh_entry.state.push_back(hold(master, "the master copy", strides));
     const bool quantized = static_cast<DType>(state_dtype) == DType::UInt8;
     if (absmax.size() != (quantized ? state.size() : 0))
       throw py::value_error("genesis internal error: 8-bit state needs one absmax array per state array");
@@ -638,7 +666,7 @@ class GroupPlan {
     if (e.torch) {
       // torch guarantees that a gradient's shape, dtype and device match its parameter when it
       // is assigned; the parameter may have changed since, which data.unchanged() sees.
-      if (!e.data.unchanged(true) || !is_torch_tensor(grad) || is_contiguous(grad).ptr() != Py_True) return false;
+      if (!e.data.unchanged(true) || !is_torch_tensor(grad) || !has_layout(grad, e.data.strides.ptr())) return false;
       const py::object ptr = data_ptr_of(grad);
       const py::object numel = numel_of(grad);
       if (!ptr || !numel) return false;
@@ -1048,7 +1076,7 @@ PYBIND11_MODULE(_C, m) {
       .def("admit", &GroupPlan::admit, py::arg("index"), py::arg("data"), py::arg("state"), py::arg("scalars"),
            py::arg("state_dtype"), py::arg("step"), py::arg("master"), py::arg("fresh"), py::arg("id"), py::arg("cuda"),
            py::arg("state_numel") = std::vector<int64_t>{}, py::arg("shape") = std::vector<int64_t>{},
-           py::arg("absmax") = std::vector<py::object>())
+           py::arg("absmax") = std::vector<py::object>(), py::arg("strides") = py::none())
       .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
       .def("stage", &GroupPlan::stage, py::arg("index"), py::arg("staged"))
       .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).");

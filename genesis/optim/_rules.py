@@ -72,6 +72,7 @@ class RuleOptimizer(Optimizer):
             cls._supports_8bit_state = not OPTIONS[rule].reduction
             # Element-wise updates are exact on any shard of a DTensor; reductions need whole tensors.
             cls._dtensors = "replicated" if OPTIONS[rule].reduction else "sharded"
+            cls._dense_layouts = not OPTIONS[rule].reduction
             # The element-wise kernels substitute a device lr into the options (device_lr.cuh).
             cls._device_lr = not OPTIONS[rule].reduction and "lr" in dict(OPTIONS[rule].fields())
 

@@ -350,6 +350,15 @@ class Optimizer(Base):
         param_group.update(group)
         self.param_groups.append(param_group)
 
+    def _dense_ok(self, group):
+        """Whether this group's parameters may be updated in a dense layout of their own
+        (channels_last: NOTE: [dense layouts] in csrc/python/bindings.cpp): element-wise rules
+        without 8-bit state (whose blocks follow the logical order)."""
+        if not self._dense_layouts:
+            return False
+        wanted = group.get("state_dtype")
+        return wanted is None or _interop.dtype_code_of_name(wanted) != _interop.UINT8
+
     def _check_dtensor(self, param, group, where):
         """NOTE: [DTensor parameters] (_interop.py): which DTensors this optimizer's update is
         exact on, checked when a parameter is added and when its state is created."""
@@ -527,6 +536,9 @@ class Optimizer(Base):
     # Which DTensor parameters the update is exact on (NOTE: [DTensor parameters]): "sharded"
     # (any placements: element-wise rules), "replicated" (whole-tensor reductions), or None.
     _dtensors = None
+    # Whether the update is element-wise, so that it may walk a densely laid out parameter
+    # (channels_last) and its gradient and state in memory order (NOTE: [dense layouts]).
+    _dense_layouts = False
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient. If ``closure`` is given it is
@@ -656,7 +668,7 @@ class Optimizer(Base):
             for gi, group, cached, missing in pending:
                 for i in missing:
                     p = group["params"][i]
-                    if _interop.needs_staging(p):
+                    if _interop.needs_staging(p, self._dense_ok(group)):
                         cached.plan.stage(i, True)
                         cached.staged.add(i)
                     else:
@@ -712,11 +724,11 @@ class Optimizer(Base):
                 or tuple(value.shape) != shape
                 or _interop.dtype_code(value) != code
                 or _interop.device_of(value) != _interop.device_of(arr)
-                or not _interop.is_contiguous(value)
+                or not (_interop.is_contiguous(value) or _interop.dense_strides(value))
             ):
                 raise ValueError(
                     f"state '{name}' of {where} does not match the parameter (library, "
-                    f"shape, device and contiguity must be equal, dtype "
+                    f"shape and device must be equal, the memory contiguous or dense, dtype "
                     f"{_interop.CODE_NAMES[code]})"
                 )
             if not _interop.is_torch(value):
@@ -751,7 +763,7 @@ class Optimizer(Base):
                     if state_code == _interop.UINT8:
                         dict.__setitem__(state, _quantized.absmax_name(name), _quantized.new_absmax(arr))
                     fresh = True
-            state_arrays = [_interop.core_view(dict.__getitem__(state, n)) for n in names]
+            state_arrays = [_interop.core_view(_in_layout_of(state, n, arr)) for n in names]
             if state_code == _interop.UINT8:
                 absmax = [dict.__getitem__(state, _quantized.absmax_name(n)) for n in names]
             for name, initial in self._scalars(group):
@@ -766,9 +778,9 @@ class Optimizer(Base):
                 step = self._applied_steps_counter(param, dict.__getitem__(state, names[0]), fresh)
             if master:
                 if dict.get(state, "master_param") is None:
-                    master_param = _interop.copy_into_like(arr, arr, _interop.FLOAT32)
+                    master_param = _interop.copy_into_like(arr, arr, _interop.FLOAT32, keep_layout=True)
                     dict.__setitem__(state, "master_param", _interop.shaped_like(param, master_param))
-                master_param = _interop.core_view(dict.__getitem__(state, "master_param"))
+                master_param = _interop.core_view(_in_layout_of(state, "master_param", arr))
         plan.admit(
             index,
             arr,
@@ -783,6 +795,7 @@ class Optimizer(Base):
             state_numel=[_interop.numel(a) for a in state_arrays],
             shape=list(arr.shape),
             absmax=absmax,
+            strides=_interop.dense_strides(arr),
         )
 
     def _run_staged(self, cached, group, control, first_index):
@@ -802,14 +815,17 @@ class Optimizer(Base):
             if p.grad is None:
                 continue
             view = _interop.core_view(p.detach())
-            work = view if view.is_contiguous() else view.contiguous()
-            grad = p.grad.to_dense() if p.grad.is_sparse else p.grad
-            work.grad = _interop.core_view(grad).contiguous()
+            dense = self._dense_ok(group) and _interop.dense_strides(view) is not None
+            work = view if view.is_contiguous() or dense else view.contiguous()
+            grad = _interop.core_view(p.grad.to_dense() if p.grad.is_sparse else p.grad)
+            if grad.stride() != work.stride() and not (grad.is_contiguous() and work.is_contiguous()):
+                grad = torch.empty_like(work).copy_(grad)  # the work's layout, which the core walks
+            work.grad = grad
             works.append(work)
             order.append((i, p))
             if work is not view:
                 writebacks.append((view, work))
-            if not _interop.needs_staging(p):  # plain again: the fast path takes it next step
+            if not _interop.needs_staging(p, self._dense_ok(group)):  # the fast path takes it next step
                 cached.plan.stage(i, False)
                 cached.staged.discard(i)
         if dtensors:
@@ -1081,6 +1097,27 @@ def _export_step(step):
 Optimizer.step = with_step_hooks(Optimizer.step)
 
 
+def _in_layout_of(state, name, arr):
+    """State array `name`, laid out as the core array `arr` (contiguous, or densely in arr's
+    order: NOTE: [dense layouts] in csrc/python/bindings.cpp), the core walking all of a
+    parameter's arrays in one memory order. An array of another dense layout (a contiguous
+    state of a parameter since converted to channels_last, or loaded so) is replaced by a copy
+    in arr's layout first: the same values, only the order in memory changes."""
+    value = dict.__getitem__(state, name)
+    torch = _interop.torch_module()
+    if (
+        _interop.is_torch(value)
+        and not _interop.is_dtensor(value)
+        and not value.is_complex()
+        and value.shape == arr.shape
+        and not (value.stride() == arr.stride() or (value.is_contiguous() and arr.is_contiguous()))
+    ):
+        layout = torch.preserve_format if _interop.dense_strides(arr) else torch.contiguous_format
+        value = torch.empty_like(arr, dtype=value.dtype, memory_format=layout).copy_(value)
+        dict.__setitem__(state, name, value)
+    return value
+
+
 def _new_state_array(param, arr, state_code, shape=None):
     """A zero state array for `param`, whose core array is `arr`: of the parameter's own complex
     dtype for complex torch parameters (torch's state layout), else of the state dtype;
@@ -1090,7 +1127,7 @@ def _new_state_array(param, arr, state_code, shape=None):
         local = _interop.local_of(param)
         value = _interop.torch_module().zeros(local.shape, dtype=local.dtype, device=local.device)
     else:
-        value = _interop.zeros_like(arr, state_code, shape)
+        value = _interop.zeros_like(arr, state_code, shape, keep_layout=True)
     return _interop.shaped_like(param, value)
 
 

@@ -49,6 +49,11 @@ def _buffers(grads):
     try:
         return _C.BufferList(grads, cuda)
     except TypeError:
+        # Densely laid out gradients of another order (channels_last): every clip operation is
+        # element-wise or a sum, so their blocks of memory, in memory order, serve as they are.
+        dense = [_interop.memory_order(g) for g in grads]
+        if any(a is not b for a, b in zip(dense, grads)):
+            return _buffers(dense)
         for i, g in enumerate(grads):
             if not (_interop.is_torch(g) or isinstance(g, np.ndarray)):
                 raise TypeError(
