@@ -153,6 +153,38 @@ def test_torch_compiled_model_trains_with_genesis_as_eager():
     _same_params(compiled_model, eager)
 
 
+def test_a_compiled_training_step_breaks_its_graph_once_at_the_genesis_step():
+    """optimizer.step() inside a torch.compile'd function runs eagerly behind one graph break
+    (genesis/optim/_base.py, _eagerly): Dynamo does not step into genesis and warn about each
+    call into the core, the step hooks still run, and the result is the eager one."""
+    import warnings
+
+    torch._dynamo.reset()
+    eager, compiled_model = _model(), _model()
+    opt_e = genesis.optim.AdamW(eager.parameters(), lr=1e-2)
+    opt_c = genesis.optim.AdamW(compiled_model.parameters(), lr=1e-2)
+    log = []
+    opt_c.register_step_post_hook(lambda o, a, k: log.append("post"))
+
+    def train_step(model, opt, x, y):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+
+    compiled = torch.compile(train_step, backend="aot_eager")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(5):
+            x, y = _batch(k)
+            train_step(eager, opt_e, x, y)
+            compiled(compiled_model, opt_c, x, y)
+    dynamo = [str(w.message) for w in caught if "Dynamo" in str(w.message)]
+    assert not dynamo, dynamo[0]
+    assert log == ["post"] * 5
+    _same_params(compiled_model, eager)
+    torch._dynamo.reset()
+
+
 # ------------------------------------------------------------------------------------ hooks
 def _record_hooks(opt, log):
     opt.register_step_pre_hook(lambda o, a, k: log.append("pre"))

@@ -127,6 +127,21 @@ def init_hook_tables(optimizer):
             setattr(optimizer, name, OrderedDict())
 
 
+# torch.compile: a step runs compiled code that Dynamo cannot trace (pybind11 functions), so a
+# compiled training step that calls optimizer.step() must break its graph there. Left to itself
+# Dynamo would compile every genesis frame the step enters (even when the step runs after an
+# earlier graph break, its frames are offered to Dynamo), break at each call into the core and
+# warn about each. So the step is wrapped in torch.compiler.disable: one clean graph break,
+# the whole step run eagerly. It costs about a microsecond per step in eager mode (1.2 us on
+# this machine, against 30 us for the smallest step, one tensor of 10 elements).
+_no_dynamo = lambda fn: fn  # noqa: E731
+if HAS_TORCH_BASE:
+    import torch.compiler
+
+    if hasattr(torch.compiler, "disable"):
+        _no_dynamo = torch.compiler.disable
+
+
 def with_step_hooks(step):
     """Wrap an optimizer class's ``step`` so that the global and per-optimizer step hooks run
     around it exactly as around torch's (global pre hooks, then the optimizer's; after the
@@ -141,6 +156,9 @@ def with_step_hooks(step):
             _global_pre_hooks or _global_post_hooks or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
         ):
             return step(self, *args, **kwargs)
+        return hooked(self, *args, **kwargs)
+
+    def hooked(self, *args, **kwargs):
         for pre_hook in chain(_global_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
             result = pre_hook(self, args, kwargs)
             if result is not None:
@@ -155,6 +173,7 @@ def with_step_hooks(step):
             post_hook(self, args, kwargs)
         return out
 
+    wrapper = functools.wraps(step)(_no_dynamo(wrapper))
     wrapper._genesis_hooked = True
     wrapper.hooked = True  # torch's own marker: its base then leaves this step alone
     return wrapper
