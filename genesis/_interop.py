@@ -396,7 +396,7 @@ def check_grad(param, grad, where, sparse_ok=False):
     if _cuda_array.is_cuda_array(arr):
         return _check_cuda_grad(arr, grad, where)
     if is_dtensor(arr) or is_dtensor(grad):
-        _check_dtensor_grad(arr, grad, where)  # the rest holds for their global views alike
+        check_dtensor_grad(arr, grad, where)  # the rest holds for their global views alike
     check_storage(grad, f"the gradient of {where}")
     if is_torch(grad) and grad.is_sparse:
         if not sparse_ok:
@@ -422,9 +422,9 @@ def check_grad(param, grad, where, sparse_ok=False):
         raise ValueError(f"the gradient of {where} is not contiguous")
 
 
-def _check_dtensor_grad(arr, grad, where):
-    """A DTensor parameter has a DTensor gradient on its mesh (any placements: the step
-    redistributes them), and a plain parameter a plain gradient."""
+def check_dtensor_grad(arr, grad, where):
+    """A DTensor parameter has a DTensor gradient of its dtype on its mesh (any placements: the
+    step redistributes them), and a plain parameter a plain gradient."""
     if not (is_dtensor(arr) and is_dtensor(grad)):
         kinds = ("a DTensor", "a plain tensor") if is_dtensor(grad) else ("a plain tensor", "a DTensor")
         raise TypeError(f"the gradient of {where} is {kinds[0]}, but the parameter is {kinds[1]}")
@@ -436,6 +436,8 @@ def _check_dtensor_grad(arr, grad, where):
         raise ValueError(
             f"the gradient of {where} has shape {tuple(grad.shape)}, but the parameter has shape {tuple(arr.shape)}"
         )
+    if grad.dtype != arr.dtype:
+        raise TypeError(f"the gradient of {where} has dtype {grad.dtype}, but the parameter has dtype {arr.dtype}")
 
 
 def core_view(arr):

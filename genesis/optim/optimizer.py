@@ -647,6 +647,10 @@ class Optimizer(Base):
             cached.exposure = self._exposure
             if missing:
                 pending.append((gi, group, cached, missing))
+            if cached.shards is not None:  # DTensor gradients, checked before any group updates
+                for i in cached.shards.indices:
+                    if params[i].grad is not None:
+                        _interop.check_dtensor_grad(params[i], params[i].grad, _where(gi, i))
         if pending:
             self._admit_all(pending)
 

@@ -224,6 +224,16 @@ def refusals(rank, world_size):
     sharded.grad = torch.ones(8, 4)
     out["plain_grad"] = _errors_of(opt.step)
     out["unchanged"] = torch.equal(sharded.to_local(), before) and not opt.state
+    # the same after a first step (the shards planned): checked before any group is updated
+    plain = torch.nn.Parameter(torch.ones(3))
+    opt = genesis.optim.AdamW([{"params": [plain]}, {"params": [sharded]}])
+    plain.grad = torch.ones(3)
+    sharded.grad = distribute_tensor(torch.ones(8, 4), mesh, [Shard(0)])
+    opt.step()
+    before = (plain.detach().clone(), sharded.to_local().clone())
+    sharded.grad = torch.ones(8, 4)
+    out["plain_grad_later"] = _errors_of(opt.step)
+    out["unchanged_later"] = torch.equal(plain.detach(), before[0]) and torch.equal(sharded.to_local(), before[1])
     # a gradient with other placements is redistributed (a replicated one, here)
     replicated_grad = distribute_tensor(torch.full((8, 4), 0.5), mesh, [Replicate()])
     a = torch.nn.Parameter(distribute_tensor(torch.ones(8, 4), mesh, [Shard(0)]))

@@ -60,6 +60,8 @@ def test_refusals_are_clear_and_change_nothing(tmp_path):
             and "is a plain tensor, but the parameter is a DTensor" in (out["plain_grad"])
         )
         assert out["unchanged"]
+        assert out["plain_grad_later"].startswith("TypeError") and "plain tensor" in out["plain_grad_later"]
+        assert out["unchanged_later"]
         assert out["redistributed"]
 
 
