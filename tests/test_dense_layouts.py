@@ -236,3 +236,19 @@ def test_bfloat16_dense_parameters_with_master_weights(name):
         assert torch.equal(p.detach(), q.detach())
         master = opts[0].state[p]["master_param"]
         assert torch.equal(master, opts[1].state[q]["master_param"]) and master.stride() == p.stride()
+
+
+def test_a_factor_state_of_another_layout_is_refused_by_name():
+    """Adafactor's row factor (another shape than its parameter's) must stay contiguous: one of
+    another dense layout, put there by hand, is refused with a ValueError before any update."""
+    p = torch.nn.Parameter(torch.randn(3, 4, 5))
+    opt = genesis.optim.Adafactor([p], lr=1e-2)
+    p.grad = torch.randn(3, 4, 5)
+    opt.step()
+    row = opt.state[p]["row_var"]
+    opt.state[p]["row_var"] = row.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not opt.state[p]["row_var"].is_contiguous()
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="state 'row_var' of parameter 0 of param group 0 does not match"):
+        opt.step()
+    assert torch.equal(p.detach(), before)

@@ -728,7 +728,10 @@ class Optimizer(Base):
                 or tuple(value.shape) != shape
                 or _interop.dtype_code(value) != code
                 or _interop.device_of(value) != _interop.device_of(arr)
-                or not (_interop.is_contiguous(value) or _interop.dense_strides(value))
+                or not (
+                    _interop.is_contiguous(value)
+                    or (_interop.dense_strides(value) and tuple(value.shape) == tuple(arr.shape))
+                )
             ):
                 raise ValueError(
                     f"state '{name}' of {where} does not match the parameter (library, "
