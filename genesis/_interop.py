@@ -77,9 +77,9 @@ def array_of(param):
 # where they differ, as DTensor's own operations would) and its state, and keeps the state as
 # DTensors of the parameter's mesh and placements, as torch's optimizers do, so that
 # torch.distributed.checkpoint saves and reshards it. Rules that reduce over a whole tensor
-# (LAMB, Adafactor, Muon, LBFGS) need every shard of it and accept only replicated DTensors.
-# Any other tensor subclass without storage is refused before anything is touched
-# (docs/distributed.md#fsdp2-and-dtensor-parameters).
+# need every shard of it: LAMB and Adafactor accept only replicated DTensors, Muon, LBFGS and
+# SparseAdam (their own step paths) none. Any other tensor subclass without storage is refused
+# before anything is touched (docs/distributed.md#fsdp2-and-dtensor-parameters).
 def dtensor_type():
     """torch's DTensor class if torch.distributed.tensor is loaded (no DTensor exists before)."""
     module = sys.modules.get("torch.distributed.tensor")

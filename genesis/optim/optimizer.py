@@ -1127,9 +1127,10 @@ def _in_layout_of(state, name, arr):
 
 def _new_state_array(param, arr, state_code, shape=None):
     """A zero state array for `param`, whose core array is `arr`: of the parameter's own complex
-    dtype for complex torch parameters (torch's state layout), else of the state dtype;
-    always contiguous, of `shape` (the parameter's, for element-wise rules); a DTensor laid
-    out like a DTensor parameter (NOTE: [DTensor parameters])."""
+    dtype for complex torch parameters (torch's state layout), else of the state dtype; of
+    `shape` (the parameter's, for element-wise rules), contiguous or, where `arr` is densely
+    laid out in another order, in its layout (NOTE: [dense layouts]); a DTensor laid out like
+    a DTensor parameter (NOTE: [DTensor parameters])."""
     if _interop.is_torch(param) and param.is_complex() and state_code != _interop.UINT8:
         local = _interop.local_of(param)
         value = _interop.torch_module().zeros(local.shape, dtype=local.dtype, device=local.device)
