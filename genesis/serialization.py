@@ -31,6 +31,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ._interop import is_dtensor as _is_dtensor
 from .nn.parameter import Parameter as _GenesisParameter
 
 __all__ = ["CheckpointError", "load", "save"]
@@ -270,7 +271,7 @@ class _Encoder:
                 return self._tagged(
                     "torch.nn.Parameter", [self._add_torch(torch, obj.detach(), path), obj.requires_grad]
                 )
-            if type(obj).__name__ == "DTensor":
+            if _is_dtensor(obj):
                 raise TypeError(
                     f"cannot save {path}: a DTensor holds one rank's shard of a distributed tensor;"
                     " save t.to_local() on each rank, or use torch.distributed.checkpoint, which reshards"

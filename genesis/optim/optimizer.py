@@ -1111,7 +1111,6 @@ def _in_layout_of(state, name, arr):
     state of a parameter since converted to channels_last, or loaded so) is replaced by a copy
     in arr's layout first: the same values, only the order in memory changes."""
     value = dict.__getitem__(state, name)
-    torch = _interop.torch_module()
     if (
         _interop.is_torch(value)
         and not _interop.is_dtensor(value)
@@ -1119,8 +1118,7 @@ def _in_layout_of(state, name, arr):
         and value.shape == arr.shape
         and not (value.stride() == arr.stride() or (value.is_contiguous() and arr.is_contiguous()))
     ):
-        layout = torch.preserve_format if _interop.dense_strides(arr) else torch.contiguous_format
-        value = torch.empty_like(arr, dtype=value.dtype, memory_format=layout).copy_(value)
+        value = _interop.copy_into_like(value, arr, _interop.dtype_code(value), keep_layout=True)
         dict.__setitem__(state, name, value)
     return value
 
