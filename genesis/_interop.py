@@ -402,9 +402,8 @@ def check_grad(param, grad, where, sparse_ok=False):
         if not sparse_ok:
             raise RuntimeError(
                 f"the gradient of {where} is sparse; this optimizer does not "
-                "support sparse gradients (SGD and SparseAdam do)"
+                "support sparse gradients (SGD, Adagrad and SparseAdam do)"
             )
-        grad = grad.to_dense()
     if is_torch(arr) != is_torch(grad) or not (is_torch(grad) or isinstance(grad, np.ndarray)):
         raise TypeError(
             f"the gradient of {where} is a {type(grad).__name__}, but the parameter is a {type(arr).__name__}"

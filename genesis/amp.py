@@ -141,7 +141,9 @@ class GradScaler:
                 "use torch.amp.GradScaler('cuda'), which drives genesis optimizers "
                 "with the unscale and the inf check on the device"
             )
-        return grads
+        # A sparse gradient (nn.Embedding(sparse=True)) is checked and unscaled through its
+        # values: both are element-wise, and writing them in place changes the gradient itself.
+        return [g._values() if _interop.is_torch(g) and g.is_sparse else g for g in grads]
 
     def unscale_(self, optimizer):
         """Divide the optimizer's gradients by the scale, in place, and record whether any of

@@ -3,6 +3,7 @@
 from .. import _interop
 from . import _quantized
 from ._rules import RuleOptimizer
+from ._sparse import like
 from .optimizer import _new_state_array, as_float, precision_defaults
 
 
@@ -14,9 +15,42 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
     As in torch, the constructor creates the state of every parameter (``step`` 0, ``sum``
     filled with ``initial_accumulator_value``), so a state_dict has torch's layout from the
     start; parameters of groups added later get theirs with their first step.
+
+    torch sparse gradients (``nn.Embedding(sparse=True)``) update only their entries, as
+    torch's Adagrad does (docs/semantics.md#sparse-gradients); with ``weight_decay`` they raise
+    torch's RuntimeError.
     """
 
     _eager_state = True
+    _supports_sparse = True
+
+    def _check_sparse_grad(self, group, where):
+        if as_float(group["weight_decay"]) != 0.0:
+            raise RuntimeError(f"weight_decay option is not compatible with sparse gradients ({where})")
+
+    def _sparse_rows(self, group):
+        return True
+
+    def _update_rows(self, group, param, grad):
+        """torch's sparse Adagrad step, operation for operation (its numbers, bit for bit):
+        the sum grows at the gradient's entries, and only they move."""
+        state = self._state[param]  # internal reads and writes: no staleness notice (_state.py)
+        if dict.get(state, "step") is None:  # a group added later, or state loaded without it
+            dict.__setitem__(state, "step", _interop.new_step(param))
+        if dict.get(state, "sum") is None:
+            initial = param.new_empty(param.shape).fill_(as_float(group["initial_accumulator_value"]))
+            dict.__setitem__(state, "sum", initial)
+        step = dict.__getitem__(state, "step")
+        step += 1
+        clr = as_float(group["lr"], "lr") / (1 + (_interop.to_float(step) - 1) * as_float(group["lr_decay"]))
+        if group["maximize"]:
+            grad = -grad
+        grad = grad.coalesce()  # the update is not linear: each entry must appear once
+        indices, values = grad._indices(), grad._values()
+        total = dict.__getitem__(state, "sum")
+        total.add_(like(grad, indices, values.pow(2)))
+        std = total.sparse_mask(grad)._values().sqrt_().add_(as_float(group["eps"]))
+        param.add_(like(grad, indices, values / std), alpha=-clr)
 
     def __init__(
         self,

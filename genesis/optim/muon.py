@@ -249,7 +249,7 @@ class Muon(Optimizer):
             dict.__setitem__(state, name, value)
         return dict.__getitem__(state, name)
 
-    def _run_staged(self, cached, group, control, first_index):
+    def _run_staged(self, cached, group, control, first_index, inputs):
         """Strided parameters and gradients need no staging plan: _run() updated them with the
         rest, each stage working on contiguous arrays of its own."""
 

@@ -11,7 +11,7 @@ from itertools import accumulate, chain
 import numpy as np
 
 from .. import _C, _cuda_array, _interop
-from . import _clip, _device_lr, _differentiable, _quantized
+from . import _clip, _device_lr, _differentiable, _quantized, _sparse
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
 
@@ -583,7 +583,8 @@ class Optimizer(Base):
             if cached.staged:
                 if first_index is None:
                     first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
-                self._run_staged(cached, group, control, first_index[gi])
+                inputs = _sparse.StepInputs(grad_scale, found_inf, clip)
+                self._run_staged(cached, group, control, first_index[gi], inputs)
             if group.get("stochastic_rounding"):
                 group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
         return loss
@@ -617,6 +618,17 @@ class Optimizer(Base):
         """Call the core's update for one gathered group with the step's _C.StepControl."""
         raise NotImplementedError
 
+    # Sparse gradients (_sparse.py): whether the group's update of one touches only its entries,
+    # that update, and what the rule refuses about one (raised before anything is modified).
+    def _sparse_rows(self, group):
+        return False
+
+    def _update_rows(self, group, param, grad):
+        raise NotImplementedError
+
+    def _check_sparse_grad(self, group, where):
+        pass
+
     def _prepare(self):
         """Gather every group's gradients into its cached plan (self._plans) before any update
         runs, so that a bad gradient anywhere raises before any parameter or state is touched."""
@@ -647,6 +659,12 @@ class Optimizer(Base):
             cached.exposure = self._exposure
             if missing:
                 pending.append((gi, group, cached, missing))
+            for i in cached.staged:  # sparse gradients, checked before any group updates
+                grad = params[i].grad
+                if grad is not None and _interop.is_torch(grad) and grad.is_sparse:
+                    where = _where(gi, i)
+                    _interop.check_grad(params[i], grad, where, sparse_ok=self._supports_sparse)
+                    self._check_sparse_grad(group, where)
             if cached.shards is not None:  # DTensor gradients, checked before any group updates
                 for i in cached.shards.indices:
                     if params[i].grad is not None:
@@ -666,6 +684,8 @@ class Optimizer(Base):
                     where = _where(gi, i)
                     _interop.check_param(p, where)
                     _interop.check_grad(p, p.grad, where, sparse_ok=self._supports_sparse)
+                    if _interop.is_torch(p.grad) and p.grad.is_sparse:
+                        self._check_sparse_grad(group, where)
                     self._check_dtensor(p, group, where)
                     self._check_state(p, group, where)
             first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
@@ -805,21 +825,25 @@ class Optimizer(Base):
             strides=_interop.dense_strides(arr),
         )
 
-    def _run_staged(self, cached, group, control, first_index):
+    def _run_staged(self, cached, group, control, first_index, inputs):
         """Update the group's staged parameters (complex, strided, or with a strided or sparse
-        gradient: see _interop.needs_staging) with the same rule and state: each goes through a
-        contiguous real array (the parameter's own memory where it already is one), and
-        strided ones are copied back. A few microseconds per parameter, on a path torch users
-        rarely take."""
+        gradient: see _interop.needs_staging) with the same rule and state. A sparse gradient
+        that the rule updates entry by entry goes to _sparse.run (`inputs`: the step's scaler
+        and clip); every other parameter goes through a contiguous real array (the parameter's
+        own memory where it already is one), and strided ones are copied back. A few
+        microseconds per parameter, on a path torch users rarely take."""
         torch = _interop.torch_module()
         works, writebacks, order = [], [], []
-        dtensors = []
+        dtensors, rows = [], []
         for i in sorted(cached.staged):
             p = group["params"][i]
             if _interop.is_dtensor(p):
                 dtensors.append(i)
                 continue
             if p.grad is None:
+                continue
+            if p.grad.is_sparse and _sparse.takes_rows(self, group, p):
+                rows.append(p)
                 continue
             view = _interop.core_view(p.detach())
             dense = self._dense_ok(group) and _interop.dense_strides(view) is not None
@@ -837,6 +861,7 @@ class Optimizer(Base):
                 cached.staged.discard(i)
         if dtensors:
             self._run_shards(cached, group, control, first_index, dtensors)
+        _sparse.run(self, group, rows, inputs)
         if not works:
             return
         plan = _C.GroupPlan(works)

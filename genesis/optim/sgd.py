@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 
 from ._rules import RuleOptimizer
-from .optimizer import precision_defaults
+from .optimizer import as_float, precision_defaults
 
 
 class SGD(RuleOptimizer, rule="sgd"):
@@ -15,7 +15,16 @@ class SGD(RuleOptimizer, rule="sgd"):
     ``genesis.optim.Optimizer``.
     """
 
+    # torch sparse gradients: without momentum and weight decay only their entries are updated
+    # (torch's param.add_(grad, alpha=-lr), _sparse.py); otherwise they are densified, as the
+    # update touches every element anyway.
     _supports_sparse = True
+
+    def _sparse_rows(self, group):
+        return as_float(group["momentum"]) == 0.0 and as_float(group["weight_decay"]) == 0.0
+
+    def _update_rows(self, group, param, grad):
+        param.add_(-grad if group["maximize"] else grad, alpha=-as_float(group["lr"], "lr"))
 
     def __init__(
         self,

@@ -68,6 +68,11 @@ def _buffers(grads):
                 raise TypeError(
                     f"gradient {i} has dtype {g.dtype}; genesis supports float32, float64, float16 and bfloat16"
                 ) from None
+            if _interop.is_torch(g) and g.is_sparse:
+                raise TypeError(
+                    f"gradient {i} is sparse; clipping takes dense gradients (torch's clip functions "
+                    "refuse sparse ones too; an optimizer's clip_grad_value_ clamps them)"
+                ) from None
             if not _interop.is_contiguous(g):
                 raise ValueError(f"gradient {i} is not contiguous") from None
         raise
