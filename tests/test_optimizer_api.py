@@ -586,6 +586,43 @@ def test_editing_lr_between_steps_numpy(name):
         np.testing.assert_allclose(p.data, ref.params[0][0], rtol=1e-12, atol=1e-13)
 
 
+def _halved(value):
+    """A hyperparameter edited to another valid value: floats halved, a pair's first entry
+    halved (betas stay below 1), anything else kept."""
+    if isinstance(value, float):
+        return value / 2
+    if isinstance(value, tuple) and value and isinstance(value[0], float):
+        return (value[0] / 2,) + value[1:]
+    return value
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_hyperparameter_edited_between_steps_applies(name):
+    """A step builds the core's options once and shares them between its layout check and its
+    update (Optimizer.step's _options_memo); an edit made after a step, or after a step that
+    raised, applies to the next one."""
+    hp = R.RICH[name]
+    rng = np.random.default_rng(10)
+    p = Parameter(rng.uniform(-1, 1, 5))
+    ref = R.ReferenceOptimizer(name, [([p.data], hp)])
+    opt = getattr(genesis.optim, name)([p], **hp)
+    for k in range(8):
+        if k in (3, 6):
+            if k == 6:  # a failed step first: nothing changes, and the edit still applies
+                p.grad = np.zeros(4)
+                with pytest.raises(ValueError, match="shape"):
+                    opt.step()
+            for key, value in list(opt.param_groups[0].items()):
+                if key != "params" and _halved(value) is not value:
+                    opt.param_groups[0][key] = _halved(value)
+                    ref.groups[0][1][key] = _halved(ref.groups[0][1][key])
+        g = rng.normal(0, 1, 5)
+        p.grad = g
+        opt.step()
+        ref.step([[g]])
+        np.testing.assert_allclose(p.data, ref.params[0][0], rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_add_param_group_then_step_numpy(name):
     hp = R.RICH[name]

@@ -79,10 +79,22 @@ class RuleOptimizer(Optimizer):
     def _options(self, group):
         return core_options(self._rule, group)
 
+    def _step_options(self, group, host_lr):
+        """core_options of the group; inside step() built once per group (Optimizer.step's
+        _options_memo: no user code runs there to change the hyperparameters in between)."""
+        memo = self.__dict__.get("_options_memo")
+        if memo is None:
+            return core_options(self._rule, group, host_lr)
+        key = (id(group), host_lr)
+        options = memo.get(key)
+        if options is None:
+            options = memo[key] = core_options(self._rule, group, host_lr)
+        return options
+
     def _layout_options(self, group):
         # The state layout never depends on lr: a CUDA tensor lr is not read back for it (a
         # host read each step, and impossible while a CUDA graph is being captured).
-        return core_options(self._rule, group, host_lr=not _interop.is_cuda(group.get("lr")))
+        return self._step_options(group, host_lr=not _interop.is_cuda(group.get("lr")))
 
     def _state_names(self, group):
         return tuple(self._layout_options(group).state_names())
@@ -96,7 +108,7 @@ class RuleOptimizer(Optimizer):
         return tuple(self._layout_options(group).nonnegative_states())
 
     def _run(self, plan, group, control):
-        options = core_options(self._rule, group, host_lr=not _device_lr.uses_device_lr(self, group))
+        options = self._step_options(group, host_lr=not _device_lr.uses_device_lr(self, group))
         getattr(plan, self._rule)(options, control)
 
     # NOTE: [per-tensor scalars] (include/genesis/tensor_slots.h): NAdam's mu_product, ASGD's

@@ -101,6 +101,8 @@ def as_float(x, name="hyperparameter"):
     """A hyperparameter as a Python float. Numbers and one-element tensors/arrays are accepted,
     as torch accepts them; anything else (a string, None) is a TypeError naming it, instead of
     being converted."""
+    if type(x) is float:  # the common case, without the numbers.Real ABC check
+        return x
     if isinstance(x, numbers.Real):
         return float(x)
     if hasattr(x, "item") and hasattr(x, "shape"):
@@ -571,22 +573,29 @@ class Optimizer(Base):
             )
         if traced and found_inf is not None and as_float(found_inf) != 0.0:
             return loss  # a device flag, read on the host: only on this uncommon path
-        self._prepare()
-        self._clip_in_flight = clip  # a CUDA coefficient must outlive the launches reading it
-        first_index = None
-        for gi, (cached, group) in enumerate(zip(self._plans, self.param_groups)):
-            if gi in traced:
-                traced[gi](grad_scale)
-                continue
-            control = self._control(group, cached, grad_scale, found_inf, clip)
-            self._run(cached.plan, group, control)
-            if cached.staged:
-                if first_index is None:
-                    first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
-                inputs = _sparse.StepInputs(grad_scale, found_inf, clip)
-                self._run_staged(cached, group, control, first_index[gi], inputs)
-            if group.get("stochastic_rounding"):
-                group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
+        # No user code runs from here to the end of the step, so the core's options struct of a
+        # group, built from its hyperparameters for _prepare's state layout, serves its update
+        # too (RuleOptimizer._step_options); outside a step every call builds its own.
+        self._options_memo = {}
+        try:
+            self._prepare()
+            self._clip_in_flight = clip  # a CUDA coefficient must outlive the launches reading it
+            first_index = None
+            for gi, (cached, group) in enumerate(zip(self._plans, self.param_groups)):
+                if gi in traced:
+                    traced[gi](grad_scale)
+                    continue
+                control = self._control(group, cached, grad_scale, found_inf, clip)
+                self._run(cached.plan, group, control)
+                if cached.staged:
+                    if first_index is None:
+                        first_index = list(accumulate((len(g["params"]) for g in self.param_groups), initial=0))
+                    inputs = _sparse.StepInputs(grad_scale, found_inf, clip)
+                    self._run_staged(cached, group, control, first_index[gi], inputs)
+                if group.get("stochastic_rounding"):
+                    group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
+        finally:
+            self._options_memo = None
         return loss
 
     def _options(self, group):
