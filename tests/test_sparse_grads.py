@@ -346,3 +346,32 @@ def test_clip_grad_norm_refuses_sparse_gradients_by_name():
         genesis.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     with pytest.raises(TypeError, match="is sparse"):
         opt.clip_grad_norm_(1.0)
+
+
+@pytest.mark.parametrize("sparse_dim", [1, 2])
+@pytest.mark.parametrize(
+    "rule,kw", [("SGD", dict(lr=0.1)), ("Adagrad", dict(lr=0.1)), ("SGD", dict(lr=0.1, momentum=0.9))]
+)
+def test_any_sparse_dim(rule, kw, sparse_dim):
+    """Gradients whose sparse dimensions are rows (as embeddings make them) or every dimension
+    (dense.to_sparse()): row updates equal torch's, densified ones the dense gradient's, over
+    steps whose entries change (the kept dense buffer's previous rows are cleared)."""
+    torch_cls = getattr(torch.optim, rule)
+    genesis_cls = getattr(genesis.optim, rule)
+    densify = "momentum" in kw
+    gen = torch.Generator().manual_seed(4)
+    start = torch.randn(30, 6, generator=gen)
+    params = [torch.nn.Parameter(start.clone()) for _ in range(3)]
+    ref = (genesis_cls if densify else torch_cls)([params[0]], **kw)
+    ours = genesis_cls([params[1]], **kw)
+    for _ in range(12):
+        grad = torch.zeros(30, 6)
+        rows = torch.randint(0, 30, (5,), generator=gen)
+        grad[rows] = torch.randn(5, 6, generator=gen)
+        grad[rows[:2], :3] = 0  # zeros inside stored rows
+        sparse = grad.to_sparse(sparse_dim)
+        params[0].grad = grad if densify else sparse.clone()
+        params[1].grad = sparse
+        ref.step()
+        ours.step()
+    _equal(params[0].detach(), params[1].detach())

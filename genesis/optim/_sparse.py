@@ -14,8 +14,9 @@ CUDA. A rule opts in with two methods of its optimizer class:
   gradient transform (below).
 
 Everything else with a sparse gradient (SGD with momentum, master weights, stochastic rounding,
-8-bit or 16-bit state) goes through Optimizer._run_staged: the gradient densified, the core's
-update, the same numbers as on the dense gradient.
+8-bit or 16-bit state) goes through Optimizer._run_staged: the gradient densified (`densified`
+below: into a buffer kept between steps), the core's update, the same numbers as on the dense
+gradient.
 
 The step's gradient transform (NOTE: [gradient transform] in include/genesis/update_element.h)
 applies to the entries' values as the core applies it to dense gradients: GradScaler's 1/scale
@@ -23,6 +24,8 @@ applies to the entries' values as the core applies it to dense gradients: GradSc
 the clip_grad_value_ clamp (to each element's sum over repeated entries), in that order, each
 product rounded to the gradient's dtype.
 """
+
+import weakref
 
 from .. import _interop
 
@@ -84,13 +87,14 @@ def transformed(grad, inputs):
     return grad
 
 
-def like(grad, indices, values):
+def like(grad, indices, values, is_coalesced=None):
     """A sparse COO tensor of `grad`'s size from entries taken from `grad` (valid indices: no
-    invariant check, as torch's own optimizers build theirs)."""
+    invariant check, as torch's own optimizers build theirs), flagged coalesced as `grad` is
+    unless told. The flag picks torch's kernel for adding it to a dense tensor, so the rules
+    pass what torch's own code passes, for torch's bits."""
     torch = _interop.torch_module()
-    return torch.sparse_coo_tensor(
-        indices, values, grad.size(), is_coalesced=grad.is_coalesced(), check_invariants=False
-    )
+    flag = grad.is_coalesced() if is_coalesced is None else is_coalesced
+    return torch.sparse_coo_tensor(indices, values, grad.size(), is_coalesced=flag, check_invariants=False)
 
 
 def run(optimizer, group, params, inputs):
@@ -101,3 +105,40 @@ def run(optimizer, group, params, inputs):
     with torch.no_grad():
         for p in params:
             optimizer._update_rows(group, p, transformed(p.grad, inputs))
+
+
+def densified(optimizer, param, grad):
+    """`grad` (sparse) as a dense tensor of `param`'s shape, for the core's dense update.
+
+    The dense tensor is a buffer kept per parameter between steps (dropped with the parameter): the rows the previous step wrote are zeroed and this step's coalesced entries
+    copied in, O(entries) work. torch's to_dense() instead allocates and zeroes a fresh
+    table-sized tensor every step, which the system then maps and unmaps: on a 1M x 64 float32
+    table that was about three quarters of SGD-with-momentum's step (docs/performance.md#sparse-gradients).
+    The numbers are to_dense()'s of the coalesced gradient: each element's summed value."""
+    torch = _interop.torch_module()
+    kept = optimizer.__dict__.setdefault("_sparse_dense", {})  # id(param) -> [weakref, buffer, rows]
+    grad = grad.coalesce()
+    entry = kept.get(id(param))
+    if (
+        entry is None
+        or entry[0]() is not param
+        or entry[1].shape != grad.shape
+        or entry[1].dtype != grad.dtype
+        or entry[1].device != grad.device
+    ):
+        entry = [weakref.ref(param), torch.zeros(grad.shape, dtype=grad.dtype, device=grad.device), None]
+        kept[id(param)] = entry
+        weakref.finalize(param, kept.pop, id(param), None)  # the buffer goes with its parameter
+    _, dense, written = entry
+    # Rows of `dense` viewed as (product of the sparse dimensions, *dense dimensions).
+    k = grad.sparse_dim()
+    table = dense.view((-1,) + tuple(grad.shape[k:]))
+    if written is not None:
+        table.index_fill_(0, written, 0)
+    indices = grad._indices()
+    rows = indices[0]
+    for dim in range(1, k):
+        rows = rows * grad.shape[dim] + indices[dim]
+    table.index_copy_(0, rows, grad._values())
+    entry[2] = rows
+    return dense

@@ -48,9 +48,10 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
         grad = grad.coalesce()  # the update is not linear: each entry must appear once
         indices, values = grad._indices(), grad._values()
         total = dict.__getitem__(state, "sum")
-        total.add_(like(grad, indices, values.pow(2)))
+        # Built as torch's _make_sparse builds them: not flagged coalesced.
+        total.add_(like(grad, indices, values.pow(2), is_coalesced=False))
         std = total.sparse_mask(grad)._values().sqrt_().add_(as_float(group["eps"]))
-        param.add_(like(grad, indices, values / std), alpha=-clr)
+        param.add_(like(grad, indices, values / std, is_coalesced=False), alpha=-clr)
 
     def __init__(
         self,

@@ -857,7 +857,7 @@ class Optimizer(Base):
             view = _interop.core_view(p.detach())
             dense = self._dense_ok(group) and _interop.dense_strides(view) is not None
             work = view if view.is_contiguous() or dense else view.contiguous()
-            grad = _interop.core_view(p.grad.to_dense() if p.grad.is_sparse else p.grad)
+            grad = _interop.core_view(_sparse.densified(self, p, p.grad) if p.grad.is_sparse else p.grad)
             if grad.stride() != work.stride() and not (grad.is_contiguous() and work.is_contiguous()):
                 grad = torch.empty_like(work).copy_(grad)  # the work's layout, which the core walks
             work.grad = grad
