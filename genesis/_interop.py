@@ -404,6 +404,7 @@ def check_grad(param, grad, where, sparse_ok=False):
                 f"the gradient of {where} is sparse; this optimizer does not "
                 "support sparse gradients (SGD, Adagrad and SparseAdam do)"
             )
+        check_sparse_indices(grad, f"the gradient of {where}")
     if is_torch(arr) != is_torch(grad) or not (is_torch(grad) or isinstance(grad, np.ndarray)):
         raise TypeError(
             f"the gradient of {where} is a {type(grad).__name__}, but the parameter is a {type(arr).__name__}"
@@ -419,6 +420,20 @@ def check_grad(param, grad, where, sparse_ok=False):
         raise ValueError(f"the gradient of {where} is on {device_of(grad)}, but the parameter is on {device_of(arr)}")
     if not is_torch(grad) and not is_contiguous(grad):
         raise ValueError(f"the gradient of {where} is not contiguous")
+
+
+def check_sparse_indices(grad, where):
+    """A sparse COO tensor's indices must lie inside its shape. torch builds unchecked ones on
+    request (``check_invariants=False``), and adding one to a dense tensor writes wherever its
+    indices point, past the table's memory included; so every sparse gradient is checked here,
+    before a step changes anything (a few reductions over the indices; on CUDA one host read)."""
+    indices = grad._indices()
+    if indices.numel() == 0:
+        return
+    torch = _torch()
+    bounds = torch.tensor(grad.shape[: grad.sparse_dim()], device=indices.device)
+    if bool(((indices < 0).any(dim=1) | (indices.amax(dim=1) >= bounds)).any()):
+        raise ValueError(f"{where} is a sparse tensor with indices outside its shape {tuple(grad.shape)}")
 
 
 def check_dtensor_grad(arr, grad, where):

@@ -110,11 +110,13 @@ def run(optimizer, group, params, inputs):
 def densified(optimizer, param, grad):
     """`grad` (sparse) as a dense tensor of `param`'s shape, for the core's dense update.
 
-    The dense tensor is a buffer kept per parameter between steps (dropped with the parameter): the rows the previous step wrote are zeroed and this step's coalesced entries
+    The dense tensor is a buffer kept per parameter between steps (dropped with the
+    parameter): the rows the previous step wrote are zeroed and this step's coalesced entries
     copied in, O(entries) work. torch's to_dense() instead allocates and zeroes a fresh
     table-sized tensor every step, which the system then maps and unmaps: on a 1M x 64 float32
-    table that was about three quarters of SGD-with-momentum's step (docs/performance.md#sparse-gradients).
-    The numbers are to_dense()'s of the coalesced gradient: each element's summed value."""
+    table that was about three quarters of SGD-with-momentum's step
+    (docs/performance.md#sparse-gradients). The numbers are to_dense()'s of the coalesced
+    gradient: each element's summed value."""
     torch = _interop.torch_module()
     kept = optimizer.__dict__.setdefault("_sparse_dense", {})  # id(param) -> [weakref, buffer, rows]
     grad = grad.coalesce()

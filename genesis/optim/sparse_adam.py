@@ -231,6 +231,7 @@ def _sparse_rows(param, grad, where):
                 f"the gradient of {where} is {tuple(grad.shape)} {grad.dtype} on {grad.device}, "
                 f"but the parameter is {tuple(arr.shape)} {arr.dtype} on {arr.device}"
             )
+        _interop.check_sparse_indices(grad, f"the gradient of {where}")
         grad = grad.coalesce()  # the update is not linear: each row must appear once
         indices = grad._indices()
         # Several sparse dimensions address rows of the parameter viewed as
