@@ -108,6 +108,17 @@ def run(optimizer, group, params, inputs):
             optimizer._update_rows(group, p, transformed(p.grad, inputs))
 
 
+def row_index(grad):
+    """The entries of a coalesced sparse COO tensor as row numbers of its dense view
+    (product of the sparse dimensions, *dense dimensions): several sparse dimensions address
+    rows of that view, so their indices are linearized."""
+    indices = grad._indices()
+    rows = indices[0]
+    for dim in range(1, grad.sparse_dim()):
+        rows = rows * grad.shape[dim] + indices[dim]
+    return rows
+
+
 def densified(optimizer, param, grad):
     """`grad` (sparse) as a dense tensor of `param`'s shape, for the core's dense update.
 
@@ -133,15 +144,10 @@ def densified(optimizer, param, grad):
         kept[id(param)] = entry
         weakref.finalize(param, kept.pop, id(param), None)  # the buffer goes with its parameter
     _, dense, written = entry
-    # Rows of `dense` viewed as (product of the sparse dimensions, *dense dimensions).
-    k = grad.sparse_dim()
-    table = dense.view((-1,) + tuple(grad.shape[k:]))
+    table = dense.view((-1,) + tuple(grad.shape[grad.sparse_dim() :]))
     if written is not None:
         table.index_fill_(0, written, 0)
-    indices = grad._indices()
-    rows = indices[0]
-    for dim in range(1, k):
-        rows = rows * grad.shape[dim] + indices[dim]
+    rows = row_index(grad)
     table.index_copy_(0, rows, grad._values())
     entry[2] = rows
     return dense

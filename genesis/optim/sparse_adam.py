@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .. import _interop
+from ._sparse import row_index
 from .optimizer import Optimizer, as_float
 
 
@@ -233,13 +234,7 @@ def _sparse_rows(param, grad, where):
             )
         _interop.check_sparse_indices(grad, f"the gradient of {where}")
         grad = grad.coalesce()  # the update is not linear: each row must appear once
-        indices = grad._indices()
-        # Several sparse dimensions address rows of the parameter viewed as
-        # (prod(shape[:k]), *shape[k:]): linearize the index.
-        rows = indices[0]
-        for dim in range(1, grad.sparse_dim()):
-            rows = rows * grad.shape[dim] + indices[dim]
-        return rows, grad._values()
+        return row_index(grad), grad._values()
     if isinstance(grad, np.ndarray):
         raise RuntimeError(_DENSE_ERROR + " (a NumPy parameter's sparse gradient is a pair (row indices, row values))")
     if not (isinstance(grad, tuple) and len(grad) == 2):
