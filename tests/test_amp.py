@@ -340,19 +340,24 @@ def test_genesis_scaler_drives_torch_optimizer():
         s_ours.unscale_(torch.optim.SGD(half, lr=0.1))
 
 
-def test_torch_scaler_drives_genesis_optimizer():
-    """torch.amp.GradScaler("cpu") sets grad_scale/found_inf on a genesis optimizer: the same
-    bits as genesis's GradScaler, skipped step included."""
+@pytest.mark.parametrize("name, kwargs", [("AdamW", {"fused": True}), ("RMSprop", {})])
+def test_torch_scaler_drives_genesis_optimizer(name, kwargs):
+    """torch.amp.GradScaler("cpu") drives a genesis optimizer as it drives torch's built with
+    the same arguments: a fused one gets grad_scale/found_inf and unscales inside its update
+    (the gradients stay scaled), any other is unscaled in place first. Either way the same bits
+    as genesis's GradScaler, skipped step included (the scales are powers of two)."""
     ours, theirs = make_params(), make_params()
-    opt_ours = genesis.optim.RMSprop(ours, lr=0.01)
-    opt_theirs = genesis.optim.RMSprop(theirs, lr=0.01)
+    opt_ours = getattr(genesis.optim, name)(ours, lr=0.01, **kwargs)
+    opt_theirs = getattr(genesis.optim, name)(theirs, lr=0.01, **kwargs)
     s_ours, s_theirs = GradScaler(init_scale=512.0), torch.amp.GradScaler("cpu", init_scale=512.0)
     for i in range(5):
         for params, opt, scaler in ((ours, opt_ours, s_ours), (theirs, opt_theirs, s_theirs)):
             scaler.scale(torch.tensor(1.0))
             set_grads(params, i, scale=scaler.get_scale(), poison=math.inf if i == 1 else None)
+            scaled, scale = params[0].grad.clone(), scaler.get_scale()
             scaler.step(opt)
             scaler.update()
+        assert torch.equal(theirs[0].grad, scaled if kwargs else scaled / scale)
         assert s_ours.get_scale() == s_theirs.get_scale()
         assert_same_bits(ours, theirs)
     assert float(opt_theirs.state[theirs[0]]["step"]) == 4

@@ -223,7 +223,7 @@ def test_clip_grad_norm_of_mixed_dtypes():
 
 def test_torch_grad_scaler_skips_inf_steps_on_the_device():
     params = _params("cuda")
-    opt = genesis.optim.AdamW(params, lr=1e-3)
+    opt = genesis.optim.AdamW(params, lr=1e-3, fused=True)  # fused: torch's scaler hands it the scale
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8)
     _set_grads([params], 0)
     scaler.scale(torch.ones((), device="cuda"))
@@ -244,7 +244,7 @@ def test_sgd_first_step_skipped_by_grad_scaler_leaves_the_next_one_first():
     cannot know it was skipped without a sync)."""
     gpu, cpu = _params("cuda"), _params("cpu")
     kw = dict(lr=0.1, momentum=0.9, dampening=0.5)
-    opt, copt = genesis.optim.SGD(gpu, **kw), genesis.optim.SGD(cpu, **kw)
+    opt, copt = genesis.optim.SGD(gpu, fused=True, **kw), genesis.optim.SGD(cpu, **kw)
     scaler = torch.amp.GradScaler("cuda", init_scale=1.0)
     scaler.scale(torch.ones((), device="cuda"))  # creates the scale on the device
     _set_grads([gpu], 0)
@@ -352,7 +352,7 @@ def test_a_tensor_of_more_than_2_31_elements():
 def test_a_group_on_a_second_gpu_while_the_first_is_current():
     gpu1 = _params("cuda:1")
     cpu = _params("cpu")
-    opt = genesis.optim.AdamW(gpu1, lr=1e-2)
+    opt = genesis.optim.AdamW(gpu1, lr=1e-2, fused=True)
     copt = genesis.optim.AdamW(cpu, lr=1e-2)
     scaler = torch.amp.GradScaler("cuda", init_scale=4.0)
     with torch.cuda.device(0):

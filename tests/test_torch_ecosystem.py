@@ -5,6 +5,7 @@ numbers; hooks fire around genesis steps exactly as around torch's; named parame
 their names in the state_dict as torch 2.13 stores them."""
 
 import copy
+import inspect
 import io
 
 import pytest
@@ -100,6 +101,65 @@ def test_torch_grad_scaler_drives_genesis_as_torch():
             if k == 5:
                 loss = loss * float("inf")
             scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
+        runs[module] = (model, scales)
+    assert runs[genesis.optim][1] == runs[torch.optim][1]
+    _same_params(runs[genesis.optim][0], runs[torch.optim][0])
+
+
+# Every optimizer torch.optim and genesis.optim both have.
+SHARED = sorted(
+    n
+    for n in dir(torch.optim)
+    if isinstance(getattr(torch.optim, n), type)
+    and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+    and n != "Optimizer"
+    and hasattr(genesis.optim, n)
+)
+
+
+def _flag_cases():
+    """Each shared optimizer by default, and with fused=False/True where torch takes fused."""
+    for name in SHARED:
+        yield pytest.param(name, {}, id=name)
+        if "fused" in inspect.signature(getattr(torch.optim, name)).parameters:
+            yield pytest.param(name, {"fused": False}, id=f"{name}-fused=False")
+            yield pytest.param(name, {"fused": True}, id=f"{name}-fused=True")
+
+
+@pytest.mark.parametrize("name, kwargs", list(_flag_cases()))
+def test_the_scaler_protocol_flag_is_torchs(name, kwargs):
+    """`_step_supports_amp_scaling` tells torch.amp.GradScaler and frameworks (Lightning reads
+    it to decide whether to unscale before clipping, and refuses clipping where it is True)
+    that step() unscales by itself: genesis's says what torch's optimizer built with the same
+    arguments says."""
+    theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(3, 2))], **kwargs)
+    ours = getattr(genesis.optim, name)([torch.nn.Parameter(torch.ones(3, 2))], **kwargs)
+    expected = getattr(theirs, "_step_supports_amp_scaling", False)
+    assert getattr(ours, "_step_supports_amp_scaling", False) is expected
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_framework_clips_between_torch_scaler_unscale_and_step_as_with_torch(fused):
+    """What Lightning's and Hugging Face's mixed-precision loops do with torch.amp.GradScaler:
+    unscale_ unless the optimizer says its step unscales, clip, step, update (an inf step
+    skipped). The same scales and parameters as with torch's AdamW built the same way."""
+    runs = {}
+    for module in (torch.optim, genesis.optim):
+        model = _model()
+        opt = module.AdamW(model.parameters(), lr=1e-2, fused=fused)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3)
+        scales = []
+        for k in range(25):
+            x, y = _batch(k)
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y) * (float("inf") if k == 7 else 1.0)
+            scaler.scale(loss).backward()
+            if not getattr(opt, "_step_supports_amp_scaling", False):
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
             scaler.step(opt)
             scaler.update()
             scales.append(scaler.get_scale())

@@ -527,10 +527,17 @@ class Optimizer(Base):
                 else:
                     grad.fill(0)
 
-    # GradScaler protocol (torch.amp's too): before step() a scaler may set `grad_scale` (the
-    # loss scale, to divide the gradients by inside the fused update) and `found_inf` (non-zero:
-    # skip the step, changing nothing).
-    _step_supports_amp_scaling = True
+    # GradScaler protocol: before step() a scaler may set `grad_scale` (the loss scale, to
+    # divide the gradients by inside the fused update) and `found_inf` (non-zero: skip the step,
+    # changing nothing). genesis.amp.GradScaler always does so for a genesis optimizer.
+    # torch.amp.GradScaler does only where this says True, and frameworks read it too: Lightning
+    # then skips its unscale_ before clipping and refuses to clip at all, since the gradients
+    # stay scaled until the step. So it says what it says for torch's optimizer built with the
+    # same arguments: True only for `fused=True` (docs/mixed-precision.md#torchs-gradscaler).
+    @property
+    def _step_supports_amp_scaling(self):
+        return bool(self.defaults.get("fused"))
+
     # Whether state_dtype="int8" (docs/low-bit-state.md) applies to this optimizer's state.
     _supports_8bit_state = True
     # Whether the kernels can read a capturable group's CUDA tensor lr on the device (_device_lr.py).
