@@ -37,7 +37,7 @@ double norm_of(const Op& op, const Value& value, const Buffer* buffers, int64_t 
   const FlatIndex index(count, [&](int64_t t) { return buffers[t].numel; });
   const int64_t blocks = (index.total() + kNormBlock - 1) / kNormBlock;
   std::vector<double> partial(blocks, 0.0);
-#pragma omp parallel for schedule(static) if (index.total() >= kParallelThreshold)
+#pragma omp parallel for schedule(static) num_threads(region_threads(index.total() >= kParallelThreshold))
   for (int64_t b = 0; b < blocks; ++b) {
     double acc = 0.0;
     index.for_each_piece(b * kNormBlock, (b + 1) * kNormBlock, [&](int64_t t, int64_t lo, int64_t hi) {

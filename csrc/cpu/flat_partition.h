@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "threads.h"
+
 // In the variant's namespace: each instruction-set build must keep its own copies of these
 // templates (the linker would otherwise fold both builds onto one, see csrc/cpu/kernels.h).
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
@@ -50,7 +52,7 @@ class FlatIndex {
   template <typename Body>
   void parallel_for_each_piece(Body&& body, int64_t threshold = kParallelThreshold, int64_t align = kShareAlign) const {
     const int64_t n = total();
-#pragma omp parallel if (n >= threshold)
+#pragma omp parallel num_threads(region_threads(n >= threshold))
     {
       const int64_t threads = omp_get_num_threads();
       const int64_t tid = omp_get_thread_num();

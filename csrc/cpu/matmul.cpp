@@ -16,6 +16,7 @@
 
 #include "genesis/matmul.h"
 #include "kernels.h"
+#include "threads.h"
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
@@ -108,7 +109,7 @@ void matmul(int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c) {
   const int64_t panels = (n + W - 1) / W;
   const int64_t chunks = (m + kChunk - 1) / kChunk, blocks = (n + kWidth - 1) / kWidth;
   std::vector<Vec<T>> packed(static_cast<size_t>(panels * k * kVecs));
-#pragma omp parallel if (m * n * k >= kParallelWork)
+#pragma omp parallel num_threads(region_threads(m * n * k >= kParallelWork))
   {
 #pragma omp for schedule(static)
     for (int64_t q = 0; q < panels; ++q) pack_panel(b, n, k, q * W, packed.data() + q * k * kVecs);

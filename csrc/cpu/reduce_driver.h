@@ -150,8 +150,8 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
   for (int p = 0; p < Rule::kPasses; ++p)
     for (int64_t t = 0; t < count; ++t) first[p][t + 1] = first[p][t] + Rule::tasks(p, refs[t].shape);
   for (const Ref& r : refs) elements += r.shape.numel;
-  const std::vector<int64_t> groups = cache_groups<Rule, P, S, kStore>(refs, omp_get_max_threads());
-#pragma omp parallel if (elements >= kParallelThreshold)
+  const std::vector<int64_t> groups = cache_groups<Rule, P, S, kStore>(refs, num_threads());
+#pragma omp parallel num_threads(region_threads(elements >= kParallelThreshold))
   {
     for (std::size_t k = 0; k + 1 < groups.size(); ++k) {
       const int64_t t0 = groups[k], t1 = groups[k + 1];

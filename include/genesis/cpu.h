@@ -86,7 +86,10 @@ bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);
 // The instruction-set variant the calls above run: "avx2" or "baseline".
 const char* isa();
 
-// Threads used by every call above (OpenMP's setting, default: all cores).
+// Threads used by every call above, for the whole process (as torch.set_num_threads); until set,
+// OpenMP's default (OMP_NUM_THREADS, else all cores). A process forked after genesis ran on
+// several threads runs on one and refuses more (std::runtime_error): OpenMP's threads do not
+// survive fork(). n < 1: std::invalid_argument.
 int num_threads();
 void set_num_threads(int n);
 
