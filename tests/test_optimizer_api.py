@@ -623,6 +623,41 @@ def test_every_hyperparameter_edited_between_steps_applies(name):
         np.testing.assert_allclose(p.data, ref.params[0][0], rtol=1e-12, atol=1e-13)
 
 
+def test_hyperparameters_edited_in_place_or_set_back_apply():
+    """A group's core options are kept across steps while its plain hyperparameter values are
+    equal (RuleOptimizer._kept_options): a betas list edited in place, a 0-dim array lr filled
+    in place, a value set back to an earlier one and a zero's sign all apply to the next step."""
+    rng = np.random.default_rng(12)
+    p = Parameter(rng.uniform(-1, 1, 6))
+    p.data[0] = -0.0
+    lr = np.array(0.01)
+    betas = [0.9, 0.99]
+    opt = genesis.optim.AdamW([p], lr=lr, betas=betas, weight_decay=0.5)
+    ref = R.ReferenceOptimizer("AdamW", [([p.data], dict(lr=0.01, betas=(0.9, 0.99), weight_decay=0.5))])
+    edits = {
+        2: lambda: betas.__setitem__(0, 0.5),  # in place: the group holds the same list
+        3: lambda: lr.fill(0.002),  # in place: the same array
+        4: lambda: opt.param_groups[0].__setitem__("weight_decay", 0.1),
+        5: lambda: opt.param_groups[0].__setitem__("weight_decay", 0.5),  # back to the first value
+        6: lambda: opt.param_groups[0].__setitem__("lr", 0.0),
+        7: lambda: opt.param_groups[0].__setitem__("lr", -0.0),
+    }
+    ref_edits = {2: ("betas", (0.5, 0.99)), 3: ("lr", 0.002), 4: ("weight_decay", 0.1), 5: ("weight_decay", 0.5)}
+    ref_edits.update({6: ("lr", 0.0), 7: ("lr", -0.0)})
+    for k in range(9):
+        if k in edits:
+            edits[k]()
+            key, value = ref_edits[k]
+            ref.groups[0][1][key] = value
+        g = rng.normal(0, 1, 6)
+        g[0] = 0.0
+        p.grad = g
+        opt.step()
+        ref.step([[g]])
+        np.testing.assert_allclose(p.data, ref.params[0][0], rtol=1e-12, atol=1e-13)
+        assert np.signbit(p.data[0]) == np.signbit(ref.params[0][0][0]), k
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_add_param_group_then_step_numpy(name):
     hp = R.RICH[name]

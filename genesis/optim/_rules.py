@@ -18,6 +18,9 @@ from .optimizer import Optimizer, _is_step_counter, as_float
 
 # rule name ("adam") -> its options class (_C.AdamOptions), in the core's order.
 OPTIONS = {rule: getattr(_C, options) for rule, options in _C.RULES}
+# rule name -> its schema, (key, kind) pairs: fixed at build time, read once here instead of
+# through a core call per group and step.
+FIELDS = {rule: tuple(options.fields()) for rule, options in OPTIONS.items()}
 
 
 def _pair(key, value, optional_first=False):
@@ -45,10 +48,36 @@ def core_options(rule, group, host_lr=True):
     """The core's options struct for a param group: every key of the rule's schema, by name.
     ``host_lr=False`` leaves lr at 0 instead of reading it: for a CUDA tensor lr where its value
     does not matter (state layout) or the kernels read it on the device (_device_lr.py)."""
-    cls = OPTIONS[rule]
-    return cls(
-        **{key: _CONVERT[kind](key, group[key] if host_lr or key != "lr" else 0.0) for key, kind in cls.fields()}
+    return OPTIONS[rule](
+        **{key: _CONVERT[kind](key, group[key] if host_lr or key != "lr" else 0.0) for key, kind in FIELDS[rule]}
     )
+
+
+# Values a group's hyperparameter may hold that _plain_values compares by value: a tensor or an
+# array may change in place without the group changing, so a group holding one is rebuilt.
+_PLAIN = frozenset((float, int, bool, str, type(None)))
+
+
+def _signed(value):
+    """A float zero as its sign too (0.0 == -0.0, but a step with lr=-0.0 can differ from one with
+    lr=0.0 in the sign of a zero parameter); anything else as it is."""
+    return (value, math.copysign(1.0, value)) if type(value) is float and value == 0.0 else value
+
+
+def _plain_values(rule, group):
+    """The group's values of the rule's schema keys as a tuple (a pair copied into a tuple, so
+    that editing a list in place shows), or None where one is not a plain Python value."""
+    values = []
+    for key, _ in FIELDS[rule]:
+        value = group.get(key)
+        kind = type(value)
+        if kind in _PLAIN:
+            values.append(_signed(value))
+        elif (kind is tuple or kind is list) and all(type(v) in _PLAIN for v in value):
+            values.append(tuple(_signed(v) for v in value))
+        else:
+            return None
+    return tuple(values)
 
 
 class RuleOptimizer(Optimizer):
@@ -74,7 +103,7 @@ class RuleOptimizer(Optimizer):
             cls._dtensors = "replicated" if OPTIONS[rule].reduction else "sharded"
             cls._dense_layouts = not OPTIONS[rule].reduction
             # The element-wise kernels substitute a device lr into the options (device_lr.cuh).
-            cls._device_lr = not OPTIONS[rule].reduction and "lr" in dict(OPTIONS[rule].fields())
+            cls._device_lr = not OPTIONS[rule].reduction and "lr" in dict(FIELDS[rule])
 
     def _options(self, group):
         return core_options(self._rule, group)
@@ -88,7 +117,22 @@ class RuleOptimizer(Optimizer):
         key = (id(group), host_lr)
         options = memo.get(key)
         if options is None:
-            options = memo[key] = core_options(self._rule, group, host_lr)
+            options = memo[key] = self._kept_options(key, group, host_lr)
+        return options
+
+    def _kept_options(self, key, group, host_lr):
+        """core_options of the group, kept from an earlier step while its hyperparameters hold
+        the same plain values (equal plain values convert to the same struct, and the struct is
+        never modified): a step of a model with many groups (layer-wise learning rates) builds
+        none of them again unless a scheduler or the user changed it."""
+        kept = self.__dict__.setdefault("_options_kept", {})
+        values = _plain_values(self._rule, group)
+        entry = kept.get(key)
+        if values is not None and entry is not None and entry[0] == values:
+            return entry[1]
+        options = core_options(self._rule, group, host_lr)
+        if values is not None:
+            kept[key] = (values, options)
         return options
 
     def _layout_options(self, group):
