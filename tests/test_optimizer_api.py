@@ -624,9 +624,10 @@ def test_every_hyperparameter_edited_between_steps_applies(name):
 
 
 def test_hyperparameters_edited_in_place_or_set_back_apply():
-    """A group's core options are kept across steps while its plain hyperparameter values are
-    equal (RuleOptimizer._kept_options): a betas list edited in place, a 0-dim array lr filled
-    in place, a value set back to an earlier one and a zero's sign all apply to the next step."""
+    """A group's core options are kept across steps while it holds the same immutable objects
+    as its hyperparameters (RuleOptimizer._kept_options): a betas list edited in place, a 0-dim
+    array lr filled in place, a value set back to an earlier one and a zero's sign (-0.0 equals
+    0.0) all apply to the next step."""
     rng = np.random.default_rng(12)
     p = Parameter(rng.uniform(-1, 1, 6))
     p.data[0] = -0.0

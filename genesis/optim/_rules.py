@@ -11,6 +11,7 @@ into the hooks of ``Optimizer``, so a rule's Python class is only its torch sign
 """
 
 import math
+from operator import is_
 
 from .. import _C, _interop
 from . import _device_lr
@@ -53,31 +54,20 @@ def core_options(rule, group, host_lr=True):
     )
 
 
-# Values a group's hyperparameter may hold that _plain_values compares by value: a tensor or an
-# array may change in place without the group changing, so a group holding one is rebuilt.
-_PLAIN = frozenset((float, int, bool, str, type(None)))
+# rule name -> its schema's keys, to read a group's values in one C-level pass.
+KEYS = {rule: tuple(key for key, _ in fields) for rule, fields in FIELDS.items()}
+# Immutable values: the same object always holds the same value (a zero's sign included).
+_IMMUTABLE = frozenset((float, int, bool, str, type(None)))
 
 
-def _signed(value):
-    """A float zero as its sign too (0.0 == -0.0, but a step with lr=-0.0 can differ from one with
-    lr=0.0 in the sign of a zero parameter); anything else as it is."""
-    return (value, math.copysign(1.0, value)) if type(value) is float and value == 0.0 else value
-
-
-def _plain_values(rule, group):
-    """The group's values of the rule's schema keys as a tuple (a pair copied into a tuple, so
-    that editing a list in place shows), or None where one is not a plain Python value."""
-    values = []
-    for key, _ in FIELDS[rule]:
-        value = group.get(key)
+def _immutable(values):
+    """Whether every value is an immutable plain Python value or a tuple of them (a list, a
+    tensor or an array may change in place while the group holds the same object)."""
+    for value in values:
         kind = type(value)
-        if kind in _PLAIN:
-            values.append(_signed(value))
-        elif (kind is tuple or kind is list) and all(type(v) in _PLAIN for v in value):
-            values.append(tuple(_signed(v) for v in value))
-        else:
-            return None
-    return tuple(values)
+        if kind not in _IMMUTABLE and not (kind is tuple and all(type(v) in _IMMUTABLE for v in value)):
+            return False
+    return True
 
 
 class RuleOptimizer(Optimizer):
@@ -121,18 +111,21 @@ class RuleOptimizer(Optimizer):
         return options
 
     def _kept_options(self, key, group, host_lr):
-        """core_options of the group, kept from an earlier step while its hyperparameters hold
-        the same plain values (equal plain values convert to the same struct, and the struct is
-        never modified): a step of a model with many groups (layer-wise learning rates) builds
-        none of them again unless a scheduler or the user changed it."""
+        """core_options of the group, kept from an earlier step while the group holds the very
+        same immutable objects as its hyperparameters (the struct is never modified): a step of
+        a model with many groups (layer-wise learning rates) builds none of them again unless a
+        scheduler or the user set a value. Identity, not equality: 0.0 == -0.0, and a step with
+        lr=-0.0 can differ from one with lr=0.0 in the sign of a zero parameter."""
         kept = self.__dict__.setdefault("_options_kept", {})
-        values = _plain_values(self._rule, group)
+        values = tuple(map(group.get, KEYS[self._rule]))
         entry = kept.get(key)
-        if values is not None and entry is not None and entry[0] == values:
+        if entry is not None and all(map(is_, entry[0], values)):
             return entry[1]
         options = core_options(self._rule, group, host_lr)
-        if values is not None:
+        if _immutable(values):
             kept[key] = (values, options)
+        else:
+            kept.pop(key, None)
         return options
 
     def _layout_options(self, group):
