@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 # grandchild reports its thread count and whether more threads are refused, steps a parameter of
 # 2^20 elements and saves it; the child compares that with the same step of its own.
 FORK_CASE = """
-import os, signal, tempfile, time
+import os, shutil, signal, tempfile, time
 import numpy as np
 import genesis
 
@@ -60,10 +60,12 @@ while time.monotonic() < deadline:
 else:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    shutil.rmtree(out, ignore_errors=True)
     report(hung=True)
     raise SystemExit(0)
 threads, refused = open(os.path.join(out, "info.txt")).read().split("\\n", 1)
 same = bool(np.array_equal(np.load(os.path.join(out, "p.npy")), adamw_step(1 << 20)))
+shutil.rmtree(out)
 report(hung=False, status=status, threads=int(threads), refused=refused, same=same)
 """
 
