@@ -461,8 +461,14 @@ class GroupPlan {
       throw py::value_error("genesis internal error: only torch tensors are admitted with strides");
     // `layout`: the strides the parameter and its element-wise state arrays share (None:
     // contiguous); scalars, the step counter and block scales are always contiguous.
+    // The pointer is read from the pin, not from the user's tensor: taking the pin (torch's
+    // detach()) releases the GIL, and another thread may re-point the tensor meanwhile
+    // (`p.data = ...`); the plan would then write memory that nothing keeps allocated (a crash
+    // seen in tests/robustness/test_stale_pointers.py). The pin's memory is what stays
+    // allocated; if it is no longer the tensor's, the next gather() sees that and re-admits.
     auto hold = [&](const py::object& array, const char* what, const py::object& layout = py::none()) {
-      Held h{array, pin_of(array), describe_for_write(array, cuda, what, layout.ptr())};
+      py::object pin = pin_of(array);
+      Held h{array, pin, describe_for_write(pin.is_none() ? array : pin, cuda, what, layout.ptr())};
       h.strides = layout;
       return h;
     };
