@@ -40,9 +40,8 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Set the number of threads the CPU core uses."""
-    if int(n) < 1:
-        raise ValueError(f"number of threads must be at least 1, got {n}")
+    """Set the number of threads the CPU core uses, for the whole process (ValueError below 1,
+    checked by the core)."""
     _C.set_num_threads(int(n))
 
 
