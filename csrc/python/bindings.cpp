@@ -99,6 +99,11 @@ Member stride_of("stride", Member::Call);
 Member dtype_of("dtype", Member::Get);
 Member is_cpu("is_cpu", Member::Get);
 Member is_cuda("is_cuda", Member::Get);
+Member get_device_of("get_device", Member::Call);
+Member untyped_storage_of("untyped_storage", Member::Call);
+// Of the storage objects untyped_storage() returns (resolved on the first one seen).
+Member storage_data_ptr("data_ptr", Member::Call);
+Member storage_nbytes("nbytes", Member::Call);
 
 // torch's Tensor type and dtype objects, registered by genesis/_interop.py the first time a
 // torch tensor is seen, so torch stays an optional dependency.
@@ -110,7 +115,8 @@ std::array<PyObject*, kArrayDTypes> torch_dtypes = {nullptr, nullptr, nullptr, n
 void register_torch(py::object tensor_type, py::sequence dtypes) {
   torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
   for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
-  for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &stride_of, &dtype_of, &is_cpu, &is_cuda})
+  for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &stride_of, &dtype_of, &is_cpu, &is_cuda,
+                    &get_device_of, &untyped_storage_of})
     m->resolve(torch_tensor_type);
 }
 
@@ -357,10 +363,10 @@ struct StepControl {
 //    still referenced from outside (their reference count says so); those are re-checked
 //    every step until they are private again. A plain training loop thus pays nothing per
 //    step for its state, and a user who keeps a state tensor is still never trusted.
-// Gradients are new objects every step: the plan holds a reference to each for the duration of
-// the step. The GIL is released during the update only when the step is large (see run()); then
-// the gradients are pinned like the rest, so another thread that drops or re-points anything
-// cannot free memory the kernel is using.
+// Gradients are new objects every step: gather() pins each one's memory for the duration of the
+// step (NOTE: [read pins]), so another thread that drops or re-points a gradient while the
+// update runs (the GIL is released during large ones, see run()), or between gather() and run(),
+// cannot free memory the kernel reads.
 
 // One array the kernel reads or writes besides the gradient, as admitted.
 struct Held {
@@ -401,6 +407,53 @@ bool is_private(PyObject* array) {
 // A torch tensor's pin, or None for NumPy arrays (held by Held::array already).
 py::object pin_of(const py::object& array) {
   return is_torch_tensor(array.ptr()) ? array.attr("detach")() : py::none();
+}
+
+// NOTE: [read pins]
+// An array the core only reads (a gradient) must stay allocated until the read is over too:
+// another thread may re-point the tensor (`p.grad.data = ...`, `set_()`) between the moment its
+// pointer is read and the end of the update, and freeing the old memory would leave the kernel
+// reading freed (even unmapped) memory. Holding the tensor object does not prevent that; its
+// storage object does, and costs a tenth of an alias (detach()). torch_read_pin() returns that
+// storage, taken before the pointer is read; read_pin_covers() then checks that the bytes the
+// core will read lie inside it. Whatever ran in between (a thread switch, Python code of a tensor
+// subclass or a torch function mode, a garbage collection's finalizers), memory inside a
+// storage that is held is allocated memory; a description the pin does not cover is retried.
+// NumPy arrays (and CUDA arrays of other libraries) cannot be re-pointed: the object itself
+// is their pin.
+py::object torch_read_pin(PyObject* tensor) {
+  py::object storage = untyped_storage_of(tensor);
+  if (storage && !storage_data_ptr.descr) {
+    storage_data_ptr.resolve(Py_TYPE(storage.ptr()));
+    storage_nbytes.resolve(Py_TYPE(storage.ptr()));
+  }
+  return storage;
+}
+bool read_pin_covers(const py::object& storage, const void* data, int64_t numel, DType dtype) {
+  if (numel == 0) return true;
+  const py::object base = storage_data_ptr(storage.ptr());
+  const py::object nbytes = storage_nbytes(storage.ptr());
+  if (!base || !nbytes) return false;
+  const auto lo = reinterpret_cast<uintptr_t>(PyLong_AsVoidPtr(base.ptr()));
+  const auto size = static_cast<uintptr_t>(PyLong_AsLongLong(nbytes.ptr()));
+  const auto at = reinterpret_cast<uintptr_t>(data);
+  if (PyErr_Occurred()) return PyErr_Clear(), false;
+  const auto bytes = static_cast<uintptr_t>(numel) * dtype_size(dtype);
+  return at >= lo && at - lo <= size && bytes <= size - (at - lo);
+}
+
+enum class ReadPin { Ok, Refused, Moving };
+// Pins torch tensor `tensor` and describes it (`describe(info)`, false: refused), retrying while
+// another thread re-points it in between (Moving if it never holds still).
+template <typename Describe>
+ReadPin pin_for_read(PyObject* tensor, py::object& pin, ArrayInfo& info, Describe&& describe) {
+  constexpr int kAttempts = 8;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    pin = torch_read_pin(tensor);
+    if (!pin || !describe(info)) return ReadPin::Refused;
+    if (read_pin_covers(pin, info.data, info.numel, info.dtype)) return ReadPin::Ok;
+  }
+  return ReadPin::Moving;
 }
 
 // Describes an array Python hands to admit(): the core will write it, so it must be a
@@ -477,6 +530,10 @@ class GroupPlan {
     fresh_entry.torch = e.torch;
     fresh_entry.duplicate = e.duplicate;
     fresh_entry.data = hold(data, "the parameter", strides);
+    if (e.torch) {
+      const py::object device = get_device_of(fresh_entry.data.pin.ptr());
+      fresh_entry.device = device ? static_cast<int>(PyLong_AsLong(device.ptr())) : -2;
+    }
     for (size_t k = 0; k < state.size(); ++k) {
       fresh_entry.state.push_back(hold(state[k], "a state array", strides));
       const int64_t expected = k < state_numel.size() ? state_numel[k] : fresh_entry.data.info.numel;
@@ -538,8 +595,11 @@ class GroupPlan {
       if (e.duplicate || e.staged) continue;
       py::object grad = grad_of(e.param.ptr());
       if (!grad || grad.is_none()) continue;
+      // The gradient's memory is pinned with its pointer (NOTE: [read pins]).
+      py::object pin = grad;
       ArrayInfo g;
-      if (!e.ready || !current(e, grad.ptr(), g, verify_state)) {
+      const auto describe = [&](ArrayInfo& out) { return current(e, grad.ptr(), out, verify_state); };
+      if (!e.ready || (e.torch ? pin_for_read(grad.ptr(), pin, g, describe) != ReadPin::Ok : !describe(g))) {
         e.ready = false;
         pending.push_back(i);
         continue;
@@ -558,7 +618,7 @@ class GroupPlan {
       }
       buckets_[bucket_of(e.data.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
       fresh_.push_back(&e.slots.fresh);
-      grads_.push_back(std::move(grad));
+      pins_.push_back(std::move(pin));
       elements_ += g.numel;
     }
     if (!pending.empty()) release();
@@ -570,20 +630,15 @@ class GroupPlan {
   // (config, tensors, count) and (config, tensors, count, stream).
   template <typename CpuStep, typename CudaStep>
   void run(const StepControl& control, CpuStep&& cpu_step, CudaStep&& cuda_step) {
-    if (grads_.empty()) return;
+    if (pins_.empty()) return;
     // NOTE: [when the GIL is released]
-    // Another Python thread may run while the GIL is released, and may drop or re-point a
-    // gradient. Pinning every gradient costs about a microsecond each, which only pays off
-    // when the tensors are large: so the GIL is released when the gradients average at least
-    // kReleaseElements elements (the update then takes far longer than the pinning), and
-    // kept otherwise (the update is short, and no other Python code can run meanwhile).
-    std::vector<py::object> grad_pins;
+    // Releasing and taking back the GIL costs a few microseconds, which only pays off when the
+    // tensors are large: so the GIL is released when the gradients average at least
+    // kReleaseElements elements (the update then takes far longer), and kept otherwise. Either
+    // way every array the kernel touches is pinned (NOTE: [pinned storage], [read pins]), so
+    // what other threads do meanwhile cannot free memory it uses.
     std::optional<py::gil_scoped_release> release_gil;
-    if (elements_ >= kReleaseElements * static_cast<int64_t>(grads_.size())) {
-      grad_pins.reserve(grads_.size());
-      for (const py::object& g : grads_) grad_pins.push_back(pin_of(g));
-      release_gil.emplace();
-    }
+    if (elements_ >= kReleaseElements * static_cast<int64_t>(pins_.size())) release_gil.emplace();
     for (int b = 0; b < kBuckets; ++b) {
       if (buckets_[b].empty()) continue;
       const bool cuda = b >= kBuckets / 2;
@@ -652,6 +707,7 @@ class GroupPlan {
     bool torch = false;       // a torch tensor, else a genesis.nn.Parameter
     bool cuda = false;        // on a CUDA device
     bool cuda_array = false;  // a CUDA array read through its interface (NOTE: [CUDA array interface])
+    int device = -1;          // torch: the parameter's get_device() (-1: CPU), which its gradient must match
     uintptr_t stream = 0;     // cuda_array: its interface's stream this step (0: None)
     bool duplicate = false;   // listed earlier in the group already
     bool staged = false;      // updated by Python through contiguous copies (Optimizer._run_staged)
@@ -670,9 +726,16 @@ class GroupPlan {
       h.watched = !is_private(h.array.ptr());
     }
     if (e.torch) {
-      // torch guarantees that a gradient's shape, dtype and device match its parameter when it
-      // is assigned; the parameter may have changed since, which data.unchanged() sees.
-      if (!e.data.unchanged(true) || !is_torch_tensor(grad) || !has_layout(grad, e.data.strides.ptr())) return false;
+      // torch checks a gradient's shape, dtype and device against its parameter when it is
+      // assigned, but not when the gradient itself is re-pointed (`p.grad.data = x.half()`),
+      // so dtype and device are compared here (a float16 gradient read as float32 would be
+      // read past its end; a CUDA one by a CPU loop, not at all). The element count stands for
+      // the shape: only the elements, in memory order, reach the core.
+      if (!e.data.unchanged(true) || !is_torch_tensor(grad) || !has_layout(grad, e.data.strides.ptr()) ||
+          torch_dtype_code(grad) != static_cast<int>(e.data.info.dtype))
+        return false;
+      const py::object device = get_device_of(grad);
+      if (!device || PyLong_AsLong(device.ptr()) != e.device) return false;
       const py::object ptr = data_ptr_of(grad);
       const py::object numel = numel_of(grad);
       if (!ptr || !numel) return false;
@@ -709,14 +772,14 @@ class GroupPlan {
     stream_ = 0;
     for (auto& bucket : buckets_) bucket.clear();
     fresh_.clear();
-    grads_.clear();
+    pins_.clear();
     elements_ = 0;
   }
 
   std::vector<Entry> entries_;
   std::array<std::vector<TensorSlots>, kBuckets> buckets_;
   std::vector<bool*> fresh_;
-  std::vector<py::object> grads_;  // this step's gradients, held until the update is done
+  std::vector<py::object> pins_;  // this step's gradients' pins (NOTE: [read pins]), held until the update is done
   int64_t elements_ = 0;
   uintptr_t stream_ = 0;  // the CUDA arrays' stream of this step (0: none named)
 };
@@ -725,17 +788,28 @@ class GroupPlan {
 class BufferList {
  public:
   // All CPU arrays, or all torch tensors on one CUDA device (`cuda`: checked by Python).
+  // Each array's memory stays pinned while the list lives (NOTE: [read pins]): the methods
+  // release the GIL, and Python code runs between them.
   BufferList(py::sequence arrays, bool cuda) : cuda_(cuda) {
     for (size_t i = 0; i < py::len(arrays); ++i) {
       py::object a = arrays[i];
+      py::object pin = a;
       ArrayInfo info;
-      bool ok = cuda ? describe_torch(a.ptr(), info, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True
-                     : describe(a.ptr(), info, Access::Read);
-      ok = ok && info.dtype != DType::UInt8;
+      const auto describe_one = [&](ArrayInfo& out) {
+        return cuda ? describe_torch(a.ptr(), out, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True
+                    : describe(a.ptr(), out, Access::Read);
+      };
+      const ReadPin read = is_torch_tensor(a.ptr()) ? pin_for_read(a.ptr(), pin, info, describe_one)
+                                                    : (describe_one(info) ? ReadPin::Ok : ReadPin::Refused);
+      if (read == ReadPin::Moving)
+        throw std::runtime_error("gradient " + std::to_string(i) +
+                                 " kept being re-pointed by another thread while genesis read it");
+      const bool ok = read == ReadPin::Ok && info.dtype != DType::UInt8;
       if (!ok)
         throw py::type_error("gradient " + std::to_string(i) + " is not a contiguous floating-point " +
                              (cuda ? "CUDA tensor" : "CPU NumPy array or torch tensor"));
       buffers_.push_back({info.data, info.numel, info.dtype});
+      pins_.push_back(std::move(pin));
     }
   }
 
@@ -842,6 +916,7 @@ class BufferList {
 
   bool cuda_;
   std::vector<TypedBuffer> buffers_;
+  std::vector<py::object> pins_;  // NOTE: [read pins]
 };
 
 // NOTE: [options by name]

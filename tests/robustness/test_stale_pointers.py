@@ -166,15 +166,59 @@ def test_state_dtype_reinterpreted_in_place_is_refused():
     assert result["err"] is not None and "exp_avg" in result["err"]
 
 
-@pytest.mark.parametrize("what", ["grad_none", "data_replaced", "state_replaced"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_gradient_repointed_to_another_dtype_is_refused(dtype):
+    """`p.grad.data = p.grad.data.half()` after a step keeps the gradient object that torch
+    checked when it was assigned, with memory of another dtype: read as float32, a float16
+    gradient was read past its end (and the step silently computed garbage). Like torch's
+    foreach and fused steps, genesis refuses it, before anything is modified; a gradient of the
+    right dtype then steps as usual."""
+    result = run_case(f"""
+    import torch, genesis
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = genesis.optim.SGD([p], lr=1.0)
+    p.grad = torch.ones(4)
+    opt.step()
+    p.grad.data = torch.full((4,), 2.0, dtype=torch.{dtype})
+    try:
+        opt.step()
+        err = None
+    except TypeError as e:
+        err = str(e)
+    unchanged = p.tolist()
+    p.grad = torch.full((4,), 2.0)
+    opt.step()
+    report(err=err, unchanged=unchanged, after=p.tolist())
+    """)
+    assert result["err"] is not None and "torch." + dtype in result["err"] and "torch.float32" in result["err"]
+    assert result["unchanged"] == [0.0] * 4
+    assert result["after"] == [-2.0] * 4
+
+
+# What the meddling thread does in the race below.
+_MEDDLE = {
+    "grad_none": "p.grad = None",
+    "data_replaced": "p.data = torch.zeros(n)",
+    "state_replaced": "for v in list(opt.state[p].values()):\n    v.data = v.data.clone()",
+    # the gradient object stays, its memory is swapped out (and freed) under it
+    "grad_data_replaced": "g = p.grad\nif g is not None:\n    g.data = torch.empty(n)",
+}
+
+
+@pytest.mark.parametrize("what", sorted(_MEDDLE))
 def test_other_thread_changes_the_group_during_step(what):
-    """Another thread that drops a gradient, re-points a parameter or replaces state while
-    step() runs (with the GIL released for a 64 MB parameter) must not make the kernel touch
-    freed memory. The outcome of such a race is unspecified, as in torch; the process must
-    survive, and the parameter stay finite."""
+    """Another thread that drops a gradient, re-points a parameter or a gradient or replaces
+    state while step() runs (with the GIL released for a 64 MB parameter), or between the
+    gathering of the gradients and the update, must not make the kernel touch freed memory. The
+    outcome of such a race is unspecified, as in torch; the process must survive, and the
+    parameter stay finite. A short switch interval makes the other thread run often, except
+    where torch itself does not survive that: two threads assigning `p.grad` (a tensor and
+    None) at that rate abort torch 2.13 with a corrupted heap, with no genesis code running."""
+    interval = 0.005 if what == "grad_none" else 1e-6
     result = run_case(
         f"""
-    import threading, torch, genesis
+    import sys, threading, torch, genesis
+    sys.setswitchinterval({interval})
     n = 1 << 24
     p = torch.nn.Parameter(torch.zeros(n))
     opt = genesis.optim.AdamW([p], lr=1e-3)
@@ -182,13 +226,7 @@ def test_other_thread_changes_the_group_during_step(what):
 
     def meddle():
         while not stop.is_set():
-            if "{what}" == "grad_none":
-                p.grad = None
-            elif "{what}" == "data_replaced":
-                p.data = torch.zeros(n)
-            else:
-                for v in list(opt.state[p].values()):
-                    v.data = v.data.clone()
+            exec({_MEDDLE[what]!r})
 
     steps = 0
     meddler = threading.Thread(target=meddle)
@@ -211,6 +249,48 @@ def test_other_thread_changes_the_group_during_step(what):
         timeout=600,
     )
     assert result == {"finite": True}
+
+
+def test_other_thread_repoints_a_gradient_while_it_is_clipped():
+    """The clip functions read (and write) the gradients with the GIL released, and Python runs
+    between the norm and the scaling: a gradient whose memory another thread swaps out
+    (`g.data = ...`) must stay readable and writeable until the clip is done (NOTE: [read
+    pins]). Before the fix this crashed on every run."""
+    result = run_case(
+        """
+    import sys, threading, torch, genesis
+    sys.setswitchinterval(1e-6)
+    n = 1 << 24
+    p = torch.nn.Parameter(torch.zeros(n))
+    opt = genesis.optim.SGD([p], lr=1e-3)
+    stop = threading.Event()
+
+    def meddle():
+        while not stop.is_set():
+            g = p.grad
+            if g is not None:
+                g.data = torch.empty(n)
+
+    norms = []
+    meddler = threading.Thread(target=meddle)
+    meddler.start()
+    try:
+        for _ in range(12):
+            p.grad = torch.ones(n)
+            norms.append(float(genesis.nn.utils.clip_grad_norm_([p], 1.0)))
+            genesis.nn.utils.clip_grad_value_([p], 0.5)
+            p.grad = torch.ones(n)
+            norms.append(float(opt.clip_grad_norm_(1.0)))
+            opt.step()
+    finally:
+        stop.set()
+        meddler.join()
+    # each norm is that of the ones or of the swapped-in zeros (fresh pages), nothing else
+    report(norms_ok=all(v in (0.0, float(n) ** 0.5) for v in norms), finite=bool(torch.isfinite(p.detach()).all()))
+    """,
+        timeout=600,
+    )
+    assert result == {"norms_ok": True, "finite": True}
 
 
 # Every way user code can reach a state tensor and re-point it; torch then uses the new tensors.
