@@ -380,8 +380,11 @@ struct Held {
   bool unchanged(bool torch, bool cuda_array = false) const {
     PyObject* obj = array.ptr();
     if (torch) {
+      // The element count too: `p.data = p.data[:n]` keeps the pointer and the dtype.
       const py::object ptr = data_ptr_of(obj);
-      return ptr && PyLong_AsVoidPtr(ptr.ptr()) == info.data && torch_dtype_code(obj) == static_cast<int>(info.dtype) &&
+      const py::object numel = ptr ? numel_of(obj) : py::object();
+      return numel && PyLong_AsVoidPtr(ptr.ptr()) == info.data && PyLong_AsLongLong(numel.ptr()) == info.numel &&
+             torch_dtype_code(obj) == static_cast<int>(info.dtype) &&
              (strides.is_none() || has_layout(obj, strides.ptr()));
     }
     ArrayInfo now;

@@ -195,6 +195,38 @@ def test_gradient_repointed_to_another_dtype_is_refused(dtype):
     assert result["after"] == [-2.0] * 4
 
 
+def test_parameter_shrunk_in_place_is_checked_again():
+    """`p.data = p.data[:2]` keeps the data pointer and the dtype: only the element count says
+    the parameter is smaller now. A stale gradient of the old size must then be refused as
+    torch refuses it (a shape mismatch), not applied to memory the parameter no longer shows."""
+    result = run_case("""
+    import torch, genesis
+    out = {}
+    for lib in (torch.optim, genesis.optim):
+        p = torch.nn.Parameter(torch.ones(4))
+        opt = lib.SGD([p], lr=1.0)
+        p.grad = torch.ones(4)
+        opt.step()
+        storage = p.untyped_storage()
+        p.data = p.data[:2]
+        try:
+            opt.step()
+            err = None
+        except (RuntimeError, ValueError) as e:
+            err = type(e).__name__
+        whole = torch.empty(0).set_(storage).tolist()  # the four elements, hidden ones included
+        p.grad = torch.full((2,), 2.0)
+        opt.step()
+        out[lib.__name__] = dict(err=err, whole=whole, after=p.tolist())
+    report(**out)
+    """)
+    assert result["torch.optim"]["err"] == "RuntimeError"
+    assert result["genesis.optim"]["err"] == "ValueError"
+    for lib in ("torch.optim", "genesis.optim"):
+        assert result[lib]["whole"] == [0.0] * 4
+        assert result[lib]["after"] == [-2.0] * 2
+
+
 # What the meddling thread does in the race below.
 _MEDDLE = {
     "grad_none": "p.grad = None",
