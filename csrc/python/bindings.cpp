@@ -417,7 +417,7 @@ py::object pin_of(const py::object& array) {
 // another thread may re-point the tensor (`p.grad.data = ...`, `set_()`) between the moment its
 // pointer is read and the end of the update, and freeing the old memory would leave the kernel
 // reading freed (even unmapped) memory. Holding the tensor object does not prevent that; its
-// storage object does, and costs a tenth of an alias (detach()). torch_read_pin() returns that
+// storage object does, and costs a seventh of an alias (detach()). torch_read_pin() returns that
 // storage, taken before the pointer is read; read_pin_covers() then checks that the bytes the
 // core will read lie inside it. Whatever ran in between (a thread switch, Python code of a tensor
 // subclass or a torch function mode, a garbage collection's finalizers), memory inside a
