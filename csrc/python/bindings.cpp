@@ -734,16 +734,11 @@ class GroupPlan {
       // so dtype and device are compared here (a float16 gradient read as float32 would be
       // read past its end; a CUDA one by a CPU loop, not at all). The element count stands for
       // the shape: only the elements, in memory order, reach the core.
-      if (!e.data.unchanged(true) || !is_torch_tensor(grad) || !has_layout(grad, e.data.strides.ptr()) ||
-          torch_dtype_code(grad) != static_cast<int>(e.data.info.dtype))
+      if (!e.data.unchanged(true) || !describe_torch(grad, g, /*check_cpu=*/false, e.data.strides.ptr()) ||
+          g.dtype != e.data.info.dtype || g.numel != e.data.info.numel)
         return false;
       const py::object device = get_device_of(grad);
-      if (!device || PyLong_AsLong(device.ptr()) != e.device) return false;
-      const py::object ptr = data_ptr_of(grad);
-      const py::object numel = numel_of(grad);
-      if (!ptr || !numel) return false;
-      g = {PyLong_AsVoidPtr(ptr.ptr()), PyLong_AsLongLong(numel.ptr()), e.data.info.dtype};
-      return g.numel == e.data.info.numel && (g.data != nullptr || g.numel == 0);  // see describe_torch
+      return device && PyLong_AsLong(device.ptr()) == e.device;
     }
     // A genesis.nn.Parameter: its .data may have been replaced, and its gradient is a plain
     // attribute nobody checked, so everything is compared, from NumPy's C struct.
