@@ -24,8 +24,13 @@ step.
 Part 2 (--flat; one process): genesis AdamW step time over 2000 tensors x 10 and 2000 x 1000
 elements, per tensor (today's path) and with the tensors in one FlatParameters buffer.
 
+Part 3 (--collectives; two processes, one thread each): one 40 MB float32 buffer reduce-scattered,
+all-gathered and reduced by torch.distributed's gloo collectives and by genesis.distributed.comm's
+(point-to-point on gloo: NOTE: [gloo reduce-scatter and all-gather] in
+genesis/distributed/comm.py), beside gloo's all-reduce of the same buffer; median of 7.
+
 Usage:
-  python bench/bench_distributed.py            # both parts (a minute or two)
+  python bench/bench_distributed.py            # all parts (two or three minutes)
   python bench/bench_distributed.py --quick    # smaller model, fewer steps (smoke run)
 """
 
@@ -42,7 +47,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import genesis
-from genesis.distributed import FlatParameters, ZeroOptimizer
+from genesis.distributed import FlatParameters, ZeroOptimizer, comm
 
 WIDTH, LAYERS, BATCH = 2304, 4, 16  # 4 x (2304^2 + 2304) = 21.2M parameters
 
@@ -114,16 +119,8 @@ SETUPS = (
 )
 
 
-def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS, batch=BATCH):
-    torch.set_num_threads(1)
-    genesis.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=300),
-    )
+def _worker(rank, world_size, port, width, layers, steps, setups, batch, queue):
+    _init(rank, world_size, port)
     x = torch.randn(batch, width, generator=torch.Generator().manual_seed(rank))
     rows = {}
     for name in setups:
@@ -150,15 +147,15 @@ def _worker(rank, world_size, port, width, layers, steps, queue, setups=SETUPS, 
     dist.destroy_process_group()
 
 
-def distributed_part(width, layers, steps, setups=SETUPS, batch=BATCH):
+def _two_ranks(worker, *args):
+    """Run worker(rank, world_size, port, *args, queue) in two spawned processes; returns
+    {rank: what each put on the queue}."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker, args=(r, 2, port, width, layers, steps, queue, setups, batch)) for r in range(2)
-    ]
+    procs = [ctx.Process(target=worker, args=(r, 2, port, *args, queue)) for r in range(2)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=1800) for _ in procs)
@@ -166,6 +163,23 @@ def distributed_part(width, layers, steps, setups=SETUPS, batch=BATCH):
         p.join(60)
         if p.is_alive():
             p.terminate()
+    return results
+
+
+def _init(rank, world_size, port):
+    torch.set_num_threads(1)
+    genesis.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=300),
+    )
+
+
+def distributed_part(width, layers, steps, setups=SETUPS, batch=BATCH):
+    results = _two_ranks(_worker, width, layers, steps, setups, batch)
     params = layers * (width * width + width)
     print(
         f"\n2 ranks, gloo, 1 thread each; model {params / 1e6:.1f}M float32 parameters "
@@ -179,6 +193,47 @@ def distributed_part(width, layers, steps, setups=SETUPS, batch=BATCH):
         print(
             f"| {name} | {t * 1e3:.1f} | {sent / 1e6:.1f} | {state / 1e6:.1f} | {grads / 1e6:.1f} | {base / t:.2f}x |"
         )
+
+
+def _collectives_worker(rank, world_size, port, numel, reps, queue):
+    _init(rank, world_size, port)
+    data = torch.randn(numel, generator=torch.Generator().manual_seed(rank))
+    full = data.clone()
+    piece = torch.empty(numel // world_size)
+    mine = full[rank * piece.numel() : (rank + 1) * piece.numel()]
+    cases = {
+        "all-reduce (gloo)": lambda: dist.all_reduce(full),
+        "reduce-scatter (gloo)": lambda: dist.reduce_scatter_tensor(piece, data),
+        "reduce-scatter (genesis)": lambda: comm.reduce_scatter(piece, data, None, pool=pool),
+        "all-gather (gloo)": lambda: dist.all_gather_into_tensor(full, mine.clone()),
+        "all-gather (genesis)": lambda: comm.all_gather(full, mine, None),
+        "reduce to rank 0 (gloo)": lambda: dist.reduce(summed, 0),
+        "reduce to rank 0 (genesis)": lambda: comm.reduce(summed, 0, None, pool=pool),
+    }
+    summed = data.clone()  # its values grow over the rounds: only the time matters
+    pool = comm.BufferPool(1)
+    times = {name: [] for name in cases}
+    for _ in range(reps + 1):  # the first round warms up
+        for name, fn in cases.items():
+            dist.barrier()
+            w0, t0 = _wchar(), time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0, _wchar() - w0))
+    queue.put((rank, {name: (statistics.median(t for t, _ in v[1:]), v[-1][1]) for name, v in times.items()}))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def collectives_part(numel, reps):
+    results = _two_ranks(_collectives_worker, numel, reps)
+    print(
+        f"\n2 ranks, gloo, 1 thread each: one float32 buffer of {numel * 4 / 1e6:.0f} MB; median of {reps}; "
+        "rank 0's time, both ranks' bytes\n"
+    )
+    print("| collective | ms | MB sent by both ranks |")
+    print("| --- | ---: | ---: |")
+    for name, (t, sent) in results[0].items():
+        print(f"| {name} | {t * 1e3:.1f} | {(sent + results[1][name][1]) / 1e6:.1f} |")
 
 
 def _time(fn, reps):
@@ -223,8 +278,9 @@ def flat_part(reps, threads):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--flat", action="store_true", help="only part 2")
     parser.add_argument("--distributed", action="store_true", help="only part 1")
+    parser.add_argument("--flat", action="store_true", help="only part 2")
+    parser.add_argument("--collectives", action="store_true", help="only part 3")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=BATCH, help="part 1's batch per rank")
     parser.add_argument("--setups", default=",".join(SETUPS), help="part 1's setups, comma-separated")
@@ -234,10 +290,13 @@ def main(argv=None):
         f"# bench_distributed on {os.cpu_count()} CPU(s), torch {torch.__version__}, "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
-    if not args.flat:
+    every = not (args.distributed or args.flat or args.collectives)
+    if every or args.distributed:
         distributed_part(width, layers, steps, tuple(args.setups.split(",")), args.batch)
-    if not args.distributed:
+    if every or args.flat:
         flat_part(reps, args.threads)
+    if every or args.collectives:
+        collectives_part(10_000_000 if not args.quick else 10_000, 7 if not args.quick else 2)
     return 0
 
 

@@ -43,7 +43,7 @@ from .param_gather import ParamGather
 DEFAULT_BUCKET_NUMEL = 1 << 22  # 4M elements: 16 MiB of float32 gradients per collective
 # Buckets whose reduction may be in flight at once when each holds a bucket-sized buffer:
 # shard_grads' staging copy of the bucket's gradient (until its reduction is done and added to
-# this rank's part), and gloo's all-to-all reduce-scatter its receive buffer
+# this rank's part), and gloo's point-to-point reduce-scatter its receive buffer
 # (NOTE: [gloo reduce-scatter and all-gather] in comm.py). A bound keeps that memory at a few
 # buckets instead of a gradient-sized buffer.
 MAX_IN_FLIGHT = 2
@@ -254,7 +254,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         ]
         self._next = 0
         self._in_flight = collections.deque()  # launched with a bucket-sized buffer, not settled
-        # bucket-sized temporaries (gloo's all-to-all, shard_grads' staging), reused
+        # bucket-sized temporaries (gloo's reduce-scatter, shard_grads' staging), reused
         self._comm_pool = comm.BufferPool(POOLED_BUFFERS)
         self._hooks = []
         for record in self._order:
@@ -317,7 +317,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         start = shard.buffer.layout.buckets[index].start
         grad.div_(self.world_size)  # average = sum of grad/N (exact for powers of two)
         group = self.process_group
-        temporary = False  # the reduction holds a bucket-sized temporary (gloo's all-to-all)
+        temporary = False  # the reduction holds a bucket-sized temporary (gloo's reduce-scatter)
         if self.stage == 1:
             record.pending = [comm.all_reduce(grad, group, async_op=True)]
         elif shard.owned is None:
@@ -329,8 +329,9 @@ class ZeroOptimizer(torch.optim.Optimizer):
         else:
             # Whole tensors: the ranks' ranges differ in size, which reduce-scatter does not
             # allow; one reduce to each owner moves the same bytes.
+            temporary = comm.uses_temporaries(grad, group)
             record.pending = [
-                comm.reduce(grad[lo - start : hi - start], self._global_rank(r), group, async_op=True)
+                comm.reduce(grad[lo - start : hi - start], self._global_rank(r), group, True, self._comm_pool)
                 for r, (lo, hi) in enumerate(shard.owned[index])
                 if hi > lo
             ]
@@ -366,16 +367,15 @@ class ZeroOptimizer(torch.optim.Optimizer):
                 record.shard.add_reduced(record.index, staging, self.rank)
             self._comm_pool.give_back(staging)
 
-    def _gather_bucket(self, k, index, pool=None):
+    def _gather_bucket(self, k, index):
         """Start gathering bucket `index` of shard `k` into every rank's parameter buffer: one
         all-gather of the ranks' pieces, or (whole tensors) one broadcast per owner's range of
-        it. Returns the pending collectives. `pool`: the all-gather may take a temporary from
-        it (gloo's all-to-all path); without one it uses the backend's own all-gather, which
-        takes none (the overlapped gathers: all of them are in flight until the forward)."""
+        it. Returns the pending collectives. Neither takes a temporary, so any number of them
+        may be in flight (the overlapped gathers all are, until the forward)."""
         shard, group = self._shards[k], self.process_group
         if shard.owned is None:
             data, piece = shard.bucket_data(index), shard.pieces[index]
-            return [comm.all_gather(data, piece, group, async_op=True, pool=pool)]
+            return [comm.all_gather(data, piece, group, async_op=True)]
         return [
             comm.broadcast(shard.buffer.data[lo:hi], self._global_rank(r), group, async_op=True)
             for r, (lo, hi) in enumerate(shard.owned[index])
@@ -388,15 +388,11 @@ class ZeroOptimizer(torch.optim.Optimizer):
         if self._param_gather is not None:
             self._param_gather.launch(self._gather_bucket)
             return
-        # At most MAX_IN_FLIGHT + 1 buckets in flight, so that the temporaries of gloo's
-        # all-to-all path stay a few buckets.
-        pending = collections.deque()
-        for k, shard in enumerate(self._shards):
-            for i in range(len(shard.buffer.layout.buckets)):
-                pending.append(self._gather_bucket(k, i, self._comm_pool))
-                while len(pending) > MAX_IN_FLIGHT:
-                    for p in pending.popleft():
-                        p.wait()
+        pending = [
+            self._gather_bucket(k, i)
+            for k, shard in enumerate(self._shards)
+            for i in range(len(shard.buffer.layout.buckets))
+        ]
         for bucket in pending:
             for p in bucket:
                 p.wait()

@@ -1,5 +1,5 @@
 """What each rank runs for test_comm.py: genesis.distributed.comm's reduce-scatter and
-all-gather (on gloo through all_to_all_single, NOTE: [gloo reduce-scatter and all-gather] in
+all-gather (on gloo through point-to-point sends and receives, NOTE: [gloo reduce-scatter and all-gather] in
 genesis/distributed/comm.py) against torch.distributed's own collectives on the same data."""
 
 import torch
@@ -39,26 +39,35 @@ def collectives(rank, world_size):
         buffer = torch.zeros(numel, dtype=dtype)
         buffer[rank * piece : (rank + 1) * piece] = _data(rank, piece, dtype, salt)
         comm.all_gather(buffer, buffer[rank * piece : (rank + 1) * piece], None, async_op=True).wait()
-        # with a pool (as ZeroOptimizer calls them): the same results, the temporary of the
-        # first call reused by the second and third
+        # with a pool (as ZeroOptimizer calls them): the same results, the reduce-scatter's
+        # temporary of the first call reused by the second, the all-gather taking none
         pool = comm.BufferPool(limit=1)
         pooled, temporaries = [], []
         for _ in range(2):
             reduced = torch.empty(piece, dtype=dtype)
             pending = comm.reduce_scatter(reduced, x, None, async_op=True, pool=pool)
-            temporaries.append(pending.buffers[0][0].data_ptr())
+            temporaries += [buffer.data_ptr() for buffer, _ in pending.buffers]  # none if empty
             pending.wait()
             pooled.append(torch.equal(reduced, expected))
         gathered_pooled = torch.zeros(numel, dtype=dtype)
         gathered_pooled[rank * piece : (rank + 1) * piece] = _data(rank, piece, dtype, salt)
         own = gathered_pooled[rank * piece : (rank + 1) * piece]
-        pending = comm.all_gather(gathered_pooled, own, None, async_op=True, pool=pool)
-        temporaries.append(pending.buffers[0][0].data_ptr())
+        pending = comm.all_gather(gathered_pooled, own, None, async_op=True)
+        gather_temporaries = len(pending.buffers)  # received straight into place: none
         pending.wait()
         pooled.append(torch.equal(gathered_pooled, gathered))
+        # reduce to each rank in turn, in place, against torch's reduce on the same data
+        reduced_to = []
+        for root in range(world_size):
+            expected_sum = x.clone()
+            dist.reduce(expected_sum, root)
+            ours = x.clone()
+            comm.reduce(ours, root, None, async_op=True, pool=pool).wait()
+            reduced_to.append(rank != root or torch.equal(ours, expected_sum))
         out.append(
             dict(
                 case=(str(dtype), piece),
+                reduce=all(reduced_to),
                 reduce_scatter=torch.equal(mine, expected),
                 reduce_scatter_sync=torch.equal(synchronous, expected),
                 others_untouched=torch.equal(
@@ -68,6 +77,39 @@ def collectives(rank, world_size):
                 all_gather=torch.equal(buffer, gathered),
                 pooled=all(pooled),
                 reused=numel == 0 or len(set(temporaries)) == 1,
+                gather_temporaries=gather_temporaries,
+            )
+        )
+    return out
+
+
+def subgroup_collectives(rank, world_size):
+    """The same collectives within subgroups (ranks {0, 2} and {1, 3} of 4): the point-to-point
+    path addresses peers (and reduce's destination) by their global ranks (torch.distributed.isend's `dst`), not by their
+    ranks within the group."""
+    groups = [dist.new_group([0, 2]), dist.new_group([1, 3])]
+    group = groups[rank % 2]
+    out = []
+    for salt, (dtype, piece) in enumerate((d, p) for d in DTYPES for p in (1, 37)):
+        x = _data(rank, 2 * piece, dtype, salt)
+        expected = torch.empty(piece, dtype=dtype)
+        dist.reduce_scatter_tensor(expected, x.clone(), group=group)
+        reduced = torch.empty(piece, dtype=dtype)
+        comm.reduce_scatter(reduced, x, group, async_op=True).wait()
+        gathered = torch.empty(2 * piece, dtype=dtype)
+        dist.all_gather_into_tensor(gathered, x[:piece].clone(), group=group)
+        ours = torch.empty(2 * piece, dtype=dtype)
+        comm.all_gather(ours, x[:piece], group)
+        root = 2 + rank % 2  # the group's second member, by its global rank
+        expected_sum = x.clone()
+        dist.reduce(expected_sum, root, group=group)
+        summed = x.clone()
+        comm.reduce(summed, root, group)
+        out.append(
+            dict(
+                reduce_scatter=torch.equal(reduced, expected),
+                all_gather=torch.equal(ours, gathered),
+                reduce=rank != root or torch.equal(summed, expected_sum),
             )
         )
     return out

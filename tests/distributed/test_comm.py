@@ -1,7 +1,7 @@
-"""genesis.distributed.comm on gloo: the reduce-scatter and all-gather that go through
-all_to_all_single (NOTE: [gloo reduce-scatter and all-gather] in genesis/distributed/comm.py)
-give the bits of torch.distributed's own collectives, in place and asynchronously as
-ZeroOptimizer calls them (with its BufferPool, whose temporaries are reused), on 2 and 4
+"""genesis.distributed.comm on gloo: the reduce-scatter, all-gather and reduce built from
+point-to-point sends and receives (NOTE: [gloo reduce-scatter and all-gather] in
+genesis/distributed/comm.py) give the bits of torch.distributed's own collectives, in place
+and asynchronously as ZeroOptimizer calls them (with its BufferPool, whose temporaries are reused), on 2 and 4
 ranks, for empty, one-element and odd-sized pieces."""
 
 import pytest
@@ -17,7 +17,7 @@ import harness  # noqa: E402
 
 
 @pytest.mark.parametrize("world_size", [2, 4])
-def test_all_to_all_collectives_equal_torch(world_size, tmp_path):
+def test_point_to_point_collectives_equal_torch(world_size, tmp_path):
     results = harness.run(comm_workers.collectives, world_size, out_dir=tmp_path)
     for rank, cases in enumerate(results):
         assert len(cases) == len(comm_workers.DTYPES) * 4
@@ -26,6 +26,16 @@ def test_all_to_all_collectives_equal_torch(world_size, tmp_path):
             assert r["others_untouched"], (rank, r)
             assert r["all_gather"], (rank, r)
             assert r["pooled"] and r["reused"], (rank, r)
+            assert r["gather_temporaries"] == 0, (rank, r)
+            assert r["reduce"], (rank, r)
+
+
+def test_point_to_point_collectives_within_subgroups(tmp_path):
+    results = harness.run(comm_workers.subgroup_collectives, 4, out_dir=tmp_path)
+    for rank, cases in enumerate(results):
+        assert len(cases) == len(comm_workers.DTYPES) * 2
+        for r in cases:
+            assert r["reduce_scatter"] and r["all_gather"] and r["reduce"], (rank, r)
 
 
 @pytest.mark.parametrize("shard_grads", [False, True], ids=["zero2", "shard_grads"])

@@ -109,7 +109,7 @@ def _check_equivalence(results, world_size):
             assert r["state"] <= TOLERANCE[dtype], (case, rank, r)
             assert r["lrs"] == r["ref_lrs"], (case, rank, r)
             if r["stage"] == 2 and not r["whole_tensors"]:
-                # gloo's all-to-all reduce-scatter (and shard_grads' staging) take a bucket-sized
+                # gloo's point-to-point reduce-scatter (and shard_grads' staging) take a bucket-sized
                 # temporary each, kept for reuse (test_comm.py checks the bound with many buckets)
                 assert 0 < r["pooled"] <= POOLED_BUFFERS, (case, rank, r)
             if r["whole_tensors"]:

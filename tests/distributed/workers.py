@@ -226,7 +226,7 @@ def equivalence(rank, world_size, cases):
             max_tensor_bytes=max(state_bytes(ref_opt, p) for p in ref_model.parameters()),
             lrs=[g["lr"] for g in opt.param_groups],
             ref_lrs=[g["lr"] for g in ref_opt.param_groups],
-            # bucket-sized temporaries kept for reuse (gloo's all-to-all, shard_grads' staging)
+            # bucket-sized temporaries kept for reuse (gloo's reduce-scatter, shard_grads' staging)
             pooled=len(opt._comm_pool),
             stage=stage,
         )
