@@ -89,7 +89,14 @@ _P2P_TAG = 0x67656E  # "gen": apart from tag 0, the default of a user's own send
 
 
 def _point_to_point(tensor, group):
-    return tensor.device.type == "cpu" and dist.get_backend(group) == "gloo"
+    """Whether `tensor`'s collectives in `group` run on gloo: a CPU tensor in a group whose
+    backend is "gloo", or gloo for the CPU in a per-device one ("cpu:gloo,cuda:nccl")."""
+    if tensor.device.type != "cpu":
+        return False
+    backend = str(dist.get_backend(group))
+    if ":" in backend:
+        backend = dict(part.split(":", 1) for part in backend.split(",")).get("cpu")
+    return backend == "gloo"
 
 
 def uses_temporaries(tensor, group):

@@ -115,6 +115,18 @@ def subgroup_collectives(rank, world_size):
     return out
 
 
+def per_device_backend(rank, world_size):
+    """A group created with a backend per device ("cpu:gloo", as "cpu:gloo,cuda:nccl" spells
+    it for CPU tensors) takes the point-to-point path too, with the same results."""
+    group = dist.new_group(list(range(world_size)), backend="cpu:gloo")
+    x = _data(rank, 37 * world_size, torch.float32, 0)
+    expected = torch.empty(37)
+    dist.reduce_scatter_tensor(expected, x.clone(), group=group)
+    reduced = torch.empty(37)
+    comm.reduce_scatter(reduced, x, group)
+    return dict(point_to_point=comm.uses_temporaries(x, group), equal=torch.equal(reduced, expected))
+
+
 def pooled_temporaries(rank, world_size, shard_grads):
     """ZeroOptimizer at stage 2 on a model cut into many small buckets: how many bucket-sized
     temporaries its pool keeps after a few steps, and how many buckets there are."""

@@ -38,6 +38,11 @@ def test_point_to_point_collectives_within_subgroups(tmp_path):
             assert r["reduce_scatter"] and r["all_gather"] and r["reduce"], (rank, r)
 
 
+def test_per_device_backend_takes_the_point_to_point_path(tmp_path):
+    for r in harness.run(comm_workers.per_device_backend, 2, out_dir=tmp_path):
+        assert r == dict(point_to_point=True, equal=True), r
+
+
 @pytest.mark.parametrize("shard_grads", [False, True], ids=["zero2", "shard_grads"])
 def test_zero2_keeps_a_few_bucket_temporaries_not_one_per_bucket(shard_grads, tmp_path):
     """At most MAX_IN_FLIGHT reductions (and gathers) holding a temporary run at once, so the
