@@ -74,11 +74,11 @@ def broadcast(tensor, src, group, async_op=False):
 # gloo's own reduce_scatter_tensor sends as much as an all-reduce and took 2.5x its time (40 MB
 # float32 on 2 ranks: 98-101 ms against 40 ms), its all_gather_into_tensor took 55-85 ms and its
 # reduce 38 ms (against 21 ms for one send and an add). The three are built here from
-# point-to-point sends and receives instead, which move the minimum,
-# (N-1)/N of the buffer, straight between the tensors: an all-gather receives each rank's piece
-# directly into its place in the output (no temporary), a reduce-scatter sends each rank its
-# piece of the input, receives the N-1 others' copies of this rank's piece into one temporary
-# and sums the N pieces in rank order. On 2 ranks and 40 MB (median of 7, one run): all-gather
+# point-to-point sends and receives instead, which move the minimum, (N-1)/N of the buffer,
+# straight between the tensors: an all-gather receives each rank's piece directly into its
+# place in the output (no temporary); a reduce-scatter sends each rank its piece of the input,
+# receives the N-1 others' copies of this rank's piece into one temporary and sums the N
+# pieces in rank order; a reduce does the same towards one rank. On 2 ranks and 40 MB (median of 7, one run): all-gather
 # 12 ms against 27 ms through all_to_all_single (this module's previous path, which needed a
 # copy of the output per call) and 57 ms for gloo's; reduce-scatter 21 ms against 30 ms through
 # all_to_all_single; gloo's all-reduce of the same buffer 31 ms (docs/distributed.md#speed).
@@ -174,9 +174,10 @@ def _receive_buffer(numel, like, pool):
 
 def _sum_in_rank_order(pieces, own, output):
     """output = ((pieces[0] + pieces[1]) + pieces[2]) + ...: one fixed order, so that a run
-    is reproducible whatever order the pieces arrived in. pieces[own] is the input's, which `output` may be (element-wise in place); the others are
-    received copies, free to overwrite. The running sum is kept in one of the first two
-    received copies, so that nothing is overwritten before it is read."""
+    is reproducible whatever order the pieces arrived in. pieces[own] is the input's, which
+    `output` may be (element-wise in place); the others are received copies, free to
+    overwrite. The running sum is kept in one of the first two received copies, so that
+    nothing is overwritten before it is read."""
     if len(pieces) == 1:
         if pieces[0].data_ptr() != output.data_ptr():
             output.copy_(pieces[0])

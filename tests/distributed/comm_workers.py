@@ -1,6 +1,7 @@
-"""What each rank runs for test_comm.py: genesis.distributed.comm's reduce-scatter and
-all-gather (on gloo through point-to-point sends and receives, NOTE: [gloo reduce-scatter and all-gather] in
-genesis/distributed/comm.py) against torch.distributed's own collectives on the same data."""
+"""What each rank runs for test_comm.py: genesis.distributed.comm's reduce-scatter, all-gather
+and reduce (on gloo through point-to-point sends and receives, NOTE: [gloo reduce-scatter and
+all-gather] in genesis/distributed/comm.py) against torch.distributed's own collectives on the
+same data."""
 
 import torch
 import torch.distributed as dist
@@ -85,8 +86,8 @@ def collectives(rank, world_size):
 
 def subgroup_collectives(rank, world_size):
     """The same collectives within subgroups (ranks {0, 2} and {1, 3} of 4): the point-to-point
-    path addresses peers (and reduce's destination) by their global ranks (torch.distributed.isend's `dst`), not by their
-    ranks within the group."""
+    path addresses peers (and reduce's destination) by their global ranks
+    (torch.distributed.isend's `dst`), not by their ranks within the group."""
     groups = [dist.new_group([0, 2]), dist.new_group([1, 3])]
     group = groups[rank % 2]
     out = []

@@ -1,8 +1,9 @@
 """genesis.distributed.comm on gloo: the reduce-scatter, all-gather and reduce built from
 point-to-point sends and receives (NOTE: [gloo reduce-scatter and all-gather] in
 genesis/distributed/comm.py) give the bits of torch.distributed's own collectives, in place
-and asynchronously as ZeroOptimizer calls them (with its BufferPool, whose temporaries are reused), on 2 and 4
-ranks, for empty, one-element and odd-sized pieces."""
+and asynchronously as ZeroOptimizer calls them (with its BufferPool, whose temporaries are
+reused), on 2 and 4 ranks, for empty, one-element and odd-sized pieces, within subgroups and
+in a group with a backend per device."""
 
 import pytest
 
