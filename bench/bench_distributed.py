@@ -201,6 +201,8 @@ def _collectives_worker(rank, world_size, port, numel, reps, queue):
     full = data.clone()
     piece = torch.empty(numel // world_size)
     mine = full[rank * piece.numel() : (rank + 1) * piece.numel()]
+    summed = data.clone()  # its values grow over the rounds: only the time matters
+    pool = comm.BufferPool(1)
     cases = {
         "all-reduce (gloo)": lambda: dist.all_reduce(full),
         "reduce-scatter (gloo)": lambda: dist.reduce_scatter_tensor(piece, data),
@@ -210,8 +212,6 @@ def _collectives_worker(rank, world_size, port, numel, reps, queue):
         "reduce to rank 0 (gloo)": lambda: dist.reduce(summed, 0),
         "reduce to rank 0 (genesis)": lambda: comm.reduce(summed, 0, None, pool=pool),
     }
-    summed = data.clone()  # its values grow over the rounds: only the time matters
-    pool = comm.BufferPool(1)
     times = {name: [] for name in cases}
     for _ in range(reps + 1):  # the first round warms up
         for name, fn in cases.items():

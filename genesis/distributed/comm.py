@@ -137,10 +137,15 @@ class BufferPool:
         return self._count
 
 
+def _named(group):
+    """The group object (None stands for the default group)."""
+    return group if group is not None else dist.group.WORLD
+
+
 def _exchange(name, group, receives, sends):
     """Start the point-to-point receives, then the sends, of one collective: lists of
     (group rank of the peer, contiguous tensor). Returns its Pending."""
-    world = group if group is not None else dist.group.WORLD
+    world = _named(group)
     works = []
     try:
         for peer, tensor in receives:
@@ -191,6 +196,20 @@ def _sum_in_rank_order(pieces, own, output):
     torch.add(running, pieces[-1], out=output)
 
 
+def _receive_and_sum(name, group, rank, peers, own, output, sends, pool):
+    """Start one collective's exchange: receive every peer's copy of the piece `own` is this
+    rank's copy of (into one receive buffer, from `pool` if given) while `sends` go out; its
+    wait() then sets output = the N copies summed in rank order (output may be `own`)."""
+    n = own.numel()
+    received, pool = _receive_buffer(len(peers) * n, own, pool)
+    copies = {peer: received[i * n : (i + 1) * n] for i, peer in enumerate(peers)}
+    pending = _exchange(name, group, list(copies.items()), sends)
+    pieces = [own if r == rank else copies[r] for r in range(len(peers) + 1)]
+    pending.then = lambda: _sum_in_rank_order(pieces, rank, output)
+    pending.buffers = ((received, pool),)
+    return pending
+
+
 def reduce_scatter(output, input, group, async_op=False, pool=None):
     """output = this rank's piece of the sum of every rank's `input` (N equal pieces, summed in
     rank order on the gloo path). `output` may be a view of `input`. `pool`: a BufferPool for
@@ -203,12 +222,8 @@ def reduce_scatter(output, input, group, async_op=False, pool=None):
     if n == 0 or not peers:
         _sum_in_rank_order([mine[rank]], 0, output)
         return Pending("reduce_scatter", group)
-    received, pool = _receive_buffer(len(peers) * n, input, pool)
-    copies = {peer: received[i * n : (i + 1) * n] for i, peer in enumerate(peers)}
-    pending = _exchange("reduce_scatter", group, list(copies.items()), [(peer, mine[peer]) for peer in peers])
-    pieces = [mine[r] if r == rank else copies[r] for r in range(len(peers) + 1)]
-    pending.then = lambda: _sum_in_rank_order(pieces, rank, output)
-    pending.buffers = ((received, pool),)
+    sends = [(peer, mine[peer]) for peer in peers]
+    pending = _receive_and_sum("reduce_scatter", group, rank, peers, mine[rank], output, sends, pool)
     if not async_op:
         pending.wait()
     return pending
@@ -222,19 +237,14 @@ def reduce(tensor, dst, group, async_op=False, pool=None):
     if not _point_to_point(tensor, group):
         return _call("reduce", group, dist.reduce, tensor, dst, async_op=async_op)
     rank, peers = _peers(group)
-    root = dist.get_group_rank(group if group is not None else dist.group.WORLD, dst)
+    root = dist.get_group_rank(_named(group), dst)
     if tensor.numel() == 0 or not peers:
         return Pending("reduce", group)
     if rank != root:
         pending = _exchange("reduce", group, [], [(root, tensor)])
     else:
-        flat, n = tensor.view(-1), tensor.numel()
-        received, pool = _receive_buffer(len(peers) * n, tensor, pool)
-        copies = {peer: received[i * n : (i + 1) * n] for i, peer in enumerate(peers)}
-        pending = _exchange("reduce", group, list(copies.items()), [])
-        pieces = [flat if r == rank else copies[r] for r in range(len(peers) + 1)]
-        pending.then = lambda: _sum_in_rank_order(pieces, rank, flat)
-        pending.buffers = ((received, pool),)
+        flat = tensor.view(-1)
+        pending = _receive_and_sum("reduce", group, rank, peers, flat, flat, [], pool)
     if not async_op:
         pending.wait()
     return pending
