@@ -54,16 +54,15 @@ def test_same_bits_for_any_thread_count(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_cache_blocked_groups_change_no_bit(name):
     """NOTE: [cache-blocked passes]: a call runs every pass of a group of tensors before the
-    next group. Tensors worth about three times the last-level cache (so several groups, some
-    of one large tensor, some of many small ones) stepped in one call give the bits each tensor
-    gets stepped alone."""
-    cache = min(genesis._C.cpu_last_level_cache_bytes(), 64 << 20)
-    matrices = 3 * cache // (16 * 600 * 1000) + 1  # 16 bytes per element: p, g and two states
+    next group, a group closing once it holds 4 x 65536 elements per thread. At 2 threads
+    (groups of >= 524,288 elements) these 2.3M elements make several groups, some of one
+    large matrix, some of many small tensors: stepped in one call, every tensor gets the bits
+    it gets stepped alone."""
     shapes = []
-    for _ in range(matrices):
+    for _ in range(3):
         shapes += [(600, 1000)] + [(1000,)] * 150 + [(7, 30)] * 10
     hp = R.RICH[name]
-    together, grads, _ = _run(name, shapes, hp, np.float32, 2)
+    together, grads, _ = _run(name, shapes, hp, np.float32, 2, threads=2)
     rng = np.random.default_rng(0)
     alone = [Parameter(rng.uniform(-1, 1, s).astype(np.float32)) for s in shapes]
     opts = [getattr(genesis.optim, name)([p], **hp) for p in alone]

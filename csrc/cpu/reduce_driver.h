@@ -81,36 +81,32 @@ void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t t
 // rereads what the first read (LAMB: p, m, v; Adafactor: p, g). Run pass by pass over all the
 // tensors of a call, each pass streams them all from memory again: LAMB's 40 bytes per
 // parameter (docs/performance.md#passes-over-memory). Run group of tensors by group instead,
-// every pass of a group before the next group, with a group's first-pass working set within
-// half the last-level cache, and the later passes find much of their data in the cache: at best
-// memory moves only what the first pass reads and the last one writes (LAMB 28 bytes, as
-// AdamW; Adafactor 12). A tensor larger than that is a group alone and streams as before (its
-// later passes need the first's sums over the whole tensor). Each tensor's numbers depend only
-// on its own elements, so the grouping changes no bit.
-// A group also holds at least kGroupChunksPerThread x kSumChunk elements per thread, so that
-// every thread has work in every pass (many threads, small tensors) and the two barriers per
-// pass of a group stay rare: where the cache cannot hold that much, the schedule degrades
-// towards pass by pass over everything, never below it in parallelism.
+// every pass of a group before the next group, and the later passes find much of the group
+// still in the cache: at best memory moves only what the first pass reads and the last one
+// writes (LAMB 28 bytes, as AdamW; Adafactor 12). Each tensor's numbers depend only on its own
+// elements, so the grouping changes no bit.
+// A group is the shortest run of consecutive tensors with at least kGroupChunksPerThread x
+// kSumChunk elements per thread: enough that every thread has work in every pass and the two
+// barriers per pass of a group stay rare, and no more, because the less a pass touches before
+// the next pass comes back to it, the nearer the cache level that still holds it. (Groups of
+// up to half the last-level cache were slower: the largest cache a CPU reports is shared with
+// its other cores and, in a virtual machine, with other tenants; docs/performance.md.) A tensor
+// with more elements than that is a group alone: its later passes need the first's sums over
+// all of it.
 // Returns the groups as boundaries: group k is tensors groups[k] .. groups[k + 1] - 1.
 constexpr int64_t kGroupChunksPerThread = 4;
 
-template <typename Rule, typename P, typename S, ParamStore kStore, typename Ref>
+template <typename Ref>
 std::vector<int64_t> cache_groups(const std::vector<Ref>& refs, int threads) {
-  // What the first pass touches per element: parameter and gradient, the states (Adafactor's
-  // factored states are far smaller; counting them only makes its groups smaller), the master.
-  constexpr int64_t kBytesPerElement =
-      2 * int64_t(sizeof(P)) + Rule::kStates * int64_t(sizeof(S)) + (kStore == ParamStore::Master ? 4 : 0);
-  static const int64_t budget = last_level_cache_bytes() / 2;
   const int64_t min_elements = int64_t(threads) * kGroupChunksPerThread * kSumChunk;
   std::vector<int64_t> groups{0};
   int64_t elements = 0;
   for (int64_t t = 0; t < int64_t(refs.size()); ++t) {
-    const int64_t numel = refs[t].shape.numel;
-    if (elements >= min_elements && (elements + numel) * kBytesPerElement > budget) {
+    if (elements >= min_elements) {
       groups.push_back(t);
       elements = 0;
     }
-    elements += numel;
+    elements += refs[t].shape.numel;
   }
   groups.push_back(int64_t(refs.size()));
   return groups;
@@ -150,7 +146,7 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
   for (int p = 0; p < Rule::kPasses; ++p)
     for (int64_t t = 0; t < count; ++t) first[p][t + 1] = first[p][t] + Rule::tasks(p, refs[t].shape);
   for (const Ref& r : refs) elements += r.shape.numel;
-  const std::vector<int64_t> groups = cache_groups<Rule, P, S, kStore>(refs, num_threads());
+  const std::vector<int64_t> groups = cache_groups(refs, num_threads());
 #pragma omp parallel num_threads(region_threads(elements >= kParallelThreshold))
   {
     for (std::size_t k = 0; k + 1 < groups.size(); ++k) {

@@ -1100,8 +1100,6 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("codes"), py::arg("absmax"), py::arg("unsigned_map"));
   m.def("cpu_isa", &cpu::isa, "The CPU kernel variant in use: \"avx2\" or \"baseline\".");
-  m.def("cpu_last_level_cache_bytes", &cpu::last_level_cache_bytes,
-        "The last-level cache size the reduction rules' cache-blocked passes are sized by.");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
   // The C++ API's checkpoint reader on a byte string, so that tests can hold it to the rules of

@@ -93,8 +93,4 @@ const char* isa();
 int num_threads();
 void set_num_threads(int n);
 
-// Bytes of the last-level cache of the first CPU (Linux sysfs; 8 MiB where unknown): what the
-// reduction rules' cache-blocked schedule sizes its groups of tensors by.
-int64_t last_level_cache_bytes();
-
 }  // namespace genesis::cpu
