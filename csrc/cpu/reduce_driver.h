@@ -8,6 +8,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -30,7 +33,7 @@ struct LaneSums {
 // arguments and the tensor and coefficients local copies, so that the compiler sees a
 // branch-free lane loop whose only stores are the tensor's arrays and the accumulators: it
 // vectorizes it (with run-time pass or kind it did not).
-template <typename Rule, int kPass, int kKind, typename Ref>
+template <typename Rule, int kPass, int kKind, bool kKept, typename Ref>
 void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t task, const TaskInfo& info) {
   const Ref r = tensor;
   const typename Rule::template Coeffs<typename Ref::T> c = Rule::coeffs(kPass, o, r, task);
@@ -46,7 +49,7 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
   for (int64_t base = 0; base < length; base += lanes, ++round) {
     const int n = int(std::min<int64_t>(lanes, length - base));
     for (int j = 0; j < n; ++j)
-      Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind}, LaneSums{&acc[0][j]});
+      Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind, kKept}, LaneSums{&acc[0][j]});
   }
   double total[kMaxSums] = {};
   if (info.mode == TaskMode::Sum) {
@@ -63,12 +66,17 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
   }
 }
 
-// run_task_pass for a pass and kind known at run time.
+// run_task_pass for a pass and kind known at run time, and for whether the tensor has a kept
+// array (a loop each way, for rules that keep values: NOTE: [kept values]).
 template <typename Rule, int kPass = 0, int kKind = 0, typename Ref>
 void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t task, const TaskInfo& info) {
   if constexpr (kPass < Rule::kPasses) {
     if constexpr (kKind < Rule::kKinds) {
-      if (pass == kPass && info.kind == kKind) return run_task_pass<Rule, kPass, kKind>(o, r, task, info);
+      if (pass == kPass && info.kind == kKind) {
+        if constexpr (KeepsValue<Rule>::value)
+          if (r.kept) return run_task_pass<Rule, kPass, kKind, true>(o, r, task, info);
+        return run_task_pass<Rule, kPass, kKind, false>(o, r, task, info);
+      }
       run_task<Rule, kPass, kKind + 1>(pass, o, r, task, info);
     } else {
       run_task<Rule, kPass + 1, 0>(pass, o, r, task, info);
@@ -112,6 +120,51 @@ std::vector<int64_t> cache_groups(const std::vector<Ref>& refs, int threads) {
   return groups;
 }
 
+// Kept values (NOTE: [kept values]) for a group of at most this many elements: a group that
+// small is the one whose later pass finds its data in the cache, where sparing the recompute
+// pays (LAMB, 50 x 1M float32, 2 threads: docs/performance.md); a larger group streams from
+// memory either way. The storage (at most 16 MiB of float32 values, 32 of float64) is reused
+// by every step of the calling thread.
+constexpr int64_t kMaxKeptElements = int64_t(1) << 22;
+
+// `bytes` of storage for kept values, owned by the calling thread and reused by its steps; null
+// where the memory is not there (the step then recomputes: keeping is only a saving).
+inline void* kept_storage(std::size_t bytes) {
+  static thread_local std::unique_ptr<std::byte[]> storage;
+  static thread_local std::size_t size = 0;
+  if (size < bytes) {
+    storage.reset();  // before allocating the larger array: never both at once
+    storage.reset(new (std::nothrow) std::byte[bytes]);
+    size = storage ? bytes : 0;
+  }
+  return storage.get();
+}
+
+// Points the tensors of every group of at most kMaxKeptElements elements at their kept arrays:
+// one array per group, reused by the next group (groups run one after the other).
+template <typename Ref>
+void assign_kept(std::vector<Ref>& refs, const std::vector<int64_t>& groups) {
+  const std::size_t count = groups.size() - 1;
+  std::vector<int64_t> elements(count, 0);
+  int64_t largest = 0;
+  for (std::size_t k = 0; k < count; ++k) {
+    for (int64_t t = groups[k]; t < groups[k + 1]; ++t) elements[k] += refs[t].shape.numel;
+    if (elements[k] <= kMaxKeptElements) largest = std::max(largest, elements[k]);
+  }
+  if (largest == 0) return;
+  using T = typename Ref::T;
+  T* storage = static_cast<T*>(kept_storage(std::size_t(largest) * sizeof(T)));
+  if (!storage) return;
+  for (std::size_t k = 0; k < count; ++k) {
+    if (elements[k] > kMaxKeptElements) continue;
+    int64_t at = 0;
+    for (int64_t t = groups[k]; t < groups[k + 1]; ++t) {
+      refs[t].kept = storage + at;
+      at += refs[t].shape.numel;
+    }
+  }
+}
+
 // GX: the step's gradient transform, GradTransform<T> or PlainGrad (with_grad_transform).
 template <typename Rule, typename P, typename S, ParamStore kStore, typename GX>
 void run_reduction(const typename Rule::Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count,
@@ -147,6 +200,7 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
     for (int64_t t = 0; t < count; ++t) first[p][t + 1] = first[p][t] + Rule::tasks(p, refs[t].shape);
   for (const Ref& r : refs) elements += r.shape.numel;
   const std::vector<int64_t> groups = cache_groups(refs, num_threads());
+  if constexpr (KeepsValue<Rule>::value) assign_kept(refs, groups);
 #pragma omp parallel num_threads(region_threads(elements >= kParallelThreshold))
   {
     for (std::size_t k = 0; k + 1 < groups.size(); ++k) {

@@ -67,10 +67,26 @@ struct TaskInfo {
 
 // Where Rule::visit is: element k = round * lanes + lane of a task of kind `kind`. Both backends
 // walk the rounds in order, so a rule reads the round and lane instead of dividing k by `lanes`.
+// `kept`: the tensor has a kept array (NOTE: [kept values]).
 struct LaneAt {
   int64_t k, round;
   int lane, kind;
+  bool kept = false;
 };
+
+// NOTE: [kept values]
+// A rule that computes the same per-element value in two passes (LAMB's update direction u:
+// a division and a square root per element) may declare `static constexpr bool kKeepsValue =
+// true`: a driver may then hand it an array of one math-type value per element (Ref::kept,
+// and LaneAt::kept set), which the first pass fills and a later pass reads instead of
+// recomputing. A driver may also not (Ref::kept null, LaneAt::kept false): the rule must
+// compute the same bits either way, so what it keeps is exactly what it would recompute. The
+// CPU driver keeps values for groups of tensors small enough to be in the cache between the
+// passes (csrc/cpu/reduce_driver.h); the CUDA driver never does.
+template <typename Rule, typename = void>
+struct KeepsValue : std::false_type {};
+template <typename Rule>
+struct KeepsValue<Rule, std::enable_if_t<Rule::kKeepsValue>> : std::true_type {};
 
 // A whole-tensor sum's task: `length` elements on lane_width(length) lanes, tree-combined.
 GENESIS_HD TaskInfo sum_task(int64_t length) { return {length, lane_width(length), TaskMode::Sum}; }

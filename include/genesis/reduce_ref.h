@@ -31,6 +31,7 @@ struct TensorRef {
   uint32_t rng_key;   // stochastic rounding stream of this tensor and step
   double t;           // this step's count (after the increment) for rules that count steps
   double* scratch;
+  T* kept = nullptr;  // NOTE: [kept values]: one value per element, or null
 
   GENESIS_HD T p(int64_t i) const {
     if constexpr (kStore == ParamStore::Master) return load_param<kStore, T>(param[i], master[i]);

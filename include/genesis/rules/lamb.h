@@ -35,8 +35,11 @@ struct LambCoeffs {
 // tensor before any parameter is written):
 //   pass 0 (chunks of kSumChunk): m, v updated and stored; u from the stored moments;
 //          sums of p^2 and u^2 per chunk, combined in chunk order by finish(0).
-//   pass 1 (chunks): u recomputed from the stored m, v (reading them costs what writing and
-//          re-reading a stored u would, without its memory); p -= ratio * u.
+//   pass 1 (chunks): p -= ratio * u, with u as pass 0 kept it (NOTE: [kept values] in
+//          include/genesis/reduce.h: the CPU driver for tensors that stay in the cache between
+//          the passes; it spares a division and a square root per element), else recomputed
+//          from the stored m, v (reading them costs what writing and re-reading a kept u
+//          would, without its memory).
 // Scratch per tensor: [0] sum p^2, [1] sum u^2, then two partials per chunk.
 // kAdamW (adam_w_mode) is a template argument: a run-time flag in the lane loop keeps GCC from
 // vectorizing it (measured: pass 0 ran scalar).
@@ -46,6 +49,7 @@ struct LambRule {
   static constexpr int kPasses = 2;
   static constexpr int kKinds = 1;  // every task is a chunk
   static constexpr bool kCountsSteps = true;
+  static constexpr bool kKeepsValue = true;  // u, from pass 0 to pass 1
   using Options = LambOptions;
   template <typename T>
   using Coeffs = LambCoeffs<T>;
@@ -108,10 +112,12 @@ struct LambRule {
       const T m = r.set_s(0, i, c.beta1 * r.s(0, i) + c.beta3 * g);
       const T v = r.set_s(1, i, c.beta2 * r.s(1, i) + c.one_minus_beta2 * g * g);
       const T u = direction(p, m, v, c);
+      if (at.kept) r.kept[i] = u;
       acc[0] += double(p) * double(p);
       acc[1] += double(u) * double(u);
     } else {
-      r.set_p(i, p - c.ratio * direction(p, r.s(0, i), r.s(1, i), c));
+      const T u = at.kept ? r.kept[i] : direction(p, r.s(0, i), r.s(1, i), c);
+      r.set_p(i, p - c.ratio * u);
     }
   }
 
