@@ -74,31 +74,26 @@ def test_cache_blocked_groups_change_no_bit(name):
         assert a.data.tobytes() == b.data.tobytes()
 
 
-@pytest.mark.parametrize("adam_w_mode", [True, False], ids=["adam_w_mode", "l2"])
-@pytest.mark.parametrize(
-    "dtype, extra",
-    [("float32", {}), ("float64", {}), ("float32", {"state_dtype": "bfloat16"})],
-    ids=["float32", "float64", "bfloat16-state"],
-)
-def test_lamb_kept_direction_changes_no_bit(dtype, extra, adam_w_mode):
+def _lamb_kept_and_recomputed(dtype, extra, adam_w_mode, threads):
     """NOTE: [kept values]: on the CPU, LAMB's second pass reads the u its first pass kept in
-    groups of tensors of at most 2**22 elements, and recomputes u from the stored moments in
-    larger ones: the same bits. A 100,000-element tensor stepped alone (a group of its own:
-    kept) and in one call before a 2**22-element tensor (at 2 threads one group of 4,294,304
-    elements: recomputed)."""
+    groups of at most max(2**22, threads * 2**19) elements, and recomputes u from the stored
+    moments in larger ones: the same bits. A 100,000-element tensor stepped alone (a group of
+    its own: kept) and in one call before a tensor that makes the group one element too large
+    (recomputed); its parameter and moments must be equal bit for bit."""
     import torch
 
     def bits(t):
         return t.detach().contiguous().view(torch.uint8).numpy().tobytes()
 
     dtype = getattr(torch, dtype)
+    limit = max(1 << 22, threads * (1 << 19))
     gen = torch.Generator().manual_seed(3)
     init = torch.rand(100_000, generator=gen, dtype=dtype) * 2 - 1
     hp = dict(R.RICH["LAMB"], adam_w_mode=adam_w_mode, **extra)
     kept, recomputed = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
-    big = torch.nn.Parameter(torch.rand(1 << 22, generator=gen, dtype=dtype) * 2 - 1)
+    big = torch.nn.Parameter(torch.rand(limit - 100_000 + 1, generator=gen, dtype=dtype) * 2 - 1)
     before = genesis.get_num_threads()
-    genesis.set_num_threads(2)
+    genesis.set_num_threads(threads)
     try:
         alone = genesis.optim.LAMB([kept], **hp)
         together = genesis.optim.LAMB([recomputed, big], **hp)
@@ -114,6 +109,21 @@ def test_lamb_kept_direction_changes_no_bit(dtype, extra, adam_w_mode):
     assert bits(kept) == bits(recomputed)
     for key in ("exp_avg", "exp_avg_sq"):
         assert bits(alone.state[kept][key]) == bits(together.state[recomputed][key])
+
+
+@pytest.mark.parametrize("adam_w_mode", [True, False], ids=["adam_w_mode", "l2"])
+@pytest.mark.parametrize(
+    "dtype, extra",
+    [("float32", {}), ("float64", {}), ("float32", {"state_dtype": "bfloat16"})],
+    ids=["float32", "float64", "bfloat16-state"],
+)
+def test_lamb_kept_direction_changes_no_bit(dtype, extra, adam_w_mode):
+    _lamb_kept_and_recomputed(dtype, extra, adam_w_mode, threads=2)
+
+
+def test_lamb_kept_direction_at_many_threads():
+    """At 16 threads a group closes at 2**22 elements and values are kept up to 2**23."""
+    _lamb_kept_and_recomputed("float32", {}, True, threads=16)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

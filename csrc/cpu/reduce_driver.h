@@ -104,9 +104,11 @@ void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t t
 // Returns the groups as boundaries: group k is tensors groups[k] .. groups[k + 1] - 1.
 constexpr int64_t kGroupChunksPerThread = 4;
 
+inline int64_t group_min_elements(int threads) { return int64_t(threads) * kGroupChunksPerThread * kSumChunk; }
+
 template <typename Ref>
 std::vector<int64_t> cache_groups(const std::vector<Ref>& refs, int threads) {
-  const int64_t min_elements = int64_t(threads) * kGroupChunksPerThread * kSumChunk;
+  const int64_t min_elements = group_min_elements(threads);
   std::vector<int64_t> groups{0};
   int64_t elements = 0;
   for (int64_t t = 0; t < int64_t(refs.size()); ++t) {
@@ -120,12 +122,14 @@ std::vector<int64_t> cache_groups(const std::vector<Ref>& refs, int threads) {
   return groups;
 }
 
-// Kept values (NOTE: [kept values]) for a group of at most this many elements: a group that
-// small is the one whose later pass finds its data in the cache, where sparing the recompute
-// pays (LAMB, 50 x 1M float32, 2 threads: docs/performance.md); a larger group streams from
-// memory either way. The storage (at most 16 MiB of float32 values, 32 of float64) is reused
-// by every step of the calling thread.
-constexpr int64_t kMaxKeptElements = int64_t(1) << 22;
+// Kept values (NOTE: [kept values]) for every group of at most max(2^22, 2 x the elements that
+// close a group) elements: at any thread count, every group of tensors that are each smaller
+// than what closes a group. The bound is on memory (a value per element of the largest such
+// group: 16 MiB of float32 values, 32 of float64, or 2 MiB of float32 per thread where that is
+// more), not on speed: keeping moves the same bytes as recomputing (a write and a read of u
+// against a reread of m and v) and spares the divider.
+constexpr int64_t kMinKeptLimit = int64_t(1) << 22;
+inline int64_t max_kept_elements(int threads) { return std::max(kMinKeptLimit, 2 * group_min_elements(threads)); }
 
 // `bytes` of storage for kept values, owned by the calling thread and reused by its steps; null
 // where the memory is not there (the step then recomputes: keeping is only a saving).
@@ -140,23 +144,23 @@ inline void* kept_storage(std::size_t bytes) {
   return storage.get();
 }
 
-// Points the tensors of every group of at most kMaxKeptElements elements at their kept arrays:
+// Points the tensors of every group of at most `limit` elements at their kept arrays:
 // one array per group, reused by the next group (groups run one after the other).
 template <typename Ref>
-void assign_kept(std::vector<Ref>& refs, const std::vector<int64_t>& groups) {
+void assign_kept(std::vector<Ref>& refs, const std::vector<int64_t>& groups, int64_t limit) {
   const std::size_t count = groups.size() - 1;
   std::vector<int64_t> elements(count, 0);
   int64_t largest = 0;
   for (std::size_t k = 0; k < count; ++k) {
     for (int64_t t = groups[k]; t < groups[k + 1]; ++t) elements[k] += refs[t].shape.numel;
-    if (elements[k] <= kMaxKeptElements) largest = std::max(largest, elements[k]);
+    if (elements[k] <= limit) largest = std::max(largest, elements[k]);
   }
   if (largest == 0) return;
   using T = typename Ref::T;
   T* storage = static_cast<T*>(kept_storage(std::size_t(largest) * sizeof(T)));
   if (!storage) return;
   for (std::size_t k = 0; k < count; ++k) {
-    if (elements[k] > kMaxKeptElements) continue;
+    if (elements[k] > limit) continue;
     int64_t at = 0;
     for (int64_t t = groups[k]; t < groups[k + 1]; ++t) {
       refs[t].kept = storage + at;
@@ -199,8 +203,9 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
   for (int p = 0; p < Rule::kPasses; ++p)
     for (int64_t t = 0; t < count; ++t) first[p][t + 1] = first[p][t] + Rule::tasks(p, refs[t].shape);
   for (const Ref& r : refs) elements += r.shape.numel;
-  const std::vector<int64_t> groups = cache_groups(refs, num_threads());
-  if constexpr (KeepsValue<Rule>::value) assign_kept(refs, groups);
+  const int threads = num_threads();
+  const std::vector<int64_t> groups = cache_groups(refs, threads);
+  if constexpr (KeepsValue<Rule>::value) assign_kept(refs, groups, max_kept_elements(threads));
 #pragma omp parallel num_threads(region_threads(elements >= kParallelThreshold))
   {
     for (std::size_t k = 0; k + 1 < groups.size(); ++k) {

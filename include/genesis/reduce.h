@@ -81,8 +81,8 @@ struct LaneAt {
 // and LaneAt::kept set), which the first pass fills and a later pass reads instead of
 // recomputing. A driver may also not (Ref::kept null, LaneAt::kept false): the rule must
 // compute the same bits either way, so what it keeps is exactly what it would recompute. The
-// CPU driver keeps values for groups of tensors small enough to be in the cache between the
-// passes (csrc/cpu/reduce_driver.h); the CUDA driver never does.
+// CPU driver keeps values for every group of tensors but those ending in one large tensor
+// (csrc/cpu/reduce_driver.h: a bound on the memory it takes); the CUDA driver never does.
 template <typename Rule, typename = void>
 struct KeepsValue : std::false_type {};
 template <typename Rule>

@@ -36,8 +36,8 @@ struct LambCoeffs {
 //   pass 0 (chunks of kSumChunk): m, v updated and stored; u from the stored moments;
 //          sums of p^2 and u^2 per chunk, combined in chunk order by finish(0).
 //   pass 1 (chunks): p -= ratio * u, with u as pass 0 kept it (NOTE: [kept values] in
-//          include/genesis/reduce.h: the CPU driver for tensors that stay in the cache between
-//          the passes; it spares a division and a square root per element), else recomputed
+//          include/genesis/reduce.h: the CPU driver, for all but its largest groups of
+//          tensors; it spares a division and a square root per element), else recomputed
 //          from the stored m, v (reading them costs what writing and re-reading a kept u
 //          would, without its memory).
 // Scratch per tensor: [0] sum p^2, [1] sum u^2, then two partials per chunk.
