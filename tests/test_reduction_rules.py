@@ -4,6 +4,7 @@ the shapes where the task decomposition has edges (several chunks, more columns 
 batches of matrices, empty and degenerate matrices), LAMB's zero-norm cases and the
 difference between apex's and the paper's trust ratio."""
 
+import contextlib
 import os
 import sys
 
@@ -25,21 +26,28 @@ SHAPES = [(2 * 65536 + 3,), (70, 1100), (3, 40, 600), (1, 700), (700, 1), (1, 1)
 EDGE_SHAPES = [(0,), (0, 5), (5, 0), (2, 0, 3), (4,), (2, 3)]
 
 
+@contextlib.contextmanager
+def _threads(n):
+    """genesis runs on n threads (None: as it is) inside the block, as before after it."""
+    before = genesis.get_num_threads()
+    if n:
+        genesis.set_num_threads(n)
+    try:
+        yield
+    finally:
+        genesis.set_num_threads(before)
+
+
 def _run(name, shapes, hp, dtype, steps, threads=None, seed=0):
     rng = np.random.default_rng(seed)
     params = [Parameter(rng.uniform(-1, 1, s).astype(dtype)) for s in shapes]
     grads = [[rng.normal(0, 1, s).astype(dtype) for s in shapes] for _ in range(steps)]
-    before = genesis.get_num_threads()
-    if threads:
-        genesis.set_num_threads(threads)
-    try:
+    with _threads(threads):
         opt = getattr(genesis.optim, name)(params, **hp)
         for gs in grads:
             for p, g in zip(params, gs):
                 p.grad = g
             opt.step()
-    finally:
-        genesis.set_num_threads(before)
     return params, grads, opt
 
 
@@ -92,9 +100,7 @@ def _lamb_kept_and_recomputed(dtype, extra, adam_w_mode, threads):
     hp = dict(R.RICH["LAMB"], adam_w_mode=adam_w_mode, **extra)
     kept, recomputed = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
     big = torch.nn.Parameter(torch.rand(limit - 100_000 + 1, generator=gen, dtype=dtype) * 2 - 1)
-    before = genesis.get_num_threads()
-    genesis.set_num_threads(threads)
-    try:
+    with _threads(threads):
         alone = genesis.optim.LAMB([kept], **hp)
         together = genesis.optim.LAMB([recomputed, big], **hp)
         for _ in range(3):
@@ -103,8 +109,6 @@ def _lamb_kept_and_recomputed(dtype, extra, adam_w_mode, threads):
             big.grad = torch.randn(big.shape, generator=gen, dtype=dtype)
             alone.step()
             together.step()
-    finally:
-        genesis.set_num_threads(before)
     assert not torch.equal(kept, init)
     assert bits(kept) == bits(recomputed)
     for key in ("exp_avg", "exp_avg_sq"):

@@ -78,10 +78,11 @@ def broadcast(tensor, src, group, async_op=False):
 # straight between the tensors: an all-gather receives each rank's piece directly into its
 # place in the output (no temporary); a reduce-scatter sends each rank its piece of the input,
 # receives the N-1 others' copies of this rank's piece into one temporary and sums the N
-# pieces in rank order; a reduce does the same towards one rank. On 2 ranks and 40 MB (median of 7, one run): all-gather
-# 12 ms against 27 ms through all_to_all_single (this module's previous path, which needed a
-# copy of the output per call) and 57 ms for gloo's; reduce-scatter 21 ms against 30 ms through
-# all_to_all_single; gloo's all-reduce of the same buffer 31 ms (docs/distributed.md#speed).
+# pieces in rank order; a reduce does the same towards one rank. On 2 ranks and 40 MB (median
+# of 7, one run): all-gather 12 ms against 27 ms through all_to_all_single (this module's
+# previous path, which needed a copy of the output per call) and 57 ms for gloo's;
+# reduce-scatter 21 ms against 30 ms through all_to_all_single; gloo's all-reduce of the same
+# buffer 31 ms (docs/distributed.md#speed).
 # The sends and receives of one collective are matched by order on one tag, which holds
 # because every rank issues the collectives of a group in the same order (as gloo's own
 # collectives require). Other backends (NCCL) keep their own collectives.
