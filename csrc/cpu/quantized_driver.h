@@ -10,6 +10,22 @@
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
+// NOTE: [prefetching codes]
+// A block reads 4 bytes of parameter and of gradient per element but one byte per state, so the
+// codes advance a quarter as fast as the float streams; the hardware prefetchers (measured on an
+// Intel Xeon, 2 threads, 50M parameters) left the code loads missing, a quarter of the AdamW
+// step's time stalled on them. Asking for the codes two blocks ahead took that step from 58.6 to
+// 42 ms (one to eight blocks ahead measured the same; prefetching the parameter and gradient too
+// added nothing measurable). A prefetch is a hint: it changes no result and never faults.
+constexpr int64_t kPrefetchBlocks = 2;
+
+template <int K>
+inline void prefetch_codes(const TensorSlots& t, int64_t lo) {
+  for (int k = 0; k < K; ++k)
+    for (int byte = 0; byte < kQuantBlock; byte += 64)
+      __builtin_prefetch(static_cast<const uint8_t*>(t.state[k]) + lo + byte);
+}
+
 // Updates blocks [first, last) of one tensor. `unsigned_mask` bit k: state k uses the unsigned map.
 template <typename Rule, typename P, ParamStore kStore, typename T, typename GX>
 void update_blocks(const TensorSlots& t, const typename Rule::template Coeffs<T>& coeffs, const GX& gx,
@@ -28,6 +44,7 @@ void update_blocks(const TensorSlots& t, const typename Rule::template Coeffs<T>
   for (int64_t b = first; b < last; ++b) {
     const int64_t lo = b * kQuantBlock;
     const int n = static_cast<int>(t.numel - lo < kQuantBlock ? t.numel - lo : kQuantBlock);
+    if (b + kPrefetchBlocks < last) prefetch_codes<K>(t, lo + kPrefetchBlocks * kQuantBlock);
     for (int k = 0; k < K; ++k)
       decode_block(static_cast<const uint8_t*>(t.state[k]) + lo, t.absmax[k][b], n, tile[k], (unsigned_mask >> k) & 1u);
     // A block never straddles a multiple of 2^32 elements (kQuantBlock divides 2^32).
