@@ -25,7 +25,8 @@ def config():
     """The facts ``show_config`` prints, as a dict (for programs and bug reports).
 
     Keys: ``version``, ``compiler``, ``cpu_kernels`` (the instruction-set variant chosen at run
-    time: ``"avx2"`` or ``"baseline"``), ``openmp`` (specification version or ``None``),
+    time: ``"avx512"``, ``"avx2"`` or ``"baseline"``), ``cpu_kernels_built`` (the variants in the
+    build), ``openmp`` (specification version or ``None``),
     ``num_threads``, ``cuda_built``, ``cuda_runtime`` and ``cuda_architectures`` (``None``
     without CUDA), ``cuda_devices`` (GPUs visible now; 0 without CUDA).
     """
@@ -35,6 +36,7 @@ def config():
         "version": _C.__version__,
         "compiler": info["compiler"],
         "cpu_kernels": _C.cpu_isa(),
+        "cpu_kernels_built": _C.cpu_isas_built().split(),
         "openmp": None if openmp is None else _OPENMP_VERSIONS.get(openmp, str(openmp)),
         "num_threads": _C.get_num_threads(),
         "cuda_built": _C.cuda_built(),
@@ -51,7 +53,8 @@ def show_config():
     lines = [
         f"genesis {c['version']}",
         f"  - C++ compiler: {c['compiler']}",
-        f"  - CPU kernels: {c['cpu_kernels']} (chosen at run time; GENESIS_CPU_ISA=baseline forces the baseline)",
+        f"  - CPU kernels: {c['cpu_kernels']} of {' '.join(c['cpu_kernels_built'])} "
+        "(the widest this CPU runs; GENESIS_CPU_ISA=baseline or avx2 caps it)",
         f"  - OpenMP: {c['openmp'] or 'not available'}, {c['num_threads']} threads "
         "(OMP_NUM_THREADS or genesis.set_num_threads)",
     ]

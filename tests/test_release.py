@@ -89,7 +89,9 @@ def test_config_reports_the_build():
     config = genesis._config.config()
     assert config["version"] == genesis.__version__
     assert re.match(r"(GNU|Clang|AppleClang|IntelLLVM|MSVC) \d+\.\d+", config["compiler"]), config
-    assert config["cpu_kernels"] in ("avx2", "baseline")
+    assert config["cpu_kernels"] in config["cpu_kernels_built"]
+    assert config["cpu_kernels_built"][0] == "baseline"
+    assert set(config["cpu_kernels_built"]) <= {"baseline", "avx2", "avx512"}
     assert config["num_threads"] == genesis.get_num_threads()
     assert config["cuda_built"] == genesis._C.cuda_built()
     if config["cuda_built"]:
@@ -105,7 +107,7 @@ def test_show_config_text():
     config = genesis._config.config()
     assert text.startswith(f"genesis {genesis.__version__}\n")
     assert config["compiler"] in text
-    assert f"CPU kernels: {config['cpu_kernels']}" in text
+    assert f"CPU kernels: {config['cpu_kernels']} of {' '.join(config['cpu_kernels_built'])}" in text
     assert f"{config['num_threads']} threads" in text
     assert ("CUDA: built" in text) == config["cuda_built"]
 

@@ -1,6 +1,6 @@
 // The CPU kernels of one instruction-set variant, in namespace genesis::cpu::GENESIS_CPU_VARIANT.
-// The same sources are compiled once per variant (baseline x86-64/any CPU, and AVX2+FMA+F16C
-// where the compiler targets x86-64); dispatch.cpp picks one at run time. No include guard on
+// The same sources are compiled once per variant (baseline x86-64/any CPU, and AVX2+FMA+F16C and
+// AVX-512 where the compiler targets x86-64); dispatch.cpp picks one at run time. No include guard on
 // purpose: dispatch.cpp includes this once per variant.
 #include "genesis/cpu.h"
 

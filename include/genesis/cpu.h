@@ -83,8 +83,10 @@ void clamp(double limit, DType dtype, const Buffer* buffers, int64_t count);
 bool unscale(double factor, DType dtype, const Buffer* buffers, int64_t count);
 bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);
 
-// The instruction-set variant the calls above run: "avx2" or "baseline".
+// The instruction-set variant the calls above run: "avx512", "avx2" or "baseline"; and those built
+// into this library (the choice is the widest one the CPU runs, see csrc/cpu/dispatch.cpp).
 const char* isa();
+const char* built_isas();
 
 // Threads used by every call above, for the whole process (as torch.set_num_threads); until set,
 // OpenMP's default (OMP_NUM_THREADS, else all cores). A process forked after genesis ran on
