@@ -1,7 +1,7 @@
 // Picks the CPU kernel variant once per process: the widest one the CPU runs, of baseline x86-64,
 // AVX2+FMA+F16C (the 16-bit conversions and the wider vectors roughly halve the compute of the
 // 16-bit paths) and AVX-512 F/BW/DQ/VL (its mask registers, byte narrowing and three-input logic
-// take AdamW with 8-bit state from 45 to 37 ms on 50M parameters and Adafactor from 59 to 53 ms
+// take AdamW with 8-bit state from 36 to 31 ms on 50M parameters and Adafactor from 59 to 53 ms
 // on 50 x 1M; docs/performance.md#cpu-kernel-variants).
 // GENESIS_CPU_ISA=baseline or =avx2 caps the choice. Every variant is compiled without
 // floating-point contraction, so they all give the same bits.

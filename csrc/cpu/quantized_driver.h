@@ -6,9 +6,36 @@
 #pragma once
 
 #include "genesis/quantized.h"
+#include "quantized_avx2.h"
+#include "quantized_avx512.h"
 #include "update_driver.h"
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
+
+// One block's codecs: hand-vectorized for whole blocks where this variant has them (the same bits
+// as the portable loops, checked for every float32 input by tests/cpp/test_quantized_simd.cpp:
+// quantized_avx512.h, quantized_avx2.h), else the portable loops of genesis/quantized.h, which
+// also take a tensor's short last block.
+inline void decode_tile(const uint8_t* codes, float absmax, int n, float* v, bool unsigned_map) {
+  if (n == kQuantBlock) {
+#if defined(GENESIS_QUANT_AVX512)
+    return unsigned_map ? decode_block_avx512<true>(codes, absmax, v) : decode_block_avx512<false>(codes, absmax, v);
+#elif defined(GENESIS_QUANT_AVX2)
+    return unsigned_map ? decode_block_avx2<true>(codes, absmax, v) : decode_block_avx2<false>(codes, absmax, v);
+#endif
+  }
+  decode_block(codes, absmax, n, v, unsigned_map);
+}
+inline void encode_tile(const float* v, int n, uint8_t* codes, float* absmax, bool unsigned_map) {
+  if (n == kQuantBlock) {
+#if defined(GENESIS_QUANT_AVX512)
+    return unsigned_map ? encode_block_avx512<true>(v, codes, absmax) : encode_block_avx512<false>(v, codes, absmax);
+#elif defined(GENESIS_QUANT_AVX2)
+    return unsigned_map ? encode_block_avx2<true>(v, codes, absmax) : encode_block_avx2<false>(v, codes, absmax);
+#endif
+  }
+  encode_block(v, n, codes, absmax, unsigned_map);
+}
 
 // NOTE: [prefetching codes]
 // A block reads 4 bytes of parameter and of gradient per element but one byte per state, so the
@@ -46,7 +73,7 @@ void update_blocks(const TensorSlots& t, const typename Rule::template Coeffs<T>
     const int n = static_cast<int>(t.numel - lo < kQuantBlock ? t.numel - lo : kQuantBlock);
     if (b + kPrefetchBlocks < last) prefetch_codes<K>(t, lo + kPrefetchBlocks * kQuantBlock);
     for (int k = 0; k < K; ++k)
-      decode_block(static_cast<const uint8_t*>(t.state[k]) + lo, t.absmax[k][b], n, tile[k], (unsigned_mask >> k) & 1u);
+      decode_tile(static_cast<const uint8_t*>(t.state[k]) + lo, t.absmax[k][b], n, tile[k], (unsigned_mask >> k) & 1u);
     // A block never straddles a multiple of 2^32 elements (kQuantBlock divides 2^32).
     const uint32_t key = block_key(rng_key, uint64_t(lo) >> 32);
     P* GENESIS_RESTRICT pb = param + lo;
@@ -56,7 +83,7 @@ void update_blocks(const TensorSlots& t, const typename Rule::template Coeffs<T>
       update_element<Rule, kStore, P, float, T>(pb[j], gb[j], mb[kMaster ? j : 0], s0[j], s1[K > 1 ? j : 0],
                                                 s2[K > 2 ? j : 0], uint32_t(lo + j), c, gx, key);
     for (int k = 0; k < K; ++k)
-      encode_block(tile[k], n, static_cast<uint8_t*>(t.state[k]) + lo, t.absmax[k] + b, (unsigned_mask >> k) & 1u);
+      encode_tile(tile[k], n, static_cast<uint8_t*>(t.state[k]) + lo, t.absmax[k] + b, (unsigned_mask >> k) & 1u);
   }
 }
 
