@@ -25,10 +25,10 @@ struct AdamOptions {
 template <typename T>
 struct AdamCoeffs {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
-  T decay;      // 1 - lr * wd (AdamW's decoupled decay factor)
-  T step_size;  // lr / (1 - beta1^t)
-  T bc2_sqrt;   // sqrt(1 - beta2^t)
-  T sign;       // -1 to maximize (negating g is exact), else 1
+  T decay;         // 1 - lr * wd (AdamW's decoupled decay factor)
+  T step_size;     // lr / (1 - beta1^t)
+  T inv_bc2_sqrt;  // 1 / sqrt(1 - beta2^t): a product, not a division, per element (NOTE: [one division])
+  T sign;          // -1 to maximize (negating g is exact), else 1
 };
 
 // kDecoupled: AdamW (decay the weights directly) versus Adam (L2 term added to the gradient).
@@ -51,13 +51,20 @@ struct AdamRule {
             T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay),
             T(o.lr / (1.0 - std::pow(o.beta1, step))),
-            T(std::sqrt(1.0 - std::pow(o.beta2, step))),
+            T(1.0 / std::sqrt(1.0 - std::pow(o.beta2, step))),
             T(o.maximize ? -1.0 : 1.0)};
   }
 
   // m_t = lerp(m_{t-1}, g_t, 1 - beta1)                 (torch's lerp form, same rounding)
   // v_t = beta2 * v_{t-1} + (1 - beta2) * g_t^2
-  // p_t = p_{t-1} - (lr / bc1) * m_t / (sqrt(v_t) / sqrt(bc2) + eps)
+  // p_t = p_{t-1} - (lr / bc1) * m_t / (sqrt(v_t) * (1 / sqrt(bc2)) + eps)
+  //
+  // NOTE: [one division]
+  // torch divides sqrt(v_t) by sqrt(bc2) per element; this multiplies by the reciprocal, rounded
+  // once per step on the host (at most an ulp apart in the denominator, inside the torch parity
+  // tolerance). Where the step is bound by arithmetic rather than memory (8-bit state, data in
+  // cache) the CPU's divider is the bottleneck, and a square root and two divisions per element
+  // cost a third more than a square root and one (docs/performance.md, "Divisions").
   template <typename T>
   GENESIS_HD static void apply(T& p, T g, const StateRegs<T>& s, const AdamCoeffs<T>& c) {
     g = c.sign * g;
@@ -74,7 +81,7 @@ struct AdamRule {
       v = s[2] > v ? s[2] : v;
       s[2] = v;
     }
-    T denom = std::sqrt(v) / c.bc2_sqrt + c.eps;
+    T denom = std::sqrt(v) * c.inv_bc2_sqrt + c.eps;
     p = p + (-c.step_size) * (m / denom);
   }
 };

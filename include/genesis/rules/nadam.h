@@ -24,7 +24,7 @@ template <typename T>
 struct NadamCoeffs {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
   T decay;      // 1 - lr * wd (decoupled weight decay)
-  T bc2;        // 1 - beta2^t
+  T inv_bc2;    // 1 / (1 - beta2^t): a product per element, not a division (NOTE: [one division])
   T grad_step;  // lr * (1 - mu_t) / (1 - prod_{i<=t} mu_i)
   T avg_step;   // lr * mu_{t+1} / (1 - prod_{i<=t+1} mu_i)
   T sign;       // -1 to maximize (negating g is exact), else 1
@@ -64,14 +64,16 @@ struct NadamRule {
             T(o.eps),
             T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay),
-            T(1.0 - std::pow(o.beta2, step)),
+            T(1.0 / (1.0 - std::pow(o.beta2, step))),
             T(o.lr * (1.0 - mu_t) / (1.0 - prod)),
             T(o.lr * mu_next / (1.0 - prod * mu_next)),
             T(o.maximize ? -1.0 : 1.0)};
   }
 
   // m_t = lerp(m_{t-1}, g, 1 - beta1);  v_t = beta2 v_{t-1} + (1 - beta2) g^2
-  // denom = sqrt(v_t / bc2) + eps;  p -= grad_step * g / denom;  p -= avg_step * m_t / denom
+  // denom = sqrt(v_t * (1 / bc2)) + eps;  p -= (grad_step * g + avg_step * m_t) / denom
+  // torch divides v_t by bc2 and subtracts the two terms one after the other, each divided by
+  // denom: three divisions per element where this makes one (NOTE: [one division] in adam.h).
   template <typename T>
   GENESIS_HD static void apply(T& p, T g, const StateRegs<T>& s, const NadamCoeffs<T>& c) {
     g = c.sign * g;
@@ -86,9 +88,8 @@ struct NadamRule {
     const T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
     s[0] = m;
     s[1] = v;
-    const T denom = std::sqrt(v / c.bc2) + c.eps;
-    p = p + (-c.grad_step) * (g / denom);
-    p = p + (-c.avg_step) * (m / denom);
+    const T denom = std::sqrt(v * c.inv_bc2) + c.eps;
+    p = p - (c.grad_step * g + c.avg_step * m) / denom;
   }
 };
 

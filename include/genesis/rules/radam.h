@@ -23,7 +23,7 @@ template <typename T>
 struct RadamCoeffs {
   T one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
   T decay;      // 1 - lr * wd (decoupled weight decay)
-  T lr, bc1;    // bc1 = 1 - beta1^t
+  T step_size;  // lr / (1 - beta1^t): a product per element, not a division (NOTE: [one division])
   T bc2_sqrt;   // sqrt(1 - beta2^t)
   T rect;       // the rectification term r_t
   T rectified;  // 1 once rho_t > 5 (then the adaptive step), else 0 (plain momentum step)
@@ -56,8 +56,7 @@ struct RadamRule {
             T(o.eps),
             T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay),
-            T(o.lr),
-            T(1.0 - std::pow(o.beta1, step)),
+            T(o.lr / (1.0 - std::pow(o.beta1, step))),
             T(std::sqrt(bc2)),
             T(rect),
             T(rectified ? 1.0 : 0.0),
@@ -65,7 +64,8 @@ struct RadamRule {
   }
 
   // m_t = lerp(m_{t-1}, g, 1 - beta1);  v_t = beta2 v_{t-1} + (1 - beta2) g^2
-  // rectified: p -= (m_t / bc1) * lr * (sqrt(bc2) / (sqrt(v_t) + eps)) * r_t;  else p -= (m_t / bc1) * lr
+  // rectified: p -= m_t * (lr / bc1) * (sqrt(bc2) / (sqrt(v_t) + eps)) * r_t;  else p -= m_t * (lr / bc1)
+  // torch divides m_t by bc1 per element; lr / bc1 is one host-side division per step.
   template <typename T>
   GENESIS_HD static void apply(T& p, T g, const StateRegs<T>& s, const RadamCoeffs<T>& c) {
     g = c.sign * g;
@@ -80,7 +80,7 @@ struct RadamRule {
     const T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
     s[0] = m;
     s[1] = v;
-    T step = m / c.bc1 * c.lr;
+    T step = m * c.step_size;
     if (c.rectified != T(0)) step = step * (c.bc2_sqrt / (std::sqrt(v) + c.eps)) * c.rect;
     p = p + T(-1) * step;
   }
