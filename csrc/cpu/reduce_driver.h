@@ -43,22 +43,27 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
   // Only the sums the task uses (a pass that only writes uses none): for a short task (a
   // matrix row) zeroing and combining all kMaxSums x kLanes costs as much as its elements.
   const int sums = info.mode == TaskMode::None ? 0 : info.sums;
-  for (int k = 0; k < sums; ++k)
-    for (int j = 0; j < lanes; ++j) acc[k][j] = 0.0;
-  int64_t round = 0;
-  for (int64_t base = 0; base < length; base += lanes, ++round) {
-    const int n = int(std::min<int64_t>(lanes, length - base));
-    for (int j = 0; j < n; ++j)
-      Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind, kKept}, LaneSums{&acc[0][j]});
-  }
   double total[kMaxSums] = {};
-  if (info.mode == TaskMode::Sum) {
+  for (int64_t seg = 0; seg < info.segments; ++seg) {
+    for (int k = 0; k < sums; ++k)
+      for (int j = 0; j < lanes; ++j) acc[k][j] = 0.0;
+    int64_t round = 0;
+    for (int64_t base = 0; base < length; base += lanes, ++round) {
+      const int n = int(std::min<int64_t>(lanes, length - base));
+      if constexpr (Prefetches<Rule>::value)  // NOTE: [prefetch]: a cache line at a time
+        for (int j = 0; j < n; j += int(64 / sizeof(*r.param)))
+          Rule::prefetch(kPass, r, c, task, LaneAt{base + j + kPrefetchAhead, round, j, kKind, kKept, seg});
+      for (int j = 0; j < n; ++j)
+        Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind, kKept, seg}, LaneSums{&acc[0][j]});
+    }
+    if (info.mode != TaskMode::Sum) break;  // (only a Sum task has several runs)
     for (int s = lanes / 2; s > 0; s /= 2)
       for (int k = 0; k < sums; ++k)
         for (int j = 0; j < s; ++j) acc[k][j] += acc[k][j + s];
     for (int k = 0; k < sums; ++k) total[k] = acc[k][0];
-    Rule::task_done(kPass, r, task, 0, total);
-  } else if (info.mode == TaskMode::Lanes) {
+    Rule::task_done(kPass, r, task, int(seg), total);
+  }
+  if (info.mode == TaskMode::Lanes) {
     for (int j = 0; j < lanes; ++j) {
       for (int k = 0; k < sums; ++k) total[k] = acc[k][j];
       Rule::task_done(kPass, r, task, j, total);

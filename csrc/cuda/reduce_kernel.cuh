@@ -80,24 +80,29 @@ __global__ void __launch_bounds__(kThreads)
   const TaskMode mode = info.mode;
   const int width = info.lanes;
   const int j = threadIdx.x;
-  double acc[kMaxSums] = {};
-  if (j < width)
-    for (int64_t k = j, round = 0; k < length; k += width, ++round)
-      Rule::visit(pass, options, r, c, task, LaneAt{k, round, j, info.kind}, acc);
-  if (mode == TaskMode::Lanes) {
-    if (j < width) Rule::task_done(pass, r, task, j, acc);
-  } else if (mode == TaskMode::Sum) {
-    for (int k = 0; k < kMaxSums; ++k) lanes[k][j] = acc[k];
-    __syncthreads();
-    for (int s = width / 2; s > 0; s /= 2) {
-      if (j < s)
-        for (int k = 0; k < kMaxSums; ++k) lanes[k][j] += lanes[k][j + s];
+  // A Sum task may be several runs, one after the other (TaskInfo::segments).
+  const int64_t segments = mode == TaskMode::Sum ? info.segments : 1;
+  for (int64_t seg = 0; seg < segments; ++seg) {
+    double acc[kMaxSums] = {};
+    if (j < width)
+      for (int64_t k = j, round = 0; k < length; k += width, ++round)
+        Rule::visit(pass, options, r, c, task, LaneAt{k, round, j, info.kind, false, seg}, acc);
+    if (mode == TaskMode::Lanes) {
+      if (j < width) Rule::task_done(pass, r, task, j, acc);
+    } else if (mode == TaskMode::Sum) {
+      for (int k = 0; k < kMaxSums; ++k) lanes[k][j] = acc[k];
       __syncthreads();
-    }
-    if (j == 0) {
-      double sum[kMaxSums];
-      for (int k = 0; k < kMaxSums; ++k) sum[k] = lanes[k][0];
-      Rule::task_done(pass, r, task, 0, sum);
+      for (int s = width / 2; s > 0; s /= 2) {
+        if (j < s)
+          for (int k = 0; k < kMaxSums; ++k) lanes[k][j] += lanes[k][j + s];
+        __syncthreads();
+      }
+      if (j == 0) {
+        double sum[kMaxSums];
+        for (int k = 0; k < kMaxSums; ++k) sum[k] = lanes[k][0];
+        Rule::task_done(pass, r, task, int(seg), sum);
+      }
+      __syncthreads();  // lane 0 has read the tree before the next run refills it
     }
   }
 }

@@ -23,6 +23,12 @@ namespace genesis {
 // (None: a pass that only writes). Rule::coeffs gives each task its numbers (computed once per
 // task, from the tensor's scratch). After every task of the pass, Rule::finish runs once per
 // tensor (task results combined in task order, the next pass's per-tensor numbers).
+// A task may be several runs (TaskInfo::segments, Sum mode only): runs of `length` elements one
+// after the other (LaneAt::seg), each visited and tree-combined as a task of its own and handed
+// to task_done with its index in place of the lane. Lane j visits the same positions of every
+// run, in run order, on one thread of either backend, so a rule may also keep per-position
+// running sums of its own in the scratch across a task's runs (Adafactor's column sums over a
+// tile of rows: the rows' own sums and the columns' in one read of the gradient).
 //
 // Every sum therefore has one order, fixed by the tensor's shape alone: the CPU (one thread
 // runs a task, its lanes interleaved) and CUDA (one block of kLanes threads runs a task) give
@@ -63,15 +69,17 @@ struct TaskInfo {
   TaskMode mode;
   int kind = 0;
   int sums = kMaxSums;
+  int64_t segments = 1;
 };
 
-// Where Rule::visit is: element k = round * lanes + lane of a task of kind `kind`. Both backends
-// walk the rounds in order, so a rule reads the round and lane instead of dividing k by `lanes`.
-// `kept`: the tensor has a kept array (NOTE: [kept values]).
+// Where Rule::visit is: element k = round * lanes + lane of run `seg` of a task of kind `kind`.
+// Both backends walk the rounds in order, so a rule reads the round and lane instead of dividing
+// k by `lanes`. `kept`: the tensor has a kept array (NOTE: [kept values]).
 struct LaneAt {
   int64_t k, round;
   int lane, kind;
   bool kept = false;
+  int64_t seg = 0;
 };
 
 // NOTE: [kept values]
@@ -87,6 +95,21 @@ template <typename Rule, typename = void>
 struct KeepsValue : std::false_type {};
 template <typename Rule>
 struct KeepsValue<Rule, std::enable_if_t<Rule::kKeepsValue>> : std::true_type {};
+
+// NOTE: [prefetch]
+// A task reads its elements from memory, and on some CPUs one thread's hardware prefetchers
+// keep too few lines in flight for a read-mostly stream: on the 2-core VM of bench/RESULTS.md
+// a loop reading two arrays got 15 GB/s, and 25-27 with a software prefetch of each line 1-2 KB
+// ahead (docs/performance.md). A rule may declare `static void prefetch(pass, r, c, task, at)`:
+// the CPU driver calls it once per cache line of every round, with `at.k` kPrefetchAhead
+// elements past the round's element, and the rule asks for what its visit of that element
+// would read (TensorRef::prefetch_p, prefetch_g; a position past the task's end is only a hint
+// about memory, never read). The CUDA driver never calls it.
+constexpr int64_t kPrefetchAhead = 512;
+template <typename Rule, typename = void>
+struct Prefetches : std::false_type {};
+template <typename Rule>
+struct Prefetches<Rule, std::enable_if_t<Rule::kPrefetches>> : std::true_type {};
 
 // A whole-tensor sum's task: `length` elements on lane_width(length) lanes, tree-combined.
 GENESIS_HD TaskInfo sum_task(int64_t length) { return {length, lane_width(length), TaskMode::Sum}; }

@@ -47,6 +47,19 @@ struct TensorRef {
     if constexpr (std::is_same_v<S, T>) return v;  // nothing to round (and no reload in the loop)
     return load<T>(state[k][i]);
   }
+  // NOTE: [prefetch]: a hint that element i's parameter (and master weight) or gradient will be
+  // read soon. Host only; nothing on the device.
+  GENESIS_HD void prefetch_p(int64_t i) const {
+#ifndef __CUDA_ARCH__
+    __builtin_prefetch(param + i);
+    if constexpr (kStore == ParamStore::Master) __builtin_prefetch(master + i);
+#endif
+  }
+  GENESIS_HD void prefetch_g(int64_t i) const {
+#ifndef __CUDA_ARCH__
+    __builtin_prefetch(grad + i);
+#endif
+  }
   GENESIS_HD void set_p(int64_t i, T v) const {
     float unused = 0.0f;
     const uint32_t key = kStore == ParamStore::Stochastic ? block_key(rng_key, uint64_t(i) >> 32) : 0u;

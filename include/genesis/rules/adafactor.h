@@ -29,40 +29,46 @@ struct AdafactorCoeffs {
   T w;  // 1 - beta2_t = t^beta2_decay, the weight of this step's squares
   T eps1, eps1_sq, sign;
   T decay;     // 1 - lr * weight_decay
-  T step;      // -alpha / denom (pass 2)
+  T step;      // -alpha / denom (pass 3)
   T inv_eps1;  // 1 / eps1, the largest factor 1 / sqrt(max(var, eps1^2)) can be
-  // Of the task (a matrix's row n of matrix b, or a block of its columns from col0):
-  T row_factor;  // passes 1, 2: sqrt(max(mean(row_var of b), eps1) / row_var[n])
-  // pass 0 columns: the block's first element; passes 1, 2: where the column factors of matrix b
-  // start in the scratch (computed once per task: the offset needs a division)
+  // Of the task (a tile of rows, a block of columns or a row of matrix b of the batch):
+  T row_factor;  // passes 2, 3: sqrt(max(mean(row_var of b), eps1) / row_var[n])
+  // pass 0: the tile's first element; pass 1: the block's first partial column sum; passes 2,
+  // 3: where the column factors of matrix b start in the scratch (computed once per task: the
+  // offsets need divisions)
   int64_t first;
+  int64_t part;  // pass 0: where the tile's partial column sums go in the scratch
 };
 
-// Three passes for a matrix, two for a vector; fewer are impossible (docs/architecture.md):
-//   matrix, pass 0: per row the sums of g^2 and p^2 (one task per row, a lane tree), per column
-//           the sum of g^2 (tasks of kLanes columns, one lane per column summing its rows in
-//           order); finish(0) updates row_var and col_var (lerp towards the means) and the
-//           row_var mean of each matrix of the batch.
-//           pass 1: per row the sum of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)).
-//           pass 2: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
-//           In passes 1 and 2, u = min(row_factor * col_factor, 1 / eps1) * g, with
+// Four passes for a matrix, two for a vector (docs/performance.md counts what they move):
+//   matrix, pass 0: tiles of consecutive rows (tile_rows, about kSumChunk elements), a run per
+//           row: per row the sums of g^2 and p^2 (a lane tree), and per column of the tile
+//           the sum of g^2 down its rows (lane j owns columns j, j + lanes, ... of every row:
+//           NOTE: [reduction rules] on runs), kept in the scratch. finish(0) updates row_var
+//           (lerp towards the means) and each matrix's row_var mean.
+//           pass 1: per column, its tiles' sums in tile order (tasks of kLanes columns, a lane
+//           per column; only the scratch is read). finish(1) updates col_var and keeps each
+//           column's factor (below) in place of its sum.
+//           pass 2: per row the sum of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)).
+//           pass 3: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
+//           In passes 2 and 3, u = min(row_factor * col_factor, 1 / eps1) * g, with
 //           row_factor = sqrt(mean / row_var) per row (a task's coefficient) and
-//           col_factor = 1 / sqrt(col_var) per column (finish(0) keeps them in the scratch in
-//           place of the column sums): the same number up to rounding (a few units in the last
-//           place; 1/sqrt is decreasing, so the clamp of var at eps1^2 becomes the min). Per
-//           element that is two products and a min instead of torch's two divisions and a
-//           square root, which made both passes bound by arithmetic, not memory
-//           (docs/performance.md).
+//           col_factor = 1 / sqrt(col_var) per column: the same number up to rounding (a few
+//           units in the last place; 1/sqrt is decreasing, so the clamp of var at eps1^2
+//           becomes the min). Per element that is two products and a min instead of torch's
+//           two divisions and a square root, which made both passes bound by arithmetic, not
+//           memory (docs/performance.md).
 //   vector, pass 0 (chunks): variance updated and stored; sums of p^2 and u^2.
-//           pass 2 (chunks): as for a matrix. Pass 1 has no tasks.
-// Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows and M = B*C
-// columns: 2N row sums (g^2, p^2), M column sums, B means, N row sums of u^2; for a vector: two
-// partial sums per chunk.
+//           pass 3 (chunks): as for a matrix. Passes 1 and 2 have no tasks.
+// Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows, M = B*C
+// columns and Q = B*tiles tiles: 2N row sums (g^2, p^2), M column sums (then factors), B
+// means, N row sums of u^2, Q*C partial column sums; for a vector: two partial sums per chunk.
 enum AdafactorScratch { kSumP2, kSumU2, kWeight, kEps1, kStep, kHead };
 struct AdafactorRule {
   static constexpr int kStates = 2;  // row_var, col_var; or variance
-  static constexpr int kPasses = 3;
-  // Kinds of task (TaskInfo::kind): a vector's chunk, a matrix row, a block of matrix columns.
+  static constexpr int kPasses = 4;
+  // Kinds of task (TaskInfo::kind): a vector's chunk, matrix rows (a tile's in pass 0, one in
+  // passes 2 and 3), a block of matrix columns (pass 1).
   enum Kind { kChunk, kRow, kColumns };
   static constexpr int kKinds = 3;
   static constexpr bool kCountsSteps = true;
@@ -72,6 +78,12 @@ struct AdafactorRule {
 
   GENESIS_HD static int64_t chunks(const TensorShape& s) { return (s.numel + kSumChunk - 1) / kSumChunk; }
   GENESIS_HD static int64_t nrows(const TensorShape& s) { return s.batch() * s.rows; }
+  // Rows per tile of pass 0 (the last tile of a matrix may have fewer) and tiles per matrix.
+  GENESIS_HD static int64_t tile_rows(const TensorShape& s) {
+    const int64_t n = s.cols > 0 ? kSumChunk / s.cols : 1;
+    return n < 1 ? 1 : (n > s.rows ? s.rows : n);
+  }
+  GENESIS_HD static int64_t tiles(const TensorShape& s) { return (s.rows + tile_rows(s) - 1) / tile_rows(s); }
   // Column blocks of kLanes columns: per matrix, and in the whole batch.
   GENESIS_HD static int64_t blocks(const TensorShape& s) { return (s.cols + kLanes - 1) / kLanes; }
   GENESIS_HD static int64_t col_blocks(const TensorShape& s) { return s.batch() * blocks(s); }
@@ -79,13 +91,15 @@ struct AdafactorRule {
   GENESIS_HD static int64_t col_at(const TensorShape& s) { return kHead + 2 * nrows(s); }
   GENESIS_HD static int64_t mean_at(const TensorShape& s) { return col_at(s) + s.batch() * s.cols; }
   GENESIS_HD static int64_t rowu_at(const TensorShape& s) { return mean_at(s) + s.batch(); }
+  GENESIS_HD static int64_t part_at(const TensorShape& s) { return rowu_at(s) + nrows(s); }
 
   GENESIS_HD static int64_t scratch_size(const TensorShape& s) {
-    return s.matrix() ? rowu_at(s) + nrows(s) : kHead + 2 * chunks(s);
+    return s.matrix() ? part_at(s) + s.batch() * tiles(s) * s.cols : kHead + 2 * chunks(s);
   }
   GENESIS_HD static int64_t tasks(int pass, const TensorShape& s) {
-    if (!s.matrix()) return pass == 1 ? 0 : chunks(s);
-    return pass == 0 ? nrows(s) + col_blocks(s) : nrows(s);
+    if (!s.matrix()) return pass == 0 || pass == 3 ? chunks(s) : 0;
+    if (pass == 0) return s.batch() * tiles(s);
+    return pass == 1 ? col_blocks(s) : nrows(s);
   }
   // Lanes of column block `block` (of a matrix's blocks of kLanes columns): one per column, the
   // last block only as many as it has columns.
@@ -98,15 +112,19 @@ struct AdafactorRule {
     if (!s.matrix()) {
       const int64_t rest = s.numel - task * kSumChunk;
       info = sum_task(rest < kSumChunk ? rest : kSumChunk);
-    } else if (pass == 0 && task >= nrows(s)) {
-      const int lanes = block_lanes(s, (task - nrows(s)) % blocks(s));
-      info = {s.rows * lanes, lanes, TaskMode::Lanes, kColumns, 1};
+    } else if (pass == 1) {
+      const int lanes = block_lanes(s, task % blocks(s));
+      info = {tiles(s) * lanes, lanes, TaskMode::Lanes, kColumns, 1};
     } else {
       info = sum_task(s.cols);
       info.kind = kRow;
       info.sums = pass == 0 ? 2 : 1;
+      if (pass == 0) {  // a tile: its rows are the task's runs
+        const int64_t rest = s.rows - (task % tiles(s)) * tile_rows(s);
+        info.segments = rest < tile_rows(s) ? rest : tile_rows(s);
+      }
     }
-    if (pass == 2) info.mode = TaskMode::None;
+    if (pass == 3) info.mode = TaskMode::None;
     return info;
   }
 
@@ -124,11 +142,17 @@ struct AdafactorRule {
                 T(scratch[kStep]),
                 T(1.0 / eps1),
                 T(0),
+                0,
                 0};
-    if (s.matrix() && pass == 0 && task >= nrows(s)) {
-      const int64_t b = (task - nrows(s)) / blocks(s);
-      c.first = b * s.rows * s.cols + ((task - nrows(s)) % blocks(s)) * kLanes;
-    } else if (s.matrix() && pass > 0) {
+    if (!s.matrix()) return c;
+    if (pass == 0) {  // tile q of matrix b
+      const int64_t b = task / tiles(s), q = task % tiles(s);
+      c.first = (b * s.rows + q * tile_rows(s)) * s.cols;
+      c.part = part_at(s) + task * s.cols;
+    } else if (pass == 1) {  // column block k of matrix b
+      const int64_t b = task / blocks(s), k = task % blocks(s);
+      c.first = part_at(s) + b * tiles(s) * s.cols + k * kLanes;
+    } else {  // row `task`
       const int64_t b = task / s.rows;
       c.row_factor = T(std::sqrt(scratch[mean_at(s) + b] / double(r.s(0, task))));
       c.first = col_at(s) + b * s.cols;
@@ -162,23 +186,41 @@ struct AdafactorRule {
       }
       return;
     }
-    if (at.kind == kColumns) {  // a lane per column, a round per row
-      const T g = r.g(c.first + at.round * s.cols + at.lane);
-      acc[0] += double(g) * double(g);
+    if (at.kind == kColumns) {  // a lane per column, a round per tile
+      acc[0] += r.scratch[c.first + at.round * s.cols + at.lane];
       return;
     }
-    const int64_t k = at.k, i = task * s.cols + k;  // row `task`, column k
-    const T g = c.sign * r.g(i);
+    const int64_t k = at.k;  // column k of row `task` (passes 2, 3) or of the tile's row seg
     if (pass == 0) {
-      const T p = r.p(i);
-      acc[0] += double(g) * double(g);
+      const int64_t i = c.first + at.seg * s.cols + k;
+      const T g = c.sign * r.g(i), p = r.p(i);
+      const double g2 = double(g) * double(g);
+      acc[0] += g2;
       acc[1] += double(p) * double(p);
-    } else if (pass == 1) {
+      double& column = r.scratch[c.part + k];  // this lane's column of the tile, row after row
+      column = (at.seg == 0 ? 0.0 : column) + g2;
+      return;
+    }
+    const int64_t i = task * s.cols + k;
+    const T g = c.sign * r.g(i);
+    if (pass == 2) {
       const T u = matrix_update(r, c, k, g);
       acc[0] += double(u) * double(u);
     } else {
       apply(r, c, i, r.p(i), matrix_update(r, c, k, g));
     }
+  }
+
+  // NOTE: [prefetch]: the elements each pass reads (the scratch and the state stay in cache).
+  static constexpr bool kPrefetches = true;
+  template <typename Ref, typename T>
+  GENESIS_HD static void prefetch(int pass, const Ref& r, const Coeffs<T>& c, int64_t task, LaneAt at) {
+    if (at.kind == kColumns) return;
+    const int64_t i = at.kind == kChunk ? task * kSumChunk + at.k
+                      : pass == 0       ? c.first + at.seg * r.shape.cols + at.k
+                                        : task * r.shape.cols + at.k;
+    r.prefetch_g(i);
+    if (pass != 2) r.prefetch_p(i);
   }
 
   // p = p * (1 - lr wd) (when wd != 0, a separate rounding as torch's mul_), then p + step * u.
@@ -188,15 +230,20 @@ struct AdafactorRule {
     r.set_p(i, p + c.step * u);
   }
 
+  // `lane`: the tile's row (pass 0), the block's column (pass 1).
   template <typename Ref>
   GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
     const TensorShape& s = r.shape;
-    if (!s.matrix() || (pass == 0 && task < nrows(s))) {  // a chunk's or a row's two sums
+    if (!s.matrix()) {  // a chunk's two sums
       r.scratch[kHead + 2 * task] = acc[0];
       r.scratch[kHead + 1 + 2 * task] = acc[1];
-    } else if (pass == 0) {
-      const int64_t b = (task - nrows(s)) / blocks(s);
-      const int64_t col = ((task - nrows(s)) % blocks(s)) * kLanes + lane;
+    } else if (pass == 0) {  // a row's two sums
+      const int64_t row = (task / tiles(s)) * s.rows + (task % tiles(s)) * tile_rows(s) + lane;
+      r.scratch[kHead + 2 * row] = acc[0];
+      r.scratch[kHead + 1 + 2 * row] = acc[1];
+    } else if (pass == 1) {
+      const int64_t b = task / blocks(s);
+      const int64_t col = (task % blocks(s)) * kLanes + lane;
       r.scratch[col_at(s) + b * s.cols + col] = acc[0];
     } else {
       r.scratch[rowu_at(s) + task] = acc[0];
@@ -214,35 +261,36 @@ struct AdafactorRule {
   template <typename Ref>
   GENESIS_HD static void finish(int pass, const AdafactorOptions& o, const Ref& r) {
     const TensorShape& s = r.shape;
-    if (s.numel == 0 || pass == 2) return;
+    if (s.numel == 0 || pass == 3) return;
     double* scratch = r.scratch;
-    if (pass == 1) {  // every sum is in: the step size of pass 2, once per tensor
+    using T = typename Ref::T;
+    const T w = T(scratch[kWeight]);
+    if (pass == 2) {  // every sum is in: the step size of pass 3, once per tensor
       if (s.matrix()) scratch[kSumU2] = sum_in_order(scratch + rowu_at(s), nrows(s));
       const double rho = std::fmin(o.lr, 1.0 / std::sqrt(r.t));
       const double root_n = std::sqrt(double(s.numel));
       const double alpha = std::fmax(o.eps2, std::sqrt(scratch[kSumP2]) / root_n) * rho;
       const double denom = std::fmax(1.0, std::sqrt(scratch[kSumU2]) / (root_n * o.d));
       scratch[kStep] = -alpha / denom;
-      return;
-    }
-    if (!s.matrix()) {
-      scratch[kSumP2] = sum_in_order(scratch + kHead, chunks(s), 2);
-      scratch[kSumU2] = sum_in_order(scratch + kHead + 1, chunks(s), 2);
-      return;
-    }
-    using T = typename Ref::T;
-    const T w = T(scratch[kWeight]);
-    scratch[kSumP2] = sum_in_order(scratch + kHead + 1, nrows(s), 2);
-    for (int64_t b = 0; b < s.batch(); ++b) {
-      double sum = 0.0;
-      for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) {
-        const T mean = T(scratch[kHead + 2 * q] / double(s.cols));
-        sum += double(r.set_s(0, q, torch_lerp(r.s(0, q), mean, w)));
+    } else if (!s.matrix()) {
+      if (pass == 0) {
+        scratch[kSumP2] = sum_in_order(scratch + kHead, chunks(s), 2);
+        scratch[kSumU2] = sum_in_order(scratch + kHead + 1, chunks(s), 2);
       }
-      const T mean = T(sum / double(s.rows));
-      const T eps1 = T(scratch[kEps1]);
-      scratch[mean_at(s) + b] = double(mean < eps1 ? eps1 : mean);
-      for (int64_t q = b * s.cols; q < (b + 1) * s.cols; ++q) {
+    } else if (pass == 0) {  // the rows: row_var and its mean per matrix
+      scratch[kSumP2] = sum_in_order(scratch + kHead + 1, nrows(s), 2);
+      for (int64_t b = 0; b < s.batch(); ++b) {
+        double sum = 0.0;
+        for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) {
+          const T mean = T(scratch[kHead + 2 * q] / double(s.cols));
+          sum += double(r.set_s(0, q, torch_lerp(r.s(0, q), mean, w)));
+        }
+        const T mean = T(sum / double(s.rows));
+        const T eps1 = T(scratch[kEps1]);
+        scratch[mean_at(s) + b] = double(mean < eps1 ? eps1 : mean);
+      }
+    } else {  // pass 1, the columns: col_var, and each column's factor in place of its sum
+      for (int64_t q = 0; q < s.batch() * s.cols; ++q) {
         const T mean_sq = T(scratch[col_at(s) + q] / double(s.rows));
         scratch[col_at(s) + q] = 1.0 / std::sqrt(double(r.set_s(1, q, torch_lerp(r.s(1, q), mean_sq, w))));
       }
