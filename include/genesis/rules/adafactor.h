@@ -44,11 +44,13 @@ struct AdafactorCoeffs {
 //   matrix, pass 0: tiles of consecutive rows (tile_rows, about kSumChunk elements), a run per
 //           row: per row the sums of g^2 and p^2 (a lane tree), and per column of the tile
 //           the sum of g^2 down its rows (lane j owns columns j, j + lanes, ... of every row:
-//           NOTE: [reduction rules] on runs), kept in the scratch. finish(0) updates row_var
-//           (lerp towards the means) and each matrix's row_var mean.
+//           NOTE: [reduction rules] on runs), kept in the scratch. A row's task_done updates
+//           its row_var (lerp towards the mean); finish(0) takes each matrix's row_var mean.
 //           pass 1: per column, its tiles' sums in tile order (tasks of kLanes columns, a lane
-//           per column; only the scratch is read). finish(1) updates col_var and keeps each
-//           column's factor (below) in place of its sum.
+//           per column; only the scratch is read). A column's task_done updates its col_var and
+//           keeps its factor (below) in place of its sum. (The per-row and per-column work is
+//           in task_done, which the tasks' threads share, rather than in the finish, which one
+//           thread runs per tensor.)
 //           pass 2: per row the sum of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)).
 //           pass 3: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
 //           In passes 2 and 3, u = min(row_factor * col_factor, 1 / eps1) * g, with
@@ -237,14 +239,17 @@ struct AdafactorRule {
     if (!s.matrix()) {  // a chunk's two sums
       r.scratch[kHead + 2 * task] = acc[0];
       r.scratch[kHead + 1 + 2 * task] = acc[1];
-    } else if (pass == 0) {  // a row's two sums
+    } else if (pass == 0) {  // a row's two sums, and its row_var
       const int64_t row = (task / tiles(s)) * s.rows + (task % tiles(s)) * tile_rows(s) + lane;
       r.scratch[kHead + 2 * row] = acc[0];
       r.scratch[kHead + 1 + 2 * row] = acc[1];
-    } else if (pass == 1) {
-      const int64_t b = task / blocks(s);
-      const int64_t col = (task % blocks(s)) * kLanes + lane;
-      r.scratch[col_at(s) + b * s.cols + col] = acc[0];
+      using T = typename Ref::T;
+      r.set_s(0, row, torch_lerp(r.s(0, row), T(acc[0] / double(s.cols)), T(r.scratch[kWeight])));
+    } else if (pass == 1) {  // a column's col_var, and its factor
+      using T = typename Ref::T;
+      const int64_t q = (task / blocks(s)) * s.cols + (task % blocks(s)) * kLanes + lane;
+      const T var = r.set_s(1, q, torch_lerp(r.s(1, q), T(acc[0] / double(s.rows)), T(r.scratch[kWeight])));
+      r.scratch[col_at(s) + q] = 1.0 / std::sqrt(double(var));
     } else {
       r.scratch[rowu_at(s) + task] = acc[0];
     }
@@ -261,10 +266,9 @@ struct AdafactorRule {
   template <typename Ref>
   GENESIS_HD static void finish(int pass, const AdafactorOptions& o, const Ref& r) {
     const TensorShape& s = r.shape;
-    if (s.numel == 0 || pass == 3) return;
+    if (s.numel == 0 || pass == 1 || pass == 3) return;
     double* scratch = r.scratch;
     using T = typename Ref::T;
-    const T w = T(scratch[kWeight]);
     if (pass == 2) {  // every sum is in: the step size of pass 3, once per tensor
       if (s.matrix()) scratch[kSumU2] = sum_in_order(scratch + rowu_at(s), nrows(s));
       const double rho = std::fmin(o.lr, 1.0 / std::sqrt(r.t));
@@ -277,22 +281,14 @@ struct AdafactorRule {
         scratch[kSumP2] = sum_in_order(scratch + kHead, chunks(s), 2);
         scratch[kSumU2] = sum_in_order(scratch + kHead + 1, chunks(s), 2);
       }
-    } else if (pass == 0) {  // the rows: row_var and its mean per matrix
+    } else {  // pass 0: the sum of p^2 and each matrix's row_var mean
       scratch[kSumP2] = sum_in_order(scratch + kHead + 1, nrows(s), 2);
       for (int64_t b = 0; b < s.batch(); ++b) {
         double sum = 0.0;
-        for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) {
-          const T mean = T(scratch[kHead + 2 * q] / double(s.cols));
-          sum += double(r.set_s(0, q, torch_lerp(r.s(0, q), mean, w)));
-        }
+        for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) sum += double(r.s(0, q));
         const T mean = T(sum / double(s.rows));
         const T eps1 = T(scratch[kEps1]);
         scratch[mean_at(s) + b] = double(mean < eps1 ? eps1 : mean);
-      }
-    } else {  // pass 1, the columns: col_var, and each column's factor in place of its sum
-      for (int64_t q = 0; q < s.batch() * s.cols; ++q) {
-        const T mean_sq = T(scratch[col_at(s) + q] / double(s.rows));
-        scratch[col_at(s) + q] = 1.0 / std::sqrt(double(r.set_s(1, q, torch_lerp(r.s(1, q), mean_sq, w))));
       }
     }
   }
