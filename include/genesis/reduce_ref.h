@@ -48,16 +48,24 @@ struct TensorRef {
     return load<T>(state[k][i]);
   }
   // NOTE: [prefetch]: a hint that element i's parameter (and master weight) or gradient will be
-  // read soon. Host only; nothing on the device.
+  // read soon. Host only; nothing on the device. i may lie past the array's end, so the address
+  // is computed as an integer (a pointer out of bounds would be undefined) and never read: a
+  // prefetch does not fault.
   GENESIS_HD void prefetch_p(int64_t i) const {
 #ifndef __CUDA_ARCH__
-    __builtin_prefetch(param + i);
-    if constexpr (kStore == ParamStore::Master) __builtin_prefetch(master + i);
+    prefetch_at(param, i);
+    if constexpr (kStore == ParamStore::Master) prefetch_at(master, i);
 #endif
   }
   GENESIS_HD void prefetch_g(int64_t i) const {
 #ifndef __CUDA_ARCH__
-    __builtin_prefetch(grad + i);
+    prefetch_at(grad, i);
+#endif
+  }
+  template <typename E>
+  GENESIS_HD static void prefetch_at(const E* base, int64_t i) {
+#ifndef __CUDA_ARCH__
+    __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(base) + uintptr_t(i) * sizeof(E)));
 #endif
   }
   GENESIS_HD void set_p(int64_t i, T v) const {
