@@ -100,11 +100,12 @@ struct KeepsValue<Rule, std::enable_if_t<Rule::kKeepsValue>> : std::true_type {}
 // A task reads its elements from memory, and on some CPUs one thread's hardware prefetchers
 // keep too few lines in flight for a read-mostly stream: on the 2-core VM of bench/RESULTS.md
 // a loop reading two arrays got 15 GB/s, and 25-27 with a software prefetch of each line 1-2 KB
-// ahead (docs/performance.md). A rule may declare `static void prefetch(pass, r, c, task, at)`:
-// the CPU driver calls it once per cache line of every round, with `at.k` kPrefetchAhead
-// elements past the round's element, and the rule asks for what its visit of that element
-// would read (TensorRef::prefetch_p, prefetch_g; a position past the task's end is only a hint
-// about memory, never read). The CUDA driver never calls it.
+// ahead (docs/performance.md). A rule may declare `static constexpr bool kPrefetches = true` and
+// `static void prefetch(pass, r, c, task, at)`: the CPU driver calls it once per cache line of
+// every round, with `at.k` kPrefetchAhead elements past the round's element (at.seg and at.kind
+// as for the visit; round and lane are the visit's), and the rule asks for what its visit of that
+// element would read (TensorRef::prefetch_p, prefetch_g; a position past the task's end is only
+// a hint about memory, never read). The CUDA driver never calls it.
 constexpr int64_t kPrefetchAhead = 512;
 template <typename Rule, typename = void>
 struct Prefetches : std::false_type {};
