@@ -56,12 +56,14 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
       for (int j = 0; j < n; ++j)
         Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind, kKept, seg}, LaneSums{&acc[0][j]});
     }
-    if (info.mode != TaskMode::Sum) break;  // (only a Sum task has several runs)
-    for (int s = lanes / 2; s > 0; s /= 2)
-      for (int k = 0; k < sums; ++k)
-        for (int j = 0; j < s; ++j) acc[k][j] += acc[k][j + s];
-    for (int k = 0; k < sums; ++k) total[k] = acc[k][0];
-    Rule::task_done(kPass, r, task, int(seg), total);
+    if (info.mode == TaskMode::Lanes) break;  // (a Lanes task is one run)
+    if (info.mode == TaskMode::Sum) {
+      for (int s = lanes / 2; s > 0; s /= 2)
+        for (int k = 0; k < sums; ++k)
+          for (int j = 0; j < s; ++j) acc[k][j] += acc[k][j + s];
+      for (int k = 0; k < sums; ++k) total[k] = acc[k][0];
+      Rule::task_done(kPass, r, task, int(seg), total);
+    }
   }
   if (info.mode == TaskMode::Lanes) {
     for (int j = 0; j < lanes; ++j) {

@@ -80,8 +80,8 @@ __global__ void __launch_bounds__(kThreads)
   const TaskMode mode = info.mode;
   const int width = info.lanes;
   const int j = threadIdx.x;
-  // A Sum task may be several runs, one after the other (TaskInfo::segments).
-  const int64_t segments = mode == TaskMode::Sum ? info.segments : 1;
+  // A Sum or None task may be several runs, one after the other (TaskInfo::segments).
+  const int64_t segments = mode == TaskMode::Lanes ? 1 : info.segments;
   for (int64_t seg = 0; seg < segments; ++seg) {
     double acc[kMaxSums] = {};
     if (j < width)

@@ -23,9 +23,9 @@ namespace genesis {
 // (None: a pass that only writes). Rule::coeffs gives each task its numbers (computed once per
 // task, from the tensor's scratch). After every task of the pass, Rule::finish runs once per
 // tensor (task results combined in task order, the next pass's per-tensor numbers).
-// A task may be several runs (TaskInfo::segments, Sum mode only): runs of `length` elements one
-// after the other (LaneAt::seg), each visited and tree-combined as a task of its own and handed
-// to task_done with its index in place of the lane. Lane j visits the same positions of every
+// A task may be several runs (TaskInfo::segments, Sum or None mode): runs of `length` elements
+// one after the other (LaneAt::seg), each visited (and tree-combined, and handed to task_done
+// with its index in place of the lane) as a task of its own. Lane j visits the same positions of every
 // run, in run order, on one thread of either backend, so a rule may also keep per-position
 // running sums of its own in the scratch across a task's runs (Adafactor's column sums over a
 // tile of rows: the rows' own sums and the columns' in one read of the gradient).

@@ -31,13 +31,14 @@ struct AdafactorCoeffs {
   T decay;     // 1 - lr * weight_decay
   T step;      // -alpha / denom (pass 3)
   T inv_eps1;  // 1 / eps1, the largest factor 1 / sqrt(max(var, eps1^2)) can be
-  // Of the task (a tile of rows, a block of columns or a row of matrix b of the batch):
-  T row_factor;  // passes 2, 3: sqrt(max(mean(row_var of b), eps1) / row_var[n])
-  // pass 0: the tile's first element; pass 1: the block's first partial column sum; passes 2,
-  // 3: where the column factors of matrix b start in the scratch (computed once per task: the
-  // offsets need divisions)
+  // Of the task (a tile of rows of matrix b of the batch, or a block of its columns), computed
+  // once per task (the offsets need divisions):
+  // passes 0, 2, 3: the tile's first element; pass 1: the block's first partial column sum
   int64_t first;
-  int64_t part;  // pass 0: where the tile's partial column sums go in the scratch
+  // pass 0: where the tile's partial column sums go in the scratch; passes 2, 3: where the
+  // column factors of matrix b are
+  int64_t part;
+  int64_t row_factors;  // passes 2, 3: where the tile's row factors are in the scratch
 };
 
 // Four passes for a matrix, two for a vector (docs/performance.md counts what they move):
@@ -51,10 +52,12 @@ struct AdafactorCoeffs {
 //           keeps its factor (below) in place of its sum. (The per-row and per-column work is
 //           in task_done, which the tasks' threads share, rather than in the finish, which one
 //           thread runs per tensor.)
+//           Its tasks of rows (a lane per row, no elements) keep each row's factor (below).
 //           pass 2: per row the sum of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)).
 //           pass 3: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
+//           Passes 2 and 3 run on the tiles of pass 0, a run per row.
 //           In passes 2 and 3, u = min(row_factor * col_factor, 1 / eps1) * g, with
-//           row_factor = sqrt(mean / row_var) per row (a task's coefficient) and
+//           row_factor = sqrt(mean / row_var) per row and
 //           col_factor = 1 / sqrt(col_var) per column: the same number up to rounding (a few
 //           units in the last place; 1/sqrt is decreasing, so the clamp of var at eps1^2
 //           becomes the min). Per element that is two products and a min instead of torch's
@@ -64,13 +67,14 @@ struct AdafactorCoeffs {
 //           pass 3 (chunks): as for a matrix. Passes 1 and 2 have no tasks.
 // Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows, M = B*C
 // columns and Q = B*tiles tiles: 2N row sums (g^2, p^2), M column sums (then factors), B
-// means, N row sums of u^2, Q*C partial column sums; for a vector: two partial sums per chunk.
+// means, N row sums of u^2, Q*C partial column sums, N row factors; for a vector: two partial
+// sums per chunk.
 enum AdafactorScratch { kSumP2, kSumU2, kWeight, kEps1, kStep, kHead };
 struct AdafactorRule {
   static constexpr int kStates = 2;  // row_var, col_var; or variance
   static constexpr int kPasses = 4;
-  // Kinds of task (TaskInfo::kind): a vector's chunk, matrix rows (a tile's in pass 0, one in
-  // passes 2 and 3), a block of matrix columns (pass 1).
+  // Kinds of task (TaskInfo::kind): a vector's chunk, a tile of matrix rows (passes 0, 2, 3),
+  // a block of matrix columns or rows (pass 1).
   enum Kind { kChunk, kRow, kColumns };
   static constexpr int kKinds = 3;
   static constexpr bool kCountsSteps = true;
@@ -94,14 +98,16 @@ struct AdafactorRule {
   GENESIS_HD static int64_t mean_at(const TensorShape& s) { return col_at(s) + s.batch() * s.cols; }
   GENESIS_HD static int64_t rowu_at(const TensorShape& s) { return mean_at(s) + s.batch(); }
   GENESIS_HD static int64_t part_at(const TensorShape& s) { return rowu_at(s) + nrows(s); }
+  GENESIS_HD static int64_t rowf_at(const TensorShape& s) { return part_at(s) + s.batch() * tiles(s) * s.cols; }
+  // Pass 1's blocks of kLanes rows (of all the batch's rows), after its column blocks.
+  GENESIS_HD static int64_t row_blocks(const TensorShape& s) { return (nrows(s) + kLanes - 1) / kLanes; }
 
   GENESIS_HD static int64_t scratch_size(const TensorShape& s) {
-    return s.matrix() ? part_at(s) + s.batch() * tiles(s) * s.cols : kHead + 2 * chunks(s);
+    return s.matrix() ? rowf_at(s) + nrows(s) : kHead + 2 * chunks(s);
   }
   GENESIS_HD static int64_t tasks(int pass, const TensorShape& s) {
     if (!s.matrix()) return pass == 0 || pass == 3 ? chunks(s) : 0;
-    if (pass == 0) return s.batch() * tiles(s);
-    return pass == 1 ? col_blocks(s) : nrows(s);
+    return pass == 1 ? col_blocks(s) + row_blocks(s) : s.batch() * tiles(s);
   }
   // Lanes of column block `block` (of a matrix's blocks of kLanes columns): one per column, the
   // last block only as many as it has columns.
@@ -114,17 +120,19 @@ struct AdafactorRule {
     if (!s.matrix()) {
       const int64_t rest = s.numel - task * kSumChunk;
       info = sum_task(rest < kSumChunk ? rest : kSumChunk);
+    } else if (pass == 1 && task >= col_blocks(s)) {  // rows: a lane each, nothing to visit
+      const int64_t rest = nrows(s) - (task - col_blocks(s)) * kLanes;
+      const int lanes = rest < kLanes ? int(rest) : kLanes;
+      info = {0, lanes, TaskMode::Lanes, kColumns, 1};
     } else if (pass == 1) {
       const int lanes = block_lanes(s, task % blocks(s));
       info = {tiles(s) * lanes, lanes, TaskMode::Lanes, kColumns, 1};
-    } else {
+    } else {  // a tile: its rows are the task's runs
       info = sum_task(s.cols);
       info.kind = kRow;
       info.sums = pass == 0 ? 2 : 1;
-      if (pass == 0) {  // a tile: its rows are the task's runs
-        const int64_t rest = s.rows - (task % tiles(s)) * tile_rows(s);
-        info.segments = rest < tile_rows(s) ? rest : tile_rows(s);
-      }
+      const int64_t rest = s.rows - (task % tiles(s)) * tile_rows(s);
+      info.segments = rest < tile_rows(s) ? rest : tile_rows(s);
     }
     if (pass == 3) info.mode = TaskMode::None;
     return info;
@@ -143,30 +151,27 @@ struct AdafactorRule {
                 T(1.0 - o.lr * o.weight_decay),
                 T(scratch[kStep]),
                 T(1.0 / eps1),
-                T(0),
+                0,
                 0,
                 0};
     if (!s.matrix()) return c;
-    if (pass == 0) {  // tile q of matrix b
-      const int64_t b = task / tiles(s), q = task % tiles(s);
-      c.first = (b * s.rows + q * tile_rows(s)) * s.cols;
-      c.part = part_at(s) + task * s.cols;
-    } else if (pass == 1) {  // column block k of matrix b
+    if (pass == 1) {  // column block k of matrix b (a row block visits nothing)
       const int64_t b = task / blocks(s), k = task % blocks(s);
-      c.first = part_at(s) + b * tiles(s) * s.cols + k * kLanes;
-    } else {  // row `task`
-      const int64_t b = task / s.rows;
-      c.row_factor = T(std::sqrt(scratch[mean_at(s) + b] / double(r.s(0, task))));
-      c.first = col_at(s) + b * s.cols;
+      if (task < col_blocks(s)) c.first = part_at(s) + b * tiles(s) * s.cols + k * kLanes;
+      return c;
     }
+    const int64_t b = task / tiles(s), row = b * s.rows + (task % tiles(s)) * tile_rows(s);
+    c.first = row * s.cols;  // tile q of matrix b
+    c.part = pass == 0 ? part_at(s) + task * s.cols : col_at(s) + b * s.cols;
+    c.row_factors = rowf_at(s) + row;
     return c;
   }
 
-  // u for the element in column `col` of the task's row (torch: g * rsqrt(max((row_var @
+  // u for the element in column `col` of the tile's row `seg` (torch: g * rsqrt(max((row_var @
   // col_var) / mean, eps1^2))), from the row's and the column's factor. The min propagates NaN.
   template <typename Ref, typename T>
-  GENESIS_HD static T matrix_update(const Ref& r, const Coeffs<T>& c, int64_t col, T g) {
-    const T f = c.row_factor * T(r.scratch[c.first + col]);
+  GENESIS_HD static T matrix_update(const Ref& r, const Coeffs<T>& c, int64_t seg, int64_t col, T g) {
+    const T f = T(r.scratch[c.row_factors + seg]) * T(r.scratch[c.part + col]);
     return (f > c.inv_eps1 ? c.inv_eps1 : f) * g;
   }
 
@@ -192,24 +197,20 @@ struct AdafactorRule {
       acc[0] += r.scratch[c.first + at.round * s.cols + at.lane];
       return;
     }
-    const int64_t k = at.k;  // column k of row `task` (passes 2, 3) or of the tile's row seg
+    const int64_t k = at.k, i = c.first + at.seg * s.cols + k;  // column k of the tile's row seg
+    const T g = c.sign * r.g(i);
     if (pass == 0) {
-      const int64_t i = c.first + at.seg * s.cols + k;
-      const T g = c.sign * r.g(i), p = r.p(i);
+      const T p = r.p(i);
       const double g2 = double(g) * double(g);
       acc[0] += g2;
       acc[1] += double(p) * double(p);
       double& column = r.scratch[c.part + k];  // this lane's column of the tile, row after row
       column = (at.seg == 0 ? 0.0 : column) + g2;
-      return;
-    }
-    const int64_t i = task * s.cols + k;
-    const T g = c.sign * r.g(i);
-    if (pass == 2) {
-      const T u = matrix_update(r, c, k, g);
+    } else if (pass == 2) {
+      const T u = matrix_update(r, c, at.seg, k, g);
       acc[0] += double(u) * double(u);
     } else {
-      apply(r, c, i, r.p(i), matrix_update(r, c, k, g));
+      apply(r, c, i, r.p(i), matrix_update(r, c, at.seg, k, g));
     }
   }
 
@@ -218,9 +219,7 @@ struct AdafactorRule {
   template <typename Ref, typename T>
   GENESIS_HD static void prefetch(int pass, const Ref& r, const Coeffs<T>& c, int64_t task, LaneAt at) {
     if (at.kind == kColumns) return;
-    const int64_t i = at.kind == kChunk ? task * kSumChunk + at.k
-                      : pass == 0       ? c.first + at.seg * r.shape.cols + at.k
-                                        : task * r.shape.cols + at.k;
+    const int64_t i = at.kind == kChunk ? task * kSumChunk + at.k : c.first + at.seg * r.shape.cols + at.k;
     r.prefetch_g(i);
     if (pass != 2) r.prefetch_p(i);
   }
@@ -232,26 +231,31 @@ struct AdafactorRule {
     r.set_p(i, p + c.step * u);
   }
 
-  // `lane`: the tile's row (pass 0), the block's column (pass 1).
+  // `lane`: the tile's row (passes 0, 2), the block's column or row (pass 1).
   template <typename Ref>
   GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
     const TensorShape& s = r.shape;
     if (!s.matrix()) {  // a chunk's two sums
       r.scratch[kHead + 2 * task] = acc[0];
       r.scratch[kHead + 1 + 2 * task] = acc[1];
-    } else if (pass == 0) {  // a row's two sums, and its row_var
+    } else if (pass != 1) {
       const int64_t row = (task / tiles(s)) * s.rows + (task % tiles(s)) * tile_rows(s) + lane;
-      r.scratch[kHead + 2 * row] = acc[0];
+      if (pass == 2) {  // a row's sum of u^2
+        r.scratch[rowu_at(s) + row] = acc[0];
+        return;
+      }
+      r.scratch[kHead + 2 * row] = acc[0];  // a row's two sums, and its row_var
       r.scratch[kHead + 1 + 2 * row] = acc[1];
       using T = typename Ref::T;
       r.set_s(0, row, torch_lerp(r.s(0, row), T(acc[0] / double(s.cols)), T(r.scratch[kWeight])));
-    } else if (pass == 1) {  // a column's col_var, and its factor
+    } else if (task >= col_blocks(s)) {  // a row's factor (its task has no elements)
+      const int64_t row = (task - col_blocks(s)) * kLanes + lane;
+      r.scratch[rowf_at(s) + row] = std::sqrt(r.scratch[mean_at(s) + row / s.rows] / double(r.s(0, row)));
+    } else {  // a column's col_var, and its factor
       using T = typename Ref::T;
       const int64_t q = (task / blocks(s)) * s.cols + (task % blocks(s)) * kLanes + lane;
       const T var = r.set_s(1, q, torch_lerp(r.s(1, q), T(acc[0] / double(s.rows)), T(r.scratch[kWeight])));
       r.scratch[col_at(s) + q] = 1.0 / std::sqrt(double(var));
-    } else {
-      r.scratch[rowu_at(s) + task] = acc[0];
     }
   }
 
