@@ -90,6 +90,10 @@ struct AdafactorRule {
     return n < 1 ? 1 : (n > s.rows ? s.rows : n);
   }
   GENESIS_HD static int64_t tiles(const TensorShape& s) { return (s.rows + tile_rows(s) - 1) / tile_rows(s); }
+  // The first row (of all the batch's rows) of tile `task` (passes 0, 2, 3): tile q of matrix b.
+  GENESIS_HD static int64_t tile_first_row(const TensorShape& s, int64_t task) {
+    return (task / tiles(s)) * s.rows + (task % tiles(s)) * tile_rows(s);
+  }
   // Column blocks of kLanes columns: per matrix, and in the whole batch.
   GENESIS_HD static int64_t blocks(const TensorShape& s) { return (s.cols + kLanes - 1) / kLanes; }
   GENESIS_HD static int64_t col_blocks(const TensorShape& s) { return s.batch() * blocks(s); }
@@ -160,9 +164,9 @@ struct AdafactorRule {
       if (task < col_blocks(s)) c.first = part_at(s) + b * tiles(s) * s.cols + k * kLanes;
       return c;
     }
-    const int64_t b = task / tiles(s), row = b * s.rows + (task % tiles(s)) * tile_rows(s);
-    c.first = row * s.cols;  // tile q of matrix b
-    c.part = pass == 0 ? part_at(s) + task * s.cols : col_at(s) + b * s.cols;
+    const int64_t row = tile_first_row(s, task);
+    c.first = row * s.cols;
+    c.part = pass == 0 ? part_at(s) + task * s.cols : col_at(s) + (task / tiles(s)) * s.cols;
     c.row_factors = rowf_at(s) + row;
     return c;
   }
@@ -239,7 +243,7 @@ struct AdafactorRule {
       r.scratch[kHead + 2 * task] = acc[0];
       r.scratch[kHead + 1 + 2 * task] = acc[1];
     } else if (pass != 1) {
-      const int64_t row = (task / tiles(s)) * s.rows + (task % tiles(s)) * tile_rows(s) + lane;
+      const int64_t row = tile_first_row(s, task) + lane;
       if (pass == 2) {  // a row's sum of u^2
         r.scratch[rowu_at(s) + row] = acc[0];
         return;
