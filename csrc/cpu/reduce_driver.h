@@ -129,6 +129,30 @@ std::vector<int64_t> cache_groups(const std::vector<Ref>& refs, int threads) {
   return groups;
 }
 
+// NOTE: [task affinity]
+// Within a pass the threads split a group's tasks statically: each takes one run of
+// consecutive tasks, the runs of about equal cost (a task's elements, runs included, and its
+// lanes). Tasks that cover the same elements in several passes (Adafactor's tiles in passes 0,
+// 2 and 3, LAMB's chunks) cost the same in each, so a thread gets the same elements in every
+// pass and finds in its own L2 cache what it left there in the last one. (Threads taking tasks
+// as they finished spread a tensor's tiles over the cores differently in every pass:
+// Adafactor, 2 threads, three alternating pairs: 50 x 1000 x 1000 45.0-46.1 -> 43.7-45.7 ms
+// per step, 2000 x 25 x 40 5.9-6.2 -> 5.5-5.7 ms.)
+struct TaskRange {
+  int64_t first, last;
+};
+
+// The calling thread's run of tasks begin .. end - 1, from the running sums of their costs.
+inline TaskRange thread_share(const std::vector<int64_t>& cost, int64_t begin, int64_t end) {
+  const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+  const int64_t total = cost[end] - cost[begin];
+  auto start = [&](int j) {  // the first task whose cost so far reaches the share of threads 0 .. j-1
+    return int64_t(std::lower_bound(cost.begin() + begin, cost.begin() + end, cost[begin] + total * j / threads) -
+                   cost.begin());
+  };
+  return {start(me), me + 1 == threads ? end : start(me + 1)};
+}
+
 // Kept values (NOTE: [kept values]) for every group of at most max(2^22, 2 x the elements that
 // close a group) elements: at any thread count, every group of tensors that are each smaller
 // than what closes a group. The bound is on memory (a value per element of the largest such
@@ -204,11 +228,22 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
     r.scratch = scratch.data() + scratch_at[t];
     Rule::begin(o, r);
   }
-  // Task lists: pass p's tasks of tensor t are first[p][t] .. first[p][t + 1] - 1.
+  // Task lists: pass p's tasks of tensor t are first[p][t] .. first[p][t + 1] - 1, described by
+  // info[p][task], weighed by their running sums cost[p] (NOTE: [task affinity]).
   std::vector<std::vector<int64_t>> first(Rule::kPasses, std::vector<int64_t>(count + 1, 0));
+  std::vector<std::vector<TaskInfo>> info(Rule::kPasses);
+  std::vector<std::vector<int64_t>> cost(Rule::kPasses);
   int64_t elements = 0;
-  for (int p = 0; p < Rule::kPasses; ++p)
+  for (int p = 0; p < Rule::kPasses; ++p) {
     for (int64_t t = 0; t < count; ++t) first[p][t + 1] = first[p][t] + Rule::tasks(p, refs[t].shape);
+    info[p].resize(first[p][count]);
+    cost[p].assign(first[p][count] + 1, 0);
+    for (int64_t t = 0; t < count; ++t)
+      for (int64_t task = first[p][t]; task < first[p][t + 1]; ++task) {
+        const TaskInfo& i = info[p][task] = Rule::task(p, refs[t].shape, task - first[p][t]);
+        cost[p][task + 1] = cost[p][task] + i.length * i.segments + i.lanes;
+      }
+  }
   for (const Ref& r : refs) elements += r.shape.numel;
   const int threads = num_threads();
   const std::vector<int64_t> groups = cache_groups(refs, threads);
@@ -219,13 +254,12 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
       const int64_t t0 = groups[k], t1 = groups[k + 1];
       for (int p = 0; p < Rule::kPasses; ++p) {
         const std::vector<int64_t>& f = first[p];
-        // Tasks vary in size (rows, chunks), so threads take them as they finish.
-#pragma omp for schedule(guided)
-        for (int64_t task = f[t0]; task < f[t1]; ++task) {
-          const int64_t t = std::upper_bound(f.begin() + t0, f.begin() + t1 + 1, task) - f.begin() - 1;
-          const Ref& r = refs[t];
-          run_task<Rule>(p, o, r, task - f[t], Rule::task(p, r.shape, task - f[t]));
+        const TaskRange range = thread_share(cost[p], f[t0], f[t1]);
+        for (int64_t task = range.first, t = t0; task < range.last; ++task) {
+          while (task >= f[t + 1]) ++t;
+          run_task<Rule>(p, o, refs[t], task - f[t], info[p][task]);
         }
+#pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t t = t0; t < t1; ++t) Rule::finish(p, o, refs[t]);
       }
