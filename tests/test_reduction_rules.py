@@ -150,6 +150,26 @@ def test_task_edges_match_reference(name, shapes, dtype):
         assert float(opt.state[p]["step"]) == 4.0
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_fresh_threads_first_step_matches_reference(name):
+    """The CPU scratch is never cleared (include/genesis/reduce.h): it belongs to the calling
+    thread, is NaN when new and holds the last step's numbers after. A new thread's first step,
+    every task edge in one call, must match the reference: a rule that read a scratch entry
+    before writing it would read NaN there."""
+    import threading
+
+    shapes, hp, out = SHAPES + EDGE_SHAPES, R.RICH[name], {}
+    worker = threading.Thread(target=lambda: out.update(run=_run(name, shapes, hp, np.float64, 1, seed=7)))
+    worker.start()
+    worker.join()
+    params, grads, _ = out["run"]
+    rng = np.random.default_rng(7)
+    ref = R.ReferenceOptimizer(name, [([rng.uniform(-1, 1, s) for s in shapes], hp)])
+    ref.step([grads[0]])
+    for p, expected in zip(params, ref.params[0]):
+        np.testing.assert_allclose(p.data, expected, **TOL[np.float64])
+
+
 def _clamp_grads(rng, shape, steps, dtype):
     """Gradients whose Adafactor variance estimate straddles eps1^2 = 1e-6: rows and columns of
     magnitude 1e-5 among ones of magnitude 1, a zero row and a zero column (row_var or col_var

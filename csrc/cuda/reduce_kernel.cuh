@@ -182,7 +182,7 @@ void launch_reduction(const char* op, const typename Rule::Options& options, con
         reduce_task_kernel<Rule, P, S, kStore>
             <<<unsigned(blocks), kThreads, 0, stream>>>(table, options, config, pass, scratch);
     });
-    per_tensor(pass);
+    if (Rule::finishes(pass)) per_tensor(pass);
   }
   for (const StepList& list : build_step_lists(tensors, count)) {
     advance_steps<Rule><<<(list.count + 127) / 128, 128, 0, stream>>>(list, config.found_inf, options);

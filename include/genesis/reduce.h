@@ -22,7 +22,9 @@ namespace genesis {
 // handed over one per lane (Lanes: Adafactor's column sums, one column per lane), or not at all
 // (None: a pass that only writes). Rule::coeffs gives each task its numbers (computed once per
 // task, from the tensor's scratch). After every task of the pass, Rule::finish runs once per
-// tensor (task results combined in task order, the next pass's per-tensor numbers).
+// tensor (task results combined in task order, the next pass's per-tensor numbers), for the
+// passes where Rule::finishes(pass) says it has work (the drivers skip the others' wait and
+// launch).
 // A task may be several runs (TaskInfo::segments, Sum or None mode): runs of `length` elements
 // one after the other (LaneAt::seg), each visited (and tree-combined, and handed to task_done
 // with its index in place of the lane) as a task of its own. Lane j visits the same positions of every
@@ -35,6 +37,8 @@ namespace genesis {
 // the same bits for any thread count or launch geometry, as the element-wise rules do.
 // Per-tensor numbers live in a double scratch array the driver allocates per tensor
 // (Rule::scratch_size), in host memory on the CPU and device memory on CUDA (no host sync).
+// Neither driver clears it: a rule writes every scratch entry (in begin, a task_done or a
+// finish) before any pass reads it.
 constexpr int kLanes = 512;
 constexpr int64_t kSumChunk = int64_t(1) << 16;  // elements per task of a whole-tensor sum
 constexpr int kMaxSums = 2;                      // accumulators per lane

@@ -271,10 +271,11 @@ struct AdafactorRule {
     r.scratch[kEps1] = o.eps1 ? *o.eps1 : Ref::kParamEpsilon;
   }
 
+  GENESIS_HD static constexpr bool finishes(int pass) { return pass == 0 || pass == 2; }
   template <typename Ref>
   GENESIS_HD static void finish(int pass, const AdafactorOptions& o, const Ref& r) {
     const TensorShape& s = r.shape;
-    if (s.numel == 0 || pass == 1 || pass == 3) return;
+    if (s.numel == 0) return;
     double* scratch = r.scratch;
     using T = typename Ref::T;
     if (pass == 2) {  // every sum is in: the step size of pass 3, once per tensor

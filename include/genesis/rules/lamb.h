@@ -128,9 +128,9 @@ struct LambRule {
   }
   template <typename Ref>
   GENESIS_HD static void begin(const LambOptions&, const Ref&) {}
+  GENESIS_HD static constexpr bool finishes(int pass) { return pass == 0; }
   template <typename Ref>
-  GENESIS_HD static void finish(int pass, const LambOptions&, const Ref& r) {
-    if (pass != 0) return;
+  GENESIS_HD static void finish(int, const LambOptions&, const Ref& r) {
     r.scratch[0] = sum_in_order(r.scratch + 2, chunks(r.shape), 2);
     r.scratch[1] = sum_in_order(r.scratch + 3, chunks(r.shape), 2);
   }
