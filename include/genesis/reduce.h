@@ -16,7 +16,9 @@ namespace genesis {
 // a list of tasks (Rule::tasks). Rule::task says what a task is (TaskInfo): `length` elements,
 // visited as `lanes` lanes (at most kLanes): lane j visits the task's elements j, j + lanes,
 // j + 2 lanes, ... in that order (round 0, 1, 2, ...; LaneAt), adding what Rule::visit returns
-// into its double accumulators (`acc[k]`, k < kMaxSums, whatever type the backend gives).
+// into its double accumulators (`acc[k]`, k < kMaxSums, whatever type the backend gives; a
+// visit adds to each of the task's `sums` exactly once, `acc[k] += v`, which the CPU driver's
+// first round turns into a store).
 // Then, by its mode, the lanes are combined by a fixed pairwise tree (lane j += lane j + s, for
 // s = lanes/2, ..., 1; lanes is a power of two) and handed to Rule::task_done once (Sum), or
 // handed over one per lane (Lanes: Adafactor's column sums, one column per lane), or not at all
