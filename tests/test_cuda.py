@@ -441,9 +441,10 @@ def test_deferred_clip_with_torch_grad_scaler_skips_inf_on_the_device():
 @pytest.mark.parametrize("name", ["LAMB", "Adafactor"])
 def test_reduction_rules_same_bits_as_the_cpu_path_on_matrices(name, dtype):
     """The reduction rules' sums (NOTE: [reduction rules]) have one order on both backends:
-    matrices with more columns than a block has threads, batches, one row or column, several
-    chunks, an empty matrix; with master weights for bfloat16. Same bits as the CPU."""
-    shapes = [(70, 1100), (3, 40, 600), (1, 700), (700, 1), (2 * 65536 + 3,), (0, 5), ()]
+    matrices with more columns than a block has threads, batches, several tiles of rows per
+    matrix (Adafactor's first pass), one row or column, several chunks, an empty matrix; with
+    master weights for bfloat16. Same bits as the CPU."""
+    shapes = [(71, 1100), (2, 151, 1000), (3, 40, 600), (1, 700), (700, 1), (2 * 65536 + 3,), (0, 5), ()]
     gen = torch.Generator().manual_seed(3)
     init = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
     gpu = [torch.nn.Parameter(x.cuda()) for x in init]

@@ -21,10 +21,11 @@ import reference as R  # noqa: E402
 NAMES = ["LAMB", "Adafactor"]
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 # A vector of two chunks and a tail, matrices with more columns than a block has lanes (1100),
-# a batch of matrices, one row, one column. Adafactor's first pass takes tiles of about 65536
-# elements: (70, 1100) is a tile of 59 rows and one of 11, (2, 150, 1000) three tiles per
-# matrix (65, 65, 20), (3, 40, 600) a tile per matrix, (700, 1) one tile of 700 rows.
-SHAPES = [(2 * 65536 + 3,), (70, 1100), (2, 150, 1000), (3, 40, 600), (1, 700), (700, 1), (1, 1), ()]
+# a batch of matrices, one row, one column. Adafactor's first pass takes tiles of at most 65536
+# elements, a matrix's rows shared out evenly: (71, 1100) is a tile of 36 rows and one of 35,
+# (2, 151, 1000) three tiles per matrix (51, 51, 49), (3, 40, 600) a tile per matrix, (700, 1)
+# one tile of 700 rows.
+SHAPES = [(2 * 65536 + 3,), (71, 1100), (2, 151, 1000), (3, 40, 600), (1, 700), (700, 1), (1, 1), ()]
 EDGE_SHAPES = [(0,), (0, 5), (5, 0), (2, 0, 3), (4,), (2, 3)]
 
 

@@ -84,10 +84,15 @@ struct AdafactorRule {
 
   GENESIS_HD static int64_t chunks(const TensorShape& s) { return (s.numel + kSumChunk - 1) / kSumChunk; }
   GENESIS_HD static int64_t nrows(const TensorShape& s) { return s.batch() * s.rows; }
-  // Rows per tile of pass 0 (the last tile of a matrix may have fewer) and tiles per matrix.
+  // Rows per tile of pass 0 (the last tile of a matrix may have fewer) and tiles per matrix:
+  // as few tiles as keep each at most kSumChunk elements (or one row), their rows shared out
+  // evenly, so that threads splitting a matrix's tiles get equal work (NOTE: [task affinity]
+  // in csrc/cpu/reduce_driver.h; 1000 rows are 15 x 63 + 55, not 15 x 65 + 25).
   GENESIS_HD static int64_t tile_rows(const TensorShape& s) {
-    const int64_t n = s.cols > 0 ? kSumChunk / s.cols : 1;
-    return n < 1 ? 1 : (n > s.rows ? s.rows : n);
+    const int64_t most = s.cols > 0 && kSumChunk / s.cols > 1 ? kSumChunk / s.cols : 1;
+    if (s.rows <= most) return s.rows;
+    const int64_t count = (s.rows + most - 1) / most;
+    return (s.rows + count - 1) / count;
   }
   GENESIS_HD static int64_t tiles(const TensorShape& s) { return (s.rows + tile_rows(s) - 1) / tile_rows(s); }
   // The first row (of all the batch's rows) of tile `task` (passes 0, 2, 3): tile q of matrix b.
