@@ -54,6 +54,16 @@ def _run(name, shapes, hp, dtype, steps, threads=None, seed=0):
     return params, grads, opt
 
 
+def _reference(name, shapes, hp, dtype, grads, seed):
+    """The float64 reference's parameters after the steps _run(..., seed) took with `grads`,
+    from the same initial values."""
+    rng = np.random.default_rng(seed)
+    ref = R.ReferenceOptimizer(name, [([rng.uniform(-1, 1, s).astype(dtype) for s in shapes], hp)])
+    for gs in grads:
+        ref.step([gs])
+    return ref.params[0]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_same_bits_for_any_thread_count(name):
     runs = [_run(name, SHAPES, R.RICH[name], np.float32, 3, threads=n)[0] for n in (1, 2, 3)]
@@ -139,12 +149,7 @@ def test_lamb_kept_direction_at_many_threads():
 def test_task_edges_match_reference(name, shapes, dtype):
     hp = R.RICH[name]
     params, grads, opt = _run(name, shapes, hp, dtype, 4, seed=5)
-    rng = np.random.default_rng(5)
-    init = [rng.uniform(-1, 1, s).astype(dtype) for s in shapes]
-    ref = R.ReferenceOptimizer(name, [(init, hp)])
-    for gs in grads:
-        ref.step([gs])
-    for p, expected in zip(params, ref.params[0]):
+    for p, expected in zip(params, _reference(name, shapes, hp, dtype, grads, seed=5)):
         np.testing.assert_allclose(p.data, expected, **TOL[dtype])
         for key, shape in R.state_shapes(name, R.full_hyperparameters(name, hp), p.data.shape).items():
             assert opt.state[p][key].shape == shape
@@ -164,10 +169,7 @@ def test_a_fresh_threads_first_step_matches_reference(name):
     worker.start()
     worker.join()
     params, grads, _ = out["run"]
-    rng = np.random.default_rng(7)
-    ref = R.ReferenceOptimizer(name, [([rng.uniform(-1, 1, s) for s in shapes], hp)])
-    ref.step([grads[0]])
-    for p, expected in zip(params, ref.params[0]):
+    for p, expected in zip(params, _reference(name, shapes, hp, np.float64, grads, seed=7)):
         np.testing.assert_allclose(p.data, expected, **TOL[np.float64])
 
 
