@@ -92,9 +92,10 @@ template <typename Rule, typename P, ParamStore kStore>
 void run_quantized(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors,
                    int64_t count) {
   using T = MathType<P>;
+  // The index before step_coeffs advances the step counters (update_driver.h: run_update).
+  const FlatIndex blocks(count, [&](int64_t t) { return quant_blocks(tensors[t].numel); });
   const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
   const unsigned mask = unsigned_state_mask(options);
-  const FlatIndex blocks(count, [&](int64_t t) { return quant_blocks(tensors[t].numel); });
   with_grad_transform(grad_transform<T>(config), [&](const auto& gx) {
     blocks.parallel_for_each_piece(
         [&](int64_t t, int64_t first, int64_t last) {

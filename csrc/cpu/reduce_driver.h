@@ -245,35 +245,23 @@ template <typename Rule, typename P, typename S, ParamStore kStore, typename GX>
 void run_reduction(const typename Rule::Options& o, const StepConfig& config, TensorSlots* tensors, int64_t count,
                    const GX& gx) {
   using Ref = TensorRef<P, S, kStore, GX>;
+  // Everything the step allocates (the references, the task lists, the groups, the scratch and
+  // the kept arrays) comes before the first step counter advances: a std::bad_alloc leaves every
+  // tensor and its counter as they were.
   std::vector<Ref> refs(count);
   std::vector<int64_t> scratch_at(count + 1, 0);
+  int64_t elements = 0;
   for (int64_t t = 0; t < count; ++t) {
     const TensorSlots& ts = tensors[t];
-    const TensorShape shape{ts.numel, ts.rows, ts.cols};
-    scratch_at[t + 1] = scratch_at[t] + Rule::scratch_size(shape);
-  }
-  double* scratch = scratch_storage(std::size_t(scratch_at[count]));
-  for (int64_t t = 0; t < count; ++t) {
-    TensorSlots& ts = tensors[t];
-    if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
-    Ref& r = refs[t];
-    r.param = static_cast<P*>(ts.param);
-    r.grad = static_cast<const P*>(ts.grad);
-    r.master = ts.master;
-    for (int k = 0; k < kMaxStates; ++k) r.state[k] = static_cast<S*>(ts.state[k]);
-    r.shape = TensorShape{ts.numel, ts.rows, ts.cols};
-    r.grad_transform = gx;
-    r.rng_key = kStore == ParamStore::Stochastic ? stream_key(config.seed, ts.id, config.counter) : 0u;
-    r.t = ts.step ? double(*ts.step) : 0.0;
-    r.scratch = scratch + scratch_at[t];
-    Rule::begin(o, r);
+    refs[t].shape = TensorShape{ts.numel, ts.rows, ts.cols};
+    scratch_at[t + 1] = scratch_at[t] + Rule::scratch_size(refs[t].shape);
+    elements += ts.numel;
   }
   // Task lists: pass p's tasks of tensor t are first[p][t] .. first[p][t + 1] - 1, described by
   // info[p][task], weighed by their running sums cost[p] (NOTE: [task affinity]).
   std::vector<std::vector<int64_t>> first(Rule::kPasses, std::vector<int64_t>(count + 1, 0));
   std::vector<std::vector<TaskInfo>> info(Rule::kPasses);
   std::vector<std::vector<int64_t>> cost(Rule::kPasses);
-  int64_t elements = 0;
   for (int p = 0; p < Rule::kPasses; ++p) {
     for (int64_t t = 0; t < count; ++t) first[p][t + 1] = first[p][t] + Rule::tasks(p, refs[t].shape);
     info[p].resize(first[p][count]);
@@ -284,10 +272,24 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
         cost[p][task + 1] = cost[p][task] + i.length * i.segments + i.lanes;
       }
   }
-  for (const Ref& r : refs) elements += r.shape.numel;
   const int threads = num_threads();
   const std::vector<int64_t> groups = cache_groups(refs, threads);
   if constexpr (KeepsValue<Rule>::value) assign_kept(refs, groups, max_kept_elements(threads));
+  double* scratch = scratch_storage(std::size_t(scratch_at[count]));
+  for (int64_t t = 0; t < count; ++t) {
+    TensorSlots& ts = tensors[t];
+    if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
+    Ref& r = refs[t];  // (its shape and kept array are set above)
+    r.param = static_cast<P*>(ts.param);
+    r.grad = static_cast<const P*>(ts.grad);
+    r.master = ts.master;
+    for (int k = 0; k < kMaxStates; ++k) r.state[k] = static_cast<S*>(ts.state[k]);
+    r.grad_transform = gx;
+    r.rng_key = kStore == ParamStore::Stochastic ? stream_key(config.seed, ts.id, config.counter) : 0u;
+    r.t = ts.step ? double(*ts.step) : 0.0;
+    r.scratch = scratch + scratch_at[t];
+    Rule::begin(o, r);
+  }
 #pragma omp parallel num_threads(region_threads(elements >= kParallelThreshold))
   {
     for (std::size_t k = 0; k + 1 < groups.size(); ++k) {

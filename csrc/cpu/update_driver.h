@@ -86,8 +86,11 @@ std::vector<typename Rule::template Coeffs<T>> step_coeffs(const typename Rule::
 template <typename Rule, typename P, typename S, ParamStore kStore>
 void run_update(const typename Rule::Options& options, const StepConfig& config, TensorSlots* tensors, int64_t count) {
   using T = MathType<P>;
-  const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
+  // The index is allocated before step_coeffs advances the step counters (and the per-tensor
+  // scalars): a std::bad_alloc leaves every tensor as it was. (step_coeffs allocates before it
+  // advances anything.)
   const FlatIndex index(count, [&](int64_t t) { return tensors[t].numel; });
+  const auto coeffs = step_coeffs<Rule, T>(options, tensors, count);
   with_grad_transform(grad_transform<T>(config), [&](const auto& gx) {
     index.parallel_for_each_piece([&](int64_t t, int64_t begin, int64_t end) {
       const uint32_t key =
