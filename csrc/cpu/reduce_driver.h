@@ -18,6 +18,7 @@
 #include "flat_partition.h"
 #include "genesis/cpu.h"
 #include "genesis/reduce_ref.h"
+#include "lane_tree.h"
 #include "update_driver.h"
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
@@ -42,24 +43,6 @@ struct LaneSums {
   double* at;
   Sum operator[](int k) const { return {at + k * kLanes}; }
 };
-
-// The tree of a Sum task (NOTE: [reduction rules] in include/genesis/reduce.h): for s = lanes / 2
-// down to 1, lane j += lane j + s. Three levels per sweep over the lanes, each lane j < s / 4
-// taking its eight addends in the tree's pairs, so the result has the tree's bits: a sweep per
-// level stored and reloaded every partial sum, and for a 1000-column row (512 lanes) that cost
-// a quarter of the row's time in Adafactor's first pass.
-inline double combine_lanes(double* a, int lanes) {
-  int s = lanes / 2;
-  for (; s >= 4; s /= 8) {
-    const int h = s / 2, q = s / 4;
-    for (int j = 0; j < q; ++j)
-      a[j] = ((a[j] + a[j + s]) + (a[j + h] + a[j + h + s])) +
-             ((a[j + q] + a[j + q + s]) + (a[j + q + h] + a[j + q + h + s]));
-  }
-  for (; s > 0; s /= 2)
-    for (int j = 0; j < s; ++j) a[j] += a[j + s];
-  return a[0];
-}
 
 // Runs task `task` (of kind kKind) of pass kPass of one tensor: its lanes interleaved (element
 // k on lane k % lanes), then the tree or the per-lane hand-over. Pass and kind are template
