@@ -53,10 +53,10 @@ inline __m256i encode8(__m256 x) {
   return mag;
 }
 
+// The codes of a block whose absmax is known (the driver takes it while the update writes the block).
 template <bool kUnsigned>
-inline void encode_block_avx2(const float* v, uint8_t* codes, float* absmax) {
-  const float a = absmax_avx2(v);
-  const __m256 q = _mm256_set1_ps(quant_factor(a));
+inline void encode_codes_avx2(const float* v, float absmax, uint8_t* codes) {
+  const __m256 q = _mm256_set1_ps(quant_factor(absmax));
   // The packs interleave 128-bit lanes: dword k of the result holds codes 4k..4k+3 of
   // vector k % 4's low (k < 4) or high half; the permutation restores the element order.
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -68,7 +68,12 @@ inline void encode_block_avx2(const float* v, uint8_t* codes, float* absmax) {
     const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + j), _mm256_permutevar8x32_epi32(bytes, order));
   }
-  *absmax = a;
+}
+
+template <bool kUnsigned>
+inline void encode_block_avx2(const float* v, uint8_t* codes, float* absmax) {
+  *absmax = absmax_avx2(v);
+  encode_codes_avx2<kUnsigned>(v, *absmax, codes);
 }
 
 // decode_code for 8 codes, times the block's factor d.

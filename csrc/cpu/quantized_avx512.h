@@ -62,14 +62,19 @@ inline __m128i encode16(__m512 x) {
   return _mm512_cvtepi32_epi8(mag);
 }
 
+// The codes of a block whose absmax is known (the driver takes it while the update writes the block).
 template <bool kUnsigned>
-inline void encode_block_avx512(const float* v, uint8_t* codes, float* absmax) {
-  const float a = absmax_avx512(v);
-  const __m512 q = _mm512_set1_ps(quant_factor(a));
+inline void encode_codes_avx512(const float* v, float absmax, uint8_t* codes) {
+  const __m512 q = _mm512_set1_ps(quant_factor(absmax));
   for (int j = 0; j < kQuantBlock; j += 16)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + j),
                      encode16<kUnsigned>(_mm512_mul_ps(_mm512_loadu_ps(v + j), q)));
-  *absmax = a;
+}
+
+template <bool kUnsigned>
+inline void encode_block_avx512(const float* v, uint8_t* codes, float* absmax) {
+  *absmax = absmax_avx512(v);
+  encode_codes_avx512<kUnsigned>(v, *absmax, codes);
 }
 
 // decode_code for 16 codes, times the block's factor d.

@@ -90,13 +90,15 @@ GENESIS_HD float decode_code(uint32_t c) {
 }
 
 // The NaN-propagating largest magnitude of n values: the integer maximum of their magnitude
-// bits (NaN > inf > every finite value as integers).
+// bits (NaN > inf > every finite value as integers), folded in one value at a time by
+// max_magnitude (starting from 0) and read back with bits_to_float.
+GENESIS_HD uint32_t max_magnitude(uint32_t m, float x) {
+  const uint32_t a = float_to_bits(x) & 0x7FFFFFFFu;
+  return a > m ? a : m;
+}
 GENESIS_HD float block_absmax(const float* GENESIS_RESTRICT v, int n) {
   uint32_t m = 0;
-  for (int j = 0; j < n; ++j) {
-    const uint32_t a = float_to_bits(v[j]) & 0x7FFFFFFFu;
-    m = a > m ? a : m;
-  }
+  for (int j = 0; j < n; ++j) m = max_magnitude(m, v[j]);
   return bits_to_float(m);
 }
 
@@ -105,13 +107,19 @@ GENESIS_HD float block_absmax(const float* GENESIS_RESTRICT v, int n) {
 GENESIS_HD float quant_factor(float absmax) { return absmax >= 1.17549435e-38f ? kQuantMax / absmax : 0.0f; }
 GENESIS_HD float dequant_factor(float absmax) { return absmax / kQuantMax; }
 
+// The codes of n values whose block_absmax is known.
+template <bool kUnsigned>
+GENESIS_HD void encode_codes_map(const float* GENESIS_RESTRICT v, int n, float absmax,
+                                 uint8_t* GENESIS_RESTRICT codes) {
+  const float q = quant_factor(absmax);
+  for (int j = 0; j < n; ++j) codes[j] = static_cast<uint8_t>(encode_code<kUnsigned>(v[j] * q));
+}
+
 template <bool kUnsigned>
 GENESIS_HD void encode_block_map(const float* GENESIS_RESTRICT v, int n, uint8_t* GENESIS_RESTRICT codes,
                                  float* absmax) {
-  const float a = block_absmax(v, n);
-  const float q = quant_factor(a);
-  for (int j = 0; j < n; ++j) codes[j] = static_cast<uint8_t>(encode_code<kUnsigned>(v[j] * q));
-  *absmax = a;
+  *absmax = block_absmax(v, n);
+  encode_codes_map<kUnsigned>(v, n, *absmax, codes);
 }
 
 template <bool kUnsigned>
