@@ -10,6 +10,7 @@
 
 #include "genesis/reduce.h"
 #include "genesis/rules/lerp.h"
+#include "genesis/rules/pow.h"
 #include "genesis/rules/spec.h"
 
 namespace genesis {
@@ -272,7 +273,7 @@ struct AdafactorRule {
   // machine epsilon, as torch's torch.finfo(param.dtype).eps).
   template <typename Ref>
   GENESIS_HD static void begin(const AdafactorOptions& o, const Ref& r) {
-    r.scratch[kWeight] = std::pow(r.t, o.beta2_decay);
+    r.scratch[kWeight] = portable_pow(r.t, o.beta2_decay);
     r.scratch[kEps1] = o.eps1 ? *o.eps1 : Ref::kParamEpsilon;
   }
 

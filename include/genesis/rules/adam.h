@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "genesis/macros.h"
+#include "genesis/rules/pow.h"
 #include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
@@ -50,8 +51,8 @@ struct AdamRule {
             T(o.eps),
             T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay),
-            T(o.lr / (1.0 - std::pow(o.beta1, step))),
-            T(1.0 / std::sqrt(1.0 - std::pow(o.beta2, step))),
+            T(o.lr / (1.0 - portable_pow(o.beta1, step))),
+            T(1.0 / std::sqrt(1.0 - portable_pow(o.beta2, step))),
             T(o.maximize ? -1.0 : 1.0)};
   }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "genesis/macros.h"
+#include "genesis/rules/pow.h"
 #include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
@@ -35,9 +36,12 @@ struct AdamaxRule {
 
   template <typename T>
   GENESIS_HD static AdamaxCoeffs<T> coeffs(const AdamaxOptions& o, double step, bool) {
-    return {
-        T(1.0 - o.beta1),          T(o.beta2), T(o.eps), T(o.weight_decay), T(o.lr / (1.0 - std::pow(o.beta1, step))),
-        T(o.maximize ? -1.0 : 1.0)};
+    return {T(1.0 - o.beta1),
+            T(o.beta2),
+            T(o.eps),
+            T(o.weight_decay),
+            T(o.lr / (1.0 - portable_pow(o.beta1, step))),
+            T(o.maximize ? -1.0 : 1.0)};
   }
 
   // m_t = lerp(m_{t-1}, g, 1 - beta1);  u_t = max(beta2 * u_{t-1}, |g| + eps)

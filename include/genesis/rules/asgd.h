@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "genesis/macros.h"
+#include "genesis/rules/pow.h"
 #include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
@@ -40,7 +41,7 @@ struct AsgdRule {
   using Coeffs = AsgdCoeffs<T>;
 
   GENESIS_HD static TensorScalars advance(const AsgdOptions& o, double step, const TensorScalars&) {
-    const double eta = o.lr / std::pow(1.0 + o.lambd * o.lr * step, o.alpha);
+    const double eta = o.lr / portable_pow(1.0 + o.lambd * o.lr * step, o.alpha);
     const double mu = 1.0 / (step - o.t0 > 1.0 ? step - o.t0 : 1.0);
     return {{static_cast<float>(eta), static_cast<float>(mu)}};
   }

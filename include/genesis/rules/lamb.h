@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "genesis/reduce.h"
+#include "genesis/rules/pow.h"
 #include "genesis/rules/spec.h"
 
 namespace genesis {
@@ -77,8 +78,8 @@ struct LambRule {
                 T(o.eps),
                 T(o.weight_decay),
                 T(o.maximize ? -1.0 : 1.0),
-                T(bc ? 1.0 / (1.0 - std::pow(o.beta1, t)) : 1.0),
-                T(bc ? 1.0 / (1.0 - std::pow(o.beta2, t)) : 1.0),
+                T(bc ? 1.0 / (1.0 - portable_pow(o.beta1, t)) : 1.0),
+                T(bc ? 1.0 / (1.0 - portable_pow(o.beta2, t)) : 1.0),
                 T(0)};
     if (pass == 1) {
       const double p_norm = std::sqrt(scratch[0]), u_norm = std::sqrt(scratch[1]);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "genesis/macros.h"
+#include "genesis/rules/pow.h"
 #include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
@@ -43,7 +44,7 @@ struct NadamRule {
 
   // mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay))
   GENESIS_HD static double mu(const NadamOptions& o, double t) {
-    return o.beta1 * (1.0 - 0.5 * std::pow(0.96, t * o.momentum_decay));
+    return o.beta1 * (1.0 - 0.5 * portable_pow(0.96, t * o.momentum_decay));
   }
   // mu_product after step t, rounded to float32 as torch's 0-dim tensor is.
   GENESIS_HD static float product(const NadamOptions& o, double t, const TensorScalars& s) {
@@ -64,7 +65,7 @@ struct NadamRule {
             T(o.eps),
             T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay),
-            T(1.0 / (1.0 - std::pow(o.beta2, step))),
+            T(1.0 / (1.0 - portable_pow(o.beta2, step))),
             T(o.lr * (1.0 - mu_t) / (1.0 - prod)),
             T(o.lr * mu_next / (1.0 - prod * mu_next)),
             T(o.maximize ? -1.0 : 1.0)};

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "genesis/macros.h"
+#include "genesis/rules/pow.h"
 #include "genesis/rules/spec.h"
 #include "genesis/tensor_slots.h"
 
@@ -43,9 +44,9 @@ struct RadamRule {
   // r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
   template <typename T>
   GENESIS_HD static RadamCoeffs<T> coeffs(const RadamOptions& o, double step, bool) {
-    const double bc2 = 1.0 - std::pow(o.beta2, step);
+    const double bc2 = 1.0 - portable_pow(o.beta2, step);
     const double rho_inf = 2.0 / (1.0 - o.beta2) - 1.0;
-    const double rho_t = rho_inf - 2.0 * step * std::pow(o.beta2, step) / bc2;
+    const double rho_t = rho_inf - 2.0 * step * portable_pow(o.beta2, step) / bc2;
     const bool rectified = rho_t > 5.0;
     const double rect =
         rectified ? std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
@@ -56,7 +57,7 @@ struct RadamRule {
             T(o.eps),
             T(o.weight_decay),
             T(1.0 - o.lr * o.weight_decay),
-            T(o.lr / (1.0 - std::pow(o.beta1, step))),
+            T(o.lr / (1.0 - portable_pow(o.beta1, step))),
             T(std::sqrt(bc2)),
             T(rect),
             T(rectified ? 1.0 : 0.0),
