@@ -58,13 +58,34 @@ __global__ void __launch_bounds__(kQuantThreads)
       v[k][j] = (u ? decode_code<true>(code) : decode_code<false>(code)) * d;
     }
   }
-  float scratch_master = 0.0f;
+  // Every load of the lane's elements is issued before the first update, and the stores come
+  // after the last: updating in place element by element kept one parameter and gradient load
+  // in flight per thread (the compiler cannot move a load above a store that may alias it),
+  // which held 8-bit AdamW to 28 % of the copy bandwidth on an H200.
+  P pv[kQuantPerLane] = {}, gv[kQuantPerLane] = {};
+  float mv[kQuantPerLane] = {};
 #pragma unroll
   for (int j = 0; j < kQuantPerLane; ++j) {
     const int i = lane + 32 * j;
-    if (i < n)
-      update_element<Rule, kStore, P, float, T>(param[i], grad[i], kMaster ? master[i] : scratch_master, v[0][j],
-                                                v[K > 1 ? 1 : 0][j], v[K > 2 ? 2 : 0][j], uint32_t(lo + i), c, gx, key);
+    if (i < n) {
+      pv[j] = param[i];
+      gv[j] = grad[i];
+      if constexpr (kMaster) mv[j] = master[i];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kQuantPerLane; ++j) {
+    if (lane + 32 * j < n)
+      update_element<Rule, kStore, P, float, T>(pv[j], gv[j], mv[j], v[0][j], v[K > 1 ? 1 : 0][j], v[K > 2 ? 2 : 0][j],
+                                                uint32_t(lo + lane + 32 * j), c, gx, key);
+  }
+#pragma unroll
+  for (int j = 0; j < kQuantPerLane; ++j) {
+    const int i = lane + 32 * j;
+    if (i < n) {
+      param[i] = pv[j];
+      if constexpr (kMaster) master[i] = mv[j];
+    }
   }
 #pragma unroll
   for (int k = 0; k < K; ++k) {

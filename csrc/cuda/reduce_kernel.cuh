@@ -84,7 +84,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t segments = mode == TaskMode::Lanes ? 1 : info.segments;
   for (int64_t seg = 0; seg < segments; ++seg) {
     double acc[kMaxSums] = {};
+    // Unrolled so that a sum pass (no stores) issues several elements' loads before the first
+    // add; the adds stay in the same order, so the bits do not change.
     if (j < width)
+#pragma unroll 4
       for (int64_t k = j, round = 0; k < length; k += width, ++round)
         Rule::visit(pass, options, r, c, task, LaneAt{k, round, j, info.kind, false, seg}, acc);
     if (mode == TaskMode::Lanes) {

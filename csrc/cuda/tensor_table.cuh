@@ -19,16 +19,24 @@ inline void check(cudaError_t e, const char* what) {
 // Makes the tensors' device current for the scope, then restores the caller's. Kernels launch
 // on the current device, which is not necessarily the tensors' (a param group on cuda:1 while
 // cuda:0 is current): without this a non-default stream fails to launch and the default stream
-// runs on the wrong device. The device is the stream's when the stream is not a default one
-// (a query that is legal during graph capture), else that of `ptr`, a device array of the call
-// (none: nothing to launch on, nothing changes).
+// runs on the wrong device. The device is the stream's when the stream is not a default one,
+// else that of `ptr`, a device array of the call (none: nothing to launch on, nothing changes).
+// While the stream is being captured into a CUDA graph nothing is queried or changed: the
+// capturing code has made the stream's device current (torch.cuda.graph does), and torch's
+// global capture mode refuses cudaStreamGetDevice there, which invalidates the capture (seen on
+// an H200, CUDA 13.0: "operation not permitted when stream is capturing").
 class DeviceGuard {
  public:
   DeviceGuard(void* stream, const void* ptr) {
     int device = -1;
+    if (stream) {
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      check(cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &capture), "capture status of the stream");
+      if (capture != cudaStreamCaptureStatusNone) return;
 #if CUDART_VERSION >= 12080
-    if (stream) check(cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &device), "device of the stream");
+      check(cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &device), "device of the stream");
 #endif
+    }
     if (device < 0) {
       if (!ptr) return;
       cudaPointerAttributes attr{};

@@ -27,14 +27,15 @@ struct alignas(sizeof(S) * kVec) Pack {
 // this step's increment (advance_steps runs after every update launch), and its per-tensor
 // scalars (NOTE: [per-tensor scalars]) from the state slots after its arrays; SGD's first step
 // is decided by its device counter when it has one (0: no step has run since the buffer was
-// created, so a step skipped by GradScaler leaves the next one first), else by the host's flag.
+// created, so a step skipped by GradScaler leaves the next one first), else by the host's flag;
+// a rule that counts steps gets the host's flag as the CPU does (Rprop's first step sizes).
 // `state`: the tensor's state slots (arrays, then scalars); `host_fresh`: TensorSlots::fresh.
 template <typename Rule, typename T>
 __device__ typename Rule::template Coeffs<T> slot_coeffs(const typename Rule::Options& options, const float* counter,
                                                          void* const* state, bool host_fresh) {
   TensorScalars scalars{};
   if constexpr (ScalarCount<Rule>::value > 0) scalars = load_scalars<Rule>(state);
-  if constexpr (Rule::kCountsSteps) return rule_coeffs<Rule, T>(options, double(*counter) + 1.0, false, scalars);
+  if constexpr (Rule::kCountsSteps) return rule_coeffs<Rule, T>(options, double(*counter) + 1.0, host_fresh, scalars);
   const bool fresh = counter ? *counter == 0.0f : host_fresh;
   return rule_coeffs<Rule, T>(options, 0.0, fresh, scalars);
 }

@@ -10,7 +10,7 @@ are the core's (include/genesis/quantized.h, NOTE: [8-bit state maps]): non-nega
 
 import numpy as np
 
-from .. import _C, _interop
+from .. import _C, _cuda_array, _interop
 
 BLOCK = _C.QUANT_BLOCK
 DEFAULT_MIN_SIZE = _C.DEFAULT_MIN_8BIT_SIZE
@@ -50,6 +50,9 @@ def new_absmax(arr, values=None):
         torch = _interop.torch_module()
         src = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
         return src.detach().to(device=arr.device, dtype=torch.float32, copy=True).reshape(n).contiguous()
+    if _cuda_array.is_cuda_array(arr):  # CuPy and the like: on the parameter's device, as its codes are
+        host = values if _cuda_array.is_cuda_array(values) else _host(values, np.float32)
+        return _cuda_array.filled(arr, (n,), _interop.FLOAT32, host)
     return np.array(_host(values, np.float32).reshape(n), dtype=np.float32)
 
 
