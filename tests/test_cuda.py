@@ -75,7 +75,11 @@ def test_same_bits_as_the_cpu_path_and_close_to_torch_fused(name, kw, torch_fuse
         copt.step()
     _assert_same_bits(opt, gpu, copt, cpu)
     for a, b in zip(gpu, ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        # torch's CUDA kernels contract into FMAs (genesis does not: it keeps the CPU core's
+        # bits), so an element that cancels to near zero is off by about an ulp of the largest
+        # values (seen: 1.3e-6 on an element of 3e-3, SGD momentum after 30 steps, H200).
+        largest = b.detach().abs().max().item() if b.numel() else 0.0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * max(1.0, largest))
     if name != "SGD":
         assert opt.state[gpu[0]]["step"].is_cuda
         assert opt.state[gpu[2]]["step"].item() == 30  # the empty tensor counts its steps too
@@ -95,7 +99,12 @@ def test_every_rule_matches_its_cpu_path_and_torch(name, dtype):
     groups = lambda ps: [{"params": ps[:2], "lr": hp["lr"] / 2}, {"params": ps[2:]}]  # noqa: E731
     opt = getattr(genesis.optim, name)(groups(gpu), **hp)
     copt = getattr(genesis.optim, name)(groups(cpu), **hp)
-    topt = R.torch_class(name)(groups(ref), **hp) if hasattr(torch.optim, name) else None
+    # torch's ASGD on CUDA defaults to its foreach form, p - eta * (g + wd * p + lambd * p), not
+    # the single-tensor form it runs on the CPU, p * (1 - lambd * eta) - eta * (g + wd * p): the
+    # two were 2e-9 apart in float64 after 25 steps (H200, torch 2.11). genesis computes the
+    # CPU form on both backends, so torch is asked for that form here.
+    extra = {"foreach": False} if name == "ASGD" else {}
+    topt = R.torch_class(name)(groups(ref), **hp, **extra) if hasattr(torch.optim, name) else None
     for step in range(25):
         _set_grads([gpu, cpu, ref], step)
         opt.step()
@@ -203,7 +212,9 @@ def test_clip_grad_norm_matches_torch_and_is_deterministic(norm_type):
         totals.append(genesis.nn.utils.clip_grad_norm_(a, 1.0, norm_type=norm_type))
         for p, g in zip(a, grads):
             p.grad = g
-    expected = torch.nn.utils.clip_grad_norm_(b, 1.0, norm_type=norm_type, foreach=True)
+    # torch's CUDA foreach norm refuses an empty tensor's inf norm (no identity for max); an
+    # empty gradient adds nothing to any norm and has nothing to scale, so torch gets the others.
+    expected = torch.nn.utils.clip_grad_norm_([p for p in b if p.numel()], 1.0, norm_type=norm_type, foreach=True)
     assert all(torch.equal(t, totals[0]) for t in totals)
     torch.testing.assert_close(totals[0], expected, rtol=1e-5, atol=0)
     genesis.nn.utils.clip_grad_norm_(a, 1.0, norm_type=norm_type)
