@@ -8,7 +8,12 @@ overhead costs when the GPU is not the bottleneck);
 (c) clip_grad_norm_ against torch's foreach version;
 (d) bfloat16 parameters: genesis AdamW with float32 master weights against torch fused AdamW on
 the same bfloat16 parameters (torch keeps no master copy: it moves fewer bytes, and rounds
-every update to bfloat16).
+every update to bfloat16);
+(e) every other rule at the size of (a) (bench_cpu.py's table of options and bytes): torch
+foreach, torch fused where torch's CUDA build has it (torch has no Lion or LAMB: bench_cpu.py's
+torch-op versions stand in), genesis; then AdamW with 8-bit state (state_dtype="int8": read p 4,
+g 4, m 1, v 1; write p 4, m 1, v 1; 16 B/param and a float32 scale per 256) against torch fused
+AdamW with float32 state, with the state's bytes per parameter counted (--skip-rules leaves (e) out).
 Prints the GPU model and a markdown section for bench/RESULTS.md (--markdown). Bytes per
 parameter: AdamW 28, SGD momentum 20, RMSprop 20, clip 12 (read twice, written once), AdamW
 bf16 with master weights 28 (read g 2, master 4, m 4, v 4; write p 2, master 4, m 4, v 4),
@@ -22,6 +27,11 @@ import time
 import torch
 
 import genesis
+
+try:  # run as a script (python bench/bench_cuda.py) or as a module (python -m bench.bench_cuda)
+    import bench_cpu
+except ImportError:
+    from bench import bench_cpu
 
 OPS = {
     "AdamW": (lambda ps, impl: _opt(torch.optim.AdamW, genesis.optim.AdamW, ps, impl, lr=1e-3), 28),
@@ -113,6 +123,7 @@ def main():
     ap.add_argument("--numel", type=int, default=10_000_000)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--skip-rules", action="store_true", help="leave out (e), every other rule and 8-bit AdamW")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
     d2d = copy_bandwidth(1 << 30)
@@ -174,6 +185,87 @@ def main():
         )
         del params
         torch.cuda.empty_cache()
+    if not args.skip_rules:
+        every_rule(args, d2d)
+
+
+def torch_cuda_fused(cls):
+    """Whether torch's CUDA build has a fused implementation of ``cls``."""
+    if cls in (bench_cpu.TorchLion, bench_cpu.TorchLAMB):
+        return False
+    try:
+        p = torch.nn.Parameter(torch.zeros(4, device="cuda"))
+        p.grad = torch.ones_like(p)
+        cls([p], lr=1e-3, fused=True).step()
+        return True
+    except (TypeError, RuntimeError, ValueError):
+        return False
+
+
+def state_bytes_per_param(opt, n):
+    """Bytes of every tensor in the optimizer's per-parameter state, over the parameter count."""
+    return sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if torch.is_tensor(v)) / n
+
+
+def every_rule(args, d2d):
+    """(e): the rules (a) does not cover, then 8-bit AdamW; one table, ratios to torch's fastest."""
+    n = args.tensors * args.numel
+    rows = []
+    for name, spec in bench_cpu.OPTIMIZERS.items():
+        if name in OPS:
+            continue
+        tcls, gcls, kw, nbytes = spec["torch_cls"], spec["genesis_cls"], spec["kwargs"], spec["bytes"]
+        shape = bench_cpu.matrix_shape(args.numel) if spec.get("matrix") else (args.numel,)
+        impls = [("torch foreach", tcls, {"foreach": True})]
+        if torch_cuda_fused(tcls):
+            impls.append(("torch fused", tcls, {"fused": True}))
+        impls.append(("genesis", gcls, {}))
+        results = {}
+        for impl, cls, extra in impls:
+            params = [torch.nn.Parameter(p.detach().view(shape)) for p in make_params(args.tensors, args.numel)]
+            for p in params:
+                p.grad = torch.randn_like(p)
+            results[impl] = device_time(cls(params, **kw, **extra).step, args.reps)
+            del params
+            torch.cuda.empty_cache()
+        best = min(sec for impl, sec in results.items() if impl != "genesis")
+        for impl, sec in results.items():
+            rows.append(
+                [
+                    f"{name} {impl}",
+                    f"{sec * 1e3:.3f} ms",
+                    f"{nbytes * n / sec / 1e9:.0f}",
+                    f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}%",
+                    f"{best / sec:.2f}x",
+                ]
+            )
+    int8 = {}
+    for impl, make, nbytes in [
+        ("torch fused (fp32 state)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True), 28),
+        ("genesis (fp32 state)", lambda ps: genesis.optim.AdamW(ps, lr=1e-3), 28),
+        ("genesis (int8 state)", lambda ps: genesis.optim.AdamW(ps, lr=1e-3, state_dtype="int8"), 16),
+    ]:
+        params = make_params(args.tensors, args.numel)
+        opt = make(params)
+        int8[impl] = (device_time(opt.step, args.reps), nbytes, state_bytes_per_param(opt, n))
+        del params, opt
+        torch.cuda.empty_cache()
+    base = int8["torch fused (fp32 state)"][0]
+    for impl, (sec, nbytes, state) in int8.items():
+        rows.append(
+            [
+                f"AdamW {impl}, state {state:.2f} B/param",
+                f"{sec * 1e3:.3f} ms",
+                f"{nbytes * n / sec / 1e9:.0f}",
+                f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}%",
+                f"{base / sec:.2f}x",
+            ]
+        )
+    print(
+        f"{'#### ' if args.markdown else ''}Every other rule and 8-bit AdamW, {args.tensors} x {args.numel:,} "
+        "params (bytes per parameter: bench_cpu.py's table; ratio: to torch's fastest, AdamW rows to torch fused)\n"
+    )
+    print(table(rows, args.markdown) + "\n")
 
 
 if __name__ == "__main__":
