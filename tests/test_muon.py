@@ -458,23 +458,25 @@ def _step_both_device(torch, opt, params, device):
 
 
 @pytest.mark.cuda
-def test_cuda_master_weights_and_grad_scaler():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_master_weights_and_grad_scale_on_the_parameters_device(device):
     """bfloat16 parameters with float32 master weights, the loss scale and the inf flag handed
-    to the step on the device (the GradScaler protocol of the fused optimizers, driven by hand:
-    torch.amp.GradScaler unscales 16-bit gradients itself for an optimizer without `fused`,
-    which torch 2.11 refuses on CUDA, and genesis.amp.GradScaler takes CPU parameters)."""
+    to the step on the parameters' device (the GradScaler protocol of the fused optimizers,
+    driven by hand: torch.amp.GradScaler unscales 16-bit gradients itself for an optimizer
+    without `fused`, which torch 2.11 refuses on CUDA, and genesis.amp.GradScaler takes CPU
+    parameters)."""
     torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available() or not genesis._C.cuda_built():
+    if device == "cuda" and (not torch.cuda.is_available() or not genesis._C.cuda_built()):
         pytest.skip("needs a CUDA device and a CUDA build")
     torch.manual_seed(0)
-    model = torch.nn.Linear(32, 16, bias=False).cuda().bfloat16()
+    model = torch.nn.Linear(32, 16, bias=False).to(device).bfloat16()
     opt = genesis.optim.Muon(model.parameters(), lr=0.02, master_weights=True)
     for step in range(5):
-        x = torch.randn(8, 32, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(8, 32, device=device, dtype=torch.bfloat16)
         opt.zero_grad()
         (model(x).float().pow(2).mean() * 256.0).backward()
-        opt.grad_scale = torch.tensor(256.0, device="cuda")
-        opt.found_inf = torch.tensor(1.0 if step == 2 else 0.0, device="cuda")
+        opt.grad_scale = torch.tensor(256.0, device=device)
+        opt.found_inf = torch.tensor(1.0 if step == 2 else 0.0, device=device)
         before = model.weight.detach().clone()
         opt.step()
         assert torch.equal(before, model.weight) == (step == 2)  # the flagged step changes nothing
