@@ -457,7 +457,6 @@ def _step_both_device(torch, opt, params, device):
         opt.step()
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_master_weights_and_grad_scale_on_the_parameters_device(device):
     """bfloat16 parameters with float32 master weights, the loss scale and the inf flag handed
