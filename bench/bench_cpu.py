@@ -288,14 +288,14 @@ def fresh_params(master_params, master_grads):
     return params
 
 
-def torch_has_fused(cls):
-    """Whether this torch build has a fused CPU implementation of ``cls`` (SGD, Adam, AdamW
-    since torch 2.4; RMSprop has none)."""
+def torch_has_fused(cls, device="cpu"):
+    """Whether this torch build has a fused implementation of ``cls`` on ``device`` (on the CPU:
+    SGD, Adam, AdamW since torch 2.4; RMSprop has none)."""
     if cls in (TorchLion, TorchLAMB):
         return False
     try:
-        p = torch.nn.Parameter(torch.zeros(4))
-        p.grad = torch.ones(4)
+        p = torch.nn.Parameter(torch.zeros(4, device=device))
+        p.grad = torch.ones_like(p)
         cls([p], lr=1e-3, fused=True).step()
         return True
     except (TypeError, RuntimeError, ValueError):

@@ -74,8 +74,10 @@ def host_time(step, reps):
     return statistics.median(times)
 
 
-def make_params(n_tensors, numel, dtype=torch.float32):
-    params = [torch.nn.Parameter(torch.randn(numel, device="cuda", dtype=dtype)) for _ in range(n_tensors)]
+def make_params(n_tensors, numel, dtype=torch.float32, shape=None):
+    """n_tensors random parameters of numel elements (of `shape` if given), gradients attached."""
+    shape = (numel,) if shape is None else shape
+    params = [torch.nn.Parameter(torch.randn(shape, device="cuda", dtype=dtype)) for _ in range(n_tensors)]
     for p in params:
         p.grad = torch.randn_like(p)
     return params
@@ -86,6 +88,13 @@ def copy_bandwidth(nbytes):
     y = torch.empty_like(x)
     sec = device_time(lambda: y.copy_(x), 20)
     return 2 * x.numel() * 4 / sec / 1e9  # read + write
+
+
+def row(label, sec, nbytes, n, d2d, base):
+    """One table row: time, achieved GB/s at `nbytes` per parameter, its share of the copy
+    bandwidth, and the speed ratio to `base` seconds."""
+    gbs = nbytes * n / sec / 1e9
+    return [label, f"{sec * 1e3:.3f} ms", f"{gbs:.0f}", f"{100 * gbs / d2d:.1f}%", f"{base / sec:.2f}x"]
 
 
 def table(rows, markdown):
@@ -143,16 +152,7 @@ def main():
             del params
             torch.cuda.empty_cache()
         base = results.get("fused", results["foreach"])
-        rows = [
-            [
-                impl,
-                f"{sec * 1e3:.3f} ms",
-                f"{nbytes * n / sec / 1e9:.0f}",
-                f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}%",
-                f"{base / sec:.2f}x",
-            ]
-            for impl, sec in results.items()
-        ]
+        rows = [row(impl, sec, nbytes, n, d2d, base) for impl, sec in results.items()]
         print(f"{'#### ' if args.markdown else ''}{name}, {args.tensors} x {args.numel:,} params, {nbytes} B/param\n")
         print(table(rows, args.markdown) + "\n")
         small = {}
@@ -189,19 +189,6 @@ def main():
         every_rule(args, d2d)
 
 
-def torch_cuda_fused(cls):
-    """Whether torch's CUDA build has a fused implementation of ``cls``."""
-    if cls in (bench_cpu.TorchLion, bench_cpu.TorchLAMB):
-        return False
-    try:
-        p = torch.nn.Parameter(torch.zeros(4, device="cuda"))
-        p.grad = torch.ones_like(p)
-        cls([p], lr=1e-3, fused=True).step()
-        return True
-    except (TypeError, RuntimeError, ValueError):
-        return False
-
-
 def state_bytes_per_param(opt, n):
     """Bytes of every tensor in the optimizer's per-parameter state, over the parameter count."""
     return sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if torch.is_tensor(v)) / n
@@ -217,28 +204,17 @@ def every_rule(args, d2d):
         tcls, gcls, kw, nbytes = spec["torch_cls"], spec["genesis_cls"], spec["kwargs"], spec["bytes"]
         shape = bench_cpu.matrix_shape(args.numel) if spec.get("matrix") else (args.numel,)
         impls = [("torch foreach", tcls, {"foreach": True})]
-        if torch_cuda_fused(tcls):
+        if bench_cpu.torch_has_fused(tcls, device="cuda"):
             impls.append(("torch fused", tcls, {"fused": True}))
         impls.append(("genesis", gcls, {}))
         results = {}
         for impl, cls, extra in impls:
-            params = [torch.nn.Parameter(p.detach().view(shape)) for p in make_params(args.tensors, args.numel)]
-            for p in params:
-                p.grad = torch.randn_like(p)
+            params = make_params(args.tensors, args.numel, shape=shape)
             results[impl] = device_time(cls(params, **kw, **extra).step, args.reps)
             del params
             torch.cuda.empty_cache()
         best = min(sec for impl, sec in results.items() if impl != "genesis")
-        for impl, sec in results.items():
-            rows.append(
-                [
-                    f"{name} {impl}",
-                    f"{sec * 1e3:.3f} ms",
-                    f"{nbytes * n / sec / 1e9:.0f}",
-                    f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}%",
-                    f"{best / sec:.2f}x",
-                ]
-            )
+        rows += [row(f"{name} {impl}", sec, nbytes, n, d2d, best) for impl, sec in results.items()]
     int8 = {}
     for impl, make, nbytes in [
         ("torch fused (fp32 state)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True), 28),
@@ -251,16 +227,10 @@ def every_rule(args, d2d):
         del params, opt
         torch.cuda.empty_cache()
     base = int8["torch fused (fp32 state)"][0]
-    for impl, (sec, nbytes, state) in int8.items():
-        rows.append(
-            [
-                f"AdamW {impl}, state {state:.2f} B/param",
-                f"{sec * 1e3:.3f} ms",
-                f"{nbytes * n / sec / 1e9:.0f}",
-                f"{100 * nbytes * n / sec / 1e9 / d2d:.1f}%",
-                f"{base / sec:.2f}x",
-            ]
-        )
+    rows += [
+        row(f"AdamW {impl}, state {state:.2f} B/param", sec, nbytes, n, d2d, base)
+        for impl, (sec, nbytes, state) in int8.items()
+    ]
     print(
         f"{'#### ' if args.markdown else ''}Every other rule and 8-bit AdamW, {args.tensors} x {args.numel:,} "
         "params (bytes per parameter: bench_cpu.py's table; ratio: to torch's fastest, AdamW rows to torch fused)\n"
