@@ -133,6 +133,7 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--skip-rules", action="store_true", help="leave out (e), every other rule and 8-bit AdamW")
+    ap.add_argument("--only-int8", action="store_true", help="8-bit AdamW's rows of (e) only")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
     d2d = copy_bandwidth(1 << 30)
@@ -143,6 +144,8 @@ def main():
         f"torch {torch.__version__} (CUDA {torch.version.cuda}); genesis {genesis.__version__}; "
         f"device-to-device copy (read + write): {d2d:.0f} GB/s; median of {args.reps} steps after 3 warm-ups\n"
     )
+    if args.only_int8:
+        return every_rule(args, d2d)
     for name, (make, nbytes) in OPS.items():
         impls = ["for-loop", "foreach"] + (["fused"] if name != "RMSprop" else []) + ["genesis"]
         results = {}
@@ -199,7 +202,7 @@ def every_rule(args, d2d):
     n = args.tensors * args.numel
     rows = []
     for name, spec in bench_cpu.OPTIMIZERS.items():
-        if name in OPS:
+        if name in OPS or args.only_int8:
             continue
         tcls, gcls, kw, nbytes = spec["torch_cls"], spec["genesis_cls"], spec["kwargs"], spec["bytes"]
         shape = bench_cpu.matrix_shape(args.numel) if spec.get("matrix") else (args.numel,)

@@ -1,7 +1,8 @@
-"""8-bit optimizer state on CUDA (skipped without a GPU; see conftest.py): the warp-per-block
-kernel gives the CPU block driver's bits (codes, block scales, parameters, master weights and
-step counters) for every rule, 16-bit parameters, GradScaler's device values, and runs
-without a host synchronisation."""
+"""8-bit optimizer state on CUDA (skipped without a GPU; see conftest.py): the table kernel
+(a warp per block of state; packed lanes on aligned tensors, element-wise lanes otherwise)
+gives the CPU block driver's bits (codes, block scales, parameters, master weights and step
+counters) for every rule, 16-bit parameters, many tensors, unaligned parameters, GradScaler's
+device values, and runs without a host synchronisation."""
 
 import os
 import sys
@@ -20,17 +21,26 @@ pytestmark = pytest.mark.cuda
 SIZES = [4096, 4097, 70000, 300, 0]
 
 
-def _twins(name, hp, dtype=torch.float32, **kw):
+def _at_offset(values, offset, device):
+    """A parameter holding `values` that starts `offset` elements into its storage."""
+    base = torch.zeros(values.numel() + offset, dtype=values.dtype, device=device)
+    base[offset:] = values.to(device)
+    return torch.nn.Parameter(base[offset:])
+
+
+def _twins(name, hp, dtype=torch.float32, sizes=SIZES, offsets=None, **kw):
     gen = torch.Generator().manual_seed(0)
-    cpu = [torch.nn.Parameter(torch.randn(n, generator=gen).to(dtype)) for n in SIZES]
-    gpu = [torch.nn.Parameter(p.detach().cuda()) for p in cpu]
+    values = [torch.randn(n, generator=gen).to(dtype) for n in sizes]
+    offsets = offsets or [0] * len(sizes)
+    cpu = [_at_offset(v, o, "cpu") for v, o in zip(values, offsets)]
+    gpu = [_at_offset(v, o, "cuda") for v, o in zip(values, offsets)]
     cls = getattr(genesis.optim, name)
     return (cls(cpu, state_dtype="int8", **hp, **kw), cpu), (cls(gpu, state_dtype="int8", **hp, **kw), gpu)
 
 
 def _step_both(pairs, seed, scale=None):
     gen = torch.Generator().manual_seed(seed)
-    grads = [torch.randn(n, generator=gen) for n in SIZES]
+    grads = [torch.randn(p.numel(), generator=gen) for p in pairs[0][1]]
     for opt, params in pairs:
         for p, g in zip(params, grads):
             p.grad = g.to(device=p.device, dtype=p.dtype)
@@ -61,6 +71,20 @@ def test_every_rule_matches_the_cpu_bits(name):
 @pytest.mark.parametrize("dtype,master", [(torch.float16, True), (torch.bfloat16, True), (torch.bfloat16, False)])
 def test_16bit_parameters(dtype, master):
     cpu, gpu = _twins("AdamW", R.RICH["AdamW"], dtype=dtype, master_weights=master)
+    for seed in range(4):
+        _step_both([cpu, gpu], seed)
+    _assert_same_bits(cpu, gpu)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Lion"])
+def test_many_tensors_and_unaligned_parameters(name):
+    # 140 tensors: more than one kernel table of 8-bit state (128 tensors each). Every third
+    # parameter starts one element into its storage, so its arrays are not 16-byte aligned and
+    # take the element-wise lanes; the others take the packed ones.
+    sizes = [4096 + 37 * i for i in range(140)]
+    offsets = [1 if i % 3 == 0 else 0 for i in range(140)]
+    cpu, gpu = _twins(name, R.RICH[name], sizes=sizes, offsets=offsets)
+    assert gpu[1][0].data_ptr() % 16 != 0 and gpu[1][1].data_ptr() % 16 == 0
     for seed in range(4):
         _step_both([cpu, gpu], seed)
     _assert_same_bits(cpu, gpu)

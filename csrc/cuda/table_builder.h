@@ -8,14 +8,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "genesis/quantized.h"
 #include "genesis/tensor_slots.h"
 
 namespace genesis::cuda {
 
 // NOTE: [tensor tables]
 // A table is passed by value as the kernel's argument (no upload, no allocation). It lists up
-// to kTableTensors tensors with all their array pointers, and up to kTableBlocks blocks, each
-// naming a tensor and a chunk of kChunk elements of it; a tensor may span several tables.
+// to kTableTensors tensors (half that with 8-bit state's block scales) with all their array
+// pointers, and up to kTableBlocks blocks, each naming a tensor and a chunk of kChunk elements
+// of it; a tensor may span several tables.
 // Since CUDA 12.1 a kernel on sm_70 or newer takes up to 32764 bytes of arguments, so a table
 // holds 8 times what the classic 4 KB limit allowed: a step of a few hundred tensors is one
 // launch. The kernels read the table as a __grid_constant__ (never copied per thread).
@@ -31,21 +33,30 @@ constexpr size_t kKernelArgBytes = 32764;
 constexpr uint8_t kVectorPath = 1;  // every array is aligned to kVec elements: packed accesses
 constexpr uint8_t kFresh = 2;       // TensorSlots::fresh (decided on the host)
 
-struct TensorTable {
-  void* ptr[kSlots][kTableTensors];
-  int64_t numel[kTableTensors];
+template <int kArrays, int kTensors>
+struct Table {
+  static constexpr int kArrayCount = kArrays;
+  static constexpr int kMaxTensors = kTensors;
+  void* ptr[kArrays][kTensors];
+  int64_t numel[kTensors];
   // The tensor's device counter (TensorSlots::step): its step for rules that count steps; for
   // the others (SGD) the number of steps applied since its state was created, from which the
   // device decides the first step. Null: none.
-  float* step[kTableTensors];
-  uint64_t id[kTableTensors];
-  uint8_t flags[kTableTensors];
-  uint8_t block_tensor[kTableBlocks];  // kTableTensors <= 256
+  float* step[kTensors];
+  uint64_t id[kTensors];
+  uint8_t flags[kTensors];
+  uint8_t block_tensor[kTableBlocks];  // kTensors <= 256
   int32_t block_chunk[kTableBlocks];   // int32 chunks of 2^16: tensors up to 2^47 elements
+  static_assert(kTensors <= 256, "block_tensor is a uint8_t");
 };
-static_assert(kTableTensors <= 256, "block_tensor is a uint8_t");
+using TensorTable = Table<kSlots, kTableTensors>;
+// 8-bit state (quantized_kernel.cuh): the same slots, then each state's block scales
+// (TensorSlots::absmax); half the tensors, so that it still fits the argument limit.
+constexpr int kQuantSlots = kSlots + kMaxStates;
+using QuantTable = Table<kQuantSlots, kTableTensors / 2>;
 // Room is left for the rule's options and the StepConfig launched beside the table.
 static_assert(sizeof(TensorTable) + 1024 <= kKernelArgBytes, "a table must fit the kernel argument limit");
+static_assert(sizeof(QuantTable) + 1024 <= kKernelArgBytes, "a table must fit the kernel argument limit");
 
 // Every step counter of one update call, advanced by one launch after all update launches.
 constexpr int kStepListSize = 992;
@@ -70,12 +81,26 @@ struct BlockRange {
   int tensor;
   int64_t begin, packs_end, end;
 };
-GENESIS_HD BlockRange block_range(const TensorTable& table, int b) {
+template <typename TableT>
+GENESIS_HD BlockRange block_range(const TableT& table, int b) {
   const int t = table.block_tensor[b];
   const int64_t begin = int64_t(table.block_chunk[b]) * kChunk;
   const int64_t end = begin + kChunk < table.numel[t] ? begin + kChunk : table.numel[t];
   const int64_t packs_end = (table.flags[t] & kVectorPath) ? begin + (end - begin) / kVec * kVec : begin;
   return {t, begin, packs_end, end};
+}
+
+// 8-bit state (quantized_kernel.cuh): a warp takes one block of kQuantBlock elements at a
+// time, kQuantPerLane elements per lane. lane_element is the block offset of a lane's element
+// j. Packed (a tensor on the vector path, a whole block): pack h = j / kVec is kVec adjacent
+// elements at h * 32 * kVec + lane * kVec, so that the warp's access of pack h is one
+// contiguous run. Else lane + 32 j (one element per lane per access, still contiguous).
+constexpr int kQuantPerLane = kQuantBlock / 32;
+constexpr int kQuantPacks = kQuantPerLane / kVec;
+static_assert(kQuantPerLane % kVec == 0 && kChunk % kQuantBlock == 0, "blocks of state tile lanes and chunks");
+template <bool kPacked>
+GENESIS_HD int lane_element(int lane, int j) {
+  return kPacked ? (j / kVec) * (32 * kVec) + lane * kVec + j % kVec : lane + 32 * j;
 }
 
 // One tensor of an update as the table builder sees it: its TensorSlots and the element sizes
@@ -92,12 +117,15 @@ struct TableTensor {
     for (int k = 0; k < kMaxStates; ++k) ok = ok && aligned_to(s.state[k], size_t(state_bytes) * kVec);
     return ok;
   }
-  void fill(TensorTable& table, int i) const {
+  template <typename TableT>
+  void fill(TableT& table, int i) const {
     const TensorSlots& s = *slots;
     table.ptr[0][i] = s.param;
     table.ptr[1][i] = const_cast<void*>(s.grad);
     table.ptr[2][i] = s.master;
     for (int k = 0; k < kMaxStates; ++k) table.ptr[3 + k][i] = s.state[k];
+    if constexpr (TableT::kArrayCount == kQuantSlots)
+      for (int k = 0; k < kMaxStates; ++k) table.ptr[kSlots + k][i] = s.absmax[k];
     table.numel[i] = s.numel;
     table.step[i] = s.step;
     table.id[i] = s.id;
@@ -123,17 +151,19 @@ struct BufferTensor {
 
 // One launch: a table, its number of blocks, and how far through the input list it reaches
 // (tensors [0, complete) have all their chunks in this table or an earlier one).
-struct BuiltTable {
-  TensorTable table;
+template <typename TableT>
+struct BuiltTableOf {
+  TableT table;
   int blocks;
   int64_t complete;
 };
+using BuiltTable = BuiltTableOf<TensorTable>;
 
 // Packs `count` tensors (empty ones take no block) into tables, in input order. Built in full
 // before anything is launched, so that a failure to build changes nothing.
-template <typename Tensor>
-std::vector<BuiltTable> build_tables(const Tensor* tensors, int64_t count) {
-  std::vector<BuiltTable> out;
+template <typename TableT = TensorTable, typename Tensor>
+std::vector<BuiltTableOf<TableT>> build_tables(const Tensor* tensors, int64_t count) {
+  std::vector<BuiltTableOf<TableT>> out;
   bool open = false;  // out.back() takes more blocks
   int n_tensors = 0;
   for (int64_t t = 0; t < count; ++t) {
@@ -147,7 +177,7 @@ std::vector<BuiltTable> build_tables(const Tensor* tensors, int64_t count) {
         n_tensors = 0;
         open = true;
       }
-      BuiltTable& b = out.back();
+      BuiltTableOf<TableT>& b = out.back();
       // A tensor cut between tables continues in a slot of the next one.
       if (c == 0 || b.blocks == 0) x.fill(b.table, n_tensors++);
       b.table.block_tensor[b.blocks] = static_cast<uint8_t>(n_tensors - 1);
@@ -155,7 +185,7 @@ std::vector<BuiltTable> build_tables(const Tensor* tensors, int64_t count) {
       ++b.blocks;
       const bool tensor_done = c + 1 == chunks;
       b.complete = tensor_done ? t + 1 : t;
-      if (b.blocks == kTableBlocks || (tensor_done && n_tensors == kTableTensors)) open = false;
+      if (b.blocks == kTableBlocks || (tensor_done && n_tensors == TableT::kMaxTensors)) open = false;
     }
   }
   // Trailing empty tensors are complete once the last table is.

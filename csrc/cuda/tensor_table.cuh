@@ -64,8 +64,8 @@ class DeviceGuard {
 
 // Launches every table through launch(table, blocks), checking each launch. If one fails, the
 // error names how many leading tensors of the call the earlier launches updated in full.
-template <typename Launch>
-void launch_tables(const std::vector<BuiltTable>& tables, const char* op, Launch&& launch) {
+template <typename Built, typename Launch>
+void launch_tables(const std::vector<Built>& tables, const char* op, Launch&& launch) {
   for (size_t i = 0; i < tables.size(); ++i) {
     launch(tables[i].table, tables[i].blocks);
     const cudaError_t e = cudaGetLastError();

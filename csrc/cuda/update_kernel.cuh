@@ -39,8 +39,8 @@ __device__ typename Rule::template Coeffs<T> slot_coeffs(const typename Rule::Op
   const bool fresh = counter ? *counter == 0.0f : host_fresh;
   return rule_coeffs<Rule, T>(options, 0.0, fresh, scalars);
 }
-template <typename Rule, typename T>
-__device__ typename Rule::template Coeffs<T> coeffs_of(const typename Rule::Options& options, const TensorTable& table,
+template <typename Rule, typename T, typename TableT>
+__device__ typename Rule::template Coeffs<T> coeffs_of(const typename Rule::Options& options, const TableT& table,
                                                        int t) {
   void* state[kMaxStates];
   for (int k = 0; k < kMaxStates; ++k) state[k] = table.ptr[3 + k][t];

@@ -221,3 +221,49 @@ TEST(launch_device_comes_from_the_first_nonempty_tensor) {
   CHECK(device_pointer(buffers.data(), 2) == buffers[1].data);
   CHECK(device_pointer(buffers.data(), 1) == nullptr);
 }
+
+TEST(launch_geometry_of_8bit_state) {
+  // The 8-bit tables carry each state's block scales after the other slots, hold half the
+  // tensors, and take the packed path only when the codes are 4-byte aligned too.
+  std::vector<TensorSlots> slots(QuantTable::kMaxTensors + 1);
+  std::vector<float> scales(3 * slots.size());
+  for (size_t t = 0; t < slots.size(); ++t) {
+    TensorSlots& s = slots[t];
+    s.numel = 4096;
+    s.param = reinterpret_cast<void*>((uintptr_t(1) << 40) + (uintptr_t(1) << 20) * t);
+    s.grad = reinterpret_cast<char*>(s.param) + 65536;
+    for (int k = 0; k < 2; ++k) {
+      s.state[k] = reinterpret_cast<char*>(s.param) + 131072 + 8192 * k + (t == 3 && k == 1 ? 1 : 0);
+      s.absmax[k] = &scales[3 * t + k];
+    }
+    s.id = t;
+  }
+  std::vector<TableTensor> views;
+  for (const TensorSlots& s : slots) views.push_back({&s, 4, 1});
+  const auto tables = build_tables<QuantTable>(views.data(), int64_t(slots.size()));
+  CHECK(tables.size() == 2 && tables[0].blocks == QuantTable::kMaxTensors && tables[1].blocks == 1);
+  for (int i = 0; i < QuantTable::kMaxTensors; ++i) {
+    const QuantTable& q = tables[0].table;
+    CHECK(q.ptr[3][i] == slots[size_t(i)].state[0] && q.ptr[4][i] == slots[size_t(i)].state[1]);
+    CHECK(q.ptr[kSlots][i] == slots[size_t(i)].absmax[0] && q.ptr[kSlots + 1][i] == slots[size_t(i)].absmax[1]);
+    CHECK(q.ptr[kSlots + 2][i] == nullptr);
+    CHECK(((q.flags[i] & kVectorPath) != 0) == (i != 3));
+  }
+  CHECK(tables[1].table.ptr[kSlots][0] == slots.back().absmax[0]);
+}
+
+TEST(lanes_of_an_8bit_block_cover_it_once) {
+  // Both lane layouts of quantized_kernel.cuh give every element of a block to one lane, and
+  // a packed lane's kVec elements are adjacent and start on a multiple of kVec.
+  for (const bool packed : {true, false}) {
+    std::vector<int> hits(genesis::kQuantBlock, 0);
+    for (int lane = 0; lane < 32; ++lane)
+      for (int j = 0; j < kQuantPerLane; ++j) {
+        const int i = packed ? lane_element<true>(lane, j) : lane_element<false>(lane, j);
+        CHECK(i >= 0 && i < genesis::kQuantBlock);
+        if (i >= 0 && i < genesis::kQuantBlock) ++hits[size_t(i)];
+        if (packed && j % kVec == 0) CHECK(i % kVec == 0 && lane_element<true>(lane, j + kVec - 1) == i + kVec - 1);
+      }
+    for (int h : hits) CHECK(h == 1);
+  }
+}
