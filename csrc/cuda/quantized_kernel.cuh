@@ -134,27 +134,18 @@ __global__ void __launch_bounds__(kThreads)
     quantized_kernel(const __grid_constant__ QuantTable table, const typename Rule::Options options,
                      const StepConfig config, unsigned unsigned_mask) {
   using T = MathType<P>;
-  using Coeffs = typename Rule::template Coeffs<T>;
   if (config.found_inf && *config.found_inf != 0.0f) return;
-  const BlockRange r = block_range(table, blockIdx.x);
+  const ChunkSetup<Rule, T> setup = chunk_setup<Rule, T, kStore>(table, options, config);
+  const BlockRange& r = setup.r;
   const int t = r.tensor;
-  __shared__ Coeffs shared;
-  if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(with_device_lr(options, config.lr, config.lr_is_double), table, t);
-  __syncthreads();
-  const Coeffs c = shared;
-  const GradTransform<T> gx = grad_transform<T>(config);
-  // A chunk never straddles a multiple of 2^32 elements: one key serves it.
-  const uint32_t key = kStore == ParamStore::Stochastic
-                           ? block_key(stream_key(config.seed, table.id[t], config.counter), uint64_t(r.begin) >> 32)
-                           : 0u;
   const bool packed = (table.flags[t] & kVectorPath) != 0;
   for (int64_t lo = r.begin + int64_t(threadIdx.x / 32) * kQuantBlock; lo < r.end;
        lo += int64_t(kQuantWarps) * kQuantBlock) {
     const int n = r.end - lo < kQuantBlock ? int(r.end - lo) : kQuantBlock;
     if (packed && n == kQuantBlock)
-      quantized_block<Rule, P, kStore, true>(table, t, lo, n, c, gx, key, unsigned_mask);
+      quantized_block<Rule, P, kStore, true>(table, t, lo, n, setup.c, setup.gx, setup.key, unsigned_mask);
     else
-      quantized_block<Rule, P, kStore, false>(table, t, lo, n, c, gx, key, unsigned_mask);
+      quantized_block<Rule, P, kStore, false>(table, t, lo, n, setup.c, setup.gx, setup.key, unsigned_mask);
   }
 }
 

@@ -47,26 +47,48 @@ __device__ typename Rule::template Coeffs<T> coeffs_of(const typename Rule::Opti
   return slot_coeffs<Rule, T>(options, table.step[t], state, (table.flags[t] & kFresh) != 0);
 }
 
+// What every thread of a table's block needs before its elements (the float and the 8-bit
+// kernels): its chunk, the rule's coefficients for the chunk's tensor, the gradient transform,
+// and the stochastic rounding key.
+template <typename Rule, typename T>
+struct ChunkSetup {
+  BlockRange r;
+  typename Rule::template Coeffs<T> c;
+  GradTransform<T> gx;
+  uint32_t key;
+};
+template <typename Rule, typename T, ParamStore kStore, typename TableT>
+__device__ ChunkSetup<Rule, T> chunk_setup(const TableT& table, const typename Rule::Options& options,
+                                           const StepConfig& config) {
+  ChunkSetup<Rule, T> s;
+  s.r = block_range(table, blockIdx.x);
+  const int t = s.r.tensor;
+  // The bias corrections need pow() in double: one thread computes them for the block.
+  __shared__ typename Rule::template Coeffs<T> shared;
+  if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(with_device_lr(options, config.lr, config.lr_is_double), table, t);
+  __syncthreads();
+  s.c = shared;
+  s.gx = grad_transform<T>(config);
+  // A chunk never straddles a multiple of 2^32 elements (2^32 is a multiple of kChunk), so one
+  // key serves the whole block.
+  s.key = kStore == ParamStore::Stochastic
+              ? block_key(stream_key(config.seed, table.id[t], config.counter), uint64_t(s.r.begin) >> 32)
+              : 0u;
+  return s;
+}
+
 template <typename Rule, typename P, typename S, ParamStore kStore>
 __global__ void __launch_bounds__(kThreads)
     update_kernel(const __grid_constant__ TensorTable table, const typename Rule::Options options,
                   const StepConfig config) {
   using T = MathType<P>;
-  using Coeffs = typename Rule::template Coeffs<T>;
   if (config.found_inf && *config.found_inf != 0.0f) return;
-  const BlockRange r = block_range(table, blockIdx.x);
+  const ChunkSetup<Rule, T> setup = chunk_setup<Rule, T, kStore>(table, options, config);
+  const BlockRange& r = setup.r;
   const int t = r.tensor;
-  // The bias corrections need pow() in double: one thread computes them for the block.
-  __shared__ Coeffs shared;
-  if (threadIdx.x == 0) shared = coeffs_of<Rule, T>(with_device_lr(options, config.lr, config.lr_is_double), table, t);
-  __syncthreads();
-  const Coeffs c = shared;
-  const GradTransform<T> gx = grad_transform<T>(config);
-  // A chunk never straddles a multiple of 2^32 elements (2^32 is a multiple of kChunk), so one
-  // key serves the whole block.
-  const uint32_t key = kStore == ParamStore::Stochastic
-                           ? block_key(stream_key(config.seed, table.id[t], config.counter), uint64_t(r.begin) >> 32)
-                           : 0u;
+  const auto& c = setup.c;
+  const GradTransform<T>& gx = setup.gx;
+  const uint32_t key = setup.key;
   P* param = static_cast<P*>(table.ptr[0][t]);
   const P* grad = static_cast<const P*>(table.ptr[1][t]);
   float* master = static_cast<float*>(table.ptr[2][t]);
