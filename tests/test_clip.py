@@ -371,3 +371,85 @@ def test_generator_of_parameters():
     assert clip_grad_norm_((p for p in ps), 1e6) == pytest.approx(expected, rel=1e-13)
     clip_grad_value_((p for p in ps), 0.1)
     assert all(np.all(np.abs(p.grad) <= 0.1) for p in ps)
+
+
+# ============================================================ the order of the sum (CPU = CUDA)
+_LANES, _VALUES, _GROUP, _CHUNK = 2048, 512, 4, 1 << 16
+
+
+def _norm_in_order(arrays, norm_type):
+    """NOTE: [norm order] (include/genesis/rules/norm.h) in NumPy float64: per chunk of 65,536
+    elements, lane l of 2048 combines offsets l, l + 2048, ... in order; groups of 4 lanes, in
+    order; a halving tree over the 512 values; the chunks' partials, tensor by tensor, into
+    value j mod 512 in order, and the tree. The CUDA kernels combine in this order too, so the
+    CPU's bits pinned here are CUDA's (tests/cpp/test_cuda.cpp compares the two)."""
+    if norm_type == math.inf:
+
+        def combine(acc, c):
+            return np.where((c > acc) | np.isnan(c), c, acc)
+
+        contribution = np.abs
+    else:
+        combine = np.add
+        if norm_type == 1:
+            contribution = np.abs
+        elif norm_type == 2:
+            contribution = lambda a: np.abs(a) * np.abs(a)  # noqa: E731
+        else:  # the C library's pow, as the core's std::pow
+            contribution = np.vectorize(lambda a: math.pow(abs(a), norm_type), otypes=[np.float64])
+
+    def tree(v):
+        v = v.copy()
+        half = len(v) // 2
+        while half:
+            v[:half] = combine(v[:half], v[half : 2 * half])
+            half //= 2
+        return v[0]
+
+    partials = []
+    for a in arrays:
+        x = contribution(np.asarray(a, np.float64).reshape(-1))
+        for lo in range(0, x.size, _CHUNK):
+            chunk = x[lo : lo + _CHUNK]
+            lanes = np.zeros(_LANES)
+            for r in range(0, chunk.size, _LANES):
+                part = chunk[r : r + _LANES]
+                lanes[: part.size] = combine(lanes[: part.size], part)
+            groups = lanes.reshape(_VALUES, _GROUP)
+            values = groups[:, 0]
+            for k in range(1, _GROUP):
+                values = combine(values, groups[:, k])
+            partials.append(tree(values))
+    values = np.zeros(_VALUES)
+    for j, p in enumerate(partials):
+        values[j % _VALUES] = combine(values[j % _VALUES], p)
+    total = tree(values)
+    if norm_type == 2:
+        return math.sqrt(total)
+    if norm_type not in (1, math.inf):
+        return math.pow(total, 1.0 / norm_type)
+    return float(total)
+
+
+@pytest.mark.parametrize("norm_type", NORMS, ids=NORM_IDS)
+def test_the_norm_adds_in_the_documented_order(norm_type):
+    """The core's float64 norm, bit for bit, against the order written out in NumPy: chunks of
+    several tensors (one past a chunk, odd tails, an empty one) and more chunks than values
+    (600 small tensors), so every stage of the order is exercised. An inf and a NaN ride along
+    in the max norm's case of a second list."""
+    rng = np.random.default_rng(21)
+    sizes = [70_001, 1, 0, 2 * _LANES + 3, 5 * _LANES, 65_536] + [int(n) for n in rng.integers(1, 40, 600)]
+    arrays = [(rng.normal(0, 1, n) * 10.0 ** rng.integers(-3, 3)).astype(np.float32) for n in sizes]
+    got = genesis._C.BufferList(arrays, False).norm(norm_type)
+    if norm_type == 3:
+        # The core's cube root is portable_pow's (a few ulp from the C library's): the sum's
+        # order is the same code as the other norms', pinned bit for bit by their cases.
+        assert got == pytest.approx(_norm_in_order(arrays, norm_type), rel=4e-16)
+    else:
+        assert got.hex() == _norm_in_order(arrays, norm_type).hex()
+    special = [a.copy() for a in arrays[:4]]
+    special[0][70_000] = np.inf
+    special[3][17] = np.nan
+    got = genesis._C.BufferList(special, False).norm(norm_type)
+    want = _norm_in_order(special, norm_type)
+    assert (math.isnan(got) and math.isnan(want)) or got == want

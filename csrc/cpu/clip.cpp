@@ -1,4 +1,5 @@
 // CPU global norm, scaling and clamping over many buffers (clip_grad_norm_ / clip_grad_value_).
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <vector>
@@ -11,43 +12,54 @@ namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
 namespace {
 
-// Elements per reduction block. Blocks are fixed by position, not by thread, and their partials
-// are combined in block order: that is what makes the norm bit-identical for any thread count.
-constexpr int64_t kNormBlock = 1 << 16;
-// Independent accumulators per block. Written out explicitly (rather than left to the
-// vectorizer) so the summation order, and therefore the result, never depends on compiler flags.
-constexpr int kLanes = 8;
-
-// `value` turns an element into the double whose contribution counts (the element itself, or
-// the element as the fused clip's unscale would have stored it).
+// One chunk's partial (NOTE: [norm order]): lane l combines offsets l, l + kNormLanes, ... (a
+// round is a vertical operation over all lanes: it vectorizes without reordering anything),
+// value i the lanes of group i, then the tree. `value` turns an element into the double whose
+// contribution counts (the element itself, or the element as the fused clip's unscale would
+// have stored it).
 template <typename Op, typename S, typename Value>
-double reduce_range(const Op& op, const Value& value, const S* GENESIS_RESTRICT x, int64_t begin, int64_t end) {
-  double lane[kLanes] = {};
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lane[l] = op.combine(lane[l], op.contribution(value(x[i + l])));
-  for (int l = 0; i < end; ++i, ++l) lane[l] = op.combine(lane[l], op.contribution(value(x[i])));
-  double acc = lane[0];
-  for (int l = 1; l < kLanes; ++l) acc = op.combine(acc, lane[l]);
-  return acc;
+double chunk_partial(const Op& op, const Value& value, const S* GENESIS_RESTRICT x, int64_t len) {
+  double lane[kNormLanes];
+  const int used = static_cast<int>(len < kNormLanes ? len : kNormLanes);
+  for (int l = 0; l < used; ++l) lane[l] = op.combine(0.0, op.contribution(value(x[l])));
+  int64_t r = kNormLanes;
+  for (; r + kNormLanes <= len; r += kNormLanes)
+    for (int l = 0; l < kNormLanes; ++l) lane[l] = op.combine(lane[l], op.contribution(value(x[r + l])));
+  for (int l = 0; r + l < len; ++l) lane[l] = op.combine(lane[l], op.contribution(value(x[r + l])));
+  double v[kNormValues];
+  const int values = (used + kNormLaneGroup - 1) / kNormLaneGroup;
+  for (int i = 0; i < values; ++i) {
+    double a = lane[kNormLaneGroup * i];
+    for (int k = 1; k < kNormLaneGroup && kNormLaneGroup * i + k < used; ++k)
+      a = op.combine(a, lane[kNormLaneGroup * i + k]);
+    v[i] = a;
+  }
+  return norm_tree(op, v, values);
 }
 
 template <typename Op, typename S, typename Value>
 double norm_of(const Op& op, const Value& value, const Buffer* buffers, int64_t count) {
-  const FlatIndex index(count, [&](int64_t t) { return buffers[t].numel; });
-  const int64_t blocks = (index.total() + kNormBlock - 1) / kNormBlock;
-  std::vector<double> partial(blocks, 0.0);
-#pragma omp parallel for schedule(static) num_threads(region_threads(index.total() >= kParallelThreshold))
-  for (int64_t b = 0; b < blocks; ++b) {
-    double acc = 0.0;
-    index.for_each_piece(b * kNormBlock, (b + 1) * kNormBlock, [&](int64_t t, int64_t lo, int64_t hi) {
-      acc = op.combine(acc, reduce_range(op, value, static_cast<const S*>(buffers[t].data), lo, hi));
-    });
-    partial[b] = acc;
+  // The chunks of NOTE: [norm order], tensor by tensor: tensor t's are [first[t], first[t + 1]).
+  std::vector<int64_t> first(static_cast<size_t>(count) + 1, 0);
+  int64_t elements = 0;
+  for (int64_t t = 0; t < count; ++t) {
+    first[t + 1] = first[t] + (buffers[t].numel + kNormChunk - 1) / kNormChunk;
+    elements += buffers[t].numel;
   }
-  double total = 0.0;
-  for (double p : partial) total = op.combine(total, p);
-  return op.finish(total);
+  const int64_t chunks = first[count];
+  std::vector<double> partial(static_cast<size_t>(chunks));
+#pragma omp parallel for schedule(static) num_threads(region_threads(elements >= kParallelThreshold))
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t t = std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1;
+    const int64_t lo = (c - first[t]) * kNormChunk;
+    const int64_t len = std::min(kNormChunk, buffers[t].numel - lo);
+    partial[c] = chunk_partial(op, value, static_cast<const S*>(buffers[t].data) + lo, len);
+  }
+  double v[kNormValues];
+  const int values = static_cast<int>(std::min<int64_t>(chunks, kNormValues));
+  for (int i = 0; i < values; ++i) v[i] = op.combine(0.0, partial[i]);
+  for (int64_t j = kNormValues; j < chunks; ++j) v[j % kNormValues] = op.combine(v[j % kNormValues], partial[j]);
+  return op.finish(norm_tree(op, v, values));
 }
 
 // Applies fn to every element of every buffer in one parallel region, storing the result when

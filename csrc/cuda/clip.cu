@@ -35,22 +35,31 @@ __device__ double block_combine(const Op& op, double v) {
   return lane[0];
 }
 
-// Stage 1: block b of this table writes the partial of its chunk to partial[first + b]. Each
-// thread keeps one accumulator per lane of its packs (independent adds in flight) and combines
-// them in lane order: the geometry is fixed, so the result is too.
+// The CPU's order (NOTE: [norm order]) is this kernel's geometry.
+static_assert(kChunk == kNormChunk && kThreads == kNormValues && kVec == kNormLaneGroup,
+              "the norm's order is the CPU's");
+
+// Stage 1: block b of this table writes the partial of its chunk to partial[first + b]. Thread
+// x keeps the accumulators of lanes kVec x ... kVec x + kVec - 1 (independent adds in flight)
+// and combines them in lane order; then the tree: NOTE: [norm order], so the CPU's bits.
 template <typename Op, typename S>
 __global__ void __launch_bounds__(kThreads)
     norm_partials(const __grid_constant__ TensorTable table, Op op, double* partial, int64_t first) {
   const BlockRange r = block_range(table, blockIdx.x);
-  const S* x = static_cast<const S*>(table.ptr[0][r.tensor]);
+  const S* x = static_cast<const S*>(table.ptr[0][r.tensor]) + r.begin;
+  const int64_t len = r.end - r.begin, packed = r.packs_end - r.begin;
   double acc[kVec] = {0.0, 0.0, 0.0, 0.0};
-  for (int64_t i = r.begin + int64_t(threadIdx.x) * kVec; i < r.packs_end; i += int64_t(kThreads) * kVec) {
-    const Pack<S> p = *reinterpret_cast<const Pack<S>*>(x + i);
+  for (int64_t o = int64_t(threadIdx.x) * kVec; o < packed; o += kNormLanes) {
+    const Pack<S> p = *reinterpret_cast<const Pack<S>*>(x + o);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) acc[k] = op.combine(acc[k], op.contribution(load<double>(p.v[k])));
   }
-  for (int64_t i = r.packs_end + threadIdx.x; i < r.end; i += kThreads)
-    acc[0] = op.combine(acc[0], op.contribution(load<double>(x[i])));
+  // The rest (all of an unaligned tensor, the last few elements of an aligned one) one element
+  // at a time, each into the accumulator of its lane, after the lane's packed elements.
+  for (int64_t o = packed / kNormLanes * kNormLanes + int64_t(threadIdx.x) * kVec; o < len; o += kNormLanes)
+#pragma unroll
+    for (int k = 0; k < kVec; ++k)
+      if (o + k >= packed && o + k < len) acc[k] = op.combine(acc[k], op.contribution(load<double>(x[o + k])));
   double mine = acc[0];
 #pragma unroll
   for (int k = 1; k < kVec; ++k) mine = op.combine(mine, acc[k]);

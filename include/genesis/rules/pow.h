@@ -10,7 +10,8 @@
 // (Dekker's exact products): x^1 is x exactly and x^t is within an ulp, as the C library's
 // pow() is (in plain doubles each squaring would double the relative error: t ulp at step t).
 // Any other exponent of a positive base takes exp(y * log(x)) with the series below: a few ulp,
-// plus |y log x| ulp from the product.
+// plus |y log x| ulp from the product. The p-norms of clip_grad_norm_ use it too (|g|^p and
+// the p-th root of their sum: NOTE: [norm order]), so that CPU and CUDA give the same norm.
 #pragma once
 
 #include <cmath>
@@ -77,10 +78,21 @@ GENESIS_HD Double2 times(Double2 x, Double2 y) {
 
 }  // namespace pow_detail
 
+// x^y for a positive finite x and any y, or NaN/inf/0 at the ends of the range (above).
+GENESIS_HD double general_pow(double x, double y) {
+  if (x != x || y != y) return x + y;  // NaN
+  if (x < 0.0) return NAN;             // a negative base to a non-integer power
+  if (x == 0.0) return y > 0.0 ? 0.0 : HUGE_VAL;
+  if (x == HUGE_VAL) return y > 0.0 ? HUGE_VAL : 0.0;
+  return pow_detail::exp_of(y * pow_detail::log_positive(x));
+}
+
 GENESIS_HD double portable_pow(double x, double y) {
   if (y == 0.0) return 1.0;
   if (y == std::floor(y) && std::fabs(y) <= 9007199254740992.0) {  // an integer (2^53)
     uint64_t n = uint64_t(std::fabs(y));
+    const bool negate = x < 0.0 && (n & 1u);  // an odd power keeps the sign
+    if (std::fabs(x) == HUGE_VAL) return (y > 0.0 ? HUGE_VAL : 0.0) * (negate ? -1.0 : 1.0);
     pow_detail::Double2 result{1.0, 0.0}, base{x, 0.0};
     while (true) {
       if (n & 1u) result = pow_detail::times(result, base);
@@ -88,13 +100,15 @@ GENESIS_HD double portable_pow(double x, double y) {
       if (n == 0) break;
       base = pow_detail::times(base, base);
     }
-    return y < 0.0 ? 1.0 / (result.hi + result.lo) : result.hi + result.lo;
+    const double r = y < 0.0 ? 1.0 / (result.hi + result.lo) : result.hi + result.lo;
+    // Once a factor passes 2^997 the exact products' splits overflow (inf - inf) and the
+    // result is NaN although x is not: |x|^|y| is then at least 2^997, so the general path
+    // (infinite, or 0 for a negative exponent, or the few finite values below 2^1024) is exact
+    // enough. The norms' |g|^p meet this; the step coefficients (bases in (0, 1)) never do.
+    if (r == r || x != x) return r;
+    return general_pow(std::fabs(x), y) * (negate ? -1.0 : 1.0);
   }
-  if (x != x || y != y) return x + y;  // NaN
-  if (x < 0.0) return NAN;             // a negative base to a non-integer power
-  if (x == 0.0) return y > 0.0 ? 0.0 : HUGE_VAL;
-  if (x == HUGE_VAL) return y > 0.0 ? HUGE_VAL : 0.0;
-  return pow_detail::exp_of(y * pow_detail::log_positive(x));
+  return general_pow(x, y);
 }
 
 }  // namespace genesis
