@@ -26,7 +26,9 @@ def config():
 
     Keys: ``version``, ``compiler``, ``cpu_kernels`` (the instruction-set variant chosen at run
     time: ``"avx512"``, ``"avx2"`` or ``"baseline"``), ``cpu_kernels_built`` (the variants in the
-    build), ``openmp`` (specification version or ``None``),
+    build), ``cpu_prefetch`` (whether the reduction rules' software prefetch runs: by default on
+    Intel CPUs only; ``GENESIS_CPU_PREFETCH=0`` or ``1`` decides), ``openmp`` (specification
+    version or ``None``),
     ``num_threads``, ``cuda_built``, ``cuda_runtime`` and ``cuda_architectures`` (``None``
     without CUDA), ``cuda_devices`` (GPUs visible now; 0 without CUDA).
     """
@@ -37,6 +39,7 @@ def config():
         "compiler": info["compiler"],
         "cpu_kernels": _C.cpu_isa(),
         "cpu_kernels_built": _C.cpu_isas_built().split(),
+        "cpu_prefetch": _C.cpu_prefetch(),
         "openmp": None if openmp is None else _OPENMP_VERSIONS.get(openmp, str(openmp)),
         "num_threads": _C.get_num_threads(),
         "cuda_built": _C.cuda_built(),
@@ -55,6 +58,8 @@ def show_config():
         f"  - C++ compiler: {c['compiler']}",
         f"  - CPU kernels: {c['cpu_kernels']} of {' '.join(c['cpu_kernels_built'])} "
         "(the widest this CPU runs; GENESIS_CPU_ISA=baseline or avx2 caps it)",
+        f"  - software prefetch: {'on' if c['cpu_prefetch'] else 'off'} "
+        "(Adafactor's passes; on for Intel CPUs, GENESIS_CPU_PREFETCH=0 or 1 decides)",
         f"  - OpenMP: {c['openmp'] or 'not available'}, {c['num_threads']} threads "
         "(OMP_NUM_THREADS or genesis.set_num_threads)",
     ]

@@ -93,3 +93,45 @@ def test_x86_64_builds_every_variant():
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the AVX2 and AVX-512 variants are x86-64 only")
     assert genesis._C.cpu_isas_built().split() == ["baseline", "avx2", "avx512"]
+
+
+PREFETCH_SCRIPT = r"""
+import sys, numpy as np, torch, genesis
+torch.manual_seed(0)
+# a matrix whose rows span several prefetch rounds, a batch of small ones, a vector
+ps = [torch.nn.Parameter(torch.randn(shape)) for shape in [(700, 1500), (3, 40, 25), (70001,)]]
+opt = genesis.optim.Adafactor(ps, lr=1e-2, weight_decay=0.1)
+for _ in range(3):
+    for p in ps:
+        p.grad = torch.randn(p.shape)
+    opt.step()
+np.savez(sys.argv[1], prefetch=genesis._C.cpu_prefetch(), **{str(i): p.detach().numpy() for i, p in enumerate(ps)})
+"""
+
+
+def run_prefetch(tmp_path, value):
+    path = tmp_path / f"prefetch{value}.npz"
+    env = dict(os.environ, GENESIS_CPU_PREFETCH=value, OMP_NUM_THREADS="2")
+    subprocess.run([sys.executable, "-c", PREFETCH_SCRIPT, str(path)], check=True, env=env)
+    return np.load(path)
+
+
+def test_software_prefetch_changes_no_bit(tmp_path):
+    # NOTE: [prefetch by vendor]: forced off and on, Adafactor (the rule that prefetches) steps
+    # to the same bits, and the core reports what was forced.
+    off, on = run_prefetch(tmp_path, "0"), run_prefetch(tmp_path, "1")
+    assert not bool(off["prefetch"]) and bool(on["prefetch"])
+    for key in ("0", "1", "2"):
+        assert np.isfinite(on[key]).all()
+        np.testing.assert_array_equal(off[key].view(np.uint32), on[key].view(np.uint32), err_msg=key)
+
+
+def test_software_prefetch_default_follows_the_vendor():
+    if not os.path.exists("/proc/cpuinfo") or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("reads the CPU's vendor from /proc/cpuinfo (x86-64)")
+    env = dict(os.environ)
+    env.pop("GENESIS_CPU_PREFETCH", None)
+    code = "import genesis; print(genesis._config.config()['cpu_prefetch'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    intel = "GenuineIntel" in open("/proc/cpuinfo").read()
+    assert out.stdout.strip() == str(intel)

@@ -92,6 +92,7 @@ def test_config_reports_the_build():
     assert config["cpu_kernels"] in config["cpu_kernels_built"]
     assert config["cpu_kernels_built"][0] == "baseline"
     assert set(config["cpu_kernels_built"]) <= {"baseline", "avx2", "avx512"}
+    assert config["cpu_prefetch"] is genesis._C.cpu_prefetch()
     assert config["num_threads"] == genesis.get_num_threads()
     assert config["cuda_built"] == genesis._C.cuda_built()
     if config["cuda_built"]:
@@ -108,6 +109,7 @@ def test_show_config_text():
     assert text.startswith(f"genesis {genesis.__version__}\n")
     assert config["compiler"] in text
     assert f"CPU kernels: {config['cpu_kernels']} of {' '.join(config['cpu_kernels_built'])}" in text
+    assert f"software prefetch: {'on' if config['cpu_prefetch'] else 'off'}" in text
     assert f"{config['num_threads']} threads" in text
     assert ("CUDA: built" in text) == config["cuda_built"]
 

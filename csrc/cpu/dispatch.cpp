@@ -71,6 +71,30 @@ const char* isa() {
   return "baseline";
 }
 
+// NOTE: [prefetch by vendor]
+// Adafactor's first pass reads p and g from memory and nothing else, so it runs at the rate one
+// thread's reads reach (docs/performance.md#adafactors-reads-2026-12-03). Measured on 2-core
+// VMs, 50 x 1000 x 1000 float32, 2 threads: on an Intel Xeon the hardware prefetchers left a
+// two-array read at 15-23 GB/s and a software prefetch of every line 2 KB ahead raised it to
+// 25-27 (the step 51 -> 45 ms); on an AMD EPYC (Zen 4) the same read runs at 27-28 GB/s
+// without help, and the software prefetch took the step from 26-28 to 33-36 ms (spread over
+// the round instead of in one burst before it: 29-31 ms). So: Intel on, every other CPU off,
+// GENESIS_CPU_PREFETCH=0 or =1 to decide otherwise (to measure a new CPU).
+bool software_prefetch() {
+  static const bool on = [] {
+    const char* forced = std::getenv("GENESIS_CPU_PREFETCH");
+    if (forced && std::strcmp(forced, "0") == 0) return false;
+    if (forced && std::strcmp(forced, "1") == 0) return true;
+#ifdef GENESIS_CPU_AVX2  // x86-64: __builtin_cpu_is exists
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+#else
+    return false;
+#endif
+  }();
+  return on;
+}
+
 const char* built_isas() {
 #if defined(GENESIS_CPU_AVX512)
   return "baseline avx2 avx512";

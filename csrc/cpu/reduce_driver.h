@@ -48,9 +48,11 @@ struct LaneSums {
 // k on lane k % lanes), then the tree or the per-lane hand-over. Pass and kind are template
 // arguments and the tensor and coefficients local copies, so that the compiler sees a
 // branch-free lane loop whose only stores are the tensor's arrays and the accumulators: it
-// vectorizes it (with run-time pass or kind it did not).
+// vectorizes it (with run-time pass or kind it did not). `prefetch`: the rule's prefetch runs
+// (software_prefetch(): NOTE: [prefetch by vendor] in dispatch.cpp).
 template <typename Rule, int kPass, int kKind, bool kKept, typename Ref>
-void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t task, const TaskInfo& info) {
+void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t task, const TaskInfo& info,
+                   bool prefetch) {
   const Ref r = tensor;
   const typename Rule::template Coeffs<typename Ref::T> c = Rule::coeffs(kPass, o, r, task);
   const int64_t length = info.length;
@@ -68,7 +70,7 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
     for (int64_t base = 0; base < length; base += lanes, ++round) {
       const int n = int(std::min<int64_t>(lanes, length - base));
       if constexpr (Prefetches<Rule>::value)  // NOTE: [prefetch]: a cache line at a time
-        for (int j = 0; j < n; j += int(64 / sizeof(*r.param)))
+        for (int j = 0; prefetch && j < n; j += int(64 / sizeof(*r.param)))
           Rule::prefetch(kPass, r, c, task, LaneAt{base + j + kPrefetchAhead, round, j, kKind, kKept, seg});
       if (round == 0) {
         for (int j = 0; j < n; ++j)
@@ -95,17 +97,18 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
 // run_task_pass for a pass and kind known at run time, and for whether the tensor has a kept
 // array (a loop each way, for rules that keep values: NOTE: [kept values]).
 template <typename Rule, int kPass = 0, int kKind = 0, typename Ref>
-void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t task, const TaskInfo& info) {
+void run_task(int pass, const typename Rule::Options& o, const Ref& r, int64_t task, const TaskInfo& info,
+              bool prefetch) {
   if constexpr (kPass < Rule::kPasses) {
     if constexpr (kKind < Rule::kKinds) {
       if (pass == kPass && info.kind == kKind) {
         if constexpr (KeepsValue<Rule>::value)
-          if (r.kept) return run_task_pass<Rule, kPass, kKind, true>(o, r, task, info);
-        return run_task_pass<Rule, kPass, kKind, false>(o, r, task, info);
+          if (r.kept) return run_task_pass<Rule, kPass, kKind, true>(o, r, task, info, prefetch);
+        return run_task_pass<Rule, kPass, kKind, false>(o, r, task, info, prefetch);
       }
-      run_task<Rule, kPass, kKind + 1>(pass, o, r, task, info);
+      run_task<Rule, kPass, kKind + 1>(pass, o, r, task, info, prefetch);
     } else {
-      run_task<Rule, kPass + 1, 0>(pass, o, r, task, info);
+      run_task<Rule, kPass + 1, 0>(pass, o, r, task, info, prefetch);
     }
   }
 }
@@ -274,6 +277,7 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
   const std::vector<int64_t> groups = cache_groups(refs, threads);
   if constexpr (KeepsValue<Rule>::value) assign_kept(refs, groups, max_kept_elements(threads));
   double* scratch = scratch_storage(std::size_t(scratch_at[count]));
+  const bool prefetch = Prefetches<Rule>::value && software_prefetch();
   for (int64_t t = 0; t < count; ++t) {
     TensorSlots& ts = tensors[t];
     if constexpr (Rule::kCountsSteps) *ts.step += 1.0f;
@@ -297,7 +301,7 @@ void run_reduction(const typename Rule::Options& o, const StepConfig& config, Te
         const TaskRange range = thread_share(cost[p], f[t0], f[t1]);
         for (int64_t task = range.first, t = t0; task < range.last; ++task) {
           while (task >= f[t + 1]) ++t;
-          run_task<Rule>(p, o, refs[t], task - f[t], info[p][task]);
+          run_task<Rule>(p, o, refs[t], task - f[t], info[p][task], prefetch);
         }
         // A pass's results are read by its finishes and the next pass: a barrier; a finish's
         // by the next pass: the loop's own barrier. No barrier after a group's last pass, where

@@ -1101,6 +1101,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("codes"), py::arg("absmax"), py::arg("unsigned_map"));
   m.def("cpu_isa", &cpu::isa, "The CPU kernel variant in use: \"avx512\", \"avx2\" or \"baseline\".");
   m.def("cpu_isas_built", &cpu::built_isas, "The CPU kernel variants built, space-separated.");
+  m.def("cpu_prefetch", &cpu::software_prefetch,
+        "Whether the reduction rules' software prefetch runs on this CPU (GENESIS_CPU_PREFETCH).");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
   // The C++ API's checkpoint reader on a byte string, so that tests can hold it to the rules of

@@ -88,6 +88,12 @@ bool has_nonfinite(DType dtype, const Buffer* buffers, int64_t count);
 const char* isa();
 const char* built_isas();
 
+// Whether the reduction rules' software prefetch (NOTE: [prefetch] in genesis/reduce.h) runs on
+// this CPU: by default on Intel CPUs only, where it raised the read rate of one thread, and not
+// on AMD's, where it lowered it (csrc/cpu/dispatch.cpp); GENESIS_CPU_PREFETCH=0 or =1 decides
+// instead. Chosen once per process; a prefetch is a hint, so either way gives the same bits.
+bool software_prefetch();
+
 // Threads used by every call above, for the whole process (as torch.set_num_threads); until set,
 // OpenMP's default (OMP_NUM_THREADS, else all cores). A process forked after genesis ran on
 // several threads runs on one and refuses more (std::runtime_error): OpenMP's threads do not

@@ -111,7 +111,9 @@ struct KeepsValue<Rule, std::enable_if_t<Rule::kKeepsValue>> : std::true_type {}
 // every round, with `at.k` kPrefetchAhead elements past the round's element (at.seg and at.kind
 // as for the visit; round and lane are the visit's), and the rule asks for what its visit of that
 // element would read (TensorRef::prefetch_p, prefetch_g; a position past the task's end is only
-// a hint about memory, never read). The CUDA driver never calls it.
+// a hint about memory, never read). The CUDA driver never calls it, nor does the CPU driver on
+// CPUs where it slows the reads down (AMD's, measured: NOTE: [prefetch by vendor] in
+// csrc/cpu/dispatch.cpp).
 constexpr int64_t kPrefetchAhead = 512;
 template <typename Rule, typename = void>
 struct Prefetches : std::false_type {};
