@@ -189,23 +189,37 @@ def _clamp_grads(rng, shape, steps, dtype):
     return out
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_adafactor_eps1_clamp_matches_reference_and_torch(dtype):
-    """u = min(row_factor * col_factor, 1 / eps1) * g (the factored form of torch's
-    g * rsqrt(max(row_var * col_var / mean, eps1^2))) where the clamp binds for part of every
-    matrix: equal to the float64 reference, and to torch for float32."""
+def _growing_grads(rng, shape, steps, dtype):
+    """Gradients that grow 20 % a step, so that the variance estimates lag behind them and
+    RMS(u) > d = 1 (the update clipping, and so the sum of u^2, decides every step); rows of
+    magnitude 1e-5 among ones (row factors near 1e5), a zero row and a zero column."""
+    scale = np.ones(shape)
+    scale[..., 1::3, :] = 1e-5
+    out = []
+    for t in range(steps):
+        g = rng.normal(0, 1, shape) * scale * 1.2**t
+        g[..., 0, :] = 0.0
+        g[..., :, 0] = 0.0
+        out.append(g.astype(dtype))
+    return out
+
+
+def _adafactor_against_reference_and_torch(dtype, hp, make_grads, check):
+    """25 steps on a matrix and a batch of two: genesis equal to the float64 reference, and to
+    torch for float32; check(v, u, eps1) after each step sees the reference's variance
+    estimate and update."""
     import torch
 
-    hp = dict(lr=0.05, eps=(1e-3, 1e-3), weight_decay=0.1)
     shapes = [(12, 70), (2, 9, 40)]
     rng = np.random.default_rng(3)
     init = [rng.uniform(-1, 1, s).astype(dtype) for s in shapes]
-    grads = list(zip(*[_clamp_grads(rng, s, 25, dtype) for s in shapes]))
+    grads = list(zip(*[make_grads(rng, s, 25, dtype) for s in shapes]))
     params = [Parameter(x.copy()) for x in init]
     opt = genesis.optim.Adafactor(params, **hp)
     ref = R.ReferenceOptimizer("Adafactor", [([x.copy() for x in init], hp)])
     tparams = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in init]
     topt = torch.optim.Adafactor(tparams, **hp)
+    eps1 = hp.get("eps", (np.finfo(dtype).eps,))[0]
     for gs in grads:
         for p, tp, g in zip(params, tparams, gs):
             p.grad = g
@@ -213,13 +227,42 @@ def test_adafactor_eps1_clamp_matches_reference_and_torch(dtype):
         opt.step()
         ref.step([list(gs)])
         topt.step()
-        for state in ref.state[0]:  # the clamp binds somewhere in every matrix, not everywhere
+        for state, g in zip(ref.state[0], gs):
             row, col = state["row_var"], state["col_var"]
-            v = row * col / np.maximum(row.mean(axis=-2, keepdims=True), 1e-3)
-            assert (v < 1e-6).any() and (v > 1e-6).any()
+            v = row * col / np.maximum(row.mean(axis=-2, keepdims=True), eps1)
+            check(v, g / np.sqrt(np.maximum(v, eps1 * eps1)), eps1)
     for p, tp, expected in zip(params, tparams, ref.params[0]):
         np.testing.assert_allclose(p.data, expected, **TOL[dtype])
         np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL[np.float32])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_adafactor_eps1_clamp_matches_reference_and_torch(dtype):
+    """u = min(row_factor * col_factor, 1 / eps1) * g (the factored form of torch's
+    g * rsqrt(max(row_var * col_var / mean, eps1^2))) where the clamp binds for part of every
+    matrix: equal to the float64 reference, and to torch for float32."""
+
+    def check(v, u, eps1):  # somewhere in every matrix, not everywhere
+        assert (v < eps1**2).any() and (v > eps1**2).any()
+
+    hp = dict(lr=0.05, eps=(1e-3, 1e-3), weight_decay=0.1)
+    _adafactor_against_reference_and_torch(dtype, hp, _clamp_grads, check)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_adafactor_update_clipping_with_zero_and_small_rows(dtype):
+    """The sum of u^2 deciding every step (RMS(u) > d, the update clipping active) with torch's
+    default eps1, row factors near 1e5 and a zero row and column, where the clamp binds only
+    on the zeros: equal to the reference and to torch."""
+
+    rms = []
+
+    def check(v, u, eps1):
+        assert (v[v > 0] > eps1**2).all()  # the clamp binds only where the gradient is zero
+        rms.append(np.sqrt(np.mean(u * u)))
+
+    _adafactor_against_reference_and_torch(dtype, dict(lr=0.05, weight_decay=0.1), _growing_grads, check)
+    assert np.mean(np.array(rms) > 1.1) > 0.75  # the update clipping is active (from the third step)
 
 
 def test_lamb_trust_ratio_is_one_when_a_norm_is_zero():
