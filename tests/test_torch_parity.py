@@ -461,3 +461,50 @@ def test_toggling_maximize_and_weight_decay_between_steps(name):
         _train_step(mt, ot, x, y)
         _train_step(mg, og, x, y)
         _assert_models_close(mg, mt, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("when", ["constructor", "add_param_group"])
+@pytest.mark.parametrize("state_dtype", [None, "int8"])
+def test_adagrad_sum_starts_at_the_optimizers_default_not_the_groups(when, state_dtype):
+    """torch's Adagrad starts every `sum` at `self.defaults["initial_accumulator_value"]`
+    (in its constructor and, for a group added later, at its first step): a group's own value
+    stays in the group and its state_dict but is never read. genesis gives the same numbers,
+    and with 8-bit state starts from the same default (the fused core's fresh start included)."""
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randn(3, 5000, generator=gen, dtype=torch.float32)
+    b = torch.randn(700, generator=gen, dtype=torch.float32)
+    pt = [a.clone().requires_grad_(), b.clone().requires_grad_()]
+    pg = [a.clone().requires_grad_(), b.clone().requires_grad_()]
+    own = dict(initial_accumulator_value=4.0, lr=0.2)
+    extra = {} if state_dtype is None else dict(state_dtype=state_dtype, min_8bit_size=1)
+    if when == "constructor":
+        ot = torch.optim.Adagrad(
+            [dict(params=[pt[0]]), dict(params=[pt[1]], **own)], lr=0.1, initial_accumulator_value=0.5
+        )
+        og = genesis.optim.Adagrad(
+            [dict(params=[pg[0]]), dict(params=[pg[1]], **own)], lr=0.1, initial_accumulator_value=0.5, **extra
+        )
+    else:
+        ot = torch.optim.Adagrad([pt[0]], lr=0.1, initial_accumulator_value=0.5)
+        og = genesis.optim.Adagrad([pg[0]], lr=0.1, initial_accumulator_value=0.5, **extra)
+        ot.add_param_group(dict(params=[pt[1]], **own))
+        og.add_param_group(dict(params=[pg[1]], **own))
+    assert og.param_groups[1]["initial_accumulator_value"] == ot.param_groups[1]["initial_accumulator_value"] == 4.0
+    # 8-bit state: one step (each step rounds the sums again, so they drift from torch's).
+    for _ in range(25 if state_dtype is None else 1):
+        for t, g in zip(pt, pg):
+            grad = torch.randn(t.shape, generator=gen)
+            t.grad, g.grad = grad.clone(), grad.clone()
+        ot.step()
+        og.step()
+    if state_dtype is None:
+        for t, g in zip(pt, pg):
+            torch.testing.assert_close(g, t, **TOL[torch.float32])
+        torch.testing.assert_close(og.state[pg[1]]["sum"], ot.state[pt[1]]["sum"], **TOL[torch.float32])
+    else:
+        # 8-bit codes hold a sum to 1/16 of its value (docs/low-bit-state.md); started at 4.0
+        # instead of 0.5 it would be about 3.5 larger.
+        for k in (0, 1):
+            got = og.float32_state_dict()["state"][k]["sum"]
+            torch.testing.assert_close(got, ot.state[pt[k]]["sum"], rtol=1 / 16, atol=0.0)
+    assert og.state_dict()["param_groups"][1]["initial_accumulator_value"] == 4.0

@@ -41,8 +41,9 @@ _PAIRS = {
     "step_sizes": ("step_size_min", "step_size_max"),
 }
 
-# State that torch does not start at zero: name -> the group key it starts at.
-_FILLED = {("rprop", "step_size"): "lr", ("adagrad", "sum"): "initial_accumulator_value"}
+# State that torch does not start at zero: name -> the group key it starts at (Adagrad's sum:
+# the optimizer's default, which torch reads whatever the group says; Adagrad._initial_sum).
+_FILLED = {("rprop", "step_size"): "lr"}
 
 MIXED_PRECISION = ("master_weights", "state_dtype", "stochastic_rounding")
 
@@ -168,5 +169,7 @@ def _state_of(optimizer, group, rule, p, name, scalars):
         value = _new_state_array(p, arr, optimizer._storage(group, arr)[0])
         if (rule, name) in _FILLED:
             value.fill_(as_float(group[_FILLED[rule, name]]))
+        elif (rule, name) == ("adagrad", "sum"):
+            value.fill_(optimizer._initial_sum())
     dict.__setitem__(state, name, value)
     return value

@@ -95,15 +95,20 @@ class RuleOptimizer(Optimizer):
             # The element-wise kernels substitute a device lr into the options (device_lr.cuh).
             cls._device_lr = not OPTIONS[rule].reduction and "lr" in dict(FIELDS[rule])
 
+    def _option_source(self, group):
+        """The mapping the core's options are read from: the group itself, except where torch
+        reads a key from the optimizer's defaults instead (Adagrad's initial_accumulator_value)."""
+        return group
+
     def _options(self, group):
-        return core_options(self._rule, group)
+        return core_options(self._rule, self._option_source(group))
 
     def _step_options(self, group, host_lr):
         """core_options of the group; inside step() built once per group (Optimizer.step's
         _options_memo: no user code runs there to change the hyperparameters in between)."""
         memo = self.__dict__.get("_options_memo")
         if memo is None:
-            return core_options(self._rule, group, host_lr)
+            return core_options(self._rule, self._option_source(group), host_lr)
         key = (id(group), host_lr)
         options = memo.get(key)
         if options is None:
@@ -117,11 +122,12 @@ class RuleOptimizer(Optimizer):
         scheduler or the user set a value. Identity, not equality: 0.0 == -0.0, and a step with
         lr=-0.0 can differ from one with lr=0.0 in the sign of a zero parameter."""
         kept = self.__dict__.setdefault("_options_kept", {})
-        values = tuple(map(group.get, KEYS[self._rule]))
+        source = self._option_source(group)
+        values = tuple(map(source.get, KEYS[self._rule]))
         entry = kept.get(key)
         if entry is not None and all(map(is_, entry[0], values)):
             return entry[1]
-        options = core_options(self._rule, group, host_lr)
+        options = core_options(self._rule, source, host_lr)
         if _immutable(values):
             kept[key] = (values, options)
         else:

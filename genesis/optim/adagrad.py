@@ -16,6 +16,10 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
     filled with ``initial_accumulator_value``), so a state_dict has torch's layout from the
     start; parameters of groups added later get theirs with their first step.
 
+    ``sum`` always starts at the constructor's ``initial_accumulator_value``
+    (``optimizer.defaults``): a param group's own value is kept in the group (and its
+    state_dict) but never read, as in torch (docs/semantics.md#adagrads-initial-accumulator).
+
     torch sparse gradients (``nn.Embedding(sparse=True)``) update only their entries, as
     torch's Adagrad does (docs/semantics.md#sparse-gradients); with ``weight_decay`` they raise
     torch's RuntimeError.
@@ -23,6 +27,18 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
 
     _eager_state = True
     _supports_sparse = True
+
+    def _initial_sum(self):
+        """The value every ``sum`` starts at: the optimizer's default, whatever the group says
+        (torch's Adagrad reads ``self.defaults["initial_accumulator_value"]``, in its
+        constructor and for parameters of groups added later alike)."""
+        return as_float(self.defaults["initial_accumulator_value"])
+
+    def _option_source(self, group):
+        # The core starts a fresh accumulator (a group added later) at the options' value.
+        key = "initial_accumulator_value"
+        default = self.defaults[key]
+        return group if group.get(key) is default else {**group, key: default}
 
     def _check_sparse_grad(self, group, where):
         if as_float(group["weight_decay"]) != 0.0:
@@ -38,7 +54,7 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
         if dict.get(state, "step") is None:  # a group added later, or state loaded without it
             dict.__setitem__(state, "step", _interop.new_step(param))
         if dict.get(state, "sum") is None:
-            initial = param.new_empty(param.shape).fill_(as_float(group["initial_accumulator_value"]))
+            initial = param.new_empty(param.shape).fill_(self._initial_sum())
             dict.__setitem__(state, "sum", initial)
         step = dict.__getitem__(state, "step")
         step += 1
@@ -88,10 +104,8 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
                 state = self.state[p]
                 state["step"] = _interop.new_step(arr)
                 if code == _interop.UINT8:  # 8-bit state: the initial value, quantized
-                    state["sum"], state["sum_absmax"] = _quantized.filled(
-                        arr, as_float(group["initial_accumulator_value"]), unsigned=True
-                    )
+                    state["sum"], state["sum_absmax"] = _quantized.filled(arr, self._initial_sum(), unsigned=True)
                     continue
                 total = _new_state_array(p, arr, code)
-                total += as_float(group["initial_accumulator_value"])
+                total += self._initial_sum()
                 state["sum"] = total
