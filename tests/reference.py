@@ -363,7 +363,8 @@ def adafactor(p, g, state, lr, beta2_decay, eps, d, weight_decay, maximize):
     w = t**beta2_decay
     rho = min(lr, 1.0 / np.sqrt(t))
     alpha = max(eps2, np.sqrt(np.mean(p * p))) * rho
-    p = p * (1.0 - lr * weight_decay)
+    if weight_decay != 0:  # as torch: lr = inf (the paper's rho_t = 1 / sqrt(t)) decays nothing
+        p = p * (1.0 - lr * weight_decay)
     if p.ndim >= 2:
         row = state.get("row_var", np.zeros(p.shape[:-1] + (1,)))
         col = state.get("col_var", np.zeros(p.shape[:-2] + (1,) + p.shape[-1:]))

@@ -338,3 +338,16 @@ def test_adafactor_state_dict_with_wrong_factor_shape_is_refused():
     sd["state"][0]["row_var"] = np.ones((4, 3))
     with pytest.raises(ValueError, match="row_var.*must have shape \\(4, 1\\)"):
         genesis.optim.Adafactor([Parameter(np.ones((4, 3)))]).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_adafactor_infinite_lr_is_the_papers_relative_step(dtype):
+    """lr = inf makes the step size min(lr, 1 / sqrt(t)) = 1 / sqrt(t), the paper's schedule
+    (torch accepts it); without weight decay nothing multiplies by 1 - lr * wd = 1 - inf * 0
+    (NOTE: [lr = inf] in include/genesis/rules/adafactor.h): finite, equal to the reference and
+    to torch."""
+
+    def check(v, u, eps1):
+        assert np.isfinite(u).all()
+
+    _adafactor_against_reference_and_torch(dtype, dict(lr=float("inf")), _growing_grads, check)

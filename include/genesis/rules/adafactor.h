@@ -29,7 +29,7 @@ template <typename T>
 struct AdafactorCoeffs {
   T w;  // 1 - beta2_t = t^beta2_decay, the weight of this step's squares
   T eps1, eps1_sq, sign;
-  T decay;     // 1 - lr * weight_decay
+  T decay;     // 1 - lr * weight_decay; 1 without weight decay, whatever lr (NOTE: [lr = inf])
   T step;      // -alpha / denom (pass 3)
   T inv_eps1;  // 1 / eps1, the largest factor 1 / sqrt(max(var, eps1^2)) can be
   // Of the task (a tile of rows of matrix b of the batch, or a block of its columns), computed
@@ -158,7 +158,7 @@ struct AdafactorRule {
                 T(eps1),
                 T(eps1 * eps1),
                 T(o.maximize ? -1.0 : 1.0),
-                T(1.0 - o.lr * o.weight_decay),
+                T(o.weight_decay == 0.0 ? 1.0 : 1.0 - o.lr * o.weight_decay),
                 T(scratch[kStep]),
                 T(1.0 / eps1),
                 0,
@@ -235,6 +235,12 @@ struct AdafactorRule {
   }
 
   // p = p * (1 - lr wd) (when wd != 0, a separate rounding as torch's mul_), then p + step * u.
+  //
+  // NOTE: [lr = inf]
+  // Adafactor's step size is min(lr, 1 / sqrt(t)) (times the parameter's RMS), so lr = inf
+  // gives the paper's relative step size rho_t = 1 / sqrt(t), which torch's constructor accepts.
+  // torch multiplies by 1 - lr * wd only when wd != 0; computed unconditionally, inf * 0 would
+  // make the factor NaN and every parameter with it.
   template <typename Ref, typename T>
   GENESIS_HD static void apply(const Ref& r, const Coeffs<T>& c, int64_t i, T p, T u) {
     if (c.decay != T(1)) p = p * c.decay;
