@@ -1,5 +1,6 @@
-"""genesis.nn.utils.clip_grad_norm_ / clip_grad_value_ (docs/semantics.md#gradient-clipping):
-against torch.nn.utils for torch parameters, against plain NumPy for genesis.nn.Parameter; non-finite
+"""genesis.nn.utils.clip_grad_norm_ / clip_grad_value_, and clip_grad_norm_'s two halves
+get_total_norm / clip_grads_with_norm_ (docs/semantics.md#gradient-clipping): against
+torch.nn.utils for torch parameters, against plain NumPy for genesis.nn.Parameter; non-finite
 norms; a single tensor; no gradients; determinism of the reduction."""
 
 import math
@@ -9,7 +10,7 @@ import pytest
 
 import genesis
 from genesis.nn import Parameter
-from genesis.nn.utils import clip_grad_norm_, clip_grad_value_
+from genesis.nn.utils import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 try:
     import torch
@@ -453,3 +454,92 @@ def test_the_norm_adds_in_the_documented_order(norm_type):
     special[3][17] = np.nan
     assert math.isnan(genesis._C.BufferList(special, False).norm(norm_type))
     assert math.isnan(_norm_in_order(special, norm_type))
+
+
+# ============================================== get_total_norm and clip_grads_with_norm_
+@needs_torch
+@pytest.mark.parametrize("dtypes", [["float32"], ["float64"], ["float32", "float64"], ["bfloat16", "float32"]])
+@pytest.mark.parametrize("norm_type", NORMS + [0.5, 0.0, -1.0], ids=NORM_IDS + ["l0.5", "l0", "neg"])
+def test_get_total_norm_matches_torch(norm_type, dtypes):
+    """The norm of the tensors themselves (not of parameters' gradients), with torch's return
+    dtype and shape; mixed dtypes, and the norm types genesis computes as torch does."""
+    gen = torch.Generator().manual_seed(4)
+    kinds = [getattr(torch, d) for d in dtypes]
+    tensors = [
+        torch.randn(s, generator=gen, dtype=torch.float64).to(kinds[i % len(kinds)]) for i, s in enumerate(SHAPES)
+    ]
+    if not norm_type > 0 or math.isinf(norm_type):  # torch refuses these norms of an empty tensor
+        tensors = [t for t in tensors if t.numel()]
+    expected = torch.nn.utils.get_total_norm(tensors, norm_type)
+    total = get_total_norm(tensors, norm_type)
+    assert isinstance(total, torch.Tensor) and total.dtype == expected.dtype and total.shape == expected.shape
+    narrow = "bfloat16" in dtypes
+    torch.testing.assert_close(total, expected, **(dict(rtol=1e-2, atol=0) if narrow else _tol(kinds[0])))
+
+
+@needs_torch
+def test_get_total_norm_of_one_tensor_and_of_none():
+    t = torch.arange(5.0)
+    torch.testing.assert_close(get_total_norm(t), torch.nn.utils.get_total_norm(t))
+    assert torch.equal(get_total_norm([]), torch.nn.utils.get_total_norm([]))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        get_total_norm([torch.tensor([1.0, math.inf])], error_if_nonfinite=True)
+
+
+@needs_torch
+@pytest.mark.parametrize("max_norm", [0.5, 1e6], ids=["clipping", "not-clipping"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("norm_type", NORMS, ids=NORM_IDS)
+def test_the_two_halves_are_clip_grad_norm(norm_type, dtype, max_norm):
+    """get_total_norm of the gradients, then clip_grads_with_norm_ with it: the same norm and
+    the same gradients as clip_grad_norm_, bit for bit, and torch's within the tolerance."""
+    dtype = getattr(torch, dtype)
+    pt, pg = _torch_params(dtype, norm_type=norm_type)
+    pc = _torch_params(dtype, norm_type=norm_type)[1]
+    total = get_total_norm([p.grad for p in pg if p.grad is not None], norm_type)
+    clip_grads_with_norm_(pg, max_norm, total)
+    assert torch.equal(total, clip_grad_norm_(pc, max_norm, norm_type=norm_type))
+    _assert_grads_equal([p.grad for p in pg], [p.grad for p in pc])
+    expected = torch.nn.utils.get_total_norm([p.grad for p in pt if p.grad is not None], norm_type)
+    torch.nn.utils.clip_grads_with_norm_(pt, max_norm, expected)
+    torch.testing.assert_close(total, expected, **_tol(dtype))
+    _assert_grads_equal([p.grad for p in pg], [p.grad for p in pt], **_tol(dtype))
+
+
+@needs_torch
+@pytest.mark.parametrize("total", [2.5, np.float64(2.5), np.array([2.5]), "tensor", "float32 tensor"])
+def test_clip_grads_with_norm_takes_any_one_number(total):
+    pt, pg = _torch_params(torch.float64, seed=3)
+    if total == "tensor":
+        total = torch.tensor(2.5, dtype=torch.float64)
+    elif total == "float32 tensor":
+        total = torch.tensor([2.5])
+    clip_grads_with_norm_(pg, 1.0, total)
+    for p, q in zip(pg, pt):
+        if q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad * (1.0 / (2.5 + 1e-6)), rtol=1e-12, atol=0)
+
+
+@needs_torch
+@pytest.mark.parametrize("bad", ["2.5", None, True, [2.5], (1.0, 2.0), "vector"])
+def test_clip_grads_with_norm_refuses_a_bad_total_before_any_change(bad):
+    _, pg = _torch_params(torch.float32, seed=5)
+    before = _grads_of(pg)
+    bad = torch.tensor([1.0, 2.0]) if bad == "vector" else bad
+    with pytest.raises(TypeError, match="total_norm must be a number"):
+        clip_grads_with_norm_(pg, 1.0, bad)
+    _assert_grads_equal([p.grad for p in pg], before)
+
+
+def test_the_two_halves_on_numpy_parameters():
+    rng = np.random.default_rng(6)
+    grads = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    a, b = [Parameter(np.zeros(s, np.float32)) for s in SHAPES], [Parameter(np.zeros(s, np.float32)) for s in SHAPES]
+    for p, q, g in zip(a, b, grads):
+        p.grad, q.grad = g.copy(), g.copy()
+    total = get_total_norm([p.grad for p in a])
+    assert isinstance(total, np.float64)
+    clip_grads_with_norm_(a, 0.5, total)
+    assert total == clip_grad_norm_(b, 0.5)
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p.grad, q.grad)

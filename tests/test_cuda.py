@@ -222,6 +222,25 @@ def test_clip_grad_norm_matches_torch_and_is_deterministic(norm_type):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+def test_get_total_norm_and_clip_grads_with_norm_on_the_device(norm_type):
+    """clip_grad_norm_'s two halves on CUDA gradients: the norm stays a device tensor (no host
+    sync), equal to clip_grad_norm_'s, and clipping with it gives clip_grad_norm_'s gradients."""
+    a, b = _params("cuda"), _params("cuda")
+    _set_grads([a, b], 11)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total = genesis.nn.utils.get_total_norm([p.grad for p in a if p.grad is not None], norm_type)
+        genesis.nn.utils.clip_grads_with_norm_(a, 0.5, total)
+        expected = genesis.nn.utils.clip_grad_norm_(b, 0.5, norm_type=norm_type)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert total.device == expected.device and torch.equal(total, expected)
+    for p, q in zip(a, b):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=0)
+
+
 def test_clip_grad_norm_of_mixed_dtypes():
     a = _params("cuda") + _params("cuda", torch.bfloat16, seed=1)
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]

@@ -184,7 +184,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     Gradients are multiplied by ``min(max_norm / (total + 1e-6), 1)``. Returns the total norm
     before clipping. ``foreach`` is accepted for torch compatibility; genesis always processes
     all tensors in one call. DTensor gradients (FSDP2, tensor parallelism) are clipped as
-    torch clips them (their norm needs collectives over the device mesh).
+    torch clips them (their norm needs collectives over the device mesh). The same as
+    :func:`get_total_norm` of the gradients followed by :func:`clip_grads_with_norm_`.
     """
     max_norm = float(max_norm)
     norm_type = float(norm_type)
@@ -199,22 +200,113 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return total
     buffers = _buffers(grads)
     if _interop.is_cuda(grads[0]):
-        return _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite)
+        total = _device_norm(buffers, grads, norm_type)
+        if error_if_nonfinite and not bool(_interop.torch_module().isfinite(total)):
+            raise _nonfinite_error(norm_type)
+        buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
+        return total.to(_interop.torch_dtype(buffers.result_dtype()))
+    result = _host_norm(buffers, grads, norm_type, torch_params)
+    # Clip by the norm as returned, so the decision and the scale agree with what the caller sees.
+    if error_if_nonfinite and not math.isfinite(float(result)):
+        raise _nonfinite_error(norm_type)
+    _scale_by_norm(buffers, max_norm, float(result))
+    return result
+
+
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """The norm of ``tensors`` taken together, as if concatenated into one vector:
+    torch.nn.utils.get_total_norm on the compiled core (the norm of :func:`clip_grad_norm_`,
+    with its precision, its norm types and its return types). ``tensors`` is one tensor or
+    array or an iterable of them, usually gradients (``[p.grad for p in params]``); with none
+    the result is 0. For CUDA tensors the norm stays on the device (no host synchronization
+    unless ``error_if_nonfinite``). ``foreach`` is accepted for torch compatibility.
+    """
+    norm_type = float(norm_type)
+    tensors = [tensors] if _is_one_array(tensors) else list(tensors)
+    if not tensors:
+        return _as_scalar(0.0, None, tensors, None)
+    _unscale_pending(tensors)
+    if _interop.any_dtensor(tensors):
+        return dtensor_norm(tensors, norm_type, error_if_nonfinite)
+    buffers = _buffers(tensors)
+    if _interop.is_cuda(tensors[0]):
+        total = _device_norm(buffers, tensors, norm_type)
+        if error_if_nonfinite and not bool(_interop.torch_module().isfinite(total)):
+            raise _nonfinite_error(norm_type)
+        return total.to(_interop.torch_dtype(buffers.result_dtype()))
+    result = _host_norm(buffers, tensors, norm_type, _interop.is_torch(tensors[0]))
+    if error_if_nonfinite and not math.isfinite(float(result)):
+        raise _nonfinite_error(norm_type)
+    return result
+
+
+def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+    """Multiply every gradient by ``min(max_norm / (total_norm + 1e-6), 1)``, in place:
+    torch.nn.utils.clip_grads_with_norm_ on the compiled core, the second half of
+    :func:`clip_grad_norm_` for a norm computed separately (by :func:`get_total_norm`, or
+    combined across pipeline stages). ``total_norm`` is a number, a NumPy scalar or a 0-dim
+    tensor; for CUDA gradients a CUDA ``total_norm`` is read on the device (no host
+    synchronization). ``foreach`` is accepted for torch compatibility.
+    """
+    max_norm = float(max_norm)
+    parameters = [parameters] if _interop.is_parameter(parameters) else list(parameters)
+    grads, _ = _grads(parameters)
+    if not grads:
+        return
+    _check_total_norm(total_norm)
+    _unscale_pending(grads)
+    if _interop.any_dtensor(grads):
+        _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
+        return
+    buffers = _buffers(grads)
+    if _interop.is_cuda(grads[0]):
+        torch = _interop.torch_module()
+        # The core reads a float64 on the gradients' device; a conversion or copy is stream-ordered.
+        if isinstance(total_norm, torch.Tensor):
+            total = total_norm.to(device=grads[0].device, dtype=torch.float64)
+        else:
+            total = torch.tensor(_total_norm_value(total_norm), dtype=torch.float64, device=grads[0].device)
+        buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
+        return
+    _scale_by_norm(buffers, max_norm, _total_norm_value(total_norm))
+
+
+def _is_one_array(x):
+    """A single tensor or array (get_total_norm takes one as well as an iterable of them)."""
+    return _interop.is_torch(x) or isinstance(x, np.ndarray)
+
+
+def _check_total_norm(total_norm):
+    """A total norm is one real number (a Python number, a NumPy scalar or one-element array, a
+    one-element tensor): anything else is refused before any gradient changes."""
+    if isinstance(total_norm, (bool, str, bytes)) or not (
+        isinstance(total_norm, (int, float, np.floating, np.integer))
+        or ((_interop.is_torch(total_norm) or isinstance(total_norm, np.ndarray)) and _interop.numel(total_norm) == 1)
+    ):
+        raise TypeError(f"total_norm must be a number or a one-element tensor, got {total_norm!r}")
+
+
+def _total_norm_value(total_norm):
+    """The value of a checked total norm, as a Python float (reads a CUDA tensor's value)."""
+    return float(total_norm.item() if hasattr(total_norm, "item") else total_norm)
+
+
+def _host_norm(buffers, grads, norm_type, torch_tensors):
+    """The total norm of CPU gradients, returned as their library returns it (_as_scalar)."""
     if not norm_type > 0:
         total = float(_norm_in_python(grads, norm_type))
-    elif torch_params:
+    elif torch_tensors:
         total = _torch_cpu_norm(buffers, grads, norm_type)
     else:
         total = buffers.norm(norm_type)
-    result = _as_scalar(total, buffers, grads, torch_params)
-    # Clip by the norm as returned, so the decision and the scale agree with what the caller sees.
-    total = float(result)
-    if error_if_nonfinite and not math.isfinite(total):
-        raise _nonfinite_error(norm_type)
+    return _as_scalar(total, buffers, grads, torch_tensors)
+
+
+def _scale_by_norm(buffers, max_norm, total):
+    """Multiply CPU gradients by min(max_norm / (total + 1e-6), 1)."""
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # NaN scales too, making every gradient NaN as in torch
         buffers.scale(coef)
-    return result
 
 
 def dtensor_norm(grads, norm_type, error_if_nonfinite):
@@ -247,26 +339,20 @@ def _stream(grads):
     return torch.cuda.current_stream(grads[0].device).cuda_stream
 
 
-def _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite):
-    """clip_grad_norm_ for CUDA gradients: the norm is reduced into a device float64 and the
-    clip coefficient is computed from it on the device, so nothing waits for the GPU unless
-    error_if_nonfinite needs the value. (Unlike the CPU path, the coefficient uses the float64
-    norm, not the norm rounded to the gradients' dtype: a difference of one rounding; and a
-    total that overflows only inside torch's float32 sums, NOTE: [torch norm overflow], stays
-    finite here, as finding it would cost a host sync.)"""
+def _device_norm(buffers, grads, norm_type):
+    """The total norm of CUDA gradients as a device float64, reduced on the device so that
+    nothing waits for the GPU. (Unlike the CPU path, clip_grad_norm_'s coefficient uses this
+    float64 norm, not the norm rounded to the gradients' dtype: a difference of one rounding;
+    and a total that overflows only inside torch's float32 sums, NOTE: [torch norm overflow],
+    stays finite here, as finding it would cost a host sync.)"""
     torch = _interop.torch_module()
-    device, stream = grads[0].device, _stream(grads)
-    if norm_type > 0:
-        total = torch.empty((), dtype=torch.float64, device=device)
-        # Scratch from torch's caching allocator: stream-ordered, reused, never a device-wide sync.
-        scratch = torch.empty(buffers.scratch_size(), dtype=torch.float64, device=device)
-        buffers.norm_on_device(norm_type, total.data_ptr(), scratch.data_ptr(), stream)
-    else:
-        total = _norm_in_python(grads, norm_type)
-    if error_if_nonfinite and not bool(torch.isfinite(total)):
-        raise _nonfinite_error(norm_type)
-    buffers.clip_on_device(max_norm, total.data_ptr(), stream)
-    return total.to(_interop.torch_dtype(buffers.result_dtype()))
+    if not norm_type > 0:
+        return _norm_in_python(grads, norm_type)
+    total = torch.empty((), dtype=torch.float64, device=grads[0].device)
+    # Scratch from torch's caching allocator: stream-ordered, reused, never a device-wide sync.
+    scratch = torch.empty(buffers.scratch_size(), dtype=torch.float64, device=grads[0].device)
+    buffers.norm_on_device(norm_type, total.data_ptr(), scratch.data_ptr(), _stream(grads))
+    return total
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
