@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ... import _C, _interop
+from ... import _C, _cuda_array, _interop
 
 
 def _grads(parameters):
@@ -199,17 +199,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
         return total
     buffers = _buffers(grads)
+    result, total = _checked_norm(buffers, grads, norm_type, error_if_nonfinite, torch_params)
     if _interop.is_cuda(grads[0]):
-        total = _device_norm(buffers, grads, norm_type)
-        if error_if_nonfinite and not bool(_interop.torch_module().isfinite(total)):
-            raise _nonfinite_error(norm_type)
         buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
-        return total.to(_interop.torch_dtype(buffers.result_dtype()))
-    result = _host_norm(buffers, grads, norm_type, torch_params)
-    # Clip by the norm as returned, so the decision and the scale agree with what the caller sees.
-    if error_if_nonfinite and not math.isfinite(float(result)):
-        raise _nonfinite_error(norm_type)
-    _scale_by_norm(buffers, max_norm, float(result))
+    else:
+        _scale_by_norm(buffers, max_norm, total)
     return result
 
 
@@ -229,15 +223,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     if _interop.any_dtensor(tensors):
         return dtensor_norm(tensors, norm_type, error_if_nonfinite)
     buffers = _buffers(tensors)
-    if _interop.is_cuda(tensors[0]):
-        total = _device_norm(buffers, tensors, norm_type)
-        if error_if_nonfinite and not bool(_interop.torch_module().isfinite(total)):
-            raise _nonfinite_error(norm_type)
-        return total.to(_interop.torch_dtype(buffers.result_dtype()))
-    result = _host_norm(buffers, tensors, norm_type, _interop.is_torch(tensors[0]))
-    if error_if_nonfinite and not math.isfinite(float(result)):
-        raise _nonfinite_error(norm_type)
-    return result
+    return _checked_norm(buffers, tensors, norm_type, error_if_nonfinite, _interop.is_torch(tensors[0]))[0]
 
 
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
@@ -273,7 +259,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
 
 def _is_one_array(x):
     """A single tensor or array (get_total_norm takes one as well as an iterable of them)."""
-    return _interop.is_torch(x) or isinstance(x, np.ndarray)
+    return _interop.is_torch(x) or isinstance(x, np.ndarray) or _cuda_array.is_cuda_array(x)
 
 
 def _check_total_norm(total_norm):
@@ -289,6 +275,22 @@ def _check_total_norm(total_norm):
 def _total_norm_value(total_norm):
     """The value of a checked total norm, as a Python float (reads a CUDA tensor's value)."""
     return float(total_norm.item() if hasattr(total_norm, "item") else total_norm)
+
+
+def _checked_norm(buffers, grads, norm_type, error_if_nonfinite, torch_tensors):
+    """The total norm as returned to the caller, and the one clipping scales by: for CUDA
+    gradients the device float64 (the returned norm is it rounded to the gradients' dtype), on
+    the CPU the returned norm's value (so the decision and the scale agree with what the caller
+    sees). A non-finite norm with ``error_if_nonfinite`` raises before anything changes."""
+    if _interop.is_cuda(grads[0]):
+        total = _device_norm(buffers, grads, norm_type)
+        if error_if_nonfinite and not bool(_interop.torch_module().isfinite(total)):
+            raise _nonfinite_error(norm_type)
+        return total.to(_interop.torch_dtype(buffers.result_dtype())), total
+    result = _host_norm(buffers, grads, norm_type, torch_tensors)
+    if error_if_nonfinite and not math.isfinite(float(result)):
+        raise _nonfinite_error(norm_type)
+    return result, float(result)
 
 
 def _host_norm(buffers, grads, norm_type, torch_tensors):
