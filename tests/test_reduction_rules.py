@@ -192,8 +192,8 @@ def _clamp_grads(rng, shape, steps, dtype):
 def _growing_grads(rng, shape, steps, dtype):
     """Gradients that grow 20 % a step, so that the variance estimates lag behind them and
     RMS(u) > d = 1 from about the third step (the update clipping, and so the sum of u^2, then
-    decides the step); rows of
-    magnitude 1e-5 among ones (row factors near 1e5), a zero row and a zero column."""
+    decides the step); rows of magnitude 1e-5 among ones (row factors near 1e5), a zero row and
+    a zero column."""
     scale = np.ones(shape)
     scale[..., 1::3, :] = 1e-5
     out = []

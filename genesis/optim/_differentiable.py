@@ -41,9 +41,19 @@ _PAIRS = {
     "step_sizes": ("step_size_min", "step_size_max"),
 }
 
-# State that torch does not start at zero: name -> the group key it starts at (Adagrad's sum:
-# the optimizer's default, which torch reads whatever the group says; Adagrad._initial_sum).
-_FILLED = {("rprop", "step_size"): "lr"}
+
+def _group_lr(optimizer, group):
+    from .optimizer import as_float  # optimizer.py imports this module
+
+    return as_float(group["lr"])
+
+
+# State that torch does not start at zero: (rule, name) -> its start, from (optimizer, group).
+# Adagrad's sum starts at the optimizer's default, which torch reads whatever the group says.
+_FILLED = {
+    ("rprop", "step_size"): _group_lr,
+    ("adagrad", "sum"): lambda optimizer, group: optimizer._initial_sum(),
+}
 
 MIXED_PRECISION = ("master_weights", "state_dtype", "stochastic_rounding")
 
@@ -158,7 +168,7 @@ def _state_of(optimizer, group, rule, p, name, scalars):
     value = dict.get(state, name)
     if value is not None or (rule == "sgd" and name == "momentum_buffer"):
         return value
-    from .optimizer import _new_state_array, as_float
+    from .optimizer import _new_state_array
 
     arr = _interop.core_view(p.detach())
     if name == "step":
@@ -168,8 +178,6 @@ def _state_of(optimizer, group, rule, p, name, scalars):
     else:
         value = _new_state_array(p, arr, optimizer._storage(group, arr)[0])
         if (rule, name) in _FILLED:
-            value.fill_(as_float(group[_FILLED[rule, name]]))
-        elif (rule, name) == ("adagrad", "sum"):
-            value.fill_(optimizer._initial_sum())
+            value.fill_(_FILLED[rule, name](optimizer, group))
     dict.__setitem__(state, name, value)
     return value
