@@ -464,6 +464,14 @@ def core_view(arr):
     return arr
 
 
+def real_view(value):
+    """A complex torch tensor as its real view (pairs of floats, as core_view), a conjugate view
+    resolved first; any other value as it is."""
+    if is_torch(value) and value.is_complex():
+        return _torch().view_as_real(value.resolve_conj())
+    return value
+
+
 def needs_staging(param, dense_ok=False):
     """A torch parameter the cached fast path cannot take as it is: complex, strided, or with a
     strided or sparse gradient, or a DTensor (NOTE: [DTensor parameters]).

@@ -117,11 +117,15 @@ def convert_entries(entries, names, quantized, unsigned_names, key):
 
 def float32_entries(entries, names, unsigned_names, arr):
     """A parameter's state_dict entries with every 8-bit state array as float32 (the
-    parameter's library, device and shape) and without the block scales."""
+    library, device and shape of the parameter's array `arr`; complex for a complex torch
+    parameter, torch's layout) and without the block scales."""
     out = dict(entries)
+    core = _interop.core_view(arr)
     for name in names:
         value, scale = out.get(name), out.get(absmax_name(name))
         if value is not None and scale is not None and is_codes(value):
             values = dequantize(value, out.pop(absmax_name(name)), name in unsigned_names)
-            out[name] = _interop.copy_into_like(values, arr, _interop.FLOAT32)
+            out[name] = _interop.copy_into_like(values, core, _interop.FLOAT32)
+            if core is not arr and _interop.is_torch(arr) and arr.is_complex():
+                out[name] = _interop.torch_module().view_as_complex(out[name])
     return out

@@ -992,7 +992,7 @@ class Optimizer(Base):
             names, unsigned = self._state_names(group), self._nonnegative_states(group)
             for index, p in zip(packed["params"], group["params"]):
                 if index in state:
-                    arr = _interop.core_view(_interop.array_of(p))
+                    arr = _interop.local_of(_interop.array_of(p))
                     state[index] = _quantized.float32_entries(state[index], names, unsigned, arr)
         return {**state_dict, "state": state, "param_groups": groups}
 
@@ -1051,11 +1051,15 @@ class Optimizer(Base):
         if not isinstance(entries, dict):
             raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
         arr = _interop.array_of(param)
-        state_code, _ = self._storage(group, arr)
+        core = _interop.core_view(arr)
+        state_code, _ = self._storage(group, core)
         try:
-            shapes = dict(self._state_shapes(group, _interop.core_view(arr)))
+            shapes = dict(self._state_shapes(group, core))
         except NotImplementedError:  # an optimizer that keeps its own state (SparseAdam)
             shapes = {}
+        complex_param = _interop.is_torch(arr) and arr.is_complex()
+        if complex_param:  # state in the form the core reads (torch keeps it complex)
+            entries = {name: _interop.real_view(value) for name, value in entries.items()}
         names, scales = (), ()
         # 8-bit state on either side (optimizers without element-wise rule state, SparseAdam
         # and LBFGS, never have any): convert it to what this group keeps.
@@ -1083,15 +1087,18 @@ class Optimizer(Base):
                 out[name] = _interop.import_dtensor_state(value, param, code, shapes.get(name, local.shape), name, key)
             else:
                 # Same shape, or the same elements flattened (a C++ trainer's checkpoint).
-                shape = tuple(shapes.get(name, arr.shape))
+                shape = tuple(shapes.get(name, core.shape))
                 size = int(np.prod(value.shape))
                 if tuple(value.shape) != shape and size != int(np.prod(shape)):
-                    what = "the parameter has" if shape == tuple(arr.shape) else "it must have"
+                    what = "the parameter has" if shape == tuple(core.shape) else "it must have"
+                    what += " (as real pairs)" if complex_param else ""
                     raise ValueError(
                         f"state '{name}' of parameter {key} has shape {tuple(value.shape)}, but {what} shape {shape}"
                     )
                 code = _interop.FLOAT32 if name == "master_param" else state_code
-                out[name] = _interop.copy_into_like(value, arr, code, shape)
+                out[name] = _interop.copy_into_like(value, core, code, shape)
+                if complex_param and name in shapes and code == _interop.dtype_code(core):
+                    out[name] = _interop.torch_module().view_as_complex(out[name])  # as _new_state_array
         return out
 
     def __repr__(self):
@@ -1166,11 +1173,12 @@ def _in_layout_of(state, name, arr):
 
 def _new_state_array(param, arr, state_code, shape=None):
     """A zero state array for `param`, whose core array is `arr`: of the parameter's own complex
-    dtype for complex torch parameters (torch's state layout), else of the state dtype; of
+    dtype for a complex torch parameter whose state has its precision (torch's state layout),
+    else of the state dtype (a complex parameter's 16- or 8-bit state as real pairs); of
     `shape` (the parameter's, for element-wise rules), contiguous or, where `arr` is densely
     laid out in another order, in its layout (NOTE: [dense layouts]); a DTensor laid out like
     a DTensor parameter (NOTE: [DTensor parameters])."""
-    if _interop.is_torch(param) and param.is_complex() and state_code != _interop.UINT8:
+    if _interop.is_torch(param) and param.is_complex() and state_code == _interop.dtype_code(arr):
         local = _interop.local_of(param)
         value = _interop.torch_module().zeros(local.shape, dtype=local.dtype, device=local.device)
     else:
