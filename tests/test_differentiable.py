@@ -330,7 +330,17 @@ def _meta_run(lib, name, kwargs, source, resume_from):
     return model, opt
 
 
-@pytest.mark.parametrize("name", ["Adam", "SGD", "RMSprop"])
+COMPLEX_KWARGS = {
+    "Adam": {},
+    "SGD": dict(momentum=0.9),
+    "RMSprop": dict(momentum=0.9),
+    # State torch starts at v + v*j for a complex parameter, not at v.
+    "Adagrad": dict(initial_accumulator_value=0.3),
+    "Rprop": {},
+}
+
+
+@pytest.mark.parametrize("name", COMPLEX_KWARGS)
 def test_complex_parameters_differentiate_as_torch(name):
     """Complex parameters go through torch's real views, as in torch; values and gradients
     are torch's."""
@@ -339,8 +349,7 @@ def test_complex_parameters_differentiate_as_torch(name):
         torch.manual_seed(0)
         w = torch.randn(3, dtype=torch.complex128, requires_grad=True)
         p = w.clone()
-        kwargs = {} if name == "Adam" else dict(momentum=0.9)
-        opt = getattr(lib, name)([p], lr=0.1, differentiable=True, **kwargs)
+        opt = getattr(lib, name)([p], lr=0.1, differentiable=True, **COMPLEX_KWARGS[name])
         p.grad = torch.full((3,), 1 + 2j, dtype=torch.complex128)
         opt.step()
         results.append((p.detach(), *torch.autograd.grad(p.abs().sum(), w)))

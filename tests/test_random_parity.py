@@ -4,14 +4,14 @@ The other parity tests walk the flag combinations one at a time on a fixed model
 draws whole scenarios from a seed, combining what a real training script combines: param groups
 that each take a different flag configuration of the same optimizer (reference.CONFIGS), shapes
 from empty to odd-sized and multi-dimensional, gradients that are None on some steps and differ
-in scale by orders of magnitude, float32 or float64, a StepLR schedule, and a mid-run exchange
+in scale by orders of magnitude, float32 or float64 (real or complex), a StepLR schedule, and a mid-run exchange
 of state_dicts between the two libraries (each continuing from the other's state, through
 torch.save). Every parameter must then agree with torch's within the standard tolerances.
 
 Drawing scenarios found a difference no enumerated case reached: torch's Adagrad starts every
 `sum` at the optimizer's default initial_accumulator_value, whatever the group says
-(docs/semantics.md#adagrads-initial-accumulator). A failure names its seed; `_scenario(seed)`
-rebuilds it.
+(docs/semantics.md#adagrads-initial-accumulator), and that a complex parameter's `sum` starts at
+init + init*j. A failure names its seed; `_scenario(seed)` rebuilds it.
 """
 
 import copy
@@ -33,6 +33,7 @@ import reference as R  # noqa: E402
 NAMES = [n for n in R.NAMES if hasattr(torch.optim, n)]
 SHAPES = [(0,), (1,), (7,), (33,), (5, 3), (1, 9), (9, 1), (4, 0), (2, 3, 5), (1000,), (17, 19), (2, 2, 2, 3)]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+TOL.update({torch.complex64: TOL[torch.float32], torch.complex128: TOL[torch.float64]})
 SEEDS = range(150)
 
 
@@ -59,6 +60,8 @@ def _scenario(seed):
         ],
         exchange_at=rng.choice([None, steps // 2]),
         schedule=rng.random() < 0.3,
+        # Drawn last, so that adding it left every earlier draw of a seed as it was.
+        complex=name != "Adafactor" and rng.random() < 0.3,  # torch's Adafactor refuses complex
     )
 
 
@@ -73,6 +76,8 @@ def _round_trip(state_dict):
 def test_random_scenario_matches_torch(seed):
     s = _scenario(seed)
     dtype = getattr(torch, s["dtype"])
+    if s["complex"]:  # torch and genesis update complex parameters as their real views
+        dtype = dtype.to_complex()
     gen = torch.Generator().manual_seed(seed)
     groups_t = [
         [torch.randn(shape, generator=gen, dtype=dtype).requires_grad_() for shape in g["shapes"]] for g in s["groups"]
@@ -109,7 +114,7 @@ def test_random_scenario_matches_torch(seed):
                 for sc in sched:
                     sc.load_state_dict(saved)
     tol = TOL[dtype]
-    if dtype == torch.float64 and s["name"] == "NAdam" and s["exchange_at"] is not None:
+    if dtype.to_real() == torch.float64 and s["name"] == "NAdam" and s["exchange_at"] is not None:
         # torch's load_state_dict makes its mu_product float64; genesis keeps float32
         # (docs/semantics.md#update-rules): about 1e-9 relative over a hundred steps.
         tol = dict(rtol=1e-7, atol=1e-10)

@@ -178,6 +178,7 @@ def _state_of(optimizer, group, rule, p, name, scalars):
     else:
         value = _new_state_array(p, arr, optimizer._storage(group, arr)[0])
         if (rule, name) in _FILLED:
-            value.fill_(_FILLED[rule, name](optimizer, group))
+            # Through the real view: complex state starts at v + v*j, as torch's.
+            _interop.core_view(value).fill_(_FILLED[rule, name](optimizer, group))
     dict.__setitem__(state, name, value)
     return value

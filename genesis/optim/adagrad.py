@@ -107,5 +107,6 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
                     state["sum"], state["sum_absmax"] = _quantized.filled(arr, self._initial_sum(), unsigned=True)
                     continue
                 total = _new_state_array(p, arr, code)
-                total += self._initial_sum()
+                # Through the real view: a complex parameter's sum starts at init + init*j, as torch's.
+                _interop.core_view(total)[...] = self._initial_sum()
                 state["sum"] = total
