@@ -152,6 +152,45 @@ def test_sparse_gradients_count_densified_like_torch():
     assert_models_close(*models, torch.float32)
 
 
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["complex64", "complex128"])
+def test_complex_parameters_give_torch_bits(dtype, line_search_fn):
+    """A complex parameter takes part as its real view (two elements per value), as in torch:
+    the same bits beside a real parameter and one without a gradient, and the state_dicts
+    cross between the libraries mid-run."""
+    gen = torch.Generator().manual_seed(3)
+    init = [torch.randn(4, 3, dtype=dtype, generator=gen), torch.randn(5, dtype=dtype.to_real(), generator=gen)]
+    init.append(torch.randn(2, dtype=dtype, generator=gen))  # never gets a gradient
+    matrix = torch.randn(12, 12, dtype=dtype, generator=gen)
+    options = dict(lr=0.5, max_iter=4, history_size=3, line_search_fn=line_search_fn)
+    runs = []
+    for cls in (torch.optim.LBFGS, genesis.optim.LBFGS):
+        params = [torch.nn.Parameter(x.clone()) for x in init]
+        runs.append((params, cls(params, **options)))
+
+    def closure_of(params, opt):
+        def closure():
+            opt.zero_grad()
+            loss = ((matrix @ params[0].reshape(-1) - 1).abs() ** 2).sum() + (params[1] ** 4).sum()
+            loss.backward()
+            return loss
+
+        return closure
+
+    for step in range(5):
+        for params, opt in runs:
+            opt.step(closure_of(params, opt))
+        if step == 1:  # each continues from the other's state
+            (tp, topt), (gp, gopt) = runs
+            saved = [copy.deepcopy(topt.state_dict()), copy.deepcopy(gopt.state_dict())]
+            runs = [(tp, torch.optim.LBFGS(tp, **options)), (gp, genesis.optim.LBFGS(gp, **options))]
+            runs[0][1].load_state_dict(saved[1])
+            runs[1][1].load_state_dict(saved[0])
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert torch.equal(a, b)
+    assert first_state(runs[1][1])["d"].dtype == dtype.to_real() and first_state(runs[1][1])["d"].numel() == 33
+
+
 def test_stops_at_tolerance_grad_like_torch():
     models, opts, (x, y) = run_side_by_side(torch.float64, 3, tolerance_grad=1e3)
     for opt in opts:

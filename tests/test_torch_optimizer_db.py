@@ -7,6 +7,8 @@ constructor inputs and error inputs). Every genesis class that torch also has ru
 - every constructor input trains beside torch's class on the same model and gradients for 25
   steps, float32 and float64, with the parity tolerances of the rest of the suite, and the
   state_dict of each loads into the other.
+- every constructor input also trains complex64 parameters beside torch's class (torch updates
+  them as their real views), the state_dicts crossing both ways;
 - every input with torch's global `differentiable=True` flag added (torch's
   `_get_optim_inputs_including_global_cliquey_kwargs`) backpropagates through 3 steps
   (MAML-style: each gradient taken with create_graph=True) to the same values and the same
@@ -153,6 +155,72 @@ def test_inputs_train_as_torch(info, oi, dtype):
         _run(name, twin, resumed, dtype, 3, start=steps)
         _run(name, model, opt, dtype, 3, start=steps)
         _assert_close(twin, model, tol)
+
+
+# ------------------------------------------------------------------------ complex parameters
+NO_COMPLEX = {"Adafactor", "Muon", "SparseAdam"}  # torch refuses complex parameters there too
+
+
+def _complex_cases():
+    for info in INFOS:
+        name = info.optim_cls.__name__
+        if name not in NO_COMPLEX:
+            for oi in info.optim_inputs_func(device="cpu", dtype=torch.complex64):
+                yield pytest.param(info, oi, id=f"{name}-{oi.desc}")
+
+
+def _complex_run(opt, params, steps, start=0):
+    """A complex least-squares problem (the loss is real): every rule sees real and imaginary
+    parts move differently."""
+    for k in range(start, start + steps):
+        gen = torch.Generator().manual_seed(200 + k)
+        x = torch.randn(6, 4, dtype=torch.complex64, generator=gen)
+
+        def closure(x=x):
+            opt.zero_grad()
+            loss = (x @ params[0] + params[1] - 1).abs().pow(2).mean()
+            loss.backward()
+            return loss
+
+        if isinstance(opt, (torch.optim.LBFGS, genesis.optim.LBFGS)):
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+
+
+@pytest.mark.parametrize("info,oi", list(_complex_cases()))
+def test_inputs_train_complex_parameters_as_torch(info, oi):
+    """torch updates a complex parameter as its real view, state complex; so does genesis,
+    for every constructor input, and the state_dicts cross both ways."""
+    name = info.optim_cls.__name__
+    why = _why_not(name, oi.desc, oi.kwargs)
+    if why:
+        pytest.skip(why)
+    steps = 5 if name == "LBFGS" else STEPS
+    classes = {"torch": info.optim_cls, "genesis": _genesis_class(info)}
+    gen = torch.Generator().manual_seed(7)
+    init = [
+        torch.randn(4, 3, dtype=torch.complex64, generator=gen),
+        torch.randn(3, dtype=torch.complex64, generator=gen),
+    ]
+    runs = {}
+    for lib, cls in classes.items():
+        params = [torch.nn.Parameter(x.clone()) for x in init]
+        opt = cls(params, **copy.deepcopy(oi.kwargs))
+        _complex_run(opt, params, steps)
+        runs[lib] = (params, opt)
+    for a, b in zip(runs["genesis"][0], runs["torch"][0]):
+        torch.testing.assert_close(a.detach(), b.detach(), **TOL[torch.float32])
+    for src, dst in (("torch", "genesis"), ("genesis", "torch")):
+        params, opt = runs[src]
+        twin = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        resumed = classes[dst](twin, **copy.deepcopy(oi.kwargs))
+        resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+        _complex_run(resumed, twin, 3, start=steps)
+        _complex_run(opt, params, 3, start=steps)
+        for a, b in zip(twin, params):
+            torch.testing.assert_close(a.detach(), b.detach(), **TOL[torch.float32])
 
 
 # ------------------------------------------------------------------------ differentiable=True

@@ -22,7 +22,8 @@ from .optimizer import Optimizer, as_float
 # All parameters seen as one flat vector, in two implementations with the same small
 # interface: torch tensors (CPU or CUDA) and NumPy arrays (genesis.nn.Parameter).
 class _TorchVectors:
-    """Flat vectors of torch tensors."""
+    """Flat vectors of torch tensors; a complex parameter takes part as its real view (two
+    elements per value), as in torch."""
 
     def __init__(self, params):
         self.params = params
@@ -43,19 +44,21 @@ class _TorchVectors:
         for p in self.params:
             grad = p.grad
             if grad is None:
-                pieces.append(p.new_zeros(p.numel()))
+                real = _interop.real_view(p)
+                pieces.append(real.new_zeros(real.numel()))
             elif grad.is_sparse:
-                pieces.append(grad.to_dense().view(-1))
+                pieces.append(_interop.real_view(grad.to_dense()).view(-1))
             else:
-                pieces.append(grad.view(-1))
+                pieces.append(_interop.real_view(grad).view(-1))
         return self.torch.cat(pieces, 0)
 
     def add_to_params(self, step, direction):
         """params += step * direction, parameter by parameter (in place)."""
         offset = 0
         for p in self.params:
-            n = p.numel()
-            p.add_(direction[offset : offset + n].view_as(p), alpha=step)
+            real = _interop.real_view(p)
+            n = real.numel()
+            real.add_(direction[offset : offset + n].view_as(real), alpha=step)
             offset += n
 
     def save_params(self):
@@ -514,7 +517,8 @@ class LBFGS(Optimizer):
         self._check_group(new_group)
 
         vectors = _vectors_for(params)
-        numel = sum(_interop.numel(_interop.array_of(p)) for p in params)
+        # Flat vectors count a complex parameter's real view (two elements per value), as torch.
+        numel = sum(_interop.numel(_interop.real_view(_interop.array_of(p))) for p in params)
         param_of = dict(zip(saved["params"], params))
         new_state = {}
         for key, entries in state_dict["state"].items():
@@ -522,7 +526,7 @@ class LBFGS(Optimizer):
                 continue
             if not isinstance(entries, dict):
                 raise ValueError(f"state of parameter {key} must be a dict, got {type(entries).__name__}")
-            like = _interop.array_of(param_of[key])
+            like = _interop.real_view(_interop.array_of(param_of[key]))
             imported = {name: _import_value(vectors, value, like) for name, value in entries.items()}
             _check_vector_lengths(imported, numel)
             new_state[param_of[key]] = imported
