@@ -166,7 +166,7 @@ def mutate(rng, blob):
             return bytes(out)
     mutated = mutate_header(rng, header)  # a crafted header with a correct checksum
     # Keep the file's size consistent with the header when the edit did not change the table.
-    return make_corpus.build(mutated, rest)
+    return make_corpus.build(mutated, rest, make_corpus.version_of(blob))
 
 
 def fuzz_seeds():

@@ -44,11 +44,15 @@ def build(header, rest, version=1, magic=MAGIC):
     return blob + bytes(-len(blob) % 64) + rest
 
 
+def version_of(blob):
+    return PREAMBLE.unpack_from(blob)[1]
+
+
 def edit(blob, old, new):
-    """`blob` with the first `old` of its header replaced by `new` (both bytes)."""
+    """`blob` with the first `old` of its header replaced by `new` (both bytes), same version."""
     header, rest = split(blob)
     assert old in header, (old, header)
-    return build(header.replace(old, new, 1), rest)
+    return build(header.replace(old, new, 1), rest, version_of(blob))
 
 
 def header_only(text):
