@@ -37,10 +37,11 @@ from .nn.parameter import Parameter as _GenesisParameter
 __all__ = ["CheckpointError", "load", "save"]
 
 MAGIC = b"\x93GENESIS"
-# Version 2 adds the value tags of _VERSION_2_TAGS. A file that uses none of them is written
-# as version 1, which every genesis reads.
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+# Version 2 adds the value tags of _VERSION_2_TAGS, version 3 the dtypes of _DTYPE_VERSIONS.
+# A file is written with the lowest version that holds it, so a file without anything new
+# stays version 1, which every genesis reads.
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 _VERSION_1_TAGS = ("array", "list", "tuple", "dict")
 _VERSION_2_TAGS = ("ordered_dict", "torch.Size", "torch.nn.Parameter", "genesis.nn.Parameter")
 # Buffers start at multiples of ALIGNMENT bytes from the checkpoint's first byte, so a
@@ -74,8 +75,13 @@ _STORAGE_DTYPES = {
         "float64": "<f8",
         # NumPy has no bfloat16: torch's bfloat16 bit patterns travel as uint16.
         "bfloat16": "<u2",
+        # (real, imaginary) pairs of float32 / float64, as NumPy and torch lay them out.
+        "complex64": "<c8",
+        "complex128": "<c16",
     }.items()
 }
+# The format version that introduced a dtype; the others are in every version.
+_DTYPE_VERSIONS = {"complex64": 3, "complex128": 3}
 # NumPy dtype (little-endian form) -> header name, for arrays that NumPy itself can hold.
 _NUMPY_DTYPE_NAMES = {dtype: name for name, dtype in _STORAGE_DTYPES.items() if name != "bfloat16"}
 
@@ -93,7 +99,7 @@ _SCALAR_TYPES = (str, bool, int, float, type(None))
 _CONTAINER_TYPES = (dict, list, tuple, OrderedDict)
 _INT64 = range(-(2**63), 2**63)
 # Dtypes that can require gradients (torch.nn.Parameter).
-_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_GRAD_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
 _INT_TEXT = re.compile(r"-?0x[0-9a-f]+")
 # A saved device: a type, optionally with an index (no leading zeros), as str(torch.device).
 _DEVICE = re.compile(r"[a-z][a-z0-9_]*(:(0|[1-9][0-9]*))?")
@@ -254,7 +260,7 @@ class _Encoder:
     def __init__(self):
         self.entries = []  # the header's "buffers" table
         self.sources = []  # per entry: the NumPy array or torch tensor to write
-        self.version = 1  # raised to 2 when a version-2 tag is written
+        self.version = 1  # raised to the version of the newest tag or dtype written
         self._data_end = 0  # end of the last buffer, relative to the data section
 
     def encode(self, obj, path, depth):
@@ -295,7 +301,8 @@ class _Encoder:
             return self._add_numpy(np.from_dlpack(obj, device="cpu"), "numpy.ndarray", path)
         if hasattr(obj, "__array_interface__"):
             return self._add_numpy(np.asarray(obj), "numpy.ndarray", path)
-        raise TypeError(f"cannot save {path}: unsupported type {kind.__qualname__}")
+        hint = "; save numpy.complex128(x), which keeps it exactly" if kind is complex else ""
+        raise TypeError(f"cannot save {path}: unsupported type {kind.__qualname__}{hint}")
 
     def _encode_container(self, obj, path, depth):
         if depth >= MAX_DEPTH:
@@ -322,7 +329,7 @@ class _Encoder:
         return self._tagged("ordered_dict", [pairs, metadata])
 
     def _tagged(self, tag, payload):
-        self.version = 2
+        self.version = max(self.version, 2)
         return {tag: payload}
 
     def _add_numpy(self, array, kind, path):
@@ -345,6 +352,7 @@ class _Encoder:
             raise ValueError(f"cannot save {path}: more than {MAX_NDIM} dimensions")
         entry["offset"] = _align(self._data_end)
         entry["nbytes"] = math.prod(entry["shape"]) * _STORAGE_DTYPES[entry["dtype"]].itemsize
+        self.version = max(self.version, _DTYPE_VERSIONS.get(entry["dtype"], 1))
         self._data_end = entry["offset"] + entry["nbytes"]
         self.entries.append(entry)
         self.sources.append(source)
@@ -407,7 +415,9 @@ def _host_array(source):
     if isinstance(source, np.ndarray):
         return source
     torch = sys.modules["torch"]
-    tensor = source.detach().cpu()
+    # A conjugate or negative view (t.conj(), t.conj().imag) keeps its sign as a lazy bit that
+    # .numpy() refuses: apply it (a copy only for such a view).
+    tensor = source.detach().cpu().resolve_conj().resolve_neg()
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.view(torch.uint16)
     return tensor.numpy()
@@ -452,7 +462,7 @@ class _Reader:
         self._stream.seek(self._start)
         header, header_nbytes = self._read_header(size)
         self._data_start = _data_start(header_nbytes)
-        self._buffers, data_end = _parse_buffer_table(header["buffers"])
+        self._buffers, data_end = _parse_buffer_table(header["buffers"], self._version)
         expected = self._data_start + data_end + _CHECKSUM_SIZE * len(self._buffers)
         if size != expected:
             problem = "truncated" if size < expected else "followed by unexpected bytes"
@@ -485,6 +495,7 @@ class _Reader:
                 f"unsupported checkpoint format version {version}{newer};"
                 f" this genesis reads versions {', '.join(map(str, _READABLE_VERSIONS))}"
             )
+        self._version = version
         self._tags = _VERSION_1_TAGS + (_VERSION_2_TAGS if version >= 2 else ())
         if header_nbytes > size - _PREAMBLE.size:
             raise CheckpointError(
@@ -575,7 +586,7 @@ class _Reader:
             type(index) is int
             and index < len(self._buffers)
             and requires_grad
-            and self._buffers[index].dtype not in _FLOAT_DTYPES
+            and self._buffers[index].dtype not in _GRAD_DTYPES
         ):
             raise CheckpointError(f"{path}: a {self._buffers[index].dtype} parameter cannot require gradients")
         import torch
@@ -671,7 +682,7 @@ def _json_int(text):
     return -0.0 if text == "-0" else int(text)
 
 
-def _parse_buffer_table(entries):
+def _parse_buffer_table(entries, version):
     """Validate the header's buffer table; return its _Buffers and the data section's size.
 
     Nothing is allocated here: the caller compares the total against the file size first.
@@ -679,14 +690,15 @@ def _parse_buffer_table(entries):
     buffers = []
     data_end = 0
     for index, entry in enumerate(entries):
-        buffer = _parse_buffer_entry(index, entry, _align(data_end))
+        buffer = _parse_buffer_entry(index, entry, _align(data_end), version)
         buffers.append(buffer)
         data_end = buffer.offset + buffer.nbytes
     return buffers, data_end
 
 
-def _parse_buffer_entry(index, entry, offset):
-    """Validate one buffer entry, which the layout rule places at `offset`."""
+def _parse_buffer_entry(index, entry, offset, version):
+    """Validate one buffer entry of a file of this format version, which the layout rule
+    places at `offset`."""
     where = f"buffer {index}"
     kind = entry.get("type") if isinstance(entry, dict) else None
     if not (isinstance(kind, str) and kind in _ENTRY_FIELDS):
@@ -697,6 +709,10 @@ def _parse_buffer_entry(index, entry, offset):
     known = isinstance(dtype, str) and dtype in _STORAGE_DTYPES
     if not known or (dtype == "bfloat16" and kind != "torch.Tensor"):
         raise CheckpointError(f"{where}: unsupported dtype {_preview(dtype)} for {kind}")
+    if version < _DTYPE_VERSIONS.get(dtype, 1):
+        raise CheckpointError(
+            f"{where}: dtype {dtype} needs format version {_DTYPE_VERSIONS[dtype]}, the file is {version}"
+        )
     shape = entry["shape"]
     if not (isinstance(shape, list) and len(shape) <= MAX_NDIM and all(type(n) is int and n >= 0 for n in shape)):
         raise CheckpointError(f"{where}: shape must be a list of at most {MAX_NDIM} non-negative integers")

@@ -124,6 +124,8 @@ TOKENS = [
     b"true",
     b'"cpu"',
     b'"cuda:01"',
+    b'"complex64"',
+    b'"complex128"',
     b'"x"',
     b"64",
     b"0,0",

@@ -1,4 +1,4 @@
-// The checkpoint container (docs/checkpoint-format.md, versions 1 and 2) for the C++ API: the
+// The checkpoint container (docs/checkpoint-format.md, versions 1 to 3) for the C++ API: the
 // writer, and a reader that applies exactly the rules of genesis.load (genesis/serialization.py).
 #include "genesis/checkpoint.h"
 
@@ -23,8 +23,9 @@ namespace genesis::checkpoint {
 namespace {
 
 constexpr unsigned char kMagic[8] = {0x93, 'G', 'E', 'N', 'E', 'S', 'I', 'S'};
-constexpr uint32_t kVersion = 1;     // what the C++ writer writes: it uses no version-2 types
-constexpr uint32_t kMaxVersion = 2;  // version 2 adds ordered_dict, torch.Size and parameters
+constexpr uint32_t kVersion = 1;  // what the C++ writer writes: it uses no newer types
+// Version 2 adds ordered_dict, torch.Size and parameters; version 3 the complex dtypes.
+constexpr uint32_t kMaxVersion = 3;
 constexpr size_t kPreamble = 24;
 constexpr uint64_t kAlign = 64;
 constexpr int kMaxDepth = 100;  // container nesting, as MAX_DEPTH in serialization.py
@@ -49,19 +50,33 @@ uint64_t get_le(const unsigned char* p, size_t bytes) {
   return v;
 }
 
-// Every dtype the format defines; `kept` marks those the C++ API represents (DType).
+// Every dtype the format defines; `kept` marks those the C++ API represents (DType), `grad`
+// those a torch.nn.Parameter may require gradients in, `since` the format version that
+// introduced it.
 struct StoredDType {
   const char* name;
   size_t itemsize;
   bool kept;
   DType dtype;
+  bool grad = false;
+  uint32_t since = 1;
 };
 constexpr StoredDType kDTypes[] = {
-    {"bool", 1, false, DType::Float32},     {"int8", 1, false, DType::Float32},   {"uint8", 1, true, DType::UInt8},
-    {"int16", 2, false, DType::Float32},    {"uint16", 2, false, DType::Float32}, {"int32", 4, false, DType::Float32},
-    {"uint32", 4, false, DType::Float32},   {"int64", 8, false, DType::Float32},  {"uint64", 8, false, DType::Float32},
-    {"float16", 2, true, DType::Float16},   {"float32", 4, true, DType::Float32}, {"float64", 8, true, DType::Float64},
-    {"bfloat16", 2, true, DType::BFloat16},
+    {"bool", 1, false, DType::Float32},
+    {"int8", 1, false, DType::Float32},
+    {"uint8", 1, true, DType::UInt8},
+    {"int16", 2, false, DType::Float32},
+    {"uint16", 2, false, DType::Float32},
+    {"int32", 4, false, DType::Float32},
+    {"uint32", 4, false, DType::Float32},
+    {"int64", 8, false, DType::Float32},
+    {"uint64", 8, false, DType::Float32},
+    {"float16", 2, true, DType::Float16, true},
+    {"float32", 4, true, DType::Float32, true},
+    {"float64", 8, true, DType::Float64, true},
+    {"bfloat16", 2, true, DType::BFloat16, true},
+    {"complex64", 8, false, DType::Float32, true, 3},
+    {"complex128", 16, false, DType::Float32, true, 3},
 };
 
 const StoredDType* find_dtype(const std::string& name) {
@@ -264,7 +279,7 @@ bool valid_device(const std::string& s) {
   return index.find_first_not_of("0123456789") == std::string::npos && (index == "0" || index[0] != '0');
 }
 
-BufferEntry parse_entry(const json::Node& e, size_t index, uint64_t offset) {
+BufferEntry parse_entry(const json::Node& e, size_t index, uint64_t offset, uint64_t version) {
   using NK = json::Node::Kind;
   const std::string where = "checkpoint buffer " + std::to_string(index);
   const json::Node* type = e.kind == NK::Object ? e.get("type") : nullptr;
@@ -281,6 +296,9 @@ BufferEntry parse_entry(const json::Node& e, size_t index, uint64_t offset) {
   b.dtype = dtype->kind == NK::String ? find_dtype(dtype->text) : nullptr;
   if (!b.dtype || (b.dtype->dtype == DType::BFloat16 && b.dtype->kept && !torch))
     throw CheckpointError(where + ": unsupported dtype for " + b.kind);
+  if (version < b.dtype->since)
+    throw CheckpointError(where + ": dtype " + b.dtype->name + " needs format version " +
+                          std::to_string(b.dtype->since) + ", the file is " + std::to_string(version));
   if (shape->kind != NK::Array || shape->items.size() > kMaxNdim)
     throw CheckpointError(where + ": shape must be a list of at most 64 non-negative integers");
   // Python's rule: the product of the non-zero dimensions times the itemsize fits in int64.
@@ -361,11 +379,8 @@ class ValueReader {
       if (first.kind != NK::Object || first.keys.size() != 1 || first.keys[0] != "array" || second.kind != NK::Bool)
         throw CheckpointError("checkpoint header: torch.nn.Parameter payload must be [array, requires_grad]");
       uint64_t i;
-      // Only the floating-point dtypes C++ keeps (not uint8, kept for 8-bit state codes) can
-      // require gradients.
-      if (second.boolean && parse_count(first.items[0], i) && i < buffers_.size() &&
-          (!buffers_[i].dtype->kept || buffers_[i].dtype->dtype == DType::UInt8))
-        throw CheckpointError("checkpoint header: only floating-point parameters can require gradients");
+      if (second.boolean && parse_count(first.items[0], i) && i < buffers_.size() && !buffers_[i].dtype->grad)
+        throw CheckpointError("checkpoint header: only floating-point and complex parameters can require gradients");
       return array(first.items[0], "torch.Tensor");
     }
     // ordered_dict: [pairs, metadata or null]
@@ -608,7 +623,7 @@ Document read(Source& source, uint64_t size) {
   if (version < 1 || version > kMaxVersion)
     throw CheckpointError("unsupported checkpoint format version " + std::to_string(version) +
                           (version > kMaxVersion ? " (written by a newer genesis)" : "") +
-                          "; this reader reads versions 1, 2");
+                          "; this reader reads versions 1, 2, 3");
   const uint64_t header_len = get_le(preamble + 16, 8);
   if (header_len > size - kPreamble) throw CheckpointError("checkpoint is truncated (header runs past the end)");
   std::string header(static_cast<size_t>(header_len), '\0');
@@ -627,7 +642,7 @@ Document read(Source& source, uint64_t size) {
   std::vector<BufferEntry> entries;
   uint64_t data_end = 0;
   for (size_t i = 0; i < buffers->items.size(); ++i) {
-    entries.push_back(parse_entry(buffers->items[i], i, align_up(data_end)));
+    entries.push_back(parse_entry(buffers->items[i], i, align_up(data_end), version));
     data_end = entries.back().offset + entries.back().nbytes;
   }
   const uint64_t data_start = align_up(kPreamble + header_len);

@@ -1,5 +1,5 @@
 // Reads and writes the genesis checkpoint container (docs/checkpoint-format.md; reads versions 1
-// and 2, writes 1) from C++, so optimizer state saved by a C++ trainer loads in Python with
+// to 3, writes 1) from C++, so optimizer state saved by a C++ trainer loads in Python with
 // genesis.load and back.
 #pragma once
 

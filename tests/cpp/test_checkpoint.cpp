@@ -63,7 +63,7 @@ TEST(checkpoint_rejects_truncation_and_corruption) {
     }
   }
   std::vector<unsigned char> newer = bytes;
-  newer[8] = 3;  // versions 1 and 2 are read
+  newer[8] = 4;  // versions 1 to 3 are read
   CHECK_THROWS(CheckpointError, decode(newer.data(), newer.size()));
 }
 

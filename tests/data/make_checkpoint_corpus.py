@@ -105,6 +105,15 @@ def corpus():
         }
     )
 
+    version_3 = saved(
+        {
+            "c": np.array([1 + 2j, complex(-0.0, -3)], np.complex64),
+            "z": torch.tensor([[1 - 1j], [0.5j]], dtype=torch.complex128),
+            "s": np.complex128(complex(2, float("inf"))),
+            "p": torch.nn.Parameter(torch.ones(2, dtype=torch.complex64)),
+        }
+    )
+
     def nested_ordered_dicts(levels):
         value = None
         for _ in range(levels):
@@ -159,7 +168,7 @@ def corpus():
         "entry_missing_field": edit(floats, b',"nbytes":24', b""),
         "entry_device_on_numpy": edit(floats, b'"offset"', b'"device":"cpu","offset"'),
         "entry_torch_without_device": build(torch_entry.replace('"device": "cpu", ', "").encode(), one_float),
-        "entry_unknown_dtype": edit(floats, b'"float64"', b'"complex128"'),
+        "entry_unknown_dtype": edit(floats, b'"float64"', b'"complex256"'),
         "entry_numpy_bfloat16": edit(floats, b'"float64"', b'"bfloat16"'),
         "entry_negative_dimension": edit(floats, b'"shape":[3]', b'"shape":[-3]'),
         "entry_minus_zero_dimension": edit(floats, b'"shape":[3]', b'"shape":[-0]'),
@@ -241,6 +250,10 @@ def corpus():
         "genesis_parameter_not_an_array": edit(
             version_2, b'{"genesis.nn.Parameter":{"array":3}}', b'{"genesis.nn.Parameter":[{"array":3}]}'
         ),
+        # version 3 dtypes
+        "version_2_with_a_version_3_dtype": with_byte(version_3, 8, 2),
+        # three complex64 take the 24 bytes of three float64: only the version is wrong
+        "version_1_with_a_version_3_dtype": edit(floats, b'"float64"', b'"complex64"'),
     }
     valid = {
         "everything": saved(
@@ -255,6 +268,7 @@ def corpus():
         ),
         "floats_only": floats,
         "version_2_types": version_2,
+        "version_3_complex": version_3,
         "nothing": nothing,
         "nested_100": header_only(deep(100)),
         "nested_100_ordered_dicts": saved(nested_ordered_dicts(100)),
