@@ -543,3 +543,43 @@ def test_the_two_halves_on_numpy_parameters():
     assert total == clip_grad_norm_(b, 0.5)
     for p, q in zip(a, b):
         np.testing.assert_array_equal(p.grad, q.grad)
+
+
+@needs_torch
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf, 0.5, 0.0, -math.inf])
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_gradients_clip_as_torch(dtype, norm_type):
+    """torch takes a complex gradient's norm over its values' magnitudes (the real view's norm
+    only for p = 2) and scales the values: the same norm, dtype and gradients here, for the
+    three functions, beside a real gradient; a conjugate view is clipped in place too (torch's
+    foreach multiply refuses one, so its twin gets the resolved gradient)."""
+    dtype = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(4)
+    grads = [torch.randn(6, 5, dtype=dtype, generator=gen) * 3, torch.randn(4, dtype=dtype.to_real(), generator=gen)]
+    grads.append(torch.randn(7, dtype=dtype, generator=gen).conj())
+
+    def copy(g):  # clone() resolves a conjugate view; this keeps it one, over fresh memory
+        return g.conj().clone().conj() if g.is_conj() else g.clone()
+
+    runs = []
+    for lib, fn in ((torch.nn.utils, torch.nn.utils.clip_grad_norm_), (genesis.nn.utils, clip_grad_norm_)):
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = copy(g) if lib is genesis.nn.utils else g.resolve_conj().clone()
+        total = fn(params, 1.0, norm_type=norm_type)
+        runs.append((total, [p.grad.resolve_conj() for p in params]))
+        assert lib is torch.nn.utils or params[2].grad.is_conj()
+    (torch_total, torch_grads), (total, clipped) = runs
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == torch.complex64 else dict(rtol=1e-12, atol=1e-14)
+    assert total.dtype == torch_total.dtype == dtype.to_real()
+    torch.testing.assert_close(total, torch_total, **tol)
+    for g, t in zip(clipped, torch_grads):
+        torch.testing.assert_close(g, t, **tol)
+    # The two halves: the same norm, and the same scaling by a given norm.
+    torch.testing.assert_close(get_total_norm(grads, norm_type), torch_total, **tol)
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = copy(g)
+    clip_grads_with_norm_(params, 1.0, torch_total)
+    for p, t in zip(params, torch_grads):
+        torch.testing.assert_close(p.grad.resolve_conj(), t, **tol)

@@ -498,3 +498,56 @@ def test_plain_gradient_loop_gives_the_transform_loops_bits(name, kwargs):
         for k, v in opts[0].state[a].items():
             if torch.is_tensor(v):
                 assert torch.equal(v, opts[1].state[b][k]), k
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 0.0])
+@pytest.mark.parametrize("scaled", [False, True], ids=["no-scaler", "GradScaler"])
+@pytest.mark.parametrize("how", ["deferred", "function"])
+def test_complex_parameters_clip_as_torch(how, scaled, norm_type):
+    """Complex parameters: opt.clip_grad_norm_ (deferred) or genesis.nn.utils.clip_grad_norm_
+    (after a lazy unscale_ too), then the step, give torch's clip_grad_norm_ and step (torch's
+    norm of a complex gradient is over its magnitudes). torch's CPU GradScaler refuses complex
+    gradients, so torch runs unscaled: the scale, a power of two, cancels exactly."""
+    out = []
+    for lib in ("torch", "genesis"):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(5, 4, dtype=torch.complex64)), torch.nn.Parameter(torch.randn(3))]
+        opt = (torch.optim if lib == "torch" else genesis.optim).AdamW(params, lr=0.1)
+        scaler = GradScaler(init_scale=1024.0) if scaled and lib == "genesis" else None
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            opt.zero_grad()
+            x = torch.randn(6, 5, dtype=torch.complex64, generator=gen)
+            loss = (x @ params[0]).abs().pow(2).mean() + params[1].pow(2).sum()
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(opt)
+            if lib == "torch":
+                torch.nn.utils.clip_grad_norm_(params, 0.5, norm_type=norm_type)
+            elif how == "deferred":
+                opt.clip_grad_norm_(0.5, norm_type=norm_type)
+            else:
+                clip_grad_norm_(params, 0.5, norm_type=norm_type)
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+        out.append(params)
+    for a, b in zip(*out):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_complex_gradients_are_not_clamped():
+    """torch's clip_grad_value_ refuses complex gradients (clamp has no complex order); so do
+    genesis's, deferred or not, before anything is recorded or changed."""
+    param = torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))
+    param.grad = torch.full((3,), 2 + 2j, dtype=torch.complex64)
+    opt = genesis.optim.SGD([param], lr=0.1)
+    with pytest.raises(TypeError, match="cannot clamp complex gradients"):
+        opt.clip_grad_value_(1.0)
+    with pytest.raises(TypeError, match="cannot clamp complex gradients"):
+        clip_grad_value_([param], 1.0)
+    before = param.detach().clone()
+    opt.step()  # nothing pending: the plain update
+    torch.testing.assert_close(param.detach(), before - 0.1 * param.grad)

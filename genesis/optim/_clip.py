@@ -167,7 +167,7 @@ def materialize_unscale(grads):
         mine = [p.grad for p in _params(optimizer) if p.grad is not None]
         if not any(id(g) in ids for g in mine):
             continue
-        found = bool(_cg._buffers(mine).unscale(pending.inv_scale))
+        found = bool(_cg._buffers(_cg._complex_views(mine, 2.0)[1]).unscale(pending.inv_scale))
         pending.inv_scale = None
         pending.found_inf = found if pending.found_inf is None else (found or pending.found_inf)
         pending.fingerprint = _fingerprint(_params(optimizer))
@@ -237,6 +237,7 @@ def clip_grad_norm(optimizer, max_norm, norm_type, error_if_nonfinite):
         pending.coef = 1.0 if coef >= 1.0 else coef
         pending.fingerprint = _fingerprint(params)
         return total
+    grads = _cg._complex_views(grads, norm_type)[0]  # the step scales the gradients themselves
     buffers = _cg._buffers(grads)
     inv = 1.0 if pending.inv_scale is None else pending.inv_scale
     if _interop.is_cuda(grads[0]):
@@ -286,6 +287,9 @@ def clip_grad_value(optimizer, clip_value):
             "use genesis.nn.utils.clip_grad_value_ for other bounds"
         )
     params = _params(optimizer)
+    if any(_interop.is_torch(p) and p.is_complex() for p in params):
+        # The update would clamp real and imaginary parts apart; torch's clamp refuses complex.
+        raise TypeError("clip_grad_value_ cannot clamp complex gradients (torch's clamp does not take them either)")
     pending = _pending(optimizer)
     # Clamping twice is clamping once to the smaller bound.
     pending.limit = clip_value if pending.limit is None else min(pending.limit, clip_value)

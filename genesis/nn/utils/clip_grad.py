@@ -78,6 +78,23 @@ def _buffers(grads):
         raise
 
 
+def _complex_views(grads, norm_type):
+    """(the tensors whose norm is the gradients' norm, the tensors that scaling them scales)
+    as the core takes them. torch takes a complex gradient's norm over its values' magnitudes:
+    for the 2-norm that is the norm of its real view (no copy), for other norm types the norm
+    of its magnitudes (a real copy). Scaling the real view scales the values. A conjugate view
+    takes part through its memory, which has the same magnitudes and scales alike."""
+    if not any(_interop.is_torch(g) and g.is_complex() for g in grads):
+        return grads, grads
+    torch = _interop.torch_module()
+    complex_ = [_interop.is_torch(g) and g.is_complex() for g in grads]
+    memory = [g.conj() if c and g.is_conj() else g for g, c in zip(grads, complex_)]
+    scaled = [torch.view_as_real(g) if c else g for g, c in zip(memory, complex_)]
+    if norm_type == 2.0:
+        return scaled, scaled
+    return [g.abs() if c else g for g, c in zip(memory, complex_)], scaled
+
+
 def _as_scalar(value, buffers, grads, torch_params):
     """The norm as the parameters' library returns it (docs/semantics.md#gradient-clipping): for
     torch parameters a 0-dim tensor of the dtype torch gives it, so float32 gradients get a float32 norm (inf if it
@@ -198,8 +215,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         total = dtensor_norm(grads, norm_type, error_if_nonfinite)
         _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
         return total
+    norm_grads, grads = _complex_views(grads, norm_type)
     buffers = _buffers(grads)
-    result, total = _checked_norm(buffers, grads, norm_type, error_if_nonfinite, torch_params)
+    norm_buffers = buffers if norm_grads is grads else _buffers(norm_grads)
+    result, total = _checked_norm(norm_buffers, norm_grads, norm_type, error_if_nonfinite, torch_params)
     if _interop.is_cuda(grads[0]):
         buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
     else:
@@ -222,6 +241,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     _unscale_pending(tensors)
     if _interop.any_dtensor(tensors):
         return dtensor_norm(tensors, norm_type, error_if_nonfinite)
+    tensors = _complex_views(tensors, norm_type)[0]
     buffers = _buffers(tensors)
     return _checked_norm(buffers, tensors, norm_type, error_if_nonfinite, _interop.is_torch(tensors[0]))[0]
 
@@ -244,6 +264,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     if _interop.any_dtensor(grads):
         _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
         return
+    grads = _complex_views(grads, 2.0)[1]
     buffers = _buffers(grads)
     if _interop.is_cuda(grads[0]):
         torch = _interop.torch_module()
@@ -368,6 +389,8 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     grads, _ = _grads(parameters)
     if not grads:
         return
+    if any(_interop.is_torch(g) and g.is_complex() for g in grads):
+        raise TypeError("clip_grad_value_ cannot clamp complex gradients (torch's clamp does not take them either)")
     _unscale_pending(grads)
     buffers = _buffers(grads)
     if clip_value >= 0 and math.copysign(1.0, clip_value) > 0:
