@@ -287,9 +287,7 @@ def clip_grad_value(optimizer, clip_value):
             "use genesis.nn.utils.clip_grad_value_ for other bounds"
         )
     params = _params(optimizer)
-    if any(_interop.is_torch(p) and p.is_complex() for p in params):
-        # The update would clamp real and imaginary parts apart; torch's clamp refuses complex.
-        raise TypeError("clip_grad_value_ cannot clamp complex gradients (torch's clamp does not take them either)")
+    _cg.check_clampable(params)  # the update would clamp real and imaginary parts apart
     pending = _pending(optimizer)
     # Clamping twice is clamping once to the smaller bound.
     pending.limit = clip_value if pending.limit is None else min(pending.limit, clip_value)

@@ -84,15 +84,26 @@ def _complex_views(grads, norm_type):
     for the 2-norm that is the norm of its real view (no copy), for other norm types the norm
     of its magnitudes (a real copy). Scaling the real view scales the values. A conjugate view
     takes part through its memory, which has the same magnitudes and scales alike."""
-    if not any(_interop.is_torch(g) and g.is_complex() for g in grads):
+    complex_ = [_is_complex(g) for g in grads]
+    if not any(complex_):
         return grads, grads
     torch = _interop.torch_module()
-    complex_ = [_interop.is_torch(g) and g.is_complex() for g in grads]
     memory = [g.conj() if c and g.is_conj() else g for g, c in zip(grads, complex_)]
     scaled = [torch.view_as_real(g) if c else g for g, c in zip(memory, complex_)]
     if norm_type == 2.0:
         return scaled, scaled
     return [g.abs() if c else g for g, c in zip(memory, complex_)], scaled
+
+
+def _is_complex(x):
+    return _interop.is_torch(x) and x.is_complex()
+
+
+def check_clampable(tensors):
+    """Clamping has no order for complex values (torch's clamp refuses them): refused before
+    anything is recorded or changed, by the eager and the deferred clip_grad_value_."""
+    if any(_is_complex(t) for t in tensors):
+        raise TypeError("clip_grad_value_ cannot clamp complex gradients (torch's clamp does not take them either)")
 
 
 def _as_scalar(value, buffers, grads, torch_params):
@@ -389,8 +400,7 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     grads, _ = _grads(parameters)
     if not grads:
         return
-    if any(_interop.is_torch(g) and g.is_complex() for g in grads):
-        raise TypeError("clip_grad_value_ cannot clamp complex gradients (torch's clamp does not take them either)")
+    check_clampable(grads)
     _unscale_pending(grads)
     buffers = _buffers(grads)
     if clip_value >= 0 and math.copysign(1.0, clip_value) > 0:
