@@ -1,6 +1,7 @@
 """genesis optimizers inside the torch ecosystem: they are torch.optim.Optimizer instances, so
 torch's schedulers, SWALR, torch.amp.GradScaler, the distributed checkpoint helpers,
-torch.save(weights_only=True) and torch.compile'd models work with them and give torch's
+torch.save(weights_only=True), torch.compile'd models and
+torch.optim.swap_in_optimizer_params_and_state work with them and give torch's
 numbers; hooks fire around genesis steps exactly as around torch's; named parameters keep
 their names in the state_dict as torch 2.13 stores them."""
 
@@ -18,6 +19,8 @@ from torch.optim.optimizer import (  # noqa: E402
 )
 
 import genesis  # noqa: E402
+
+import reference  # noqa: E402
 
 
 def _model(seed=0):
@@ -382,3 +385,153 @@ def test_numpy_only_install_uses_the_standalone_base_with_the_same_behaviour():
         p.grad = np.cos(p.data).astype(np.float32)
         opt.step()
     assert eval(out[1]) == p.data.tolist()
+
+
+# ------------------------------------------- torch.optim.swap_in_optimizer_params_and_state
+def _swap_model(name, dtype=torch.float32):
+    torch.manual_seed(0)
+    bias = name != "Muon"  # torch's Muon takes 2-D parameters only
+    # 80 x 70 = 5,600 elements: above the 8-bit state's 4,096-element float32 threshold.
+    return torch.nn.Sequential(torch.nn.Linear(70, 80, bias=bias), torch.nn.Linear(80, 3, bias=bias)).to(dtype)
+
+
+def _random_grads(params, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen).to(p.dtype)
+
+
+def _swap_step(module, name, kwargs, dtype=torch.float32):
+    """Three steps of a live optimizer, then one step inside swap_in_optimizer_params_and_state
+    on copies of its parameters and state_dict, then three more live steps. Returns the live
+    model, the swapped-in parameters and the swapped-in state_dict (edited in place)."""
+    cls = getattr(module, name) if module is genesis.optim else reference.torch_class(name)
+    model = _swap_model(name, dtype)
+    opt = cls(model.parameters(), lr=1e-2, **kwargs)
+    for k in range(3):
+        _random_grads(model.parameters(), k)
+        opt.step()
+    swapped = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _random_grads(swapped.values(), 99)
+    swapped_sd = copy.deepcopy(opt.state_dict())
+    with torch.optim.swap_in_optimizer_params_and_state(opt, swapped, swapped_sd):
+        opt.step()
+    for k in range(3, 6):
+        _random_grads(model.parameters(), k)
+        opt.step()
+    return model, swapped, swapped_sd
+
+
+def _swap_cases():
+    # The API needs state to swap: SGD has none without momentum (torch's raises RuntimeError).
+    for name in reference.NAMES:
+        yield name, {"momentum": 0.9} if name == "SGD" else {}, torch.float32
+    for name in reference.ELEMENTWISE_NAMES:
+        yield name, {"state_dtype": "int8", **({"momentum": 0.9} if name == "SGD" else {})}, torch.float32
+    yield "AdamW", {"state_dtype": "bfloat16"}, torch.float32
+    yield "AdamW", {"master_weights": True}, torch.bfloat16
+    yield "AdamW", {"master_weights": True, "state_dtype": "int8"}, torch.bfloat16
+    yield "Lion", {"master_weights": True}, torch.float16
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, dtype", list(_swap_cases()), ids=lambda v: str(v).replace("torch.", "") if v != {} else "-"
+)
+def test_swap_in_optimizer_params_and_state_steps_the_swapped_tensors(name, kwargs, dtype):
+    """torch 2.13's swap_in_optimizer_params_and_state replaces ``optimizer.state`` and each
+    group's params for one context. A genesis step inside it must update the swapped-in
+    parameters and the user's state_dict tensors in place exactly as a fresh optimizer loaded
+    from that state_dict would, and the live optimizer (its cached plan for the live
+    parameters included) must continue as though there had been no swap."""
+    model, swapped, swapped_sd = _swap_step(genesis.optim, name, kwargs, dtype)
+
+    # The same step by a fresh optimizer over copies, loaded from the same state_dict.
+    twin = {n: p.detach().clone() for n, p in _swap_model(name, dtype).named_parameters()}
+    cls = getattr(genesis.optim, name)
+    live = _swap_model(name, dtype)
+    ref = cls(live.parameters(), lr=1e-2, **kwargs)
+    for k in range(3):
+        _random_grads(live.parameters(), k)
+        ref.step()
+    for n, p in live.named_parameters():
+        twin[n].copy_(p.detach())
+    _random_grads(twin.values(), 99)
+    fresh = cls(list(twin.values()), lr=1e-2, **kwargs)
+    fresh.load_state_dict(copy.deepcopy(ref.state_dict()))
+    fresh.step()
+    for n in swapped:
+        assert torch.equal(swapped[n], twin[n]), n
+    fresh_state = fresh.state_dict()["state"]
+    for index, entries in swapped_sd["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, torch.as_tensor(fresh_state[index][key])), (index, key)
+
+    # The live optimizer: three more steps, as the twin that never swapped.
+    for k in range(3, 6):
+        _random_grads(live.parameters(), k)
+        ref.step()
+    for p, q in zip(model.parameters(), live.parameters()):
+        assert torch.equal(p, q)
+
+    if (
+        "state_dtype" not in kwargs and dtype == torch.float32 and hasattr(torch.optim, name)
+    ):  # and the same numbers as torch's own class
+        _, torch_swapped, _ = _swap_step(torch.optim, name, kwargs, dtype)
+        for n in swapped:
+            torch.testing.assert_close(swapped[n], torch_swapped[n], rtol=1e-5, atol=1e-6)
+
+
+def test_swap_in_lbfgs_and_sparse_adam_step_the_swapped_tensors():
+    """The two optimizers outside the rule registry. torch 2.13's own LBFGS steps its live
+    parameters inside the swap (it keeps the constructor's parameter list); genesis's follows
+    param_groups, as the API documents: the swapped-in parameters move, exactly as under a
+    fresh LBFGS loaded from the same state_dict, and the live ones stay."""
+    x, y = torch.randn(8, 5, generator=torch.Generator().manual_seed(1)), torch.randn(8, 3)
+
+    def closure_for(params):
+        def closure():
+            for p in params.values():
+                p.grad = None
+            loss = torch.nn.functional.mse_loss(torch.nn.functional.linear(x, params["weight"], params["bias"]), y)
+            loss.backward()
+            return loss
+
+        return closure
+
+    kwargs = dict(lr=0.5, history_size=3, max_iter=4, line_search_fn="strong_wolfe")
+    live = dict(torch.nn.Linear(5, 3).named_parameters())
+    opt = genesis.optim.LBFGS(live.values(), **kwargs)
+    opt.step(closure_for(live))
+    before = {n: p.detach().clone() for n, p in live.items()}
+    swapped = {n: p.detach().clone().requires_grad_() for n, p in live.items()}
+    twin = {n: p.detach().clone().requires_grad_() for n, p in live.items()}
+    fresh = genesis.optim.LBFGS(twin.values(), **kwargs)
+    fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
+    fresh.step(closure_for(twin))
+    with torch.optim.swap_in_optimizer_params_and_state(opt, swapped, copy.deepcopy(opt.state_dict())):
+        opt.step(closure_for(swapped))
+    for n in live:
+        assert not torch.equal(swapped[n], before[n])
+        assert torch.equal(swapped[n], twin[n])
+        assert torch.equal(live[n], before[n])
+
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    sparse = genesis.optim.SparseAdam(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    sparse.step()
+    before = emb.weight.detach().clone()
+    swapped = {"weight": before.clone()}
+    swapped["weight"].grad = torch.sparse_coo_tensor([[3, 1]], torch.ones(2, 4), (10, 4), check_invariants=True)
+    sd = copy.deepcopy(sparse.state_dict())
+    twin = before.clone()
+    twin.grad = swapped["weight"].grad.clone()
+    fresh = genesis.optim.SparseAdam([twin])
+    fresh.load_state_dict(copy.deepcopy(sd))
+    fresh.step()
+    with torch.optim.swap_in_optimizer_params_and_state(sparse, swapped, sd):
+        sparse.step()
+    assert torch.equal(swapped["weight"], twin) and not torch.equal(twin, before)
+    assert torch.equal(emb.weight, before)
+    for key in ("exp_avg", "exp_avg_sq"):  # the user's state_dict tensors, edited in place
+        assert torch.equal(sd["state"][0][key], fresh.state_dict()["state"][0][key])
