@@ -11,15 +11,16 @@ from . import layout as _layout
 
 
 def check_params(params, where="parameters"):
-    """The tensors a flat buffer can take over: distinct torch leaf tensors of a floating dtype."""
+    """The tensors a flat buffer can take over: distinct torch leaf tensors of a floating or
+    complex dtype (a complex one is updated as its real view, as by the unsharded optimizer)."""
     seen = set()
     for i, p in enumerate(params):
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"{where}: entry {i} is a {type(p).__name__}, not a torch tensor")
         if not p.is_leaf:
             raise ValueError(f"{where}: entry {i} is not a leaf tensor (a parameter must be)")
-        if not p.is_floating_point():
-            raise TypeError(f"{where}: entry {i} has dtype {p.dtype}, not a floating dtype")
+        if not (p.is_floating_point() or p.is_complex()):
+            raise TypeError(f"{where}: entry {i} has dtype {p.dtype}, not a floating or complex dtype")
         if _interop.is_dtensor(p) or _interop.lacks_storage(p):  # FSDP2's DTensors, other wrappers
             raise TypeError(
                 f"{where}: entry {i} is a {type(p).__qualname__}; a flat buffer takes tensors with memory of "

@@ -468,9 +468,12 @@ class ZeroOptimizer(torch.optim.Optimizer):
             raise ValueError(f"norm_type must be positive, got {norm_type}")
         self._finish_reduction()
         grads = [piece.grad for shard in self._shards for piece in shard.pieces]
+        # Complex pieces: the norm over the values' magnitudes, the scaling through real views,
+        # as genesis.nn.utils.clip_grad_norm_ (and torch) clip complex gradients.
+        norm_grads, grads = _clip._complex_views(grads, norm_type)
         # A rank may own no tensor at all (whole tensors, more ranks than tensors): its part is 0.
         device = self._shards[0].buffer.data.device
-        partial = torch.tensor(_local_norm(grads, norm_type) if grads else 0.0, dtype=torch.float64, device=device)
+        partial = torch.tensor(_local_norm(norm_grads, norm_type) if grads else 0.0, dtype=torch.float64, device=device)
         inf = norm_type == float("inf")
         if not inf:
             partial = partial**norm_type
@@ -483,7 +486,7 @@ class ZeroOptimizer(torch.optim.Optimizer):
         coef = max_norm / (float(total) + 1e-6)
         if not coef >= 1.0 and grads:
             _scale(grads, coef)
-        return total.to(self._shards[0].buffer.data.dtype)
+        return total.to(self._shards[0].buffer.data.real.dtype)
 
     # -------------------------------------------------------------------------- state
     def state_dict(self):

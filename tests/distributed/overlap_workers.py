@@ -18,7 +18,16 @@ from genesis.distributed import ZeroOptimizer, comm, load_checkpoint, save_check
 
 from workers import BUCKET, CASES, STEPS, make_model, train
 
-OVERLAP_CASES = ("adamw-2", "adamw-2-f32", "lamb-2", "lamb-2-f32", "adamw-1", "adamw-2-sg", "adam-2-extras")
+OVERLAP_CASES = (
+    "adamw-2",
+    "adamw-2-f32",
+    "lamb-2",
+    "lamb-2-f32",
+    "adamw-1",
+    "adamw-2-sg",
+    "adam-2-extras",
+    "adamw-2-c128",
+)
 
 
 class _Lazy:

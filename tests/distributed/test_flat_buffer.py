@@ -11,7 +11,8 @@ from genesis.distributed import FlatBuffer, FlatParameters, ZeroOptimizer, layou
 
 def _model(dtype=torch.float32):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(5, 9), torch.nn.ReLU(), torch.nn.Linear(9, 4)).to(dtype)
+    act = torch.nn.Tanh() if dtype.is_complex else torch.nn.ReLU()  # torch's ReLU takes no complex
+    return torch.nn.Sequential(torch.nn.Linear(5, 9), act, torch.nn.Linear(9, 4)).to(dtype)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
@@ -77,8 +78,9 @@ def test_parameters_and_gradients_become_views():
     assert torch.equal(buf.grad[: expected.numel()], expected)
 
 
-def test_flat_parameters_step_equals_per_tensor_step():
-    flat_model, ref_model = _model(), _model()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_flat_parameters_step_equals_per_tensor_step(dtype):
+    flat_model, ref_model = _model(dtype), _model(dtype)
     flat = FlatParameters(
         [{"params": list(flat_model.parameters())[:2]}, {"params": list(flat_model.parameters())[2:], "lr": 0.1}]
     )
@@ -88,9 +90,9 @@ def test_flat_parameters_step_equals_per_tensor_step():
     )
     assert [len(g["params"]) for g in opt.param_groups] == [1, 1]
     for step in range(5):
-        x = torch.randn(4, 5, generator=torch.Generator().manual_seed(step))
+        x = torch.randn(4, 5, generator=torch.Generator().manual_seed(step), dtype=dtype)
         for model, o in ((flat_model, opt), (ref_model, ref)):
-            model(x).pow(2).sum().backward()
+            model(x).abs().pow(2).sum().backward()
             o.step()
         flat.zero_grad()
         ref.zero_grad()
@@ -119,6 +121,8 @@ def test_flat_buffer_rejects_bad_input():
         FlatBuffer([a * 2])
     with pytest.raises(TypeError, match="not a torch tensor"):
         FlatParameters([a, [1.0]])
+    with pytest.raises(TypeError, match="not a floating or complex dtype"):
+        FlatBuffer([torch.zeros(3, dtype=torch.int64)])
 
 
 def test_zero_optimizer_checks_arguments_first():

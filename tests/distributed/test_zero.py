@@ -23,11 +23,11 @@ import workers  # noqa: E402
 # instead of the whole batch being summed at once (a different reduction order), so each
 # gradient can differ by a few float32 ulps, and 30 steps of Adam move the parameters by up to
 # ~lr per step: 1e-6 absolute is a few ulps of parameters of size ~0.5.
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6, torch.complex128: 1e-12, torch.complex64: 1e-6}
 
 
 # resharded in both directions: an element-wise rule and one that keeps whole tensors per rank
-RESHARD_CASES = ("adamw-2", "lamb-2", "adafactor-1")
+RESHARD_CASES = ("adamw-2", "lamb-2", "adafactor-1", "adamw-2-c128")
 FOUR_RANK_CASES = [
     "adamw-1",
     "adamw-2",
@@ -40,6 +40,8 @@ FOUR_RANK_CASES = [
     "adamw-2-sg",
     "lamb-2-sg",
     "adam-2-extras-sg",
+    "adam-2-extras-c128-sg",
+    "lamb-2-c128",
 ]
 
 
@@ -52,6 +54,7 @@ def _two_ranks_first(rank, world_size, save_dir):
         equivalence=workers.equivalence(rank, world_size, list(workers.CASES)),
         consolidated=workers.consolidated_loads(rank, world_size),
         consolidated_lamb=workers.consolidated_loads(rank, world_size, "lamb-2", (genesis.optim.LAMB,)),
+        consolidated_complex=workers.consolidated_loads(rank, world_size, "adamw-2-c128"),
         consolidated_adafactor=workers.consolidated_loads(
             rank, world_size, "adafactor-1", (genesis.optim.Adafactor, torch.optim.Adafactor)
         ),
@@ -177,6 +180,13 @@ def test_consolidated_state_dict_loads_into_genesis_and_torch(two):
         assert result["consolidated"]["genesis"] <= 1e-12
         assert result["consolidated"]["torch"] <= 1e-12
         assert result["consolidated"]["zero"] <= 1e-12
+
+
+def test_consolidated_state_dict_of_complex_parameters_loads_into_genesis_and_torch(two):
+    for result in two:
+        assert set(result["consolidated_complex"]) == {"genesis", "torch", "zero"}
+        for diff in result["consolidated_complex"].values():
+            assert diff <= 1e-12
 
 
 def test_consolidated_state_dict_of_whole_tensor_rules_loads_unsharded(two):

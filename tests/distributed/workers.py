@@ -32,6 +32,10 @@ def make_model(dtype=torch.float64, bias=True):
 
 def batch(step, dtype):
     g = torch.Generator().manual_seed(1000 + step)
+    if dtype.is_complex:  # complex normal inputs and targets (real and imaginary parts drawn)
+        return torch.randn(GLOBAL_BATCH, 6, generator=g, dtype=dtype), torch.randn(
+            GLOBAL_BATCH, 3, generator=g, dtype=dtype
+        )
     return torch.randn(GLOBAL_BATCH, 6, generator=g).to(dtype), torch.randn(GLOBAL_BATCH, 3, generator=g).to(dtype)
 
 
@@ -41,7 +45,10 @@ def local_rows(rank, world_size, x):
 
 
 def loss_of(model, x, y):
-    return (model(x) - y).pow(2).mean()
+    residual = model(x) - y
+    if residual.is_complex():  # |r|^2, a real loss
+        return torch.view_as_real(residual).pow(2).sum(-1).mean()
+    return residual.pow(2).mean()
 
 
 def groups_of(model, two_groups):
@@ -98,6 +105,18 @@ CASES = {
         1,
         torch.float64,
         dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.1),
+    ),
+    # complex parameters (torch's ZeroRedundancyOptimizer takes them): the flat buffers, pieces,
+    # collectives, checkpoints and clipping work on the complex values as torch's unsharded run
+    "adamw-2-c128": (genesis.optim.AdamW, dict(lr=1e-2, weight_decay=0.1), 2, torch.complex128, {}),
+    "adamw-1-c64": (genesis.optim.AdamW, dict(lr=1e-2), 1, torch.complex64, {}),
+    "lamb-2-c128": (genesis.optim.LAMB, dict(lr=1e-2, weight_decay=0.1), 2, torch.complex128, {}),
+    "adam-2-extras-c128-sg": (
+        genesis.optim.Adam,
+        dict(lr=1e-2, amsgrad=True),
+        2,
+        torch.complex128,
+        dict(two_groups=True, scheduler="genesis", accumulate=2, clip=0.5, closure=True, shard_grads=True),
     ),
     "rmsprop-1-extras": (
         genesis.optim.RMSprop,
@@ -237,24 +256,24 @@ def consolidated_loads(rank, world_size, case="adamw-2", targets=(genesis.optim.
     """The consolidated state_dict of a ZeroOptimizer loads into each of `targets` (unsharded
     optimizers of the same kind: genesis's, torch's), and each then takes the same next step
     as the reference; the dict also loads back into a fresh ZeroOptimizer."""
-    model = make_model()
-    cls, options, stage, _, _ = CASES[case]
+    cls, options, stage, dtype, _ = CASES[case]
+    model = make_model(dtype)
     opt = ZeroOptimizer(model.parameters(), cls, stage=stage, bucket_numel=BUCKET, **options)
-    train(model, opt, rank, world_size, torch.float64, {}, 5)
+    train(model, opt, rank, world_size, dtype, {}, 5)
     sd = opt.state_dict()
     ref_model, ref_opt = reference(case, steps=6)
     results = {}
     # ... and back into a ZeroOptimizer (another bucket size)
-    again = make_model()
+    again = make_model(dtype)
     with torch.no_grad():
         for a, b in zip(again.parameters(), model.parameters()):
             a.copy_(b)
     o = ZeroOptimizer(again.parameters(), cls, stage=stage, bucket_numel=BUCKET * 3, **options)
     o.load_state_dict(sd)
-    train(again, o, rank, world_size, torch.float64, {}, 1, start=5)
+    train(again, o, rank, world_size, dtype, {}, 1, start=5)
     results["zero"] = max_diff(list(again.parameters()), list(ref_model.parameters()))
     if case != "adamw-2":
-        results.update(_load_into(sd, model, targets, options, ref_model))
+        results.update(_load_into(sd, model, targets, options, ref_model, dtype))
         return results
     # construction gives every rank rank 0's parameters
     moved = make_model()
@@ -273,18 +292,18 @@ def consolidated_loads(rank, world_size, case="adamw-2", targets=(genesis.optim.
     return results
 
 
-def _load_into(sd, model, targets, options, ref_model):
+def _load_into(sd, model, targets, options, ref_model, dtype=torch.float64):
     """{"genesis"/"torch": difference to the reference after loading `sd` into that unsharded
     optimizer over a copy of `model` and taking step 5}."""
     results = {}
     for cls in targets:
-        m = make_model()
+        m = make_model(dtype)
         with torch.no_grad():
             for a, b in zip(m.parameters(), model.parameters()):
                 a.copy_(b)
         o = cls(m.parameters(), **options)
         o.load_state_dict(sd)
-        train(m, o, 0, 1, torch.float64, {}, 1, start=5, sharded=False)
+        train(m, o, 0, 1, dtype, {}, 1, start=5, sharded=False)
         results[cls.__module__.split(".")[0]] = max_diff(list(m.parameters()), list(ref_model.parameters()))
     return results
 
