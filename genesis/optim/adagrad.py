@@ -110,3 +110,26 @@ class Adagrad(RuleOptimizer, rule="adagrad"):
                 # Through the real view: a complex parameter's sum starts at init + init*j, as torch's.
                 _interop.core_view(total)[...] = self._initial_sum()
                 state["sum"] = total
+
+    def share_memory(self):
+        """Move every ``sum`` (and, with 8-bit state, its block scales) into shared memory, as
+        torch's ``Adagrad.share_memory()``: processes forked afterwards (Hogwild training over
+        a model after ``model.share_memory()``) then accumulate into one ``sum``. Each process
+        keeps its own ``step``, as with torch. The arrays move to new memory, so the state is
+        read through ``self.state`` (the next step re-checks the pointers it cached).
+        NumPy state cannot be moved into shared memory in place: a TypeError, raised before
+        any array moves."""
+        names = ("sum", _quantized.absmax_name("sum"))
+        arrays = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                arrays.extend(state[name] for name in names if name in state)
+        for arr in arrays:
+            if not _interop.is_torch(arr):
+                raise TypeError(
+                    f"Adagrad.share_memory() needs torch tensors; this optimizer's state is {type(arr).__name__} "
+                    "(NumPy parameters), which cannot be moved into shared memory in place"
+                )
+        for arr in arrays:
+            arr.share_memory_()
