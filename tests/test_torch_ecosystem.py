@@ -6,6 +6,7 @@ numbers; hooks fire around genesis steps exactly as around torch's; named parame
 their names in the state_dict as torch 2.13 stores them."""
 
 import copy
+import functools
 import inspect
 import io
 
@@ -535,3 +536,56 @@ def test_swap_in_lbfgs_and_sparse_adam_step_the_swapped_tensors():
     assert torch.equal(emb.weight, before)
     for key in ("exp_avg", "exp_avg_sq"):  # the user's state_dict tensors, edited in place
         assert torch.equal(sd["state"][0][key], fresh.state_dict()["state"][0][key])
+
+
+# --------------------------------------------------------------------------- torch.profiler
+def _profiled_names(opt, step):
+    from torch.profiler import profile
+
+    with profile() as prof:
+        step()
+        opt.zero_grad()
+    return sorted({e.key for e in prof.key_averages() if e.key.startswith("Optimizer.")})
+
+
+@pytest.mark.parametrize("name", reference.NAMES + ["LBFGS"])
+def test_a_profile_names_genesis_steps_as_torchs(name):
+    """Under torch.profiler a step and a zero_grad are regions named as torch's base names them
+    ("Optimizer.step#AdamW.step"), for torch's class of the same name and genesis's."""
+    model = torch.nn.Linear(6, 4, bias=name != "Muon")
+    x = torch.randn(3, 6)
+
+    def closure():
+        loss = model(x).pow(2).sum()
+        loss.backward()
+        return loss
+
+    names = {}
+    for module in (torch.optim, genesis.optim):
+        if not hasattr(module, name):
+            continue
+        opt = getattr(module, name)(model.parameters(), lr=1e-3)
+        closure()
+        step = functools.partial(opt.step, closure) if name == "LBFGS" else opt.step
+        names[module] = _profiled_names(opt, step)
+    assert names[genesis.optim] == [f"Optimizer.step#{name}.step", f"Optimizer.zero_grad#{name}.zero_grad"]
+    if torch.optim in names:
+        assert names[genesis.optim] == names[torch.optim]
+
+
+def test_no_profiler_region_is_entered_without_a_profiler(monkeypatch):
+    """torch's region costs microseconds a call; genesis enters it only while a profiler runs."""
+    from genesis.optim import _base
+
+    entered = []
+    real = _base.record_function
+    monkeypatch.setattr(_base, "record_function", lambda name: entered.append(name) or real(name))
+    model = torch.nn.Linear(6, 4)
+    opt = genesis.optim.AdamW(model.parameters())
+    model(torch.randn(3, 6)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    assert entered == []
+    model(torch.randn(3, 6)).sum().backward()
+    assert _profiled_names(opt, opt.step) == ["Optimizer.step#AdamW.step", "Optimizer.zero_grad#AdamW.zero_grad"]
+    assert entered == ["Optimizer.step#AdamW.step", "Optimizer.zero_grad#AdamW.zero_grad"]

@@ -11,7 +11,7 @@ from itertools import accumulate, chain
 import numpy as np
 
 from .. import _C, _cuda_array, _interop
-from . import _clip, _device_lr, _differentiable, _quantized, _sparse
+from . import _base, _clip, _device_lr, _differentiable, _quantized, _sparse
 from ._base import HOOK_TABLES, Base, init_hook_tables, with_step_hooks
 from ._state import _OptimizerState, _ParamState
 
@@ -510,6 +510,12 @@ class Optimizer(Base):
     def zero_grad(self, set_to_none=True):
         """Clear the gradients: set them to None (default) or zero them in place. A pending
         clip_grad_norm_/clip_grad_value_ (or lazy GradScaler unscale_) is discarded."""
+        if _base.profiling():  # torch's profiler region and name (_base.profiling)
+            with _base.record_function(f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"):
+                return self._zero_grad(set_to_none)
+        return self._zero_grad(set_to_none)
+
+    def _zero_grad(self, set_to_none):
         _clip.discard(self)
         for group in self.param_groups:
             for p in group["params"]:
