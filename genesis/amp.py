@@ -181,8 +181,10 @@ class GradScaler:
             _clip.lazy_unscale(optimizer, inv_scale)
             state["found_inf"] = None
             state["lazy"] = True
-        else:
+        elif grads:
             state["found_inf"] = _agreed(_buffers(grads).unscale(inv_scale), grads)
+        else:  # no gradient: nothing to unscale, no inf check recorded (as torch; step refuses)
+            state["found_inf"] = None
         state["stage"] = OptState.UNSCALED
 
     def step(self, optimizer, *args, **kwargs):
@@ -200,6 +202,10 @@ class GradScaler:
         state = self._per_optimizer_states[id(optimizer)]
         if state["stage"] is OptState.STEPPED:
             raise RuntimeError("step() has already been called since the last update().")
+        if not any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+            # As torch's: an optimizer without a single gradient has no inf check to step on
+            # (its scaler records one per device that holds a gradient). Stops at the first one.
+            raise AssertionError("No inf checks were recorded for this optimizer.")
         if isinstance(optimizer, Optimizer):
             retval = self._fused_step(optimizer, state, args, kwargs)
         else:
