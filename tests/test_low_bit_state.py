@@ -307,6 +307,18 @@ def test_loading_float32_state_quantizes_and_8bit_state_into_float32_dequantizes
     del bad["state"][0]["exp_avg_absmax"]
     with pytest.raises(ValueError, match="block scales"):
         q_opt.load_state_dict(bad)
+    # Scales without their codes were loaded and then refused by the next step; scales that
+    # are not an array raised AttributeError. Both are refused by the load now, nothing changed.
+    before = {k: v.clone() for k, v in q_opt.state[w].items()}
+    for corrupt, error in (
+        (lambda e: e.pop("exp_avg"), ValueError),
+        (lambda e: e.__setitem__("exp_avg_sq_absmax", True), TypeError),
+    ):
+        bad = q_opt.state_dict()
+        corrupt(bad["state"][0])
+        with pytest.raises(error, match="block scales"):
+            q_opt.load_state_dict(bad)
+        assert all(torch.equal(q_opt.state[w][k], v) for k, v in before.items())
 
 
 def test_save_load_round_trip_is_bit_exact_and_resumes_identically():

@@ -780,10 +780,38 @@ def _break_step(sd):
     sd["state"][1]["step"] = -3.0
 
 
-@pytest.mark.parametrize(
-    "breaker", [_break_shape, _break_lr, _break_step], ids=["state-shape", "negative-lr", "negative-step"]
-)
-def test_failed_load_state_dict_changes_nothing(breaker):
+def _break_step_shape(sd):
+    sd["state"][1]["step"] = np.zeros(2)  # a count must be one number
+
+
+def _break_step_type(sd):
+    sd["state"][1]["step"] = "3"
+
+
+def _break_array_type(sd):
+    sd["state"][2]["exp_avg"] = [0.0] * 7  # a state array must be an array
+
+
+def _break_array_bool(sd):
+    sd["state"][0]["exp_avg_sq"] = True
+
+
+# Each found by drawing corrupted state_dicts (a step of 2 elements raised RuntimeError from
+# .item(); a list, dict or object as a state array raised AttributeError; a bool was loaded and
+# refused by the next step): now clear errors from load_state_dict, before anything changes.
+BREAKERS = {
+    "state-shape": (_break_shape, ValueError),
+    "negative-lr": (_break_lr, ValueError),
+    "negative-step": (_break_step, ValueError),
+    "step-of-two-elements": (_break_step_shape, ValueError),
+    "step-not-a-number": (_break_step_type, TypeError),
+    "state-array-a-list": (_break_array_type, TypeError),
+    "state-array-a-bool": (_break_array_bool, TypeError),
+}
+
+
+@pytest.mark.parametrize("breaker, error", list(BREAKERS.values()), ids=list(BREAKERS))
+def test_failed_load_state_dict_changes_nothing(breaker, error):
     opt, params, rng = _trained("Adam")
     twin, clones = _fresh_like("Adam", params)
     twin.load_state_dict(opt.state_dict())
@@ -798,7 +826,7 @@ def test_failed_load_state_dict_changes_nothing(breaker):
     state = opt.state
     entries = {p: dict(s) for p, s in state.items()}
     values = _snapshot_state(opt)
-    with pytest.raises(ValueError):
+    with pytest.raises(error, match="state|learning rate"):
         opt.load_state_dict(bad)
     assert opt.param_groups is groups and all(a is b for a, b in zip(opt.param_groups, group_objects))
     assert opt.param_groups[0]["lr"] == R.RICH["Adam"]["lr"]
@@ -815,6 +843,28 @@ def test_failed_load_state_dict_changes_nothing(breaker):
         twin.step()
     for p, c in zip(params, clones):
         np.testing.assert_array_equal(c.data, p.data)
+
+
+@pytest.mark.parametrize(
+    "name, entry, value, error",
+    [
+        ("NAdam", "mu_product", np.ones(2, np.float32), ValueError),
+        ("ASGD", "eta", "0.01", TypeError),
+        ("ASGD", "mu", [1.0], TypeError),
+    ],
+)
+def test_a_malformed_per_tensor_scalar_is_refused_by_the_load(name, entry, value, error):
+    """NAdam's mu_product and ASGD's eta and mu are one number each: anything else is named
+    by load_state_dict before the optimizer changes (a 2-element array raised RuntimeError)."""
+    opt, _, _ = _trained(name)
+    before = _snapshot_state(opt)
+    bad = copy.deepcopy(opt.state_dict())
+    bad["state"][0][entry] = value
+    with pytest.raises(error, match=f"state '{entry}' of parameter 0"):
+        opt.load_state_dict(bad)
+    for key, entries in _snapshot_state(opt).items():
+        for k, v in entries.items():
+            np.testing.assert_array_equal(v, before[key][k])
 
 
 def test_state_dict_of_untrained_optimizer_loads():

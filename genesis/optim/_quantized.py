@@ -93,10 +93,15 @@ def convert_entries(entries, names, quantized, unsigned_names, key):
     dequantized where it has float state."""
     out = dict(entries)
     for name in names:
-        value = out.get(name)
+        value, scale = out.get(name), absmax_name(name)
+        if out.get(scale) is not None and not hasattr(out[scale], "shape"):
+            raise TypeError(
+                f"state '{scale}' of parameter {key} must be an array of block scales, got {type(out[scale]).__name__}"
+            )
         if value is None or not hasattr(value, "shape"):
+            if out.get(scale) is not None:
+                raise ValueError(f"state '{scale}' of parameter {key} holds block scales, but '{name}' holds no codes")
             continue
-        scale = absmax_name(name)
         if is_codes(value):
             if out.get(scale) is None:
                 raise ValueError(

@@ -15,7 +15,7 @@ from operator import is_
 
 from .. import _C, _interop
 from . import _device_lr
-from .optimizer import Optimizer, _is_step_counter, as_float
+from .optimizer import Optimizer, _is_step_counter, as_float, loaded_number
 
 # rule name ("adam") -> its options class (_C.AdamOptions), in the core's order.
 OPTIONS = {rule: getattr(_C, options) for rule, options in _C.RULES}
@@ -182,7 +182,7 @@ class RuleOptimizer(Optimizer):
         arr = _interop.array_of(param)
         for name in names:
             if name in entries:
-                value = _interop.to_float(entries[name])
+                value = loaded_number(entries[name], name, key)
                 if not math.isfinite(value):
                     raise ValueError(f"state '{name}' of parameter {key} must be a finite number, got {value}")
                 out[name] = _interop.new_step(arr, value)

@@ -1081,12 +1081,18 @@ class Optimizer(Base):
             if name in scales and hasattr(value, "shape"):
                 out[name] = _quantized.new_absmax(_interop.core_view(arr), value)
             elif name == "step":
-                step = _interop.to_float(value)
+                step = loaded_number(value, name, key)
                 if not (math.isfinite(step) and step >= 0):
                     raise ValueError(f"state 'step' of parameter {key} must be a non-negative count, got {step}")
                 out[name] = _interop.new_step(arr, step)
-            elif value is None or isinstance(value, (bool, int, float, str)):
+            elif value is None:
                 out[name] = value
+            elif not _is_array(value):
+                if name in shapes or name in scales or name == "master_param":
+                    raise TypeError(
+                        f"state '{name}' of parameter {key} must be an array (a tensor), got {type(value).__name__}"
+                    )
+                out[name] = value  # an entry the rule does not read: kept, as torch keeps it
             elif _interop.is_dtensor(param) or _interop.is_dtensor(value):
                 local = _interop.core_view(arr)
                 code = _interop.FLOAT32 if name == "master_param" else state_code
@@ -1113,6 +1119,26 @@ class Optimizer(Base):
             text += f"\nParameter Group {i}\n"
             text += "".join(f"    {key}: {group[key]}\n" for key in sorted(group) if key != "params")
         return text + ")"
+
+
+def _is_array(value):
+    """A torch tensor, NumPy array or CUDA array: what a state array may be loaded from."""
+    return _interop.is_torch(value) or isinstance(value, np.ndarray) or _cuda_array.is_cuda_array(value)
+
+
+def loaded_number(value, name, key):
+    """A loaded step count or per-tensor scalar as a Python float: a number, or an array or
+    tensor of one element (torch keeps 0-dim tensors). Anything else is refused, naming the
+    entry, before the optimizer changes."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_array(value)):
+        raise TypeError(
+            f"state '{name}' of parameter {key} must be a number or a one-element tensor, got {type(value).__name__}"
+        )
+    if _is_array(value) and _interop.numel(value) != 1:
+        raise ValueError(f"state '{name}' of parameter {key} must hold one number, got shape {tuple(value.shape)}")
+    if _is_array(value) and _interop.is_torch(value) and value.is_complex():
+        raise TypeError(f"state '{name}' of parameter {key} must be real, got dtype {value.dtype}")
+    return _interop.to_float(value)
 
 
 def _is_step_counter(step, arr):
