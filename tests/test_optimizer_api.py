@@ -208,6 +208,29 @@ def test_invalid_hyperparameter(name, key, value, text):
         _opt(name, [{"params": [p]}, {"params": [q], key: value}])
 
 
+@pytest.mark.parametrize("value", [1.0, 0, None, "yes", np.bool_(True)], ids=repr)
+def test_differentiable_must_be_a_bool_as_torchs_step_requires(value):
+    """torch's step passes `differentiable` to torch.set_grad_enabled, which refuses anything
+    but a bool (TypeError); genesis ran a truthy value through the traceable update (a
+    confusing in-place autograd error) and a falsy one as False. Now a TypeError from the
+    constructor, add_param_group and load_state_dict alike."""
+    torch = pytest.importorskip("torch")
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    with pytest.raises(TypeError):
+        torch.optim.Adam([p], differentiable=value).step()
+    with pytest.raises(TypeError, match="differentiable must be True or False"):
+        genesis.optim.Adam([p], differentiable=value)
+    opt = genesis.optim.Adam([p])
+    with pytest.raises(TypeError, match="differentiable must be True or False"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "differentiable": value})
+    bad = opt.state_dict()
+    bad["param_groups"][0]["differentiable"] = value
+    with pytest.raises(TypeError, match="differentiable must be True or False"):
+        opt.load_state_dict(bad)
+    assert opt.param_groups[0]["differentiable"] is False
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(momentum=0.0, nesterov=True), dict(momentum=0.9, dampening=0.1, nesterov=True)],

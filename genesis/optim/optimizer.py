@@ -1223,6 +1223,12 @@ def _check_torch_flags(group):
     always runs its own fused kernels, but a configuration torch refuses is refused here too, so
     code that works with genesis works with torch. (Adam's own checks of tensor lr and betas
     are in adam.py: torch's other optimizers accept those.)"""
+    differentiable = group.get("differentiable", False)
+    if not isinstance(differentiable, bool):  # torch's step hands it to torch.set_grad_enabled
+        raise TypeError(
+            f"differentiable must be True or False, got {type(differentiable).__name__} {differentiable!r} "
+            "(torch's step raises TypeError for it too)"
+        )
     foreach = group.get("foreach")
     if group.get("fused") and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
