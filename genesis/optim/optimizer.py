@@ -1136,9 +1136,10 @@ def loaded_number(value, name, key):
         )
     if _is_array(value) and _interop.numel(value) != 1:
         raise ValueError(f"state '{name}' of parameter {key} must hold one number, got shape {tuple(value.shape)}")
-    if _is_array(value) and _interop.is_torch(value) and value.is_complex():
-        raise TypeError(f"state '{name}' of parameter {key} must be real, got dtype {value.dtype}")
-    return _interop.to_float(value)
+    try:
+        return _interop.to_float(value)
+    except TypeError:  # a complex tensor or array
+        raise TypeError(f"state '{name}' of parameter {key} must be a real number, got {value!r}") from None
 
 
 def _is_step_counter(step, arr):
