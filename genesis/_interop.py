@@ -57,6 +57,11 @@ def is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def is_array(x):
+    """A torch tensor, NumPy array or CUDA array (CuPy, __cuda_array_interface__)."""
+    return is_torch(x) or isinstance(x, np.ndarray) or _cuda_array.is_cuda_array(x)
+
+
 def is_parameter(x):
     """True for anything an optimizer accepts as a parameter."""
     from .nn.parameter import Parameter

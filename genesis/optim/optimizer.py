@@ -1087,7 +1087,7 @@ class Optimizer(Base):
                 out[name] = _interop.new_step(arr, step)
             elif value is None:
                 out[name] = value
-            elif not _is_array(value):
+            elif not _interop.is_array(value):
                 if name in shapes or name in scales or name == "master_param":
                     raise TypeError(
                         f"state '{name}' of parameter {key} must be an array (a tensor), got {type(value).__name__}"
@@ -1121,20 +1121,15 @@ class Optimizer(Base):
         return text + ")"
 
 
-def _is_array(value):
-    """A torch tensor, NumPy array or CUDA array: what a state array may be loaded from."""
-    return _interop.is_torch(value) or isinstance(value, np.ndarray) or _cuda_array.is_cuda_array(value)
-
-
 def loaded_number(value, name, key):
     """A loaded step count or per-tensor scalar as a Python float: a number, or an array or
     tensor of one element (torch keeps 0-dim tensors). Anything else is refused, naming the
     entry, before the optimizer changes."""
-    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_array(value)):
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _interop.is_array(value)):
         raise TypeError(
             f"state '{name}' of parameter {key} must be a number or a one-element tensor, got {type(value).__name__}"
         )
-    if _is_array(value) and _interop.numel(value) != 1:
+    if _interop.is_array(value) and _interop.numel(value) != 1:
         raise ValueError(f"state '{name}' of parameter {key} must hold one number, got shape {tuple(value.shape)}")
     try:
         return _interop.to_float(value)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ... import _C, _cuda_array, _interop
+from ... import _C, _interop
 
 
 def _grads(parameters):
@@ -246,7 +246,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     unless ``error_if_nonfinite``). ``foreach`` is accepted for torch compatibility.
     """
     norm_type = float(norm_type)
-    tensors = [tensors] if _is_one_array(tensors) else list(tensors)
+    tensors = [tensors] if _interop.is_array(tensors) else list(tensors)  # one, or an iterable
     if not tensors:
         return _as_scalar(0.0, None, tensors, None)
     _unscale_pending(tensors)
@@ -287,11 +287,6 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
         buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
         return
     _scale_by_norm(buffers, max_norm, _total_norm_value(total_norm))
-
-
-def _is_one_array(x):
-    """A single tensor or array (get_total_norm takes one as well as an iterable of them)."""
-    return _interop.is_torch(x) or isinstance(x, np.ndarray) or _cuda_array.is_cuda_array(x)
 
 
 def _check_total_norm(total_norm):
