@@ -2,7 +2,8 @@
 torch's schedulers, SWALR, torch.amp.GradScaler, the distributed checkpoint helpers,
 torch.save(weights_only=True), torch.compile'd models and
 torch.optim.swap_in_optimizer_params_and_state work with them and give torch's
-numbers; hooks fire around genesis steps exactly as around torch's; named parameters keep
+numbers; a step inside torch.autocast (where Lightning's manual optimization runs it) is the
+step outside it; hooks fire around genesis steps exactly as around torch's; named parameters keep
 their names in the state_dict as torch 2.13 stores them."""
 
 import copy
@@ -589,3 +590,73 @@ def test_no_profiler_region_is_entered_without_a_profiler(monkeypatch):
     model(torch.randn(3, 6)).sum().backward()
     assert _profiled_names(opt, opt.step) == ["Optimizer.step#AdamW.step", "Optimizer.zero_grad#AdamW.zero_grad"]
     assert entered == ["Optimizer.step#AdamW.step", "Optimizer.zero_grad#AdamW.zero_grad"]
+
+
+def _autocast_cases():
+    for name in reference.NAMES:
+        yield name, {}, torch.float32
+    yield "AdamW", {"state_dtype": "int8"}, torch.float32
+    yield "Lion", {"state_dtype": "bfloat16"}, torch.float32
+    yield "AdamW", {"master_weights": True}, torch.bfloat16
+
+
+def _autocast_run(cls, kwargs, dtype, autocast_dtype=None):
+    """Eight steps of cls on _swap_model, inside torch.autocast(cpu, autocast_dtype) if given."""
+    model = _swap_model(cls.__name__, dtype)
+    opt = cls(model.parameters(), lr=1e-2, **kwargs)
+    for k in range(8):
+        _random_grads(model.parameters(), k)
+        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, dtype", list(_autocast_cases()), ids=lambda v: str(v).replace("torch.", "") if v != {} else "-"
+)
+def test_a_step_inside_torch_autocast_is_the_step_outside(name, kwargs, dtype):
+    """Lightning's manual optimization (and any loop that steps inside its forward's
+    autocast region) runs step() under torch.autocast. genesis's update runs in the core, which
+    autocast does not reach: bit for bit the step outside. Muon's Newton-Schulz products are
+    the array library's, as torch's are, so under a float16 region they are float16 products
+    like torch's (the same bits as torch's Muon there); under bfloat16 they already are."""
+    cls = getattr(genesis.optim, name)
+    outside = _autocast_run(cls, kwargs, dtype)
+    for p, q in zip(_autocast_run(cls, kwargs, dtype, torch.bfloat16), outside):
+        assert torch.equal(p, q)
+    if name == "Muon":
+        ours = _autocast_run(cls, kwargs, dtype, torch.float16)
+        theirs = _autocast_run(torch.optim.Muon, kwargs, dtype, torch.float16)
+        for p, q in zip(ours, theirs):
+            assert torch.equal(p, q)
+    else:
+        for p, q in zip(_autocast_run(cls, kwargs, dtype, torch.float16), outside):
+            assert torch.equal(p, q)
+
+
+def test_torch_adafactor_inside_autocast_differs_where_genesis_keeps_its_numbers():
+    """The documented difference (docs/migrating-from-torch.md): torch's Adafactor forms its
+    second-moment estimate with a matrix product (row_var @ col_var), which torch.autocast turns
+    into a bfloat16 product; genesis's step inside the region keeps torch's numbers from outside
+    it."""
+    theirs_outside = _autocast_run(reference.torch_class("Adafactor"), {}, torch.float32)
+    theirs_inside = _autocast_run(reference.torch_class("Adafactor"), {}, torch.float32, torch.bfloat16)
+    ours_inside = _autocast_run(genesis.optim.Adafactor, {}, torch.float32, torch.bfloat16)
+    assert any(not torch.equal(p, q) for p, q in zip(theirs_inside, theirs_outside))
+    for p, q in zip(ours_inside, theirs_outside):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_inside_torch_autocast_is_the_clipping_outside():
+    """genesis.nn.utils.clip_grad_norm_ reduces in the core: the same total norm and gradients
+    inside an autocast region."""
+    results = []
+    for enabled in (False, True):
+        model = _swap_model("AdamW")
+        _random_grads(model.parameters(), 0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            norm = genesis.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        results.append((norm, [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    for p, q in zip(results[0][1], results[1][1]):
+        assert torch.equal(p, q)
