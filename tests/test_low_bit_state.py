@@ -216,6 +216,52 @@ def test_threshold_override_and_errors():
         genesis.optim.Adam([p], state_dtype="uint8")
 
 
+@pytest.mark.parametrize("name", R.ELEMENTWISE_NAMES)
+def test_an_empty_parameter_keeps_empty_float32_state_with_min_size_zero(name):
+    """An empty tensor (an FSDP1 rank's empty shard with use_orig_params=True) has nothing to
+    quantize: with min_8bit_size=0 it keeps empty float32 state, as torch keeps empty state,
+    and the others' 8-bit steps are those of an optimizer without it. The step raised
+    ValueError ("8-bit state without its codes or block scales") before."""
+    options = {"lr": 1e-2, "state_dtype": "int8", "min_8bit_size": 0, **({"momentum": 0.9} if name == "SGD" else {})}
+    cls = getattr(genesis.optim, name)
+    empty, p, q = (torch.nn.Parameter(torch.zeros(n)) for n in (0, 300, 300))
+    with_empty, without = cls([empty, p], **options), cls([q], **options)
+    for k in range(3):
+        g = torch.Generator().manual_seed(k)
+        empty.grad, p.grad = torch.zeros(0), torch.randn(300, generator=g)
+        q.grad = p.grad.clone()
+        with_empty.step()
+        without.step()
+    assert torch.equal(p, q)
+    arrays = {k: v for k, v in with_empty.state[empty].items() if k != "step" and v.dim() > 0}
+    assert arrays and all(v.dtype == torch.float32 and v.numel() == 0 for v in arrays.values()), arrays
+    assert any(v.dtype == torch.uint8 for v in with_empty.state[p].values())
+    again = cls([empty, p], **options)
+    again.load_state_dict(with_empty.state_dict())
+    assert again.state[empty].keys() == with_empty.state[empty].keys()
+
+
+def test_float32_state_dict_converts_a_given_state_dict_for_a_post_hook():
+    """A caller that takes state_dict() itself (torch.distributed.checkpoint over FSDP1) gets
+    float32 state through a state-dict post hook: float32_state_dict(sd) converts the hook's
+    state_dict instead of making a new one (which would run the hook again). A state_dict of
+    another optimizer is refused, nothing converted."""
+    model, opt, x = _trained()
+    expected = opt.float32_state_dict()
+    opt.register_state_dict_post_hook(lambda o, sd: o.float32_state_dict(sd))
+    hooked = opt.state_dict()
+    assert set(hooked["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert "state_dtype" not in hooked["param_groups"][0]
+    for index, state in expected["state"].items():
+        for key, value in state.items():
+            assert torch.equal(hooked["state"][index][key], value), (index, key)
+    assert opt.float32_state_dict()["state"][0].keys() == hooked["state"][0].keys()  # idempotent
+    other = genesis.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], state_dtype="int8")
+    for bad in (other.state_dict(), {"state": {}}, [1]):
+        with pytest.raises(ValueError, match="must be a state_dict\\(\\) of this optimizer"):
+            opt.float32_state_dict(bad)
+
+
 def test_numpy_parameters_take_8bit_state():
     from genesis.nn import Parameter
 

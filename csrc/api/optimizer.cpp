@@ -50,10 +50,12 @@ DType state_dtype_for(DType param) {
 }
 
 // 8-bit state (docs/low-bit-state.md) for this parameter of this group: float32 and 16-bit
-// parameters of at least min_8bit_size elements, for a rule that keeps state arrays.
+// parameters of at least min_8bit_size elements, for a rule that keeps state arrays. An empty
+// parameter has nothing to quantize (and no codes to point at): it keeps empty float32 state
+// whatever min_8bit_size says, as in Python (genesis/optim/_quantized.py: storage).
 template <typename O>
 bool wants_8bit(const ParamGroup<O>& g, const ParamView& p) {
-  return g.int8_state && p.dtype != DType::Float64 && p.numel >= g.min_8bit_size &&
+  return g.int8_state && p.dtype != DType::Float64 && p.numel > 0 && p.numel >= g.min_8bit_size &&
          !RuleSpec<O>::state_names(g.options).empty();
 }
 

@@ -32,10 +32,13 @@ def check_min_size(value):
 
 def storage(group, code, arr, has_state):
     """The state code of a parameter of a group that asks for 8-bit state: UINT8, or FLOAT32
-    for a tensor below the group's ``min_8bit_size`` (or a rule without state arrays)."""
+    for a tensor below the group's ``min_8bit_size`` (or a rule without state arrays). An empty
+    tensor (an FSDP1 rank's empty shard) has nothing to quantize, and its codes and scales no
+    memory for the core to point at: it keeps empty float32 state even with min_8bit_size=0."""
     if code not in FLOAT_PARAM_CODES:
         raise ValueError(f"state_dtype int8 is not supported for {_interop.CODE_NAMES[code]} parameters")
-    if not has_state or _interop.numel(arr) < group.get("min_8bit_size", DEFAULT_MIN_SIZE):
+    numel = _interop.numel(arr)
+    if not has_state or numel == 0 or numel < group.get("min_8bit_size", DEFAULT_MIN_SIZE):
         return _interop.FLOAT32
     return _interop.UINT8
 

@@ -155,7 +155,7 @@ class Optimizer(Base):
     - ``state_dtype="int8"``: blockwise 8-bit state (docs/low-bit-state.md), about 1 byte per
       element instead of 4: uint8 codes in ``state[name]`` plus float32 block scales in
       ``state[name + "_absmax"]``. Tensors below ``min_8bit_size`` elements (default 4096)
-      keep float32 state. ``float32_state_dict()`` returns the state as float32.
+      (and empty ones) keep float32 state. ``float32_state_dict()`` returns the state as float32.
     - ``stochastic_rounding=True`` (with ``seed``): bfloat16 parameters without master weights
       round each update stochastically, from a counter-based generator keyed by (seed,
       parameter index, ``group["stochastic_rounding_step"]``), so tiny updates accumulate in
@@ -979,12 +979,30 @@ class Optimizer(Base):
                 state_dict = result
         return state_dict
 
-    def float32_state_dict(self):
+    def float32_state_dict(self, state_dict=None):
         """``state_dict()`` with every 8-bit state array (``state_dtype="int8"``) dequantized to
         float32, without the block scales and without the 8-bit group options: what
         torch.optim (or an optimizer with float32 state) loads, or for analysis. The same as
-        ``state_dict()`` for an optimizer without 8-bit state."""
-        state_dict = self.state_dict()
+        ``state_dict()`` for an optimizer without 8-bit state.
+
+        ``state_dict``, if given, is converted instead of a new ``state_dict()``: one this
+        optimizer made, e.g. inside a state-dict post hook, which is how a caller that takes
+        ``state_dict()`` itself (torch.distributed.checkpoint's ``get_state_dict`` of an FSDP1
+        model) gets float32 state: ``opt.register_state_dict_post_hook(lambda opt, sd:
+        opt.float32_state_dict(sd))`` (docs/distributed.md#fsdp1)."""
+        if state_dict is None:
+            state_dict = self.state_dict()
+        elif (
+            not isinstance(state_dict, dict)
+            or not isinstance(state_dict.get("param_groups"), list)
+            or not isinstance(state_dict.get("state"), dict)
+            or [len(g.get("params", ())) for g in state_dict["param_groups"]]
+            != [len(g["params"]) for g in self.param_groups]
+        ):
+            raise ValueError(
+                "float32_state_dict(state_dict): state_dict must be a state_dict() of this optimizer "
+                "(the same param groups, each with as many parameters)"
+            )
         groups, state = [], dict(state_dict["state"])
         for group, packed in zip(self.param_groups, state_dict["param_groups"]):
             packed = dict(packed)

@@ -44,7 +44,8 @@ struct ParamGroup {
   std::vector<ParamView> params;
   Options options;
   // 8-bit blockwise state (docs/low-bit-state.md, Python's state_dtype="int8") for parameters
-  // of at least min_8bit_size elements; float64 parameters are refused.
+  // of at least min_8bit_size elements (an empty one keeps float32 state); float64 parameters
+  // are refused.
   bool int8_state = false;
   int64_t min_8bit_size = kDefaultMin8BitSize;
 };

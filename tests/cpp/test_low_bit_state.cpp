@@ -72,6 +72,24 @@ TEST(int8_state_matches_one_step_by_hand_and_keeps_small_tensors_float32) {
   for (int i = 0; i < n; ++i) CHECK(check::close(std::fabs(p[i] - p0[i] * (1 - 1e-2f * 0.01f)), 1e-2, 1e-3));
 }
 
+// An empty parameter (an FSDP1 rank's empty shard, say) has nothing to quantize: with
+// min_8bit_size 0 it keeps (empty) float32 state, and the step updates the others.
+TEST(int8_state_with_min_size_zero_steps_an_empty_parameter) {
+  std::mt19937 rng(5);
+  const int n = 300;
+  std::vector<float> p = randn(rng, n), g = randn(rng, n);
+  float none = 0.0f, none_grad = 0.0f;  // non-null: a null gradient would mean "no gradient"
+  AdamW opt({int8_group({{&none, &none_grad, 0, DType::Float32}, {p.data(), g.data(), n, DType::Float32}}, 0)});
+  opt.step();
+  opt.step();
+  const checkpoint::Document doc = opt.state_dict();
+  const checkpoint::Array* empty = state_array(doc, 0, "exp_avg");
+  CHECK(empty && empty->dtype == DType::Float32 && empty->numel() == 0);
+  CHECK(!state_array(doc, 0, "exp_avg_absmax"));
+  const checkpoint::Array* codes = state_array(doc, 1, "exp_avg");
+  CHECK(codes && codes->dtype == DType::UInt8);
+}
+
 TEST(int8_state_checkpoints_round_trip_and_convert) {
   std::mt19937 rng(5);
   const int n = 3000;
