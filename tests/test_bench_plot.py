@@ -57,6 +57,28 @@ def test_bench_cpu_writes_json(tmp_path):
         assert r["bandwidth_fraction"] == pytest.approx(r["gbs"] / r["rmw_gbs"])
 
 
+def test_bench_memory_writes_json(tmp_path):
+    """bench_memory.py's state column is the state arrays' bytes (float32: 8 per parameter and a
+    4-byte step per tensor; 8-bit: 2 per parameter, a float32 scale per 256-element block and
+    state, and the step), and its peak holds at least that state."""
+    if not pathlib.Path("/proc/self/clear_refs").exists():
+        pytest.skip("bench_memory.py needs Linux's /proc/self/clear_refs")
+    out = tmp_path / "memory.json"
+    subprocess.run(
+        [sys.executable, str(BENCH / "bench_memory.py"), "--params", "2e6", "--tensors", "4", "--json", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    data = json.loads(out.read_text())
+    results, n, tensors = data["results"], 2_000_000, 4
+    for name, r in results.items():
+        expected = 2 * n + 2 * 4 * tensors * -(-(n // tensors) // 256) if "8-bit" in name else 8 * n
+        assert r["state"] == expected + 4 * tensors, name
+        assert r["peak"] >= 0.95 * r["state"], name
+    assert len(results) == 5
+
+
 def test_plot_draws_every_chart_from_the_committed_results(tmp_path):
     pytest.importorskip("matplotlib")
     subprocess.run(

@@ -257,7 +257,7 @@ def test_float32_state_dict_converts_a_given_state_dict_for_a_post_hook():
             assert torch.equal(hooked["state"][index][key], value), (index, key)
     assert opt.float32_state_dict()["state"][0].keys() == hooked["state"][0].keys()  # idempotent
     other = genesis.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], state_dtype="int8")
-    for bad in (other.state_dict(), {"state": {}}, [1]):
+    for bad in (other.state_dict(), {"state": {}}, [1], {"state": {}, "param_groups": [[1]]}):
         with pytest.raises(ValueError, match="must be a state_dict\\(\\) of this optimizer"):
             opt.float32_state_dict(bad)
 

@@ -996,7 +996,7 @@ class Optimizer(Base):
             not isinstance(state_dict, dict)
             or not isinstance(state_dict.get("param_groups"), list)
             or not isinstance(state_dict.get("state"), dict)
-            or [len(g.get("params", ())) for g in state_dict["param_groups"]]
+            or [len(g.get("params", ())) if isinstance(g, dict) else None for g in state_dict["param_groups"]]
             != [len(g["params"]) for g in self.param_groups]
         ):
             raise ValueError(
