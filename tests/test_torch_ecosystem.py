@@ -634,6 +634,21 @@ def test_a_step_inside_torch_autocast_is_the_step_outside(name, kwargs, dtype):
             assert torch.equal(p, q)
 
 
+def test_a_sparse_adam_step_inside_torch_autocast_is_the_step_outside():
+    def run(autocast):
+        torch.manual_seed(0)
+        table = torch.nn.Embedding(100, 8, sparse=True)
+        opt = genesis.optim.SparseAdam(table.parameters(), lr=1e-2)
+        for _ in range(5):
+            opt.zero_grad()
+            table(torch.randint(0, 100, (20,))).square().sum().backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                opt.step()
+        return table.weight.detach()
+
+    assert torch.equal(run(True), run(False))
+
+
 def test_torch_adafactor_inside_autocast_differs_where_genesis_keeps_its_numbers():
     """The documented difference (docs/migrating-from-torch.md): torch's Adafactor forms its
     second-moment estimate with a matrix product (row_var @ col_var), which torch.autocast turns
