@@ -129,6 +129,14 @@ class RuleOptimizer(Optimizer):
             return entry[1]
         options = core_options(self._rule, source, host_lr)
         if _immutable(values):
+            if key not in kept and len(kept) >= 2 * len(self.param_groups):
+                # Keyed by the group's id: load_state_dict replaces every group dict, and each
+                # would leave its entry behind for good. Entries of groups no longer in the
+                # optimizer go; a new group that reuses a dead one's id finds its entry checked
+                # by identity like any other.
+                live = {id(g) for g in self.param_groups}
+                for stale in [k for k in kept if k[0] not in live]:
+                    del kept[stale]
             kept[key] = (values, options)
         else:
             kept.pop(key, None)
