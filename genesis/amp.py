@@ -8,6 +8,7 @@ all). Any other optimizer (a torch one, say) gets torch's treatment: unscale in 
 unless a gradient was not finite.
 """
 
+import warnings
 from collections import defaultdict
 from enum import Enum
 from itertools import chain
@@ -54,6 +55,35 @@ def _fresh_optimizer_state():
     return {"stage": OptState.READY, "found_inf": None}
 
 
+def _names_cuda(device):
+    """Whether GradScaler's ``device`` argument makes torch check for CUDA: the string "cuda"
+    exactly (torch compares the argument with "cuda"; a torch.device, even of type cuda, is not
+    equal to it). Anything but None, a string or a torch.device is refused: a number there is
+    most likely an init_scale passed first, as genesis's GradScaler took it before it took
+    torch's signature."""
+    if device is None:
+        return False
+    if isinstance(device, str):
+        return device == "cuda"
+    torch = _interop.torch_module()
+    if torch is not None and isinstance(device, torch.device):
+        return False
+    raise TypeError(
+        f"GradScaler's device must be a device name such as 'cuda' or 'cpu' (torch.amp.GradScaler's "
+        f"first argument), got {device!r}; pass init_scale by keyword"
+    )
+
+
+def _cuda_available():
+    """A CUDA device for torch tensors, or for genesis's own CUDA build (CuPy arrays)."""
+    torch = _interop.torch_module()
+    if torch is not None and torch.cuda.is_available():
+        return True
+    from . import _C
+
+    return _C.cuda_built() and _C.cuda_device_count() > 0
+
+
 def _float32(value):
     """``value`` rounded to float32, as a Python float (torch keeps the scale in a float32
     tensor, so every value of the scale, and 1/scale, is a float32)."""
@@ -82,13 +112,22 @@ class GradScaler:
     ``growth_factor`` after ``growth_interval`` consecutive iterations without one.
     ``enabled=False`` turns every method into a pass-through: ``scale`` returns the loss
     unchanged and ``step`` just calls ``optimizer.step()``.
+
+    ``device`` is torch.amp.GradScaler's first argument, so that ``GradScaler("cuda", ...)``
+    carries over from torch unchanged. genesis keeps the scale on the host and multiplies each
+    loss on its own device, so the argument only decides what torch decides with it: a scaler
+    for ``"cuda"`` on a machine without CUDA warns and disables itself, as torch's does. The
+    default, ``None``, names no device (torch's default is ``"cuda"``, which disables its scaler
+    on a CPU-only machine; genesis's default scaler stays enabled there).
     """
 
-    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000, enabled=True):
-        if isinstance(init_scale, str):
-            raise TypeError(
-                f"init_scale must be a number, got {init_scale!r} (genesis.amp.GradScaler takes no device argument)"
-            )
+    def __init__(
+        self, device=None, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000, enabled=True
+    ):
+        if enabled and _names_cuda(device) and not _cuda_available():
+            warnings.warn("torch.cuda.amp.GradScaler is enabled, but CUDA is not available.  Disabling.", stacklevel=2)
+            enabled = False
+        self._device = device
         self._enabled = enabled
         if enabled:
             if growth_factor <= 1.0:

@@ -8,6 +8,7 @@ import math
 import pathlib
 import random
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -511,8 +512,48 @@ def test_error_states_as_torch():
         GradScaler(growth_factor=1.0)
     with pytest.raises(AssertionError, match="backoff factor"):
         GradScaler(backoff_factor=1.0)
-    with pytest.raises(TypeError, match="no device argument"):
-        GradScaler("cpu")
+    with pytest.raises(TypeError, match="pass init_scale by keyword"):
+        GradScaler(1024.0)  # genesis's GradScaler took init_scale first before it took torch's signature
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        (("cpu",), {}),
+        (("cuda",), {}),
+        (("cuda",), {"enabled": False}),
+        (("cpu", 1024.0, 3.0, 0.25, 7), {}),
+        ((), {"device": "cpu", "init_scale": 8.0}),
+        ((torch.device("cpu"),), {}),
+        ((torch.device("cuda"),), {}),
+    ],
+    ids=["cpu", "cuda", "cuda-disabled", "cpu-positional", "keywords", "torch.device-cpu", "torch.device-cuda"],
+)
+def test_torch_signature_carries_over(args, kwargs):
+    """GradScaler takes torch.amp.GradScaler's arguments, device first, so a script's
+    torch.amp.GradScaler("cuda", ...) becomes genesis.amp.GradScaler("cuda", ...) unchanged: the
+    same enabled state (a CUDA scaler on a machine without CUDA warns and disables itself, as
+    torch's does), the same warnings, the same scale and schedule settings."""
+    with warnings.catch_warnings(record=True) as theirs_warned:
+        warnings.simplefilter("always")
+        theirs = torch.amp.GradScaler(*args, **kwargs)
+    with warnings.catch_warnings(record=True) as ours_warned:
+        warnings.simplefilter("always")
+        ours = GradScaler(*args, **kwargs)
+    assert [str(w.message) for w in ours_warned] == [str(w.message) for w in theirs_warned]
+    assert ours.is_enabled() == theirs.is_enabled()
+    loss = torch.tensor(1.5)
+    assert torch.equal(ours.scale(loss), theirs.scale(loss))
+    if theirs.is_enabled():
+        assert ours.state_dict() == theirs.state_dict()
+
+
+def test_the_default_device_names_none_and_stays_enabled():
+    """torch's default device is "cuda", which disables its scaler on a machine without CUDA;
+    genesis's default names no device, and its scaler is enabled everywhere (documented)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert GradScaler().is_enabled()
 
 
 @pytest.mark.parametrize("genesis_optimizer", [True, False])
