@@ -124,7 +124,7 @@ class GradScaler:
     def __init__(
         self, device=None, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000, enabled=True
     ):
-        if enabled and _names_cuda(device) and not _cuda_available():
+        if _names_cuda(device) and enabled and not _cuda_available():  # the device is checked first
             warnings.warn("torch.cuda.amp.GradScaler is enabled, but CUDA is not available.  Disabling.", stacklevel=2)
             enabled = False
         self._device = device

@@ -514,6 +514,8 @@ def test_error_states_as_torch():
         GradScaler(backoff_factor=1.0)
     with pytest.raises(TypeError, match="pass init_scale by keyword"):
         GradScaler(1024.0)  # genesis's GradScaler took init_scale first before it took torch's signature
+    with pytest.raises(TypeError, match="pass init_scale by keyword"):
+        GradScaler(1024.0, enabled=False)
 
 
 @pytest.mark.parametrize(
