@@ -8,7 +8,8 @@ installs it); without it the file is skipped.
 Running these loops against torch.optim found one documented difference: Lightning's manual
 optimization steps inside its autocast region, where torch's Adafactor computes its estimate in
 bfloat16 and genesis's does not (tests/test_torch_ecosystem.py, docs/migrating-from-torch.md).
-So the Lightning comparisons use rules whose torch step autocast does not reach."""
+So the manual-optimization cases use rules whose torch step autocast does not reach; Adafactor
+runs with automatic optimization, which Lightning steps outside the region."""
 
 import os
 import warnings
