@@ -47,9 +47,17 @@ def _torch():
     torch = torch_module()
     if torch is not None and _torch_codes is None:
         dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8)
-        _C.register_torch(torch.Tensor, dtypes)
+        # torch._C._increment_version: NOTE: [version counters] in csrc/python/bindings.cpp.
+        _C.register_torch(torch.Tensor, dtypes, getattr(torch._C, "_increment_version", None))
         _torch_codes = {d: code for code, d in enumerate(dtypes)}
     return torch
+
+
+def advance_versions(tensors):
+    """Advance the version counters of torch tensors written outside torch's operations, as the
+    core does for those it writes (NOTE: [version counters] in csrc/python/bindings.cpp)."""
+    if tensors:
+        torch_module()._C._increment_version(tensors)
 
 
 def is_torch(x):

@@ -433,22 +433,68 @@ def test_clip_with_no_gradients():
     opt.step()
 
 
-def test_genesis_clip_after_lazy_unscale_unscales_first():
-    """The documented torch-style sequence with genesis.nn.utils: unscale_ (lazy), the clip
-    function unscales in place first, so it sees the true gradients, and the step's inf check
-    comes from that unscale."""
+def _lazily_unscaled_sgd():
+    """An SGD optimizer whose gradients (scaled by 8) a GradScaler has unscale_d lazily."""
     params = make_params()
     opt = genesis.optim.SGD(params, lr=0.1)
     scaler = GradScaler(init_scale=8.0)
     scaler.scale(torch.tensor(1.0))
     give(params, grads_for(params, 0, 8.0))
     scaler.unscale_(opt)
+    return params, opt, scaler
+
+
+def test_genesis_clip_after_lazy_unscale_unscales_first():
+    """The documented torch-style sequence with genesis.nn.utils: unscale_ (lazy), the clip
+    function unscales in place first, so it sees the true gradients, and the step's inf check
+    comes from that unscale."""
+    params, opt, scaler = _lazily_unscaled_sgd()
     expected = [None if g is None else g / 8 for g in grads_for(params, 0, 8.0)]
     clip_grad_value_(params, 1e9)
     assert_same_bits([p.grad for p in params if p.grad is not None], [g for g in expected if g is not None])
     scaler.step(opt)
     scaler.update()
     assert scaler.get_scale() == 8.0
+
+
+def test_eager_clips_after_lazy_unscale_keep_its_inf_check_a_backward_does_not():
+    """genesis.nn.utils' in-place clips advance the gradients' version counters (NOTE: [version
+    counters]); after an unscale_ they made eager, two such clips in a row still step with its
+    inf check, as torch's scaler does. A backward accumulating after them is a change the step
+    refuses, changing nothing."""
+    params, opt, scaler = _lazily_unscaled_sgd()
+    clip_grad_value_(params, 1e9)
+    clip_grad_norm_(params, 1e-3)
+    before = [p.detach().clone() for p in params]
+    scaler.step(opt)
+    assert not all(torch.equal(a, p.detach()) for a, p in zip(before, params))
+
+    scaler.update()
+    scaler.scale(torch.tensor(1.0))
+    give(params, grads_for(params, 1, 8.0))
+    scaler.unscale_(opt)
+    clip_grad_norm_(params, 1.0)
+    for p in params:
+        if p.grad is not None:
+            p.grad.add_(1.0)  # as a backward accumulating into them
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(RuntimeError, match="gradients changed"):
+        scaler.step(opt)
+    assert_same_bits(before, [p.detach() for p in params])
+
+
+def test_an_eager_clip_after_a_deferred_one_is_refused_at_the_step():
+    """optimizer.clip_grad_norm_ computes its coefficient for the gradients as they are; an
+    in-place clip after it (genesis's, as torch's) changes them, and the step refuses the
+    stale coefficient instead of clipping twice."""
+    for clip in (clip_grad_norm_, torch.nn.utils.clip_grad_norm_):
+        params = make_params()
+        opt = genesis.optim.SGD(params, lr=0.1)
+        give(params, grads_for(params, 0, 1.0))
+        opt.clip_grad_norm_(1e-2)
+        clip(params, 1e-3)
+        with pytest.raises(RuntimeError, match="gradients changed"):
+            opt.step()
 
 
 def test_deferred_clip_refuses_differentiable_groups():

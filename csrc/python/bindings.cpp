@@ -112,12 +112,40 @@ PyTypeObject* torch_tensor_type = nullptr;
 constexpr int kArrayDTypes = kNumDTypes + 1;
 std::array<PyObject*, kArrayDTypes> torch_dtypes = {nullptr, nullptr, nullptr, nullptr, nullptr};
 
-void register_torch(py::object tensor_type, py::sequence dtypes) {
+// NOTE: [version counters]
+// torch counts the in-place changes of every tensor (its version counter, shared by a tensor's
+// views and detached aliases) and autograd checks the count of each tensor a graph saved when
+// backward reaches it: a step between a forward and its backward is then torch's RuntimeError
+// ("... has been modified by an inplace operation"), not gradients from the updated weights.
+// The core writes through pointers, which torch cannot see, so every array the core wrote for a
+// torch tensor (a parameter a step updated, a gradient clip_grad_norm_, clip_grad_value_ or
+// unscale_ rewrote) has its count advanced after the write, by torch's own
+// torch._C._increment_version (about 50 ns per tensor), as torch's in-place operations would.
+// Parameters without a gradient are not written and keep their count, as with torch. State
+// arrays are not advanced: no autograd graph saves them (torch's in-place state updates do
+// advance theirs).
+PyObject* torch_increment_version = nullptr;
+
+void register_torch(py::object tensor_type, py::sequence dtypes, py::object increment_version) {
   torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
   for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
   for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &stride_of, &dtype_of, &is_cpu, &is_cuda,
                     &get_device_of, &untyped_storage_of})
     m->resolve(torch_tensor_type);
+  torch_increment_version = increment_version.is_none() ? nullptr : increment_version.release().ptr();
+}
+
+// Advances the version counters of the torch tensors the core has written, a sequence
+// (NOTE: [version counters]).
+void advance_versions(const py::object& written) {
+  if (torch_increment_version && py::len(written) > 0)
+    py::reinterpret_borrow<py::object>(torch_increment_version)(written);
+}
+void advance_versions(const std::vector<py::object>& written) {
+  if (written.empty() || !torch_increment_version) return;
+  py::tuple tensors(written.size());
+  for (size_t i = 0; i < written.size(); ++i) tensors[i] = written[i];
+  advance_versions(tensors);
 }
 
 struct ArrayInfo {
@@ -620,6 +648,7 @@ class GroupPlan {
         stream_ = e.stream;
       }
       buckets_[bucket_of(e.data.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
+      if (e.torch) written_.push_back(e.data.array);
       fresh_.push_back(&e.slots.fresh);
       pins_.push_back(std::move(pin));
       elements_ += g.numel;
@@ -675,7 +704,9 @@ class GroupPlan {
     }
     release_gil.reset();
     for (bool* f : fresh_) *f = false;
+    const std::vector<py::object> written = std::move(written_);
     release();
+    advance_versions(written);
   }
 
   // Marks a parameter that Python updates through staging copies: gather() leaves it alone.
@@ -769,6 +800,7 @@ class GroupPlan {
   void release() {
     stream_ = 0;
     for (auto& bucket : buckets_) bucket.clear();
+    written_.clear();
     fresh_.clear();
     pins_.clear();
     elements_ = 0;
@@ -777,7 +809,8 @@ class GroupPlan {
   std::vector<Entry> entries_;
   std::array<std::vector<TensorSlots>, kBuckets> buckets_;
   std::vector<bool*> fresh_;
-  std::vector<py::object> pins_;  // this step's gradients' pins (NOTE: [read pins]), held until the update is done
+  std::vector<py::object> written_;  // this step's torch arrays to write (NOTE: [version counters])
+  std::vector<py::object> pins_;     // this step's gradients' pins (NOTE: [read pins]), held until the update is done
   int64_t elements_ = 0;
   uintptr_t stream_ = 0;  // the CUDA arrays' stream of this step (0: none named)
 };
@@ -808,6 +841,7 @@ class BufferList {
                              (cuda ? "CUDA tensor" : "CPU NumPy array or torch tensor"));
       buffers_.push_back({info.data, info.numel, info.dtype});
       pins_.push_back(std::move(pin));
+      if (is_torch_tensor(a.ptr())) torch_.append(a);
     }
   }
 
@@ -826,19 +860,32 @@ class BufferList {
   }
   void scale(double factor) const {
     require_cpu();
-    py::gil_scoped_release release;
-    scale_all(buffers_, factor);
+    {
+      py::gil_scoped_release release;
+      scale_all(buffers_, factor);
+    }
+    advance_versions(torch_);
   }
   void clamp(double limit, uintptr_t stream) const {
-    py::gil_scoped_release release;
-    if (!cuda_) return clamp_all(buffers_, limit);
-    for_each_dtype(
-        [&](DType d, const Buffer* b, int64_t n) { GENESIS_CUDA_CALL(clamp(limit, d, b, n, as_stream(stream))); });
+    {
+      py::gil_scoped_release release;
+      if (!cuda_)
+        clamp_all(buffers_, limit);
+      else
+        for_each_dtype(
+            [&](DType d, const Buffer* b, int64_t n) { GENESIS_CUDA_CALL(clamp(limit, d, b, n, as_stream(stream))); });
+    }
+    advance_versions(torch_);
   }
   bool unscale(double factor) const {
     require_cpu();
-    py::gil_scoped_release release;
-    return unscale_all(buffers_, factor);
+    bool found;
+    {
+      py::gil_scoped_release release;
+      found = unscale_all(buffers_, factor);
+    }
+    advance_versions(torch_);
+    return found;
   }
   bool has_nonfinite() const {
     require_cpu();
@@ -880,10 +927,13 @@ class BufferList {
   // CUDA: x *= min(max_norm / (*total + 1e-6), 1) with *total read on the device.
   void clip_on_device(double max_norm, uintptr_t total, uintptr_t stream) const {
     require_cuda();
-    py::gil_scoped_release release;
-    for_each_dtype([&](DType d, const Buffer* b, int64_t n) {
-      GENESIS_CUDA_CALL(clip_by_norm(max_norm, reinterpret_cast<const double*>(total), d, b, n, as_stream(stream)));
-    });
+    {
+      py::gil_scoped_release release;
+      for_each_dtype([&](DType d, const Buffer* b, int64_t n) {
+        GENESIS_CUDA_CALL(clip_by_norm(max_norm, reinterpret_cast<const double*>(total), d, b, n, as_stream(stream)));
+      });
+    }
+    advance_versions(torch_);
   }
 
   int dtype_count() const {
@@ -915,6 +965,7 @@ class BufferList {
   bool cuda_;
   std::vector<TypedBuffer> buffers_;
   std::vector<py::object> pins_;  // NOTE: [read pins]
+  py::list torch_;                // the torch tensors among them (NOTE: [version counters])
 };
 
 // NOTE: [options by name]
@@ -1053,8 +1104,10 @@ PYBIND11_MODULE(_C, m) {
   using namespace genesis;
   m.doc() = "genesis compiled core (private; the public C++ API is include/genesis/)";
 
-  m.def("register_torch", &register_torch,
-        "Registers torch.Tensor and torch's float32/float64/float16/bfloat16/uint8 dtypes (in DType order).");
+  m.def("register_torch", &register_torch, py::arg("tensor_type"), py::arg("dtypes"),
+        py::arg("increment_version") = py::none(),
+        "Registers torch.Tensor, torch's float32/float64/float16/bfloat16/uint8 dtypes (in DType order) and "
+        "torch._C._increment_version (NOTE: [version counters]; None: not advanced).");
 
   m.def("supported_storage",
         [](int param, int state) { return supported_storage(static_cast<DType>(param), static_cast<DType>(state)); });

@@ -33,6 +33,7 @@ import contextlib
 import torch
 import torch.distributed as dist
 
+from .. import _interop
 from ..nn.utils import clip_grad as _clip
 from . import comm
 from . import layout as _layout
@@ -443,6 +444,11 @@ class ZeroOptimizer(torch.optim.Optimizer):
         self._finish_reduction()
         self.optimizer.step()
         self._gather()
+        # The gathers rewrite every parameter, which torch's collectives do not count as an
+        # in-place change: advanced here, as a local optimizer's step would (NOTE: [version
+        # counters] in csrc/python/bindings.cpp), so a graph that saved a parameter before the
+        # step raises in backward instead of using the new values.
+        _interop.advance_versions(self._user_params)
         self._reset()
         return loss
 

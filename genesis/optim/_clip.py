@@ -17,6 +17,7 @@ include/genesis/update_element.h). What is pending between the clip and the step
 - ``zero_grad()`` and ``step()`` (taken or skipped) discard it, so it never reaches a later step.
 """
 
+import contextlib
 import math
 import weakref
 
@@ -28,6 +29,9 @@ from ..nn.utils import clip_grad as _cg
 # Optimizers whose GradScaler unscale_ is pending (lazy): genesis.nn.utils' clip functions
 # look here, and unscale such gradients in place first (see materialize_unscale).
 _LAZY = weakref.WeakSet()
+# Optimizers whose lazy unscale_ materialize_unscale made eager: all that is pending for them is
+# its inf check, which genesis.nn.utils' own in-place clips keep current (see eager_write).
+_UNSCALED = weakref.WeakSet()
 
 
 class PendingClip:
@@ -172,6 +176,39 @@ def materialize_unscale(grads):
         pending.found_inf = found if pending.found_inf is None else (found or pending.found_inf)
         pending.fingerprint = _fingerprint(_params(optimizer))
         _LAZY.discard(optimizer)
+        _UNSCALED.add(optimizer)
+
+
+@contextlib.contextmanager
+def eager_write(grads):
+    """Around an in-place clip of ``grads`` by genesis.nn.utils: first unscale what a lazy
+    unscale_ left scaled (materialize_unscale); then, after the write, keep current the pending
+    inf checks of the optimizers whose gradients it rewrote. The write advances the gradients'
+    version counters (NOTE: [version counters] in csrc/python/bindings.cpp), which the check
+    would otherwise take for a change; like torch's unscale_, it holds through a clip after it.
+    A pending deferred clip is not kept: its coefficient was computed for the gradients before
+    this clip, so step() refuses it (as after torch's clip)."""
+    if _LAZY:
+        materialize_unscale(grads)
+    keep = []
+    if _UNSCALED:
+        ids = {id(g) for g in grads}
+        for optimizer in list(_UNSCALED):
+            pending = optimizer.__dict__.get("_pending_clip")
+            if (
+                pending is None
+                or pending.inv_scale is not None
+                or pending.coef is not None
+                or pending.limit is not None
+            ):
+                _UNSCALED.discard(optimizer)
+                continue
+            params = _params(optimizer)
+            if _current(pending, params) and any(id(p.grad) in ids for p in params if p.grad is not None):
+                keep.append((pending, params))
+    yield
+    for pending, params in keep:
+        pending.fingerprint = _fingerprint(params)
 
 
 def take(optimizer):
@@ -189,6 +226,7 @@ def take(optimizer):
 def discard(optimizer):
     optimizer.__dict__.pop("_pending_clip", None)
     _LAZY.discard(optimizer)
+    _UNSCALED.discard(optimizer)
 
 
 def _norm_pass(grads, buffers, norm_type, inv, torch_params):

@@ -932,6 +932,9 @@ class Optimizer(Base):
             if missing and plan.plan.gather(shards, True):
                 raise RuntimeError("genesis internal error: DTensor shards could not be prepared")
             self._run(plan.plan, group, control)
+            # The plan advanced the shards' version counters; a DTensor keeps its own
+            # (NOTE: [version counters] in csrc/python/bindings.cpp).
+            _interop.advance_versions([params[i] for i, shard in zip(indices, shards) if shard.grad is not None])
         finally:
             for shard in shards:
                 shard.grad = None

@@ -270,6 +270,33 @@ def replicated_reduction_rules(rank, world_size):
     return out
 
 
+def versions(rank, world_size):
+    """A step between a forward pass and its backward on DTensor parameters (sharded: AdamW;
+    replicated: LAMB) is torch's in-place error, as with torch's optimizers: genesis advances
+    the DTensors' version counters, not only their shards' (NOTE: [version counters] in
+    csrc/python/bindings.cpp)."""
+    mesh = init_device_mesh("cpu", (world_size,))
+    out = {}
+    for name, placement in (("AdamW", Shard(0)), ("LAMB", Replicate())):
+        for lib in ("genesis", "torch"):
+            if not hasattr(LIBRARIES[lib], name):
+                continue
+            p = torch.nn.Parameter(distribute_tensor(torch.linspace(-1.0, 1.0, 12).reshape(4, 3), mesh, [placement]))
+            frozen = torch.nn.Parameter(distribute_tensor(torch.ones(4, 3), mesh, [placement]))
+            opt = getattr(LIBRARIES[lib], name)([p, frozen], lr=0.1)
+            loss = (p * p).sum() + (frozen * frozen).sum()
+            p.grad = torch.ones_like(p)
+            before = (p._version, frozen._version)
+            opt.step()
+            try:
+                loss.backward()
+                raised = ""
+            except RuntimeError as e:
+                raised = str(e)
+            out[f"{name}/{lib}"] = (p._version > before[0], frozen._version == before[1], raised)
+    return out
+
+
 def clipping_and_scaling(rank, world_size):
     """genesis.nn.utils.clip_grad_norm_ and the deferred optimizer.clip_grad_norm_ on FSDP2
     gradients against torch.nn.utils.clip_grad_norm_, and genesis.amp.GradScaler: an inf in one

@@ -70,6 +70,14 @@ def test_replicated_dtensors_take_the_reduction_rules_exactly(tmp_path):
         assert out == {"LAMB": True, "Adafactor": True}
 
 
+def test_a_step_between_forward_and_backward_is_torchs_error_on_dtensors(tmp_path):
+    for out in harness.run(dtensor_workers.versions, 2, out_dir=tmp_path):
+        assert sorted(out) == ["AdamW/genesis", "AdamW/torch", "LAMB/genesis"]
+        for key, (advanced, frozen_kept, raised) in out.items():
+            assert advanced and frozen_kept, key
+            assert "modified by an inplace operation" in raised, (key, raised)
+
+
 def test_clipping_and_grad_scaler_on_fsdp2(tmp_path):
     for rank, out in enumerate(harness.run(dtensor_workers.clipping_and_scaling, 2, out_dir=tmp_path)):
         got, want = out["eager_total"]

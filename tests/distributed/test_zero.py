@@ -77,6 +77,7 @@ def _two_ranks_second(rank, world_size, load_dir, interrupted_dir, kind_dir):
         reshard=_reshard(rank, world_size, None, load_dir),
         interrupted=workers.interrupted_checkpoint(rank, world_size, interrupted_dir),
         zero_redundancy=workers.torch_zero_redundancy(rank, world_size),
+        versions=workers.versions(rank, world_size),
     )
 
 
@@ -230,6 +231,16 @@ def test_torch_zero_redundancy_optimizer_with_genesis_adamw_lamb_adafactor(two_a
         assert set(result["zero_redundancy"]) == {"AdamW", "LAMB", "Adafactor"}
         for diff in result["zero_redundancy"].values():
             assert diff <= 1e-12
+
+
+def test_a_step_between_forward_and_backward_is_torchs_error(two_again):
+    for rank, result in enumerate(two_again):
+        assert result["versions"] == {
+            "stage1": (True, True),
+            "stage2": (True, True),
+            "shard_grads": (True, True),
+            "overlap": (True, True),
+        }, rank
 
 
 def test_dead_rank_fails_the_others_with_a_clear_error(dirs):

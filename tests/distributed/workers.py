@@ -421,6 +421,38 @@ def torch_zero_redundancy(rank, world_size):
     return out
 
 
+def versions(rank, world_size):
+    """A step between a forward pass and its backward is torch's in-place error with
+    ZeroOptimizer too: the parameter all-gather rewrites every parameter, and the step advances
+    their version counters (NOTE: [version counters] in csrc/python/bindings.cpp). Per case:
+    (counter advanced, backward raised torch's error)."""
+    out = {}
+    for name, options in (
+        ("stage1", dict(stage=1)),
+        ("stage2", dict(stage=2)),
+        ("shard_grads", dict(stage=2, shard_grads=True)),
+        ("overlap", dict(stage=2, overlap_param_gather=True)),
+    ):
+        model = make_model()
+        if options.get("overlap_param_gather"):
+            options = dict(options, overlap_param_gather=model)
+        opt = ZeroOptimizer(model.parameters(), genesis.optim.AdamW, lr=1e-2, **options)
+        x, y = batch(0, torch.float64)
+        loss_of(model, local_rows(rank, world_size, x), local_rows(rank, world_size, y)).backward()
+        loss = loss_of(model, x, y)  # its graph saved the weights
+        before = [p._version for p in model.parameters()]
+        opt.step()
+        opt.wait_param_gather()
+        advanced = all(p._version > v for p, v in zip(model.parameters(), before))
+        try:
+            loss.backward()
+            raised = ""
+        except RuntimeError as e:
+            raised = str(e)
+        out[name] = (advanced, "modified by an inplace operation" in raised)
+    return out
+
+
 def rank_dies(rank, world_size):
     """Rank 1 exits in the middle of training; rank 0's next step must raise, not hang."""
     import time

@@ -221,20 +221,20 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads, torch_params = _grads(parameters)
     if not grads:
         return _as_scalar(0.0, None, grads, torch_params)
-    _unscale_pending(grads)
-    if _interop.any_dtensor(grads):
-        total = dtensor_norm(grads, norm_type, error_if_nonfinite)
-        _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
-        return total
-    norm_grads, grads = _complex_views(grads, norm_type)
-    buffers = _buffers(grads)
-    norm_buffers = buffers if norm_grads is grads else _buffers(norm_grads)
-    result, total = _checked_norm(norm_buffers, norm_grads, norm_type, error_if_nonfinite, torch_params)
-    if _interop.is_cuda(grads[0]):
-        buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
-    else:
-        _scale_by_norm(buffers, max_norm, total)
-    return result
+    with _eager_write(grads):
+        if _interop.any_dtensor(grads):
+            total = dtensor_norm(grads, norm_type, error_if_nonfinite)
+            _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
+            return total
+        norm_grads, grads = _complex_views(grads, norm_type)
+        buffers = _buffers(grads)
+        norm_buffers = buffers if norm_grads is grads else _buffers(norm_grads)
+        result, total = _checked_norm(norm_buffers, norm_grads, norm_type, error_if_nonfinite, torch_params)
+        if _interop.is_cuda(grads[0]):
+            buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
+        else:
+            _scale_by_norm(buffers, max_norm, total)
+        return result
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -271,22 +271,22 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     if not grads:
         return
     _check_total_norm(total_norm)
-    _unscale_pending(grads)
-    if _interop.any_dtensor(grads):
-        _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
-        return
-    grads = _complex_views(grads, 2.0)[1]
-    buffers = _buffers(grads)
-    if _interop.is_cuda(grads[0]):
-        torch = _interop.torch_module()
-        # The core reads a float64 on the gradients' device; a conversion or copy is stream-ordered.
-        if isinstance(total_norm, torch.Tensor):
-            total = total_norm.to(device=grads[0].device, dtype=torch.float64)
-        else:
-            total = torch.tensor(_total_norm_value(total_norm), dtype=torch.float64, device=grads[0].device)
-        buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
-        return
-    _scale_by_norm(buffers, max_norm, _total_norm_value(total_norm))
+    with _eager_write(grads):
+        if _interop.any_dtensor(grads):
+            _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
+            return
+        grads = _complex_views(grads, 2.0)[1]
+        buffers = _buffers(grads)
+        if _interop.is_cuda(grads[0]):
+            torch = _interop.torch_module()
+            # The core reads a float64 on the gradients' device; a conversion or copy is stream-ordered.
+            if isinstance(total_norm, torch.Tensor):
+                total = total_norm.to(device=grads[0].device, dtype=torch.float64)
+            else:
+                total = torch.tensor(_total_norm_value(total_norm), dtype=torch.float64, device=grads[0].device)
+            buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
+            return
+        _scale_by_norm(buffers, max_norm, _total_norm_value(total_norm))
 
 
 def _check_total_norm(total_norm):
@@ -347,12 +347,20 @@ def dtensor_norm(grads, norm_type, error_if_nonfinite):
 
 
 def _unscale_pending(grads):
-    """A genesis optimizer's GradScaler.unscale_ is lazy (NOTE: [deferred clip]); clipping its
-    gradients here in place needs them unscaled first, as torch's unscale_ leaves them."""
+    """A genesis optimizer's GradScaler.unscale_ is lazy (NOTE: [deferred clip]); a norm of its
+    gradients needs them unscaled first, as torch's unscale_ leaves them."""
     from ...optim import _clip
 
     if _clip._LAZY:
         _clip.materialize_unscale(grads)
+
+
+def _eager_write(grads):
+    """The context of an in-place clip of ``grads`` (genesis/optim/_clip.py eager_write):
+    unscaled first, and a pending inf check of their optimizer kept current."""
+    from ...optim import _clip
+
+    return _clip.eager_write(grads)
 
 
 def _nonfinite_error(norm_type):
@@ -396,14 +404,14 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     if not grads:
         return
     check_clampable(grads)
-    _unscale_pending(grads)
-    buffers = _buffers(grads)
-    if clip_value >= 0 and math.copysign(1.0, clip_value) > 0:
-        buffers.clamp(clip_value, _stream(grads) if _interop.is_cuda(grads[0]) else 0)
-        return
-    # A negative, -0.0 or NaN bound (the core clamps the other way round): rare, done here.
-    for g in grads:
-        if _interop.is_torch(g):
-            g.clamp_(min=-clip_value, max=clip_value)
-        else:
-            np.minimum(np.maximum(g, -clip_value, out=g), clip_value, out=g)
+    with _eager_write(grads):
+        buffers = _buffers(grads)
+        if clip_value >= 0 and math.copysign(1.0, clip_value) > 0:
+            buffers.clamp(clip_value, _stream(grads) if _interop.is_cuda(grads[0]) else 0)
+            return
+        # A negative, -0.0 or NaN bound (the core clamps the other way round): rare, done here.
+        for g in grads:
+            if _interop.is_torch(g):
+                g.clamp_(min=-clip_value, max=clip_value)
+            else:
+                np.minimum(np.maximum(g, -clip_value, out=g), clip_value, out=g)
