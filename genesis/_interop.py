@@ -311,6 +311,7 @@ def check_param(param, where):
             f"but {where} is {type(param).__name__}"
         )
     check_storage(array_of(param), where)
+    check_not_negated(array_of(param), where)
     arr = core_view(array_of(param))
     if _cuda_array.is_cuda_array(arr):
         return _check_cuda_array(arr, where)
@@ -333,6 +334,17 @@ def check_param(param, where):
         )
     if not is_torch(arr) and not arr.flags.writeable:
         raise ValueError(f"{where} is a read-only array and cannot be updated in place")
+
+
+def check_not_negated(arr, where):
+    """Refuse a torch tensor whose negative bit is set: its elements are minus what its memory
+    holds, which the core, reading memory, would misread (NOTE: [negative bit] in
+    csrc/python/bindings.cpp)."""
+    if is_torch(arr) and not arr.is_complex() and arr.is_neg():
+        raise TypeError(
+            f"{where} has its negative bit set (a lazily negated view, as torch._neg_view or the .imag of "
+            "a conjugated tensor make); genesis reads memory as stored: pass x.resolve_neg() instead"
+        )
 
 
 def check_storage(arr, where):
@@ -411,6 +423,7 @@ def check_grad(param, grad, where, sparse_ok=False):
     if is_dtensor(arr) or is_dtensor(grad):
         check_dtensor_grad(arr, grad, where)  # the rest holds for their global views alike
     check_storage(grad, f"the gradient of {where}")
+    check_not_negated(grad, f"the gradient of {where}")
     if is_torch(grad) and grad.is_sparse:
         if not sparse_ok:
             raise RuntimeError(

@@ -101,6 +101,7 @@ Member is_cpu("is_cpu", Member::Get);
 Member is_cuda("is_cuda", Member::Get);
 Member get_device_of("get_device", Member::Call);
 Member untyped_storage_of("untyped_storage", Member::Call);
+Member is_neg_of("is_neg", Member::Call);
 // Of the storage objects untyped_storage() returns (resolved on the first one seen).
 Member storage_data_ptr("data_ptr", Member::Call);
 Member storage_nbytes("nbytes", Member::Call);
@@ -130,7 +131,7 @@ void register_torch(py::object tensor_type, py::sequence dtypes, py::object incr
   torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
   for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
   for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &stride_of, &dtype_of, &is_cpu, &is_cuda,
-                    &get_device_of, &untyped_storage_of})
+                    &get_device_of, &untyped_storage_of, &is_neg_of})
     m->resolve(torch_tensor_type);
   torch_increment_version = increment_version.is_none() ? nullptr : increment_version.release().ptr();
 }
@@ -205,6 +206,22 @@ bool describe_ndarray(PyObject* obj, ArrayInfo& out, Access access) {
 }
 
 bool is_torch_tensor(PyObject* obj) { return torch_tensor_type && PyObject_TypeCheck(obj, torch_tensor_type); }
+
+// NOTE: [negative bit]
+// A real torch tensor may carry a negative bit: a view whose elements are minus what its
+// memory holds (torch._neg_view, the .imag of a conjugated complex tensor), resolved by torch's
+// operations as they read it. The core reads and writes memory, so such a parameter or gradient
+// would be misread (every element's sign flipped). Python refuses one when it admits a
+// parameter (genesis/_interop.py: a TypeError naming resolve_neg()); gradients are new objects
+// every step, so gather() asks each one (is_neg(), about 85 ns) and sends a negated one back to
+// Python, which refuses it. A parameter's bit is not asked again after its admission: only
+// `p.data = torch._neg_view(p.data)` (the same memory) could set it, and a per-step call for
+// every parameter is not worth that. (A conjugated complex tensor is refused by torch's own
+// view_as_real, which every complex parameter and gradient goes through.)
+bool negated(PyObject* tensor) {
+  const py::object neg = is_neg_of(tensor);
+  return !neg || neg.ptr() != Py_False;
+}
 
 // The core's dtype of a torch tensor, or -1 for a dtype it does not handle.
 int torch_dtype_code(PyObject* obj) {
@@ -766,7 +783,7 @@ class GroupPlan {
       // read past its end; a CUDA one by a CPU loop, not at all). The element count stands for
       // the shape: only the elements, in memory order, reach the core.
       if (!e.data.unchanged(true) || !describe_torch(grad, g, /*check_cpu=*/false, e.data.strides.ptr()) ||
-          g.dtype != e.data.info.dtype || g.numel != e.data.info.numel)
+          g.dtype != e.data.info.dtype || g.numel != e.data.info.numel || negated(grad))  // NOTE: [negative bit]
         return false;
       const py::object device = get_device_of(grad);
       return device && PyLong_AsLong(device.ptr()) == e.device;
