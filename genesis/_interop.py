@@ -312,6 +312,7 @@ def check_param(param, where):
         )
     check_storage(array_of(param), where)
     check_not_negated(array_of(param), where)
+    check_not_inference(array_of(param), where)
     arr = core_view(array_of(param))
     if _cuda_array.is_cuda_array(arr):
         return _check_cuda_array(arr, where)
@@ -344,6 +345,18 @@ def check_not_negated(arr, where):
         raise TypeError(
             f"{where} has its negative bit set (a lazily negated view, as torch._neg_view or the .imag of "
             "a conjugated tensor make); genesis reads memory as stored: pass x.resolve_neg() instead"
+        )
+
+
+def check_not_inference(arr, where):
+    """As torch: a tensor made under torch.inference_mode() is not updated in place outside it.
+    It has no version counter, so an autograd graph that saved it could not notice the update
+    (NOTE: [version counters] in csrc/python/bindings.cpp). Checked when a parameter is
+    admitted, and at every step of a group that admitted one (Optimizer._prepare)."""
+    if is_torch(arr) and arr.is_inference() and not torch_module().is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{where} is an inference tensor (made under torch.inference_mode()), which torch does not "
+            "update in place outside inference mode; make the parameter from a clone() of it"
         )
 
 

@@ -165,3 +165,40 @@ def test_unscale_advances_the_versions_of_the_gradients_it_rewrites():
         for p, g, v in zip(ps, grads, before):
             assert (p.grad._version > v) is rewritten
             torch.testing.assert_close(p.grad, g / 4 if rewritten else g, rtol=0, atol=0)
+
+
+def test_an_inference_tensor_is_not_updated_outside_inference_mode_as_with_torch():
+    """An inference tensor has no version counter to advance: torch refuses to update one in
+    place outside inference mode, and so does genesis, before anything changes (torch 2.13's
+    SGD raises after writing it)."""
+    for lib in (torch.optim, genesis.optim):
+        with torch.inference_mode():
+            p = torch.linspace(-1.0, 1.0, 4)
+        opt = lib.SGD([p], lr=0.1)
+        p.grad = torch.ones(4)
+        with pytest.raises(RuntimeError, match="inference"):
+            opt.step()
+    assert torch.equal(p, torch.linspace(-1.0, 1.0, 4))  # genesis's
+    with torch.inference_mode():  # inside it, both update it
+        for lib in (torch.optim, genesis.optim):
+            p = torch.linspace(-1.0, 1.0, 4)
+            p.grad = torch.ones(4)
+            lib.SGD([p], lr=0.1).step()
+            assert torch.equal(p, torch.linspace(-1.0, 1.0, 4) - 0.1)
+
+
+def test_an_inference_tensor_first_stepped_inside_inference_mode_is_refused_outside_it():
+    with torch.inference_mode():
+        p = torch.linspace(-1.0, 1.0, 4)
+        p.grad = torch.ones(4)
+        opt = genesis.optim.AdamW([p], lr=0.1)
+        opt.step()
+    before = (p.clone(), opt.state[p]["exp_avg"].clone())
+    with pytest.raises(RuntimeError, match="parameter 0 of param group 0 is an inference tensor"):
+        opt.step()
+    assert torch.equal(p, before[0]) and torch.equal(opt.state[p]["exp_avg"], before[1])
+    with torch.inference_mode():
+        opt.step()  # inside it again: updated
+    assert not torch.equal(p, before[0])
+    p.grad = None
+    opt.step()  # outside it, but without a gradient: not updated, so not refused (as torch)

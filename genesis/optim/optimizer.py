@@ -40,6 +40,7 @@ class _CachedPlan:
         "staged",
         "lr",
         "shards",
+        "inference",
     )
 
     def __init__(self, params, layout, version):
@@ -48,6 +49,7 @@ class _CachedPlan:
         self.version = version
         self.exposure = None  # Optimizer._exposure when the plan last checked its state arrays
         self.staged = set()  # indices of parameters updated through staging copies
+        self.inference = False  # an admitted parameter is an inference tensor (_interop.check_not_inference)
         self.cuda_device = cuda_device_of(params)
         # CUDA groups: the device tensor holding 1/scale that the last step's kernels read,
         # kept until the next step so the launch never sees freed memory.
@@ -679,6 +681,10 @@ class Optimizer(Base):
                 cached = self._plans[gi] = _CachedPlan(params, layout, self._version)
                 missing = cached.plan.gather(params)
             cached.exposure = self._exposure
+            if cached.inference:  # admitted inside inference mode: is this step still inside it?
+                for i, p in enumerate(params):
+                    if p.grad is not None:
+                        _interop.check_not_inference(_interop.array_of(p), _where(gi, i))
             if missing:
                 pending.append((gi, group, cached, missing))
             for i in cached.staged:  # their gradients, checked before any group updates
@@ -721,6 +727,8 @@ class Optimizer(Base):
                         cached.staged.add(i)
                     else:
                         self._admit(cached.plan, i, p, _interop.array_of(p), group, first_index[gi] + i)
+                    if _interop.is_torch(p) and p.is_inference():
+                        cached.inference = True
                 cached.cuda_device = cuda_device_of(group["params"])  # a parameter may have moved
             still = []
             for gi, group, cached, _ in pending:
