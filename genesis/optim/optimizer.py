@@ -690,9 +690,9 @@ class Optimizer(Base):
             for i in cached.staged:  # their gradients, checked before any group updates
                 grad = params[i].grad
                 if grad is not None and _interop.is_torch(grad):
-                    _interop.check_not_negated(grad, f"the gradient of {_where(gi, i)}")
+                    where = _where(gi, i)
+                    _interop.check_not_negated(grad, f"the gradient of {where}")
                     if grad.is_sparse:
-                        where = _where(gi, i)
                         _interop.check_grad(params[i], grad, where, sparse_ok=self._supports_sparse)
                         self._check_sparse_grad(group, where)
             if cached.shards is not None:  # DTensor gradients, checked before any group updates
