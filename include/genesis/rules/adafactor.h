@@ -44,7 +44,7 @@ struct AdafactorCoeffs {
 
 // Four passes for a matrix, two for a vector (docs/performance.md counts what they move):
 //   matrix, pass 0: tiles of consecutive rows (tile_rows, about kSumChunk elements), a run per
-//           row: per row the sums of g^2 and p^2 (a lane tree), and per column of the tile
+//           row: per row the sum of g^2 (a lane tree), and per column of the tile
 //           the sum of g^2 down its rows (lane j owns columns j, j + lanes, ... of every row:
 //           NOTE: [reduction rules] on runs), kept in the scratch. A row's task_done updates
 //           its row_var (lerp towards the mean); finish(0) takes each matrix's row_var mean.
@@ -54,7 +54,8 @@ struct AdafactorCoeffs {
 //           in task_done, which the tasks' threads share, rather than in the finish, which one
 //           thread runs per tensor.)
 //           Its tasks of rows (a lane per row, no elements) keep each row's factor (below).
-//           pass 2: per row the sum of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)).
+//           pass 2: per row the sums of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)),
+//           and of p^2 (NOTE: [p^2 in pass 2]); finish(2) takes alpha and the clipping.
 //           pass 3: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
 //           Passes 2 and 3 run on the tiles of pass 0, a run per row.
 //           In passes 2 and 3, u = min(row_factor * col_factor, 1 / eps1) * g, with
@@ -66,6 +67,18 @@ struct AdafactorCoeffs {
 //           memory (docs/performance.md).
 //   vector, pass 0 (chunks): variance updated and stored; sums of p^2 and u^2.
 //           pass 3 (chunks): as for a matrix. Passes 1 and 2 have no tasks.
+//
+// NOTE: [p^2 in pass 2]
+// A matrix's sum of p^2 (its RMS scales the step) can be taken in pass 0 or in pass 2: p does
+// not change before pass 3. On the CPU pass 0 is the pass that reads from memory (the later
+// ones find the tile in the cache: NOTE: [cache-blocked passes] in csrc/cpu/reduce_driver.h),
+// and there a thread's reads alone set the pace: on the Zen 4 VM of bench/RESULTS.md two
+// threads read two arrays at 34 GB/s, about what one thread's misses in flight allow, while
+// the memory moves 50-60 GB/s when reads and writes mix. Pass 2 reads g from the cache and has
+// u^2's arithmetic to overlap with a stream from memory. So pass 0 reads g alone and pass 2
+// reads p: the same bytes, the same sums in the same lanes and order (the same bits, on both
+// backends). 50 x 1000 x 1000 float32, 2 threads, five alternating pairs: 27.3-28.7 -> 24.6-25.7
+// ms per step (medians; docs/performance.md).
 // Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows, M = B*C
 // columns and Q = B*tiles tiles: 2N row sums (g^2, p^2), M column sums (then factors), B
 // means, N row sums of u^2, Q*C partial column sums, N row factors; for a vector: two partial
@@ -140,7 +153,7 @@ struct AdafactorRule {
     } else {  // a tile: its rows are the task's runs
       info = sum_task(s.cols);
       info.kind = kRow;
-      info.sums = pass == 0 ? 2 : 1;
+      info.sums = pass == 0 ? 1 : 2;
       const int64_t rest = s.rows - (task % tiles(s)) * tile_rows(s);
       info.segments = rest < tile_rows(s) ? rest : tile_rows(s);
     }
@@ -210,15 +223,14 @@ struct AdafactorRule {
     const int64_t k = at.k, i = c.first + at.seg * s.cols + k;  // column k of the tile's row seg
     const T g = c.sign * r.g(i);
     if (pass == 0) {
-      const T p = r.p(i);
       const double g2 = double(g) * double(g);
       acc[0] += g2;
-      acc[1] += double(p) * double(p);
       double& column = r.scratch[c.part + k];  // this lane's column of the tile, row after row
       column = (at.seg == 0 ? 0.0 : column) + g2;
-    } else if (pass == 2) {
-      const T u = matrix_update(r, c, at.seg, k, g);
+    } else if (pass == 2) {  // (NOTE: [p^2 in pass 2])
+      const T u = matrix_update(r, c, at.seg, k, g), p = r.p(i);
       acc[0] += double(u) * double(u);
+      acc[1] += double(p) * double(p);
     } else {
       apply(r, c, i, r.p(i), matrix_update(r, c, at.seg, k, g));
     }
@@ -231,7 +243,7 @@ struct AdafactorRule {
     if (at.kind == kColumns) return;
     const int64_t i = at.kind == kChunk ? task * kSumChunk + at.k : c.first + at.seg * r.shape.cols + at.k;
     r.prefetch_g(i);
-    if (pass != 2) r.prefetch_p(i);
+    if (pass != 0 || at.kind == kChunk) r.prefetch_p(i);
   }
 
   // p = p * (1 - lr wd) (when wd != 0, a separate rounding as torch's mul_), then p + step * u.
@@ -256,12 +268,12 @@ struct AdafactorRule {
       r.scratch[kHead + 1 + 2 * task] = acc[1];
     } else if (pass != 1) {
       const int64_t row = tile_first_row(s, task) + lane;
-      if (pass == 2) {  // a row's sum of u^2
+      if (pass == 2) {  // a row's sums of u^2 and p^2
         r.scratch[rowu_at(s) + row] = acc[0];
+        r.scratch[kHead + 1 + 2 * row] = acc[1];
         return;
       }
-      r.scratch[kHead + 2 * row] = acc[0];  // a row's two sums, and its row_var
-      r.scratch[kHead + 1 + 2 * row] = acc[1];
+      r.scratch[kHead + 2 * row] = acc[0];  // a row's sum of g^2, and its row_var
       using T = typename Ref::T;
       r.set_s(0, row, torch_lerp(r.s(0, row), T(acc[0] / double(s.cols)), T(r.scratch[kWeight])));
     } else if (task >= col_blocks(s)) {  // a row's factor (its task has no elements)
@@ -291,7 +303,10 @@ struct AdafactorRule {
     double* scratch = r.scratch;
     using T = typename Ref::T;
     if (pass == 2) {  // every sum is in: the step size of pass 3, once per tensor
-      if (s.matrix()) scratch[kSumU2] = sum_in_order(scratch + rowu_at(s), nrows(s));
+      if (s.matrix()) {
+        scratch[kSumU2] = sum_in_order(scratch + rowu_at(s), nrows(s));
+        scratch[kSumP2] = sum_in_order(scratch + kHead + 1, nrows(s), 2);
+      }
       const double rho = std::fmin(o.lr, 1.0 / std::sqrt(r.t));
       const double root_n = std::sqrt(double(s.numel));
       const double alpha = std::fmax(o.eps2, std::sqrt(scratch[kSumP2]) / root_n) * rho;
@@ -302,8 +317,7 @@ struct AdafactorRule {
         scratch[kSumP2] = sum_in_order(scratch + kHead, chunks(s), 2);
         scratch[kSumU2] = sum_in_order(scratch + kHead + 1, chunks(s), 2);
       }
-    } else {  // pass 0: the sum of p^2 and each matrix's row_var mean
-      scratch[kSumP2] = sum_in_order(scratch + kHead + 1, nrows(s), 2);
+    } else {  // pass 0: each matrix's row_var mean
       for (int64_t b = 0; b < s.batch(); ++b) {
         double sum = 0.0;
         for (int64_t q = b * s.rows; q < (b + 1) * s.rows; ++q) sum += double(r.s(0, q));
