@@ -72,9 +72,10 @@ const char* isa() {
 }
 
 // NOTE: [prefetch by vendor]
-// Adafactor's first pass reads p and g from memory and nothing else, so it runs at the rate one
-// thread's reads reach (docs/performance.md#adafactors-reads-2026-12-03). Measured on 2-core
-// VMs, 50 x 1000 x 1000 float32, 2 threads: on an Intel Xeon the hardware prefetchers left a
+// Adafactor's first pass reads from memory and does little else (p and g until 2026-12-05, g
+// alone since: NOTE: [p^2 in pass 2] in include/genesis/rules/adafactor.h), so it runs at the
+// rate one thread's reads reach (docs/performance.md#adafactors-reads-2026-12-03). Measured
+// on 2-core VMs, 50 x 1000 x 1000 float32, 2 threads: on an Intel Xeon the hardware prefetchers left a
 // two-array read at 15-23 GB/s and a software prefetch of every line 2 KB ahead raised it to
 // 25-27 (the step 51 -> 45 ms); on an AMD EPYC (Zen 4) the same read runs at 27-28 GB/s
 // without help, and the software prefetch took the step from 26-28 to 33-36 ms (spread over
