@@ -72,13 +72,13 @@ struct AdafactorCoeffs {
 // A matrix's sum of p^2 (its RMS scales the step) can be taken in pass 0 or in pass 2: p does
 // not change before pass 3. On the CPU pass 0 is the pass that reads from memory (the later
 // ones find the tile in the cache: NOTE: [cache-blocked passes] in csrc/cpu/reduce_driver.h),
-// and there a thread's reads alone set the pace: on the Zen 4 VM of bench/RESULTS.md two
-// threads read two arrays at 34 GB/s, about what one thread's misses in flight allow, while
-// the memory moves 50-60 GB/s when reads and writes mix. Pass 2 reads g from the cache and has
-// u^2's arithmetic to overlap with a stream from memory. So pass 0 reads g alone and pass 2
-// reads p: the same bytes, the same sums in the same lanes and order (the same bits, on both
-// backends). 50 x 1000 x 1000 float32, 2 threads, five alternating pairs: 27.3-28.7 -> 24.6-25.7
-// ms per step (medians; docs/performance.md).
+// and there the reads alone set the pace: on the Zen 4 VM of bench/RESULTS.md two threads
+// reading one array or two moved 33-35 GB/s, while read-modify-writes moved 46-64. Pass 2
+// reads g from the cache and has u^2's arithmetic to overlap with a stream from memory. So
+// pass 0 reads g alone and pass 2 reads p: the same bytes, the same sums in the same lanes and
+// order (the same bits, on both backends). 50 x 1000 x 1000 float32, 2 threads, five
+// alternating pairs: 27.3-28.7 -> 24.6-25.7 ms per step (medians; docs/performance.md).
+//
 // Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows, M = B*C
 // columns and Q = B*tiles tiles: 2N row sums (g^2, p^2), M column sums (then factors), B
 // means, N row sums of u^2, Q*C partial column sums, N row factors; for a vector: two partial
