@@ -5,7 +5,7 @@ extension from CMakeLists.txt; the CPU kernel variant and the thread count are d
 time, so they are read when asked.
 """
 
-from . import _C
+from . import _C, _interop
 
 # OpenMP reports its specification as the date it was published (the _OPENMP macro).
 _OPENMP_VERSIONS = {
@@ -30,7 +30,10 @@ def config():
     Intel CPUs only; ``GENESIS_CPU_PREFETCH=0`` or ``1`` decides), ``openmp`` (specification
     version or ``None``),
     ``num_threads``, ``cuda_built``, ``cuda_runtime`` and ``cuda_architectures`` (``None``
-    without CUDA), ``cuda_devices`` (GPUs visible now; 0 without CUDA).
+    without CUDA), ``cuda_devices`` (GPUs visible now; 0 without CUDA), ``torch_checks`` (how a
+    step checks torch tensors: ``"batched"`` by torch's guards, ``"per call"`` one torch call per
+    fact with ``GENESIS_TENSOR_FACTS=0``, ``"checked path"`` where this torch lacks what the
+    one-call step needs; ``None`` without torch: not installed, or ``GENESIS_NO_TORCH=1``).
     """
     info = _C.build_info
     openmp = info["openmp"]
@@ -46,6 +49,8 @@ def config():
         "cuda_runtime": info["cuda_runtime"],
         "cuda_architectures": info["cuda_architectures"],
         "cuda_devices": _C.cuda_device_count() if _C.cuda_built() else 0,
+        # registers torch with the core if it is imported (genesis.optim imports it unless GENESIS_NO_TORCH=1)
+        "torch_checks": _C.tensor_facts() if _interop._torch() is not None else None,
     }
 
 
@@ -71,4 +76,14 @@ def show_config():
         )
     else:
         lines.append("  - CUDA: not built (CPU-only package)")
+    if c["torch_checks"] is not None:
+        lines.append(f"  - torch tensors: {_TORCH_CHECKS[c['torch_checks']]}")
     return "\n".join(lines) + "\n"
+
+
+# How a step checks torch tensors (NOTE: [one-call step] in csrc/python/bindings.cpp).
+_TORCH_CHECKS = {
+    "batched": "one core call per step, checked in batches by torch's guards (GENESIS_TENSOR_FACTS=0: one by one)",
+    "per call": "one core call per step, checked one by one (GENESIS_TENSOR_FACTS=0 or guards not usable here)",
+    "checked path": "a core call per param group (this torch lacks what the one-call step needs)",
+}

@@ -10,6 +10,7 @@ torch is optional: it is looked up in ``sys.modules`` and only used when the use
 imported it, so ``import genesis`` works with NumPy alone.
 """
 
+import os
 import sys
 
 import numpy as np
@@ -49,8 +50,60 @@ def _torch():
         dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8)
         # torch._C._increment_version: NOTE: [version counters] in csrc/python/bindings.cpp.
         _C.register_torch(torch.Tensor, dtypes, getattr(torch._C, "_increment_version", None))
+        _register_tensor_facts(torch)
         _torch_codes = {d: code for code, d in enumerate(dtypes)}
     return torch
+
+
+def _register_tensor_facts(torch):
+    """Hands the core what the one-call step needs of torch (NOTE: [one-call step] and NOTE:
+    [batched tensor facts] in csrc/python/bindings.cpp). torch's batched checks are private
+    tools of its compiler: they are used only if this torch has them and they behave here as
+    genesis relies on; otherwise every tensor is checked call by call.
+    GENESIS_TENSOR_FACTS=0 turns them off (to compare the two)."""
+    mode_enabled = getattr(torch._C, "_is_torch_function_mode_enabled", None)
+    if mode_enabled is None:
+        return  # the one-call step stays off: every step takes the checked path
+    guards, address = None, 0
+    if os.environ.get("GENESIS_TENSOR_FACTS", "1") != "0":
+        try:
+            from torch._C._dynamo import guards as torch_guards
+
+            guards = torch_guards.TensorGuards
+            address = int(torch_guards._torchinductor_pyobject_tensor_data_ptr)
+        except (ImportError, AttributeError, TypeError, ValueError):
+            guards, address = None, 0
+    _C.register_tensor_facts(torch.nn.Parameter, mode_enabled, guards, address)
+    if guards is not None and not _tensor_facts_behave(torch):
+        _C.register_tensor_facts(torch.nn.Parameter, mode_enabled, None, 0)
+
+
+def _tensor_facts_behave(torch):
+    """Whether torch's data pointer function reads what data_ptr() says, and a guard built from a
+    parameter and a gradient accepts their like and refuses every change the per-call checks
+    refuse (NOTE: [batched tensor facts])."""
+    a = torch.arange(12.0).reshape(3, 4)
+    if _C._fast_data_ptr(a) != a.data_ptr() or _C._fast_data_ptr(a[1]) != a[1].data_ptr():
+        return False
+    examples = [torch.nn.Parameter(torch.zeros(3, 4)), a]
+
+    def accepts(grad):
+        built, accepted = _C._guard_accepts(examples, [torch.nn.Parameter(torch.ones(3, 4)), grad])
+        return built and accepted
+
+    with torch.inference_mode():
+        inference = torch.ones(3, 4)
+    refused = (
+        torch._neg_view(torch.ones(3, 4)),
+        torch.ones(3, 4, dtype=torch.float64),
+        torch.ones(4, 3).t(),
+        torch.ones(12),
+        torch.ones(3, 8)[:, ::2],
+        torch.ones(3, 4).to_sparse(),
+        torch.ones(3, 4).as_subclass(torch.nn.Parameter),
+        inference,
+    )
+    return accepts(torch.ones(3, 4)) and not any(accepts(g) for g in refused)
 
 
 def advance_versions(tensors):
@@ -348,12 +401,17 @@ def check_not_negated(arr, where):
         )
 
 
+def is_inference(x):
+    """A torch tensor made under torch.inference_mode() (it has no version counter)."""
+    return is_torch(x) and x.is_inference()
+
+
 def check_not_inference(arr, where):
     """As torch: a tensor made under torch.inference_mode() is not updated in place outside it.
     It has no version counter, so an autograd graph that saved it could not notice the update
     (NOTE: [version counters] in csrc/python/bindings.cpp). Checked when a parameter is
     admitted, and at every step of a group that admitted one (Optimizer._prepare)."""
-    if is_torch(arr) and arr.is_inference() and not torch_module().is_inference_mode_enabled():
+    if is_inference(arr) and not torch_module().is_inference_mode_enabled():
         raise RuntimeError(
             f"{where} is an inference tensor (made under torch.inference_mode()), which torch does not "
             "update in place outside inference mode; make the parameter from a clone() of it"

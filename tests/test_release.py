@@ -3,6 +3,7 @@ genesis.show_config() reports the build and run-time configuration truthfully.""
 
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
 import os
@@ -112,6 +113,25 @@ def test_show_config_text():
     assert f"software prefetch: {'on' if config['cpu_prefetch'] else 'off'}" in text
     assert f"{config['num_threads']} threads" in text
     assert ("CUDA: built" in text) == config["cuda_built"]
+    assert ("torch tensors: " in text) == (config["torch_checks"] is not None)
+
+
+def test_config_reports_how_torch_tensors_are_checked():
+    """torch's guards are used when this torch has them and they pass genesis's self-test
+    (NOTE: [batched tensor facts]); GENESIS_TENSOR_FACTS=0 turns them off; without torch
+    (GENESIS_NO_TORCH=1 and not imported: a NumPy user) there is nothing to report."""
+    code = "import json, sys, genesis\nif sys.argv[1] == 'torch': import torch\nprint(json.dumps(genesis._config.config()))"
+    cases = {("1", "numpy"): None}
+    if importlib.util.find_spec("torch") is not None:
+        cases.update({("1", "torch"): "batched", ("0", "torch"): "per call"})
+    for (facts, imported), expected in cases.items():
+        env = dict(os.environ, GENESIS_TENSOR_FACTS=facts)
+        if imported == "numpy":
+            env["GENESIS_NO_TORCH"] = "1"
+        out = subprocess.run(
+            [sys.executable, "-c", code, imported], env=env, capture_output=True, text=True, check=True
+        )
+        assert json.loads(out.stdout)["torch_checks"] == expected, (facts, imported)
 
 
 def run_config_in_child(env_extra):

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -102,6 +103,7 @@ Member is_cuda("is_cuda", Member::Get);
 Member get_device_of("get_device", Member::Call);
 Member untyped_storage_of("untyped_storage", Member::Call);
 Member is_neg_of("is_neg", Member::Call);
+Member size_of("size", Member::Call);
 // Of the storage objects untyped_storage() returns (resolved on the first one seen).
 Member storage_data_ptr("data_ptr", Member::Call);
 Member storage_nbytes("nbytes", Member::Call);
@@ -131,9 +133,89 @@ void register_torch(py::object tensor_type, py::sequence dtypes, py::object incr
   torch_tensor_type = reinterpret_cast<PyTypeObject*>(tensor_type.release().ptr());
   for (size_t i = 0; i < torch_dtypes.size(); ++i) torch_dtypes[i] = py::object(dtypes[i]).release().ptr();
   for (Member* m : {&grad_of, &data_ptr_of, &numel_of, &is_contiguous, &stride_of, &dtype_of, &is_cpu, &is_cuda,
-                    &get_device_of, &untyped_storage_of, &is_neg_of})
+                    &get_device_of, &untyped_storage_of, &is_neg_of, &size_of})
     m->resolve(torch_tensor_type);
   torch_increment_version = increment_version.is_none() ? nullptr : increment_version.release().ptr();
+}
+
+// NOTE: [batched tensor facts]
+// A step of a model with many small tensors is bound by the per-tensor checks of gather(), a
+// dozen torch method calls each (NOTE: [fast array description]), not by its arithmetic. torch
+// has two C-level tools for exactly this that a compiled caller may drive, registered here by
+// genesis/_interop.py after it has tested them on this torch (_tensor_facts):
+// - torch._C._dynamo.guards.TensorGuards, the check torch.compile runs before every call of a
+//   compiled graph: built once from example tensors with their sizes and strides, its check()
+//   tells in one call whether every tensor of a list still has its example's exact type,
+//   dispatch keys (device type, the negative and conjugate bits, inference, sparse layouts),
+//   dtype, device index, requires_grad, sizes and strides: about 50 ns a tensor here, where the
+//   calls it stands for (is_contiguous/stride, dtype, numel, is_neg, get_device) cost 250-300.
+// - the C function that torch's generated C++ wrappers read a tensor's data pointer with
+//   (torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr, its address): no Python
+//   int is made. It raises for a tensor without storage, so it is only called on tensors that
+//   a guard has just accepted (dense, of an exact torch type).
+// A plan builds a guard over its parameters and the gradients of a step once the same set of
+// parameters has had gradients through the per-call checks twice in a row (GroupPlan::
+// gather_held); a step whose tensors the guard refuses, or any other set, takes the per-call
+// checks, which stay the reference: the guard only ever says "the same as what the per-call
+// checks accepted". Only the one-call step uses it (NOTE: [one-call step]).
+struct TensorFacts {
+  PyTypeObject* parameter_type = nullptr;  // torch.nn.Parameter (exact types: see exact_torch)
+  PyObject* mode_enabled = nullptr;        // torch._C._is_torch_function_mode_enabled
+  PyObject* guards_type = nullptr;         // TensorGuards, null when not registered
+  void* (*data_ptr)(PyObject*) = nullptr;  // the data pointer function, null when not registered
+} tensor_facts;
+
+void register_tensor_facts(py::object parameter_type, py::object mode_enabled, py::object guards_type,
+                           uintptr_t data_ptr_address) {
+  tensor_facts.parameter_type = reinterpret_cast<PyTypeObject*>(parameter_type.release().ptr());
+  tensor_facts.mode_enabled = mode_enabled.release().ptr();
+  tensor_facts.guards_type = guards_type.is_none() || data_ptr_address == 0 ? nullptr : guards_type.release().ptr();
+  tensor_facts.data_ptr = tensor_facts.guards_type ? reinterpret_cast<void* (*)(PyObject*)>(data_ptr_address) : nullptr;
+}
+
+// Whether `obj` is exactly a torch.Tensor or torch.nn.Parameter: every method genesis calls on
+// one is torch's C function, so no Python code runs (a subclass may override anything).
+bool exact_torch(PyObject* obj) {
+  return torch_tensor_type && (Py_TYPE(obj) == torch_tensor_type || Py_TYPE(obj) == tensor_facts.parameter_type);
+}
+
+// The check method of a TensorGuards over `tensors` (exact torch tensors), None if it cannot be built.
+py::object build_guard(const std::vector<PyObject*>& tensors) {
+  if (!tensor_facts.guards_type) return py::none();
+  const size_t n = tensors.size();
+  py::tuple args(n);
+  py::list sizes(n), strides(n);
+  for (size_t i = 0; i < n; ++i) {
+    const py::object size = size_of(tensors[i]);
+    const py::object stride = stride_of(tensors[i]);
+    if (!size || !stride) return py::none();
+    // As lists: TensorGuards reads each entry as a list (a tuple is refused).
+    auto size_list = py::reinterpret_steal<py::object>(PySequence_List(size.ptr()));
+    auto stride_list = py::reinterpret_steal<py::object>(PySequence_List(stride.ptr()));
+    if (!size_list || !stride_list) return PyErr_Clear(), py::none();
+    sizes[i] = size_list;
+    strides[i] = stride_list;
+    args[i] = py::reinterpret_borrow<py::object>(tensors[i]);
+  }
+  py::dict kwargs;
+  kwargs["dynamic_dims_sizes"] = sizes;
+  kwargs["dynamic_dims_strides"] = strides;
+  PyObject* guard = PyObject_Call(tensor_facts.guards_type, args.ptr(), kwargs.ptr());
+  if (!guard) return PyErr_Clear(), py::none();
+  PyObject* check = PyObject_GetAttrString(guard, "check");
+  Py_DECREF(guard);
+  if (!check) return PyErr_Clear(), py::none();
+  return py::reinterpret_steal<py::object>(check);
+}
+
+// Whether a guard's check accepts `tensors` (as many as it was built from, in the same order).
+bool guard_accepts(const py::object& check, const std::vector<PyObject*>& tensors) {
+  if (check.is_none()) return false;
+  PyObject* r = PyObject_Vectorcall(check.ptr(), tensors.data(), tensors.size(), nullptr);
+  if (!r) return PyErr_Clear(), false;
+  const bool ok = r == Py_True;
+  Py_DECREF(r);
+  return ok;
 }
 
 // Advances the version counters of the torch tensors the core has written, a sequence
@@ -411,7 +493,8 @@ struct StepControl {
 // Gradients are new objects every step: gather() pins each one's memory for the duration of the
 // step (NOTE: [read pins]), so another thread that drops or re-points a gradient while the
 // update runs (the GIL is released during large ones, see run()), or between gather() and run(),
-// cannot free memory the kernel reads.
+// cannot free memory the kernel reads. (The one-call step, which runs no Python code between
+// the two, holds the gradients instead: NOTE: [one-call step].)
 
 // One array the kernel reads or writes besides the gradient, as admitted.
 struct Held {
@@ -626,6 +709,7 @@ class GroupPlan {
     slots.fresh = fresh;
     slots.id = id;
     e = std::move(fresh_entry);
+    forget_guard();
   }
 
   // Collects this step's gradients of `params` (the group's list, which must still hold the
@@ -652,26 +736,117 @@ class GroupPlan {
         pending.push_back(i);
         continue;
       }
-      e.slots.grad = g.data;
-      if (e.cuda_array && e.stream) {
-        // One launch stream per group (NOTE: [CUDA array interface]); Python cannot see this
-        // mismatch per parameter, so it is reported here, before any update.
-        if (stream_ && stream_ != e.stream) {
-          release();
-          throw py::value_error("the CUDA arrays of this param group are on different streams (" +
-                                std::to_string(stream_) + " and " + std::to_string(e.stream) +
-                                "); genesis launches one group on one stream");
-        }
-        stream_ = e.stream;
-      }
-      buckets_[bucket_of(e.data.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
-      if (e.torch) written_.push_back(e.data.array);
-      fresh_.push_back(&e.slots.fresh);
-      pins_.push_back(std::move(pin));
-      elements_ += g.numel;
+      add(e, g, std::move(pin));
     }
     if (!pending.empty()) release();
     return pending;
+  }
+
+  // NOTE: [one-call step]
+  // gather() pins every gradient's memory (NOTE: [read pins]) because Python code runs between
+  // it and the update: the optimizer's own, other threads', finalizers. _C.run_plans gathers
+  // every group and runs every update in one call, and holds the GIL from the first pointer it
+  // reads to the end of the last update, with the garbage collector paused and no torch
+  // function mode active: no Python code runs in between (every tensor is of an exact torch
+  // type, whose methods are torch's C functions), so nothing can re-point or free a gradient
+  // while the core uses it, and holding the gradient objects is enough. When an update is large
+  // enough to release the GIL (NOTE: [when the GIL is released]), the read pins are taken
+  // after all, before the first update. The checks are gather()'s, of every tensor, every step
+  // (NOTE: [batched tensor facts] makes them one call per plan); anything they do not accept,
+  // or a parameter to admit, leaves everything as it was and returns false: Python then takes
+  // the checked path, which raises the named errors and admits.
+  // gather_held: gather() for the one-call step: true when every parameter with a gradient is
+  // ready and its gradient accepted; false (nothing gathered) when the plan cannot take this
+  // path now: another list, a NumPy or CUDA array, a tensor of a torch subclass, a parameter to
+  // admit, or anything the checks refuse.
+  bool gather_held(py::list params, bool verify_state) {
+    const size_t n = entries_.size();
+    if (static_cast<size_t>(PyList_GET_SIZE(params.ptr())) != n) return false;
+    release();
+    for (size_t i = 0; i < n; ++i) {
+      Entry& e = entries_[i];
+      if (PyList_GET_ITEM(params.ptr(), i) != e.param.ptr()) return fail();
+      if (e.duplicate) continue;
+      if (e.staged || !e.torch || !exact_torch(e.param.ptr())) return fail();
+      py::object grad = grad_of(e.param.ptr());
+      if (!grad) return fail();
+      if (grad.is_none()) continue;
+      if (!e.ready || !exact_torch(grad.ptr()) || !exact_torch(e.data.array.ptr())) return fail();
+      step_entries_.push_back(i);
+      step_grads_.push_back(std::move(grad));
+    }
+    // One guard call for the parameters' and the gradients' facts (NOTE: [batched tensor facts]).
+    bool batched = false;
+    if (!guard_.is_none() && step_entries_ == guard_entries_) {
+      guard_args_.clear();
+      for (size_t i : step_entries_) guard_args_.push_back(entries_[i].data.array.ptr());
+      for (const py::object& g : step_grads_) guard_args_.push_back(g.ptr());
+      batched = guard_accepts(guard_, guard_args_);
+    }
+    for (size_t k = 0; k < step_entries_.size(); ++k) {
+      Entry& e = entries_[step_entries_[k]];
+      PyObject* grad = step_grads_[k].ptr();
+      ArrayInfo g;
+      if (batched) {
+        // The guard vouches for the dtype, sizes, strides and device: the pointers remain.
+        if (!states_unchanged(e, verify_state, /*held=*/true) ||
+            tensor_facts.data_ptr(e.data.array.ptr()) != e.data.info.data)
+          return fail();
+        g.data = tensor_facts.data_ptr(grad);
+        g.numel = e.data.info.numel;
+        g.dtype = e.data.info.dtype;
+      } else if (!current(e, grad, g, verify_state, /*held=*/true)) {
+        return fail();
+      }
+      add(e, g, step_grads_[k]);
+    }
+    ++counts_.one_call;
+    if (batched) {
+      ++counts_.batched;
+      checked_streak_ = 0;
+    } else {
+      note_checked_gather();
+    }
+    step_grads_.clear();
+    return true;
+  }
+
+  // Whether this step's update releases the GIL (NOTE: [when the GIL is released]).
+  bool releases_gil() const { return gathered_ > 0 && elements_ >= kReleaseElements * static_cast<int64_t>(gathered_); }
+
+  // Takes the read pins gather_held() did without (NOTE: [one-call step]); false if one does not
+  // cover what was read (then release() and take the checked path).
+  bool pin_reads() {
+    const size_t n = pins_.size();
+    for (size_t k = 0; k < n; ++k) {
+      if (!is_torch_tensor(pins_[k].ptr())) continue;
+      py::object storage = torch_read_pin(pins_[k].ptr());
+      if (!storage || !read_pin_covers(storage, reads_[k].data, reads_[k].numel, reads_[k].dtype)) return false;
+      pins_.push_back(std::move(storage));
+    }
+    return true;
+  }
+
+  // How many steps went through the one-call step, and how many of those through a guard (tests).
+  py::dict path_counts() const {
+    py::dict out;
+    out["one_call"] = counts_.one_call;
+    out["batched"] = counts_.batched;
+    return out;
+  }
+
+  // Drops what one step gathered (the gradients' references included).
+  void release() {
+    stream_ = 0;
+    for (auto& bucket : buckets_) bucket.clear();
+    written_.clear();
+    fresh_.clear();
+    pins_.clear();
+    reads_.clear();
+    step_entries_.clear();
+    step_grads_.clear();
+    gathered_ = 0;
+    elements_ = 0;
   }
 
   // Runs one rule over the gathered tensors, one core call per storage kind (device,
@@ -679,15 +854,16 @@ class GroupPlan {
   // (config, tensors, count) and (config, tensors, count, stream).
   template <typename CpuStep, typename CudaStep>
   void run(const StepControl& control, CpuStep&& cpu_step, CudaStep&& cuda_step) {
-    if (pins_.empty()) return;
+    if (gathered_ == 0) return;
     // NOTE: [when the GIL is released]
     // Releasing and taking back the GIL costs a few microseconds, which only pays off when the
     // tensors are large: so the GIL is released when the gradients average at least
     // kReleaseElements elements (the update then takes far longer), and kept otherwise. Either
-    // way every array the kernel touches is pinned (NOTE: [pinned storage], [read pins]), so
+    // way every array the kernel touches is pinned (NOTE: [pinned storage], [read pins]; the
+    // one-call step pins its gradients only when the GIL is released, NOTE: [one-call step]), so
     // what other threads do meanwhile cannot free memory it uses.
     std::optional<py::gil_scoped_release> release_gil;
-    if (elements_ >= kReleaseElements * static_cast<int64_t>(pins_.size())) release_gil.emplace();
+    if (releases_gil()) release_gil.emplace();
     for (int b = 0; b < kBuckets; ++b) {
       if (buckets_[b].empty()) continue;
       const bool cuda = b >= kBuckets / 2;
@@ -731,6 +907,7 @@ class GroupPlan {
     Entry& e = entries_.at(i);
     e.staged = staged;
     e.ready = false;
+    forget_guard();
   }
 
   // How many state arrays are re-checked every step (see NOTE: [pinned storage]).
@@ -767,15 +944,24 @@ class GroupPlan {
     TensorSlots slots;
   };
 
-  // Whether an admitted entry still is what was admitted, and this step's gradient `grad` fits
-  // it; describes the gradient into `g`. Every call here is tens of nanoseconds and there are a
-  // few per tensor per step (NOTE: [fast array description], NOTE: [pinned storage]).
-  bool current(Entry& e, PyObject* grad, ArrayInfo& g, bool verify_state) const {
+  // Whether the state arrays of an admitted entry still are what was admitted: those user code
+  // may have reached (see NOTE: [pinned storage]). `held`: for the one-call step, which runs no
+  // Python code (NOTE: [one-call step]): a state array of a torch subclass is not asked.
+  static bool states_unchanged(Entry& e, bool verify_state, bool held) {
     for (Held& h : e.state) {
       if (!verify_state && !h.watched) continue;
+      if (held && !exact_torch(h.array.ptr())) return false;
       if (!h.unchanged(e.torch, e.cuda_array)) return false;
       h.watched = !is_private(h.array.ptr());
     }
+    return true;
+  }
+
+  // Whether an admitted entry still is what was admitted, and this step's gradient `grad` fits
+  // it; describes the gradient into `g`. Every call here is tens of nanoseconds and there are a
+  // few per tensor per step (NOTE: [fast array description], NOTE: [pinned storage]).
+  bool current(Entry& e, PyObject* grad, ArrayInfo& g, bool verify_state, bool held = false) const {
+    if (!states_unchanged(e, verify_state, held)) return false;
     if (e.torch) {
       // torch checks a gradient's shape, dtype and device against its parameter when it is
       // assigned, but not when the gradient itself is re-pointed (`p.grad.data = x.half()`),
@@ -813,14 +999,62 @@ class GroupPlan {
     return true;
   }
 
-  // Drops what one step gathered (the gradients' references included).
-  void release() {
-    stream_ = 0;
-    for (auto& bucket : buckets_) bucket.clear();
-    written_.clear();
-    fresh_.clear();
-    pins_.clear();
-    elements_ = 0;
+  // Adds entry `e`, whose gradient `g` describes, to this step's update; `hold` keeps the
+  // gradient's memory allocated until the update is done (its read pin, or in the one-call step
+  // the gradient itself: NOTE: [one-call step]).
+  void add(Entry& e, const ArrayInfo& g, py::object hold) {
+    e.slots.grad = g.data;
+    if (e.cuda_array && e.stream) {
+      // One launch stream per group (NOTE: [CUDA array interface]); Python cannot see this
+      // mismatch per parameter, so it is reported here, before any update.
+      if (stream_ && stream_ != e.stream) {
+        release();
+        throw py::value_error("the CUDA arrays of this param group are on different streams (" +
+                              std::to_string(stream_) + " and " + std::to_string(e.stream) +
+                              "); genesis launches one group on one stream");
+      }
+      stream_ = e.stream;
+    }
+    buckets_[bucket_of(e.data.info.dtype, e.state_dtype, e.slots.master != nullptr, e.cuda)].push_back(e.slots);
+    if (e.torch) written_.push_back(e.data.array);
+    fresh_.push_back(&e.slots.fresh);
+    pins_.push_back(std::move(hold));
+    reads_.push_back(g);
+    ++gathered_;
+    elements_ += g.numel;
+  }
+
+  bool fail() {
+    release();
+    return false;
+  }
+
+  // After a one-call gather through the per-call checks: once the same parameters have had
+  // gradients that way twice in a row, builds a guard from them (NOTE: [batched tensor facts]).
+  // Twice: a workload whose tensors change every step builds none, rather than one per step.
+  void note_checked_gather() {
+    if (!tensor_facts.guards_type || guard_broken_) return;
+    if (step_entries_ != checked_entries_) {
+      checked_entries_ = step_entries_;
+      checked_streak_ = 1;
+      return;
+    }
+    if (++checked_streak_ < 2) return;
+    checked_streak_ = 0;
+    guard_args_.clear();
+    for (size_t i : step_entries_) guard_args_.push_back(entries_[i].data.array.ptr());
+    for (const py::object& g : step_grads_) guard_args_.push_back(g.ptr());
+    guard_ = build_guard(guard_args_);
+    guard_broken_ = guard_.is_none();
+    guard_entries_ = guard_broken_ ? std::vector<size_t>{} : step_entries_;
+  }
+
+  // A parameter was admitted or staged: the guard describes arrays the plan no longer holds.
+  void forget_guard() {
+    guard_ = py::none();
+    guard_entries_.clear();
+    checked_entries_.clear();
+    checked_streak_ = 0;
   }
 
   std::vector<Entry> entries_;
@@ -828,8 +1062,22 @@ class GroupPlan {
   std::vector<bool*> fresh_;
   std::vector<py::object> written_;  // this step's torch arrays to write (NOTE: [version counters])
   std::vector<py::object> pins_;     // this step's gradients' pins (NOTE: [read pins]), held until the update is done
+  std::vector<ArrayInfo> reads_;     // what was read of each gathered gradient (for pin_reads)
+  size_t gathered_ = 0;              // this step's gradients
   int64_t elements_ = 0;
   uintptr_t stream_ = 0;  // the CUDA arrays' stream of this step (0: none named)
+  // The one-call step (NOTE: [one-call step], [batched tensor facts]).
+  std::vector<size_t> step_entries_;    // the entries with a gradient this step, in order
+  std::vector<py::object> step_grads_;  // their gradients
+  py::object guard_ = py::none();       // a TensorGuards' check over guard_entries_' arrays, then their gradients
+  std::vector<size_t> guard_entries_;
+  std::vector<PyObject*> guard_args_;    // the guard's arguments (borrowed, for one call)
+  std::vector<size_t> checked_entries_;  // the entries of the last one-call gathers through the per-call checks
+  int checked_streak_ = 0;               // how many of those in a row
+  bool guard_broken_ = false;            // building a guard failed: not tried again
+  struct {
+    int64_t one_call = 0, batched = 0;
+  } counts_;
 };
 
 // Gradients for the clip functions, described once (see NOTE: [fast array description]).
@@ -1053,12 +1301,95 @@ py::dict options_dict(O o) {
   return out;
 }
 
+// Runs rule O over a plan's gathered tensors.
+template <typename O>
+void run_rule(GroupPlan& plan, const O& o, const StepControl& control) {
+  plan.run(
+      control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::step(o, c, t, n); },
+      [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(step(o, c, t, n, s)); });
+}
+
+// The rule of each bound options class, by its Python type (for run_plans).
+using Runner = void (*)(GroupPlan&, py::handle options, const StepControl&);
+std::unordered_map<PyTypeObject*, Runner>& runners() {
+  static std::unordered_map<PyTypeObject*, Runner> by_type;
+  return by_type;
+}
+
+#if PY_VERSION_HEX >= 0x030A0000
+// Pauses Python's garbage collector for its lifetime (NOTE: [one-call step]): a collection
+// runs finalizers, which are Python code.
+class GcPause {
+ public:
+  GcPause() : was_enabled_(PyGC_Disable()) {}
+  ~GcPause() {
+    if (was_enabled_) PyGC_Enable();
+  }
+  GcPause(const GcPause&) = delete;
+  GcPause& operator=(const GcPause&) = delete;
+
+ private:
+  int was_enabled_;
+};
+#endif
+
+// The one-call step (NOTE: [one-call step]): `items` holds one (plan, params, verify_state,
+// options, control) per param group. Gathers every group, then runs every update; returns false,
+// having changed nothing, when any group must take the checked path.
+bool run_plans(py::list items) {
+#if PY_VERSION_HEX < 0x030A0000
+  (void)items;
+  return false;  // no PyGC_Disable before Python 3.10: every step takes the checked path
+#else
+  if (!tensor_facts.mode_enabled) return false;
+  const py::object mode = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(tensor_facts.mode_enabled));
+  if (!mode || mode.ptr() != Py_False) return PyErr_Clear(), false;  // a mode's Python code runs on tensor methods
+  struct Work {
+    GroupPlan* plan;
+    py::list params;
+    bool verify_state;
+    py::handle options;
+    const StepControl* control;
+    Runner runner;
+  };
+  std::vector<Work> work;
+  for (const py::handle item : items) {
+    const auto t = item.cast<py::tuple>();
+    const auto found = t.size() == 5 ? runners().find(Py_TYPE(t[3].ptr())) : runners().end();
+    if (found == runners().end())
+      throw py::type_error("genesis internal error: run_plans takes (plan, params, verify_state, options, control)");
+    work.push_back({&t[0].cast<GroupPlan&>(), t[1].cast<py::list>(), t[2].cast<bool>(), t[3],
+                    &t[4].cast<const StepControl&>(), found->second});
+  }
+  const GcPause pause;
+  const auto undo = [&] {
+    for (Work& w : work) w.plan->release();
+    return false;
+  };
+  bool releases_gil = false;
+  for (Work& w : work) {
+    if (!w.plan->gather_held(w.params, w.verify_state)) return undo();
+    releases_gil = releases_gil || w.plan->releases_gil();
+  }
+  // Another thread may run while an update has released the GIL: every gradient is pinned first.
+  if (releases_gil)
+    for (Work& w : work)
+      if (!w.plan->pin_reads()) return undo();
+  for (Work& w : work) w.runner(*w.plan, w.options, *w.control);
+  return true;
+#endif
+}
+
 // Binds one rule of include/genesis/rules/list.h: its options class (built by keyword, with
 // its schema, state names and checks) and the plan method that runs it.
 template <typename O>
 void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, const char* options_name) {
   using Spec = RuleSpec<O>;
-  py::class_<O>(m, options_name)
+  py::class_<O> options(m, options_name);
+  runners()[reinterpret_cast<PyTypeObject*>(options.ptr())] = [](GroupPlan& p, py::handle o, const StepControl& c) {
+    run_rule(p, o.cast<const O&>(), c);
+  };
+  options
       .def(py::init([](py::kwargs kwargs) {
         O o;
         FieldReader reader{kwargs};
@@ -1107,11 +1438,7 @@ void bind_rule(py::module_& m, py::class_<GroupPlan>& plan, const char* rule, co
           "(name, initial value) of each per-tensor float32 scalar, in slot order after the arrays.")
       .def("name", [](const O& o) { return Spec::name(o); });
   m.def("validate", [](const O& o) { validate(o); });
-  plan.def(rule, [](GroupPlan& p, const O& o, const StepControl& control) {
-    p.run(
-        control, [&](const StepConfig& c, TensorSlots* t, int64_t n) { cpu::step(o, c, t, n); },
-        [&](const StepConfig& c, TensorSlots* t, int64_t n, void* s) { GENESIS_CUDA_CALL(step(o, c, t, n, s)); });
-  });
+  plan.def(rule, &run_rule<O>);
 }
 
 }  // namespace
@@ -1126,6 +1453,42 @@ PYBIND11_MODULE(_C, m) {
         "Registers torch.Tensor, torch's float32/float64/float16/bfloat16/uint8 dtypes (in DType order) and "
         "torch._C._increment_version (NOTE: [version counters]; None: not advanced).");
 
+  m.def("register_tensor_facts", &register_tensor_facts, py::arg("parameter_type"), py::arg("mode_enabled"),
+        py::arg("guards_type"), py::arg("data_ptr_address"),
+        "Registers torch.nn.Parameter, torch._C._is_torch_function_mode_enabled and the batched tensor facts "
+        "(NOTE: [batched tensor facts]; guards_type None: not used).");
+  m.def(
+      "tensor_facts",
+      [] { return tensor_facts.guards_type    ? "batched"
+                  : tensor_facts.mode_enabled ? "per call"
+                                              : "checked path"; },
+      "How steps check torch tensors (NOTE: [one-call step], [batched tensor facts]): \"batched\", \"per call\" "
+      "or \"checked path\" (no one-call step).");
+  m.def("run_plans", &run_plans, py::arg("items"),
+        "The one-call step (NOTE: [one-call step]): gathers and updates every group of (plan, params, verify_state, "
+        "options, control); False, with nothing changed, when a group must take the checked path.");
+  m.def(
+      "_guard_accepts",
+      [](std::vector<py::object> examples, std::vector<py::object> probes) {
+        std::vector<PyObject*> ptrs;
+        for (const py::object& t : examples) {
+          if (!exact_torch(t.ptr())) throw py::type_error("torch.Tensor examples expected");
+          ptrs.push_back(t.ptr());
+        }
+        const py::object check = build_guard(ptrs);
+        ptrs.clear();
+        for (const py::object& t : probes) ptrs.push_back(t.ptr());
+        return py::make_tuple(!check.is_none(), guard_accepts(check, ptrs));
+      },
+      "(built, accepted): a guard from `examples`, asked about `probes` (NOTE: [batched tensor facts]; self-test).");
+  m.def(
+      "_fast_data_ptr",
+      [](py::object t) -> uintptr_t {
+        if (!tensor_facts.data_ptr || !exact_torch(t.ptr()))
+          throw py::type_error("batched tensor facts are not registered, or not an exact torch tensor");
+        return reinterpret_cast<uintptr_t>(tensor_facts.data_ptr(t.ptr()));
+      },
+      "A dense tensor's data pointer through torch's C function (NOTE: [batched tensor facts]; self-test).");
   m.def("supported_storage",
         [](int param, int state) { return supported_storage(static_cast<DType>(param), static_cast<DType>(state)); });
   m.def("cuda_built", [] {
@@ -1228,6 +1591,8 @@ PYBIND11_MODULE(_C, m) {
            py::arg("state_numel") = std::vector<int64_t>{}, py::arg("shape") = std::vector<int64_t>{},
            py::arg("absmax") = std::vector<py::object>(), py::arg("strides") = py::none())
       .def("gather", &GroupPlan::gather, py::arg("params"), py::arg("verify_state") = true)
+      .def("path_counts", &GroupPlan::path_counts,
+           "Steps through the one-call step, and of those through a guard (NOTE: [one-call step]; for tests).")
       .def("stage", &GroupPlan::stage, py::arg("index"), py::arg("staged"))
       .def("watched", &GroupPlan::watched, "State arrays re-checked every step (for tests).");
 

@@ -158,9 +158,13 @@ class RuleOptimizer(Optimizer):
     def _nonnegative_states(self, group):
         return tuple(self._layout_options(group).nonnegative_states())
 
+    _one_call = True
+
+    def _run_options(self, group):
+        return self._step_options(group, host_lr=not _device_lr.uses_device_lr(self, group))
+
     def _run(self, plan, group, control):
-        options = self._step_options(group, host_lr=not _device_lr.uses_device_lr(self, group))
-        getattr(plan, self._rule)(options, control)
+        getattr(plan, self._rule)(self._run_options(group), control)
 
     # NOTE: [per-tensor scalars] (include/genesis/tensor_slots.h): NAdam's mu_product, ASGD's
     # eta and mu are 0-dim float32 arrays in a parameter's state, laid out like its step

@@ -41,6 +41,7 @@ class _CachedPlan:
         "lr",
         "shards",
         "inference",
+        "torch",
     )
 
     def __init__(self, params, layout, version):
@@ -57,6 +58,9 @@ class _CachedPlan:
         self.found_inf = None  # likewise, GradScaler's flag copied to the group's device
         self.lr = None  # likewise, a capturable group's lr tensor (_device_lr.control)
         self.shards = None  # the group's DTensor parameters' _ShardPlan, built at their first step
+        # Only torch tensors take the one-call step (Optimizer._step_in_one_call): a NumPy group
+        # does not try it every step.
+        self.torch = all(map(_interop.is_torch, params))
 
 
 class _ShardPlan:
@@ -556,6 +560,9 @@ class Optimizer(Base):
     # Whether the update is element-wise, so that it may walk a densely laid out parameter
     # (channels_last) and its gradient and state in memory order (NOTE: [dense layouts]).
     _dense_layouts = False
+    # Whether a group's update is the plan's rule method alone (_run_options names its options),
+    # so that a step may gather and update every group in one core call (_step_in_one_call).
+    _one_call = False
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient. If ``closure`` is given it is
@@ -593,6 +600,8 @@ class Optimizer(Base):
         # too (RuleOptimizer._step_options); outside a step every call builds its own.
         self._options_memo = {}
         try:
+            if not traced and self._step_in_one_call(grad_scale, found_inf, clip):
+                return loss
             self._prepare()
             self._clip_in_flight = clip  # a CUDA coefficient must outlive the launches reading it
             first_index = None
@@ -612,6 +621,53 @@ class Optimizer(Base):
         finally:
             self._options_memo = None
         return loss
+
+    def _step_in_one_call(self, grad_scale, found_inf, clip):
+        """The step of every group through one core call, _C.run_plans (NOTE: [one-call step] in
+        csrc/python/bindings.cpp), when every group has its cached plan and nothing about it
+        needs Python (staged or DTensor parameters, inference tensors). False when the step has
+        to take the checked path (_prepare, then a core call per group), nothing changed."""
+        plans, groups = self._plans, self.param_groups
+        if not self._one_call or len(plans) != len(groups):
+            return False
+        work = []
+        for cached, group in zip(plans, groups):
+            params = group["params"]
+            if (
+                cached is None
+                or not cached.torch
+                or cached.version != self._version
+                or cached.staged
+                or cached.shards is not None
+                or cached.inference
+                or type(params) is not list
+                or cached.layout != self._layout(group)
+            ):
+                return False
+            control = self._control(group, cached, grad_scale, found_inf, clip)
+            work.append((cached.plan, params, cached.exposure != self._exposure, self._run_options(group), control))
+        self._clip_in_flight = clip  # a CUDA coefficient must outlive the launches reading it
+        if not _C.run_plans(work):
+            return False
+        for cached, group in zip(plans, groups):
+            cached.exposure = self._exposure
+            if group.get("stochastic_rounding"):
+                group["stochastic_rounding_step"] = group.get("stochastic_rounding_step", 0) + 1
+        return True
+
+    def _layout(self, group):
+        """What a group's cached plan was built for besides its parameters: its state names and
+        storage options (a difference means a new plan)."""
+        return (
+            self._state_names(group),
+            group.get("state_dtype"),
+            bool(group.get("master_weights")),
+            group.get("min_8bit_size"),
+        )
+
+    def _run_options(self, group):
+        """The options object of the plan's rule method for this group (with _one_call)."""
+        raise NotImplementedError
 
     def _options(self, group):
         """The core's option struct for a group's hyperparameters."""
@@ -666,12 +722,7 @@ class Optimizer(Base):
             params = group["params"]
             if type(params) is not list:  # the user may have set a tuple (torch iterates it)
                 params = group["params"] = list(params)
-            layout = (
-                self._state_names(group),
-                group.get("state_dtype"),
-                bool(group.get("master_weights")),
-                group.get("min_8bit_size"),
-            )
+            layout = self._layout(group)
             cached = self._plans[gi]
             missing = None
             if cached is not None and cached.version == self._version and cached.layout == layout:
@@ -727,7 +778,7 @@ class Optimizer(Base):
                         cached.staged.add(i)
                     else:
                         self._admit(cached.plan, i, p, _interop.array_of(p), group, first_index[gi] + i)
-                    if _interop.is_torch(p) and p.is_inference():
+                    if _interop.is_inference(p):
                         cached.inference = True
                 cached.cuda_device = cuda_device_of(group["params"])  # a parameter may have moved
             still = []
