@@ -754,11 +754,13 @@ class GroupPlan {
   // after all, before the first update. The checks are gather()'s, of every tensor, every step
   // (NOTE: [batched tensor facts] makes them one call per plan); anything they do not accept,
   // or a parameter to admit, leaves everything as it was and returns false: Python then takes
-  // the checked path, which raises the named errors and admits.
+  // the checked path, which raises the named errors and admits. (Python 3.10 and later, with a
+  // GIL: elsewhere every step takes the checked path.)
+  //
   // gather_held: gather() for the one-call step: true when every parameter with a gradient is
   // ready and its gradient accepted; false (nothing gathered) when the plan cannot take this
-  // path now: another list, a NumPy or CUDA array, a tensor of a torch subclass, a parameter to
-  // admit, or anything the checks refuse.
+  // path now: another list, a NumPy array or another library's CUDA array, a tensor of a torch
+  // subclass, a parameter to admit, or anything the checks refuse.
   bool gather_held(py::list params, bool verify_state) {
     const size_t n = entries_.size();
     if (static_cast<size_t>(PyList_GET_SIZE(params.ptr())) != n) return false;
@@ -1337,9 +1339,11 @@ class GcPause {
 // options, control) per param group. Gathers every group, then runs every update; returns false,
 // having changed nothing, when any group must take the checked path.
 bool run_plans(py::list items) {
-#if PY_VERSION_HEX < 0x030A0000
+#if PY_VERSION_HEX < 0x030A0000 || defined(Py_GIL_DISABLED)
+  // No PyGC_Disable before Python 3.10, and without a GIL other threads run all along: every
+  // step takes the checked path, which pins what it reads.
   (void)items;
-  return false;  // no PyGC_Disable before Python 3.10: every step takes the checked path
+  return false;
 #else
   if (!tensor_facts.mode_enabled) return false;
   const py::object mode = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(tensor_facts.mode_enabled));
