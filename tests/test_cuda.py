@@ -74,6 +74,10 @@ def test_same_bits_as_the_cpu_path_and_close_to_torch_fused(name, kw, torch_fuse
         topt.step()
         copt.step()
     _assert_same_bits(opt, gpu, copt, cpu)
+    # From the fourth step on, both backends' groups went through the one-call step and its
+    # guard (NOTE: [one-call step], [batched tensor facts] in csrc/python/bindings.cpp).
+    for o in (opt, copt):
+        assert [c.plan.path_counts() for c in o._plans] == [{"one_call": 29, "batched": 27}] * 2
     for a, b in zip(gpu, ref):
         # torch's CUDA kernels contract into FMAs (genesis does not: it keeps the CPU core's
         # bits), so an element that cancels to near zero is off by about an ulp of the largest
