@@ -1085,17 +1085,26 @@ class GroupPlan {
 // Gradients for the clip functions, described once (see NOTE: [fast array description]).
 class BufferList {
  public:
-  // All CPU arrays, or all torch tensors on one CUDA device (`cuda`: checked by Python).
+  // All CPU arrays, or all torch tensors on one CUDA device (`cuda`; the device of the first).
+  // `writeable`: NumPy arrays must be writeable too (the list will be clipped in place).
   // Each array's memory stays pinned while the list lives (NOTE: [read pins]): the methods
   // release the GIL, and Python code runs between them.
-  BufferList(py::sequence arrays, bool cuda) : cuda_(cuda) {
+  BufferList(py::sequence arrays, bool cuda, bool writeable) : cuda_(cuda) {
+    long device = -1;
     for (size_t i = 0; i < py::len(arrays); ++i) {
       py::object a = arrays[i];
       py::object pin = a;
       ArrayInfo info;
+      const auto on_device = [&] {
+        const py::object index = get_device_of(a.ptr());
+        if (!index) return false;
+        if (i == 0) device = PyLong_AsLong(index.ptr());
+        return PyLong_AsLong(index.ptr()) == device;
+      };
       const auto describe_one = [&](ArrayInfo& out) {
-        return cuda ? describe_torch(a.ptr(), out, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True
-                    : describe(a.ptr(), out, Access::Read);
+        return cuda ? describe_torch(a.ptr(), out, /*check_cpu=*/false) && is_cuda(a.ptr()).ptr() == Py_True &&
+                          on_device()
+                    : describe(a.ptr(), out, writeable ? Access::Write : Access::Read);
       };
       const ReadPin read = is_torch_tensor(a.ptr()) ? pin_for_read(a.ptr(), pin, info, describe_one)
                                                     : (describe_one(info) ? ReadPin::Ok : ReadPin::Refused);
@@ -1615,7 +1624,8 @@ PYBIND11_MODULE(_C, m) {
 #undef GENESIS_BIND_RULE
 
   py::class_<BufferList>(m, "BufferList")
-      .def(py::init<py::sequence, bool>(), py::arg("arrays"), py::arg("cuda") = false)
+      .def(py::init<py::sequence, bool, bool>(), py::arg("arrays"), py::arg("cuda") = false,
+           py::arg("writeable") = false)
       .def("norm_on_device", &BufferList::norm_on_device)
       .def("clip_on_device", &BufferList::clip_on_device)
       .def("dtype_count", &BufferList::dtype_count)

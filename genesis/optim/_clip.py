@@ -171,7 +171,7 @@ def materialize_unscale(grads):
         mine = [p.grad for p in _params(optimizer) if p.grad is not None]
         if not any(id(g) in ids for g in mine):
             continue
-        found = bool(_cg._buffers(_cg._complex_views(mine, 2.0)[1]).unscale(pending.inv_scale))
+        found = bool(_cg._scaled_buffers(mine).unscale(pending.inv_scale))
         pending.inv_scale = None
         pending.found_inf = found if pending.found_inf is None else (found or pending.found_inf)
         pending.fingerprint = _fingerprint(_params(optimizer))
@@ -275,8 +275,10 @@ def clip_grad_norm(optimizer, max_norm, norm_type, error_if_nonfinite):
         pending.coef = 1.0 if coef >= 1.0 else coef
         pending.fingerprint = _fingerprint(params)
         return total
-    grads = _cg._complex_views(grads, norm_type)[0]  # the step scales the gradients themselves
-    buffers = _cg._buffers(grads)
+    buffers = _cg._plain_buffers(grads, writeable=False)  # the step scales the gradients themselves
+    if buffers is None:
+        grads = _cg._complex_views(grads, norm_type)[0]
+        buffers = _cg._buffers(grads)
     inv = 1.0 if pending.inv_scale is None else pending.inv_scale
     if _interop.is_cuda(grads[0]):
         total = _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite, pending)

@@ -2,6 +2,7 @@
 (docs/semantics.md#gradient-clipping)."""
 
 import math
+from operator import attrgetter
 
 import numpy as np
 
@@ -15,8 +16,29 @@ def _grads(parameters):
     if _interop.is_parameter(parameters):
         parameters = [parameters]
     parameters = list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [g for g in map(_GRAD, parameters) if g is not None]
     return grads, _interop.is_torch(parameters[0]) if parameters else None
+
+
+_GRAD = attrgetter("grad")
+
+
+def _plain_buffers(grads, writeable):
+    """The core's view of gradients it takes as they are, the common case: real, contiguous,
+    of a supported dtype, all on the CPU (torch tensors, or native NumPy arrays, writeable ones
+    if `writeable`) or all on one GPU; one core call, no Python per gradient. None for
+    anything else (complex, strided, sparse, mixed devices, ...), which _complex_views and
+    _buffers then look at gradient by gradient, to take it or to say what is wrong."""
+    try:
+        return _C.BufferList(grads, _interop.is_cuda(grads[0]), writeable)
+    except TypeError:
+        return None
+
+
+def _scaled_buffers(grads):
+    """The core's view of what scaling `grads` in place scales (a complex gradient's real view)."""
+    buffers = _plain_buffers(grads, writeable=True)
+    return buffers if buffers is not None else _buffers(_complex_views(grads, 2.0)[1])
 
 
 def _check_writable_native(grads):
@@ -226,9 +248,12 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             total = dtensor_norm(grads, norm_type, error_if_nonfinite)
             _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
             return total
-        norm_grads, grads = _complex_views(grads, norm_type)
-        buffers = _buffers(grads)
-        norm_buffers = buffers if norm_grads is grads else _buffers(norm_grads)
+        buffers = norm_buffers = _plain_buffers(grads, writeable=True)
+        norm_grads = grads
+        if buffers is None:
+            norm_grads, grads = _complex_views(grads, norm_type)
+            buffers = _buffers(grads)
+            norm_buffers = buffers if norm_grads is grads else _buffers(norm_grads)
         result, total = _checked_norm(norm_buffers, norm_grads, norm_type, error_if_nonfinite, torch_params)
         if _interop.is_cuda(grads[0]):
             buffers.clip_on_device(max_norm, total.data_ptr(), _stream(grads))
@@ -252,8 +277,10 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     _unscale_pending(tensors)
     if _interop.any_dtensor(tensors):
         return dtensor_norm(tensors, norm_type, error_if_nonfinite)
-    tensors = _complex_views(tensors, norm_type)[0]
-    buffers = _buffers(tensors)
+    buffers = _plain_buffers(tensors, writeable=False)
+    if buffers is None:
+        tensors = _complex_views(tensors, norm_type)[0]
+        buffers = _buffers(tensors)
     return _checked_norm(buffers, tensors, norm_type, error_if_nonfinite, _interop.is_torch(tensors[0]))[0]
 
 
@@ -275,9 +302,8 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
         if _interop.any_dtensor(grads):
             _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
             return
-        grads = _complex_views(grads, 2.0)[1]
-        buffers = _buffers(grads)
-        if _interop.is_cuda(grads[0]):
+        buffers = _scaled_buffers(grads)
+        if _interop.is_cuda(grads[0]):  # a complex gradient's real view is on its device
             torch = _interop.torch_module()
             # The core reads a float64 on the gradients' device; a conversion or copy is stream-ordered.
             if isinstance(total_norm, torch.Tensor):
@@ -403,9 +429,12 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     grads, _ = _grads(parameters)
     if not grads:
         return
-    check_clampable(grads)
+    buffers = _plain_buffers(grads, writeable=True)  # pinned: an unscale in _eager_write is in place
+    if buffers is None:
+        check_clampable(grads)
     with _eager_write(grads):
-        buffers = _buffers(grads)
+        if buffers is None:
+            buffers = _buffers(grads)
         if clip_value >= 0 and math.copysign(1.0, clip_value) > 0:
             buffers.clamp(clip_value, _stream(grads) if _interop.is_cuda(grads[0]) else 0)
             return
