@@ -142,7 +142,7 @@ void register_torch(py::object tensor_type, py::sequence dtypes, py::object incr
 // A step of a model with many small tensors is bound by the per-tensor checks of gather(), a
 // dozen torch method calls each (NOTE: [fast array description]), not by its arithmetic. torch
 // has two C-level tools for exactly this that a compiled caller may drive, registered here by
-// genesis/_interop.py after it has tested them on this torch (_tensor_facts):
+// genesis/_interop.py after it has tested them on this torch (_tensor_facts_behave):
 // - torch._C._dynamo.guards.TensorGuards, the check torch.compile runs before every call of a
 //   compiled graph: built once from example tensors with their sizes and strides, its check()
 //   tells in one call whether every tensor of a list still has its example's exact type,
@@ -779,12 +779,7 @@ class GroupPlan {
     }
     // One guard call for the parameters' and the gradients' facts (NOTE: [batched tensor facts]).
     bool batched = false;
-    if (!guard_.is_none() && step_entries_ == guard_entries_) {
-      guard_args_.clear();
-      for (size_t i : step_entries_) guard_args_.push_back(entries_[i].data.array.ptr());
-      for (const py::object& g : step_grads_) guard_args_.push_back(g.ptr());
-      batched = guard_accepts(guard_, guard_args_);
-    }
+    if (!guard_.is_none() && step_entries_ == guard_entries_) batched = guard_accepts(guard_, step_tensors());
     for (size_t k = 0; k < step_entries_.size(); ++k) {
       Entry& e = entries_[step_entries_[k]];
       PyObject* grad = step_grads_[k].ptr();
@@ -1043,12 +1038,17 @@ class GroupPlan {
     }
     if (++checked_streak_ < 2) return;
     checked_streak_ = 0;
+    guard_ = build_guard(step_tensors());
+    guard_broken_ = guard_.is_none();
+    guard_entries_ = guard_broken_ ? std::vector<size_t>{} : step_entries_;
+  }
+
+  // This step's tensors as a guard takes them: the parameters' arrays, then their gradients.
+  const std::vector<PyObject*>& step_tensors() {
     guard_args_.clear();
     for (size_t i : step_entries_) guard_args_.push_back(entries_[i].data.array.ptr());
     for (const py::object& g : step_grads_) guard_args_.push_back(g.ptr());
-    guard_ = build_guard(guard_args_);
-    guard_broken_ = guard_.is_none();
-    guard_entries_ = guard_broken_ ? std::vector<size_t>{} : step_entries_;
+    return guard_args_;
   }
 
   // A parameter was admitted or staged: the guard describes arrays the plan no longer holds.
