@@ -422,6 +422,43 @@ def test_new_backward_between_clip_and_step_is_refused():
         opt.step()
 
 
+@pytest.mark.parametrize("change", ["dropped", "appeared", "new_group", "array_replaced"])
+def test_gradients_dropped_or_added_between_clip_and_step_are_refused(change):
+    """The clip is computed for the gradients as they are (NOTE: [grad fingerprint]): a
+    gradient set to None, one given to a parameter that had none, a parameter group added
+    with gradients, or a NumPy gradient replaced by another array is a change the step
+    refuses, changing nothing; the same steps without a change go through."""
+    numpy = change == "array_replaced"
+    make = genesis.nn.Parameter if numpy else torch.nn.Parameter
+    grad = (lambda n: np.full(n, 0.5, dtype=np.float32)) if numpy else (lambda n: torch.full((n,), 0.5))
+    params = [make(np.ones(n, dtype=np.float32) if numpy else torch.ones(n)) for n in (3, 5, 7)]
+    extra = make(np.ones(2, dtype=np.float32) if numpy else torch.ones(2))
+    values = (lambda p: np.array(p.data, copy=True)) if numpy else (lambda p: p.detach().numpy().copy())
+    for p in params[:2]:
+        p.grad = grad(p.shape[0])
+    for changed in (False, True):
+        opt = genesis.optim.SGD(params, lr=0.1)
+        opt.clip_grad_norm_(0.1)
+        if changed:
+            if change == "dropped":
+                params[1].grad = None
+            elif change == "appeared":
+                params[2].grad = grad(7)
+            elif change == "new_group":
+                extra.grad = grad(2)
+                opt.add_param_group({"params": [extra]})
+            else:
+                params[0].grad = grad(3)
+        before = [values(p) for p in params]
+        if not changed:
+            opt.step()
+            assert not np.array_equal(before[0], values(params[0]))
+            continue
+        with pytest.raises(RuntimeError, match="gradients changed"):
+            opt.step()
+        assert all(np.array_equal(a, values(p)) for a, p in zip(before, params))
+
+
 def test_clip_with_no_gradients():
     params = make_params()
     opt = genesis.optim.Adam(params, lr=0.01)

@@ -23,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from .. import _interop
+from .. import _C, _interop
 from ..nn.utils import clip_grad as _cg
 
 # Optimizers whose GradScaler unscale_ is pending (lazy): genesis.nn.utils' clip functions
@@ -69,24 +69,16 @@ def _params(optimizer):
     return [p for g in optimizer.param_groups for p in g["params"]]
 
 
-def _fingerprint(params):
-    out = []
-    for p in params:
-        g = p.grad
-        if g is not None:
-            out.append((p, g, getattr(g, "_version", None)))
-    return out
+def _fingerprint(optimizer):
+    """The optimizer's gradients as they are now: each parameter's gradient object and its
+    version counter (NOTE: [grad fingerprint] in csrc/python/bindings.cpp)."""
+    return _C.GradFingerprint(optimizer.param_groups)
 
 
-def _current(pending, params):
+def _current(pending, optimizer):
     """Whether the gradients are still the ones the pending clip was computed for."""
     fp = pending.fingerprint
-    if fp is None:
-        return True
-    now = [(p, g) for p, g in ((p, p.grad) for p in params) if g is not None]
-    return len(now) == len(fp) and all(
-        p is q and g is h and getattr(g, "_version", None) == v for (p, g), (q, h, v) in zip(now, fp)
-    )
+    return fp is None or fp.matches(optimizer.param_groups)
 
 
 _CHANGED = (
@@ -102,7 +94,7 @@ def _pending(optimizer, create=True):
     dropped (a new clip replaces it); a lazy unscale_ of other gradients cannot be, as they may
     hold anything now: that raises."""
     pending = optimizer.__dict__.get("_pending_clip")
-    if pending is not None and not _current(pending, _params(optimizer)):
+    if pending is not None and not _current(pending, optimizer):
         if pending.inv_scale is not None:
             raise RuntimeError(_CHANGED)
         pending = None
@@ -143,7 +135,7 @@ def lazy_unscale(optimizer, inv_scale):
     finds inf/NaN on the way), and the step multiplies by it as it loads them."""
     pending = _pending(optimizer)
     pending.inv_scale = inv_scale
-    pending.fingerprint = _fingerprint(_params(optimizer))
+    pending.fingerprint = _fingerprint(optimizer)
     _LAZY.add(optimizer)
 
 
@@ -153,7 +145,7 @@ def scaler_inputs(optimizer):
     pending = optimizer.__dict__.get("_pending_clip")
     if pending is None:
         return True, None
-    if not _current(pending, _params(optimizer)):
+    if not _current(pending, optimizer):
         raise RuntimeError(_CHANGED)
     return pending.inv_scale is not None, pending.found_inf
 
@@ -174,7 +166,7 @@ def materialize_unscale(grads):
         found = bool(_cg._scaled_buffers(mine).unscale(pending.inv_scale))
         pending.inv_scale = None
         pending.found_inf = found if pending.found_inf is None else (found or pending.found_inf)
-        pending.fingerprint = _fingerprint(_params(optimizer))
+        pending.fingerprint = _fingerprint(optimizer)
         _LAZY.discard(optimizer)
         _UNSCALED.add(optimizer)
 
@@ -204,11 +196,11 @@ def eager_write(grads):
                 _UNSCALED.discard(optimizer)
                 continue
             params = _params(optimizer)
-            if _current(pending, params) and any(id(p.grad) in ids for p in params if p.grad is not None):
-                keep.append((pending, params))
+            if _current(pending, optimizer) and any(id(p.grad) in ids for p in params if p.grad is not None):
+                keep.append((pending, optimizer))
     yield
-    for pending, params in keep:
-        pending.fingerprint = _fingerprint(params)
+    for pending, optimizer in keep:
+        pending.fingerprint = _fingerprint(optimizer)
 
 
 def take(optimizer):
@@ -217,7 +209,7 @@ def take(optimizer):
     pending = optimizer.__dict__.get("_pending_clip")
     if pending is None:
         return None
-    if not _current(pending, _params(optimizer)):
+    if not _current(pending, optimizer):
         raise RuntimeError(_CHANGED)
     discard(optimizer)
     return pending
@@ -269,14 +261,14 @@ def clip_grad_norm(optimizer, max_norm, norm_type, error_if_nonfinite):
     grads, torch_params = _cg._grads(params)
     if not grads:
         return _cg._as_scalar(0.0, None, grads, torch_params)
-    if _interop.any_dtensor(grads):  # never lazily unscaled (supports_lazy_unscale)
-        total = _cg.dtensor_norm(grads, norm_type, error_if_nonfinite)
-        coef = max_norm / (float(_interop.full_value(total)) + 1e-6)
-        pending.coef = 1.0 if coef >= 1.0 else coef
-        pending.fingerprint = _fingerprint(params)
-        return total
     buffers = _cg._plain_buffers(grads, writeable=False)  # the step scales the gradients themselves
     if buffers is None:
+        if _interop.any_dtensor(grads):  # never lazily unscaled (supports_lazy_unscale)
+            total = _cg.dtensor_norm(grads, norm_type, error_if_nonfinite)
+            coef = max_norm / (float(_interop.full_value(total)) + 1e-6)
+            pending.coef = 1.0 if coef >= 1.0 else coef
+            pending.fingerprint = _fingerprint(optimizer)
+            return total
         grads = _cg._complex_views(grads, norm_type)[0]
         buffers = _cg._buffers(grads)
     inv = 1.0 if pending.inv_scale is None else pending.inv_scale
@@ -293,7 +285,7 @@ def clip_grad_norm(optimizer, max_norm, norm_type, error_if_nonfinite):
         if pending.inv_scale is not None:
             pending.found_inf = found
         total = result
-    pending.fingerprint = _fingerprint(params)
+    pending.fingerprint = _fingerprint(optimizer)
     return total
 
 
@@ -331,4 +323,4 @@ def clip_grad_value(optimizer, clip_value):
     pending = _pending(optimizer)
     # Clamping twice is clamping once to the smaller bound.
     pending.limit = clip_value if pending.limit is None else min(pending.limit, clip_value)
-    pending.fingerprint = _fingerprint(params)
+    pending.fingerprint = _fingerprint(optimizer)

@@ -27,8 +27,9 @@ def _plain_buffers(grads, writeable):
     """The core's view of gradients it takes as they are, the common case: real, contiguous,
     of a supported dtype, all on the CPU (torch tensors, or native NumPy arrays, writeable ones
     if `writeable`) or all on one GPU; one core call, no Python per gradient. None for
-    anything else (complex, strided, sparse, mixed devices, ...), which _complex_views and
-    _buffers then look at gradient by gradient, to take it or to say what is wrong."""
+    anything else (DTensors, which have no memory of their own; complex, strided, sparse,
+    mixed devices, ...), which the callers and _buffers then look at gradient by gradient, to
+    take it or to say what is wrong."""
     try:
         return _C.BufferList(grads, _interop.is_cuda(grads[0]), writeable)
     except TypeError:
@@ -244,13 +245,13 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not grads:
         return _as_scalar(0.0, None, grads, torch_params)
     with _eager_write(grads):
-        if _interop.any_dtensor(grads):
-            total = dtensor_norm(grads, norm_type, error_if_nonfinite)
-            _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
-            return total
         buffers = norm_buffers = _plain_buffers(grads, writeable=True)
         norm_grads = grads
         if buffers is None:
+            if _interop.any_dtensor(grads):
+                total = dtensor_norm(grads, norm_type, error_if_nonfinite)
+                _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach)
+                return total
             norm_grads, grads = _complex_views(grads, norm_type)
             buffers = _buffers(grads)
             norm_buffers = buffers if norm_grads is grads else _buffers(norm_grads)
@@ -275,10 +276,10 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     if not tensors:
         return _as_scalar(0.0, None, tensors, None)
     _unscale_pending(tensors)
-    if _interop.any_dtensor(tensors):
-        return dtensor_norm(tensors, norm_type, error_if_nonfinite)
     buffers = _plain_buffers(tensors, writeable=False)
     if buffers is None:
+        if _interop.any_dtensor(tensors):
+            return dtensor_norm(tensors, norm_type, error_if_nonfinite)
         tensors = _complex_views(tensors, norm_type)[0]
         buffers = _buffers(tensors)
     return _checked_norm(buffers, tensors, norm_type, error_if_nonfinite, _interop.is_torch(tensors[0]))[0]
@@ -299,10 +300,12 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
         return
     _check_total_norm(total_norm)
     with _eager_write(grads):
-        if _interop.any_dtensor(grads):
-            _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
-            return
-        buffers = _scaled_buffers(grads)
+        buffers = _plain_buffers(grads, writeable=True)
+        if buffers is None:
+            if _interop.any_dtensor(grads):
+                _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
+                return
+            buffers = _scaled_buffers(grads)
         if _interop.is_cuda(grads[0]):  # a complex gradient's real view is on its device
             torch = _interop.torch_module()
             # The core reads a float64 on the gradients' device; a conversion or copy is stream-ordered.
