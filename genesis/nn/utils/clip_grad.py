@@ -39,7 +39,12 @@ def _plain_buffers(grads, writeable):
 def _scaled_buffers(grads):
     """The core's view of what scaling `grads` in place scales (a complex gradient's real view)."""
     buffers = _plain_buffers(grads, writeable=True)
-    return buffers if buffers is not None else _buffers(_complex_views(grads, 2.0)[1])
+    return buffers if buffers is not None else _real_view_buffers(grads)
+
+
+def _real_view_buffers(grads):
+    """_scaled_buffers for gradients _plain_buffers has refused, looked at one by one."""
+    return _buffers(_complex_views(grads, 2.0)[1])
 
 
 def _check_writable_native(grads):
@@ -305,7 +310,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
             if _interop.any_dtensor(grads):
                 _interop.torch_module().nn.utils.clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
                 return
-            buffers = _scaled_buffers(grads)
+            buffers = _real_view_buffers(grads)
         if _interop.is_cuda(grads[0]):  # a complex gradient's real view is on its device
             torch = _interop.torch_module()
             # The core reads a float64 on the gradients' device; a conversion or copy is stream-ordered.
