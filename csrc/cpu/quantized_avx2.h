@@ -11,6 +11,7 @@
 #include "intrinsics.h"
 
 #include "genesis/quantized.h"
+#include "unsigned_decode.h"
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
@@ -97,6 +98,16 @@ inline __m256 decode8(const uint8_t* codes, __m256 d) {
 
 template <bool kUnsigned>
 inline void decode_block_avx2(const uint8_t* codes, float absmax, float* v) {
+  if constexpr (kUnsigned) {
+    if (unsigned_decode_by_exponent(absmax)) {  // NOTE: [unsigned codes at the exponent]
+      const __m256 d = _mm256_set1_ps(dequant_factor(absmax) * kExponentScale);
+      for (int j = 0; j < kQuantBlock; j += 8) {
+        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j)));
+        _mm256_storeu_ps(v + j, _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(c, 20)), d));
+      }
+      return;
+    }
+  }
   const __m256 d = _mm256_set1_ps(dequant_factor(absmax));
   for (int j = 0; j < kQuantBlock; j += 8) _mm256_storeu_ps(v + j, decode8<kUnsigned>(codes + j, d));
 }

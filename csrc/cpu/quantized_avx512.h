@@ -17,6 +17,7 @@
 #include "intrinsics.h"
 
 #include "genesis/quantized.h"
+#include "unsigned_decode.h"
 
 namespace genesis::cpu::GENESIS_CPU_VARIANT {
 
@@ -101,6 +102,16 @@ inline __m512 decode16(const uint8_t* codes, __m512 d) {
 
 template <bool kUnsigned>
 inline void decode_block_avx512(const uint8_t* codes, float absmax, float* v) {
+  if constexpr (kUnsigned) {
+    if (unsigned_decode_by_exponent(absmax)) {  // NOTE: [unsigned codes at the exponent]
+      const __m512 d = _mm512_set1_ps(dequant_factor(absmax) * kExponentScale);
+      for (int j = 0; j < kQuantBlock; j += 16) {
+        const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + j)));
+        _mm512_storeu_ps(v + j, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(c, 20)), d));
+      }
+      return;
+    }
+  }
   const __m512 d = _mm512_set1_ps(dequant_factor(absmax));
   for (int j = 0; j < kQuantBlock; j += 16) _mm512_storeu_ps(v + j, decode16<kUnsigned>(codes + j, d));
 }
