@@ -63,8 +63,10 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
   const int sums = info.mode == TaskMode::None ? 0 : info.sums;
   double total[kMaxSums] = {};
   for (int64_t seg = 0; seg < info.segments; ++seg) {
+    // Each run starts its sums, but a joined task's later runs add to its first run's.
+    const bool starts = seg == 0 || !info.joined;
     // The lanes the first round does not visit start cleared; it starts the others.
-    for (int k = 0; k < sums; ++k)
+    for (int k = 0; starts && k < sums; ++k)
       for (int j = int(std::min<int64_t>(lanes, length)); j < lanes; ++j) acc[k][j] = 0.0;
     int64_t round = 0;
     for (int64_t base = 0; base < length; base += lanes, ++round) {
@@ -72,7 +74,7 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
       if constexpr (Prefetches<Rule>::value)  // NOTE: [prefetch]: a cache line at a time
         for (int j = 0; prefetch && j < n; j += int(64 / sizeof(*r.param)))
           Rule::prefetch(kPass, r, c, task, LaneAt{base + j + kPrefetchAhead, round, j, kKind, kKept, seg});
-      if (round == 0) {
+      if (round == 0 && starts) {
         for (int j = 0; j < n; ++j)
           Rule::visit(kPass, o, r, c, task, LaneAt{base + j, round, j, kKind, kKept, seg}, LaneSums<true>{&acc[0][j]});
       } else {
@@ -81,9 +83,9 @@ void run_task_pass(const typename Rule::Options& o, const Ref& tensor, int64_t t
       }
     }
     if (info.mode == TaskMode::Lanes) break;  // (a Lanes task is one run)
-    if (info.mode == TaskMode::Sum) {
+    if (info.mode == TaskMode::Sum && (!info.joined || seg + 1 == info.segments)) {
       for (int k = 0; k < sums; ++k) total[k] = combine_lanes(acc[k], lanes);
-      Rule::task_done(kPass, r, task, int(seg), total);
+      Rule::task_done(kPass, r, task, info.joined ? 0 : int(seg), total);
     }
   }
   if (info.mode == TaskMode::Lanes) {

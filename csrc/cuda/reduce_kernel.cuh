@@ -80,10 +80,13 @@ __global__ void __launch_bounds__(kThreads)
   const TaskMode mode = info.mode;
   const int width = info.lanes;
   const int j = threadIdx.x;
-  // A Sum or None task may be several runs, one after the other (TaskInfo::segments).
+  // A Sum or None task may be several runs, one after the other (TaskInfo::segments); a joined
+  // task's runs add to one set of sums, combined after its last run.
   const int64_t segments = mode == TaskMode::Lanes ? 1 : info.segments;
+  double acc[kMaxSums];
   for (int64_t seg = 0; seg < segments; ++seg) {
-    double acc[kMaxSums] = {};
+    if (seg == 0 || !info.joined)
+      for (int k = 0; k < kMaxSums; ++k) acc[k] = 0.0;
     // Unrolled so that a sum pass (no stores) issues several elements' loads before the first
     // add; the adds stay in the same order, so the bits do not change.
     if (j < width)
@@ -92,7 +95,7 @@ __global__ void __launch_bounds__(kThreads)
         Rule::visit(pass, options, r, c, task, LaneAt{k, round, j, info.kind, false, seg}, acc);
     if (mode == TaskMode::Lanes) {
       if (j < width) Rule::task_done(pass, r, task, j, acc);
-    } else if (mode == TaskMode::Sum) {
+    } else if (mode == TaskMode::Sum && (!info.joined || seg + 1 == segments)) {
       for (int k = 0; k < kMaxSums; ++k) lanes[k][j] = acc[k];
       __syncthreads();
       for (int s = width / 2; s > 0; s /= 2) {
@@ -103,7 +106,7 @@ __global__ void __launch_bounds__(kThreads)
       if (j == 0) {
         double sum[kMaxSums];
         for (int k = 0; k < kMaxSums; ++k) sum[k] = lanes[k][0];
-        Rule::task_done(pass, r, task, int(seg), sum);
+        Rule::task_done(pass, r, task, info.joined ? 0 : int(seg), sum);
       }
       __syncthreads();  // lane 0 has read the tree before the next run refills it
     }

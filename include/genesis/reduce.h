@@ -33,6 +33,10 @@ namespace genesis {
 // run, in run order, on one thread of either backend, so a rule may also keep per-position
 // running sums of its own in the scratch across a task's runs (Adafactor's column sums over a
 // tile of rows: the rows' own sums and the columns' in one read of the gradient).
+// A Sum task may instead join its runs (TaskInfo::joined): lane j's sums carry on from run to
+// run (run 0's elements, then run 1's, ...), one tree at the end, one task_done (index 0),
+// for a pass that needs only a total over the runs and not each run's (Adafactor's sums of u^2
+// and p^2 over a tile of rows: NOTE: [joined runs] in include/genesis/rules/adafactor.h).
 //
 // Every sum therefore has one order, fixed by the tensor's shape alone: the CPU (one thread
 // runs a task, its lanes interleaved) and CUDA (one block of kLanes threads runs a task) give
@@ -76,6 +80,7 @@ struct TaskInfo {
   int kind = 0;
   int sums = kMaxSums;
   int64_t segments = 1;
+  bool joined = false;  // Sum mode: the runs' sums are one sum, in run order (one tree)
 };
 
 // Where Rule::visit is: element k = round * lanes + lane of run `seg` of a task of kind `kind`.

@@ -54,8 +54,9 @@ struct AdafactorCoeffs {
 //           in task_done, which the tasks' threads share, rather than in the finish, which one
 //           thread runs per tensor.)
 //           Its tasks of rows (a lane per row, no elements) keep each row's factor (below).
-//           pass 2: per row the sums of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)),
-//           and of p^2 (NOTE: [p^2 in pass 2]); finish(2) takes alpha and the clipping.
+//           pass 2: per tile the sums of u^2, u = g / sqrt(max(row_var * col_var / mean, eps1^2)),
+//           and of p^2 (NOTE: [p^2 in pass 2]), its rows joined (NOTE: [joined runs]);
+//           finish(2) takes alpha and the clipping.
 //           pass 3: p = p * (1 - lr wd) - alpha / max(1, RMS(u) / d) * u.
 //           Passes 2 and 3 run on the tiles of pass 0, a run per row.
 //           In passes 2 and 3, u = min(row_factor * col_factor, 1 / eps1) * g, with
@@ -79,10 +80,18 @@ struct AdafactorCoeffs {
 // order (the same bits, on both backends). 50 x 1000 x 1000 float32, 2 threads, five
 // alternating pairs: 27.3-28.7 -> 24.6-25.7 ms per step (medians; docs/performance.md).
 //
+// NOTE: [joined runs]
+// Pass 2 needs only each matrix's totals of u^2 and p^2, not a row's: its tasks join their
+// rows (TaskInfo::joined), so that lane j adds the elements j, j + lanes, ... of every row of
+// the tile in row order and one lane tree per tile and sum combines them. With a tree per row
+// (until 2026-12-06) a 1000-column row paid two 512-lane trees for its 1000 elements; a tree
+// costs about as much as loading its 4 KB of lanes (docs/performance.md), and pass 2's trees
+// were about 5 % of a step over 1000 x 1000 matrices. A total's order is still fixed by the
+// shape alone (tiles, then the tile's tree), the same on both backends.
+//
 // Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows, M = B*C
-// columns and Q = B*tiles tiles: 2N row sums (g^2, p^2), M column sums (then factors), B
-// means, N row sums of u^2, Q*C partial column sums, N row factors; for a vector: two partial
-// sums per chunk.
+// columns and Q = B*tiles tiles: M column sums (then factors), B means, 2Q tile sums (u^2,
+// p^2), Q*C partial column sums, N row factors; for a vector: two partial sums per chunk.
 enum AdafactorScratch { kSumP2, kSumU2, kWeight, kEps1, kStep, kHead };
 struct AdafactorRule {
   static constexpr int kStates = 2;  // row_var, col_var; or variance
@@ -117,10 +126,10 @@ struct AdafactorRule {
   GENESIS_HD static int64_t blocks(const TensorShape& s) { return (s.cols + kLanes - 1) / kLanes; }
   GENESIS_HD static int64_t col_blocks(const TensorShape& s) { return s.batch() * blocks(s); }
   // Scratch offsets (matrix).
-  GENESIS_HD static int64_t col_at(const TensorShape& s) { return kHead + 2 * nrows(s); }
+  GENESIS_HD static int64_t col_at(const TensorShape&) { return kHead; }
   GENESIS_HD static int64_t mean_at(const TensorShape& s) { return col_at(s) + s.batch() * s.cols; }
-  GENESIS_HD static int64_t rowu_at(const TensorShape& s) { return mean_at(s) + s.batch(); }
-  GENESIS_HD static int64_t part_at(const TensorShape& s) { return rowu_at(s) + nrows(s); }
+  GENESIS_HD static int64_t tile_at(const TensorShape& s) { return mean_at(s) + s.batch(); }
+  GENESIS_HD static int64_t part_at(const TensorShape& s) { return tile_at(s) + 2 * s.batch() * tiles(s); }
   GENESIS_HD static int64_t rowf_at(const TensorShape& s) { return part_at(s) + s.batch() * tiles(s) * s.cols; }
   // Pass 1's blocks of kLanes rows (of all the batch's rows), after its column blocks.
   GENESIS_HD static int64_t row_blocks(const TensorShape& s) { return (nrows(s) + kLanes - 1) / kLanes; }
@@ -156,6 +165,7 @@ struct AdafactorRule {
       info.sums = pass == 0 ? 1 : 2;
       const int64_t rest = s.rows - (task % tiles(s)) * tile_rows(s);
       info.segments = rest < tile_rows(s) ? rest : tile_rows(s);
+      info.joined = pass == 2;  // NOTE: [joined runs]
     }
     if (pass == 3) info.mode = TaskMode::None;
     return info;
@@ -259,7 +269,8 @@ struct AdafactorRule {
     r.set_p(i, p + c.step * u);
   }
 
-  // `lane`: the tile's row (passes 0, 2), the block's column or row (pass 1).
+  // `lane`: the tile's row (pass 0), the block's column or row (pass 1); pass 2's tiles are one
+  // sum each (NOTE: [joined runs]).
   template <typename Ref>
   GENESIS_HD static void task_done(int pass, const Ref& r, int64_t task, int lane, const double* acc) {
     const TensorShape& s = r.shape;
@@ -267,13 +278,12 @@ struct AdafactorRule {
       r.scratch[kHead + 2 * task] = acc[0];
       r.scratch[kHead + 1 + 2 * task] = acc[1];
     } else if (pass != 1) {
-      const int64_t row = tile_first_row(s, task) + lane;
-      if (pass == 2) {  // a row's sums of u^2 and p^2
-        r.scratch[rowu_at(s) + row] = acc[0];
-        r.scratch[kHead + 1 + 2 * row] = acc[1];
+      if (pass == 2) {  // a tile's sums of u^2 and p^2
+        r.scratch[tile_at(s) + 2 * task] = acc[0];
+        r.scratch[tile_at(s) + 2 * task + 1] = acc[1];
         return;
       }
-      r.scratch[kHead + 2 * row] = acc[0];  // a row's sum of g^2, and its row_var
+      const int64_t row = tile_first_row(s, task) + lane;  // a row's row_var, from its sum of g^2
       using T = typename Ref::T;
       r.set_s(0, row, torch_lerp(r.s(0, row), T(acc[0] / double(s.cols)), T(r.scratch[kWeight])));
     } else if (task >= col_blocks(s)) {  // a row's factor (its task has no elements)
@@ -304,8 +314,8 @@ struct AdafactorRule {
     using T = typename Ref::T;
     if (pass == 2) {  // every sum is in: the step size of pass 3, once per tensor
       if (s.matrix()) {
-        scratch[kSumU2] = sum_in_order(scratch + rowu_at(s), nrows(s));
-        scratch[kSumP2] = sum_in_order(scratch + kHead + 1, nrows(s), 2);
+        scratch[kSumU2] = sum_in_order(scratch + tile_at(s), s.batch() * tiles(s), 2);
+        scratch[kSumP2] = sum_in_order(scratch + tile_at(s) + 1, s.batch() * tiles(s), 2);
       }
       const double rho = std::fmin(o.lr, 1.0 / std::sqrt(r.t));
       const double root_n = std::sqrt(double(s.numel));
