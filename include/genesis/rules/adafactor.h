@@ -85,9 +85,9 @@ struct AdafactorCoeffs {
 // rows (TaskInfo::joined), so that lane j adds the elements j, j + lanes, ... of every row of
 // the tile in row order and one lane tree per tile and sum combines them. With a tree per row
 // (until 2026-12-06) a 1000-column row paid two 512-lane trees for its 1000 elements; a tree
-// costs about as much as loading its 4 KB of lanes (docs/performance.md), and pass 2's trees
-// were about 5 % of a step over 1000 x 1000 matrices. A total's order is still fixed by the
-// shape alone (tiles, then the tile's tree), the same on both backends.
+// costs about as much as loading its 4 KB of lanes, and joining took about a tenth off a step
+// over 1000 x 1000 matrices (docs/performance.md). A total's order is still fixed by the shape
+// alone (tiles, then the tile's tree), the same on both backends.
 //
 // Scratch per tensor: the kHead numbers below; then for a matrix of N = B*R rows, M = B*C
 // columns and Q = B*tiles tiles: M column sums (then factors), B means, 2Q tile sums (u^2,
