@@ -31,3 +31,23 @@ def run_case(source, setup="", timeout=300):
     reports = [line[len("REPORT ") :] for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
     assert reports, f"child reported nothing:\n{tail}"
     return json.loads(reports[-1])
+
+
+def facts_prelude(facts):
+    """A child's first lines: torch's batched tensor facts on (the default) or off
+    (GENESIS_TENSOR_FACTS=0; NOTE: [batched tensor facts] in csrc/python/bindings.cpp)."""
+    return "import os\nos.environ['GENESIS_TENSOR_FACTS'] = '0'\n" if facts == "off" else ""
+
+
+# Source for a child: a torch.Tensor subclass and a torch function mode that passes every call
+# through, the two things that keep a step or a clip off its guarded paths.
+ODD_TENSORS = """
+import torch
+
+class Sub(torch.Tensor):
+    pass
+
+class Passthrough(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+"""

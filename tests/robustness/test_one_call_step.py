@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from child import run_case  # noqa: E402
+from child import ODD_TENSORS, facts_prelude, run_case  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
@@ -38,20 +38,10 @@ _CHANGES = {
 }
 
 
-def _facts(facts):
-    """The child's prelude: the guard on (the default) or off."""
-    return "import os\nos.environ['GENESIS_TENSOR_FACTS'] = '0'\n" if facts == "off" else ""
-
-
-_SETUP = """
-import contextlib, os, torch, genesis
-
-class Sub(torch.Tensor):
-    pass
-
-class Passthrough(torch.overrides.TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
+_SETUP = (
+    ODD_TENSORS
+    + """
+import contextlib, os, genesis
 
 def run(lib, change, warm, n=33):
     torch.manual_seed(0)
@@ -66,9 +56,10 @@ def run(lib, change, warm, n=33):
         opt.step()
     for p, g in zip(ps, grads[warm]):
         p.grad = g.clone()
-    mode = contextlib.nullcontext()
-    exec(change)
-    with mode:
+    # exec() cannot rebind a function's locals: the change runs in its own namespace.
+    scope = dict(globals(), ps=ps, opt=opt, n=n, mode=contextlib.nullcontext())
+    exec(change, scope)
+    with scope["mode"]:
         opt.step()
     for rest in grads[warm + 1:]:
         for p, g in zip(ps, rest):
@@ -78,6 +69,7 @@ def run(lib, change, warm, n=33):
     counts = opt._plans[0].plan.path_counts() if lib == "genesis" else None
     return [p.detach().clone() for p in ps], state, counts
 """
+)
 
 
 @pytest.mark.parametrize("facts", ["on", "off"])
@@ -85,7 +77,7 @@ def run(lib, change, warm, n=33):
 @pytest.mark.parametrize("change", sorted(_CHANGES))
 def test_change_between_steps_gives_torchs_numbers(change, warm, facts):
     result = run_case(
-        setup=_facts(facts) + _SETUP,
+        setup=facts_prelude(facts) + _SETUP,
         source=f"""
     ref_p, ref_s, _ = run("torch", {_CHANGES[change]!r}, {warm})
     got_p, got_s, counts = run("genesis", {_CHANGES[change]!r}, {warm})
@@ -123,7 +115,7 @@ def test_refused_change_raises_before_anything_is_modified(change, warm, facts):
     path then raises its named error before any parameter or state of any group is written."""
     code, named = _REFUSALS[change]
     result = run_case(
-        setup=_facts(facts),
+        setup=facts_prelude(facts),
         source=f"""
     import torch, genesis
     torch.manual_seed(0)
