@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+import genesis
+import genesis.nn.utils as genesis_utils
 from genesis.nn import Parameter
 from genesis.nn.utils import clip_grad_norm_, clip_grad_value_
 
@@ -283,6 +285,107 @@ def test_empty_parameter_list_without_torch_returns_numpy_zero():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=NO_TORCH_ENV)
 
 
+# ------------------------------------------------------------------ strided gradients
+def _strided_twins(device="cpu"):
+    """Two lists of parameters with the same gradients: a view with gaps, a transposed (dense)
+    one, a 2-D view with gaps in both dimensions, a float64 view with gaps and a contiguous one."""
+    lists = []
+    for _ in range(2):
+        gen = torch.Generator().manual_seed(0)
+        sources = [
+            torch.randn(8, generator=gen)[::2],
+            torch.randn(5, 3, generator=gen).t(),
+            torch.randn(6, 7, generator=gen)[::2, 1:7:2],
+            torch.randn(9, generator=gen, dtype=torch.float64)[::3],
+            torch.randn(5, generator=gen),
+        ]
+        ps = []
+        for g in sources:
+            p = torch.nn.Parameter(torch.zeros(g.shape, dtype=g.dtype, device=device))
+            p.grad = g.to(device)
+            ps.append(p)
+        lists.append(ps)
+    return lists
+
+
+STRIDED_OPS = {
+    "clip_grad_norm_": lambda lib, ps: lib.clip_grad_norm_(ps, 0.5),
+    "clip_grad_norm_ inf": lambda lib, ps: lib.clip_grad_norm_(ps, 0.5, norm_type=math.inf),
+    "clip_grad_value_": lambda lib, ps: lib.clip_grad_value_(ps, 0.3),
+    "get_total_norm": lambda lib, ps: lib.get_total_norm([p.grad for p in ps]),
+    "clip_grads_with_norm_": lambda lib, ps: lib.clip_grads_with_norm_(ps, 0.5, torch.tensor(4.0)),
+}
+
+
+@pytest.mark.parametrize("op", sorted(STRIDED_OPS))
+def test_strided_gradients_are_clipped_as_torch_clips_them(op):
+    """Gradients that are views with gaps (``x[::2]``), which torch's clip functions take: genesis
+    clips contiguous copies and writes them back, leaving the gradients' strides as they were."""
+    ref, ps = _strided_twins()
+    strides = [p.grad.stride() for p in ps]
+    want = STRIDED_OPS[op](torch.nn.utils, ref)
+    got = STRIDED_OPS[op](genesis_utils, ps)
+    if want is None:
+        assert got is None
+    else:
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    for p, r in zip(ps, ref):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-6, atol=0)
+    assert [p.grad.stride() for p in ps] == strides
+
+
+def test_strided_numpy_gradients_are_clipped():
+    """A NumPy gradient that is a view with gaps: clipped through a copy, written back."""
+    values = np.arange(16, dtype=np.float32)
+    p = Parameter(np.zeros(8, dtype=np.float32))
+    p.grad = values[::2]
+    total = clip_grad_norm_([p], 1.0)
+    assert total == pytest.approx(np.linalg.norm(np.arange(16.0)[::2]), rel=1e-12)
+    np.testing.assert_allclose(values[::2], np.arange(16.0)[::2] / total, rtol=1e-6)
+    np.testing.assert_array_equal(values[1::2], np.arange(16.0)[1::2])  # the gaps untouched
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=CLIP_IDS)
+def test_expanded_gradient_is_refused_before_anything_changes(clip):
+    """A gradient whose elements share memory (an expanded tensor) cannot be written in place
+    (torch raises too): refused, naming it, before any gradient changes."""
+    ps = [torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(4))]
+    ps[0].grad = torch.full((4,), 3.0)
+    ps[1].grad = torch.full((1,), 2.0).expand(4)
+    if clip is CLIPS[1]:  # no scaling: nothing is written, so torch's way gives the norm
+        assert float(clip(ps)) == pytest.approx(float(torch.tensor([3.0, 2.0]).repeat(4).norm()))
+        return
+    with pytest.raises(ValueError, match="gradient 1 .*may share memory"):
+        clip(ps)
+    assert torch.equal(ps[0].grad, torch.full((4,), 3.0))
+
+
+def test_deferred_clip_and_grad_scaler_take_strided_gradients():
+    """The optimizer's deferred clip and genesis's GradScaler on strided gradients, against
+    torch's clip, GradScaler and AdamW, over several steps."""
+    results = []
+    for lib in ("torch", "genesis"):
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.randn(6))]
+        opt = (torch.optim if lib == "torch" else genesis.optim).AdamW(ps, lr=0.1)
+        kw = dict(init_scale=4.0, growth_interval=2)
+        scaler = torch.amp.GradScaler("cpu", **kw) if lib == "torch" else genesis.amp.GradScaler(**kw)
+        norms = []
+        for _ in range(6):
+            scaler.scale(torch.ones(()))
+            ps[0].grad = torch.randn(8)[::2] * 4
+            ps[1].grad = torch.randn(6) * 4
+            scaler.unscale_(opt)
+            clip = torch.nn.utils.clip_grad_norm_(ps, 1.0) if lib == "torch" else opt.clip_grad_norm_(1.0)
+            norms.append(float(clip))
+            scaler.step(opt)
+            scaler.update()
+        results.append((norms, [p.detach() for p in ps]))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------ CUDA
 @pytest.mark.cuda
 @pytest.mark.parametrize("norm_type", [0, -1.0, -math.inf, math.nan, 2.0])
@@ -310,3 +413,15 @@ def test_cuda_clip_grad_value_for_any_clip_value(clip_value):
     clip_grad_value_(ps, clip_value)
     for p, r in zip(ps, ref):
         _same_bits(p.grad.cpu(), r.grad.cpu())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("op", sorted(STRIDED_OPS))
+def test_cuda_strided_gradients_are_clipped_as_torch_clips_them(op):
+    ref, ps = _strided_twins("cuda")
+    want = STRIDED_OPS[op](torch.nn.utils, ref)
+    got = STRIDED_OPS[op](genesis_utils, ps)
+    if want is not None:
+        torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-6, atol=0)
+    for p, r in zip(ps, ref):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-6, atol=0)

@@ -1,6 +1,7 @@
 """Gradient clipping over many tensors at once, on the compiled core
 (docs/semantics.md#gradient-clipping)."""
 
+import contextlib
 import math
 from operator import attrgetter
 
@@ -101,9 +102,79 @@ def _buffers(grads):
                     f"gradient {i} is sparse; clipping takes dense gradients (torch's clip functions "
                     "refuse sparse ones too; an optimizer's clip_grad_value_ clamps them)"
                 ) from None
-            if not _interop.is_contiguous(g):
-                raise ValueError(f"gradient {i} is not contiguous") from None
+        strided = [i for i, g in enumerate(grads) if not _interop.is_contiguous(g)]
+        if strided and all(_interop.is_torch(grads[i]) or isinstance(grads[i], np.ndarray) for i in strided):
+            return _StagedBuffers(grads, strided)
+        if strided:
+            raise ValueError(f"gradient {strided[0]} is not contiguous") from None
         raise
+
+
+class _StagedBuffers:
+    """The core's view of gradients of which some are strided (views with gaps, such as
+    ``x[::2]``, which torch's clip functions take too): those go through contiguous copies, and
+    every operation that writes the gradients copies them back. A copy each way per such
+    gradient, on a path autograd's own gradients never take (they are dense). The reads (norm,
+    inf check, ...) are the BufferList's."""
+
+    def __init__(self, grads, strided):
+        staged = list(grads)
+        for i in strided:
+            g = grads[i]
+            staged[i] = g.contiguous() if _interop.is_torch(g) else np.ascontiguousarray(g)
+        self._pairs = [(i, grads[i], staged[i]) for i in strided]
+        self._list = _buffers(staged)
+
+    def __getattr__(self, name):
+        return getattr(self._list, name)
+
+    def _writing(self, write, *args):
+        """`write` on the copies, then the copies into the gradients. A gradient whose elements
+        may share memory (an expanded tensor) is refused first: torch will not write one in
+        place either, and nothing may change before the error."""
+        for i, g, _ in self._pairs:
+            if _may_overlap(g):
+                raise ValueError(
+                    f"gradient {i} is a strided view whose elements may share memory (an expanded "
+                    "tensor?), which cannot be clipped in place: clip a copy (p.grad = p.grad.clone())"
+                )
+        result = write(*args)
+        torch = _interop.torch_module()
+        with torch.no_grad() if torch is not None else contextlib.nullcontext():
+            for _, g, copy in self._pairs:
+                if _interop.is_torch(g):
+                    g.copy_(copy)
+                else:
+                    np.copyto(g, copy)
+        return result
+
+    def scale(self, factor):
+        return self._writing(self._list.scale, factor)
+
+    def clamp(self, limit, stream=0):
+        return self._writing(self._list.clamp, limit, stream)
+
+    def unscale(self, factor):
+        return self._writing(self._list.unscale, factor)
+
+    def clip_on_device(self, max_norm, total, stream):
+        return self._writing(self._list.clip_on_device, max_norm, total, stream)
+
+
+def _may_overlap(arr):
+    """Whether two elements of a strided array may share memory: sorted by stride, each
+    dimension's step must pass every offset the smaller ones reach. Conservative: a layout whose
+    elements interleave without meeting counts too."""
+    reach = 0
+    for stride, size in sorted(
+        (abs(st), sz)
+        for st, sz in zip(arr.strides if isinstance(arr, np.ndarray) else arr.stride(), arr.shape)
+        if sz > 1
+    ):
+        if stride <= reach:
+            return True
+        reach += stride * (size - 1)
+    return False
 
 
 def _complex_views(grads, norm_type):
@@ -199,7 +270,7 @@ def _torch_cpu_norm(buffers, grads, norm_type, norm=None):
         return math.inf if _sum_overflows_float32(total, count, norm_type) else total
     if not (total > min(torch.finfo(d).max for d in narrow) or _sum_overflows_float32(total, 2, norm_type)):
         return total
-    norms = [_as_torch_computes(norm(_C.BufferList([g], False)), g.numel(), g.dtype, norm_type) for g in grads]
+    norms = [_as_torch_computes(norm(_buffers([g])), g.numel(), g.dtype, norm_type) for g in grads]
     total = _norm_of_norms(norms, norm_type)
     promoted = _interop.torch_dtype(buffers.result_dtype())
     if promoted != torch.float64 and _sum_overflows_float32(total, len(grads), norm_type):
