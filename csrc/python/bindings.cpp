@@ -1168,6 +1168,14 @@ class ListGuards {
   Facts last_;              // the last list the per-call checks accepted, if of exact torch tensors
 };
 
+// Whether this interpreter can take the guards' path at all: it needs PyGC_Disable (Python
+// 3.10), and the GIL both for the guards' bookkeeping and for "no Python code runs between".
+#if PY_VERSION_HEX >= 0x030A0000 && !defined(Py_GIL_DISABLED)
+constexpr bool kBatchedLists = true;
+#else
+constexpr bool kBatchedLists = false;
+#endif
+
 // The process's guards; never destroyed (they hold Python objects, which must not be released
 // after the interpreter has finalized).
 ListGuards& list_guards() {
@@ -1186,7 +1194,7 @@ class BufferList {
     // A list of exact torch tensors may take a guard (borrowed references: the list holds
     // them, and no Python code runs before describe_batched is done with them).
     std::vector<PyObject*> exact;
-    if (PyList_Check(arrays.ptr()) && tensor_facts.guards_type) {
+    if (kBatchedLists && PyList_Check(arrays.ptr()) && tensor_facts.guards_type) {
       const Py_ssize_t n = PyList_GET_SIZE(arrays.ptr());
       for (Py_ssize_t i = 0; i < n && exact_torch(PyList_GET_ITEM(arrays.ptr(), i)); ++i)
         exact.push_back(PyList_GET_ITEM(arrays.ptr(), i));
@@ -1349,7 +1357,7 @@ class BufferList {
   bool describe_batched(const std::vector<PyObject*>& tensors) {
 #if PY_VERSION_HEX < 0x030A0000 || defined(Py_GIL_DISABLED)
     (void)tensors;
-    return false;  // no PyGC_Disable, or other threads run all along
+    return false;  // kBatchedLists is false
 #else
     if (!no_torch_function_mode()) return false;
     const GcPause pause;
