@@ -272,7 +272,7 @@ class GradScaler:
             # a clip the check is its own pass: 4 bytes per float32 gradient against the
             # update's 28 (docs/mixed-precision.md#fused-clipping).
             grads = self._optimizer_grads(optimizer)
-            found = bool(grads) and _agreed(_buffers(grads).has_nonfinite(), grads)
+            found = bool(grads) and _agreed(_buffers(grads, writeable=False).has_nonfinite(), grads)
         state["found_inf"] = bool(found)
         optimizer.grad_scale = self._scale if lazy else None
         optimizer.found_inf = 1.0 if state["found_inf"] else 0.0

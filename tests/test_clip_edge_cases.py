@@ -78,6 +78,18 @@ def test_read_only_gradients_are_rejected_before_anything_changes(which, clip):
     assert not ps[1].grad.flags.writeable
 
 
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+def test_read_only_gradients_have_a_norm(strided):
+    """Taking a norm writes nothing: get_total_norm takes read-only arrays, contiguous or (through
+    a copy) strided, and leaves them as they are."""
+    values = np.arange(16, dtype=np.float32)
+    values.flags.writeable = False
+    grad = values[::2] if strided else values
+    want = float(np.linalg.norm(grad.astype(np.float64)))
+    assert float(genesis_utils.get_total_norm([grad])) == pytest.approx(want, rel=1e-12)
+    assert not grad.flags.writeable
+
+
 # ------------------------------------------------------------------ clip values torch accepts
 def _torch_twins(dtype, values=(-2.0, 0.5, 3.0, math.nan, math.inf, -math.inf, -0.0, 0.0)):
     twins = []

@@ -270,7 +270,7 @@ def clip_grad_norm(optimizer, max_norm, norm_type, error_if_nonfinite):
             pending.fingerprint = _fingerprint(optimizer)
             return total
         grads = _cg._complex_views(grads, norm_type)[0]
-        buffers = _cg._buffers(grads)
+        buffers = _cg._buffers(grads, writeable=False)
     inv = 1.0 if pending.inv_scale is None else pending.inv_scale
     if _interop.is_cuda(grads[0]):
         total = _clip_on_device(buffers, grads, max_norm, norm_type, error_if_nonfinite, pending)

@@ -48,11 +48,11 @@ def _real_view_buffers(grads):
     return _buffers(_complex_views(grads, 2.0)[1])
 
 
-def _check_writable_native(grads):
-    """NumPy gradients must be native-endian and writeable: the core reads the bytes as native
-    numbers (a big-endian array would give a wrong norm) and clips in place (a read-only array,
-    e.g. one over immutable ``bytes``, must not be written). Checked before anything is
-    modified; torch tensors are always native and writeable."""
+def _check_writable_native(grads, writeable=True):
+    """NumPy gradients must be native-endian, and writeable where they will be clipped in place:
+    the core reads the bytes as native numbers (a big-endian array would give a wrong norm), and
+    a read-only array (e.g. one over immutable ``bytes``) must not be written. Checked before
+    anything is modified; torch tensors are always native and writeable."""
     for i, g in enumerate(grads):
         if isinstance(g, np.ndarray):
             if not g.dtype.isnative:
@@ -61,15 +61,16 @@ def _check_writable_native(grads):
                     "genesis reads native-endian arrays only: convert it, e.g. "
                     "p.grad = p.grad.astype(p.grad.dtype.newbyteorder('='))"
                 )
-            if not g.flags.writeable:
+            if writeable and not g.flags.writeable:
                 raise ValueError(f"gradient {i} is a read-only array; clipping writes the gradients in place")
 
 
-def _buffers(grads):
-    """The core's view of the gradients: all on the CPU, or all on one GPU. The core checks
-    them all in one pass; only when it refuses one does Python look again, to say precisely
-    what is wrong."""
-    _check_writable_native(grads)
+def _buffers(grads, writeable=True):
+    """The core's view of the gradients: all on the CPU, or all on one GPU; `writeable` where
+    they will be written in place (NumPy arrays must then be writeable). The core checks them
+    all in one pass; only when it refuses one does Python look again, to say precisely what is
+    wrong."""
+    _check_writable_native(grads, writeable)
     if _interop.any_dtensor(grads):  # element-wise work on this rank's shards
         grads = [_interop.local_of(g) for g in grads]
     cuda = _interop.is_cuda(grads[0])
@@ -82,7 +83,7 @@ def _buffers(grads):
         # element-wise or a sum, so their blocks of memory, in memory order, serve as they are.
         dense = [_interop.memory_order(g) for g in grads]
         if any(a is not b for a, b in zip(dense, grads)):
-            return _buffers(dense)
+            return _buffers(dense, writeable)
         for i, g in enumerate(grads):
             if not (_interop.is_torch(g) or isinstance(g, np.ndarray)):
                 raise TypeError(
@@ -104,7 +105,7 @@ def _buffers(grads):
                 ) from None
         strided = [i for i, g in enumerate(grads) if not _interop.is_contiguous(g)]
         if strided and all(_interop.is_torch(grads[i]) or isinstance(grads[i], np.ndarray) for i in strided):
-            return _StagedBuffers(grads, strided)
+            return _StagedBuffers(grads, strided, writeable)
         if strided:
             raise ValueError(f"gradient {strided[0]} is not contiguous") from None
         raise
@@ -117,13 +118,13 @@ class _StagedBuffers:
     gradient, on a path autograd's own gradients never take (they are dense). The reads (norm,
     inf check, ...) are the BufferList's."""
 
-    def __init__(self, grads, strided):
+    def __init__(self, grads, strided, writeable=True):
         staged = list(grads)
         for i in strided:
             g = grads[i]
             staged[i] = g.contiguous() if _interop.is_torch(g) else np.ascontiguousarray(g)
         self._pairs = [(i, grads[i], staged[i]) for i in strided]
-        self._list = _buffers(staged)
+        self._list = _buffers(staged, writeable)
 
     def __getattr__(self, name):
         return getattr(self._list, name)
@@ -270,7 +271,7 @@ def _torch_cpu_norm(buffers, grads, norm_type, norm=None):
         return math.inf if _sum_overflows_float32(total, count, norm_type) else total
     if not (total > min(torch.finfo(d).max for d in narrow) or _sum_overflows_float32(total, 2, norm_type)):
         return total
-    norms = [_as_torch_computes(norm(_buffers([g])), g.numel(), g.dtype, norm_type) for g in grads]
+    norms = [_as_torch_computes(norm(_buffers([g], writeable=False)), g.numel(), g.dtype, norm_type) for g in grads]
     total = _norm_of_norms(norms, norm_type)
     promoted = _interop.torch_dtype(buffers.result_dtype())
     if promoted != torch.float64 and _sum_overflows_float32(total, len(grads), norm_type):
@@ -357,7 +358,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
         if _interop.any_dtensor(tensors):
             return dtensor_norm(tensors, norm_type, error_if_nonfinite)
         tensors = _complex_views(tensors, norm_type)[0]
-        buffers = _buffers(tensors)
+        buffers = _buffers(tensors, writeable=False)
     return _checked_norm(buffers, tensors, norm_type, error_if_nonfinite, _interop.is_torch(tensors[0]))[0]
 
 
