@@ -130,14 +130,14 @@ class _StagedBuffers:
         return getattr(self._list, name)
 
     def _writing(self, write, *args):
-        """`write` on the copies, then the copies into the gradients. A gradient whose elements
-        may share memory (an expanded tensor) is refused first: torch will not write one in
-        place either, and nothing may change before the error."""
+        """`write` on the copies, then the copies into the gradients. An expanded gradient is
+        refused first (_expanded): torch will not write one in place either, and nothing may
+        change before the error."""
         for i, g, _ in self._pairs:
-            if _may_overlap(g):
+            if _expanded(g):
                 raise ValueError(
-                    f"gradient {i} is a strided view whose elements may share memory (an expanded "
-                    "tensor?), which cannot be clipped in place: clip a copy (p.grad = p.grad.clone())"
+                    f"gradient {i} is an expanded tensor (a dimension of stride 0: its elements "
+                    "share memory), which cannot be clipped in place: clip a copy (p.grad = p.grad.clone())"
                 )
         result = write(*args)
         torch = _interop.torch_module()
@@ -162,20 +162,14 @@ class _StagedBuffers:
         return self._writing(self._list.clip_on_device, max_norm, total, stream)
 
 
-def _may_overlap(arr):
-    """Whether two elements of a strided array may share memory: sorted by stride, each
-    dimension's step must pass every offset the smaller ones reach. Conservative: a layout whose
-    elements interleave without meeting counts too."""
-    reach = 0
-    for stride, size in sorted(
-        (abs(st), sz)
-        for st, sz in zip(arr.strides if isinstance(arr, np.ndarray) else arr.stride(), arr.shape)
-        if sz > 1
-    ):
-        if stride <= reach:
-            return True
-        reach += stride * (size - 1)
-    return False
+def _expanded(arr):
+    """Whether a strided array repeats its elements along a dimension (stride 0, an expanded
+    tensor): torch refuses to write such a tensor in place (its internal-overlap check), and so
+    do the clips. A layout whose elements share memory otherwise (torch writes those in place)
+    has equal values at the shared places in its copy, so writing the copy back sets each place
+    once."""
+    strides = arr.strides if isinstance(arr, np.ndarray) else arr.stride()
+    return any(st == 0 and sz > 1 for st, sz in zip(strides, arr.shape))
 
 
 def _complex_views(grads, norm_type):
