@@ -1115,9 +1115,10 @@ bool no_torch_function_mode() {
 // dtypes, sizes and device of the last call's. The per-call checks and read pin of a torch
 // tensor cost about 375 ns, so 2000 small gradients took 0.75 ms to describe, more than the
 // optimizer step after them. As the one-call step does for its plans (NOTE: [batched tensor
-// facts]), a list of exact torch tensors that the per-call checks accepted twice in a row with
-// the same description (each tensor's dtype and element count, CPU or CUDA) gets a guard built
-// from it; a later list that the guard accepts (the same types, dtypes, device, sizes,
+// facts]), a list of exact torch tensors whose description (each tensor's dtype and element
+// count, CPU or CUDA) the per-call checks accepted a second time among their last few lists
+// gets a guard built from it (several call sites may alternate: a clip per param group, a norm
+// for logging); a later list that the guard accepts (the same types, dtypes, device, sizes,
 // strides and dispatch keys, in one call) takes each tensor's dtype and element count from the
 // description and its data pointer from torch's C function. Its read pins are taken as on the
 // per-call path (NOTE: [read pins]) and still checked to cover what is read; with exact torch
@@ -1141,15 +1142,18 @@ class ListGuards {
     return nullptr;
   }
 
-  // After the per-call checks accepted `tensors` (exact torch tensors) as `facts`: the second
-  // time in a row with these facts, a guard is built from them and kept (replacing one with the
-  // same facts, or the oldest). Twice: a workload whose lists change every call builds none.
+  // After the per-call checks accepted `tensors` (exact torch tensors) as `facts`: when these
+  // facts are among the last few seen (the second time), a guard is built from them and kept
+  // (replacing one with the same facts, or the oldest). A workload whose lists change every
+  // call builds none.
   void note_checked(const std::vector<PyObject*>& tensors, Facts facts) {
-    if (!(facts == last_)) {
-      last_ = std::move(facts);
+    const auto seen = std::find(recent_.begin(), recent_.end(), facts);
+    if (seen == recent_.end()) {
+      if (recent_.size() == kKept) recent_.erase(recent_.begin());
+      recent_.push_back(std::move(facts));
       return;
     }
-    last_ = Facts{};
+    recent_.erase(seen);
     py::object check = build_guard(tensors);
     if (check.is_none()) return;
     for (Kept& k : kept_)
@@ -1164,8 +1168,8 @@ class ListGuards {
     Facts facts;
     py::object check;
   };
-  std::vector<Kept> kept_;  // oldest first
-  Facts last_;              // the last list the per-call checks accepted, if of exact torch tensors
+  std::vector<Kept> kept_;     // oldest first
+  std::vector<Facts> recent_;  // lists of exact torch tensors the per-call checks accepted once, oldest first
 };
 
 // Whether this interpreter can take the guards' path at all: it needs PyGC_Disable (Python

@@ -158,6 +158,26 @@ def test_guard_kept_per_description():
     assert result["after"] == [False, True, True, True]  # the oldest was evicted
 
 
+def test_alternating_descriptions_take_their_guards():
+    """Call sites that alternate lists of different descriptions (a clip per param group, a norm
+    for logging) each get their guard once their description comes back, not only when the same
+    description comes twice in a row."""
+    result = run_case(
+        """
+    import torch, genesis
+    from genesis import _C
+
+    genesis.nn.utils.clip_grad_norm_([torch.nn.Parameter(torch.zeros(1))], 1.0)  # registers torch
+    paths = []
+    for _ in range(3):
+        for sizes in ([3, 4], [5], [6, 7, 8]):
+            paths.append(_C.BufferList([torch.randn(s) for s in sizes], False, True).batched)
+    report(paths=paths)
+    """
+    )
+    assert result["paths"] == [False] * 6 + [True] * 3
+
+
 def test_gradients_swapped_by_another_thread_while_a_guarded_list_is_clipped():
     """Another thread swapping the memory of a gradient while guarded lists of it are described
     and clipped (with the GIL released for 64 MB gradients) must leave the process alive and
